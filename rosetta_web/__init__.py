@@ -1,0 +1,97 @@
+"""Rosetta: a dashboard for PostgreSQL-to-Snowflake CDC pipelines and the WAL they pin."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask, jsonify, redirect, url_for
+from werkzeug.wrappers import Response
+
+__version__ = "0.1.0"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Create the Rosetta app: settings from the environment, overridden by `config`."""
+    from .config import load_config
+    from .crypto import fernet_for
+    from .errors import register_error_handlers
+    from .extensions import db, migrate
+    from .security import init_security
+
+    load_dotenv()
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.update(load_config(app.instance_path))
+    app.config.update(config or {})
+    logging.basicConfig(
+        level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app.extensions["rosetta_fernet"] = fernet_for(
+        app.config["SECRET_KEY"], app.config["ENCRYPTION_KEY"]
+    )
+
+    db.init_app(app)
+    migrate.init_app(
+        app,
+        db,
+        directory=os.path.join(app.root_path, os.pardir, "migrations"),
+        render_as_batch=True,
+        compare_type=True,
+    )
+    init_security(app)
+    register_error_handlers(app)
+    _register_blueprints(app)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .api import bp as api_bp
+    from .api.routes import docs
+    from .auth import bp as auth_bp
+    from .destinations import bp as destinations_bp
+    from .extensions import db
+    from .models import isoformat, utcnow
+    from .pipelines import bp as pipelines_bp
+    from .sources import bp as sources_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(sources_bp, url_prefix="/sources")
+    app.register_blueprint(destinations_bp, url_prefix="/destinations")
+    app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.add_url_rule("/docs", "docs", docs)
+
+    @app.get("/")
+    def index() -> Response:
+        return redirect(url_for("sources.index"))
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        started = time.perf_counter()
+        try:
+            db.session.execute(db.text("SELECT 1"))
+            database = {
+                "status": "ok",
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        except Exception as exc:  # any failure to answer is the check's answer, not a 500
+            db.session.rollback()
+            logging.getLogger(__name__).warning(
+                "health: metadata database check failed: %s", type(exc).__name__
+            )
+            database = {"status": "error", "error": type(exc).__name__}
+        ok = database["status"] == "ok"
+        body = {
+            "status": "ok" if ok else "error",
+            "version": __version__,
+            "timestamp": isoformat(utcnow()),
+            "checks": {"database": database},
+        }
+        return jsonify(body), 200 if ok else 503

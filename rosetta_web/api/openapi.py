@@ -1,0 +1,295 @@
+"""The OpenAPI 3 description of the JSON API, its bodies derived from the forms' own rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import current_app
+from wtforms import IntegerField, PasswordField, SelectField
+from wtforms.validators import DataRequired, Length, NumberRange, Regexp
+
+from .. import __version__
+from ..forms import EntityForm
+
+JSON = "application/json"
+READ_ONLY_TYPES = {
+    "id": {"type": "integer"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+}
+
+
+def form_schema(form_class: type[EntityForm]) -> dict[str, Any]:
+    """Describe what a form accepts as a JSON Schema object, from its fields and validators."""
+    form = form_class(formdata=None, meta={"csrf": False})
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in form:
+        prop: dict[str, Any] = {"type": "string"}
+        if isinstance(field, IntegerField) or (
+            isinstance(field, SelectField) and field.coerce is int
+        ):
+            prop["type"] = "integer"
+        elif isinstance(field, SelectField):
+            prop["enum"] = [choice.value for choice in field.choices]
+        if isinstance(field, PasswordField):
+            prop.update(format="password", writeOnly=True)
+        for validator in field.validators:
+            if isinstance(validator, Length):
+                if validator.min > 0:
+                    prop["minLength"] = validator.min
+                if validator.max > 0:
+                    prop["maxLength"] = validator.max
+            elif isinstance(validator, Regexp):
+                prop["pattern"] = validator.regex.pattern
+            elif isinstance(validator, NumberRange):
+                if validator.min is not None:
+                    prop["minimum"] = validator.min
+                if validator.max is not None:
+                    prop["maximum"] = validator.max
+            elif isinstance(validator, DataRequired) and field.default is None:
+                required.append(field.name)
+        if field.default is not None:
+            prop["default"] = field.default
+        if field.description:
+            prop["description"] = field.description
+        properties[field.name] = prop
+    required += [name for name in form_class.required_secrets if name not in required]
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def entity_schema(form_class: type[EntityForm]) -> dict[str, Any]:
+    """Describe an entity as the API returns it: its form's fields without secrets, plus ids."""
+    accepted = form_schema(form_class)["properties"]
+    properties: dict[str, Any] = {"id": READ_ONLY_TYPES["id"]}
+    for name, prop in accepted.items():
+        if name not in form_class.secret_fields:
+            properties[name] = {k: v for k, v in prop.items() if k != "default"}
+    for name in sorted(form_class.read_only_fields - {"id"}):
+        properties[name] = {
+            **READ_ONLY_TYPES.get(
+                name, {"type": "boolean", "description": "Whether the secret is stored."}
+            ),
+            "readOnly": True,
+        }
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
+    """Document the six endpoints every named entity has."""
+    one = _ref(title)
+    not_found = {"404": _error(f"No {title.lower()} with that id")}
+    invalid = {
+        "400": _error("The body is not a JSON object"),
+        "409": _error("The name is taken"),
+        "415": _error("The body is not JSON"),
+        "422": _error("Fields failed validation; details.fields lists each"),
+    }
+    update = {
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref(f"{title}Input")}}}
+    }
+    return {
+        f"api.list_{plural}": {
+            "summary": f"List {plural} by name",
+            "parameters": [
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Only names containing this text",
+                }
+            ],
+            "responses": {"200": _json({"type": "array", "items": one}, f"The {plural}")},
+        },
+        f"api.create_{title.lower()}": {
+            "summary": f"Create a {title.lower()}",
+            **update,
+            "responses": {"201": _json(one, f"The new {title.lower()}"), **invalid},
+        },
+        f"api.get_{title.lower()}": {
+            "summary": f"Read a {title.lower()}",
+            "responses": {"200": _json(one, f"The {title.lower()}"), **not_found},
+        },
+        f"api.replace_{title.lower()}": {
+            "summary": f"Replace a {title.lower()} (a blank secret keeps the stored one)",
+            **update,
+            "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
+        },
+        f"api.update_{title.lower()}": {
+            "summary": f"Change some fields of a {title.lower()}",
+            "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+            "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
+        },
+        f"api.delete_{title.lower()}": {
+            "summary": f"Delete a {title.lower()}"
+            + ("" if plural == "pipelines" else " no pipeline uses"),
+            "responses": {
+                "204": {"description": "Deleted"},
+                **not_found,
+                "409": _error("Pipelines use it; details.pipelines names them"),
+            },
+        },
+    }
+
+
+def _operations() -> dict[str, dict[str, Any]]:
+    """Document every API endpoint, by Flask endpoint name."""
+    operations: dict[str, dict[str, Any]] = {}
+    for title, plural in (
+        ("Source", "sources"),
+        ("Destination", "destinations"),
+        ("Pipeline", "pipelines"),
+    ):
+        operations.update(_entity_operations(title, plural))
+    operations["api.pipeline_action"] = {
+        "summary": "Set a pipeline's desired status to START, PAUSE or REFRESH",
+        "parameters": [
+            {
+                "name": "action",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": ["start", "pause", "refresh"]},
+            },
+        ],
+        "responses": {
+            "200": _json(_ref("Pipeline"), "The pipeline"),
+            "404": _error("No such pipeline"),
+        },
+    }
+    operations["api.wal_metrics"] = {
+        "summary": "List a source's newest WAL samples, newest first",
+        "parameters": [
+            {
+                "name": "source_id",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            },
+        ],
+        "responses": {
+            "200": _json({"type": "array", "items": _ref("WalMetric")}, "The samples"),
+            "404": _error("No such source"),
+            "422": _error("A parameter is missing or out of range"),
+        },
+    }
+    operations["api.openapi"] = {
+        "summary": "This document",
+        "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")},
+    }
+    operations["health"] = {
+        "summary": "Health of the service and its metadata database (no sign-in needed)",
+        "security": [],
+        "responses": {
+            "200": _json(_ref("Health"), "The metadata database answers"),
+            "503": _json(_ref("Health"), "The metadata database does not answer"),
+        },
+    }
+    return operations
+
+
+def _schemas() -> dict[str, Any]:
+    from ..destinations.forms import DestinationForm
+    from ..pipelines.forms import PipelineForm
+    from ..sources.forms import SourceForm
+
+    schemas: dict[str, Any] = {}
+    for title, form_class in (
+        ("Source", SourceForm),
+        ("Destination", DestinationForm),
+        ("Pipeline", PipelineForm),
+    ):
+        schemas[title] = entity_schema(form_class)
+        schemas[f"{title}Input"] = form_schema(form_class)
+    schemas["WalMetric"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "source_id": {"type": "integer"},
+            "size_bytes": {"type": ["integer", "null"]},
+            "recorded_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    schemas["Health"] = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "error"]},
+            "version": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "checks": {"type": "object"},
+        },
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error", "message", "details", "timestamp"],
+        "properties": {
+            "error": {"type": "string", "examples": ["EntityNotFoundError"]},
+            "message": {"type": "string"},
+            "details": {"type": "object"},
+            "timestamp": {"type": "string", "format": "date-time"},
+        },
+    }
+    return schemas
+
+
+def build_spec() -> dict[str, Any]:
+    """Build the OpenAPI document from the app's routes; undocumented routes are left out."""
+    operations = _operations()
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in current_app.url_map.iter_rules():
+        operation = operations.get(rule.endpoint)
+        if operation is None:
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        documented = {param["name"] for param in operation.get("parameters", [])}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+            for name in sorted(rule.arguments - documented)
+        ]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            op = {
+                "operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),
+                **operation,
+            }
+            op["parameters"] = parameters + operation.get("parameters", [])
+            if op.get("security") != []:
+                op["responses"] = {
+                    **operation["responses"],
+                    "401": _error("Not signed in and no valid token"),
+                }
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Rosetta API",
+            "version": __version__,
+            "description": "Manage CDC sources, destinations and pipelines. Send "
+            "Authorization: Bearer <token> (create one on your account page or with "
+            "`flask tokens create`). Every error answers the same JSON envelope.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

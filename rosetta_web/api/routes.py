@@ -1,0 +1,125 @@
+"""The JSON API: sources, destinations, pipelines and WAL metrics, under /api/v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from ..crud import Resource
+from ..destinations.routes import DESTINATIONS
+from ..errors import ApiError
+from ..forms import EntityForm, formdata_from_json, json_body
+from ..pipelines.routes import PIPELINES, set_status
+from ..sources.routes import SOURCES
+from . import bp
+from .openapi import build_spec
+
+
+def _validated_form(resource: Resource, entity: Any = None, partial: bool = False) -> EntityForm:
+    """Validate the JSON body with the browser form's rules; 409 for a taken name, else 422."""
+    base = resource.form_data(entity) if partial else None
+    formdata = formdata_from_json(resource.form_class, json_body(), base)
+    form = resource.form(entity, formdata=formdata, meta={"csrf": False})
+    if form.validate():
+        return form
+    errors = form.errors_by_field()
+    if form.duplicate_name and list(errors) == ["name"]:
+        raise ApiError(409, errors["name"][0].rstrip("."), {"fields": errors}, "DuplicateNameError")
+    raise ApiError(
+        422,
+        f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
+        {"fields": errors},
+    )
+
+
+def _register(resource: Resource) -> None:
+    """Add list, create, read, replace, update and delete endpoints for one resource."""
+    plural = resource.plural
+
+    def list_entities() -> Response:
+        return jsonify([entity.to_dict() for entity in resource.list(request.args.get("q", ""))])
+
+    def create_entity() -> tuple[Response, int, dict[str, str]]:
+        entity = resource.save(_validated_form(resource))
+        location = url_for(f"api.get_{resource.label}", entity_id=entity.id)
+        return jsonify(entity.to_dict()), 201, {"Location": location}
+
+    def get_entity(entity_id: int) -> Response:
+        return jsonify(resource.get(entity_id).to_dict())
+
+    def replace_entity(entity_id: int) -> Response:
+        entity = resource.get(entity_id)
+        return jsonify(resource.save(_validated_form(resource, entity), entity).to_dict())
+
+    def update_entity(entity_id: int) -> Response:
+        entity = resource.get(entity_id)
+        form = _validated_form(resource, entity, partial=True)
+        return jsonify(resource.save(form, entity).to_dict())
+
+    def delete_entity(entity_id: int) -> tuple[str, int]:
+        resource.delete(resource.get(entity_id))
+        return "", 204
+
+    one = f"/{plural}/<int:entity_id>"
+    bp.add_url_rule(f"/{plural}", f"list_{plural}", list_entities, methods=["GET"])
+    bp.add_url_rule(f"/{plural}", f"create_{resource.label}", create_entity, methods=["POST"])
+    bp.add_url_rule(one, f"get_{resource.label}", get_entity, methods=["GET"])
+    bp.add_url_rule(one, f"replace_{resource.label}", replace_entity, methods=["PUT"])
+    bp.add_url_rule(one, f"update_{resource.label}", update_entity, methods=["PATCH"])
+    bp.add_url_rule(one, f"delete_{resource.label}", delete_entity, methods=["DELETE"])
+
+
+for _resource in (SOURCES, DESTINATIONS, PIPELINES):
+    _register(_resource)
+
+
+@bp.post("/pipelines/<int:entity_id>/<any(start, pause, refresh):action>")
+def pipeline_action(entity_id: int, action: str) -> Response:
+    """Set a pipeline's desired status to START, PAUSE or REFRESH."""
+    return jsonify(set_status(PIPELINES.get(entity_id), action.upper()).to_dict())
+
+
+def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int:
+    """Read a whole-number query parameter, or raise 422 naming it."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        if default is None:
+            raise ApiError(
+                422, f"{name} is required", {"fields": {name: ["This field is required."]}}
+            )
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of {minimum} or more"
+        raise ApiError(
+            422,
+            f"{name} must be a whole number {bounds}",
+            {"fields": {name: [f"Enter a whole number {bounds}."]}},
+        )
+    return value
+
+
+@bp.get("/metrics/wal")
+def wal_metrics() -> Response:
+    """List a source's newest WAL samples, newest first."""
+    source = SOURCES.get(_int_arg("source_id", None, 1))
+    _int_arg("limit", 100, 1, 1000)
+    # The WAL monitor that fills wal_metrics arrives with the next part; until then, no samples.
+    del source
+    return jsonify([])
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """Serve the OpenAPI 3 description of this API."""
+    return jsonify(build_spec())
+
+
+def docs() -> str:
+    """Present the OpenAPI description as a readable page."""
+    return render_template("api/docs.html", spec=build_spec())

@@ -1,0 +1,41 @@
+"""Forms for signing in, setting up the first operator and naming API tokens."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+
+from ..forms import lowercase, strip
+
+USERNAME_RULES = [
+    DataRequired(),
+    Length(max=80),
+    Regexp(r"^[a-z0-9_.@-]+$", message="Use letters, digits and . _ @ - only."),
+]
+PASSWORD_RULES = [DataRequired(), Length(min=8, max=256, message="Use 8 to 256 characters.")]
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", filters=[lowercase], validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+    next = HiddenField()
+
+
+class UserForm(FlaskForm):
+    """A new operator account, from /setup or `flask users create`."""
+
+    username = StringField("Username", filters=[lowercase], validators=USERNAME_RULES)
+    password = PasswordField("Password", validators=PASSWORD_RULES)
+    confirm = PasswordField(
+        "Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")]
+    )
+
+
+class TokenForm(FlaskForm):
+    name = StringField(
+        "Token name",
+        filters=[strip],
+        validators=[DataRequired(), Length(max=80)],
+        description="What will use it, e.g. 'nightly-healthcheck'.",
+    )

@@ -1,0 +1,119 @@
+"""Sign-in, sign-out, first-run set-up and the account page."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+from werkzeug.wrappers import Response
+
+from ..extensions import db
+from ..forms import ConfirmForm, form_view
+from ..models import ApiToken, utcnow
+from . import bp, services
+from .forms import LoginForm, TokenForm, UserForm
+
+
+def _safe_next(target: str | None) -> str:
+    """Return `target` if it is a path on this site, else the home page."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/"):
+            return target
+    return url_for("index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@form_view
+def login() -> Response | str | tuple[str, int, dict[str, str]]:
+    """Sign an operator in, refusing a username after too many failures."""
+    if services.user_count() == 0:
+        return redirect(url_for("auth.setup"))
+    if current_user.is_authenticated:
+        return redirect(_safe_next(request.args.get("next")))
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        username = form.username.data
+        wait = services.throttled_for_seconds(username)
+        if wait:
+            minutes = (wait + 59) // 60
+            form.form_errors.append(
+                f"Too many failed sign-ins for this username. Try again in {minutes} minute"
+                f"{'s' if minutes != 1 else ''}."
+            )
+            return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
+        user = services.authenticate(username, form.password.data)
+        if user is None:
+            services.record_failure(username)
+            form.form_errors.append("Unknown username or wrong password.")
+            return render_template("auth/login.html", form=form), 200, {}
+        services.clear_failures(username)
+        user.last_login_at = utcnow()
+        db.session.commit()
+        login_user(user)
+        return redirect(_safe_next(form.next.data), 303)
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Response:
+    """Sign the operator out."""
+    logout_user()
+    flash("Signed out.", "success")
+    return redirect(url_for("auth.login"), 303)
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+@form_view
+def setup() -> Response | str:
+    """Create the first operator account; once one exists this page is gone."""
+    if services.user_count() > 0:
+        abort(404)
+    form = UserForm()
+    if form.validate_on_submit():
+        user = services.create_user(form.username.data, form.password.data)
+        login_user(user)
+        flash(f"Welcome, {user.username}. Add your first source.", "success")
+        return redirect(url_for("index"), 303)
+    return render_template("auth/setup.html", form=form)
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@form_view
+def account() -> Response | str:
+    """List the operator's API tokens and create one, showing its secret once."""
+    form = TokenForm()
+    new_token = None
+    if form.validate_on_submit():
+        token, new_token = services.create_token(current_user, form.name.data)
+        flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")
+        form = TokenForm(formdata=None)
+    tokens = db.session.scalars(
+        db.select(ApiToken)
+        .where(ApiToken.user_id == current_user.id)
+        .order_by(ApiToken.created_at.desc())
+    ).all()
+    return render_template(
+        "auth/account.html",
+        form=form,
+        tokens=tokens,
+        new_token=new_token,
+        revoke_form=ConfirmForm(),
+    )
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@form_view
+def revoke_token(token_id: int) -> Response:
+    """Revoke one of the operator's API tokens."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != current_user.id:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        db.session.delete(token)
+        db.session.commit()
+        flash(f"Token '{token.name}' revoked.", "success")
+    else:
+        flash("The form expired before you sent it; revoke the token again.", "error")
+    return redirect(url_for("auth.account"), 303)

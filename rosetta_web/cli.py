@@ -1,0 +1,88 @@
+"""Command-line tools: `flask users …` and `flask tokens …`."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from werkzeug.datastructures import MultiDict
+
+from .auth import services
+from .auth.forms import UserForm
+from .extensions import db
+from .models import ApiToken, isoformat
+
+users_cli = AppGroup("users", help="Manage operator accounts.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
+
+
+def _user_or_fail(username: str):  # type: ignore[no-untyped-def]
+    user = services.find_user(username)
+    if user is None:
+        raise click.ClickException(f"no operator named {username!r}")
+    return user
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--password", help="Omit to be prompted (twice) without echo.")
+def create_user(username: str, password: str | None) -> None:
+    """Create an operator account."""
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    form = UserForm(
+        formdata=MultiDict({"username": username, "password": password, "confirm": password}),
+        meta={"csrf": False},
+    )
+    if not form.validate():
+        problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in form.errors.items())
+        raise click.ClickException(problems)
+    if services.find_user(form.username.data):
+        raise click.ClickException(f"an operator named {form.username.data!r} already exists")
+    user = services.create_user(form.username.data, form.password.data)
+    click.echo(f"Created operator {user.username}.")
+
+
+@tokens_cli.command("create")
+@click.option("--user", "username", required=True, help="The operator the token acts as.")
+@click.option("--name", required=True, help="What will use it, e.g. nightly-healthcheck.")
+def create_token(username: str, name: str) -> None:
+    """Create an API token; its secret is printed alone on the last line, once."""
+    user = _user_or_fail(username)
+    name = name.strip()
+    if not name or len(name) > 80:
+        raise click.ClickException("--name must be 1 to 80 characters")
+    token, raw = services.create_token(user, name)
+    click.echo(f"Created token {token.name!r} (id {token.id}) for {user.username}. Store it now:")
+    click.echo(raw)
+
+
+@tokens_cli.command("list")
+@click.option("--user", "username", required=True)
+def list_tokens(username: str) -> None:
+    """List an operator's API tokens (never their secrets)."""
+    user = _user_or_fail(username)
+    tokens = db.session.scalars(
+        db.select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    ).all()
+    for token in tokens:
+        last_used = isoformat(token.last_used_at) or "never"
+        click.echo(f"{token.id}\t{token.name}\t{token.prefix}…\tlast used {last_used}")
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token(token_id: int) -> None:
+    """Revoke an API token by id."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise click.ClickException(f"no token with id {token_id}")
+    db.session.delete(token)
+    db.session.commit()
+    click.echo(f"Revoked token {token.name!r}.")
+
+
+def register_cli(app: Flask) -> None:
+    """Add Rosetta's command groups to the flask command."""
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)

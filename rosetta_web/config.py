@@ -1,0 +1,136 @@
+"""Settings from the environment (and `.env`), validated once when the app is created."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+EXAMPLE_SECRET_KEYS = {"", "change-me", "changeme", "dev", "secret", "<generate-secure-key>"}
+LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def normalize_database_url(url: str) -> str:
+    """Return a SQLAlchemy URL for the sync psycopg2 driver from the forms operators write."""
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; Rosetta ships psycopg2.
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    if url.startswith(("postgresql+psycopg2://", "sqlite:")):
+        return url
+    raise ConfigError(
+        "DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:5432/db) "
+        "or a sqlite: URL; leave it unset for the embedded SQLite file"
+    )
+
+
+def _dev_secret_key(instance_path: Path) -> str:
+    """Return a per-installation development key, kept in the instance folder across restarts."""
+    key_file = instance_path / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read every setting from `env` (default: the process environment) and validate it."""
+    env = os.environ if env is None else env
+    instance = Path(instance_path)
+
+    app_env = env.get("APP_ENV", "development").strip().lower() or "development"
+    if app_env not in {"development", "production"}:
+        raise ConfigError(f"APP_ENV must be development or production, got {app_env!r}")
+
+    secret_key = env.get("SECRET_KEY", "").strip()
+    if secret_key in EXAMPLE_SECRET_KEYS:
+        if app_env == "production":
+            raise ConfigError(
+                "SECRET_KEY is missing or still the example value; with APP_ENV=production "
+                "set it to a long random string, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        secret_key = _dev_secret_key(instance)
+
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(sorted(LOG_LEVELS))}")
+
+    raw_url = env.get("DATABASE_URL", "").strip()
+    if raw_url:
+        database_url = normalize_database_url(raw_url)
+    else:
+        instance.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{instance / 'rosetta.db'}"
+
+    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    if database_url.startswith("postgresql"):
+        engine_options.update(
+            pool_size=_int(env, "DB_POOL_SIZE", 20, minimum=1),
+            max_overflow=_int(env, "DB_MAX_OVERFLOW", 10, minimum=0),
+            pool_timeout=_int(env, "DB_POOL_TIMEOUT", 30, minimum=1),
+            pool_recycle=_int(env, "DB_POOL_RECYCLE", 3600, minimum=-1),
+            pool_use_lifo=True,
+            connect_args={"connect_timeout": _int(env, "DB_CONNECT_TIMEOUT", 10, minimum=1)},
+        )
+
+    return {
+        "APP_ENV": app_env,
+        "DEBUG": _bool(env, "DEBUG", False),
+        "SECRET_KEY": secret_key,
+        "ENCRYPTION_KEY": env.get("ENCRYPTION_KEY", "").strip() or None,
+        "LOG_LEVEL": log_level,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "WAL_MONITOR_ENABLED": _bool(env, "WAL_MONITOR_ENABLED", True),
+        "WAL_MONITOR_INTERVAL_SECONDS": _int(env, "WAL_MONITOR_INTERVAL_SECONDS", 300, minimum=5),
+        "WAL_MONITOR_TIMEOUT_SECONDS": _int(env, "WAL_MONITOR_TIMEOUT_SECONDS", 30, minimum=1),
+        "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool(env, "SESSION_COOKIE_SECURE", app_env == "production"),
+        "REMEMBER_COOKIE_SECURE": _bool(env, "SESSION_COOKIE_SECURE", app_env == "production"),
+        "WTF_CSRF_CHECK_DEFAULT": False,
+        "WTF_CSRF_TIME_LIMIT": _int(env, "CSRF_TIME_LIMIT_SECONDS", 3600 * 8, minimum=60),
+        "LOGIN_MAX_FAILURES": 5,
+        "LOGIN_FAILURE_WINDOW_SECONDS": 15 * 60,
+    }

@@ -1,0 +1,61 @@
+"""The destination form, shared by the browser and the JSON API."""
+
+from __future__ import annotations
+
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from ..forms import EntityForm, blank_to_none, lowercase, name_rules, strip
+from ..models import Destination
+
+REQUIRED = [DataRequired(), Length(max=255)]
+OPTIONAL = [Optional(), Length(max=255)]
+
+
+class DestinationForm(EntityForm):
+    model = Destination
+    label = "destination"
+    secret_fields = ("snowflake_private_key_passphrase",)
+    read_only_fields = EntityForm.read_only_fields | {"snowflake_private_key_passphrase_set"}
+
+    name = StringField(
+        "Name",
+        filters=[lowercase],
+        validators=name_rules(),
+        description="Lowercase letters, digits, '-' and '_', e.g. snowflake-production.",
+    )
+    snowflake_account = StringField(
+        "Account",
+        filters=[strip],
+        validators=[
+            *REQUIRED,
+            Regexp(
+                r"^[A-Za-z0-9._-]+$", message="Use the account identifier, e.g. xy12345.us-east-1."
+            ),
+        ],
+        description="Account identifier, e.g. xy12345.us-east-1 or myorg-myaccount.",
+    )
+    snowflake_user = StringField("User", filters=[strip], validators=REQUIRED)
+    snowflake_database = StringField("Database", filters=[strip], validators=REQUIRED)
+    snowflake_schema = StringField("Schema", filters=[strip], validators=REQUIRED)
+    snowflake_role = StringField("Role", filters=[strip, blank_to_none], validators=OPTIONAL)
+    snowflake_warehouse = StringField(
+        "Warehouse", filters=[strip, blank_to_none], validators=OPTIONAL
+    )
+    snowflake_private_key_path = StringField(
+        "Private key path",
+        filters=[strip],
+        validators=[DataRequired(), Length(max=1024)],
+        description="Path of the PKCS#8 key file (.p8) for key-pair authentication.",
+    )
+    snowflake_private_key_passphrase = PasswordField(
+        "Private key passphrase",
+        validators=[Length(max=1024)],
+        description="Stored encrypted. Leave blank when editing to keep the current one.",
+    )
+    snowflake_host = StringField(
+        "Host",
+        filters=[strip, blank_to_none],
+        validators=[*OPTIONAL, Regexp(r"^[A-Za-z0-9.-]+$", message="Enter a host name.")],
+        description="e.g. xy12345.snowflakecomputing.com; blank for the account's default.",
+    )

@@ -1,0 +1,151 @@
+"""Pieces every blueprint's forms share: field rules, and feeding a JSON body to a form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import request
+from flask_wtf import FlaskForm
+from werkzeug.datastructures import MultiDict
+from wtforms import Field
+from wtforms.fields.core import UnboundField
+from wtforms.validators import DataRequired, Length, Regexp, StopValidation, ValidationError
+
+from .errors import ApiError
+from .extensions import db
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def form_view(view: F) -> F:
+    """Mark a view whose FlaskForm checks the CSRF token itself.
+
+    Such a view answers a stale token with the form, the operator's input and a message,
+    instead of the bare error that the global check gives.
+    """
+    view.csrf_checked_by_form = True  # type: ignore[attr-defined]
+    return view
+
+
+def lowercase(value: Any) -> Any:
+    """Strip and lowercase a text value, leaving anything else as it is."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def strip(value: Any) -> Any:
+    """Strip surrounding white space from a text value."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def blank_to_none(value: Any) -> Any:
+    """Store an empty optional text field as NULL."""
+    return None if value == "" else value
+
+
+def whole_number(form: FlaskForm, field: Field) -> None:
+    """Stop a number field's checks at one clear message when it holds no whole number."""
+    if field.process_errors or field.data is None:
+        field.errors.clear()
+        raise StopValidation("Enter a whole number.")
+
+
+def name_rules() -> list[Any]:
+    """Return the checks every entity name passes: required, 1-255 of [a-z0-9_-]."""
+    return [
+        DataRequired(),
+        Length(max=255),
+        Regexp(r"^[a-z0-9_-]+$", message="Use lowercase letters, digits, '-' and '_' only."),
+    ]
+
+
+def field_names(form_class: type[FlaskForm]) -> set[str]:
+    """Return the names of the fields a form class declares."""
+    return {name for name in dir(form_class) if isinstance(getattr(form_class, name), UnboundField)}
+
+
+class ConfirmForm(FlaskForm):
+    """An empty form: a button whose POST carries only the CSRF token."""
+
+
+class EntityForm(FlaskForm):
+    """A form for a named entity, usable from the browser and, with a JSON body, the API.
+
+    Subclasses set `model` and `label`; `secret_fields` are write-only and may stay blank
+    on edit to keep the stored value, `required_secrets` must be given on create.
+    """
+
+    model: Any = None
+    label = "entity"
+    secret_fields: tuple[str, ...] = ()
+    required_secrets: tuple[str, ...] = ()
+    # Fields a client may send back from a GET response; they are ignored, not rejected.
+    read_only_fields: frozenset[str] = frozenset({"id", "created_at", "updated_at"})
+
+    editing_id: int | None = None
+    duplicate_name = False
+
+    def validate_name(self, field: Field) -> None:
+        """Refuse a name another entity of the same kind already has."""
+        stmt = db.select(self.model.id).where(self.model.name == field.data)
+        if self.editing_id is not None:
+            stmt = stmt.where(self.model.id != self.editing_id)
+        if db.session.scalar(stmt) is not None:
+            self.duplicate_name = True
+            raise ValidationError(f"A {self.label} named '{field.data}' already exists.")
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Run the field checks, then require the secrets a new entity must have."""
+        valid = super().validate(extra_validators)
+        if self.editing_id is None:
+            for name in self.required_secrets:
+                if not self[name].data:
+                    self[name].errors = [*self[name].errors, "This field is required."]
+                    valid = False
+        return valid
+
+    def errors_by_field(self) -> dict[str, list[str]]:
+        """Return every failing field's messages."""
+        return {name: list(messages) for name, messages in self.errors.items()}
+
+
+def json_body() -> dict[str, Any]:
+    """Return the request's JSON object, or raise the envelope's 400/415 error."""
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "Send the body as JSON with Content-Type: application/json",
+            {"content_type": request.content_type or ""},
+        )
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise ApiError(400, "The request body is not valid JSON")
+    if not isinstance(payload, dict):
+        raise ApiError(400, "The request body must be a JSON object")
+    return payload
+
+
+def formdata_from_json(
+    form_class: type[EntityForm], payload: dict[str, Any], base: dict[str, Any] | None = None
+) -> MultiDict:
+    """Turn a JSON object into form data for `form_class`, refusing what no field accepts.
+
+    `base` holds the current values for a partial update (PATCH): the payload overrides them.
+    """
+    fields = field_names(form_class)
+    errors: dict[str, list[str]] = {}
+    data: dict[str, str] = {}
+    for key, value in {**(base or {}), **payload}.items():
+        if key in form_class.read_only_fields:
+            continue
+        if key not in fields:
+            errors[key] = ["Unknown field."]
+        elif value is None:
+            continue
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            errors[key] = ["Must be a string or a number."]
+        else:
+            data[key] = str(value)
+    if errors:
+        raise ApiError(422, "The request has invalid fields", {"fields": errors})
+    return MultiDict(data)

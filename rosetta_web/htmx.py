@@ -1,0 +1,21 @@
+"""Render a whole page, or for an htmx request the fragment that the page includes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, make_response, render_template, request
+
+
+def is_htmx() -> bool:
+    """Tell whether htmx sent this request to swap part of a page (boosted links get pages)."""
+    return (
+        request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+    )
+
+
+def render_page_or_fragment(page: str, fragment: str, **context: Any) -> Response:
+    """Render `fragment` for htmx requests and `page` otherwise, varying the cache on it."""
+    response = make_response(render_template(fragment if is_htmx() else page, **context))
+    response.vary.add("HX-Request")
+    return response

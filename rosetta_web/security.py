@@ -1,0 +1,78 @@
+"""Who may call what: sign-in or bearer token on every route, and CSRF on browser writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from .auth import services
+from .errors import ApiError, wants_json
+from .extensions import csrf, db, login_manager
+from .models import User
+
+PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "health", "static"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class ApiSessionInterface(SecureCookieSessionInterface):
+    """Send no session cookie to a client that signs its calls with a bearer token."""
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        if g.get("authenticated_by_token"):
+            return
+        super().save_session(app, session, response)
+
+
+def init_security(app: Flask) -> None:
+    """Wire sign-in, bearer tokens and CSRF checks into the app."""
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Sign in to continue."
+    login_manager.login_message_category = "info"
+    csrf.init_app(app)
+    app.session_interface = ApiSessionInterface()
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        return db.session.get(User, int(user_id))
+
+    @login_manager.request_loader
+    def load_user_from_token(req: Any) -> User | None:
+        token = _bearer_token()
+        if token is None:
+            return None
+        user = services.user_for_token(token)
+        if user is not None:
+            g.authenticated_by_token = True
+        return user
+
+    @app.before_request
+    def require_operator() -> Response | None:
+        if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if not current_user.is_authenticated:
+            if wants_json():
+                message = (
+                    "The bearer token is invalid or revoked"
+                    if _bearer_token()
+                    else "Sign in or send Authorization: Bearer <token>"
+                )
+                raise ApiError(401, message)
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        if request.method not in SAFE_METHODS and not g.get("authenticated_by_token"):
+            view = app.view_functions.get(request.endpoint)
+            if not getattr(view, "csrf_checked_by_form", False):
+                csrf.protect()
+        return None

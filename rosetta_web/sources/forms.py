@@ -1,0 +1,75 @@
+"""The source form, shared by the browser and the JSON API."""
+
+from __future__ import annotations
+
+from wtforms import IntegerField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+
+from ..forms import EntityForm, blank_to_none, lowercase, name_rules, strip, whole_number
+from ..models import Source
+
+
+class SourceForm(EntityForm):
+    model = Source
+    label = "source"
+    secret_fields = ("pg_password",)
+    required_secrets = ("pg_password",)
+    read_only_fields = EntityForm.read_only_fields | {"pg_password_set"}
+
+    name = StringField(
+        "Name",
+        filters=[lowercase],
+        validators=name_rules(),
+        description="Lowercase letters, digits, '-' and '_', e.g. production-postgres.",
+    )
+    pg_host = StringField(
+        "Host",
+        filters=[strip],
+        validators=[DataRequired(), Length(max=255), Regexp(r"^\S+$", message="No spaces.")],
+    )
+    pg_port = IntegerField(
+        "Port",
+        default=5432,
+        validators=[whole_number, NumberRange(1, 65535, "Enter a port from 1 to 65535.")],
+    )
+    pg_database = StringField(
+        "Database", filters=[strip], validators=[DataRequired(), Length(max=63)]
+    )
+    pg_username = StringField(
+        "Username",
+        filters=[strip],
+        validators=[DataRequired(), Length(max=63)],
+        description="A role with REPLICATION, or rds_replication on RDS.",
+    )
+    pg_password = PasswordField(
+        "Password",
+        validators=[Length(max=1024)],
+        description="Stored encrypted. Leave blank when editing to keep the current one.",
+    )
+    publication_name = StringField(
+        "Publication",
+        filters=[strip],
+        validators=[
+            DataRequired(),
+            Length(max=63),
+            Regexp(r"^[A-Za-z0-9_]+$", message="Use letters, digits and '_' only."),
+        ],
+    )
+    replication_id = IntegerField(
+        "Replication ID",
+        default=0,
+        validators=[whole_number, NumberRange(min=0, message="Enter 0 or more.")],
+    )
+    slot_name = StringField(
+        "Replication slot",
+        filters=[strip, blank_to_none],
+        validators=[
+            Optional(),
+            Length(max=63),
+            Regexp(
+                r"^[a-z0-9_]+$",
+                message="Slot names use lowercase letters, digits and '_' only.",
+            ),
+        ],
+        description="The pipeline's logical replication slot, if it has one yet.",
+    )

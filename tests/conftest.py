@@ -1,0 +1,211 @@
+"""Fixtures: a real PostgreSQL metadata database, the app, clients signed in by form or token."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event
+from werkzeug.serving import make_server
+
+# Set before the app reads them, so no developer's .env or instance key leaks into a run.
+os.environ.update(SECRET_KEY="test-secret-key-not-for-production", APP_ENV="development")
+os.environ.pop("ENCRYPTION_KEY", None)
+
+from rosetta_web import create_app  # noqa: E402
+from rosetta_web.auth import services  # noqa: E402
+from rosetta_web.extensions import db as _db  # noqa: E402
+
+from .pg import Cluster, free_port  # noqa: E402
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster | None]:
+    """Start a disposable cluster, unless TEST_DATABASE_URL names a database to use."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_cluster: Cluster | None) -> str:
+    """The metadata database's URL, its schema built by the real migrations."""
+    url = os.environ.get("TEST_DATABASE_URL") or pg_cluster.create_database("rosetta_meta")  # type: ignore[union-attr]
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+        _db.engine.dispose()
+    return url
+
+
+def make_app(url: str, **config: Any) -> Flask:
+    """Create a test app on `url` with a clean set of tables."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, **config})
+    with app.app_context():
+        tables = [table.name for table in reversed(_db.metadata.sorted_tables)]
+        if _db.engine.dialect.name == "postgresql":
+            _db.session.execute(_db.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                _db.session.execute(_db.text(f"DELETE FROM {table}"))
+        _db.session.commit()
+    return app
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    """The app on the PostgreSQL metadata database, emptied for each test."""
+    app = make_app(database_url)
+    yield app
+    with app.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Any) -> Iterator[Flask]:
+    """The app on an embedded SQLite file, built by the same migrations."""
+    url = f"sqlite:///{tmp_path / 'rosetta.db'}"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    yield app
+
+
+@pytest.fixture
+def db(app: Flask) -> Iterator[Any]:
+    """The SQLAlchemy extension inside an app context."""
+    with app.app_context():
+        yield _db
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    """Read the CSRF token a page hands the browser."""
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def sign_in(client: FlaskClient, username: str = "alice", password: str = PASSWORD) -> Any:
+    """Post the sign-in form the way a browser does."""
+    token = csrf_token(client)
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+
+
+def create_operator(app: Flask, username: str = "alice", password: str = PASSWORD) -> None:
+    with app.app_context():
+        services.create_user(username, password)
+
+
+class Browser:
+    """A test client signed in as an operator, posting forms with their CSRF token."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.token = csrf_token(client, "/sources/")
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        return self.client.post(path, data={"csrf_token": self.token, **(data or {})}, **kwargs)
+
+
+@pytest.fixture
+def browser(app: Flask, client: FlaskClient) -> Browser:
+    """A client signed in through the login form."""
+    create_operator(app)
+    assert sign_in(client).status_code == 303
+    return Browser(client)
+
+
+class Api:
+    """A client that calls the API with a bearer token, as a script would."""
+
+    def __init__(self, client: FlaskClient, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self.client, method)
+
+        def request(path: str, **kwargs: Any) -> Any:
+            return call(path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+
+        return request
+
+
+@pytest.fixture
+def api(app: Flask, client: FlaskClient) -> Api:
+    """A client holding a fresh API token of an operator."""
+    with app.app_context():
+        user = services.create_user("script-owner", PASSWORD)
+        _, raw = services.create_token(user, "tests")
+    return Api(client, raw)
+
+
+class QueryCounter:
+    """Count the SQL statements an engine runs while it is active."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def __enter__(self) -> QueryCounter:
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+@pytest.fixture
+def count_queries(app: Flask) -> Any:
+    """Return a context manager counting the app's SQL statements."""
+    with app.app_context():
+        engine = _db.engine
+    return lambda: QueryCounter(engine)
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve the app over real HTTP on a free local port; yield its base URL."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(timeout=5)

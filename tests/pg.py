@@ -1,0 +1,125 @@
+"""Disposable PostgreSQL clusters for the tests, started from the installed server binaries."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import psycopg2
+
+
+def _bindir() -> Path:
+    """Find the PostgreSQL server binaries (pg_config, Debian's layout, or PATH)."""
+    found = shutil.which("pg_config")
+    if found:
+        bindir = subprocess.run([found, "--bindir"], capture_output=True, text=True).stdout.strip()
+        if (Path(bindir) / "initdb").exists():
+            return Path(bindir)
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cluster:
+    """A throwaway PostgreSQL server with wal_level=logical, trust auth on 127.0.0.1."""
+
+    def __init__(self, name: str = "rosetta-test") -> None:
+        self.bindir = _bindir()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.datadir = self.root / "data"
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    def start(self) -> Cluster:
+        """Create and start the cluster."""
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.root} "
+            "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the cluster and delete its files."""
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(
+        self, database: str = "postgres", user: str = "postgres", password: str | None = None
+    ) -> str:
+        """Return a SQLAlchemy URL for a database of this cluster."""
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql+psycopg2://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def connect(self, database: str = "postgres"):  # type: ignore[no-untyped-def]
+        """Open an autocommit superuser connection."""
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname=database, user="postgres")
+        conn.autocommit = True
+        return conn
+
+    def create_database(self, name: str) -> str:
+        """Create a database and return its URL."""
+        with closing(self.connect()) as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns a truthy value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -1,0 +1,241 @@
+"""The JSON API with a bearer token: the seed's bodies, CRUD, actions and every error."""
+
+from __future__ import annotations
+
+import pytest
+
+from .seed import DESTINATION, PIPELINE, SOURCE
+
+ENVELOPE_KEYS = {"error", "message", "details", "timestamp"}
+
+
+def _create_all(api):
+    assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
+    assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
+    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 201
+
+
+def test_seed_bodies_are_accepted_verbatim(api):
+    """The three curl bodies of GETTING_STARTED.md create a source, destination and pipeline."""
+    source = api.post("/api/v1/sources", json=SOURCE)
+    assert source.status_code == 201
+    assert source.headers["Location"] == "/api/v1/sources/1"
+    body = source.get_json()
+    assert body["name"] == "production-postgres" and body["pg_port"] == 5432
+    assert body["pg_password_set"] is True and "pg_password" not in body
+    destination = api.post("/api/v1/destinations", json=DESTINATION).get_json()
+    assert (
+        destination["snowflake_role"] == "SYSADMIN" and destination["snowflake_warehouse"] is None
+    )
+    pipeline = api.post("/api/v1/pipelines", json=PIPELINE)
+    assert pipeline.status_code == 201
+    assert pipeline.get_json() | {"created_at": None, "updated_at": None} == {
+        "id": 1,
+        "name": "production-to-snowflake",
+        "source_id": 1,
+        "destination_id": 1,
+        "status": "START",
+        "created_at": None,
+        "updated_at": None,
+    }
+
+
+def test_list_get_put_patch_delete(api):
+    """Each resource can be listed, read, replaced, partly updated and deleted."""
+    _create_all(api)
+    assert [s["name"] for s in api.get("/api/v1/sources").get_json()] == ["production-postgres"]
+    assert api.get("/api/v1/destinations/1").get_json()["snowflake_user"] == "ETL_USER"
+
+    put = api.put("/api/v1/sources/1", json={**SOURCE, "pg_password": "", "slot_name": "cdc_slot"})
+    assert put.status_code == 200 and put.get_json()["slot_name"] == "cdc_slot"
+    patch = api.patch("/api/v1/sources/1", json={"pg_port": 6432})
+    assert patch.status_code == 200
+    assert patch.get_json()["pg_port"] == 6432 and patch.get_json()["slot_name"] == "cdc_slot"
+
+    # A GET response sent back on PUT is accepted: read-only fields are ignored.
+    current = api.get("/api/v1/destinations/1").get_json()
+    assert (
+        api.put("/api/v1/destinations/1", json={**current, "snowflake_schema": "RAW"}).status_code
+        == 200
+    )
+    assert api.get("/api/v1/destinations/1").get_json()["snowflake_schema"] == "RAW"
+
+    pipeline = api.patch("/api/v1/pipelines/1", json={"status": "pause"})
+    assert pipeline.get_json()["status"] == "PAUSE"
+    assert api.get("/api/v1/pipelines?q=production").get_json()[0]["id"] == 1
+
+    assert api.delete("/api/v1/pipelines/1").status_code == 204
+    assert api.delete("/api/v1/sources/1").status_code == 204
+    assert api.get("/api/v1/sources/1").status_code == 404
+
+
+def test_pipeline_actions(api):
+    """start, pause and refresh set the pipeline's desired status."""
+    _create_all(api)
+    for action, status in (("pause", "PAUSE"), ("refresh", "REFRESH"), ("start", "START")):
+        response = api.post(f"/api/v1/pipelines/1/{action}")
+        assert response.status_code == 200 and response.get_json()["status"] == status
+    assert api.post("/api/v1/pipelines/1/explode").status_code == 404
+    assert api.post("/api/v1/pipelines/9/start").get_json()["error"] == "EntityNotFoundError"
+
+
+def test_pipeline_status_defaults_to_pause(api):
+    """A pipeline created without a status starts paused."""
+    api.post("/api/v1/sources", json=SOURCE)
+    api.post("/api/v1/destinations", json=DESTINATION)
+    body = {k: v for k, v in PIPELINE.items() if k != "status"}
+    assert api.post("/api/v1/pipelines", json=body).get_json()["status"] == "PAUSE"
+
+
+def test_422_lists_every_failing_field(api):
+    """Validation errors name each bad field with its message, as the form would."""
+    response = api.post(
+        "/api/v1/sources",
+        json={
+            **SOURCE,
+            "name": "Bad Name",
+            "pg_port": 0,
+            "replication_id": -1,
+            "pg_host": "",
+            "slot_name": "BAD",
+            "extra": 1,
+            "pg_database": ["x"],
+        },
+    )
+    assert response.status_code == 422
+    body = response.get_json()
+    assert set(body) == ENVELOPE_KEYS and body["error"] == "ValidationError"
+    assert body["details"]["fields"] == {
+        "extra": ["Unknown field."],
+        "pg_database": ["Must be a string or a number."],
+    }
+    response = api.post(
+        "/api/v1/sources",
+        json={
+            **SOURCE,
+            "name": "Bad Name",
+            "pg_port": 0,
+            "replication_id": -1,
+            "pg_host": "",
+            "slot_name": "BAD",
+        },
+    )
+    fields = response.get_json()["details"]["fields"]
+    assert set(fields) == {"name", "pg_port", "replication_id", "pg_host", "slot_name"}
+    assert fields["pg_port"] == ["Enter a port from 1 to 65535."]
+    missing = api.post("/api/v1/sources", json={"name": "x"}).get_json()["details"]["fields"]
+    assert {"pg_host", "pg_database", "pg_username", "pg_password", "publication_name"} <= set(
+        missing
+    )
+    assert api.get("/api/v1/sources").get_json() == []
+
+
+def test_pipeline_with_unknown_source_is_422(api):
+    """A pipeline pointing at ids that do not exist is refused field by field."""
+    response = api.post(
+        "/api/v1/pipelines", json={**PIPELINE, "source_id": 7, "destination_id": "x"}
+    )
+    fields = response.get_json()["details"]["fields"]
+    assert response.status_code == 422
+    assert fields["source_id"] == ["No source with id 7."]
+    assert fields["destination_id"] == ["Choose a destination."]
+    assert api.post("/api/v1/pipelines", json={**PIPELINE, "status": "RUN"}).status_code == 422
+
+
+def test_duplicate_name_is_409(api):
+    """Creating or renaming onto a taken name answers 409 Conflict."""
+    api.post("/api/v1/sources", json=SOURCE)
+    response = api.post("/api/v1/sources", json={**SOURCE, "name": "PRODUCTION-postgres"})
+    assert response.status_code == 409
+    assert response.get_json()["error"] == "DuplicateNameError"
+    assert "already exists" in response.get_json()["message"]
+    api.post("/api/v1/sources", json={**SOURCE, "name": "staging"})
+    assert api.patch("/api/v1/sources/2", json={"name": "production-postgres"}).status_code == 409
+
+
+def test_delete_in_use_is_409_listing_pipelines(api):
+    """A source or destination used by a pipeline is not deleted; 409 names the pipelines."""
+    _create_all(api)
+    for path in ("/api/v1/sources/1", "/api/v1/destinations/1"):
+        response = api.delete(path)
+        assert response.status_code == 409
+        assert response.get_json()["details"] == {"pipelines": ["production-to-snowflake"]}
+    assert api.get("/api/v1/sources/1").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "error"),
+    [
+        ({"data": "{not json", "content_type": "application/json"}, 400, "BadRequestError"),
+        ({"json": [1, 2]}, 400, "BadRequestError"),
+        (
+            {"data": "name=x", "content_type": "application/x-www-form-urlencoded"},
+            415,
+            "UnsupportedMediaTypeError",
+        ),
+        (
+            {"data": "x" * (1024 * 1024 + 1), "content_type": "application/json"},
+            413,
+            "PayloadTooLargeError",
+        ),
+    ],
+)
+def test_malformed_bodies_get_the_envelope(api, kwargs, status, error):
+    """Bodies that are not a JSON object, or too large, answer the envelope, never a 500."""
+    response = api.post("/api/v1/sources", **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    assert set(body) == ENVELOPE_KEYS and body["error"] == error
+
+
+def test_404_405_and_unknown_paths_answer_json(api):
+    """Unknown ids, unknown API paths and wrong methods all answer the envelope."""
+    missing = api.get("/api/v1/destinations/42").get_json()
+    assert missing == missing | {
+        "error": "EntityNotFoundError",
+        "message": "Destination with id '42' not found",
+        "details": {"entity_type": "Destination", "entity_id": "42"},
+    }
+    assert missing["timestamp"].endswith("Z")
+    assert api.get("/api/v1/nope").get_json()["error"] == "EntityNotFoundError"
+    wrong = api.post("/api/v1/sources/1")
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "MethodNotAllowedError"
+    assert "DELETE" in wrong.headers["Allow"]
+
+
+def test_session_api_writes_need_the_csrf_header(browser):
+    """Signed in by cookie (not token), API writes need X-CSRFToken like any browser write."""
+    refused = browser.client.post("/api/v1/sources", json=SOURCE)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "CSRFError"
+    ok = browser.client.post("/api/v1/sources", json=SOURCE, headers={"X-CSRFToken": browser.token})
+    assert ok.status_code == 201
+
+
+def test_wal_metrics_parameters(api):
+    """metrics/wal needs a known source_id and a limit from 1 to 1000."""
+    api.post("/api/v1/sources", json=SOURCE)
+    assert api.get("/api/v1/metrics/wal?source_id=1&limit=10").get_json() == []
+    assert api.get("/api/v1/metrics/wal?source_id=2").status_code == 404
+    for query in ("", "source_id=abc", "source_id=1&limit=0", "source_id=1&limit=1001"):
+        response = api.get(f"/api/v1/metrics/wal?{query}")
+        assert response.status_code == 422, query
+        assert response.get_json()["error"] == "ValidationError"
+
+
+def test_unexpected_error_is_a_500_envelope_without_internals(app, api):
+    """An unexpected failure answers 500 in the envelope with no stack trace."""
+    from rosetta_web.extensions import db as _db
+
+    with app.app_context():
+        _db.session.execute(_db.text("ALTER TABLE destinations RENAME TO destinations_gone"))
+        _db.session.commit()
+    try:
+        response = api.get("/api/v1/destinations")
+        body = response.get_json()
+        assert response.status_code == 500 and body["error"] == "InternalServerError"
+        assert "Traceback" not in response.get_data(as_text=True)
+        assert "destinations_gone" not in response.get_data(as_text=True)
+    finally:
+        with app.app_context():
+            _db.session.execute(_db.text("ALTER TABLE destinations_gone RENAME TO destinations"))
+            _db.session.commit()

@@ -1,0 +1,199 @@
+"""Sign-in, first-run set-up, sign-out, throttling, tokens and CSRF."""
+
+from __future__ import annotations
+
+import re
+
+from rosetta_web.auth import services
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import ApiToken, LoginFailure, User
+
+from .conftest import PASSWORD, create_operator, csrf_token, sign_in
+
+
+def test_pages_redirect_to_login_and_api_answers_401(app, client):
+    """Without a session or token, pages send the operator to sign in and the API says 401."""
+    create_operator(app)
+    response = client.get("/pipelines/?q=prod")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/pipelines/?q%3Dprod"
+    api = client.get("/api/v1/sources")
+    assert api.status_code == 401
+    body = api.get_json()
+    assert body["error"] == "AuthenticationError"
+    assert set(body) == {"error", "message", "details", "timestamp"}
+
+
+def test_setup_creates_the_first_operator_then_disappears(client, app):
+    """The first visitor creates the first account at /setup; afterwards /setup is 404."""
+    assert client.get("/login").headers["Location"] == "/setup"
+    token = csrf_token(client, "/setup")
+    bad = client.post(
+        "/setup",
+        data={"username": "Alice", "password": "short", "confirm": "other", "csrf_token": token},
+    )
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 200
+    assert "Use 8 to 256 characters." in html
+    assert 'value="alice"' in html  # the operator's input comes back
+    ok = client.post(
+        "/setup",
+        data={"username": "Alice", "password": PASSWORD, "confirm": PASSWORD, "csrf_token": token},
+    )
+    assert ok.status_code == 303
+    assert client.get("/sources/").status_code == 200  # signed in straight away
+    with app.app_context():
+        assert [u.username for u in _db.session.scalars(_db.select(User))] == ["alice"]
+    assert client.get("/setup").status_code == 404
+    assert app.test_client().get("/setup").status_code == 404
+
+
+def test_login_and_logout(app, client):
+    """A right password signs in and returns to `next`; sign-out ends the session."""
+    create_operator(app)
+    token = csrf_token(client)
+    wrong = client.post(
+        "/login", data={"username": "alice", "password": "nope", "csrf_token": token}
+    )
+    assert "Unknown username or wrong password." in wrong.get_data(as_text=True)
+    ok = client.post(
+        "/login",
+        data={
+            "username": "ALICE",
+            "password": PASSWORD,
+            "next": "/pipelines/",
+            "csrf_token": token,
+        },
+    )
+    assert ok.status_code == 303 and ok.headers["Location"] == "/pipelines/"
+    page = client.get("/pipelines/")
+    assert page.status_code == 200 and "alice" in page.get_data(as_text=True)
+    out = client.post("/logout", data={"csrf_token": csrf_token(client, "/pipelines/")})
+    assert out.status_code == 303
+    assert client.get("/pipelines/").status_code == 302
+
+
+def test_login_refuses_offsite_next(app, client):
+    """A `next` pointing at another site is ignored, so sign-in cannot redirect away."""
+    create_operator(app)
+    token = csrf_token(client)
+    response = client.post(
+        "/login",
+        data={
+            "username": "alice",
+            "password": PASSWORD,
+            "next": "//evil.example/x",
+            "csrf_token": token,
+        },
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_five_failures_throttle_the_username(app, client):
+    """After 5 failures in 15 minutes, sign-in answers 429 even with the right password."""
+    create_operator(app)
+    token = csrf_token(client)
+    for _ in range(5):
+        response = client.post(
+            "/login", data={"username": "alice", "password": "wrong", "csrf_token": token}
+        )
+        assert response.status_code == 200
+    blocked = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+    )
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) > 14 * 60
+    assert "Too many failed sign-ins" in blocked.get_data(as_text=True)
+    # Another username is not affected.
+    create_operator(app, "bob")
+    assert sign_in(app.test_client(), "bob").status_code == 303
+    # Once the failures are older than the window, alice may sign in again.
+    with app.app_context():
+        _db.session.execute(
+            _db.update(LoginFailure).values(
+                failed_at=LoginFailure.failed_at - _db.text("interval '16 minutes'")
+            )
+        )
+        _db.session.commit()
+    assert sign_in(client).status_code == 303
+
+
+def test_expired_csrf_token_gives_the_form_back(app, client):
+    """A stale CSRF token on the sign-in form shows a clear message and keeps the input."""
+    create_operator(app)
+    client.get("/login")
+    response = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": "stale"}
+    )
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "This form expired before it was sent" in html
+    assert 'value="alice"' in html
+    assert client.get("/sources/").status_code == 302  # not signed in
+
+
+def test_post_without_csrf_token_is_refused(browser, app):
+    """A browser write without the CSRF token changes nothing."""
+    response = browser.client.post("/logout")
+    assert response.status_code == 400
+    assert "security token" in response.get_data(as_text=True)
+    assert browser.get("/sources/").status_code == 200  # still signed in
+
+
+def test_tokens_cli_create_and_use(app, runner, client):
+    """`flask tokens create` prints the token alone on its last line; only its hash is stored."""
+    create_operator(app)
+    result = runner.invoke(args=["tokens", "create", "--user", "alice", "--name", "nightly"])
+    assert result.exit_code == 0, result.output
+    raw = result.output.strip().splitlines()[-1]
+    assert re.fullmatch(r"rst_[A-Za-z0-9_-]{40,}", raw)
+    response = client.get("/api/v1/sources", headers={"Authorization": f"Bearer {raw}"})
+    assert response.status_code == 200 and response.get_json() == []
+    assert "Set-Cookie" not in response.headers  # scripts get no session
+    with app.app_context():
+        stored = _db.session.scalar(_db.select(ApiToken))
+        assert stored.token_hash != raw and raw not in stored.token_hash
+        assert stored.last_used_at is not None
+    bad = client.get("/api/v1/sources", headers={"Authorization": "Bearer rst_nope"})
+    assert bad.status_code == 401 and "invalid or revoked" in bad.get_json()["message"]
+
+
+def test_users_cli_creates_an_operator(app, runner):
+    """`flask users create` makes an account that can sign in, and checks the rules."""
+    result = runner.invoke(args=["users", "create", "Carol", "--password", PASSWORD])
+    assert result.exit_code == 0 and "Created operator carol" in result.output
+    short = runner.invoke(args=["users", "create", "dave", "--password", "short"])
+    assert short.exit_code != 0 and "8 to 256" in short.output
+    again = runner.invoke(args=["users", "create", "carol", "--password", PASSWORD])
+    assert again.exit_code != 0 and "already exists" in again.output
+    prompted = runner.invoke(args=["users", "create", "erin"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert sign_in(app.test_client(), "carol").status_code == 303
+    assert sign_in(app.test_client(), "erin").status_code == 303
+
+
+def test_account_page_creates_shows_once_and_revokes_tokens(browser, app, client):
+    """The account page shows a new token once, lists it by prefix, and revokes it."""
+    response = browser.post("/account", {"name": "grafana"})
+    html = response.get_data(as_text=True)
+    raw = re.search(r'id="new-token"[^>]*value="([^"]+)"|value="(rst_[^"]+)"', html)
+    raw = raw.group(1) or raw.group(2)
+    assert (
+        client.get("/api/v1/sources", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+    )
+    listing = browser.get("/account").get_data(as_text=True)
+    assert "grafana" in listing and raw not in listing and raw[:10] in listing
+    with app.app_context():
+        token_id = _db.session.scalar(_db.select(ApiToken.id))
+    assert browser.post(f"/account/tokens/{token_id}/revoke").status_code == 303
+    other = app.test_client()
+    assert (
+        other.get("/api/v1/sources", headers={"Authorization": f"Bearer {raw}"}).status_code == 401
+    )
+
+
+def test_passwords_are_hashed(app):
+    """An operator's password is stored only as a salted hash."""
+    with app.app_context():
+        user = services.create_user("frank", PASSWORD)
+        assert PASSWORD not in user.password_hash and user.check_password(PASSWORD)

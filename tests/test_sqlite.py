@@ -1,0 +1,39 @@
+"""The embedded SQLite default runs the same flows: set-up, forms and API."""
+
+from __future__ import annotations
+
+from rosetta_web.auth import services
+
+from .conftest import PASSWORD, Api, Browser, csrf_token
+from .seed import DESTINATION, PIPELINE, SOURCE
+
+
+def test_browser_and_api_crud_on_sqlite(sqlite_app):
+    """Set up, create through forms and API, edit, refuse delete-in-use, delete: all on SQLite."""
+    client = sqlite_app.test_client()
+    token = csrf_token(client, "/setup")
+    data = {"username": "alice", "password": PASSWORD, "confirm": PASSWORD, "csrf_token": token}
+    assert client.post("/setup", data=data).status_code == 303
+    browser = Browser(client)
+    assert browser.post("/sources/new", SOURCE).status_code == 303
+    assert "A source named" in browser.post("/sources/new", SOURCE).get_data(as_text=True)
+    assert (
+        browser.post(
+            "/sources/1/edit", {**SOURCE, "pg_password": "", "pg_port": "6543"}
+        ).status_code
+        == 303
+    )
+    with sqlite_app.app_context():
+        _, raw = services.create_token(services.find_user("alice"), "sqlite")
+    api = Api(sqlite_app.test_client(), raw)
+    assert api.get("/api/v1/sources/1").get_json()["pg_port"] == 6543
+    assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
+    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 201
+    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 409
+    assert api.delete("/api/v1/sources/1").status_code == 409
+    listing = browser.get("/pipelines/").get_data(as_text=True)
+    assert "production-to-snowflake" in listing and "production-postgres" in listing
+    assert api.delete("/api/v1/pipelines/1").status_code == 204
+    assert browser.post("/sources/1/delete").status_code == 303
+    assert api.get("/api/v1/sources").get_json() == []
+    assert client.get("/health").get_json()["checks"]["database"]["status"] == "ok"

@@ -9,6 +9,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify, redirect, url_for
+from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
 __version__ = "0.1.0"
@@ -20,15 +21,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .crypto import fernet_for
     from .errors import register_error_handlers
     from .extensions import db, migrate
+    from .formatting import register_filters
     from .security import init_security
 
     load_dotenv()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.update(load_config(app.instance_path))
     app.config.update(config or {})
-    logging.basicConfig(
-        level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     app.extensions["rosetta_fernet"] = fernet_for(
         app.config["SECRET_KEY"], app.config["ENCRYPTION_KEY"]
     )
@@ -43,12 +43,48 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     init_security(app)
     register_error_handlers(app)
+    register_filters(app)
+    app.url_map.converters["int"] = IdConverter
     _register_blueprints(app)
 
     from .cli import register_cli
 
     register_cli(app)
+
+    from .monitor.scheduler import serving_with_flask_run, start_monitor
+
+    if serving_with_flask_run():
+        start_monitor(app)
     return app
+
+
+class IdConverter(IntegerConverter):
+    """Route ids fit a 4-byte INTEGER column: a larger number is a 404, not a database error."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
+def _configure_logging(level: str, log_format: str) -> None:
+    """Log to stderr as text, or one JSON object per line with LOG_FORMAT=json."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._rosetta = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    # Replace only our own handler, so create_app may run twice (tests) without doubling lines.
+    root.handlers = [h for h in root.handlers if not getattr(h, "_rosetta", False)] + [handler]
+    root.setLevel(level)
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -58,6 +94,7 @@ def _register_blueprints(app: Flask) -> None:
     from .destinations import bp as destinations_bp
     from .extensions import db
     from .models import isoformat, utcnow
+    from .monitor.prometheus import metrics
     from .pipelines import bp as pipelines_bp
     from .sources import bp as sources_bp
 
@@ -67,13 +104,16 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.add_url_rule("/docs", "docs", docs)
+    app.add_url_rule("/metrics", "metrics", metrics)
 
     @app.get("/")
     def index() -> Response:
+        """Send the operator to the sources until the dashboard arrives."""
         return redirect(url_for("sources.index"))
 
     @app.get("/health")
     def health() -> tuple[Response, int]:
+        """Report whether the metadata database answers, for load balancers."""
         started = time.perf_counter()
         try:
             db.session.execute(db.text("SELECT 1"))

@@ -1,4 +1,4 @@
-"""Command-line tools: `flask users …` and `flask tokens …`."""
+"""Command-line tools: `flask users …`, `flask tokens …` and `flask rosetta …`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .models import ApiToken, isoformat
 
 users_cli = AppGroup("users", help="Manage operator accounts.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
+rosetta_cli = AppGroup("rosetta", help="Run the WAL monitor.")
 
 
 def _user_or_fail(username: str):  # type: ignore[no-untyped-def]
@@ -82,7 +83,60 @@ def revoke_token(token_id: int) -> None:
     click.echo(f"Revoked token {token.name!r}.")
 
 
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+@rosetta_cli.command("sample")
+@click.option("--source", "source_name", help="Sample only this source (by name).")
+def sample(source_name: str | None) -> None:
+    """Sample every source (or one) now, store the results and print them."""
+    from .monitor.sampler import run_round
+
+    samples = run_round(source_name=source_name, force=True)
+    if source_name and not samples:
+        raise click.ClickException(f"no source named {source_name!r}")
+    header = ("SOURCE", "STATUS", "WAL_DIR_BYTES", "RETAINED_BYTES", "SLOTS", "DURATION", "ERROR")
+    rows = [
+        (
+            s.name,
+            "OK" if s.ok else "ERROR",
+            _bytes(s.size_bytes),
+            _bytes(s.retained_bytes),
+            str(len(s.slots)) if s.ok else "-",
+            f"{s.duration_ms} ms",
+            s.error or "",
+        )
+        for s in samples
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+    failed = sum(1 for s in samples if not s.ok)
+    click.echo(f"{len(samples)} sampled, {failed} failed")
+
+
+@rosetta_cli.command("scheduler")
+def scheduler() -> None:
+    """Run the WAL monitor alone in the foreground until interrupted."""
+    from flask import current_app
+
+    from .monitor.scheduler import MonitorScheduler
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(
+        f"WAL monitor: sampling every {app.config['WAL_MONITOR_INTERVAL_SECONDS']} s "
+        "(one process among those sharing the database samples); Ctrl+C stops"
+    )
+    try:
+        MonitorScheduler(app).start(blocking=True)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
 def register_cli(app: Flask) -> None:
     """Add Rosetta's command groups to the flask command."""
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(rosetta_cli)

@@ -94,6 +94,10 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL must be one of {', '.join(sorted(LOG_LEVELS))}")
 
+    log_format = env.get("LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
+
     raw_url = env.get("DATABASE_URL", "").strip()
     if raw_url:
         database_url = normalize_database_url(raw_url)
@@ -124,6 +128,10 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "WAL_MONITOR_INTERVAL_SECONDS": _int(env, "WAL_MONITOR_INTERVAL_SECONDS", 300, minimum=5),
         "WAL_MONITOR_TIMEOUT_SECONDS": _int(env, "WAL_MONITOR_TIMEOUT_SECONDS", 30, minimum=1),
         "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
+        "WAL_MONITOR_CONCURRENCY": _int(env, "WAL_MONITOR_CONCURRENCY", 32, minimum=1),
+        "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),
+        "METRICS_PUBLIC": _bool(env, "METRICS_PUBLIC", False),
+        "LOG_FORMAT": log_format,
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -42,6 +42,7 @@ class Resource:
     def list(self, search: str = "") -> list[Any]:
         """Return every entity, by name, whose name contains `search`."""
         stmt = db.select(self.model).options(*self.list_options).order_by(self.model.name)
+        search = search.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         if search:
             stmt = stmt.where(self.model.name.contains(search.lower(), autoescape=True))
         return list(db.session.scalars(stmt))

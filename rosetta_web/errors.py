@@ -8,7 +8,9 @@ from typing import Any
 from flask import Flask, Response, flash, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
+from .extensions import db
 from .models import isoformat, utcnow
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def envelope(error: str, message: str, details: dict[str, Any] | None = None) ->
 
 def wants_json() -> bool:
     """Tell whether this request should get JSON rather than an HTML page."""
-    if request.path.startswith("/api/") or request.path == "/health":
+    if request.path.startswith("/api/") or request.path in ("/health", "/metrics"):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
@@ -83,7 +85,11 @@ def error_response(
     if wants_json():
         response = jsonify(body)
     else:
-        response = Response(render_template("errors/error.html", status=status, **body))
+        response = Response(
+            render_template(
+                "errors/error.html", status=status, title=HTTP_STATUS_CODES.get(status), **body
+            )
+        )
     response.status_code = status
     return response
 
@@ -106,8 +112,10 @@ def register_error_handlers(app: Flask) -> None:
             flash(message, "error")
             response = Response(status=204)
             response.headers["HX-Refresh"] = "true"
-            return response
-        return error_response(400, message, {"reason": exc.description}, "CSRFError")
+        else:
+            response = error_response(400, message, {"reason": exc.description}, "CSRFError")
+        response.vary.add("HX-Request")
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
@@ -123,4 +131,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()  # the page below must not trip over a failed transaction
         return error_response(500, "An unexpected error occurred; it has been logged.")

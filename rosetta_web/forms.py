@@ -64,11 +64,28 @@ def field_names(form_class: type[FlaskForm]) -> set[str]:
     return {name for name in dir(form_class) if isinstance(getattr(form_class, name), UnboundField)}
 
 
-class ConfirmForm(FlaskForm):
+# The largest id or whole number a 4-byte INTEGER column holds.
+MAX_INT = 2**31 - 1
+
+
+class BaseForm(FlaskForm):
+    """Every Rosetta form: text with a NUL byte is refused, since PostgreSQL cannot store it."""
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Run the field checks, then refuse text fields holding a NUL character."""
+        valid = super().validate(extra_validators)
+        for field in self:
+            if isinstance(field.data, str) and "\x00" in field.data:
+                field.errors = [*field.errors, "Must not contain NUL characters."]
+                valid = False
+        return valid
+
+
+class ConfirmForm(BaseForm):
     """An empty form: a button whose POST carries only the CSRF token."""
 
 
-class EntityForm(FlaskForm):
+class EntityForm(BaseForm):
     """A form for a named entity, usable from the browser and, with a JSON body, the API.
 
     Subclasses set `model` and `label`; `secret_fields` are write-only and may stay blank
@@ -97,7 +114,7 @@ class EntityForm(FlaskForm):
     def validate(self, extra_validators: Any = None) -> bool:
         """Run the field checks, then require the secrets a new entity must have."""
         valid = super().validate(extra_validators)
-        if self.editing_id is None:
+        if self.editing_id is None:  # an edit may leave a secret blank to keep it
             for name in self.required_secrets:
                 if not self[name].data:
                     self[name].errors = [*self[name].errors, "This field is required."]
@@ -131,6 +148,8 @@ def formdata_from_json(
     """Turn a JSON object into form data for `form_class`, refusing what no field accepts.
 
     `base` holds the current values for a partial update (PATCH): the payload overrides them.
+    A null clears a field, as a blank form field does: optional fields become NULL, required
+    ones fail validation, secrets keep their stored value.
     """
     fields = field_names(form_class)
     errors: dict[str, list[str]] = {}
@@ -141,7 +160,7 @@ def formdata_from_json(
         if key not in fields:
             errors[key] = ["Unknown field."]
         elif value is None:
-            continue
+            data[key] = ""
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
             errors[key] = ["Must be a string or a number."]
         else:

@@ -8,9 +8,12 @@ from flask import Response, make_response, render_template, request
 
 
 def is_htmx() -> bool:
-    """Tell whether htmx sent this request to swap part of a page (boosted links get pages)."""
+    """Tell whether htmx asks for a fragment: not for boosted links or restoring history."""
+    headers = request.headers
     return (
-        request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+        headers.get("HX-Request") == "true"
+        and headers.get("HX-Boosted") != "true"
+        and headers.get("HX-History-Restore-Request") != "true"
     )
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -14,6 +25,9 @@ from .crypto import decrypt_secret, encrypt_secret
 from .extensions import db
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
+MONITOR_STATUSES = ("OK", "ERROR", "BACKOFF", "PENDING")
+# History tables grow without bound on PostgreSQL; SQLite only autoincrements INTEGER keys.
+BIGINT_ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 def utcnow() -> datetime:
@@ -21,13 +35,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Return a stored time as aware UTC (SQLite hands back naive datetimes, meant as UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def isoformat(moment: datetime | None) -> str | None:
-    """Format a stored time as ISO-8601 UTC (SQLite hands back naive datetimes)."""
+    """Format a stored time as ISO-8601 UTC with a Z."""
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 class TimestampMixin:
@@ -54,6 +73,10 @@ class Source(TimestampMixin, db.Model):
     slot_name: Mapped[str | None] = mapped_column(String(63))
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="source")
+    # The monitor's state and history go with the source: the database cascades the delete.
+    state: Mapped[SourceState | None] = relationship(
+        back_populates="source", passive_deletes=True, cascade="all, delete-orphan"
+    )
 
     @property
     def pg_password(self) -> str:
@@ -79,6 +102,9 @@ class Source(TimestampMixin, db.Model):
             "slot_name": self.slot_name,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "monitor": (
+                self.state or SourceState(status="PENDING", consecutive_failures=0)
+            ).to_dict(),
         }
 
 
@@ -175,12 +201,22 @@ class User(UserMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Part of the id kept in the session cookie: changing it ends every session of the user.
+    session_nonce: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    def get_id(self) -> str:
+        """Identify the operator in the session cookie, by id and current session nonce."""
+        return f"{self.id}.{self.session_nonce}"
+
+    def end_sessions(self) -> None:
+        """Invalidate every session cookie issued to this operator."""
+        self.session_nonce = secrets.token_hex(16)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of the password."""
@@ -216,3 +252,139 @@ class LoginFailure(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80))
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SourceState(db.Model):
+    """The WAL monitor's latest word on one source, so pages read it in constant time."""
+
+    __tablename__ = "source_states"
+    __table_args__ = (CheckConstraint(f"status IN {MONITOR_STATUSES!r}", name="status"),)
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(10), default="PENDING")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    latest_wal_metric_id: Mapped[int | None] = mapped_column(
+        BIGINT_ID, ForeignKey("wal_metrics.id", ondelete="SET NULL")
+    )
+    current_lsn: Mapped[str | None] = mapped_column(String(32))
+    wal_position_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    slot_count: Mapped[int | None] = mapped_column(Integer)
+    inactive_slot_count: Mapped[int | None] = mapped_column(Integer)
+    server_version: Mapped[str | None] = mapped_column(String(32))
+    in_recovery: Mapped[bool | None] = mapped_column(Boolean)
+
+    source: Mapped[Source] = relationship(back_populates="state")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the monitor state as the API shows it."""
+        return {
+            "status": self.status,
+            "last_sampled_at": isoformat(self.last_sampled_at),
+            "last_attempt_at": isoformat(self.last_attempt_at),
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "next_attempt_at": isoformat(self.next_attempt_at),
+            "last_duration_ms": self.last_duration_ms,
+            "current_lsn": self.current_lsn,
+            "wal_position_bytes": self.wal_position_bytes,
+            "size_bytes": self.size_bytes,
+            "retained_bytes": self.retained_bytes,
+            "slot_count": self.slot_count,
+            "inactive_slot_count": self.inactive_slot_count,
+            "server_version": self.server_version,
+            "in_recovery": self.in_recovery,
+        }
+
+
+class WalMetric(db.Model):
+    """One successful sample of a source's WAL."""
+
+    __tablename__ = "wal_metrics"
+    __table_args__ = (Index("ix_wal_metrics_source_id_recorded_at", "source_id", "recorded_at"),)
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    current_lsn: Mapped[str] = mapped_column(String(32))
+    wal_position_bytes: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    slot_count: Mapped[int] = mapped_column(Integer, default=0)
+    inactive_slot_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the sample as the API shows it (the seed's fields first)."""
+        return {
+            "id": self.id,
+            "source_id": self.source_id,
+            "size_bytes": self.size_bytes,
+            "recorded_at": isoformat(self.recorded_at),
+            "current_lsn": self.current_lsn,
+            "wal_position_bytes": self.wal_position_bytes,
+            "retained_bytes": self.retained_bytes,
+            "slot_count": self.slot_count,
+            "inactive_slot_count": self.inactive_slot_count,
+        }
+
+
+class SlotMetric(db.Model):
+    """One replication slot as one sample saw it."""
+
+    __tablename__ = "slot_metrics"
+    __table_args__ = (Index("ix_slot_metrics_source_id_recorded_at", "source_id", "recorded_at"),)
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    wal_metric_id: Mapped[int] = mapped_column(
+        BIGINT_ID,
+        ForeignKey("wal_metrics.id", ondelete="CASCADE"),
+        index=True,
+    )
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    slot_name: Mapped[str] = mapped_column(String(63))
+    plugin: Mapped[str | None] = mapped_column(String(63))
+    slot_type: Mapped[str] = mapped_column(String(16))
+    database: Mapped[str | None] = mapped_column(String(63))
+    active: Mapped[bool] = mapped_column(Boolean)
+    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    lag_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    wal_status: Mapped[str | None] = mapped_column(String(16))
+    safe_wal_size: Mapped[int | None] = mapped_column(BigInteger)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the slot as the API shows it."""
+        return {
+            "slot_name": self.slot_name,
+            "plugin": self.plugin,
+            "slot_type": self.slot_type,
+            "database": self.database,
+            "active": self.active,
+            "retained_bytes": self.retained_bytes,
+            "lag_bytes": self.lag_bytes,
+            "wal_status": self.wal_status,
+            "safe_wal_size": self.safe_wal_size,
+            "recorded_at": isoformat(self.recorded_at),
+        }
+
+
+class MonitorRound(db.Model):
+    """One round of the WAL sampler: when, by which process, how long, how many failed."""
+
+    __tablename__ = "monitor_rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    sources: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    sampler: Mapped[str] = mapped_column(String(255))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import Flask, g, redirect, request, url_for
@@ -12,6 +13,7 @@ from werkzeug.wrappers import Response
 from .auth import services
 from .errors import ApiError, wants_json
 from .extensions import csrf, db, login_manager
+from .htmx import is_htmx
 from .models import User
 
 PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "health", "static"}
@@ -45,8 +47,14 @@ def init_security(app: Flask) -> None:
     app.session_interface = ApiSessionInterface()
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        return db.session.get(User, int(user_id))
+    def load_user(session_id: str) -> User | None:
+        if _bearer_token() is not None:
+            return None  # a call signed with a token is judged by the token alone
+        user_id, _, nonce = session_id.partition(".")
+        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        if user is None or not secrets.compare_digest(user.session_nonce, nonce):
+            return None
+        return user
 
     @login_manager.request_loader
     def load_user_from_token(req: Any) -> User | None:
@@ -62,6 +70,8 @@ def init_security(app: Flask) -> None:
     def require_operator() -> Response | None:
         if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
             return None
+        if request.endpoint == "metrics" and app.config["METRICS_PUBLIC"]:
+            return None
         if not current_user.is_authenticated:
             if wants_json():
                 message = (
@@ -70,8 +80,18 @@ def init_security(app: Flask) -> None:
                     else "Sign in or send Authorization: Bearer <token>"
                 )
                 raise ApiError(401, message)
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        if request.method not in SAFE_METHODS and not g.get("authenticated_by_token"):
+            login_url = url_for("auth.login", next=request.full_path.rstrip("?"))
+            if is_htmx():
+                # A redirect would be followed by htmx and the login page swapped into a table.
+                response = Response(status=204, headers={"HX-Redirect": login_url})
+                response.vary.add("HX-Request")
+                return response
+            return redirect(login_url)
+        if (
+            request.method not in SAFE_METHODS
+            and not g.get("authenticated_by_token")
+            and app.config.get("WTF_CSRF_ENABLED", True)
+        ):
             view = app.view_functions.get(request.endpoint)
             if not getattr(view, "csrf_checked_by_form", False):
                 csrf.protect()

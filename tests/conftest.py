@@ -22,7 +22,7 @@ from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db as _db  # noqa: E402
 
-from .pg import Cluster, free_port  # noqa: E402
+from .pg import Cluster, HangingServer, free_port  # noqa: E402
 
 PASSWORD = "correct-horse-battery"
 
@@ -38,6 +38,82 @@ def pg_cluster() -> Iterator[Cluster | None]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def source_cluster(pg_cluster: Cluster | None) -> Iterator[Cluster]:
+    """A cluster with wal_level=logical to monitor: the test cluster, or one of its own."""
+    if pg_cluster is not None:
+        yield pg_cluster
+        return
+    cluster = Cluster("rosetta-source").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+MONITOR_PASSWORD = "Monitor-Pass-9!"
+PLAIN_PASSWORD = "Plain-Pass-7!"
+
+
+@pytest.fixture(scope="session")
+def source_db(source_cluster: Cluster) -> Iterator[dict[str, Any]]:
+    """A source database 'shop' with a publication, an inactive pgoutput slot and two roles.
+
+    rosetta_monitor has pg_monitor (may size the WAL directory); plain_user has not.
+    """
+    from contextlib import closing
+
+    source_cluster.create_database("shop")
+    with closing(source_cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, note text)")
+        cur.execute("CREATE PUBLICATION rosetta_pub FOR TABLE orders")
+        cur.execute(f"CREATE ROLE rosetta_monitor LOGIN PASSWORD '{MONITOR_PASSWORD}'")
+        cur.execute("GRANT pg_monitor TO rosetta_monitor")
+        cur.execute(f"CREATE ROLE plain_user LOGIN PASSWORD '{PLAIN_PASSWORD}'")
+        cur.execute("SELECT pg_create_logical_replication_slot('rosetta_slot', 'pgoutput')")
+    yield {"cluster": source_cluster, "port": source_cluster.port, "database": "shop"}
+    with closing(source_cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active"
+        )
+
+
+def add_source(
+    app: Flask,
+    name: str,
+    port: int,
+    user: str = "rosetta_monitor",
+    password: str = MONITOR_PASSWORD,
+    database: str = "shop",
+) -> int:
+    """Register a source the way the API does; return its id."""
+    from rosetta_web.models import Source
+
+    with app.app_context():
+        source = Source(
+            name=name,
+            pg_host="127.0.0.1",
+            pg_port=port,
+            pg_database=database,
+            pg_username=user,
+            publication_name="rosetta_pub",
+            replication_id=0,
+            slot_name="rosetta_slot",
+        )
+        source.pg_password = password
+        _db.session.add(source)
+        _db.session.commit()
+        return source.id
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[HangingServer]:
+    """A local socket that accepts connections and never answers."""
+    server = HangingServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -69,6 +70,12 @@ class Cluster:
             "UTF8",
             "--no-sync",
         )
+        # postgres connects without a password; every other role must give its password.
+        (self.datadir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            "host all postgres 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} "
@@ -123,3 +130,30 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+class HangingServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        """Stop accepting and drop every held connection."""
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

@@ -239,3 +239,36 @@ def test_unexpected_error_is_a_500_envelope_without_internals(app, api):
         with app.app_context():
             _db.session.execute(_db.text("ALTER TABLE destinations_gone RENAME TO destinations"))
             _db.session.commit()
+
+
+def test_patch_null_clears_optional_fields_and_refuses_required_ones(api):
+    """null clears an optional field; on a required field or a status it is a 422."""
+    _create_all(api)
+    api.patch("/api/v1/sources/1", json={"slot_name": "cdc_slot"})
+    cleared = api.patch("/api/v1/sources/1", json={"slot_name": None})
+    assert cleared.status_code == 200 and cleared.get_json()["slot_name"] is None
+    for path, body in (
+        ("/api/v1/pipelines/1", {"status": None}),
+        ("/api/v1/sources/1", {"pg_port": None}),
+        ("/api/v1/sources/1", {"pg_host": None}),
+    ):
+        response = api.patch(path, json=body)
+        assert response.status_code == 422, body
+    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "START"
+    assert api.get("/api/v1/sources/1").get_json()["pg_port"] == 5432
+    # A null secret keeps the stored one, like a blank form field.
+    assert api.patch("/api/v1/sources/1", json={"pg_password": None}).status_code == 200
+
+
+def test_out_of_range_numbers_and_nul_are_refused_not_500(api):
+    """Ids and numbers past 32 bits, and text with NUL, answer 404 or 422 in the envelope."""
+    _create_all(api)
+    assert api.get(f"/api/v1/sources/{2**70}").status_code == 404
+    assert api.get(f"/api/v1/metrics/wal?source_id={2**70}").status_code == 422
+    response = api.post("/api/v1/pipelines", json={**PIPELINE, "name": "p2", "source_id": 2**70})
+    assert response.get_json()["details"]["fields"]["source_id"] == [f"No source with id {2**70}."]
+    big = api.post("/api/v1/sources", json={**SOURCE, "name": "big", "replication_id": 2**31})
+    assert big.status_code == 422
+    nul = api.post("/api/v1/sources", json={**SOURCE, "name": "nul", "pg_host": "a\x00b"})
+    assert nul.get_json()["details"]["fields"]["pg_host"] == ["Must not contain NUL characters."]
+    assert api.get("/api/v1/sources?q=%00").status_code == 200

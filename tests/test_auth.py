@@ -175,9 +175,10 @@ def test_users_cli_creates_an_operator(app, runner):
 def test_account_page_creates_shows_once_and_revokes_tokens(browser, app, client):
     """The account page shows a new token once, lists it by prefix, and revokes it."""
     response = browser.post("/account", {"name": "grafana"})
-    html = response.get_data(as_text=True)
-    raw = re.search(r'id="new-token"[^>]*value="([^"]+)"|value="(rst_[^"]+)"', html)
-    raw = raw.group(1) or raw.group(2)
+    assert response.status_code == 303  # a reload cannot create a second token
+    html = browser.get("/account").get_data(as_text=True)
+    raw = re.search(r'value="(rst_[^"]+)"', html).group(1)
+    assert raw not in browser.get("/account").get_data(as_text=True)  # shown once
     assert (
         client.get("/api/v1/sources", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
     )
@@ -197,3 +198,79 @@ def test_passwords_are_hashed(app):
     with app.app_context():
         user = services.create_user("frank", PASSWORD)
         assert PASSWORD not in user.password_hash and user.check_password(PASSWORD)
+
+
+def test_concurrent_guesses_cannot_pass_the_throttle(app, database_url):
+    """Twenty simultaneous wrong passwords: at most five are checked, the rest get 429."""
+    import threading
+
+    create_operator(app)
+    clients = [app.test_client() for _ in range(20)]
+    tokens = [csrf_token(c) for c in clients]
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def guess(client, token):
+        barrier.wait()
+        data = {"username": "alice", "password": "guess", "csrf_token": token}
+        statuses.append(client.post("/login", data=data).status_code)
+
+    threads = [
+        threading.Thread(target=guess, args=pair) for pair in zip(clients, tokens, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(statuses)) == [200, 429]
+    assert statuses.count(200) <= 5
+
+
+def test_sign_out_ends_a_copied_session_cookie(browser, app):
+    """After sign-out, a copy of the session cookie taken before it no longer works."""
+    cookie = browser.client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    assert thief.get("/sources/").status_code == 200
+    browser.post("/logout")
+    assert thief.get("/sources/").status_code == 302
+
+
+def test_sign_in_starts_a_new_session(app, client):
+    """The CSRF token handed out before sign-in is not the one used after it."""
+    create_operator(app)
+    before = csrf_token(client)
+    sign_in(client)
+    assert csrf_token(client, "/sources/") != before
+
+
+def test_bearer_token_wins_over_a_session_cookie(browser, app):
+    """A call with a valid token needs no CSRF token, even from a signed-in browser."""
+    with app.app_context():
+        _, raw = services.create_token(services.find_user("alice"), "mixed")
+    response = browser.client.post(
+        "/api/v1/destinations/1/nothing", headers={"Authorization": f"Bearer {raw}"}
+    )
+    assert response.status_code == 404  # reached routing, not refused for CSRF
+    response = browser.client.delete(
+        "/api/v1/sources/9", headers={"Authorization": f"Bearer {raw}"}
+    )
+    assert response.get_json()["error"] == "EntityNotFoundError"
+
+
+def test_htmx_request_without_session_is_sent_to_login(app, client):
+    """An htmx poll after the session ended asks the browser to go to the login page."""
+    create_operator(app)
+    response = client.get("/sources/?q=x", headers={"HX-Request": "true"})
+    assert response.status_code == 204
+    assert response.headers["HX-Redirect"].startswith("/login?next=")
+
+
+def test_login_refuses_nul_in_the_username(app, client):
+    """A username with a NUL byte is refused by the form, not by the database."""
+    create_operator(app)
+    response = client.post(
+        "/login", data={"username": "a\x00b", "password": "x", "csrf_token": csrf_token(client)}
+    )
+    assert response.status_code == 200
+    assert "Must not contain NUL characters." in response.get_data(as_text=True)

@@ -69,3 +69,29 @@ def test_bad_encryption_key_refuses_to_start(database_url):
 
     with pytest.raises(ConfigError, match="ENCRYPTION_KEY must be a Fernet key"):
         fernet_for("x", "not-a-key")
+
+
+def test_json_logs_are_one_object_per_line(tmp_path):
+    """LOG_FORMAT=json makes every log line a JSON object with time, level and message."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "LOG_FORMAT": "json",
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.strip().splitlines()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any("Running upgrade" in line["message"] for line in lines)

@@ -96,3 +96,32 @@ def test_pipeline_list_queries_do_not_grow_with_pipelines(browser, app, count_qu
         html = browser.get("/pipelines/").get_data(as_text=True)
     assert html.count('<tr id="pipeline-') == 30
     assert len(thirty.statements) == len(one.statements)
+
+
+def test_edit_and_delete_a_pipeline_through_the_forms(browser, app):
+    """A pipeline's form edits its name, source and status; delete removes it."""
+    _setup(browser)
+    browser.post("/sources/new", {**SOURCE, "name": "staging-postgres"})
+    browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
+    form = browser.get("/pipelines/1/edit").get_data(as_text=True)
+    assert '<option selected value="1">production-postgres</option>' in form
+    response = browser.post(
+        "/pipelines/1/edit",
+        {"name": "staging-to-sf", "source_id": "2", "destination_id": "1", "status": "START"},
+    )
+    assert response.status_code == 303
+    with app.app_context():
+        pipeline = _db.session.get(Pipeline, 1)
+        assert (pipeline.name, pipeline.source_id, pipeline.status) == ("staging-to-sf", 2, "START")
+    assert "Delete pipeline staging-to-sf?" in browser.get("/pipelines/1/delete").get_data(
+        as_text=True
+    )
+    assert browser.post("/pipelines/1/delete").status_code == 303
+    with app.app_context():
+        assert _db.session.get(Pipeline, 1) is None
+
+
+def test_history_restore_gets_the_whole_page(browser):
+    """When htmx restores history after a cache miss, it gets the full page, not a fragment."""
+    headers = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    assert "<html" in browser.get("/pipelines/", headers=headers).get_data(as_text=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Source
+from rosetta_web.models import Source, SourceState, utcnow
 
 from .seed import SOURCE
 
@@ -19,7 +19,7 @@ def test_create_source_through_the_form(browser, app):
     assert response.status_code == 303 and response.headers["Location"] == "/sources/"
     page = browser.get("/sources/").get_data(as_text=True)
     assert "Source &#39;production-postgres&#39; created." in page
-    assert "postgres.example.com:5432" in page and "dbz_publication" in page
+    assert "postgres.example.com:5432" in page and "myapp_production" in page
     stored = _stored(app)[0]
     assert stored["pg_username"] == "replication_user" and stored["replication_id"] == 1
     assert stored["slot_name"] is None
@@ -141,6 +141,15 @@ def test_list_of_500_sources_runs_a_constant_number_of_queries(browser, app, cou
                     replication_id=0,
                 )
                 source.pg_password = "x"
+                source.state = SourceState(
+                    status="OK",
+                    consecutive_failures=0,
+                    size_bytes=i * 1000,
+                    retained_bytes=i,
+                    slot_count=1,
+                    inactive_slot_count=i % 2,
+                    last_sampled_at=utcnow(),
+                )
                 _db.session.add(source)
             _db.session.commit()
 
@@ -151,4 +160,5 @@ def test_list_of_500_sources_runs_a_constant_number_of_queries(browser, app, cou
     with count_queries() as many:
         html = browser.get("/sources/").get_data(as_text=True)
     assert html.count("<tr>") == 501  # header + 500 rows
+    assert html.count("1 inactive") == 250 and "499.0 kB" in html
     assert len(many.statements) == len(few.statements) <= 3

@@ -11,10 +11,12 @@ from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
 from .. import __version__
 from ..forms import EntityForm
+from ..models import MONITOR_STATUSES
 
 JSON = "application/json"
 READ_ONLY_TYPES = {
     "id": {"type": "integer"},
+    "monitor": {"$ref": "#/components/schemas/MonitorState"},
     "created_at": {"type": "string", "format": "date-time"},
     "updated_at": {"type": "string", "format": "date-time"},
 }
@@ -125,7 +127,8 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
             "responses": {"200": _json(one, f"The {title.lower()}"), **not_found},
         },
         f"api.replace_{title.lower()}": {
-            "summary": f"Replace a {title.lower()} (a blank secret keeps the stored one)",
+            "summary": f"Replace a {title.lower()}"
+            + ("" if plural == "pipelines" else " (a blank secret keeps the stored one)"),
             **update,
             "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
         },
@@ -192,6 +195,23 @@ def _operations() -> dict[str, dict[str, Any]]:
             "422": _error("A parameter is missing or out of range"),
         },
     }
+    operations["api.source_slots"] = {
+        "summary": "List a source's replication slots as its latest sample saw them",
+        "responses": {
+            "200": _json({"type": "array", "items": _ref("Slot")}, "The slots, by name"),
+            "404": _error("No such source"),
+        },
+    }
+    operations["metrics"] = {
+        "summary": "The monitor's figures in Prometheus text format "
+        "(no sign-in needed when METRICS_PUBLIC=true)",
+        "responses": {
+            "200": {
+                "description": "Gauges per source, per slot and for the sampler",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
     operations["api.openapi"] = {
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")},
@@ -220,13 +240,63 @@ def _schemas() -> dict[str, Any]:
     ):
         schemas[title] = entity_schema(form_class)
         schemas[f"{title}Input"] = form_schema(form_class)
+    integer, count = {"type": "integer"}, {"type": "integer", "minimum": 0}
+    maybe_bytes = {"type": ["integer", "null"], "description": "bytes"}
+    moment = {"type": "string", "format": "date-time"}
+    maybe_moment = {"type": ["string", "null"], "format": "date-time"}
     schemas["WalMetric"] = {
         "type": "object",
         "properties": {
-            "id": {"type": "integer"},
-            "source_id": {"type": "integer"},
-            "size_bytes": {"type": ["integer", "null"]},
-            "recorded_at": {"type": "string", "format": "date-time"},
+            "id": integer,
+            "source_id": integer,
+            "size_bytes": {
+                **maybe_bytes,
+                "description": "WAL directory size; null without pg_monitor",
+            },
+            "recorded_at": moment,
+            "current_lsn": {"type": "string", "examples": ["0/3000148"]},
+            "wal_position_bytes": {"type": "integer", "description": "bytes since 0/0"},
+            "retained_bytes": {**maybe_bytes, "description": "most WAL any slot retains"},
+            "slot_count": count,
+            "inactive_slot_count": count,
+        },
+    }
+    schemas["Slot"] = {
+        "type": "object",
+        "properties": {
+            "slot_name": {"type": "string"},
+            "plugin": {"type": ["string", "null"]},
+            "slot_type": {"type": "string", "enum": ["logical", "physical"]},
+            "database": {"type": ["string", "null"]},
+            "active": {"type": "boolean"},
+            "retained_bytes": {**maybe_bytes, "description": "current position minus restart_lsn"},
+            "lag_bytes": {
+                **maybe_bytes,
+                "description": "current position minus confirmed_flush_lsn",
+            },
+            "wal_status": {"type": ["string", "null"], "description": "PostgreSQL 13+"},
+            "safe_wal_size": {**maybe_bytes, "description": "PostgreSQL 13+"},
+            "recorded_at": moment,
+        },
+    }
+    schemas["MonitorState"] = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": list(MONITOR_STATUSES)},
+            "last_sampled_at": maybe_moment,
+            "last_attempt_at": maybe_moment,
+            "last_error": {"type": ["string", "null"]},
+            "consecutive_failures": count,
+            "next_attempt_at": maybe_moment,
+            "last_duration_ms": {"type": ["integer", "null"]},
+            "current_lsn": {"type": ["string", "null"]},
+            "wal_position_bytes": maybe_bytes,
+            "size_bytes": maybe_bytes,
+            "retained_bytes": maybe_bytes,
+            "slot_count": {"type": ["integer", "null"]},
+            "inactive_slot_count": {"type": ["integer", "null"]},
+            "server_version": {"type": ["string", "null"]},
+            "in_recovery": {"type": ["boolean", "null"]},
         },
     }
     schemas["Health"] = {
@@ -284,7 +354,7 @@ def build_spec() -> dict[str, Any]:
             "version": __version__,
             "description": "Manage CDC sources, destinations and pipelines. Send "
             "Authorization: Bearer <token> (create one on your account page or with "
-            "`flask tokens create`). Every error answers the same JSON envelope.",
+            "flask tokens create). Every error answers the same JSON envelope.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

@@ -10,9 +10,11 @@ from werkzeug.wrappers import Response
 from ..crud import Resource
 from ..destinations.routes import DESTINATIONS
 from ..errors import ApiError
-from ..forms import EntityForm, formdata_from_json, json_body
+from ..extensions import db
+from ..forms import MAX_INT, EntityForm, formdata_from_json, json_body
+from ..models import WalMetric
 from ..pipelines.routes import PIPELINES, set_status
-from ..sources.routes import SOURCES
+from ..sources.routes import SOURCES, latest_slots
 from . import bp
 from .openapi import build_spec
 
@@ -107,11 +109,20 @@ def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None =
 @bp.get("/metrics/wal")
 def wal_metrics() -> Response:
     """List a source's newest WAL samples, newest first."""
-    source = SOURCES.get(_int_arg("source_id", None, 1))
-    _int_arg("limit", 100, 1, 1000)
-    # The WAL monitor that fills wal_metrics arrives with the next part; until then, no samples.
-    del source
-    return jsonify([])
+    source = SOURCES.get(_int_arg("source_id", None, 1, MAX_INT))
+    stmt = (
+        db.select(WalMetric)
+        .where(WalMetric.source_id == source.id)
+        .order_by(WalMetric.recorded_at.desc(), WalMetric.id.desc())
+        .limit(_int_arg("limit", 100, 1, 1000))
+    )
+    return jsonify([metric.to_dict() for metric in db.session.scalars(stmt)])
+
+
+@bp.get("/sources/<int:entity_id>/slots")
+def source_slots(entity_id: int) -> Response:
+    """List the source's replication slots as its latest successful sample saw them."""
+    return jsonify([slot.to_dict() for slot in latest_slots(SOURCES.get(entity_id))])
 
 
 @bp.get("/openapi.json")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from ..forms import lowercase, strip
+from ..forms import BaseForm, lowercase, strip
 
 USERNAME_RULES = [
     DataRequired(),
@@ -16,13 +15,20 @@ USERNAME_RULES = [
 PASSWORD_RULES = [DataRequired(), Length(min=8, max=256, message="Use 8 to 256 characters.")]
 
 
-class LoginForm(FlaskForm):
-    username = StringField("Username", filters=[lowercase], validators=[DataRequired()])
-    password = PasswordField("Password", validators=[DataRequired()])
+class LoginForm(BaseForm):
+    username = StringField(
+        "Username",
+        filters=[lowercase],
+        validators=[DataRequired(), Length(max=80)],
+        render_kw={"autocomplete": "username"},
+    )
+    password = PasswordField(
+        "Password", validators=[DataRequired()], render_kw={"autocomplete": "current-password"}
+    )
     next = HiddenField()
 
 
-class UserForm(FlaskForm):
+class UserForm(BaseForm):
     """A new operator account, from /setup or `flask users create`."""
 
     username = StringField("Username", filters=[lowercase], validators=USERNAME_RULES)
@@ -32,7 +38,7 @@ class UserForm(FlaskForm):
     )
 
 
-class TokenForm(FlaskForm):
+class TokenForm(BaseForm):
     name = StringField(
         "Token name",
         filters=[strip],

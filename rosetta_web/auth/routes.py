@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
 from ..forms import ConfirmForm, form_view
 from ..models import ApiToken, utcnow
@@ -35,7 +36,7 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         username = form.username.data
-        wait = services.throttled_for_seconds(username)
+        wait = services.begin_attempt(username)
         if wait:
             minutes = (wait + 59) // 60
             form.form_errors.append(
@@ -45,12 +46,12 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
         user = services.authenticate(username, form.password.data)
         if user is None:
-            services.record_failure(username)
             form.form_errors.append("Unknown username or wrong password.")
             return render_template("auth/login.html", form=form), 200, {}
         services.clear_failures(username)
         user.last_login_at = utcnow()
         db.session.commit()
+        session.clear()  # a fresh session (and CSRF token) for the signed-in operator
         login_user(user)
         return redirect(_safe_next(form.next.data), 303)
     return render_template("auth/login.html", form=form)
@@ -58,8 +59,11 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
-    """Sign the operator out."""
+    """Sign the operator out, ending every session cookie issued to them."""
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
+    session.clear()
     flash("Signed out.", "success")
     return redirect(url_for("auth.login"), 303)
 
@@ -73,6 +77,7 @@ def setup() -> Response | str:
     form = UserForm()
     if form.validate_on_submit():
         user = services.create_user(form.username.data, form.password.data)
+        session.clear()
         login_user(user)
         flash(f"Welcome, {user.username}. Add your first source.", "success")
         return redirect(url_for("index"), 303)
@@ -84,11 +89,13 @@ def setup() -> Response | str:
 def account() -> Response | str:
     """List the operator's API tokens and create one, showing its secret once."""
     form = TokenForm()
-    new_token = None
     if form.validate_on_submit():
-        token, new_token = services.create_token(current_user, form.name.data)
+        token, raw = services.create_token(current_user, form.name.data)
+        # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
+        session["new_token"] = encrypt_secret(raw)
         flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")
-        form = TokenForm(formdata=None)
+        return redirect(url_for("auth.account"), 303)
+    new_token = session.pop("new_token", None)
     tokens = db.session.scalars(
         db.select(ApiToken)
         .where(ApiToken.user_id == current_user.id)
@@ -98,7 +105,7 @@ def account() -> Response | str:
         "auth/account.html",
         form=form,
         tokens=tokens,
-        new_token=new_token,
+        new_token=decrypt_secret(new_token) if new_token else None,
         revoke_form=ConfirmForm(),
     )
 

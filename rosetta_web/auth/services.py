@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..crypto import hash_token
 from ..extensions import db
-from ..models import ApiToken, LoginFailure, User, utcnow
+from ..models import ApiToken, LoginFailure, User, as_utc, utcnow
 
 TOKEN_PREFIX = "rst_"
 # Compared against when the username is unknown, so a wrong name costs as long as a wrong password.
@@ -49,28 +49,34 @@ def _window_start() -> datetime:
     return utcnow() - timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
 
 
-def throttled_for_seconds(username: str) -> int:
-    """Return how long sign-in stays refused for this username (0 when it is allowed)."""
-    failures = db.session.scalars(
-        db.select(LoginFailure.failed_at)
-        .where(LoginFailure.username == username, LoginFailure.failed_at >= _window_start())
-        .order_by(LoginFailure.failed_at.desc())
-        .limit(current_app.config["LOGIN_MAX_FAILURES"])
-    ).all()
-    if len(failures) < current_app.config["LOGIN_MAX_FAILURES"]:
-        return 0
-    oldest = failures[-1]
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    window = timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
-    return max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
+def begin_attempt(username: str) -> int:
+    """Count this sign-in attempt against the username; return seconds to wait (0: go on).
 
-
-def record_failure(username: str) -> None:
-    """Remember one failed sign-in and forget the ones older than the window."""
+    The attempt is stored as a failure before the password is checked, and only then are
+    failures counted, so concurrent guesses see each other: at most the allowed number get
+    their password checked. A refused attempt is not kept, so hammering does not extend
+    the wait; a successful sign-in clears the failures.
+    """
+    limit = current_app.config["LOGIN_MAX_FAILURES"]
     db.session.execute(db.delete(LoginFailure).where(LoginFailure.failed_at < _window_start()))
-    db.session.add(LoginFailure(username=username[:80]))
+    attempt = LoginFailure(username=username)
+    db.session.add(attempt)
     db.session.commit()
+    attempt_id = attempt.id
+    rows = db.session.execute(
+        db.select(LoginFailure.id, LoginFailure.failed_at)
+        .where(LoginFailure.username == username, LoginFailure.failed_at >= _window_start())
+        .order_by(LoginFailure.failed_at, LoginFailure.id)
+    ).all()
+    if len(rows) <= limit:
+        return 0
+    db.session.delete(attempt)
+    db.session.commit()
+    failures = [row.failed_at for row in rows if row.id != attempt_id]
+    window = timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
+    # Allowed again once only limit-1 failures are left in the window.
+    frees_at = as_utc(failures[len(failures) - limit]) + window
+    return max(1, int((frees_at - utcnow()).total_seconds()) + 1)
 
 
 def clear_failures(username: str) -> None:
@@ -94,11 +100,8 @@ def user_for_token(raw: str) -> User | None:
     if token is None:
         return None
     now = utcnow()
-    last = token.last_used_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
     # One write a minute at most: scripts may poll often.
-    if last is None or now - last > timedelta(minutes=1):
+    if token.last_used_at is None or now - as_utc(token.last_used_at) > timedelta(minutes=1):
         token.last_used_at = now
         db.session.commit()
     return token.user

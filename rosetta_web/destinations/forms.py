@@ -51,7 +51,7 @@ class DestinationForm(EntityForm):
     snowflake_private_key_passphrase = PasswordField(
         "Private key passphrase",
         validators=[Length(max=1024)],
-        description="Stored encrypted. Leave blank when editing to keep the current one.",
+        description="Stored encrypted, never shown again.",
     )
     snowflake_host = StringField(
         "Host",

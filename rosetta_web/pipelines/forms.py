@@ -8,7 +8,7 @@ from wtforms import Field, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, ValidationError
 
 from ..extensions import db
-from ..forms import EntityForm, lowercase, name_rules
+from ..forms import MAX_INT, EntityForm, lowercase, name_rules
 from ..models import PIPELINE_STATUSES, Destination, Pipeline, Source
 
 
@@ -19,7 +19,9 @@ def upper(value: Any) -> Any:
 
 def _exists(model: Any, label: str) -> Any:
     def check(form: EntityForm, field: Field) -> None:
-        if field.data is not None and db.session.get(model, field.data) is None:
+        if field.data is None:
+            return
+        if not 0 < field.data <= MAX_INT or db.session.get(model, field.data) is None:
             raise ValidationError(f"No {label} with id {field.data}.")
 
     return check

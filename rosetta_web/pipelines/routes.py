@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
@@ -51,6 +51,11 @@ def change_status(entity_id: int) -> Response | str:
         abort(400, f"Status must be one of {', '.join(PIPELINE_STATUSES)}.")
     set_status(pipeline, status)
     if is_htmx():
-        return render_template("pipelines/_row.html", pipeline=pipeline, resource=PIPELINES)
-    flash(f"Pipeline '{pipeline.name}' set to {status}.", "success")
-    return redirect(url_for("pipelines.index"), 303)
+        response = make_response(
+            render_template("pipelines/_row.html", pipeline=pipeline, resource=PIPELINES)
+        )
+    else:
+        flash(f"Pipeline '{pipeline.name}' set to {status}.", "success")
+        response = redirect(url_for("pipelines.index"), 303)
+    response.vary.add("HX-Request")
+    return response

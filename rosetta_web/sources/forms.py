@@ -5,7 +5,7 @@ from __future__ import annotations
 from wtforms import IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
-from ..forms import EntityForm, blank_to_none, lowercase, name_rules, strip, whole_number
+from ..forms import MAX_INT, EntityForm, blank_to_none, lowercase, name_rules, strip, whole_number
 from ..models import Source
 
 
@@ -14,7 +14,7 @@ class SourceForm(EntityForm):
     label = "source"
     secret_fields = ("pg_password",)
     required_secrets = ("pg_password",)
-    read_only_fields = EntityForm.read_only_fields | {"pg_password_set"}
+    read_only_fields = EntityForm.read_only_fields | {"pg_password_set", "monitor"}
 
     name = StringField(
         "Name",
@@ -44,7 +44,7 @@ class SourceForm(EntityForm):
     pg_password = PasswordField(
         "Password",
         validators=[Length(max=1024)],
-        description="Stored encrypted. Leave blank when editing to keep the current one.",
+        description="Stored encrypted, never shown again.",
     )
     publication_name = StringField(
         "Publication",
@@ -58,7 +58,10 @@ class SourceForm(EntityForm):
     replication_id = IntegerField(
         "Replication ID",
         default=0,
-        validators=[whole_number, NumberRange(min=0, message="Enter 0 or more.")],
+        validators=[
+            whole_number,
+            NumberRange(0, MAX_INT, f"Enter a whole number from 0 to {MAX_INT}."),
+        ],
     )
     slot_name = StringField(
         "Replication slot",

@@ -1,0 +1,1 @@
+"""The WAL monitor: samples every source's WAL and replication slots on a schedule."""

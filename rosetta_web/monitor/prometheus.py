@@ -1,0 +1,106 @@
+"""GET /metrics: the monitor's latest figures in Prometheus text format, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from flask import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from ..extensions import db
+from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc
+
+
+class MonitorCollector:
+    """Build every gauge from the monitor's tables: three queries whatever the source count."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "rosetta_source_up", "1 when the last sample of the source succeeded", labels=["source"]
+        )
+        position = GaugeMetricFamily(
+            "rosetta_wal_position_bytes", "Current WAL position, bytes since 0/0", labels=["source"]
+        )
+        directory = GaugeMetricFamily(
+            "rosetta_wal_directory_bytes",
+            "Size of pg_wal (needs pg_monitor on the source)",
+            labels=["source"],
+        )
+        last_sample = GaugeMetricFamily(
+            "rosetta_source_last_sample_timestamp_seconds",
+            "When the source was last sampled successfully",
+            labels=["source"],
+        )
+        rows = db.session.execute(
+            db.select(Source.id, Source.name, SourceState).outerjoin(SourceState)
+        ).all()
+        names = {}
+        for source_id, name, state in rows:
+            names[source_id] = name
+            up.add_metric([name], 1 if state is not None and state.status == "OK" else 0)
+            if state is None:
+                continue
+            if state.wal_position_bytes is not None:
+                position.add_metric([name], state.wal_position_bytes)
+            if state.size_bytes is not None:
+                directory.add_metric([name], state.size_bytes)
+            if state.last_sampled_at is not None:
+                last_sample.add_metric([name], _epoch(state.last_sampled_at))
+        yield from (up, position, directory, last_sample)
+        yield from self._slots(names)
+        yield from self._sampler()
+
+    def _slots(self, names: dict[int, str]) -> Iterator[Metric]:
+        labels = ["source", "slot"]
+        retained = GaugeMetricFamily(
+            "rosetta_slot_retained_bytes", "WAL the slot keeps on the source", labels=labels
+        )
+        lag = GaugeMetricFamily(
+            "rosetta_slot_lag_bytes", "WAL not yet confirmed by the consumer", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "rosetta_slot_active", "1 when a consumer is connected", labels=labels
+        )
+        slots = db.session.scalars(
+            db.select(SlotMetric).join(
+                SourceState, SourceState.latest_wal_metric_id == SlotMetric.wal_metric_id
+            )
+        )
+        for slot in slots:
+            key = [names.get(slot.source_id, str(slot.source_id)), slot.slot_name]
+            active.add_metric(key, 1 if slot.active else 0)
+            if slot.retained_bytes is not None:
+                retained.add_metric(key, slot.retained_bytes)
+            if slot.lag_bytes is not None:
+                lag.add_metric(key, slot.lag_bytes)
+        yield from (retained, lag, active)
+
+    def _sampler(self) -> Iterator[Metric]:
+        last = db.session.scalar(db.select(MonitorRound).order_by(MonitorRound.id.desc()).limit(1))
+        duration = GaugeMetricFamily(
+            "rosetta_sampler_round_duration_seconds", "Wall time of the last sampling round"
+        )
+        failures = GaugeMetricFamily(
+            "rosetta_sampler_round_failures", "Sources that failed in the last round"
+        )
+        started = GaugeMetricFamily(
+            "rosetta_sampler_last_round_timestamp_seconds", "When the last round started"
+        )
+        if last is not None:
+            duration.add_metric([], last.duration_ms / 1000)
+            failures.add_metric([], last.failures)
+            started.add_metric([], _epoch(last.started_at))
+        yield from (duration, failures, started)
+
+
+def _epoch(moment: datetime) -> float:
+    return as_utc(moment).timestamp()
+
+
+def metrics() -> Response:
+    """Serve the monitor's figures for Prometheus."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MonitorCollector())  # type: ignore[arg-type]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,30 @@
+"""The SQL the monitor runs on a source: read-only, version-tolerant from PostgreSQL 10 to 17."""
+
+# One round trip for everything but the WAL directory size. The current position is the
+# primary's insert position, or on a standby the furthest WAL received or replayed.
+# row_to_json(s) keeps working when a server lacks a column (wal_status and safe_wal_size
+# arrived in 13), so one query serves every version.
+SAMPLE = """
+WITH pos AS (
+    SELECT CASE WHEN pg_is_in_recovery()
+                THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+                ELSE pg_current_wal_lsn() END AS lsn
+)
+SELECT
+    current_setting('server_version') AS server_version,
+    pg_is_in_recovery() AS in_recovery,
+    pos.lsn::text AS current_lsn,
+    pg_wal_lsn_diff(pos.lsn, '0/0')::bigint AS wal_position_bytes,
+    has_function_privilege('pg_ls_waldir()', 'EXECUTE') AS may_list_waldir,
+    (SELECT coalesce(json_agg(json_build_object(
+                'slot', row_to_json(s),
+                'retained_bytes', pg_wal_lsn_diff(pos.lsn, s.restart_lsn)::bigint,
+                'lag_bytes', pg_wal_lsn_diff(pos.lsn, s.confirmed_flush_lsn)::bigint
+            ) ORDER BY s.slot_name), '[]'::json)
+       FROM pg_replication_slots s) AS slots
+FROM pos
+"""
+
+# Needs superuser, pg_monitor or an explicit grant; PostgreSQL checks that before running any
+# part of a statement, so it cannot ride in SAMPLE behind a CASE.
+WAL_DIRECTORY_BYTES = "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()"

@@ -1,0 +1,329 @@
+"""Sample sources' WAL and replication slots: one source, or one round of all of them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import select
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from flask import current_app
+
+from ..extensions import db
+from ..models import Source, SourceState, as_utc, utcnow
+from . import queries, store
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "rosetta-wal-monitor"
+FIRST_RETRY_DELAY_SECONDS = 0.25
+# SQLSTATE classes that another attempt will not fix: bad credentials, unknown database,
+# missing privileges. Connection failures and timeouts are worth retrying.
+PERMANENT_SQLSTATE_PREFIXES = ("28", "3D", "42")
+PERMANENT_MESSAGES = ("authentication failed", "does not exist", "no pg_hba.conf entry")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to sample one source."""
+
+    source_id: int
+    name: str
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass
+class SlotSample:
+    """One replication slot as a sample saw it."""
+
+    slot_name: str
+    plugin: str | None
+    slot_type: str
+    database: str | None
+    active: bool
+    retained_bytes: int | None
+    lag_bytes: int | None
+    wal_status: str | None
+    safe_wal_size: int | None
+
+
+@dataclass
+class Sample:
+    """The outcome of sampling one source: its figures, or why it failed."""
+
+    source_id: int
+    name: str
+    ok: bool
+    duration_ms: int
+    attempts: int
+    error: str | None = None
+    current_lsn: str | None = None
+    wal_position_bytes: int | None = None
+    size_bytes: int | None = None
+    server_version: str | None = None
+    in_recovery: bool | None = None
+    slots: list[SlotSample] = field(default_factory=list)
+
+    @property
+    def retained_bytes(self) -> int | None:
+        """Return the most WAL any slot retains (None without slots)."""
+        values = [slot.retained_bytes for slot in self.slots if slot.retained_bytes is not None]
+        return max(values) if values else None
+
+    @property
+    def inactive_slot_count(self) -> int:
+        """Count the slots no consumer is connected to."""
+        return sum(1 for slot in self.slots if not slot.active)
+
+
+class SampleFailure(Exception):
+    """An attempt failed; `permanent` says whether retrying is pointless."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def sanitize(message: str, target: Target) -> str:
+    """Shorten a driver error to one line that holds no password and no connection string."""
+    text = " ".join(str(message).split())
+    if target.password:
+        text = text.replace(target.password, "***")
+    text = re.sub(r"password\s*=\s*\S+", "password=***", text, flags=re.IGNORECASE)
+    return text[:300]
+
+
+def _wait(conn: Any, deadline: float, doing: str, timeout_s: float) -> None:
+    """Drive an asynchronous psycopg2 connection until it is ready or the deadline passes."""
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SampleFailure(f"timed out after {timeout_s:g} s {doing}")
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([conn.fileno()], [], [], remaining)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            select.select([], [conn.fileno()], [], remaining)
+        else:  # pragma: no cover - psycopg2 raises on errors before reporting another state
+            raise SampleFailure(f"unexpected connection state {state}")
+
+
+def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
+    cursor = conn.cursor()
+    cursor.execute(sql)
+    _wait(conn, deadline, "waiting for the server to answer", timeout_s)
+    return cursor.fetchone()
+
+
+def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
+    """Open one short read-only connection and read the WAL position, slots and WAL size."""
+    remaining = max(deadline - time.monotonic(), 0.001)
+    conn = psycopg2.connect(
+        host=target.host,
+        port=target.port,
+        dbname=target.database,
+        user=target.user,
+        password=target.password,
+        application_name=APPLICATION_NAME,
+        connect_timeout=max(2, math.ceil(remaining)),
+        options=(
+            f"-c statement_timeout={max(1, int(remaining * 1000))} "
+            "-c default_transaction_read_only=on"
+        ),
+        async_=True,
+    )
+    try:
+        _wait(conn, deadline, "connecting", timeout_s)
+        row = _query(conn, queries.SAMPLE, deadline, timeout_s)
+        figures = {
+            "server_version": row[0],
+            "in_recovery": row[1],
+            "current_lsn": row[2],
+            "wal_position_bytes": row[3],
+            "slots": [_slot(item) for item in row[5]],
+            "size_bytes": None,
+        }
+        if row[4]:
+            figures["size_bytes"] = _query(conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s)[
+                0
+            ]
+        return figures
+    finally:
+        conn.close()
+
+
+def _slot(item: dict[str, Any]) -> SlotSample:
+    slot = item["slot"]
+    return SlotSample(
+        slot_name=slot["slot_name"],
+        plugin=slot.get("plugin"),
+        slot_type=slot.get("slot_type") or "unknown",
+        database=slot.get("database"),
+        active=bool(slot.get("active")),
+        retained_bytes=item.get("retained_bytes"),
+        lag_bytes=item.get("lag_bytes"),
+        wal_status=slot.get("wal_status"),
+        safe_wal_size=slot.get("safe_wal_size"),
+    )
+
+
+def _failure(exc: Exception, target: Target) -> SampleFailure:
+    if isinstance(exc, SampleFailure):
+        return exc
+    message = sanitize(getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__, target)
+    code = getattr(exc, "pgcode", None) or ""
+    permanent = code.startswith(PERMANENT_SQLSTATE_PREFIXES) or any(
+        phrase in message for phrase in PERMANENT_MESSAGES
+    )
+    return SampleFailure(message, permanent)
+
+
+def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
+    """Sample one source, retrying with backoff and jitter, all within `timeout_s` seconds."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    attempts = 0
+    failure = SampleFailure("not attempted")
+    while True:
+        attempts += 1
+        try:
+            figures = _sample_once(target, deadline, timeout_s)
+        except (psycopg2.Error, OSError, SampleFailure) as exc:
+            failure = _failure(exc, target)
+        except Exception as exc:  # a bug must cost one source its sample, not the round
+            log.exception("sampling %s failed unexpectedly", target.name)
+            failure = SampleFailure(f"internal error: {type(exc).__name__}", permanent=True)
+        else:
+            return Sample(
+                source_id=target.source_id,
+                name=target.name,
+                ok=True,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                attempts=attempts,
+                **figures,
+            )
+        if failure.permanent or attempts > max_retries:
+            break
+        delay = FIRST_RETRY_DELAY_SECONDS * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
+        # Sleep only if time remains for another attempt after it.
+        if time.monotonic() + delay >= deadline - 0.05:
+            break
+        time.sleep(delay)
+    return Sample(
+        source_id=target.source_id,
+        name=target.name,
+        ok=False,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        attempts=attempts,
+        error=str(failure),
+    )
+
+
+def sample_all(
+    targets: list[Target], timeout_s: float, max_retries: int, concurrency: int
+) -> list[Sample]:
+    """Sample every target concurrently with a bounded pool; return samples in target order."""
+    if not targets:
+        return []
+    workers = max(1, min(concurrency, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wal-sampler") as pool:
+        return list(pool.map(lambda t: sample_source(t, timeout_s, max_retries), targets))
+
+
+def _due(state: SourceState | None, now: datetime, interval_s: int) -> bool:
+    """Tell whether a source should be sampled this round (not waiting out a backoff)."""
+    if state is None or state.next_attempt_at is None:
+        return True
+    # Ticks drift by milliseconds; a source due within half an interval is due now.
+    return as_utc(state.next_attempt_at) <= now + timedelta(seconds=interval_s / 2)
+
+
+def _slow_first(state: SourceState | None) -> tuple[int, int]:
+    if state is None or state.status != "OK":
+        return (0, 0)
+    return (1, -(state.last_duration_ms or 0))
+
+
+def sampler_identity() -> str:
+    """Name this process in the round log: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_round(
+    source_name: str | None = None, force: bool = False, now: datetime | None = None
+) -> list[Sample]:
+    """Sample every due source (or one, by name), store the results, log one line."""
+    config = current_app.config
+    interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
+    now = now or utcnow()
+    clock = time.monotonic()
+    stmt = db.select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
+    if source_name is not None:
+        stmt = stmt.where(Source.name == source_name.lower())
+    # Sources that failed or were slow last time start first: a source that will hang then
+    # waits out its timeout while the quick ones are sampled, instead of after them.
+    rows = sorted(db.session.execute(stmt).all(), key=lambda row: _slow_first(row[1]))
+    targets: list[Target] = []
+    unreadable: list[Sample] = []
+    skipped = 0
+    for source, state in rows:
+        if not force and not _due(state, now, interval_s):
+            skipped += 1
+            continue
+        try:
+            password = source.pg_password
+        except ValueError as exc:
+            unreadable.append(Sample(source.id, source.name, False, 0, 0, error=str(exc)))
+            continue
+        targets.append(
+            Target(
+                source.id,
+                source.name,
+                source.pg_host,
+                source.pg_port,
+                source.pg_database,
+                source.pg_username,
+                password,
+            )
+        )
+    # Nothing is written while sources are sampled: the session holds no transaction open.
+    db.session.rollback()
+    samples = unreadable + sample_all(
+        targets,
+        config["WAL_MONITOR_TIMEOUT_SECONDS"],
+        config["WAL_MONITOR_MAX_RETRIES"],
+        config["WAL_MONITOR_CONCURRENCY"],
+    )
+    duration_s = time.monotonic() - clock
+    store.record_round(samples, now, interval_s, skipped, duration_s, sampler_identity())
+    failures = sum(1 for sample in samples if not sample.ok)
+    log.info(
+        "WAL round: %d sources sampled, %d failed, %d in backoff, %.2f s",
+        len(samples),
+        failures,
+        skipped,
+        duration_s,
+        extra={
+            "sources": len(samples),
+            "failures": failures,
+            "skipped": skipped,
+            "duration_s": round(duration_s, 3),
+        },
+    )
+    return samples

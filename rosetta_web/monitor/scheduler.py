@@ -1,0 +1,193 @@
+"""Run the sampler on a schedule, in exactly one process among all that share the database."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from datetime import timedelta
+from typing import Any
+
+import click
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from flask import Flask
+from flask.helpers import get_debug_flag
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from ..models import utcnow
+from . import store
+from .sampler import run_round
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_lock key: any fixed number no other application on the database uses.
+LEADER_LOCK_KEY = 0x524F5345545441  # "ROSETTA"
+
+
+class Leadership:
+    """Hold a PostgreSQL advisory lock on the metadata database: its holder samples.
+
+    The lock lives as long as its connection, so a leader that dies frees it and another
+    process takes it at its next tick. On SQLite the one process always leads.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
+        self.enabled = url.startswith("postgresql")
+        self.engine = None
+        if self.enabled:
+            self.engine = create_engine(
+                url,
+                poolclass=NullPool,
+                connect_args={
+                    "connect_timeout": 10,
+                    "application_name": "rosetta-leader",
+                    # Notice a half-open connection, so a dead host's lock is not held forever.
+                    "keepalives": 1,
+                    "keepalives_idle": 30,
+                    "keepalives_interval": 10,
+                    "keepalives_count": 3,
+                },
+            )
+        self.connection: Connection | None = None
+
+    def is_leader(self) -> bool:
+        """Confirm leadership, or try to take it; never raise."""
+        if not self.enabled:
+            return True
+        if self.connection is not None:
+            try:
+                self.connection.exec_driver_sql("SELECT 1")
+                return True
+            except Exception:
+                log.warning("lost the sampler lock's connection; trying to take it again")
+                self.release()
+        try:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            taken = connection.exec_driver_sql(
+                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+            ).scalar()
+        except Exception as exc:
+            log.warning("cannot reach the metadata database to take the sampler lock: %s", exc)
+            return False
+        if taken:
+            self.connection = connection
+            log.info("this process (pid %d) now samples WAL for all sources", os.getpid())
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        """Give up leadership by closing the lock's connection."""
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:
+                pass
+            self.connection = None
+
+
+class MonitorScheduler:
+    """APScheduler jobs: a sampling round every interval, retention once a day."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.interval_s = app.config["WAL_MONITOR_INTERVAL_SECONDS"]
+        self.leadership = Leadership(app)
+        self._round_lock = threading.Lock()
+        self.scheduler: BackgroundScheduler | BlockingScheduler | None = None
+
+    def tick(self) -> None:
+        """Run one round if this process leads and the last round has finished."""
+        if not self._round_lock.acquire(blocking=False):
+            log.warning("WAL round still running after %d s; this tick is skipped", self.interval_s)
+            return
+        try:
+            with self.app.app_context():
+                if self.leadership.is_leader():
+                    run_round()
+        except Exception:
+            # The metadata database may be briefly away: log, keep the thread, try next tick.
+            log.exception("WAL round failed; the next tick will try again")
+        finally:
+            self._round_lock.release()
+
+    def expire(self) -> None:
+        """Delete history older than the retention, if this process leads."""
+        try:
+            with self.app.app_context():
+                if self.leadership.is_leader():
+                    store.delete_expired(self.app.config["WAL_METRICS_RETENTION_DAYS"])
+        except Exception:
+            log.exception("WAL retention failed; it runs again tomorrow")
+
+    def start(self, blocking: bool = False) -> None:
+        """Start the jobs; the first round runs at once. Blocking runs until interrupted."""
+        scheduler_class = BlockingScheduler if blocking else BackgroundScheduler
+        self.scheduler = scheduler_class(
+            timezone="UTC",
+            # A second concurrent tick reaches tick() and is logged as skipped there.
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 2,
+                "misfire_grace_time": self.interval_s,
+            },
+        )
+        now = utcnow()
+        self.scheduler.add_job(
+            self.tick, "interval", seconds=self.interval_s, next_run_time=now, id="wal-sample"
+        )
+        self.scheduler.add_job(
+            self.expire,
+            "interval",
+            days=1,
+            next_run_time=now + timedelta(minutes=1),
+            id="wal-retention",
+        )
+        log.info("WAL monitor scheduled every %d s", self.interval_s)
+        if not blocking:
+            atexit.register(self.stop)
+        try:
+            self.scheduler.start()
+        finally:
+            if blocking:
+                self.stop()
+
+    def stop(self) -> None:
+        """Stop the jobs and free leadership."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.leadership.release()
+
+
+def start_monitor(app: Flask) -> MonitorScheduler | None:
+    """Start the background sampler in a serving process, once, when it is enabled."""
+    if not app.config["WAL_MONITOR_ENABLED"]:
+        log.info("WAL monitor disabled (WAL_MONITOR_ENABLED=false)")
+        return None
+    if "rosetta_monitor" in app.extensions:
+        return app.extensions["rosetta_monitor"]
+    monitor = MonitorScheduler(app)
+    monitor.start()
+    app.extensions["rosetta_monitor"] = monitor
+    return monitor
+
+
+def serving_with_flask_run() -> bool:
+    """Tell whether `flask run` loads the app to serve it (in the reloader's child only)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name != "run":
+        return False
+    reload = ctx.params.get("reload")
+    if reload is None:  # the reloader follows debug mode, which flask sets after create_app
+        reload = get_debug_flag()
+    return not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn hook: start the sampler in each worker; the advisory lock picks one."""
+    start_monitor(worker.wsgi)

@@ -1,0 +1,155 @@
+"""Write the monitor's results: samples, slots, each source's latest state, and retention."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ..extensions import db
+from ..models import MonitorRound, SlotMetric, SourceState, WalMetric, utcnow
+
+if TYPE_CHECKING:
+    from .sampler import Sample
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 3600
+RETENTION_BATCH_ROWS = 5000
+
+
+def backoff_seconds(consecutive_failures: int, interval_s: int) -> int:
+    """Return how long to wait before the next attempt: after n failed rounds, skip 2^n-1."""
+    skipped_rounds = 2 ** min(consecutive_failures, 20) - 1
+    return min((skipped_rounds + 1) * interval_s, max(MAX_BACKOFF_SECONDS, interval_s))
+
+
+def record_round(
+    samples: list[Sample],
+    started_at: datetime,
+    interval_s: int,
+    skipped: int,
+    duration_s: float,
+    sampler: str,
+) -> None:
+    """Store one round in a single transaction: metrics rows, slot rows, states, the round."""
+    try:
+        _record(samples, started_at, interval_s, skipped, duration_s, sampler)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def _record(
+    samples: list[Sample],
+    started_at: datetime,
+    interval_s: int,
+    skipped: int,
+    duration_s: float,
+    sampler: str,
+) -> None:
+    ids = [sample.source_id for sample in samples]
+    states = {
+        state.source_id: state
+        for state in db.session.scalars(
+            db.select(SourceState).where(SourceState.source_id.in_(ids))
+        )
+    }
+    metrics: list[tuple[Sample, WalMetric]] = []
+    for sample in samples:
+        state = states.get(sample.source_id)
+        if state is None:
+            state = states[sample.source_id] = SourceState(
+                source_id=sample.source_id, consecutive_failures=0
+            )
+            db.session.add(state)
+        state.last_attempt_at = started_at
+        state.last_duration_ms = sample.duration_ms
+        if sample.ok:
+            metric = WalMetric(
+                source_id=sample.source_id,
+                recorded_at=started_at,
+                current_lsn=sample.current_lsn,
+                wal_position_bytes=sample.wal_position_bytes,
+                size_bytes=sample.size_bytes,
+                retained_bytes=sample.retained_bytes,
+                slot_count=len(sample.slots),
+                inactive_slot_count=sample.inactive_slot_count,
+            )
+            db.session.add(metric)
+            metrics.append((sample, metric))
+            state.status = "OK"
+            state.last_sampled_at = started_at
+            state.last_error = None
+            state.consecutive_failures = 0
+            state.next_attempt_at = None
+            for name in (
+                "current_lsn",
+                "wal_position_bytes",
+                "size_bytes",
+                "server_version",
+                "in_recovery",
+                "retained_bytes",
+                "inactive_slot_count",
+            ):
+                setattr(state, name, getattr(sample, name))
+            state.slot_count = len(sample.slots)
+        else:
+            failures = (state.consecutive_failures or 0) + 1
+            state.consecutive_failures = failures
+            state.status = "ERROR" if failures == 1 else "BACKOFF"
+            state.last_error = (sample.error or "unknown error")[:500]
+            state.next_attempt_at = started_at + timedelta(
+                seconds=backoff_seconds(failures, interval_s)
+            )
+    db.session.flush()  # gives the metrics rows their ids
+    for sample, metric in metrics:
+        states[sample.source_id].latest_wal_metric_id = metric.id
+        db.session.add_all(
+            SlotMetric(
+                wal_metric_id=metric.id,
+                source_id=sample.source_id,
+                recorded_at=started_at,
+                **vars(slot),
+            )
+            for slot in sample.slots
+        )
+    db.session.add(
+        MonitorRound(
+            started_at=started_at,
+            duration_ms=int(duration_s * 1000),
+            sources=len(samples),
+            failures=sum(1 for sample in samples if not sample.ok),
+            skipped=skipped,
+            sampler=sampler[:255],
+        )
+    )
+
+
+def delete_expired(retention_days: int, now: datetime | None = None) -> int:
+    """Delete samples older than the retention, a batch per transaction; return rows deleted."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    deleted = 0
+    for model, column in (
+        (SlotMetric, SlotMetric.recorded_at),
+        (WalMetric, WalMetric.recorded_at),
+        (MonitorRound, MonitorRound.started_at),
+    ):
+        while True:
+            batch = (
+                db.select(model.id)
+                .where(column < cutoff)
+                .order_by(model.id)
+                .limit(RETENTION_BATCH_ROWS)
+            )
+            # Short transactions: each batch commits, so no lock is held for long.
+            result = db.session.execute(
+                db.delete(model).where(model.id.in_(batch.scalar_subquery()))
+            )
+            db.session.commit()
+            deleted += result.rowcount
+            if result.rowcount < RETENTION_BATCH_ROWS:
+                break
+    log.info("WAL retention: deleted %d rows older than %d days", deleted, retention_days)
+    return deleted

@@ -1,0 +1,309 @@
+"""The WAL monitor against real PostgreSQL: figures, failures, timeouts, backoff, retention."""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from datetime import timedelta
+
+import pytest
+
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import MonitorRound, SlotMetric, SourceState, WalMetric, utcnow
+from rosetta_web.monitor import store
+from rosetta_web.monitor.sampler import run_round
+
+from .conftest import PLAIN_PASSWORD, add_source
+from .pg import free_port
+
+
+def _slot_retained(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = 'rosetta_slot'"
+        )
+        return cur.fetchone()[0]
+
+
+def _write_wal(conn, megabytes: int) -> int:
+    """Insert rows until at least `megabytes` of WAL are written; return the bytes written."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()")
+        start = cur.fetchone()[0]
+        written = 0
+        while written < megabytes * 1024 * 1024:
+            cur.execute(
+                "INSERT INTO orders (note) SELECT md5(random()::text) FROM generate_series(1, 5000)"
+            )
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)::bigint", (start,))
+            written = cur.fetchone()[0]
+        return written
+
+
+def _state(app, source_id: int) -> SourceState:
+    with app.app_context():
+        state = _db.session.get(SourceState, source_id)
+        _db.session.expunge(state)
+        return state
+
+
+def test_sample_matches_what_postgres_reports(app, source_db):
+    """retained_bytes and the WAL position agree with PostgreSQL's own figures."""
+    source_id = add_source(app, "shop", source_db["port"])
+    conn = source_db["cluster"].connect("shop")
+    with closing(conn):
+        with app.app_context():
+            first = run_round(force=True)[0]
+        assert first.ok, first.error
+        written = _write_wal(conn, 4)
+        assert written > 4 * 1024 * 1024
+        before = _slot_retained(conn)
+        with app.app_context():
+            second = run_round(force=True)[0]
+        after = _slot_retained(conn)
+    assert second.ok, second.error
+    assert before <= second.retained_bytes <= after
+    assert second.wal_position_bytes - first.wal_position_bytes >= written
+    assert second.size_bytes and second.size_bytes >= 16 * 1024 * 1024  # one WAL segment at least
+    with app.app_context():
+        rows = _db.session.scalars(db_select_metrics(source_id)).all()
+        assert [row.retained_bytes for row in rows] == [second.retained_bytes, first.retained_bytes]
+        assert rows[0].slot_count == 1 and rows[0].inactive_slot_count == 1
+        assert rows[0].current_lsn == second.current_lsn and "/" in rows[0].current_lsn
+        slot = _db.session.scalar(
+            _db.select(SlotMetric).where(SlotMetric.wal_metric_id == rows[0].id)
+        )
+        assert (slot.slot_name, slot.plugin, slot.slot_type, slot.database) == (
+            "rosetta_slot",
+            "pgoutput",
+            "logical",
+            "shop",
+        )
+        assert slot.active is False and slot.wal_status == "reserved"
+        assert slot.retained_bytes == second.retained_bytes and slot.lag_bytes >= 0
+    state = _state(app, source_id)
+    assert state.status == "OK" and state.retained_bytes == second.retained_bytes
+    assert state.server_version.startswith(("1", "9")) and state.in_recovery is False
+
+
+def db_select_metrics(source_id: int):
+    return (
+        _db.select(WalMetric)
+        .where(WalMetric.source_id == source_id)
+        .order_by(WalMetric.recorded_at.desc(), WalMetric.id.desc())
+    )
+
+
+def test_role_without_pg_monitor_gets_null_wal_size_and_ok(app, source_db):
+    """Without pg_monitor the WAL directory size is NULL, and that is not an error."""
+    source_id = add_source(app, "plain", source_db["port"], "plain_user", PLAIN_PASSWORD)
+    with app.app_context():
+        sample = run_round(force=True)[0]
+    assert sample.ok, sample.error
+    assert sample.size_bytes is None and sample.retained_bytes is not None
+    state = _state(app, source_id)
+    assert state.status == "OK" and state.size_bytes is None
+
+
+def test_wrong_password_is_an_error_that_never_shows_the_password(app, source_db):
+    """A wrong password records ERROR with the server's reason, without the password."""
+    source_id = add_source(app, "badpass", source_db["port"], "plain_user", "Wr0ng-Secret!")
+    with app.app_context():
+        sample = run_round(force=True)[0]
+    assert not sample.ok and sample.attempts == 1  # not retried: it would fail again
+    state = _state(app, source_id)
+    assert state.status == "ERROR" and "password authentication failed" in state.last_error
+    assert "Wr0ng-Secret!" not in state.last_error
+
+
+def test_closed_port_fails_quickly(app):
+    """A port where nothing listens is an ERROR within a couple of seconds, not the timeout."""
+    app.config["WAL_MONITOR_TIMEOUT_SECONDS"] = 20
+    source_id = add_source(app, "closed", free_port())
+    started = time.monotonic()
+    with app.app_context():
+        sample = run_round(force=True)[0]
+    assert time.monotonic() - started < 4
+    assert not sample.ok and sample.attempts == 4  # the first try and three retries
+    assert "Connection refused" in _state(app, source_id).last_error
+
+
+def test_hanging_source_times_out_without_delaying_the_others(app, source_db, hanging_server):
+    """A socket that never answers is cut at the timeout; the other source is on time."""
+    app.config["WAL_MONITOR_TIMEOUT_SECONDS"] = 3
+    add_source(app, "hangs", hanging_server.port)
+    add_source(app, "shop", source_db["port"])
+    started = time.monotonic()
+    with app.app_context():
+        samples = {sample.name: sample for sample in run_round(force=True)}
+    elapsed = time.monotonic() - started
+    assert samples["shop"].ok and samples["shop"].duration_ms < 1500
+    assert not samples["hangs"].ok and "timed out after 3 s" in samples["hangs"].error
+    assert 2.9 <= samples["hangs"].duration_ms / 1000 <= 3.5
+    assert elapsed < 3 + 2
+
+
+def test_failing_source_backs_off_round_after_round(app, source_db):
+    """After n failed rounds a source skips 2^n-1 rounds, at most an hour, and recovers."""
+    app.config["WAL_MONITOR_INTERVAL_SECONDS"] = 60
+    app.config["WAL_MONITOR_MAX_RETRIES"] = 0
+    dead_port = free_port()
+    source_id = add_source(app, "flaky", dead_port)
+    t0 = utcnow()
+
+    def round_at(minutes: float) -> list:
+        with app.app_context():
+            return run_round(now=t0 + timedelta(minutes=minutes))
+
+    assert len(round_at(0)) == 1
+    state = _state(app, source_id)
+    assert (state.status, state.consecutive_failures) == ("ERROR", 1)
+    assert state.next_attempt_at == t0 + timedelta(minutes=2)  # skips one round
+    assert round_at(1) == []  # skipped
+    assert len(round_at(2)) == 1
+    state = _state(app, source_id)
+    assert (state.status, state.consecutive_failures) == ("BACKOFF", 2)
+    assert state.next_attempt_at == t0 + timedelta(minutes=2 + 4)  # skips three rounds
+    assert round_at(3) == [] and round_at(5) == []
+    assert len(round_at(6)) == 1 and _state(app, source_id).consecutive_failures == 3
+    assert store.backoff_seconds(10, 60) == 3600  # capped at one hour
+
+    with app.app_context():
+        from rosetta_web.models import Source
+
+        _db.session.get(Source, source_id).pg_port = source_db["port"]
+        _db.session.commit()
+    assert round_at(14)[0].ok  # skipped seven rounds after the third failure
+    state = _state(app, source_id)
+    assert (state.status, state.consecutive_failures, state.next_attempt_at) == ("OK", 0, None)
+    with app.app_context():
+        rounds = _db.session.scalars(_db.select(MonitorRound).order_by(MonitorRound.id)).all()
+        assert [(r.sources, r.failures, r.skipped) for r in rounds] == [
+            (1, 1, 0),
+            (0, 0, 1),
+            (1, 1, 0),
+            (0, 0, 1),
+            (0, 0, 1),
+            (1, 1, 0),
+            (1, 0, 0),
+        ]
+
+
+def test_retention_deletes_old_rows_in_batches(app, source_db, monkeypatch):
+    """Rows older than the retention go, a few per transaction; recent ones stay."""
+    add_source(app, "shop", source_db["port"])
+    with app.app_context():
+        for days in (40, 35, 31, 0):
+            run_round(force=True, now=utcnow() - timedelta(days=days))
+    monkeypatch.setattr(store, "RETENTION_BATCH_ROWS", 2)
+    with app.app_context():
+        deleted = store.delete_expired(30)
+        assert deleted == 3 + 3 + 3  # wal_metrics, slot_metrics, monitor_rounds
+        assert _db.session.scalar(_db.select(_db.func.count(WalMetric.id))) == 1
+        assert _db.session.scalar(_db.select(_db.func.count(SlotMetric.id))) == 1
+        assert _db.session.scalar(_db.select(_db.func.count(MonitorRound.id))) == 1
+        state = _db.session.get(SourceState, 1)
+        assert state.latest_wal_metric_id is not None
+
+
+def test_deleting_a_source_deletes_its_history(app, api, source_db):
+    """Deleting a source removes its samples, slots and state with it."""
+    source_id = add_source(app, "shop", source_db["port"])
+    with app.app_context():
+        run_round(force=True)
+    assert api.delete(f"/api/v1/sources/{source_id}").status_code == 204
+    with app.app_context():
+        for model in (WalMetric, SlotMetric, SourceState):
+            assert _db.session.scalar(_db.select(_db.func.count()).select_from(model)) == 0
+
+
+def test_cli_sample_prints_a_table(app, runner, source_db):
+    """`flask rosetta sample` runs a round now and prints each source's figures."""
+    add_source(app, "shop", source_db["port"])
+    add_source(app, "closed", free_port())
+    result = runner.invoke(args=["rosetta", "sample"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == [
+        "SOURCE",
+        "STATUS",
+        "WAL_DIR_BYTES",
+        "RETAINED_BYTES",
+        "SLOTS",
+        "DURATION",
+        "ERROR",
+    ]
+    shop = next(line for line in lines if line.startswith("shop"))
+    assert shop.split()[1] == "OK" and shop.split()[4] == "1"
+    closed = next(line for line in lines if line.startswith("closed"))
+    assert "ERROR" in closed and "Connection refused" in closed
+    assert lines[-1] == "2 sampled, 1 failed"
+    one = runner.invoke(args=["rosetta", "sample", "--source", "shop"])
+    assert "1 sampled, 0 failed" in one.output
+    unknown = runner.invoke(args=["rosetta", "sample", "--source", "nope"])
+    assert unknown.exit_code != 0 and "no source named 'nope'" in unknown.output
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_prometheus_metrics(app, api, source_db, public):
+    """/metrics exposes per-source and per-slot gauges; it needs a token unless public."""
+    app.config["METRICS_PUBLIC"] = public
+    add_source(app, "shop", source_db["port"])
+    add_source(app, "closed", free_port())
+    with app.app_context():
+        run_round(force=True)
+    anonymous = app.test_client().get("/metrics")
+    if not public:
+        assert (
+            anonymous.status_code == 401 and anonymous.get_json()["error"] == "AuthenticationError"
+        )
+        response = api.get("/metrics")
+    else:
+        response = anonymous
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert 'rosetta_source_up{source="shop"} 1.0' in text
+    assert 'rosetta_source_up{source="closed"} 0.0' in text
+    assert 'rosetta_slot_active{slot="rosetta_slot",source="shop"} 0.0' in text
+    assert 'rosetta_slot_retained_bytes{slot="rosetta_slot",source="shop"}' in text
+    assert 'rosetta_wal_directory_bytes{source="shop"}' in text
+    assert "rosetta_sampler_round_failures 1.0" in text
+    assert "rosetta_sampler_round_duration_seconds" in text
+
+
+def test_api_exposes_samples_slots_and_state(app, api, source_db):
+    """metrics/wal lists samples newest first; slots and the source carry the latest state."""
+    source_id = add_source(app, "shop", source_db["port"])
+    with app.app_context():
+        run_round(force=True, now=utcnow() - timedelta(minutes=5))
+        run_round(force=True)
+    rows = api.get(f"/api/v1/metrics/wal?source_id={source_id}&limit=1").get_json()
+    assert len(rows) == 1
+    assert {"id", "source_id", "size_bytes", "recorded_at", "wal_position_bytes"} <= set(rows[0])
+    both = api.get(f"/api/v1/metrics/wal?source_id={source_id}").get_json()
+    assert [r["recorded_at"] for r in both] == sorted(
+        (r["recorded_at"] for r in both), reverse=True
+    )
+    slots = api.get(f"/api/v1/sources/{source_id}/slots").get_json()
+    assert [s["slot_name"] for s in slots] == ["rosetta_slot"] and slots[0]["active"] is False
+    monitor = api.get(f"/api/v1/sources/{source_id}").get_json()["monitor"]
+    assert monitor["status"] == "OK" and monitor["retained_bytes"] == both[0]["retained_bytes"]
+    assert api.get("/api/v1/sources/99/slots").status_code == 404
+
+
+def test_pages_show_status_sizes_and_slots(app, browser, source_db):
+    """The list shows status, sizes in human units and sample age; the source page its slots."""
+    source_id = add_source(app, "shop", source_db["port"])
+    add_source(app, "closed", free_port())
+    with app.app_context():
+        run_round(force=True)
+    listing = browser.get("/sources/").get_data(as_text=True)
+    assert '<span class="badge monitor-ok"' in listing
+    assert '<span class="badge monitor-error" title="Connection refused' in listing
+    assert " MB</td>" in listing and "1 inactive" in listing and " s ago</td>" in listing
+    page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+    assert "rosetta_slot" in page and "pgoutput" in page and "reserved" in page
+    assert "PostgreSQL 1" in page
+    closed = browser.get("/sources/2").get_data(as_text=True)
+    assert "The last attempt failed" in closed and "Next attempt in" in closed

@@ -1,0 +1,170 @@
+"""The schedule: real gunicorn workers and flask processes sharing one metadata database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from flask_migrate import upgrade
+
+from rosetta_web import create_app
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import MonitorRound, WalMetric
+from rosetta_web.monitor.scheduler import MonitorScheduler
+
+from .conftest import add_source
+from .pg import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERVAL = 5
+
+
+def _env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WAL_MONITOR_INTERVAL_SECONDS": str(INTERVAL),
+        "WAL_MONITOR_TIMEOUT_SECONDS": "3",
+        "FLASK_APP": "wsgi",
+        **extra,
+    }
+
+
+def _rounds(app) -> list[MonitorRound]:
+    with app.app_context():
+        rounds = _db.session.scalars(_db.select(MonitorRound).order_by(MonitorRound.id)).all()
+        _db.session.expunge_all()
+        return rounds
+
+
+def _stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return err
+
+
+def test_gunicorn_workers_sample_once_per_tick_and_fail_over(app, database_url, source_db):
+    """Two gunicorn workers: one samples each tick; kill it and the other takes over in time."""
+    source_id = add_source(app, "shop", source_db["port"])
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "wsgi:app",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+        ],
+        cwd=ROOT,
+        env=_env(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: len(_rounds(app)) >= 3, timeout=INTERVAL * 3 + 5), "no rounds"
+        rounds = _rounds(app)
+        assert len({r.sampler for r in rounds}) == 1  # one process samples
+        starts = [r.started_at for r in rounds]
+        gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+        assert min(gaps) >= INTERVAL - 1  # once per tick, not once per worker
+        with app.app_context():
+            samples = _db.session.scalar(
+                _db.select(_db.func.count(WalMetric.id)).where(WalMetric.source_id == source_id)
+            )
+        assert samples == len(rounds)
+
+        leader_pid = int(rounds[-1].sampler.rsplit(":", 1)[1])
+        os.kill(leader_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        took_over = wait_for(
+            lambda: [r for r in _rounds(app) if not r.sampler.endswith(f":{leader_pid}")],
+            timeout=INTERVAL + 5,
+        )
+        assert took_over, "no other process took over"
+        assert time.monotonic() - killed_at <= INTERVAL + 5
+    finally:
+        _stop(server)
+
+
+def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_db):
+    """`flask run` starts the monitor (once, even with the reloader); `flask routes` does not."""
+    add_source(app, "shop", source_db["port"])
+    routes = subprocess.run(
+        [sys.executable, "-m", "flask", "routes"],
+        cwd=ROOT,
+        env=_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert routes.returncode == 0 and "/api/v1/sources" in routes.stdout
+    time.sleep(1)
+    assert _rounds(app) == []
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flask", "run", "--debug", "--port", str(free_port())],
+        cwd=ROOT,
+        env=_env(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: _rounds(app), timeout=20), "flask run did not sample"
+        time.sleep(1)
+    finally:
+        err = _stop(server)
+    assert err.count("WAL monitor scheduled every") == 1, err
+
+
+def test_scheduler_survives_the_metadata_database_going_away(
+    database_url, pg_cluster, source_db, hanging_server, caplog
+):
+    """If the metadata database vanishes while a round runs, the tick logs it and the next works."""
+    if pg_cluster is None:
+        pytest.skip("needs a disposable cluster it may rename databases in")
+    url = pg_cluster.create_database("outage_meta")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    app.config["WAL_MONITOR_TIMEOUT_SECONDS"] = 3
+    with app.app_context():
+        upgrade()
+    add_source(app, "hangs", hanging_server.port)
+    add_source(app, "shop", source_db["port"])
+    monitor = MonitorScheduler(app)
+    caplog.set_level(logging.INFO)
+
+    tick = threading.Thread(target=monitor.tick)
+    tick.start()
+    time.sleep(1)  # the round is sampling: the hanging source holds it for 3 s
+    with closing(pg_cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'outage_meta'"
+        )
+        cur.execute("ALTER DATABASE outage_meta RENAME TO outage_away")
+    tick.join(timeout=15)
+    assert not tick.is_alive()
+    assert "WAL round failed; the next tick will try again" in caplog.text
+
+    with closing(pg_cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("ALTER DATABASE outage_away RENAME TO outage_meta")
+    monitor.tick()
+    rounds = _rounds(app)
+    assert len(rounds) == 1 and rounds[0].sources == 2 and rounds[0].failures == 1
+    monitor.stop()
+    with app.app_context():
+        _db.engine.dispose()

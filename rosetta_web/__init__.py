@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, jsonify, redirect, url_for
+from flask import Flask, jsonify
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
@@ -91,6 +91,7 @@ def _register_blueprints(app: Flask) -> None:
     from .api import bp as api_bp
     from .api.routes import docs
     from .auth import bp as auth_bp
+    from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
     from .extensions import db
     from .models import isoformat, utcnow
@@ -99,17 +100,13 @@ def _register_blueprints(app: Flask) -> None:
     from .sources import bp as sources_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(dashboard_bp)
     app.register_blueprint(sources_bp, url_prefix="/sources")
     app.register_blueprint(destinations_bp, url_prefix="/destinations")
     app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.add_url_rule("/docs", "docs", docs)
     app.add_url_rule("/metrics", "metrics", metrics)
-
-    @app.get("/")
-    def index() -> Response:
-        """Send the operator to the sources until the dashboard arrives."""
-        return redirect(url_for("sources.index"))
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

@@ -27,6 +27,8 @@ class Resource:
     plural: str  # "sources": the blueprint, template folder and URL segment
     list_options: tuple[Any, ...] = ()
     prepare_form: Callable[[EntityForm], None] = field(default=lambda form: None)
+    # Called before a save commits, with the names of the fields the save changed.
+    before_commit: Callable[[Any, set[str]], None] = field(default=lambda entity, changed: None)
 
     @property
     def title(self) -> str:
@@ -68,11 +70,17 @@ class Resource:
     def save(self, form: EntityForm, entity: Any = None) -> Any:
         """Store a validated form into a new or existing entity; a blank secret keeps its value."""
         entity = entity if entity is not None else self.model()
+        changed: set[str] = set()
         for name in field_names(self.form_class):
             value = form[name].data
-            if name in self.form_class.secret_fields and not value:
+            if name in self.form_class.secret_fields:
+                if not value:
+                    continue
+            elif getattr(entity, name) == value:
                 continue
             setattr(entity, name, value)
+            changed.add(name)
+        self.before_commit(entity, changed)
         db.session.add(entity)
         try:
             db.session.commit()

@@ -70,6 +70,8 @@ def test_sample_matches_what_postgres_reports(app, source_db):
         rows = _db.session.scalars(db_select_metrics(source_id)).all()
         assert [row.retained_bytes for row in rows] == [second.retained_bytes, first.retained_bytes]
         assert rows[0].slot_count == 1 and rows[0].inactive_slot_count == 1
+        assert rows[1].wal_rate_bytes_per_second is None  # no earlier sample
+        assert rows[0].wal_rate_bytes_per_second > 0
         assert rows[0].current_lsn == second.current_lsn and "/" in rows[0].current_lsn
         slot = _db.session.scalar(
             _db.select(SlotMetric).where(SlotMetric.wal_metric_id == rows[0].id)
@@ -270,6 +272,11 @@ def test_prometheus_metrics(app, api, source_db, public):
     assert 'rosetta_wal_directory_bytes{source="shop"}' in text
     assert "rosetta_sampler_round_failures 1.0" in text
     assert "rosetta_sampler_round_duration_seconds" in text
+    assert (
+        'rosetta_slot_wal_status{slot="rosetta_slot",source="shop",status="reserved"} 1.0' in text
+    )
+    assert 'rosetta_slot_wal_status{slot="rosetta_slot",source="shop",status="lost"} 0.0' in text
+    assert response.headers["Content-Type"].count("charset") == 1
 
 
 def test_api_exposes_samples_slots_and_state(app, api, source_db):
@@ -307,3 +314,63 @@ def test_pages_show_status_sizes_and_slots(app, browser, source_db):
     assert "PostgreSQL 1" in page
     closed = browser.get("/sources/2").get_data(as_text=True)
     assert "The last attempt failed" in closed and "Next attempt in" in closed
+
+
+def test_host_names_are_looked_up_within_the_budget(app, source_db):
+    """A host name is resolved by the monitor (localhost works); an unknown one is an ERROR."""
+    ok_id = add_source(app, "by-name", source_db["port"])
+    bad_id = add_source(app, "no-such-host", source_db["port"])
+    with app.app_context():
+        from rosetta_web.models import Source
+
+        _db.session.get(Source, ok_id).pg_host = "localhost"
+        _db.session.get(Source, bad_id).pg_host = "no-such-host.invalid"
+        _db.session.commit()
+        samples = {s.name: s for s in run_round(force=True)}
+    assert samples["by-name"].ok, samples["by-name"].error
+    assert not samples["no-such-host"].ok
+    assert "cannot look up no-such-host.invalid" in samples["no-such-host"].error
+
+
+def test_fixing_a_source_clears_its_backoff(app, api, source_db):
+    """After an edit of its connection, a failing source is tried at the next round."""
+    app.config["WAL_MONITOR_MAX_RETRIES"] = 0
+    source_id = add_source(app, "fixme", free_port())
+    with app.app_context():
+        run_round()
+    assert _state(app, source_id).next_attempt_at is not None
+    assert api.patch(f"/api/v1/sources/{source_id}", json={"slot_name": "other"}).status_code == 200
+    assert _state(app, source_id).status == "ERROR"  # not a connection change: backoff stays
+    assert (
+        api.patch(f"/api/v1/sources/{source_id}", json={"pg_port": source_db["port"]}).status_code
+        == 200
+    )
+    state = _state(app, source_id)
+    assert (state.status, state.consecutive_failures, state.next_attempt_at) == ("PENDING", 0, None)
+    with app.app_context():
+        assert run_round()[0].ok
+
+
+def test_a_source_deleted_mid_round_costs_only_its_own_sample(app, api, source_db, hanging_server):
+    """Deleting a source while a round samples it leaves the round and the others intact."""
+    import threading
+
+    app.config["WAL_MONITOR_TIMEOUT_SECONDS"] = 2
+    doomed = add_source(app, "doomed", hanging_server.port)
+    kept = add_source(app, "shop", source_db["port"])
+    done: list = []
+
+    def sample():
+        with app.app_context():
+            done.append(run_round(force=True))
+
+    worker = threading.Thread(target=sample)
+    worker.start()
+    time.sleep(0.5)
+    assert api.delete(f"/api/v1/sources/{doomed}").status_code == 204
+    worker.join(timeout=10)
+    assert done, "the round did not finish"
+    with app.app_context():
+        rounds = _db.session.scalars(_db.select(MonitorRound)).all()
+        assert len(rounds) == 1 and rounds[0].sources == 1
+        assert _db.session.scalar(db_select_metrics(kept)) is not None

@@ -55,8 +55,16 @@ def _stop(process: subprocess.Popen) -> str:
     return err
 
 
-def test_gunicorn_workers_sample_once_per_tick_and_fail_over(app, database_url, source_db):
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, tmp_path, source_db):
     """Two gunicorn workers: one samples each tick; kill it and the other takes over in time."""
+    if backend == "postgresql":
+        app, database_url = request.getfixturevalue("app"), request.getfixturevalue("database_url")
+    else:
+        database_url = f"sqlite:///{tmp_path / 'meta.db'}"
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True})
+        with app.app_context():
+            upgrade()
     source_id = add_source(app, "shop", source_db["port"])
     server = subprocess.Popen(
         [

@@ -82,7 +82,7 @@ def upgrade():
     sa.Column('retained_bytes', sa.BigInteger(), nullable=True),
     sa.Column('slot_count', sa.Integer(), nullable=True),
     sa.Column('inactive_slot_count', sa.Integer(), nullable=True),
-    sa.Column('server_version', sa.String(length=32), nullable=True),
+    sa.Column('server_version', sa.String(length=120), nullable=True),
     sa.Column('in_recovery', sa.Boolean(), nullable=True),
     sa.CheckConstraint("status IN ('OK', 'ERROR', 'BACKOFF', 'PENDING')", name=op.f('ck_source_states_status')),
     sa.ForeignKeyConstraint(['latest_wal_metric_id'], ['wal_metrics.id'], name=op.f('fk_source_states_latest_wal_metric_id_wal_metrics'), ondelete='SET NULL'),

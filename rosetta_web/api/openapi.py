@@ -202,6 +202,38 @@ def _operations() -> dict[str, dict[str, Any]]:
             "404": _error("No such source"),
         },
     }
+    moment = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
+    operations["api.wal_history"] = {
+        "summary": "A source's WAL history over a range, bucketed in SQL: per bucket and series "
+        "the last, min and max values; empty buckets (failed samples) are null",
+        "parameters": [
+            {
+                "name": "start",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": f"{moment}; default end minus 24h",
+            },
+            {
+                "name": "end",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": f"{moment}; default now",
+            },
+            {
+                "name": "max_points",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
+            },
+        ],
+        "responses": {
+            "200": _json(_ref("WalHistory"), "The series"),
+            "404": _error("No such source"),
+            "422": _error("end before start, an unreadable time, or max_points out of range"),
+        },
+    }
     operations["metrics"] = {
         "summary": "The monitor's figures in Prometheus text format "
         "(no sign-in needed when METRICS_PUBLIC=true)",
@@ -297,6 +329,38 @@ def _schemas() -> dict[str, Any]:
             "inactive_slot_count": {"type": ["integer", "null"]},
             "server_version": {"type": ["string", "null"]},
             "in_recovery": {"type": ["boolean", "null"]},
+        },
+    }
+    figures = {
+        "type": "object",
+        "properties": {
+            kind: {"type": "array", "items": {"type": ["number", "null"]}}
+            for kind in ("last", "min", "max")
+        },
+    }
+    schemas["WalHistory"] = {
+        "type": "object",
+        "properties": {
+            "source_id": integer,
+            "start": moment,
+            "end": moment,
+            "bucket_seconds": {"type": "integer", "description": "at least 1.5 sampling intervals"},
+            "buckets": {"type": "array", "items": moment, "description": "each bucket's start"},
+            "series": {
+                "type": "object",
+                "properties": {
+                    "size_bytes": figures,
+                    "retained_bytes": figures,
+                    "wal_rate_bytes_per_second": figures,
+                },
+            },
+            "slots": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"retained_bytes": figures},
+                },
+            },
         },
     }
     schemas["Health"] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify, render_template, request, url_for
+from flask import current_app, jsonify, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ..crud import Resource
@@ -13,6 +13,7 @@ from ..errors import ApiError
 from ..extensions import db
 from ..forms import MAX_INT, EntityForm, formdata_from_json, json_body
 from ..models import WalMetric
+from ..monitor import history
 from ..pipelines.routes import PIPELINES, set_status
 from ..sources.routes import SOURCES, latest_slots
 from . import bp
@@ -117,6 +118,23 @@ def wal_metrics() -> Response:
         .limit(_int_arg("limit", 100, 1, 1000))
     )
     return jsonify([metric.to_dict() for metric in db.session.scalars(stmt)])
+
+
+@bp.get("/sources/<int:entity_id>/wal-history")
+def wal_history(entity_id: int) -> Response:
+    """Return a source's WAL series over a time range, bucketed to at most max_points."""
+    source = SOURCES.get(entity_id)
+    max_points = _int_arg("max_points", history.DEFAULT_MAX_POINTS, 1, history.MAX_POINTS_LIMIT)
+    try:
+        win = history.window(
+            request.args.get("start"),
+            request.args.get("end"),
+            max_points,
+            current_app.config["WAL_MONITOR_INTERVAL_SECONDS"],
+        )
+    except history.HistoryParameterError as exc:
+        raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
+    return jsonify(history.history(source.id, win))
 
 
 @bp.get("/sources/<int:entity_id>/slots")

@@ -22,7 +22,7 @@ def _safe_next(target: str | None) -> str:
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and target.startswith("/"):
             return target
-    return url_for("index")
+    return url_for("dashboard.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -80,7 +80,7 @@ def setup() -> Response | str:
         session.clear()
         login_user(user)
         flash(f"Welcome, {user.username}. Add your first source.", "success")
-        return redirect(url_for("index"), 303)
+        return redirect(url_for("dashboard.index"), 303)
     return render_template("auth/setup.html", form=form)
 
 

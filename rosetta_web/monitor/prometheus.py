@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from flask import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from flask import Response, request
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
 from ..extensions import db
 from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc
+
+WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
 
 
 class MonitorCollector:
@@ -63,6 +66,18 @@ class MonitorCollector:
         active = GaugeMetricFamily(
             "rosetta_slot_active", "1 when a consumer is connected", labels=labels
         )
+        safe = GaugeMetricFamily(
+            "rosetta_slot_safe_wal_size_bytes",
+            "WAL that can still be written before the slot is lost (max_slot_wal_keep_size)",
+            labels=labels,
+        )
+        # Enum style: one series per wal_status, 1 for the current one. "lost" means the
+        # consumer must resync; "unreserved" means it is about to be lost.
+        status = GaugeMetricFamily(
+            "rosetta_slot_wal_status",
+            "1 for the slot's wal_status (PostgreSQL 13+)",
+            labels=[*labels, "status"],
+        )
         slots = db.session.scalars(
             db.select(SlotMetric).join(
                 SourceState, SourceState.latest_wal_metric_id == SlotMetric.wal_metric_id
@@ -75,7 +90,12 @@ class MonitorCollector:
                 retained.add_metric(key, slot.retained_bytes)
             if slot.lag_bytes is not None:
                 lag.add_metric(key, slot.lag_bytes)
-        yield from (retained, lag, active)
+            if slot.safe_wal_size is not None:
+                safe.add_metric(key, slot.safe_wal_size)
+            if slot.wal_status is not None:
+                for name in WAL_STATUSES:
+                    status.add_metric([*key, name], 1 if slot.wal_status == name else 0)
+        yield from (retained, lag, active, safe, status)
 
     def _sampler(self) -> Iterator[Metric]:
         last = db.session.scalar(db.select(MonitorRound).order_by(MonitorRound.id.desc()).limit(1))
@@ -103,4 +123,5 @@ def metrics() -> Response:
     """Serve the monitor's figures for Prometheus."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector())  # type: ignore[arg-type]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), content_type=content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -11,6 +12,7 @@ import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +33,8 @@ FIRST_RETRY_DELAY_SECONDS = 0.25
 # missing privileges. Connection failures and timeouts are worth retrying.
 PERMANENT_SQLSTATE_PREFIXES = ("28", "3D", "42")
 PERMANENT_MESSAGES = ("authentication failed", "does not exist", "no pg_hba.conf entry")
+# Name lookups run here so a slow resolver costs a source its own time budget, no more.
+_RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="wal-resolver")
 
 
 @dataclass(frozen=True)
@@ -131,11 +135,40 @@ def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
     return cursor.fetchone()
 
 
+def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | None:
+    """Look a host name up within the deadline (libpq would block on it); None for an address."""
+    if host.startswith("/"):  # a Unix socket directory
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    lookup = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        found = lookup.result(timeout=max(deadline - time.monotonic(), 0))
+    except FutureTimeout:
+        raise SampleFailure(f"timed out after {timeout_s:g} s looking up {host}") from None
+    except socket.gaierror as exc:
+        raise SampleFailure(
+            f"cannot look up {host}: {exc.strerror}", permanent=exc.errno == socket.EAI_NONAME
+        ) from None
+    return ",".join(dict.fromkeys(info[4][0] for info in found))
+
+
 def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
     """Open one short read-only connection and read the WAL position, slots and WAL size."""
+    addresses = _resolve(target.host, target.port, deadline, timeout_s)
     remaining = max(deadline - time.monotonic(), 0.001)
+    location: dict[str, str] = {"host": target.host}
+    if addresses:
+        # libpq connects to hostaddr and still checks TLS certificates against host.
+        location = {
+            "host": ",".join([target.host] * (addresses.count(",") + 1)),
+            "hostaddr": addresses,
+        }
     conn = psycopg2.connect(
-        host=target.host,
+        **location,
         port=target.port,
         dbname=target.database,
         user=target.user,
@@ -152,7 +185,7 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
         _wait(conn, deadline, "connecting", timeout_s)
         row = _query(conn, queries.SAMPLE, deadline, timeout_s)
         figures = {
-            "server_version": row[0],
+            "server_version": row[0][:120],  # e.g. "14.12 (Ubuntu 14.12-0ubuntu0.22.04.1)"
             "in_recovery": row[1],
             "current_lsn": row[2],
             "wal_position_bytes": row[3],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import logging
 import os
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 import click
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,43 +30,72 @@ LEADER_LOCK_KEY = 0x524F5345545441  # "ROSETTA"
 
 
 class Leadership:
-    """Hold a PostgreSQL advisory lock on the metadata database: its holder samples.
+    """Decide which process samples: the holder of a lock all of them share.
 
-    The lock lives as long as its connection, so a leader that dies frees it and another
-    process takes it at its next tick. On SQLite the one process always leads.
+    On PostgreSQL, an advisory lock on the metadata database: it lives as long as its
+    connection, so a leader that dies frees it and another process takes it at its next tick.
+    On SQLite, an exclusive lock on a file beside the database, freed when the process ends.
     """
 
     def __init__(self, app: Flask) -> None:
         url = app.config["SQLALCHEMY_DATABASE_URI"]
-        self.enabled = url.startswith("postgresql")
+        self.on_postgres = url.startswith("postgresql")
+        self.lock_path = os.path.join(app.instance_path, "sampler.lock")
         self.engine = None
-        if self.enabled:
+        if self.on_postgres:
             self.engine = create_engine(
                 url,
                 poolclass=NullPool,
                 connect_args={
                     "connect_timeout": 10,
                     "application_name": "rosetta-leader",
-                    # Notice a half-open connection, so a dead host's lock is not held forever.
+                    # Both ends notice a dead peer within about a minute: the client, to stop
+                    # sampling; the server, to free the lock for another process to take.
                     "keepalives": 1,
                     "keepalives_idle": 30,
                     "keepalives_interval": 10,
                     "keepalives_count": 3,
+                    "options": (
+                        "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+                        "-c tcp_keepalives_count=3 -c tcp_user_timeout=60000"
+                    ),
                 },
             )
         self.connection: Connection | None = None
+        self.lock_file: IO[str] | None = None
+        self._mutex = threading.Lock()  # the sampling and retention jobs run in two threads
 
     def is_leader(self) -> bool:
         """Confirm leadership, or try to take it; never raise."""
-        if not self.enabled:
+        with self._mutex:
+            return self._check() if self.on_postgres else self._check_file()
+
+    def _check_file(self) -> bool:
+        if self.lock_file is not None:
             return True
+        try:
+            os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+            lock_file = open(self.lock_path, "a")  # noqa: SIM115 - held for the process's life
+        except OSError as exc:
+            log.warning("cannot open the sampler lock file %s: %s", self.lock_path, exc)
+            return False
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.close()
+            return False
+        self.lock_file = lock_file
+        log.info("this process (pid %d) now samples WAL for all sources", os.getpid())
+        return True
+
+    def _check(self) -> bool:
         if self.connection is not None:
             try:
                 self.connection.exec_driver_sql("SELECT 1")
                 return True
             except Exception:
                 log.warning("lost the sampler lock's connection; trying to take it again")
-                self.release()
+                self._close()
         try:
             connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             taken = connection.exec_driver_sql(
@@ -81,14 +111,19 @@ class Leadership:
         connection.close()
         return False
 
+    def _close(self) -> None:
+        for held in (self.connection, self.lock_file):
+            if held is not None:
+                try:
+                    held.close()
+                except Exception:
+                    pass
+        self.connection = self.lock_file = None
+
     def release(self) -> None:
-        """Give up leadership by closing the lock's connection."""
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except Exception:
-                pass
-            self.connection = None
+        """Give up leadership."""
+        with self._mutex:
+            self._close()
 
 
 class MonitorScheduler:

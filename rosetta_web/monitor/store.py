@@ -7,7 +7,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..extensions import db
-from ..models import MonitorRound, SlotMetric, SourceState, WalMetric, utcnow
+from ..models import (
+    MonitorRound,
+    SlotMetric,
+    Source,
+    SourceState,
+    WalMetric,
+    as_utc,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from .sampler import Sample
@@ -15,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600
+SPARKLINE_BUCKET_SECONDS = 1800
+SPARKLINE_SPAN_SECONDS = 24 * 3600
 RETENTION_BATCH_ROWS = 5000
 
 
@@ -22,6 +32,34 @@ def backoff_seconds(consecutive_failures: int, interval_s: int) -> int:
     """Return how long to wait before the next attempt: after n failed rounds, skip 2^n-1."""
     skipped_rounds = 2 ** min(consecutive_failures, 20) - 1
     return min((skipped_rounds + 1) * interval_s, max(MAX_BACKOFF_SECONDS, interval_s))
+
+
+def sparkline_points(
+    points: list[list[int]] | None, moment: datetime, retained_bytes: int | None
+) -> list[list[int]]:
+    """Fold one sample into the half-hourly maxima of the last 24 hours."""
+    bucket = int(moment.timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
+    kept = [list(p) for p in points or [] if bucket - SPARKLINE_SPAN_SECONDS < p[0] <= bucket]
+    if retained_bytes is None:
+        return kept
+    if kept and kept[-1][0] == bucket:
+        kept[-1][1] = max(kept[-1][1], retained_bytes)
+    else:
+        kept.append([bucket, retained_bytes])
+    return kept
+
+
+def wal_rate(state: SourceState, moment: datetime, wal_position_bytes: int | None) -> float | None:
+    """Return WAL written per second since the state's last sample (None: no earlier sample,
+    or the position went back, as on a restored or replaced server)."""
+    if state.last_sampled_at is None or state.wal_position_bytes is None:
+        return None
+    if wal_position_bytes is None or wal_position_bytes < state.wal_position_bytes:
+        return None
+    seconds = (moment - as_utc(state.last_sampled_at)).total_seconds()
+    if seconds <= 0:
+        return None
+    return (wal_position_bytes - state.wal_position_bytes) / seconds
 
 
 def record_round(
@@ -49,6 +87,16 @@ def _record(
     duration_s: float,
     sampler: str,
 ) -> None:
+    # A source deleted while it was sampled is left out, and the sources kept cannot be
+    # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
+    existing = set(
+        db.session.scalars(
+            db.select(Source.id)
+            .where(Source.id.in_([sample.source_id for sample in samples]))
+            .with_for_update(read=True, key_share=True)
+        )
+    )
+    samples = [sample for sample in samples if sample.source_id in existing]
     ids = [sample.source_id for sample in samples]
     states = {
         state.source_id: state
@@ -68,6 +116,7 @@ def _record(
         state.last_duration_ms = sample.duration_ms
         if sample.ok:
             metric = WalMetric(
+                wal_rate_bytes_per_second=wal_rate(state, started_at, sample.wal_position_bytes),
                 source_id=sample.source_id,
                 recorded_at=started_at,
                 current_lsn=sample.current_lsn,
@@ -95,6 +144,9 @@ def _record(
             ):
                 setattr(state, name, getattr(sample, name))
             state.slot_count = len(sample.slots)
+            state.retained_history = sparkline_points(
+                state.retained_history, started_at, sample.retained_bytes
+            )
         else:
             failures = (state.consecutive_failures or 0) + 1
             state.consecutive_failures = failures

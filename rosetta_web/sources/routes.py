@@ -1,14 +1,31 @@
-"""Source pages: list, create, edit, delete."""
+"""Source pages: list, create, edit, delete, and each source's monitor page."""
 
 from __future__ import annotations
 
-from flask import render_template
+from datetime import datetime, timedelta
+
+from flask import current_app, render_template, request
 
 from ..crud import Resource, register_crud_views
 from ..extensions import db
-from ..models import SlotMetric, Source
+from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc
 from . import bp
 from .forms import SourceForm
+
+CONNECTION_FIELDS = {"pg_host", "pg_port", "pg_database", "pg_username", "pg_password"}
+
+
+def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
+    """Give a new source its PENDING state; after a connection change, forget its backoff."""
+    if source.state is None:
+        source.state = SourceState(status="PENDING", consecutive_failures=0)
+    elif changed & CONNECTION_FIELDS:
+        # The operator fixed something: try it at the next round, not after the backoff.
+        source.state.status = "PENDING"
+        source.state.consecutive_failures = 0
+        source.state.next_attempt_at = None
+        source.state.last_error = None
+
 
 SOURCES = Resource(
     model=Source,
@@ -16,6 +33,7 @@ SOURCES = Resource(
     label="source",
     plural="sources",
     list_options=(db.joinedload(Source.state),),
+    before_commit=_monitor_from_scratch,
 )
 
 register_crud_views(bp, SOURCES)
@@ -33,9 +51,17 @@ def latest_slots(source: Source) -> list[SlotMetric]:
     return list(db.session.scalars(stmt))
 
 
+def next_round_at() -> datetime | None:
+    """Return when the monitor's next round is due, from when its last round started."""
+    last = db.session.scalar(db.select(db.func.max(MonitorRound.started_at)))
+    if last is None:
+        return None
+    return as_utc(last) + timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
+
+
 @bp.get("/<int:entity_id>")
 def detail(entity_id: int) -> str:
-    """Show a source: its connection, the monitor's latest state and its slots."""
+    """Show a source: the monitor's latest state, its WAL charts, its slots, its connection."""
     source = SOURCES.get(entity_id)
     return render_template(
         "sources/detail.html",
@@ -43,4 +69,6 @@ def detail(entity_id: int) -> str:
         state=source.state,
         slots=latest_slots(source),
         resource=SOURCES,
+        next_round_at=next_round_at(),
+        current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
     )

@@ -23,8 +23,10 @@ def test_setup_login_create_source_and_start_pipeline(live_server, page):
     page.fill("#username", "alice")
     page.fill("#password", PASSWORD)
     page.click("main button.primary")
-    expect(page.locator("h1")).to_have_text("Sources")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    expect(page.locator("#dashboard-table")).to_contain_text("No sources yet")
 
+    page.click("nav >> text=Sources")
     page.click("text=New source")
     for field, value in SOURCE.items():
         page.fill(f"#{field}", str(value))

@@ -1,0 +1,195 @@
+"""Time the WAL history endpoint over 10 million samples, against the naive way, and the dashboard.
+
+Run by hand from the repository root (it starts its own PostgreSQL cluster; loading the
+samples takes a few minutes):
+
+    .venv/bin/python bench/history.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("SECRET_KEY", "bench-secret-key")
+
+from flask_migrate import upgrade  # noqa: E402
+
+from rosetta_web import create_app  # noqa: E402
+from rosetta_web.auth import services  # noqa: E402
+from rosetta_web.extensions import db  # noqa: E402
+from rosetta_web.models import Source, SourceState, WalMetric, utcnow  # noqa: E402
+from tests.pg import Cluster  # noqa: E402
+
+# One sample a minute per source, ending now; the values wander like a busy server's would.
+FILL = """
+INSERT INTO wal_metrics (source_id, recorded_at, current_lsn, wal_position_bytes, size_bytes,
+                         retained_bytes, slot_count, inactive_slot_count,
+                         wal_rate_bytes_per_second)
+SELECT s.id,
+       date_trunc('minute', now()) - n * interval '1 minute',
+       '0/0',
+       (:samples - n)::bigint * 2000000 + s.id,
+       1000000000 + (n % 1440) * 100000,
+       50000000 + ((n::bigint * 7919 + s.id) % 10007) * 1000,
+       1, 0,
+       2000000 / 60.0
+FROM sources s CROSS JOIN generate_series(0, :samples - 1) AS n
+WHERE s.id BETWEEN :first AND :last
+"""
+
+
+def median_ms(call, runs: int) -> tuple[float, object]:
+    """Run `call` `runs` times; return the median in milliseconds and the last result."""
+    times, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def naive_history(source_id: int, start) -> dict:  # type: ignore[no-untyped-def]
+    """The naive way: every raw row of the range into Python, the figure built from them."""
+    rows = db.session.scalars(
+        db.select(WalMetric)
+        .where(WalMetric.source_id == source_id, WalMetric.recorded_at >= start)
+        .order_by(WalMetric.recorded_at)
+    ).all()
+    x, size, retained, rate = [], [], [], []
+    previous = None
+    for row in rows:
+        x.append(row.recorded_at.isoformat())
+        size.append(row.size_bytes)
+        retained.append(row.retained_bytes)
+        if previous is None:
+            rate.append(None)
+        else:
+            seconds = (row.recorded_at - previous.recorded_at).total_seconds()
+            rate.append((row.wal_position_bytes - previous.wal_position_bytes) / seconds)
+        previous = row
+    body = json.dumps({"x": x, "size_bytes": size, "retained_bytes": retained, "rate": rate})
+    db.session.rollback()
+    return {"points": len(x), "bytes": len(body)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=100_000, help="one-minute samples each")
+    parser.add_argument("--dashboard-sources", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+
+    cluster = Cluster("bench-history").start()
+    try:
+        url = cluster.create_database("bench_history")
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "LOG_LEVEL": "WARNING"})
+        with app.app_context():
+            upgrade()
+            for i in range(args.dashboard_sources):
+                source = Source(
+                    name=f"source-{i:04d}",
+                    pg_host="db",
+                    pg_port=5432,
+                    pg_database="app",
+                    pg_username="monitor",
+                    publication_name="pub",
+                    replication_id=0,
+                )
+                source.pg_password = "x"
+                db.session.add(source)
+            db.session.commit()
+            started = time.perf_counter()
+            for first in range(1, args.sources + 1, 10):
+                db.session.execute(
+                    db.text(FILL),
+                    {"samples": args.samples, "first": first, "last": min(first + 9, args.sources)},
+                )
+                db.session.commit()
+            total = db.session.scalar(db.select(db.func.count(WalMetric.id)))
+            load_s = time.perf_counter() - started
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE wal_metrics")
+            _, token = services.create_token(services.create_user("bench", "bench-password"), "b")
+            _seed_dashboard(args.dashboard_sources)
+
+        print(
+            f"wal_metrics: {total:,} rows ({args.sources} sources x {args.samples:,} one-minute "
+            f"samples), loaded in {load_s:.0f} s"
+        )
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        source_id = args.sources // 2
+        with app.app_context():
+            oldest = db.session.scalar(
+                db.select(db.func.min(WalMetric.recorded_at)).where(
+                    WalMetric.source_id == source_id
+                )
+            )
+        for label, start in (("30 days", "30d"), ("all history", oldest.isoformat())):
+
+            def endpoint(start: str = start) -> dict:
+                response = client.get(
+                    f"/api/v1/sources/{source_id}/wal-history",
+                    query_string={"start": start, "max_points": 1000},
+                    headers=headers,
+                )
+                assert response.status_code == 200, response.get_data(as_text=True)
+                return response.get_json()
+
+            fast_ms, body = median_ms(endpoint, args.runs)
+            since = utcnow() - timedelta(days=30) if start == "30d" else oldest
+            with app.app_context():
+                naive_ms, naive = median_ms(lambda since=since: naive_history(source_id, since), 5)
+            print(
+                f"history, {label}: median {fast_ms:.1f} ms for {len(body['buckets'])} buckets "
+                f"(max_points 1000, target <= 100 ms); naive: median {naive_ms:.0f} ms for "
+                f"{naive['points']:,} raw points; {naive_ms / fast_ms:.0f}x faster "
+                "(target >= 20x)"
+            )
+
+        def dashboard():  # noqa: ANN202
+            response = client.get("/", headers=headers)
+            assert response.status_code == 200
+            return response
+
+        dash_ms, page = median_ms(dashboard, args.runs)
+        rows = page.get_data(as_text=True).count('<td><a href="/sources/')
+        print(f"dashboard, {rows:,} sources: median {dash_ms:.1f} ms (target <= 150 ms)")
+    finally:
+        cluster.stop()
+
+
+def _seed_dashboard(count: int) -> None:
+    """Give every source a latest state with a full 24-hour sparkline."""
+    now = int(utcnow().timestamp()) // 1800 * 1800
+    for source_id in range(1, count + 1):
+        db.session.add(
+            SourceState(
+                source_id=source_id,
+                status="ERROR" if source_id % 97 == 0 else "OK",
+                consecutive_failures=0,
+                last_sampled_at=utcnow(),
+                size_bytes=source_id * 10**6,
+                retained_bytes=source_id * 10**5,
+                slot_count=2,
+                inactive_slot_count=int(source_id % 3 == 0),
+                last_error="connection refused" if source_id % 97 == 0 else None,
+                retained_history=[
+                    [now - 1800 * k, source_id * 1000 + k] for k in range(47, -1, -1)
+                ],
+            )
+        )
+    db.session.commit()
+
+
+if __name__ == "__main__":
+    main()

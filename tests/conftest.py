@@ -80,6 +80,24 @@ def source_db(source_cluster: Cluster) -> Iterator[dict[str, Any]]:
         )
 
 
+def sampled_source(index: int, **state: Any) -> Any:
+    """Build (not store) source number `index` with a monitor state made of `state`."""
+    from rosetta_web.models import Source, SourceState
+
+    source = Source(
+        name=f"src-{index:04d}",
+        pg_host="h",
+        pg_port=5432,
+        pg_database="d",
+        pg_username="u",
+        publication_name="p",
+        replication_id=0,
+    )
+    source.pg_password = "x"
+    source.state = SourceState(consecutive_failures=0, slot_count=1, **state)
+    return source
+
+
 def add_source(
     app: Flask,
     name: str,

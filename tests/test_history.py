@@ -10,10 +10,10 @@ import pytest
 
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import sparkline
-from rosetta_web.models import Pipeline, SlotMetric, Source, SourceState, WalMetric, utcnow
+from rosetta_web.models import Pipeline, SlotMetric, WalMetric, utcnow
 from rosetta_web.monitor import history
 
-from .conftest import add_source
+from .conftest import add_source, sampled_source
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # (seconds after T0, WAL directory bytes, retained bytes, WAL position bytes)
@@ -145,28 +145,18 @@ def _many_sources(app, count: int, start: int = 0) -> None:
     now = int(utcnow().timestamp()) // 1800 * 1800
     with app.app_context():
         for i in range(start, start + count):
-            source = Source(
-                name=f"src-{i:04d}",
-                pg_host="h",
-                pg_port=5432,
-                pg_database="d",
-                pg_username="u",
-                publication_name="p",
-                replication_id=0,
+            _db.session.add(
+                sampled_source(
+                    i,
+                    status="ERROR" if i == 3 else "OK",
+                    last_error="connection refused" if i == 3 else None,
+                    retained_bytes=i * 1_000_000,
+                    size_bytes=i * 2_000_000,
+                    inactive_slot_count=i % 2,
+                    last_sampled_at=utcnow(),
+                    retained_history=[[now - 1800 * k, i * 1000 + k] for k in range(48, 0, -1)],
+                )
             )
-            source.pg_password = "x"
-            source.state = SourceState(
-                status="ERROR" if i == 3 else "OK",
-                consecutive_failures=int(i == 3),
-                last_error="connection refused" if i == 3 else None,
-                retained_bytes=i * 1_000_000,
-                size_bytes=i * 2_000_000,
-                slot_count=1,
-                inactive_slot_count=i % 2,
-                last_sampled_at=utcnow(),
-                retained_history=[[now - 1800 * k, i * 1000 + k] for k in range(48, 0, -1)],
-            )
-            _db.session.add(source)
         _db.session.commit()
 
 

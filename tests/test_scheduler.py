@@ -45,6 +45,18 @@ def _rounds(app) -> list[MonitorRound]:
         return rounds
 
 
+def _start(args: list[str], database_url: str) -> subprocess.Popen:
+    """Start `python -m ARGS` in the repository against the metadata database."""
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=_env(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _stop(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGTERM)
     try:
@@ -66,22 +78,9 @@ def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, t
         with app.app_context():
             upgrade()
     source_id = add_source(app, "shop", source_db["port"])
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "wsgi:app",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{free_port()}",
-        ],
-        cwd=ROOT,
-        env=_env(database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    server = _start(
+        ["gunicorn", "wsgi:app", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"],
+        database_url,
     )
     try:
         assert wait_for(lambda: len(_rounds(app)) >= 3, timeout=INTERVAL * 3 + 5), "no rounds"
@@ -124,14 +123,7 @@ def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_d
     time.sleep(1)
     assert _rounds(app) == []
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "flask", "run", "--debug", "--port", str(free_port())],
-        cwd=ROOT,
-        env=_env(database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = _start(["flask", "run", "--debug", "--port", str(free_port())], database_url)
     try:
         assert wait_for(lambda: _rounds(app), timeout=20), "flask run did not sample"
         time.sleep(1)

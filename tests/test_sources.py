@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Source, SourceState, utcnow
+from rosetta_web.models import Source, utcnow
 
+from .conftest import sampled_source
 from .seed import SOURCE
 
 
@@ -131,26 +132,16 @@ def test_list_of_500_sources_runs_a_constant_number_of_queries(browser, app, cou
     def add(n, start):
         with app.app_context():
             for i in range(start, start + n):
-                source = Source(
-                    name=f"src-{i:04d}",
-                    pg_host="h",
-                    pg_port=5432,
-                    pg_database="d",
-                    pg_username="u",
-                    publication_name="p",
-                    replication_id=0,
+                _db.session.add(
+                    sampled_source(
+                        i,
+                        status="OK",
+                        size_bytes=i * 1000,
+                        retained_bytes=i,
+                        inactive_slot_count=i % 2,
+                        last_sampled_at=utcnow(),
+                    )
                 )
-                source.pg_password = "x"
-                source.state = SourceState(
-                    status="OK",
-                    consecutive_failures=0,
-                    size_bytes=i * 1000,
-                    retained_bytes=i,
-                    slot_count=1,
-                    inactive_slot_count=i % 2,
-                    last_sampled_at=utcnow(),
-                )
-                _db.session.add(source)
             _db.session.commit()
 
     add(5, 0)

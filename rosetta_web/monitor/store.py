@@ -72,111 +72,102 @@ def record_round(
 ) -> None:
     """Store one round in a single transaction: metrics rows, slot rows, states, the round."""
     try:
-        _record(samples, started_at, interval_s, skipped, duration_s, sampler)
+        # A source deleted while it was sampled is left out, and the sources kept cannot be
+        # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
+        existing = set(
+            db.session.scalars(
+                db.select(Source.id)
+                .where(Source.id.in_([sample.source_id for sample in samples]))
+                .with_for_update(read=True, key_share=True)
+            )
+        )
+        samples = [sample for sample in samples if sample.source_id in existing]
+        ids = [sample.source_id for sample in samples]
+        states = {
+            state.source_id: state
+            for state in db.session.scalars(
+                db.select(SourceState).where(SourceState.source_id.in_(ids))
+            )
+        }
+        metrics: list[tuple[Sample, WalMetric]] = []
+        for sample in samples:
+            state = states.get(sample.source_id)
+            if state is None:
+                state = states[sample.source_id] = SourceState(
+                    source_id=sample.source_id, consecutive_failures=0
+                )
+                db.session.add(state)
+            state.last_attempt_at = started_at
+            state.last_duration_ms = sample.duration_ms
+            if sample.ok:
+                metric = WalMetric(
+                    wal_rate_bytes_per_second=wal_rate(
+                        state, started_at, sample.wal_position_bytes
+                    ),
+                    source_id=sample.source_id,
+                    recorded_at=started_at,
+                    current_lsn=sample.current_lsn,
+                    wal_position_bytes=sample.wal_position_bytes,
+                    size_bytes=sample.size_bytes,
+                    retained_bytes=sample.retained_bytes,
+                    slot_count=len(sample.slots),
+                    inactive_slot_count=sample.inactive_slot_count,
+                )
+                db.session.add(metric)
+                metrics.append((sample, metric))
+                state.status = "OK"
+                state.last_sampled_at = started_at
+                state.last_error = None
+                state.consecutive_failures = 0
+                state.next_attempt_at = None
+                for name in (
+                    "current_lsn",
+                    "wal_position_bytes",
+                    "size_bytes",
+                    "server_version",
+                    "in_recovery",
+                    "retained_bytes",
+                    "inactive_slot_count",
+                ):
+                    setattr(state, name, getattr(sample, name))
+                state.slot_count = len(sample.slots)
+                state.retained_history = sparkline_points(
+                    state.retained_history, started_at, sample.retained_bytes
+                )
+            else:
+                failures = (state.consecutive_failures or 0) + 1
+                state.consecutive_failures = failures
+                state.status = "ERROR" if failures == 1 else "BACKOFF"
+                state.last_error = (sample.error or "unknown error")[:500]
+                state.next_attempt_at = started_at + timedelta(
+                    seconds=backoff_seconds(failures, interval_s)
+                )
+        db.session.flush()  # gives the metrics rows their ids
+        for sample, metric in metrics:
+            states[sample.source_id].latest_wal_metric_id = metric.id
+            db.session.add_all(
+                SlotMetric(
+                    wal_metric_id=metric.id,
+                    source_id=sample.source_id,
+                    recorded_at=started_at,
+                    **vars(slot),
+                )
+                for slot in sample.slots
+            )
+        db.session.add(
+            MonitorRound(
+                started_at=started_at,
+                duration_ms=int(duration_s * 1000),
+                sources=len(samples),
+                failures=sum(1 for sample in samples if not sample.ok),
+                skipped=skipped,
+                sampler=sampler[:255],
+            )
+        )
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
-
-
-def _record(
-    samples: list[Sample],
-    started_at: datetime,
-    interval_s: int,
-    skipped: int,
-    duration_s: float,
-    sampler: str,
-) -> None:
-    # A source deleted while it was sampled is left out, and the sources kept cannot be
-    # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
-    existing = set(
-        db.session.scalars(
-            db.select(Source.id)
-            .where(Source.id.in_([sample.source_id for sample in samples]))
-            .with_for_update(read=True, key_share=True)
-        )
-    )
-    samples = [sample for sample in samples if sample.source_id in existing]
-    ids = [sample.source_id for sample in samples]
-    states = {
-        state.source_id: state
-        for state in db.session.scalars(
-            db.select(SourceState).where(SourceState.source_id.in_(ids))
-        )
-    }
-    metrics: list[tuple[Sample, WalMetric]] = []
-    for sample in samples:
-        state = states.get(sample.source_id)
-        if state is None:
-            state = states[sample.source_id] = SourceState(
-                source_id=sample.source_id, consecutive_failures=0
-            )
-            db.session.add(state)
-        state.last_attempt_at = started_at
-        state.last_duration_ms = sample.duration_ms
-        if sample.ok:
-            metric = WalMetric(
-                wal_rate_bytes_per_second=wal_rate(state, started_at, sample.wal_position_bytes),
-                source_id=sample.source_id,
-                recorded_at=started_at,
-                current_lsn=sample.current_lsn,
-                wal_position_bytes=sample.wal_position_bytes,
-                size_bytes=sample.size_bytes,
-                retained_bytes=sample.retained_bytes,
-                slot_count=len(sample.slots),
-                inactive_slot_count=sample.inactive_slot_count,
-            )
-            db.session.add(metric)
-            metrics.append((sample, metric))
-            state.status = "OK"
-            state.last_sampled_at = started_at
-            state.last_error = None
-            state.consecutive_failures = 0
-            state.next_attempt_at = None
-            for name in (
-                "current_lsn",
-                "wal_position_bytes",
-                "size_bytes",
-                "server_version",
-                "in_recovery",
-                "retained_bytes",
-                "inactive_slot_count",
-            ):
-                setattr(state, name, getattr(sample, name))
-            state.slot_count = len(sample.slots)
-            state.retained_history = sparkline_points(
-                state.retained_history, started_at, sample.retained_bytes
-            )
-        else:
-            failures = (state.consecutive_failures or 0) + 1
-            state.consecutive_failures = failures
-            state.status = "ERROR" if failures == 1 else "BACKOFF"
-            state.last_error = (sample.error or "unknown error")[:500]
-            state.next_attempt_at = started_at + timedelta(
-                seconds=backoff_seconds(failures, interval_s)
-            )
-    db.session.flush()  # gives the metrics rows their ids
-    for sample, metric in metrics:
-        states[sample.source_id].latest_wal_metric_id = metric.id
-        db.session.add_all(
-            SlotMetric(
-                wal_metric_id=metric.id,
-                source_id=sample.source_id,
-                recorded_at=started_at,
-                **vars(slot),
-            )
-            for slot in sample.slots
-        )
-    db.session.add(
-        MonitorRound(
-            started_at=started_at,
-            duration_ms=int(duration_s * 1000),
-            sources=len(samples),
-            failures=sum(1 for sample in samples if not sample.ok),
-            skipped=skipped,
-            sampler=sampler[:255],
-        )
-    )
 
 
 def delete_expired(retention_days: int, now: datetime | None = None) -> int:

@@ -25,7 +25,7 @@ from flask_migrate import upgrade  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import Source, SourceState, WalMetric, utcnow  # noqa: E402
+from rosetta_web.models import SlotMetric, Source, SourceState, WalMetric, utcnow  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 # One sample a minute per source, ending now; the values wander like a busy server's would.
@@ -46,6 +46,17 @@ WHERE s.id BETWEEN :first AND :last
 """
 
 
+# Each sample's slots, as the monitor stores them: a row per slot, the same time as the sample.
+FILL_SLOTS = """
+INSERT INTO slot_metrics (wal_metric_id, source_id, recorded_at, slot_name, plugin, slot_type,
+                          database, active, retained_bytes, lag_bytes)
+SELECT m.id, m.source_id, m.recorded_at, 'slot_' || k, 'pgoutput', 'logical', 'app', true,
+       m.retained_bytes - k * 1000000, 0
+FROM wal_metrics m CROSS JOIN generate_series(1, :slots) AS k
+WHERE m.source_id BETWEEN :first AND :last
+"""
+
+
 def median_ms(call, runs: int) -> tuple[float, object]:
     """Run `call` `runs` times; return the median in milliseconds and the last result."""
     times, result = [], None
@@ -57,7 +68,8 @@ def median_ms(call, runs: int) -> tuple[float, object]:
 
 
 def naive_history(source_id: int, start) -> dict:  # type: ignore[no-untyped-def]
-    """The naive way: every raw row of the range into Python, the figure built from them."""
+    """The naive way: every raw row of the range into Python, the figure built from them,
+    its per-slot lines included."""
     rows = db.session.scalars(
         db.select(WalMetric)
         .where(WalMetric.source_id == source_id, WalMetric.recorded_at >= start)
@@ -75,7 +87,18 @@ def naive_history(source_id: int, start) -> dict:  # type: ignore[no-untyped-def
             seconds = (row.recorded_at - previous.recorded_at).total_seconds()
             rate.append((row.wal_position_bytes - previous.wal_position_bytes) / seconds)
         previous = row
-    body = json.dumps({"x": x, "size_bytes": size, "retained_bytes": retained, "rate": rate})
+    slots: dict[str, dict[str, list]] = {}
+    for slot in db.session.scalars(
+        db.select(SlotMetric)
+        .where(SlotMetric.source_id == source_id, SlotMetric.recorded_at >= start)
+        .order_by(SlotMetric.recorded_at)
+    ):
+        line = slots.setdefault(slot.slot_name, {"x": [], "retained_bytes": []})
+        line["x"].append(slot.recorded_at.isoformat())
+        line["retained_bytes"].append(slot.retained_bytes)
+    body = json.dumps(
+        {"x": x, "size_bytes": size, "retained_bytes": retained, "rate": rate, "slots": slots}
+    )
     db.session.rollback()
     return {"points": len(x), "bytes": len(body)}
 
@@ -85,6 +108,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=100)
     parser.add_argument("--samples", type=int, default=100_000, help="one-minute samples each")
     parser.add_argument("--dashboard-sources", type=int, default=1000)
+    parser.add_argument("--slots", type=int, default=2, help="slot rows per sample")
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
 
@@ -109,21 +133,24 @@ def main() -> None:
             db.session.commit()
             started = time.perf_counter()
             for first in range(1, args.sources + 1, 10):
-                db.session.execute(
-                    db.text(FILL),
-                    {"samples": args.samples, "first": first, "last": min(first + 9, args.sources)},
-                )
+                batch = {"first": first, "last": min(first + 9, args.sources)}
+                db.session.execute(db.text(FILL), {"samples": args.samples, **batch})
+                if args.slots:
+                    db.session.execute(db.text(FILL_SLOTS), {"slots": args.slots, **batch})
                 db.session.commit()
             total = db.session.scalar(db.select(db.func.count(WalMetric.id)))
+            slot_rows = db.session.scalar(db.select(db.func.count(SlotMetric.id)))
             load_s = time.perf_counter() - started
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("VACUUM ANALYZE wal_metrics")
+                conn.exec_driver_sql("VACUUM ANALYZE slot_metrics")
             _, token = services.create_token(services.create_user("bench", "bench-password"), "b")
             _seed_dashboard(args.dashboard_sources)
 
         print(
             f"wal_metrics: {total:,} rows ({args.sources} sources x {args.samples:,} one-minute "
-            f"samples), loaded in {load_s:.0f} s"
+            f"samples), slot_metrics: {slot_rows:,} rows ({args.slots} slots a sample), "
+            f"loaded in {load_s:.0f} s"
         )
         client = app.test_client()
         headers = {"Authorization": f"Bearer {token}"}

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the Rosetta app: settings from the environment, overridden by `config`."""
-    from .config import load_config
+    from .config import engine_options, load_config
     from .crypto import fernet_for
     from .errors import register_error_handlers
     from .extensions import db, migrate
@@ -28,6 +28,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.update(load_config(app.instance_path))
     app.config.update(config or {})
+    if "SQLALCHEMY_ENGINE_OPTIONS" not in (config or {}):
+        # The pool follows the database actually used, also when `config` names another.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+            app.config["SQLALCHEMY_DATABASE_URI"], os.environ
+        )
     _configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     app.extensions["rosetta_fernet"] = fernet_for(
         app.config["SECRET_KEY"], app.config["ENCRYPTION_KEY"]

@@ -43,11 +43,13 @@ def utc(moment: datetime | None) -> str:
 
 def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Markup:
     """Draw 24 hours of half-hourly retained WAL as a small SVG line, with gaps where it failed."""
-    if not points:
-        return Markup('<span class="muted">—</span>')
     slots = SPARKLINE_SPAN_SECONDS // SPARKLINE_BUCKET_SECONDS
     end = int((now or utcnow()).timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
     start = end - SPARKLINE_SPAN_SECONDS + SPARKLINE_BUCKET_SECONDS
+    # Points stored before the last 24 hours (a source failing since) are not drawn.
+    points = [point for point in points or [] if start <= point[0] <= end]
+    if not points:
+        return Markup('<span class="muted">—</span>')
     top = max(value for _, value in points) or 1
     # Whole-number coordinates in a viewBox of one unit per half hour: cheap to write for a
     # thousand sources, and the browser stretches the line to the cell.

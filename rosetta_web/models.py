@@ -357,7 +357,14 @@ class SlotMetric(db.Model):
     """One replication slot as one sample saw it."""
 
     __tablename__ = "slot_metrics"
-    __table_args__ = (Index("ix_slot_metrics_source_id_recorded_at", "source_id", "recorded_at"),)
+    __table_args__ = (
+        Index(
+            "ix_slot_metrics_source_id_recorded_at",
+            "source_id",
+            "recorded_at",
+            postgresql_include=["slot_name", "retained_bytes"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
     wal_metric_id: Mapped[int] = mapped_column(

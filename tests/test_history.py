@@ -134,6 +134,10 @@ def test_history_endpoint_parameters_and_errors(app, api):
         ("max_points=0", "max_points"),
         ("max_points=5001", "max_points"),
         ("max_points=many", "max_points"),
+        ("start=99999999d", "start"),
+        ("start=9999999999999999w", "start"),
+        ("end=0001-01-01T00:00:00", "start"),
+        ("end=9999-12-31T23:59:59-05:00", "end"),
     ):
         response = api.get(f"/api/v1/sources/{source_id}/wal-history?{query}")
         assert response.status_code == 422, query
@@ -204,7 +208,9 @@ def test_dashboard_poll_returns_only_the_table(app, browser):
     response = browser.get("/", headers={"HX-Request": "true"})
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<section id="dashboard-table"')
-    assert "<html" not in html and "Inactive slots" not in html
+    assert "<html" not in html
+    # The counts above the table come along, swapped in out of band.
+    assert '<section class="summary" id="dashboard-summary" hx-swap-oob="true">' in html
     assert "every 30s [document.visibilityState === &#39;visible&#39;]" in html or (
         "every 30s [document.visibilityState === 'visible']" in html
     )
@@ -224,6 +230,10 @@ def test_sparkline_breaks_at_gaps():
     gapped = path([[base - 5400, 10], [base - 1800, 20], [base, 5]])
     assert gapped.count("M") == 2 and gapped.count("L") == 1
     assert "peak 20 Bytes" in str(sparkline([[base, 20]], now))
+    # A source failing for a day keeps older points; they are not drawn, nor count as peak.
+    stale = path([[base - 30 * 3600, 999], [base - 1800, 20], [base, 5]])
+    assert "-" not in stale and stale.count("M") == 1
+    assert "—" in str(sparkline([[base - 30 * 3600, 999]], now))
     assert "—" in str(sparkline(None, now))
 
 

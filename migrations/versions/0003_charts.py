@@ -1,4 +1,4 @@
-"""Charts: each sample's WAL rate, a covering index for ranges, the dashboard's sparkline.
+"""Charts: each sample's WAL rate, covering indexes for ranges, the dashboard's sparkline.
 
 Revision ID: 0003
 Revises: 0002
@@ -24,9 +24,19 @@ def upgrade():
             ["source_id", "recorded_at"],
             postgresql_include=["size_bytes", "retained_bytes", "wal_rate_bytes_per_second"],
         )
+    with op.batch_alter_table("slot_metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_slot_metrics_source_id_recorded_at")
+        batch_op.create_index(
+            "ix_slot_metrics_source_id_recorded_at",
+            ["source_id", "recorded_at"],
+            postgresql_include=["slot_name", "retained_bytes"],
+        )
 
 
 def downgrade():
+    with op.batch_alter_table("slot_metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_slot_metrics_source_id_recorded_at")
+        batch_op.create_index("ix_slot_metrics_source_id_recorded_at", ["source_id", "recorded_at"])
     with op.batch_alter_table("wal_metrics", schema=None) as batch_op:
         batch_op.drop_index("ix_wal_metrics_source_id_recorded_at")
         batch_op.create_index("ix_wal_metrics_source_id_recorded_at", ["source_id", "recorded_at"])

@@ -9,7 +9,7 @@ from sqlalchemy import Row, case, func
 from werkzeug.wrappers import Response
 
 from ..extensions import db
-from ..htmx import is_htmx, render_page_or_fragment
+from ..htmx import render_page_or_fragment
 from ..models import MONITOR_STATUSES, PIPELINE_STATUSES, Pipeline, Source, SourceState, utcnow
 from . import bp
 
@@ -60,12 +60,12 @@ def summary(rows: list[Row[Any]]) -> dict[str, Any]:
 
 @bp.get("/")
 def index() -> Response:
-    """Show every source's health, worst first; htmx polls get only the table."""
+    """Show every source's health, worst first; htmx polls get the table and the counts."""
     rows = sources_worst_first()
     return render_page_or_fragment(
         "dashboard/index.html",
-        "dashboard/_table.html",
+        "dashboard/_poll.html",
         rows=rows,
-        summary=None if is_htmx() else summary(rows),
+        summary=summary(rows),
         refreshed_at=utcnow(),
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Integer, cast, func, literal, type_coerce
+from sqlalchemy import Float, Integer, cast, func, literal, text, type_coerce
 from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
@@ -17,7 +17,7 @@ from ..models import SlotMetric, WalMetric, as_utc, isoformat, utcnow
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
-RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+RELATIVE = re.compile(r"^(\d{1,10})\s*([smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -33,13 +33,15 @@ def parse_moment(field: str, raw: str, now: datetime) -> datetime:
     """Read an ISO-8601 time (UTC when no offset is given) or a relative one like '24h'."""
     text = raw.strip()
     match = RELATIVE.match(text.lower())
-    if match:
-        return now - timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
     try:
+        if match:
+            return now - timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
         return as_utc(datetime.fromisoformat(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # unreadable, or past year 1 or 9999 in UTC
         raise HistoryParameterError(
-            field, "Use an ISO-8601 time (2026-01-14T00:00:00Z) or a relative one like 24h."
+            field,
+            "Use an ISO-8601 time (2026-01-14T00:00:00Z) or a relative one like 24h, "
+            "between the years 1 and 9999.",
         ) from None
 
 
@@ -67,7 +69,13 @@ def window(
     """
     now = now or utcnow()
     end_at = parse_moment("end", end, now) if end else now
-    start_at = parse_moment("start", start, now) if start else end_at - DEFAULT_RANGE
+    try:
+        start_at = parse_moment("start", start, now) if start else end_at - DEFAULT_RANGE
+        start_at.timestamp()  # the buckets are counted in seconds since 1970
+    except HistoryParameterError:
+        raise
+    except (OverflowError, ValueError):
+        raise HistoryParameterError("start", "start is out of range.") from None
     if end_at <= start_at:
         raise HistoryParameterError("end", "end must be after start.")
     span = (end_at - start_at).total_seconds()
@@ -97,8 +105,8 @@ def _series_by_bucket(
     """Bucket one source's rows of `model` in the window: per bucket, last, min and max.
 
     One pass groups the rows in range by bucket (and `key`) for min, max and the time of the
-    bucket's last row; a join back on that time, through the (source_id, recorded_at) index,
-    reads the last row's values: a lookup per bucket, not a window over every row.
+    bucket's last row; a lookup on that time, through the (source_id, recorded_at) index,
+    reads the last row's values: one per bucket, not a window over every row.
     """
     epoch = _epoch(model.recorded_at)
     start = literal(win.start.timestamp(), Float)
@@ -126,18 +134,21 @@ def _series_by_bucket(
         .group_by(bucket, *keys)
         .subquery()
     )
+    # A correlated lookup per bucket: the planner cannot turn it into a hash join that reads
+    # every row of the source again (it would, misjudging how few buckets there are).
     last = db.aliased(model)
-    joined = [last.source_id == source_id, last.recorded_at == buckets.c.last_at]
+    found = [last.source_id == source_id, last.recorded_at == buckets.c.last_at]
     if key:
-        joined.append(getattr(last, key) == buckets.c[key])
-    return (
-        db.select(
-            buckets,
-            *(getattr(last, name).label(f"{name}_last") for name in names),
-        )
-        .join(last, db.and_(*joined))
-        .order_by(buckets.c.bucket)
-    )
+        found.append(getattr(last, key) == buckets.c[key])
+    lasts = [
+        db.select(getattr(last, name))
+        .where(*found)
+        .limit(1)
+        .scalar_subquery()
+        .label(f"{name}_last")
+        for name in names
+    ]
+    return db.select(buckets, *lasts).order_by(buckets.c.bucket)
 
 
 WAL_SERIES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
@@ -146,6 +157,9 @@ SLOT_SERIES = ("retained_bytes",)
 
 def history(source_id: int, win: Window) -> dict[str, Any]:
     """Return the source's WAL series over the window: per bucket, last, min and max."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        # Room to group a month of samples in memory; this transaction only.
+        db.session.execute(text("SET LOCAL work_mem = '32MB'"))
     series: dict[str, Any] = {name: _empty(win) for name in WAL_SERIES}
     for row in db.session.execute(_series_by_bucket(WalMetric, source_id, win, WAL_SERIES)):
         _fill(series, row, WAL_SERIES, row.bucket)

@@ -8,7 +8,7 @@ from flask import current_app, render_template, request
 
 from ..crud import Resource, register_crud_views
 from ..extensions import db
-from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc
+from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc, utcnow
 from . import bp
 from .forms import SourceForm
 
@@ -25,6 +25,8 @@ def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
         source.state.consecutive_failures = 0
         source.state.next_attempt_at = None
         source.state.last_error = None
+        # Another server may be further along: no WAL rate across the change.
+        source.state.wal_position_bytes = None
 
 
 SOURCES = Resource(
@@ -70,5 +72,7 @@ def detail(entity_id: int) -> str:
         slots=latest_slots(source),
         resource=SOURCES,
         next_round_at=next_round_at(),
+        now=utcnow(),
+        interval=timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]),
         current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
     )

@@ -36,8 +36,15 @@
     return range;
   }
 
-  function trace(name, series, x, unit) {
-    const hover = "%{y:.3~s}" + unit + " max, %{customdata[0]:.3~s}" + unit + " min, %{customdata[1]:.3~s}" + unit + " last";
+  // SI prefixes (kB, MB, GB) from 1000 up; below that whole numbers, never "617mB/s".
+  function numberFormat(traces) {
+    const top = Math.max(0, ...traces.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); }));
+    return top >= 1000 ? ".3~s" : ",.0f";
+  }
+
+  function trace(name, series, x, unit, format) {
+    const value = function (field) { return "%{" + field + ":" + format + "}" + unit; };
+    const hover = value("y") + " max, " + value("customdata[0]") + " min, " + value("customdata[1]") + " last";
     return {
       name: name,
       x: x,
@@ -51,42 +58,61 @@
     };
   }
 
-  function layout(title, unit) {
+  function layout(title, unit, format) {
     return {
       title: { text: title, font: { size: 14 } },
-      margin: { l: 60, r: 20, t: 40, b: 40 },
-      xaxis: { type: "date", title: { text: "UTC" } },
-      yaxis: { tickformat: ".3~s", ticksuffix: unit, rangemode: "tozero" },
+      margin: { l: 70, r: 20, t: 40, b: 60 },
+      xaxis: { type: "date", title: { text: "UTC", standoff: 12 } },
+      yaxis: { tickformat: format, ticksuffix: unit, rangemode: "tozero" },
       legend: { orientation: "h", y: -0.2 },
       hovermode: "x unified",
     };
   }
 
+  let pending = null; // the request of the range last asked for; an older one is cancelled
+
   async function draw(search) {
     const range = markCurrent(search);
     root.setAttribute("aria-busy", "true");
+    if (pending) pending.abort();
+    const request = (pending = new AbortController());
     let data;
     try {
-      const response = await fetch(historyUrl + "?" + apiQuery(search), { headers: { Accept: "application/json" } });
+      const response = await fetch(historyUrl + "?" + apiQuery(search), {
+        headers: { Accept: "application/json" },
+        signal: request.signal,
+      });
       data = await response.json();
       if (!response.ok) throw new Error(data.message || response.statusText);
     } catch (error) {
+      if (request.signal.aborted) return;
       message.textContent = "Cannot show this range: " + error.message;
       message.hidden = false;
+      // Do not leave another range's chart under the message.
+      Plotly.purge("chart-wal");
+      Plotly.purge("chart-rate");
+      delete root.dataset.points;
+      root.dataset.range = range;
       root.removeAttribute("aria-busy");
       return;
     }
     const x = data.buckets;
-    const wal = [trace("WAL directory", data.series.size_bytes, x, "B")];
-    Object.keys(data.slots).sort().forEach(function (slot) {
-      wal.push(trace("retained by " + slot, data.slots[slot].retained_bytes, x, "B"));
-    });
-    const rate = [trace("WAL generation rate", data.series.wal_rate_bytes_per_second, x, "B/s")];
+    const walSeries = [["WAL directory", data.series.size_bytes]].concat(
+      Object.keys(data.slots).sort().map(function (slot) {
+        return ["retained by " + slot, data.slots[slot].retained_bytes];
+      })
+    );
+    const walFormat = numberFormat(walSeries.map(function (s) { return { y: s[1].max }; }));
+    const wal = walSeries.map(function (s) { return trace(s[0], s[1], x, "B", walFormat); });
+    const rateSeries = data.series.wal_rate_bytes_per_second;
+    const rateFormat = numberFormat([{ y: rateSeries.max }]);
+    const rate = [trace("WAL generation rate", rateSeries, x, "B/s", rateFormat)];
     const empty = wal.concat(rate).every(function (t) { return t.y.every(function (v) { return v === null; }); });
     message.textContent = empty ? "No samples in this range." : "";
     message.hidden = !empty;
-    await Plotly.react("chart-wal", wal, layout("WAL directory and WAL retained per slot", "B"), config);
-    await Plotly.react("chart-rate", rate, layout("WAL generation rate", "B/s"), config);
+    if (request.signal.aborted) return;
+    await Plotly.react("chart-wal", wal, layout("WAL directory and WAL retained per slot", "B", walFormat), config);
+    await Plotly.react("chart-rate", rate, layout("WAL generation rate", "B/s", rateFormat), config);
     root.dataset.range = range;
     root.dataset.points = String(x.length);
     root.removeAttribute("aria-busy");

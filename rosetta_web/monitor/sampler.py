@@ -233,24 +233,17 @@ def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
     deadline = started + timeout_s
     attempts = 0
     failure = SampleFailure("not attempted")
-    while True:
+    figures: dict[str, Any] | None = None
+    while figures is None:
         attempts += 1
         try:
             figures = _sample_once(target, deadline, timeout_s)
+            continue
         except (psycopg2.Error, OSError, SampleFailure) as exc:
             failure = _failure(exc, target)
         except Exception as exc:  # a bug must cost one source its sample, not the round
             log.exception("sampling %s failed unexpectedly", target.name)
             failure = SampleFailure(f"internal error: {type(exc).__name__}", permanent=True)
-        else:
-            return Sample(
-                source_id=target.source_id,
-                name=target.name,
-                ok=True,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                attempts=attempts,
-                **figures,
-            )
         if failure.permanent or attempts > max_retries:
             break
         delay = FIRST_RETRY_DELAY_SECONDS * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
@@ -261,10 +254,10 @@ def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
     return Sample(
         source_id=target.source_id,
         name=target.name,
-        ok=False,
+        ok=figures is not None,
         duration_ms=int((time.monotonic() - started) * 1000),
         attempts=attempts,
-        error=str(failure),
+        **(figures if figures is not None else {"error": str(failure)}),
     )
 
 

@@ -222,8 +222,9 @@ def test_concurrent_guesses_cannot_pass_the_throttle(app, database_url):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(set(statuses)) == [200, 429]
-    assert statuses.count(200) <= 5
+    # When every guess is stored before any is counted, all twenty are refused: also right.
+    assert len(statuses) == 20 and set(statuses) <= {200, 429}
+    assert statuses.count(200) <= 5 and statuses.count(429) >= 15
 
 
 def test_sign_out_ends_a_copied_session_cookie(browser, app):

@@ -25,7 +25,8 @@ from flask_migrate import upgrade  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import SlotMetric, Source, SourceState, WalMetric, utcnow  # noqa: E402
+from rosetta_web.models import SlotMetric, Source, SourceState, WalMetric  # noqa: E402
+from rosetta_web.timeutil import utcnow  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 # One sample a minute per source, ending now; the values wander like a busy server's would.

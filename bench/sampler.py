@@ -26,7 +26,7 @@ from flask_migrate import upgrade  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import Source  # noqa: E402
-from rosetta_web.monitor.sampler import run_round  # noqa: E402
+from rosetta_web.monitor.rounds import run_round  # noqa: E402
 from tests.pg import Cluster, HangingServer  # noqa: E402
 
 PASSWORD = "bench-Monitor-1"

@@ -49,7 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_security(app)
     register_error_handlers(app)
     register_filters(app)
-    app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["id"] = IdConverter
     _register_blueprints(app)
 
     from .cli import register_cli
@@ -94,15 +94,14 @@ def _configure_logging(level: str, log_format: str) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from .api import bp as api_bp
-    from .api.routes import docs
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
     from .extensions import db
-    from .models import isoformat, utcnow
     from .monitor.prometheus import metrics
     from .pipelines import bp as pipelines_bp
     from .sources import bp as sources_bp
+    from .timeutil import isoformat, utcnow
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
@@ -110,7 +109,6 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(destinations_bp, url_prefix="/destinations")
     app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
-    app.add_url_rule("/docs", "docs", docs)
     app.add_url_rule("/metrics", "metrics", metrics)
 
     @app.get("/health")

@@ -10,7 +10,8 @@ from werkzeug.datastructures import MultiDict
 from .auth import services
 from .auth.forms import UserForm
 from .extensions import db
-from .models import ApiToken, isoformat
+from .models import ApiToken
+from .timeutil import isoformat
 
 users_cli = AppGroup("users", help="Manage operator accounts.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
@@ -91,7 +92,7 @@ def _bytes(value: int | None) -> str:
 @click.option("--source", "source_name", help="Sample only this source (by name).")
 def sample(source_name: str | None) -> None:
     """Sample every source (or one) now, store the results and print them."""
-    from .monitor.sampler import run_round
+    from .monitor.rounds import run_round
 
     samples = run_round(source_name=source_name, force=True)
     if source_name and not samples:

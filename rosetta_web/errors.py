@@ -11,7 +11,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .extensions import db
-from .models import isoformat, utcnow
+from .resources import DomainError, DuplicateName, InUse, NotFound
+from .timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,17 @@ class ApiError(Exception):
         self.error = error or ERROR_NAMES.get(status, "Error")
 
 
-def not_found(entity_type: str, entity_id: Any) -> ApiError:
-    """Build the seed's EntityNotFoundError for one entity."""
-    return ApiError(
-        404,
-        f"{entity_type} with id '{entity_id}' not found",
-        {"entity_type": entity_type, "entity_id": str(entity_id)},
-    )
+def from_domain(exc: DomainError) -> ApiError:
+    """Translate a domain error into the envelope's status, name and details."""
+    if isinstance(exc, NotFound):
+        details = {"entity_type": exc.entity_type, "entity_id": exc.entity_id}
+        return ApiError(404, str(exc), details)
+    if isinstance(exc, DuplicateName):
+        details = {"fields": {"name": [exc.field_message]}}
+        return ApiError(409, str(exc), details, "DuplicateNameError")
+    if isinstance(exc, InUse):
+        return ApiError(409, str(exc), {"pipelines": exc.pipelines})
+    return ApiError(409, str(exc))
 
 
 def envelope(error: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,6 +105,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.details, exc.error)
+
+    @app.errorhandler(DomainError)
+    def handle_domain_error(exc: DomainError) -> Response:
+        return handle_api_error(from_domain(exc))
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(exc: CSRFError) -> Response:

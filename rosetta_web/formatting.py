@@ -8,8 +8,8 @@ from flask import Flask
 from jinja2.filters import do_filesizeformat
 from markupsafe import Markup, escape
 
-from .models import as_utc, utcnow
-from .monitor.store import SPARKLINE_BUCKET_SECONDS, SPARKLINE_SPAN_SECONDS
+from .monitor.rounds import SPARKLINE_BUCKET_SECONDS, SPARKLINE_SPAN_SECONDS
+from .timeutil import as_utc, utcnow
 
 
 def human_bytes(value: int | None) -> str:

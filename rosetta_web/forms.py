@@ -1,18 +1,15 @@
-"""Pieces every blueprint's forms share: field rules, and feeding a JSON body to a form."""
+"""Pieces every blueprint's forms share: field rules and the base forms."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import request
 from flask_wtf import FlaskForm
-from werkzeug.datastructures import MultiDict
 from wtforms import Field
 from wtforms.fields.core import UnboundField
 from wtforms.validators import DataRequired, Length, Regexp, StopValidation, ValidationError
 
-from .errors import ApiError
 from .extensions import db
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,8 +93,6 @@ class EntityForm(BaseForm):
     label = "entity"
     secret_fields: tuple[str, ...] = ()
     required_secrets: tuple[str, ...] = ()
-    # Fields a client may send back from a GET response; they are ignored, not rejected.
-    read_only_fields: frozenset[str] = frozenset({"id", "created_at", "updated_at"})
 
     editing_id: int | None = None
     duplicate_name = False
@@ -124,47 +119,3 @@ class EntityForm(BaseForm):
     def errors_by_field(self) -> dict[str, list[str]]:
         """Return every failing field's messages."""
         return {name: list(messages) for name, messages in self.errors.items()}
-
-
-def json_body() -> dict[str, Any]:
-    """Return the request's JSON object, or raise the envelope's 400/415 error."""
-    if not request.is_json:
-        raise ApiError(
-            415,
-            "Send the body as JSON with Content-Type: application/json",
-            {"content_type": request.content_type or ""},
-        )
-    payload = request.get_json(silent=True)
-    if payload is None:
-        raise ApiError(400, "The request body is not valid JSON")
-    if not isinstance(payload, dict):
-        raise ApiError(400, "The request body must be a JSON object")
-    return payload
-
-
-def formdata_from_json(
-    form_class: type[EntityForm], payload: dict[str, Any], base: dict[str, Any] | None = None
-) -> MultiDict:
-    """Turn a JSON object into form data for `form_class`, refusing what no field accepts.
-
-    `base` holds the current values for a partial update (PATCH): the payload overrides them.
-    A null clears a field, as a blank form field does: optional fields become NULL, required
-    ones fail validation, secrets keep their stored value.
-    """
-    fields = field_names(form_class)
-    errors: dict[str, list[str]] = {}
-    data: dict[str, str] = {}
-    for key, value in {**(base or {}), **payload}.items():
-        if key in form_class.read_only_fields:
-            continue
-        if key not in fields:
-            errors[key] = ["Unknown field."]
-        elif value is None:
-            data[key] = ""
-        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            errors[key] = ["Must be a string or a number."]
-        else:
-            data[key] = str(value)
-    if errors:
-        raise ApiError(422, "The request has invalid fields", {"fields": errors})
-    return MultiDict(data)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -25,30 +24,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .crypto import decrypt_secret, encrypt_secret
 from .extensions import db
+from .shapes import Computed, Shaped, ref
+from .timeutil import utcnow
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
 MONITOR_STATUSES = ("OK", "ERROR", "BACKOFF", "PENDING")
 # History tables grow without bound on PostgreSQL; SQLite only autoincrements INTEGER keys.
 BIGINT_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Return a stored time as aware UTC (SQLite hands back naive datetimes, meant as UTC)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def isoformat(moment: datetime | None) -> str | None:
-    """Format a stored time as ISO-8601 UTC with a Z."""
-    if moment is None:
-        return None
-    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 class TimestampMixin:
@@ -58,10 +40,36 @@ class TimestampMixin:
     )
 
 
-class Source(TimestampMixin, db.Model):
+class Source(Shaped, TimestampMixin, db.Model):
     """A PostgreSQL database whose changes Rosetta captures."""
 
     __tablename__ = "sources"
+    api_name = "Source"
+    api_fields = (
+        "id",
+        "name",
+        "pg_host",
+        "pg_port",
+        "pg_database",
+        "pg_username",
+        Computed(
+            "pg_password_set",
+            {"type": "boolean", "description": "Whether the password is stored."},
+            lambda source: bool(source.pg_password_encrypted),
+        ),
+        "publication_name",
+        "replication_id",
+        "slot_name",
+        "created_at",
+        "updated_at",
+        Computed(
+            "monitor",
+            ref("MonitorState"),
+            lambda source: (
+                source.state or SourceState(status="PENDING", consecutive_failures=0)
+            ).to_dict(),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -89,31 +97,31 @@ class Source(TimestampMixin, db.Model):
     def pg_password(self, plaintext: str) -> None:
         self.pg_password_encrypted = encrypt_secret(plaintext)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the source as the API shows it: every field but the password."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "pg_host": self.pg_host,
-            "pg_port": self.pg_port,
-            "pg_database": self.pg_database,
-            "pg_username": self.pg_username,
-            "pg_password_set": bool(self.pg_password_encrypted),
-            "publication_name": self.publication_name,
-            "replication_id": self.replication_id,
-            "slot_name": self.slot_name,
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-            "monitor": (
-                self.state or SourceState(status="PENDING", consecutive_failures=0)
-            ).to_dict(),
-        }
 
-
-class Destination(TimestampMixin, db.Model):
+class Destination(Shaped, TimestampMixin, db.Model):
     """A Snowflake account, database and schema that pipelines load into."""
 
     __tablename__ = "destinations"
+    api_name = "Destination"
+    api_fields = (
+        "id",
+        "name",
+        "snowflake_account",
+        "snowflake_user",
+        "snowflake_database",
+        "snowflake_schema",
+        "snowflake_role",
+        "snowflake_warehouse",
+        "snowflake_private_key_path",
+        Computed(
+            "snowflake_private_key_passphrase_set",
+            {"type": "boolean", "description": "Whether the passphrase is stored."},
+            lambda destination: bool(destination.snowflake_private_key_passphrase_encrypted),
+        ),
+        "snowflake_host",
+        "created_at",
+        "updated_at",
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -142,31 +150,21 @@ class Destination(TimestampMixin, db.Model):
             encrypt_secret(plaintext) if plaintext else None
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the destination as the API shows it: every field but the passphrase."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "snowflake_account": self.snowflake_account,
-            "snowflake_user": self.snowflake_user,
-            "snowflake_database": self.snowflake_database,
-            "snowflake_schema": self.snowflake_schema,
-            "snowflake_role": self.snowflake_role,
-            "snowflake_warehouse": self.snowflake_warehouse,
-            "snowflake_private_key_path": self.snowflake_private_key_path,
-            "snowflake_private_key_passphrase_set": bool(
-                self.snowflake_private_key_passphrase_encrypted
-            ),
-            "snowflake_host": self.snowflake_host,
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-        }
 
-
-class Pipeline(TimestampMixin, db.Model):
+class Pipeline(Shaped, TimestampMixin, db.Model):
     """A source connected to a destination, with the status the operator wants it in."""
 
     __tablename__ = "pipelines"
+    api_name = "Pipeline"
+    api_fields = (
+        "id",
+        "name",
+        "source_id",
+        "destination_id",
+        "status",
+        "created_at",
+        "updated_at",
+    )
     __table_args__ = (CheckConstraint(f"status IN {PIPELINE_STATUSES!r}", name="status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -177,22 +175,12 @@ class Pipeline(TimestampMixin, db.Model):
     destination_id: Mapped[int] = mapped_column(
         ForeignKey("destinations.id", ondelete="RESTRICT"), index=True
     )
-    status: Mapped[str] = mapped_column(String(10), default="PAUSE")
+    status: Mapped[str] = mapped_column(
+        String(10), default="PAUSE", info={"enum": PIPELINE_STATUSES}
+    )
 
     source: Mapped[Source] = relationship(back_populates="pipelines")
     destination: Mapped[Destination] = relationship(back_populates="pipelines")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the pipeline as the API shows it."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "source_id": self.source_id,
-            "destination_id": self.destination_id,
-            "status": self.status,
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-        }
 
 
 class User(UserMixin, db.Model):
@@ -256,16 +244,36 @@ class LoginFailure(db.Model):
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class SourceState(db.Model):
+class SourceState(Shaped, db.Model):
     """The WAL monitor's latest word on one source, so pages read it in constant time."""
 
     __tablename__ = "source_states"
+    api_name = "MonitorState"
+    api_fields = (
+        "status",
+        "last_sampled_at",
+        "last_attempt_at",
+        "last_error",
+        "consecutive_failures",
+        "next_attempt_at",
+        "last_duration_ms",
+        "current_lsn",
+        "wal_position_bytes",
+        "size_bytes",
+        "retained_bytes",
+        "slot_count",
+        "inactive_slot_count",
+        "server_version",
+        "in_recovery",
+    )
     __table_args__ = (CheckConstraint(f"status IN {MONITOR_STATUSES!r}", name="status"),)
 
     source_id: Mapped[int] = mapped_column(
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
     )
-    status: Mapped[str] = mapped_column(String(10), default="PENDING")
+    status: Mapped[str] = mapped_column(
+        String(10), default="PENDING", info={"enum": MONITOR_STATUSES}
+    )
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(500))
@@ -288,31 +296,25 @@ class SourceState(db.Model):
 
     source: Mapped[Source] = relationship(back_populates="state")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the monitor state as the API shows it."""
-        return {
-            "status": self.status,
-            "last_sampled_at": isoformat(self.last_sampled_at),
-            "last_attempt_at": isoformat(self.last_attempt_at),
-            "last_error": self.last_error,
-            "consecutive_failures": self.consecutive_failures,
-            "next_attempt_at": isoformat(self.next_attempt_at),
-            "last_duration_ms": self.last_duration_ms,
-            "current_lsn": self.current_lsn,
-            "wal_position_bytes": self.wal_position_bytes,
-            "size_bytes": self.size_bytes,
-            "retained_bytes": self.retained_bytes,
-            "slot_count": self.slot_count,
-            "inactive_slot_count": self.inactive_slot_count,
-            "server_version": self.server_version,
-            "in_recovery": self.in_recovery,
-        }
 
-
-class WalMetric(db.Model):
+class WalMetric(Shaped, db.Model):
     """One successful sample of a source's WAL."""
 
     __tablename__ = "wal_metrics"
+    api_name = "WalMetric"
+    # Scripts written against the first release read the first four fields: keep them first.
+    api_fields = (
+        "id",
+        "source_id",
+        "size_bytes",
+        "recorded_at",
+        "current_lsn",
+        "wal_position_bytes",
+        "retained_bytes",
+        "slot_count",
+        "inactive_slot_count",
+        "wal_rate_bytes_per_second",
+    )
     __table_args__ = (
         # Covering on PostgreSQL: a source's chart reads its range from the index alone,
         # though its rows lie scattered among every other source's on the heap.
@@ -327,36 +329,40 @@ class WalMetric(db.Model):
     id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    current_lsn: Mapped[str] = mapped_column(String(32))
-    wal_position_bytes: Mapped[int] = mapped_column(BigInteger)
-    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    current_lsn: Mapped[str] = mapped_column(String(32), doc="e.g. 0/3000148")
+    wal_position_bytes: Mapped[int] = mapped_column(BigInteger, doc="Bytes since 0/0")
+    size_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="WAL directory size in bytes; null without pg_monitor"
+    )
+    retained_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="Most WAL any slot retains, in bytes; null without slots"
+    )
     slot_count: Mapped[int] = mapped_column(Integer, default=0)
     inactive_slot_count: Mapped[int] = mapped_column(Integer, default=0)
     # WAL written per second since the source's previous sample, worked out when stored so
     # that charting a month needs no pass over neighbouring rows.
-    wal_rate_bytes_per_second: Mapped[float | None] = mapped_column(Float)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the sample as the API shows it (the seed's fields first)."""
-        return {
-            "id": self.id,
-            "source_id": self.source_id,
-            "size_bytes": self.size_bytes,
-            "recorded_at": isoformat(self.recorded_at),
-            "current_lsn": self.current_lsn,
-            "wal_position_bytes": self.wal_position_bytes,
-            "retained_bytes": self.retained_bytes,
-            "slot_count": self.slot_count,
-            "inactive_slot_count": self.inactive_slot_count,
-            "wal_rate_bytes_per_second": self.wal_rate_bytes_per_second,
-        }
+    wal_rate_bytes_per_second: Mapped[float | None] = mapped_column(
+        Float, doc="WAL written per second since the previous sample"
+    )
 
 
-class SlotMetric(db.Model):
+class SlotMetric(Shaped, db.Model):
     """One replication slot as one sample saw it."""
 
     __tablename__ = "slot_metrics"
+    api_name = "Slot"
+    api_fields = (
+        "slot_name",
+        "plugin",
+        "slot_type",
+        "database",
+        "active",
+        "retained_bytes",
+        "lag_bytes",
+        "wal_status",
+        "safe_wal_size",
+        "recorded_at",
+    )
     __table_args__ = (
         Index(
             "ix_slot_metrics_source_id_recorded_at",
@@ -379,25 +385,14 @@ class SlotMetric(db.Model):
     slot_type: Mapped[str] = mapped_column(String(16))
     database: Mapped[str | None] = mapped_column(String(63))
     active: Mapped[bool] = mapped_column(Boolean)
-    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    lag_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    wal_status: Mapped[str | None] = mapped_column(String(16))
-    safe_wal_size: Mapped[int | None] = mapped_column(BigInteger)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the slot as the API shows it."""
-        return {
-            "slot_name": self.slot_name,
-            "plugin": self.plugin,
-            "slot_type": self.slot_type,
-            "database": self.database,
-            "active": self.active,
-            "retained_bytes": self.retained_bytes,
-            "lag_bytes": self.lag_bytes,
-            "wal_status": self.wal_status,
-            "safe_wal_size": self.safe_wal_size,
-            "recorded_at": isoformat(self.recorded_at),
-        }
+    retained_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="Current position minus restart_lsn, in bytes"
+    )
+    lag_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="Current position minus confirmed_flush_lsn, in bytes"
+    )
+    wal_status: Mapped[str | None] = mapped_column(String(16), doc="PostgreSQL 13+")
+    safe_wal_size: Mapped[int | None] = mapped_column(BigInteger, doc="PostgreSQL 13+, bytes")
 
 
 class MonitorRound(db.Model):

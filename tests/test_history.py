@@ -10,8 +10,9 @@ import pytest
 
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import sparkline
-from rosetta_web.models import Pipeline, SlotMetric, WalMetric, utcnow
+from rosetta_web.models import Pipeline, SlotMetric, WalMetric
 from rosetta_web.monitor import history
+from rosetta_web.timeutil import utcnow
 
 from .conftest import add_source, sampled_source
 

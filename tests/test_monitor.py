@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import MonitorRound, SlotMetric, SourceState, WalMetric, utcnow
-from rosetta_web.monitor import store
-from rosetta_web.monitor.sampler import run_round
+from rosetta_web.models import MonitorRound, SlotMetric, SourceState, WalMetric
+from rosetta_web.monitor.rounds import backoff_seconds, delete_expired, run_round
+from rosetta_web.timeutil import utcnow
 
 from .conftest import PLAIN_PASSWORD, add_source
 from .pg import free_port
@@ -169,7 +169,7 @@ def test_failing_source_backs_off_round_after_round(app, source_db):
     assert state.next_attempt_at == t0 + timedelta(minutes=2 + 4)  # skips three rounds
     assert round_at(3) == [] and round_at(5) == []
     assert len(round_at(6)) == 1 and _state(app, source_id).consecutive_failures == 3
-    assert store.backoff_seconds(10, 60) == 3600  # capped at one hour
+    assert backoff_seconds(10, 60) == 3600  # capped at one hour
 
     with app.app_context():
         from rosetta_web.models import Source
@@ -198,9 +198,9 @@ def test_retention_deletes_old_rows_in_batches(app, source_db, monkeypatch):
     with app.app_context():
         for days in (40, 35, 31, 0):
             run_round(force=True, now=utcnow() - timedelta(days=days))
-    monkeypatch.setattr(store, "RETENTION_BATCH_ROWS", 2)
+    monkeypatch.setattr("rosetta_web.monitor.rounds.RETENTION_BATCH_ROWS", 2)
     with app.app_context():
-        deleted = store.delete_expired(30)
+        deleted = delete_expired(30)
         assert deleted == 3 + 3 + 3  # wal_metrics, slot_metrics, monitor_rounds
         assert _db.session.scalar(_db.select(_db.func.count(WalMetric.id))) == 1
         assert _db.session.scalar(_db.select(_db.func.count(SlotMetric.id))) == 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Source, utcnow
+from rosetta_web.models import Source
+from rosetta_web.timeutil import utcnow
 
 from .conftest import sampled_source
 from .seed import SOURCE

@@ -10,16 +10,11 @@ from wtforms import IntegerField, PasswordField, SelectField
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
 from .. import __version__
-from ..forms import EntityForm
-from ..models import MONITOR_STATUSES
+from ..forms import EntityForm, field_names
+from ..models import SlotMetric, SourceState, WalMetric
+from ..shapes import ref, shape_of
 
 JSON = "application/json"
-READ_ONLY_TYPES = {
-    "id": {"type": "integer"},
-    "monitor": {"$ref": "#/components/schemas/MonitorState"},
-    "created_at": {"type": "string", "format": "date-time"},
-    "updated_at": {"type": "string", "format": "date-time"},
-}
 
 
 def form_schema(form_class: type[EntityForm]) -> dict[str, Any]:
@@ -61,38 +56,17 @@ def form_schema(form_class: type[EntityForm]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required}
 
 
-def entity_schema(form_class: type[EntityForm]) -> dict[str, Any]:
-    """Describe an entity as the API returns it: its form's fields without secrets, plus ids."""
-    accepted = form_schema(form_class)["properties"]
-    properties: dict[str, Any] = {"id": READ_ONLY_TYPES["id"]}
-    for name, prop in accepted.items():
-        if name not in form_class.secret_fields:
-            properties[name] = {k: v for k, v in prop.items() if k != "default"}
-    for name in sorted(form_class.read_only_fields - {"id"}):
-        properties[name] = {
-            **READ_ONLY_TYPES.get(
-                name, {"type": "boolean", "description": "Whether the secret is stored."}
-            ),
-            "readOnly": True,
-        }
-    return {"type": "object", "properties": properties, "required": list(properties)}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
 
 def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
     """Document the six endpoints every named entity has."""
-    one = _ref(title)
+    one = ref(title)
     not_found = {"404": _error(f"No {title.lower()} with that id")}
     invalid = {
         "400": _error("The body is not a JSON object"),
@@ -101,7 +75,7 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
         "422": _error("Fields failed validation; details.fields lists each"),
     }
     update = {
-        "requestBody": {"required": True, "content": {JSON: {"schema": _ref(f"{title}Input")}}}
+        "requestBody": {"required": True, "content": {JSON: {"schema": ref(f"{title}Input")}}}
     }
     return {
         f"api.list_{plural}": {
@@ -169,7 +143,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             },
         ],
         "responses": {
-            "200": _json(_ref("Pipeline"), "The pipeline"),
+            "200": _json(ref("Pipeline"), "The pipeline"),
             "404": _error("No such pipeline"),
         },
     }
@@ -190,7 +164,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             },
         ],
         "responses": {
-            "200": _json({"type": "array", "items": _ref("WalMetric")}, "The samples"),
+            "200": _json({"type": "array", "items": ref("WalMetric")}, "The samples"),
             "404": _error("No such source"),
             "422": _error("A parameter is missing or out of range"),
         },
@@ -198,7 +172,7 @@ def _operations() -> dict[str, dict[str, Any]]:
     operations["api.source_slots"] = {
         "summary": "List a source's replication slots as its latest sample saw them",
         "responses": {
-            "200": _json({"type": "array", "items": _ref("Slot")}, "The slots, by name"),
+            "200": _json({"type": "array", "items": ref("Slot")}, "The slots, by name"),
             "404": _error("No such source"),
         },
     }
@@ -229,7 +203,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             },
         ],
         "responses": {
-            "200": _json(_ref("WalHistory"), "The series"),
+            "200": _json(ref("WalHistory"), "The series"),
             "404": _error("No such source"),
             "422": _error("end before start, an unreadable time, or max_points out of range"),
         },
@@ -252,8 +226,8 @@ def _operations() -> dict[str, dict[str, Any]]:
         "summary": "Health of the service and its metadata database (no sign-in needed)",
         "security": [],
         "responses": {
-            "200": _json(_ref("Health"), "The metadata database answers"),
-            "503": _json(_ref("Health"), "The metadata database does not answer"),
+            "200": _json(ref("Health"), "The metadata database answers"),
+            "503": _json(ref("Health"), "The metadata database does not answer"),
         },
     }
     return operations
@@ -265,72 +239,16 @@ def _schemas() -> dict[str, Any]:
     from ..sources.forms import SourceForm
 
     schemas: dict[str, Any] = {}
-    for title, form_class in (
-        ("Source", SourceForm),
-        ("Destination", DestinationForm),
-        ("Pipeline", PipelineForm),
-    ):
-        schemas[title] = entity_schema(form_class)
-        schemas[f"{title}Input"] = form_schema(form_class)
-    integer, count = {"type": "integer"}, {"type": "integer", "minimum": 0}
-    maybe_bytes = {"type": ["integer", "null"], "description": "bytes"}
+    for form_class in (SourceForm, DestinationForm, PipelineForm):
+        shape = shape_of(form_class.model)
+        # What the API returns but no form field takes is set by Rosetta alone.
+        read_only = frozenset(shape.names) - field_names(form_class)
+        schemas[shape.name] = shape.schema(read_only)
+        schemas[f"{shape.name}Input"] = form_schema(form_class)
+    integer = {"type": "integer"}
     moment = {"type": "string", "format": "date-time"}
-    maybe_moment = {"type": ["string", "null"], "format": "date-time"}
-    schemas["WalMetric"] = {
-        "type": "object",
-        "properties": {
-            "id": integer,
-            "source_id": integer,
-            "size_bytes": {
-                **maybe_bytes,
-                "description": "WAL directory size; null without pg_monitor",
-            },
-            "recorded_at": moment,
-            "current_lsn": {"type": "string", "examples": ["0/3000148"]},
-            "wal_position_bytes": {"type": "integer", "description": "bytes since 0/0"},
-            "retained_bytes": {**maybe_bytes, "description": "most WAL any slot retains"},
-            "slot_count": count,
-            "inactive_slot_count": count,
-        },
-    }
-    schemas["Slot"] = {
-        "type": "object",
-        "properties": {
-            "slot_name": {"type": "string"},
-            "plugin": {"type": ["string", "null"]},
-            "slot_type": {"type": "string", "enum": ["logical", "physical"]},
-            "database": {"type": ["string", "null"]},
-            "active": {"type": "boolean"},
-            "retained_bytes": {**maybe_bytes, "description": "current position minus restart_lsn"},
-            "lag_bytes": {
-                **maybe_bytes,
-                "description": "current position minus confirmed_flush_lsn",
-            },
-            "wal_status": {"type": ["string", "null"], "description": "PostgreSQL 13+"},
-            "safe_wal_size": {**maybe_bytes, "description": "PostgreSQL 13+"},
-            "recorded_at": moment,
-        },
-    }
-    schemas["MonitorState"] = {
-        "type": "object",
-        "properties": {
-            "status": {"type": "string", "enum": list(MONITOR_STATUSES)},
-            "last_sampled_at": maybe_moment,
-            "last_attempt_at": maybe_moment,
-            "last_error": {"type": ["string", "null"]},
-            "consecutive_failures": count,
-            "next_attempt_at": maybe_moment,
-            "last_duration_ms": {"type": ["integer", "null"]},
-            "current_lsn": {"type": ["string", "null"]},
-            "wal_position_bytes": maybe_bytes,
-            "size_bytes": maybe_bytes,
-            "retained_bytes": maybe_bytes,
-            "slot_count": {"type": ["integer", "null"]},
-            "inactive_slot_count": {"type": ["integer", "null"]},
-            "server_version": {"type": ["string", "null"]},
-            "in_recovery": {"type": ["boolean", "null"]},
-        },
-    }
+    for model in (WalMetric, SlotMetric, SourceState):
+        schemas[model.api_name] = shape_of(model).schema()
     figures = {
         "type": "object",
         "properties": {

@@ -7,16 +7,18 @@ from typing import Any
 from flask import current_app, jsonify, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..crud import Resource
-from ..destinations.routes import DESTINATIONS
+from ..crud import entity_form
+from ..destinations.services import DESTINATIONS
 from ..errors import ApiError
 from ..extensions import db
-from ..forms import MAX_INT, EntityForm, formdata_from_json, json_body
+from ..forms import MAX_INT, EntityForm
 from ..models import WalMetric
 from ..monitor import history
-from ..pipelines.routes import PIPELINES, set_status
-from ..sources.routes import SOURCES, latest_slots
+from ..pipelines.services import PIPELINES, set_status
+from ..resources import DuplicateName, Resource
+from ..sources.services import SOURCES, latest_slots
 from . import bp
+from .bodies import formdata_from_json, json_body
 from .openapi import build_spec
 
 
@@ -24,12 +26,12 @@ def _validated_form(resource: Resource, entity: Any = None, partial: bool = Fals
     """Validate the JSON body with the browser form's rules; 409 for a taken name, else 422."""
     base = resource.form_data(entity) if partial else None
     formdata = formdata_from_json(resource.form_class, json_body(), base)
-    form = resource.form(entity, formdata=formdata, meta={"csrf": False})
+    form = entity_form(resource, entity, formdata=formdata, meta={"csrf": False})
     if form.validate():
         return form
     errors = form.errors_by_field()
     if form.duplicate_name and list(errors) == ["name"]:
-        raise ApiError(409, errors["name"][0].rstrip("."), {"fields": errors}, "DuplicateNameError")
+        raise DuplicateName(resource.label, form["name"].data)
     raise ApiError(
         422,
         f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
@@ -42,7 +44,7 @@ def _register(resource: Resource) -> None:
     plural = resource.plural
 
     def list_entities() -> Response:
-        return jsonify([entity.to_dict() for entity in resource.list(request.args.get("q", ""))])
+        return jsonify([entity.to_dict() for entity in resource.search(request.args.get("q", ""))])
 
     def create_entity() -> tuple[Response, int, dict[str, str]]:
         entity = resource.save(_validated_form(resource))
@@ -65,7 +67,7 @@ def _register(resource: Resource) -> None:
         resource.delete(resource.get(entity_id))
         return "", 204
 
-    one = f"/{plural}/<int:entity_id>"
+    one = f"/{plural}/<id:entity_id>"
     bp.add_url_rule(f"/{plural}", f"list_{plural}", list_entities, methods=["GET"])
     bp.add_url_rule(f"/{plural}", f"create_{resource.label}", create_entity, methods=["POST"])
     bp.add_url_rule(one, f"get_{resource.label}", get_entity, methods=["GET"])
@@ -78,7 +80,7 @@ for _resource in (SOURCES, DESTINATIONS, PIPELINES):
     _register(_resource)
 
 
-@bp.post("/pipelines/<int:entity_id>/<any(start, pause, refresh):action>")
+@bp.post("/pipelines/<id:entity_id>/<any(start, pause, refresh):action>")
 def pipeline_action(entity_id: int, action: str) -> Response:
     """Set a pipeline's desired status to START, PAUSE or REFRESH."""
     return jsonify(set_status(PIPELINES.get(entity_id), action.upper()).to_dict())
@@ -120,7 +122,7 @@ def wal_metrics() -> Response:
     return jsonify([metric.to_dict() for metric in db.session.scalars(stmt)])
 
 
-@bp.get("/sources/<int:entity_id>/wal-history")
+@bp.get("/sources/<id:entity_id>/wal-history")
 def wal_history(entity_id: int) -> Response:
     """Return a source's WAL series over a time range, bucketed to at most max_points."""
     source = SOURCES.get(entity_id)
@@ -137,7 +139,7 @@ def wal_history(entity_id: int) -> Response:
     return jsonify(history.history(source.id, win))
 
 
-@bp.get("/sources/<int:entity_id>/slots")
+@bp.get("/sources/<id:entity_id>/slots")
 def source_slots(entity_id: int) -> Response:
     """List the source's replication slots as its latest successful sample saw them."""
     return jsonify([slot.to_dict() for slot in latest_slots(SOURCES.get(entity_id))])
@@ -152,3 +154,7 @@ def openapi() -> Response:
 def docs() -> str:
     """Present the OpenAPI description as a readable page."""
     return render_template("api/docs.html", spec=build_spec())
+
+
+# The readable page lives at /docs, outside the API's prefix.
+bp.record_once(lambda state: state.app.add_url_rule("/docs", "docs", docs))

@@ -11,7 +11,8 @@ from werkzeug.wrappers import Response
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
 from ..forms import ConfirmForm, form_view
-from ..models import ApiToken, utcnow
+from ..models import ApiToken
+from ..timeutil import utcnow
 from . import bp, services
 from .forms import LoginForm, TokenForm, UserForm
 
@@ -110,7 +111,7 @@ def account() -> Response | str:
     )
 
 
-@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@bp.route("/account/tokens/<id:token_id>/revoke", methods=["POST"])
 @form_view
 def revoke_token(token_id: int) -> Response:
     """Revoke one of the operator's API tokens."""

@@ -10,7 +10,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..crypto import hash_token
 from ..extensions import db
-from ..models import ApiToken, LoginFailure, User, as_utc, utcnow
+from ..models import ApiToken, LoginFailure, User
+from ..timeutil import as_utc, utcnow
 
 TOKEN_PREFIX = "rst_"
 # Compared against when the username is unknown, so a wrong name costs as long as a wrong password.

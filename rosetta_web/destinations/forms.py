@@ -16,7 +16,6 @@ class DestinationForm(EntityForm):
     model = Destination
     label = "destination"
     secret_fields = ("snowflake_private_key_passphrase",)
-    read_only_fields = EntityForm.read_only_fields | {"snowflake_private_key_passphrase_set"}
 
     name = StringField(
         "Name",

@@ -1,12 +1,7 @@
 """Destination pages: list, create, edit, delete."""
 
-from ..crud import Resource, register_crud_views
-from ..models import Destination
+from ..crud import register_crud_views
 from . import bp
-from .forms import DestinationForm
-
-DESTINATIONS = Resource(
-    model=Destination, form_class=DestinationForm, label="destination", plural="destinations"
-)
+from .services import DESTINATIONS
 
 register_crud_views(bp, DESTINATIONS)

@@ -12,7 +12,8 @@ from sqlalchemy import Float, Integer, cast, func, literal, text, type_coerce
 from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
-from ..models import SlotMetric, WalMetric, as_utc, isoformat, utcnow
+from ..models import SlotMetric, WalMetric
+from ..timeutil import as_utc, isoformat, utcnow
 
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000

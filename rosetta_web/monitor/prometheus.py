@@ -11,7 +11,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from ..extensions import db
-from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc
+from ..models import MonitorRound, SlotMetric, Source, SourceState
+from ..timeutil import as_utc
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
 

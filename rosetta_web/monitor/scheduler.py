@@ -19,9 +19,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from ..models import utcnow
-from . import store
-from .sampler import run_round
+from ..timeutil import utcnow
+from . import rounds
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    run_round()
+                    rounds.run_round()
         except Exception:
             # The metadata database may be briefly away: log, keep the thread, try next tick.
             log.exception("WAL round failed; the next tick will try again")
@@ -156,7 +155,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    store.delete_expired(self.app.config["WAL_METRICS_RETENTION_DAYS"])
+                    rounds.delete_expired(self.app.config["WAL_METRICS_RETENTION_DAYS"])
         except Exception:
             log.exception("WAL retention failed; it runs again tomorrow")
 

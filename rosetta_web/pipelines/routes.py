@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
-from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
-from wtforms import SelectChoice
 
-from ..crud import Resource, register_crud_views
-from ..extensions import db
+from ..crud import register_crud_views
 from ..htmx import is_htmx
-from ..models import PIPELINE_STATUSES, Destination, Pipeline, Source
+from ..models import PIPELINE_STATUSES
 from . import bp
-from .forms import PipelineForm
-
-
-def _fill_choices(form: PipelineForm) -> None:
-    """List sources and destinations by name in the form's selects."""
-    placeholder = [SelectChoice(0, "— choose —")]
-    for field, model in ((form.source_id, Source), (form.destination_id, Destination)):
-        rows = db.session.execute(db.select(model.id, model.name).order_by(model.name))
-        field.choices = placeholder + [SelectChoice(row.id, row.name) for row in rows]
-
-
-PIPELINES = Resource(
-    model=Pipeline,
-    form_class=PipelineForm,
-    label="pipeline",
-    plural="pipelines",
-    list_options=(joinedload(Pipeline.source), joinedload(Pipeline.destination)),
-    prepare_form=_fill_choices,
-)
+from .services import PIPELINES, set_status
 
 register_crud_views(bp, PIPELINES)
 
 
-def set_status(pipeline: Pipeline, status: str) -> Pipeline:
-    """Change the pipeline's desired status."""
-    pipeline.status = status
-    db.session.commit()
-    return pipeline
-
-
-@bp.route("/<int:entity_id>/status", methods=["POST"])
+@bp.route("/<id:entity_id>/status", methods=["POST"])
 def change_status(entity_id: int) -> Response | str:
     """Start, pause or refresh a pipeline; htmx gets back only its row."""
     pipeline = PIPELINES.get(entity_id)

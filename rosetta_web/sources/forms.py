@@ -14,7 +14,6 @@ class SourceForm(EntityForm):
     label = "source"
     secret_fields = ("pg_password",)
     required_secrets = ("pg_password",)
-    read_only_fields = EntityForm.read_only_fields | {"pg_password_set", "monitor"}
 
     name = StringField(
         "Name",

@@ -2,77 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import current_app, render_template, request
 
-from ..crud import Resource, register_crud_views
-from ..extensions import db
-from ..models import MonitorRound, SlotMetric, Source, SourceState, as_utc, utcnow
+from ..crud import register_crud_views
+from ..timeutil import utcnow
 from . import bp
-from .forms import SourceForm
-
-CONNECTION_FIELDS = {"pg_host", "pg_port", "pg_database", "pg_username", "pg_password"}
-
-
-def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
-    """Give a new source its PENDING state; after a connection change, forget its backoff."""
-    if source.state is None:
-        source.state = SourceState(status="PENDING", consecutive_failures=0)
-    elif changed & CONNECTION_FIELDS:
-        # The operator fixed something: try it at the next round, not after the backoff.
-        source.state.status = "PENDING"
-        source.state.consecutive_failures = 0
-        source.state.next_attempt_at = None
-        source.state.last_error = None
-        # Another server may be further along: no WAL rate across the change.
-        source.state.wal_position_bytes = None
-
-
-SOURCES = Resource(
-    model=Source,
-    form_class=SourceForm,
-    label="source",
-    plural="sources",
-    list_options=(db.joinedload(Source.state),),
-    before_commit=_monitor_from_scratch,
-)
+from .services import SOURCES, latest_slots, next_round_at
 
 register_crud_views(bp, SOURCES)
 
 
-def latest_slots(source: Source) -> list[SlotMetric]:
-    """Return the source's replication slots as its latest successful sample saw them."""
-    if source.state is None or source.state.latest_wal_metric_id is None:
-        return []
-    stmt = (
-        db.select(SlotMetric)
-        .where(SlotMetric.wal_metric_id == source.state.latest_wal_metric_id)
-        .order_by(SlotMetric.slot_name)
-    )
-    return list(db.session.scalars(stmt))
-
-
-def next_round_at() -> datetime | None:
-    """Return when the monitor's next round is due, from when its last round started."""
-    last = db.session.scalar(db.select(db.func.max(MonitorRound.started_at)))
-    if last is None:
-        return None
-    return as_utc(last) + timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
-
-
-@bp.get("/<int:entity_id>")
+@bp.get("/<id:entity_id>")
 def detail(entity_id: int) -> str:
     """Show a source: the monitor's latest state, its WAL charts, its slots, its connection."""
     source = SOURCES.get(entity_id)
+    interval_s = current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
     return render_template(
         "sources/detail.html",
         source=source,
         state=source.state,
         slots=latest_slots(source),
         resource=SOURCES,
-        next_round_at=next_round_at(),
+        next_round_at=next_round_at(interval_s),
         now=utcnow(),
-        interval=timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]),
+        interval=timedelta(seconds=interval_s),
         current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
     )

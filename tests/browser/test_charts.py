@@ -7,7 +7,8 @@ from datetime import timedelta
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import SourceState, WalMetric, utcnow
+from rosetta_web.models import SourceState, WalMetric
+from rosetta_web.timeutil import utcnow
 
 from ..conftest import PASSWORD, add_source, create_operator
 

@@ -1,0 +1,132 @@
+"""Named entities (sources, destinations, pipelines): their registry and the domain errors.
+
+No request and no HTTP here: views, the API and the CLI call these, and the error handlers
+turn the errors into the envelope at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from .extensions import db
+from .forms import EntityForm, field_names
+from .models import Pipeline
+
+
+class DomainError(Exception):
+    """A rule of Rosetta's refused an operation; the message is for the operator."""
+
+
+class NotFound(DomainError):
+    """No entity of that kind has that id."""
+
+    def __init__(self, entity_type: str, entity_id: Any) -> None:
+        super().__init__(f"{entity_type} with id '{entity_id}' not found")
+        self.entity_type = entity_type
+        self.entity_id = str(entity_id)
+
+
+class DuplicateName(DomainError):
+    """Another entity of the same kind already has the name."""
+
+    def __init__(self, label: str, name: str) -> None:
+        super().__init__(f"A {label} named '{name}' already exists")
+        self.field_message = f"A {label} named '{name}' already exists."
+
+
+class InUse(DomainError):
+    """Pipelines use the entity, so it cannot be deleted."""
+
+    def __init__(self, title: str, name: str, pipelines: Sequence[str]) -> None:
+        count = len(pipelines)
+        super().__init__(
+            f"{title} '{name}' is used by {count} pipeline{'s' if count != 1 else ''}; "
+            "delete or change them first"
+        )
+        self.pipelines = list(pipelines)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind of named entity: its model, its form and how it is listed."""
+
+    model: Any
+    form_class: type[EntityForm]
+    label: str  # "source", as an operator says it
+    plural: str  # "sources": the blueprint, template folder and URL segment
+    list_options: tuple[Any, ...] = ()
+    prepare_form: Callable[[EntityForm], None] = field(default=lambda form: None)
+    # Called before a save commits, with the names of the fields the save changed.
+    before_commit: Callable[[Any, set[str]], None] = field(default=lambda entity, changed: None)
+
+    @property
+    def title(self) -> str:
+        """Name the kind with a capital, as a heading does: "Source"."""
+        return self.label.capitalize()
+
+    def get(self, entity_id: int) -> Any:
+        """Return the entity or raise NotFound."""
+        entity = db.session.get(self.model, entity_id)
+        if entity is None:
+            raise NotFound(self.title, entity_id)
+        return entity
+
+    def search(self, text: str = "") -> list[Any]:
+        """Return every entity, by name, whose name contains `text`."""
+        stmt = db.select(self.model).options(*self.list_options).order_by(self.model.name)
+        text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+        if text:
+            stmt = stmt.where(self.model.name.contains(text.lower(), autoescape=True))
+        return list(db.session.scalars(stmt))
+
+    def form_data(self, entity: Any) -> dict[str, Any]:
+        """Return the entity's current values for its form, never its secrets."""
+        secret = set(self.form_class.secret_fields)
+        return {
+            name: getattr(entity, name)
+            for name in field_names(self.form_class)
+            if name not in secret
+        }
+
+    def save(self, form: EntityForm, entity: Any = None) -> Any:
+        """Store a validated form into a new or existing entity; a blank secret keeps its value."""
+        entity = entity if entity is not None else self.model()
+        changed: set[str] = set()
+        for name in field_names(self.form_class):
+            value = form[name].data
+            if name in self.form_class.secret_fields:
+                if not value:
+                    continue
+            elif getattr(entity, name) == value:
+                continue
+            setattr(entity, name, value)
+            changed.add(name)
+        self.before_commit(entity, changed)
+        db.session.add(entity)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # Two writers raced for the same name; the form check saw neither.
+            db.session.rollback()
+            raise DuplicateName(self.label, form["name"].data) from None
+        return entity
+
+    def blocking_pipelines(self, entity: Any) -> list[str]:
+        """Return the names of the pipelines that use this entity (empty for pipelines)."""
+        column = {"sources": Pipeline.source_id, "destinations": Pipeline.destination_id}
+        if self.plural not in column:
+            return []
+        stmt = db.select(Pipeline.name).where(column[self.plural] == entity.id)
+        return list(db.session.scalars(stmt.order_by(Pipeline.name)))
+
+    def delete(self, entity: Any) -> None:
+        """Delete the entity, refusing with InUse while a pipeline uses it."""
+        pipelines = self.blocking_pipelines(entity)
+        if pipelines:
+            raise InUse(self.title, entity.name, pipelines)
+        db.session.delete(entity)
+        db.session.commit()

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev chromium run test lint
+.PHONY: install install-dev chromium run test test-fast bench lint typecheck format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,24 @@ run: install
 test: install-dev chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Everything but the tests that start subprocesses, servers or a browser (marked slow).
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The benchmarks start their own PostgreSQL clusters and take minutes; run them by hand.
+bench: install-dev
+	$(BIN)/python bench/sampler.py
+	$(BIN)/python bench/history.py
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Strict type checking of rosetta_web, configured under [tool.mypy] in pyproject.toml.
+typecheck: install-dev
+	$(BIN)/mypy
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

@@ -1,7 +1,8 @@
 """Time the WAL history endpoint over 10 million samples, against the naive way, and the dashboard.
 
-Run by hand from the repository root (it starts its own PostgreSQL cluster; loading the
-samples takes a few minutes):
+Then weigh a server with 500 slots behind 123 sources: the sizes of a source's page, its
+24-hour history and /metrics. Run by hand from the repository root (it starts its own
+PostgreSQL cluster; loading the samples takes a few minutes):
 
     .venv/bin/python bench/history.py
 """
@@ -25,8 +26,9 @@ from flask_migrate import upgrade  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import SlotMetric, Source, SourceState, WalMetric  # noqa: E402
+from rosetta_web.models import SlotMetric, SourceState, WalMetric  # noqa: E402
 from rosetta_web.timeutil import utcnow  # noqa: E402
+from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 # One sample a minute per source, ending now; the values wander like a busy server's would.
@@ -47,14 +49,46 @@ WHERE s.id BETWEEN :first AND :last
 """
 
 
-# Each sample's slots, as the monitor stores them: a row per slot, the same time as the sample.
+# Each source on a server of its own (server id = source id), whose last sample is now.
+SERVERS = """
+INSERT INTO servers (id, system_identifier, address, last_sampled_at, created_at)
+SELECT s.id, (7000000000000000000 + s.id)::text, 'db-' || s.id,
+       date_trunc('minute', now()), now()
+FROM sources s
+"""
+
+# Each sample's slots, as the monitor stores them: a row per slot of the server, the same time
+# as the sample.
 FILL_SLOTS = """
-INSERT INTO slot_metrics (wal_metric_id, source_id, recorded_at, slot_name, plugin, slot_type,
+INSERT INTO slot_metrics (server_id, recorded_at, slot_name, plugin, slot_type,
                           database, active, retained_bytes, lag_bytes)
-SELECT m.id, m.source_id, m.recorded_at, 'slot_' || k, 'pgoutput', 'logical', 'app', true,
+SELECT m.source_id, m.recorded_at, 'slot_' || k, 'pgoutput', 'logical', 'app', true,
        m.retained_bytes - k * 1000000, 0
 FROM wal_metrics m CROSS JOIN generate_series(1, :slots) AS k
 WHERE m.source_id BETWEEN :first AND :last
+"""
+
+# One server with many slots behind many sources (each a database of it), sampled every
+# 5 minutes for a day: its slots stored once a sample, not once per source.
+BIG_SERVER = """
+INSERT INTO servers (id, system_identifier, address, last_sampled_at, created_at)
+VALUES (:server, '7999999999999999999', 'big-db', date_trunc('minute', now()), now());
+UPDATE source_states SET server_id = :server WHERE source_id > :server - :sources - 1
+                                               AND source_id < :server;
+INSERT INTO wal_metrics (source_id, recorded_at, current_lsn, wal_position_bytes, size_bytes,
+                         retained_bytes, slot_count, inactive_slot_count,
+                         wal_rate_bytes_per_second)
+SELECT s.source_id, date_trunc('minute', now()) - n * interval '5 minutes', '0/0',
+       (288 - n)::bigint * 10000000, 5000000000, 900000000, 4, 1, 30000
+FROM source_states s CROSS JOIN generate_series(0, 287) AS n
+WHERE s.server_id = :server;
+INSERT INTO slot_metrics (server_id, recorded_at, slot_name, plugin, slot_type, database,
+                          active, inactive_since, retained_bytes, lag_bytes, wal_status)
+SELECT :server, date_trunc('minute', now()) - n * interval '5 minutes', 'slot_' || k,
+       'pgoutput', 'logical', 'db_' || (k % :sources), k % 5 <> 0,
+       CASE WHEN k % 5 = 0 THEN now() - interval '1 day' END,
+       (k::bigint * 1000003 + n * 7919) % 2000000000, 0, 'reserved'
+FROM generate_series(0, 287) AS n CROSS JOIN generate_series(1, :slots) AS k;
 """
 
 
@@ -91,7 +125,7 @@ def naive_history(source_id: int, start) -> dict:  # type: ignore[no-untyped-def
     slots: dict[str, dict[str, list]] = {}
     for slot in db.session.scalars(
         db.select(SlotMetric)
-        .where(SlotMetric.source_id == source_id, SlotMetric.recorded_at >= start)
+        .where(SlotMetric.server_id == source_id, SlotMetric.recorded_at >= start)
         .order_by(SlotMetric.recorded_at)
     ):
         line = slots.setdefault(slot.slot_name, {"x": [], "retained_bytes": []})
@@ -111,6 +145,8 @@ def main() -> None:
     parser.add_argument("--dashboard-sources", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2, help="slot rows per sample")
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--big-server-slots", type=int, default=500)
+    parser.add_argument("--big-server-sources", type=int, default=123)
     args = parser.parse_args()
 
     cluster = Cluster("bench-history").start()
@@ -119,18 +155,9 @@ def main() -> None:
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "LOG_LEVEL": "WARNING"})
         with app.app_context():
             upgrade()
-            for i in range(args.dashboard_sources):
-                source = Source(
-                    name=f"source-{i:04d}",
-                    pg_host="db",
-                    pg_port=5432,
-                    pg_database="app",
-                    pg_username="monitor",
-                    publication_name="pub",
-                    replication_id=0,
-                )
-                source.pg_password = "x"
-                db.session.add(source)
+            db.session.add_all(new_source(f"source-{i:04d}") for i in range(args.dashboard_sources))
+            db.session.commit()
+            db.session.execute(db.text(SERVERS))
             db.session.commit()
             started = time.perf_counter()
             for first in range(1, args.sources + 1, 10):
@@ -178,7 +205,7 @@ def main() -> None:
             with app.app_context():
                 naive_ms, naive = median_ms(lambda since=since: naive_history(source_id, since), 5)
             print(
-                f"history, {label}: median {fast_ms:.1f} ms for {len(body['buckets'])} buckets "
+                f"history, {label}: median {fast_ms:.1f} ms for {len(body['times'])} points "
                 f"(max_points 1000, target <= 100 ms); naive: median {naive_ms:.0f} ms for "
                 f"{naive['points']:,} raw points; {naive_ms / fast_ms:.0f}x faster "
                 "(target >= 20x)"
@@ -192,13 +219,67 @@ def main() -> None:
         dash_ms, page = median_ms(dashboard, args.runs)
         rows = page.get_data(as_text=True).count('<td><a href="/sources/')
         print(f"dashboard, {rows:,} sources: median {dash_ms:.1f} ms (target <= 150 ms)")
+        if args.big_server_slots:
+            big_server(app, client, headers, args)
     finally:
         cluster.stop()
 
 
+def big_server(app, client, headers: dict[str, str], args) -> None:  # type: ignore[no-untyped-def]
+    """Weigh what one server with many slots behind many sources costs to show."""
+    server = args.dashboard_sources + 1
+    with app.app_context():
+        for statement in BIG_SERVER.split(";"):
+            if statement.strip():
+                db.session.execute(
+                    db.text(statement),
+                    {
+                        "server": server,
+                        "sources": args.big_server_sources,
+                        "slots": args.big_server_slots,
+                    },
+                )
+        db.session.commit()
+        wal_rows = db.session.scalar(
+            db.select(db.func.count(WalMetric.id)).where(
+                WalMetric.source_id.in_(
+                    db.select(SourceState.source_id).where(SourceState.server_id == server)
+                )
+            )
+        )
+        slot_rows = db.session.scalar(
+            db.select(db.func.count(SlotMetric.id)).where(SlotMetric.server_id == server)
+        )
+    source_id = server - 1
+    print(
+        f"one server, {args.big_server_slots} slots behind {args.big_server_sources} sources, "
+        f"a sample every 5 min for 24 h: {wal_rows:,} sample rows, {slot_rows:,} slot rows "
+        f"({args.big_server_slots} a sample, once per server)"
+    )
+    for label, path in (
+        ("source page", f"/sources/{source_id}"),
+        ("24 h history", f"/api/v1/sources/{source_id}/wal-history?start=24h"),
+        ("/metrics", "/metrics"),
+        ("dashboard", "/"),
+    ):
+
+        def get(path: str = path) -> object:
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, response.get_data(as_text=True)[:300]
+            return response
+
+        took_ms, response = median_ms(get, args.runs)
+        body = response.get_data()  # type: ignore[attr-defined]
+        extra = ""
+        if label == "24 h history":
+            data = json.loads(body)
+            extra = f", {len(data['slots'])} slot lines + 1 summing {data['other_slots']['count']}"
+        print(f"  {label}: {len(body) / 1024:,.0f} kB, median {took_ms:.1f} ms{extra}")
+
+
 def _seed_dashboard(count: int) -> None:
-    """Give every source a latest state with a full 24-hour sparkline."""
-    now = int(utcnow().timestamp()) // 1800 * 1800
+    """Give every source a latest state on its own server, with a full 24-hour sparkline."""
+    now = int(utcnow().timestamp()) // 600 * 600
     for source_id in range(1, count + 1):
         db.session.add(
             SourceState(
@@ -212,8 +293,9 @@ def _seed_dashboard(count: int) -> None:
                 inactive_slot_count=int(source_id % 3 == 0),
                 last_error="connection refused" if source_id % 97 == 0 else None,
                 retained_history=[
-                    [now - 1800 * k, source_id * 1000 + k] for k in range(47, -1, -1)
+                    [now - 600 * k, source_id * 1000 + k] for k in range(143, -1, -1)
                 ],
+                server_id=source_id,
             )
         )
     db.session.commit()

@@ -25,12 +25,12 @@ from flask_migrate import upgrade  # noqa: E402
 
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import Source  # noqa: E402
 from rosetta_web.monitor.rounds import run_round  # noqa: E402
+from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster, HangingServer  # noqa: E402
 
 PASSWORD = "bench-Monitor-1"
-# What the seed describes: one position query per source, nothing else.
+# The naive way: one position query per source, one source after another, nothing else.
 NAIVE_SQL = "SELECT pg_current_wal_lsn(), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"
 
 
@@ -106,17 +106,16 @@ def main() -> None:
                     cluster = clusters[i % len(clusters)]
                     port, database = cluster.port, f"app_{i % args.databases}"
                 targets.append(("127.0.0.1", port, database))
-                source = Source(
-                    name=f"source-{i:04d}",
-                    pg_host="127.0.0.1",
-                    pg_port=port,
-                    pg_database=database,
-                    pg_username="monitor",
-                    publication_name="pub",
-                    replication_id=0,
+                db.session.add(
+                    new_source(
+                        f"source-{i:04d}",
+                        pg_host="127.0.0.1",
+                        pg_port=port,
+                        pg_database=database,
+                        pg_username="monitor",
+                        pg_password=PASSWORD,
+                    )
                 )
-                source.pg_password = PASSWORD
-                db.session.add(source)
             db.session.commit()
             hanging_count = len(hanging_ids)
             reachable = args.sources - hanging_count

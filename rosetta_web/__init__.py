@@ -9,10 +9,12 @@ from typing import Any
 
 from dotenv import load_dotenv
 from flask import Flask, jsonify
+from sqlalchemy import text
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
 __version__ = "0.1.0"
+LOG_HANDLER_NAME = "rosetta"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -85,10 +87,10 @@ def _configure_logging(level: str, log_format: str) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._rosetta = True  # type: ignore[attr-defined]
+    handler.set_name(LOG_HANDLER_NAME)
     root = logging.getLogger()
     # Replace only our own handler, so create_app may run twice (tests) without doubling lines.
-    root.handlers = [h for h in root.handlers if not getattr(h, "_rosetta", False)] + [handler]
+    root.handlers = [h for h in root.handlers if h.get_name() != LOG_HANDLER_NAME] + [handler]
     root.setLevel(level)
 
 
@@ -116,7 +118,7 @@ def _register_blueprints(app: Flask) -> None:
         """Report whether the metadata database answers, for load balancers."""
         started = time.perf_counter()
         try:
-            db.session.execute(db.text("SELECT 1"))
+            db.session.execute(text("SELECT 1"))
             database = {
                 "status": "ok",
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1),

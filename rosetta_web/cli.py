@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
+from werkzeug.local import LocalProxy
 
 from .auth import services
-from .auth.forms import UserForm
+from .auth.forms import TokenForm, UserForm
 from .extensions import db
-from .models import ApiToken
+from .forms import filled
+from .models import ApiToken, User
 from .timeutil import isoformat
 
 users_cli = AppGroup("users", help="Manage operator accounts.")
@@ -18,7 +23,7 @@ tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
 rosetta_cli = AppGroup("rosetta", help="Run the WAL monitor.")
 
 
-def _user_or_fail(username: str):  # type: ignore[no-untyped-def]
+def _user_or_fail(username: str) -> User:
     user = services.find_user(username)
     if user is None:
         raise click.ClickException(f"no operator named {username!r}")
@@ -39,9 +44,10 @@ def create_user(username: str, password: str | None) -> None:
     if not form.validate():
         problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in form.errors.items())
         raise click.ClickException(problems)
-    if services.find_user(form.username.data):
-        raise click.ClickException(f"an operator named {form.username.data!r} already exists")
-    user = services.create_user(form.username.data, form.password.data)
+    username = filled(form.username)
+    if services.find_user(username):
+        raise click.ClickException(f"an operator named {username!r} already exists")
+    user = services.create_user(username, filled(form.password))
     click.echo(f"Created operator {user.username}.")
 
 
@@ -51,10 +57,10 @@ def create_user(username: str, password: str | None) -> None:
 def create_token(username: str, name: str) -> None:
     """Create an API token; its secret is printed alone on the last line, once."""
     user = _user_or_fail(username)
-    name = name.strip()
-    if not name or len(name) > 80:
-        raise click.ClickException("--name must be 1 to 80 characters")
-    token, raw = services.create_token(user, name)
+    form = TokenForm(formdata=MultiDict({"name": name}), meta={"csrf": False})
+    if not form.validate():
+        raise click.ClickException(f"--name: {' '.join(form.name.errors)}")
+    token, raw = services.create_token(user, filled(form.name))
     click.echo(f"Created token {token.name!r} (id {token.id}) for {user.username}. Store it now:")
     click.echo(raw)
 
@@ -65,7 +71,7 @@ def list_tokens(username: str) -> None:
     """List an operator's API tokens (never their secrets)."""
     user = _user_or_fail(username)
     tokens = db.session.scalars(
-        db.select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
     ).all()
     for token in tokens:
         last_used = isoformat(token.last_used_at) or "never"
@@ -101,7 +107,7 @@ def sample(source_name: str | None) -> None:
     rows = [
         (
             s.name,
-            "OK" if s.ok else "ERROR",
+            s.status or ("OK" if s.ok else "ERROR"),
             _bytes(s.size_bytes),
             _bytes(s.retained_bytes),
             str(len(s.slots)) if s.ok else "-",
@@ -125,7 +131,8 @@ def scheduler() -> None:
 
     from .monitor.scheduler import MonitorScheduler
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # current_app is a proxy typed as Flask; the scheduler's threads need the app object itself.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     click.echo(
         f"WAL monitor: sampling every {app.config['WAL_MONITOR_INTERVAL_SECONDS']} s "
         "(one process among those sharing the database samples); Ctrl+C stops"

@@ -30,15 +30,20 @@ def fernet_for(secret_key: str, encryption_key: str | None) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
+def _fernet() -> Fernet:
+    fernet: Fernet = current_app.extensions["rosetta_fernet"]
+    return fernet
+
+
 def encrypt_secret(plaintext: str) -> str:
     """Encrypt a secret for storage."""
-    return current_app.extensions["rosetta_fernet"].encrypt(plaintext.encode()).decode()
+    return _fernet().encrypt(plaintext.encode()).decode()
 
 
 def decrypt_secret(ciphertext: str) -> str:
     """Decrypt a stored secret; fail with a message that never includes the secret."""
     try:
-        return current_app.extensions["rosetta_fernet"].decrypt(ciphertext.encode()).decode()
+        return _fernet().decrypt(ciphertext.encode()).decode()
     except InvalidToken:
         raise ValueError(
             "a stored secret cannot be decrypted: ENCRYPTION_KEY or SECRET_KEY changed since it "

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, flash, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .extensions import db
@@ -53,7 +53,7 @@ class ApiError(Exception):
 def from_domain(exc: DomainError) -> ApiError:
     """Translate a domain error into the envelope's status, name and details."""
     if isinstance(exc, NotFound):
-        details = {"entity_type": exc.entity_type, "entity_id": exc.entity_id}
+        details: dict[str, Any] = {"entity_type": exc.entity_type, "entity_id": exc.entity_id}
         return ApiError(404, str(exc), details)
     if isinstance(exc, DuplicateName):
         details = {"fields": {"name": [exc.field_message]}}
@@ -130,8 +130,8 @@ def register_error_handlers(app: Flask) -> None:
     def handle_http_exception(exc: HTTPException) -> Response:
         status = exc.code or 500
         details: dict[str, Any] = {}
-        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            details["allowed_methods"] = sorted(exc.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            details["allowed_methods"] = sorted(exc.valid_methods)
         response = error_response(status, exc.description or exc.name, details)
         if status == 405 and details:
             response.headers["Allow"] = ", ".join(details["allowed_methods"])

@@ -5,18 +5,46 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask
-from jinja2.filters import do_filesizeformat
 from markupsafe import Markup, escape
 
 from .monitor.rounds import SPARKLINE_BUCKET_SECONDS, SPARKLINE_SPAN_SECONDS
 from .timeutil import as_utc, utcnow
 
+# pg_size_pretty's units: (name, the size below which it is used, whether it rounds halves).
+SIZE_UNITS = (
+    ("bytes", 10 * 1024, False),
+    ("kB", 20 * 1024 - 1, True),
+    ("MB", 20 * 1024 - 1, True),
+    ("GB", 20 * 1024 - 1, True),
+    ("TB", 20 * 1024 - 1, True),
+    ("PB", 20 * 1024 - 1, True),
+)
 
-def human_bytes(value: int | None) -> str:
-    """Format a byte count in kB, MB, GB (powers of 1000); None as a dash."""
+
+def _half_rounded(value: int) -> int:
+    """Halve rounding half away from zero, truncating as C's integer division does."""
+    return int((value + (-1 if value < 0 else 1)) / 2)
+
+
+def pg_size_pretty(value: int | None) -> str:
+    """Format a byte count exactly as PostgreSQL's pg_size_pretty does (1024-based); None as —."""
     if value is None:
         return "—"
-    return do_filesizeformat(value)
+    size = int(value)
+    for index, (name, limit, rounds) in enumerate(SIZE_UNITS):
+        last = index == len(SIZE_UNITS) - 1
+        if last or abs(size) < limit:
+            return f"{_half_rounded(size) if rounds else size} {name}"
+        next_rounds = SIZE_UNITS[index + 1][2]
+        # Ten bits per unit; one fewer before a unit that halves, one more after one that did.
+        bits = 10 - next_rounds + rounds
+        size = int(size / (1 << bits))
+    raise AssertionError("unreachable")
+
+
+def exact_bytes(value: int | None) -> str:
+    """Spell a byte count out in full, for a tooltip: '845,712,384 bytes'."""
+    return "" if value is None else f"{int(value):,} bytes"
 
 
 def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
@@ -42,7 +70,7 @@ def utc(moment: datetime | None) -> str:
 
 
 def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Markup:
-    """Draw 24 hours of half-hourly retained WAL as a small SVG line, with gaps where it failed."""
+    """Draw 24 hours of retained WAL, one point per 10 minutes, with gaps where it failed."""
     slots = SPARKLINE_SPAN_SECONDS // SPARKLINE_BUCKET_SECONDS
     end = int((now or utcnow()).timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
     start = end - SPARKLINE_SPAN_SECONDS + SPARKLINE_BUCKET_SECONDS
@@ -51,7 +79,7 @@ def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Ma
     if not points:
         return Markup('<span class="muted">—</span>')
     top = max(value for _, value in points) or 1
-    # Whole-number coordinates in a viewBox of one unit per half hour: cheap to write for a
+    # Whole-number coordinates in a viewBox of one unit per bucket: cheap to write for a
     # thousand sources, and the browser stretches the line to the cell.
     path, previous = [], None
     for moment, value in points:
@@ -60,7 +88,7 @@ def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Ma
         # A point after a gap starts a new line; the tiny step makes a lone point visible.
         path.append(f"L{x},{y}" if previous == x - 1 else f"M{x},{y}l0.1,0")
         previous = x
-    label = escape(f"WAL retained over 24 hours, peak {human_bytes(top)}")
+    label = escape(f"WAL retained over 24 hours, peak {pg_size_pretty(top)}")
     return Markup(
         f'<svg class="sparkline" viewBox="0 0 {slots - 1} 24" preserveAspectRatio="none" '
         f'role="img" aria-label="{label}"><title>{label}</title>'
@@ -70,7 +98,8 @@ def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Ma
 
 def register_filters(app: Flask) -> None:
     """Make the filters available to every template."""
-    app.add_template_filter(human_bytes, "bytes")
+    app.add_template_filter(pg_size_pretty, "bytes")
+    app.add_template_filter(exact_bytes, "exact_bytes")
     app.add_template_filter(relative_time, "ago")
     app.add_template_filter(utc, "utc")
     app.add_template_filter(sparkline, "sparkline")

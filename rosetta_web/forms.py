@@ -6,7 +6,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask_wtf import FlaskForm
-from wtforms import Field
+from sqlalchemy import select
+from wtforms import Field, StringField
+
+# types-WTForms 3.2 predates WTForms 3.3's SelectChoice: imported once here for every form.
+from wtforms import SelectChoice as SelectChoice  # type: ignore[attr-defined]
 from wtforms.fields.core import UnboundField
 from wtforms.validators import DataRequired, Length, Regexp, StopValidation, ValidationError
 
@@ -21,7 +25,8 @@ def form_view(view: F) -> F:
     Such a view answers a stale token with the form, the operator's input and a message,
     instead of the bare error that the global check gives.
     """
-    view.csrf_checked_by_form = True  # type: ignore[attr-defined]
+    # Through __dict__, since mypy lets no attribute be added to a Callable.
+    view.__dict__["csrf_checked_by_form"] = True
     return view
 
 
@@ -43,8 +48,15 @@ def blank_to_none(value: Any) -> Any:
 def whole_number(form: FlaskForm, field: Field) -> None:
     """Stop a number field's checks at one clear message when it holds no whole number."""
     if field.process_errors or field.data is None:
-        field.errors.clear()
+        field.errors = []
         raise StopValidation("Enter a whole number.")
+
+
+def filled(field: StringField) -> str:
+    """Return the text of a required field, once its form has validated."""
+    if field.data is None:
+        raise ValueError(f"{field.name} is empty: validate the form before reading it")
+    return field.data
 
 
 def name_rules() -> list[Any]:
@@ -99,7 +111,7 @@ class EntityForm(BaseForm):
 
     def validate_name(self, field: Field) -> None:
         """Refuse a name another entity of the same kind already has."""
-        stmt = db.select(self.model.id).where(self.model.name == field.data)
+        stmt = select(self.model.id).where(self.model.name == field.data)
         if self.editing_id is not None:
             stmt = stmt.where(self.model.id != self.editing_id)
         if db.session.scalar(stmt) is not None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .crypto import decrypt_secret, encrypt_secret
-from .extensions import db
+from .extensions import Model
 from .shapes import Computed, Shaped, ref
 from .timeutil import utcnow
 
@@ -40,7 +40,7 @@ class TimestampMixin:
     )
 
 
-class Source(Shaped, TimestampMixin, db.Model):
+class Source(Shaped, TimestampMixin, Model):
     """A PostgreSQL database whose changes Rosetta captures."""
 
     __tablename__ = "sources"
@@ -98,7 +98,7 @@ class Source(Shaped, TimestampMixin, db.Model):
         self.pg_password_encrypted = encrypt_secret(plaintext)
 
 
-class Destination(Shaped, TimestampMixin, db.Model):
+class Destination(Shaped, TimestampMixin, Model):
     """A Snowflake account, database and schema that pipelines load into."""
 
     __tablename__ = "destinations"
@@ -151,7 +151,7 @@ class Destination(Shaped, TimestampMixin, db.Model):
         )
 
 
-class Pipeline(Shaped, TimestampMixin, db.Model):
+class Pipeline(Shaped, TimestampMixin, Model):
     """A source connected to a destination, with the status the operator wants it in."""
 
     __tablename__ = "pipelines"
@@ -183,7 +183,7 @@ class Pipeline(Shaped, TimestampMixin, db.Model):
     destination: Mapped[Destination] = relationship(back_populates="pipelines")
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """An operator who signs in to the dashboard."""
 
     __tablename__ = "users"
@@ -217,7 +217,7 @@ class User(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token a script uses to call the API as an operator; only its hash is kept."""
 
     __tablename__ = "api_tokens"
@@ -233,7 +233,7 @@ class ApiToken(db.Model):
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
-class LoginFailure(db.Model):
+class LoginFailure(Model):
     """One failed sign-in, kept for the throttling window (shared by every worker)."""
 
     __tablename__ = "login_failures"
@@ -244,7 +244,7 @@ class LoginFailure(db.Model):
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class SourceState(Shaped, db.Model):
+class SourceState(Shaped, Model):
     """The WAL monitor's latest word on one source, so pages read it in constant time."""
 
     __tablename__ = "source_states"
@@ -291,13 +291,16 @@ class SourceState(Shaped, db.Model):
     inactive_slot_count: Mapped[int | None] = mapped_column(Integer)
     server_version: Mapped[str | None] = mapped_column(String(120))
     in_recovery: Mapped[bool | None] = mapped_column(Boolean)
-    # The dashboard's sparkline: [bucket start (epoch s), most WAL retained] per half hour, 24 h.
+    # The dashboard's sparkline: [bucket start (epoch s), most WAL retained] per bucket, 24 h.
     retained_history: Mapped[list[list[int]] | None] = mapped_column(JSON)
+    # The server the source's database lives on, as its last sample identified it.
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
 
     source: Mapped[Source] = relationship(back_populates="state")
+    server: Mapped[Server | None] = relationship()
 
 
-class WalMetric(Shaped, db.Model):
+class WalMetric(Shaped, Model):
     """One successful sample of a source's WAL."""
 
     __tablename__ = "wal_metrics"
@@ -346,8 +349,33 @@ class WalMetric(Shaped, db.Model):
     )
 
 
-class SlotMetric(Shaped, db.Model):
-    """One replication slot as one sample saw it."""
+class Server(Model):
+    """A PostgreSQL server (cluster): its slots and WAL are shared by all of its databases."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # pg_control_system()'s identifier; null until a sample has read it.
+    system_identifier: Mapped[str | None] = mapped_column(String(32), unique=True)
+    address: Mapped[str] = mapped_column(String(300))  # host:port of the source that found it
+    max_slot_wal_keep_size: Mapped[str | None] = mapped_column(String(32))
+    # When its slots were last stored: the latest slot rows carry this time.
+    last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def label(self) -> str:
+        """Name the server as Prometheus labels and the API do: its identifier, else address."""
+        return self.system_identifier or self.address
+
+    @property
+    def keeps_unlimited_wal(self) -> bool:
+        """Tell whether max_slot_wal_keep_size is -1: a slot may retain WAL without bound."""
+        return self.max_slot_wal_keep_size == "-1"
+
+
+class SlotMetric(Shaped, Model):
+    """One replication slot of a server as one sample saw it; stored once per server."""
 
     __tablename__ = "slot_metrics"
     api_name = "Slot"
@@ -357,6 +385,7 @@ class SlotMetric(Shaped, db.Model):
         "slot_type",
         "database",
         "active",
+        "inactive_since",
         "retained_bytes",
         "lag_bytes",
         "wal_status",
@@ -365,26 +394,26 @@ class SlotMetric(Shaped, db.Model):
     )
     __table_args__ = (
         Index(
-            "ix_slot_metrics_source_id_recorded_at",
-            "source_id",
+            "ix_slot_metrics_server_id_recorded_at",
+            "server_id",
             "recorded_at",
-            postgresql_include=["slot_name", "retained_bytes"],
+            postgresql_include=["slot_name", "database", "retained_bytes"],
         ),
     )
 
     id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
-    wal_metric_id: Mapped[int] = mapped_column(
-        BIGINT_ID,
-        ForeignKey("wal_metrics.id", ondelete="CASCADE"),
-        index=True,
-    )
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     slot_name: Mapped[str] = mapped_column(String(63))
     plugin: Mapped[str | None] = mapped_column(String(63))
     slot_type: Mapped[str] = mapped_column(String(16))
     database: Mapped[str | None] = mapped_column(String(63))
     active: Mapped[bool] = mapped_column(Boolean)
+    inactive_since: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        doc="Since when no consumer is connected: PostgreSQL 17's own figure, else the first "
+        "sample that saw it inactive; null while active",
+    )
     retained_bytes: Mapped[int | None] = mapped_column(
         BigInteger, doc="Current position minus restart_lsn, in bytes"
     )
@@ -392,10 +421,24 @@ class SlotMetric(Shaped, db.Model):
         BigInteger, doc="Current position minus confirmed_flush_lsn, in bytes"
     )
     wal_status: Mapped[str | None] = mapped_column(String(16), doc="PostgreSQL 13+")
-    safe_wal_size: Mapped[int | None] = mapped_column(BigInteger, doc="PostgreSQL 13+, bytes")
+    safe_wal_size: Mapped[int | None] = mapped_column(
+        BigInteger, doc="PostgreSQL 13+, bytes; null when max_slot_wal_keep_size is -1"
+    )
 
 
-class MonitorRound(db.Model):
+class SampleError(Model):
+    """One failed sampling attempt: when, and why (never a secret)."""
+
+    __tablename__ = "sample_errors"
+    __table_args__ = (Index("ix_sample_errors_source_id_recorded_at", "source_id", "recorded_at"),)
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    error: Mapped[str] = mapped_column(String(500))
+
+
+class MonitorRound(Model):
     """One round of the WAL sampler: when, by which process, how long, how many failed."""
 
     __tablename__ = "monitor_rounds"
@@ -407,3 +450,5 @@ class MonitorRound(db.Model):
     failures: Mapped[int] = mapped_column(Integer)
     skipped: Mapped[int] = mapped_column(Integer)
     sampler: Mapped[str] = mapped_column(String(255))
+    # Sampled by hand (CLI, API, the Sample now button), not by the schedule.
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
@@ -62,6 +63,8 @@ class Resource:
     prepare_form: Callable[[EntityForm], None] = field(default=lambda form: None)
     # Called before a save commits, with the names of the fields the save changed.
     before_commit: Callable[[Any, set[str]], None] = field(default=lambda entity, changed: None)
+    # Called in the deleting transaction, before the entity is deleted.
+    before_delete: Callable[[Any], None] = field(default=lambda entity: None)
 
     @property
     def title(self) -> str:
@@ -77,7 +80,7 @@ class Resource:
 
     def search(self, text: str = "") -> list[Any]:
         """Return every entity, by name, whose name contains `text`."""
-        stmt = db.select(self.model).options(*self.list_options).order_by(self.model.name)
+        stmt = select(self.model).options(*self.list_options).order_by(self.model.name)
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         if text:
             stmt = stmt.where(self.model.name.contains(text.lower(), autoescape=True))
@@ -120,7 +123,7 @@ class Resource:
         column = {"sources": Pipeline.source_id, "destinations": Pipeline.destination_id}
         if self.plural not in column:
             return []
-        stmt = db.select(Pipeline.name).where(column[self.plural] == entity.id)
+        stmt = select(Pipeline.name).where(column[self.plural] == entity.id)
         return list(db.session.scalars(stmt.order_by(Pipeline.name)))
 
     def delete(self, entity: Any) -> None:
@@ -128,5 +131,6 @@ class Resource:
         pipelines = self.blocking_pipelines(entity)
         if pipelines:
             raise InUse(self.title, entity.name, pipelines)
+        self.before_delete(entity)
         db.session.delete(entity)
         db.session.commit()

@@ -6,7 +6,8 @@ import secrets
 from typing import Any
 
 from flask import Flask, g, redirect, request, url_for
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Response as FlaskResponse
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -31,7 +32,7 @@ def _bearer_token() -> str | None:
 class ApiSessionInterface(SecureCookieSessionInterface):
     """Send no session cookie to a client that signs its calls with a bearer token."""
 
-    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+    def save_session(self, app: Flask, session: SessionMixin, response: FlaskResponse) -> None:
         if g.get("authenticated_by_token"):
             return
         super().save_session(app, session, response)

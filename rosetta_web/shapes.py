@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, ClassVar
 
 from sqlalchemy import inspect
@@ -82,9 +81,19 @@ def _reader(name: str, is_time: bool) -> Callable[[Any], Any]:
     return lambda obj: getattr(obj, name)
 
 
-@cache
+# A dict rather than functools.cache: mypy wrongly refuses a type[...] variable as Hashable.
+_SHAPES: dict[type[Shaped], Shape] = {}
+
+
 def shape_of(model: type[Shaped]) -> Shape:
-    """Build the shape a model declares in `api_fields`."""
+    """Return the shape a model declares in `api_fields`, building it once per model."""
+    shape = _SHAPES.get(model)
+    if shape is None:
+        shape = _SHAPES[model] = _build_shape(model)
+    return shape
+
+
+def _build_shape(model: type[Shaped]) -> Shape:
     columns = inspect(model).columns
     fields = []
     for item in model.api_fields:

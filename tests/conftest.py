@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 from werkzeug.serving import make_server
 
 # Set before the app reads them, so no developer's .env or instance key leaks into a run.
@@ -22,9 +20,9 @@ from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db as _db  # noqa: E402
 
+from .clients import Api, Browser, QueryCounter, sign_in  # noqa: E402
+from .factories import MONITOR_PASSWORD, PASSWORD, PLAIN_PASSWORD, create_operator  # noqa: E402
 from .pg import Cluster, HangingServer, free_port  # noqa: E402
-
-PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +51,6 @@ def source_cluster(pg_cluster: Cluster | None) -> Iterator[Cluster]:
         cluster.stop()
 
 
-MONITOR_PASSWORD = "Monitor-Pass-9!"
-PLAIN_PASSWORD = "Plain-Pass-7!"
-
-
 @pytest.fixture(scope="session")
 def source_db(source_cluster: Cluster) -> Iterator[dict[str, Any]]:
     """A source database 'shop' with a publication, an inactive pgoutput slot and two roles.
@@ -78,52 +72,6 @@ def source_db(source_cluster: Cluster) -> Iterator[dict[str, Any]]:
         cur.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active"
         )
-
-
-def sampled_source(index: int, **state: Any) -> Any:
-    """Build (not store) source number `index` with a monitor state made of `state`."""
-    from rosetta_web.models import Source, SourceState
-
-    source = Source(
-        name=f"src-{index:04d}",
-        pg_host="h",
-        pg_port=5432,
-        pg_database="d",
-        pg_username="u",
-        publication_name="p",
-        replication_id=0,
-    )
-    source.pg_password = "x"
-    source.state = SourceState(consecutive_failures=0, slot_count=1, **state)
-    return source
-
-
-def add_source(
-    app: Flask,
-    name: str,
-    port: int,
-    user: str = "rosetta_monitor",
-    password: str = MONITOR_PASSWORD,
-    database: str = "shop",
-) -> int:
-    """Register a source the way the API does; return its id."""
-    from rosetta_web.models import Source
-
-    with app.app_context():
-        source = Source(
-            name=name,
-            pg_host="127.0.0.1",
-            pg_port=port,
-            pg_database=database,
-            pg_username=user,
-            publication_name="rosetta_pub",
-            replication_id=0,
-            slot_name="rosetta_slot",
-        )
-        source.pg_password = password
-        _db.session.add(source)
-        _db.session.commit()
-        return source.id
 
 
 @pytest.fixture
@@ -199,63 +147,12 @@ def runner(app: Flask) -> Any:
     return app.test_cli_runner()
 
 
-def csrf_token(client: FlaskClient, path: str = "/login") -> str:
-    """Read the CSRF token a page hands the browser."""
-    html = client.get(path).get_data(as_text=True)
-    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def sign_in(client: FlaskClient, username: str = "alice", password: str = PASSWORD) -> Any:
-    """Post the sign-in form the way a browser does."""
-    token = csrf_token(client)
-    return client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": token}
-    )
-
-
-def create_operator(app: Flask, username: str = "alice", password: str = PASSWORD) -> None:
-    with app.app_context():
-        services.create_user(username, password)
-
-
-class Browser:
-    """A test client signed in as an operator, posting forms with their CSRF token."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-        self.token = csrf_token(client, "/sources/")
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(path, **kwargs)
-
-    def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        return self.client.post(path, data={"csrf_token": self.token, **(data or {})}, **kwargs)
-
-
 @pytest.fixture
 def browser(app: Flask, client: FlaskClient) -> Browser:
     """A client signed in through the login form."""
     create_operator(app)
     assert sign_in(client).status_code == 303
     return Browser(client)
-
-
-class Api:
-    """A client that calls the API with a bearer token, as a script would."""
-
-    def __init__(self, client: FlaskClient, token: str) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def __getattr__(self, method: str) -> Any:
-        call = getattr(self.client, method)
-
-        def request(path: str, **kwargs: Any) -> Any:
-            return call(path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
-
-        return request
 
 
 @pytest.fixture
@@ -265,24 +162,6 @@ def api(app: Flask, client: FlaskClient) -> Api:
         user = services.create_user("script-owner", PASSWORD)
         _, raw = services.create_token(user, "tests")
     return Api(client, raw)
-
-
-class QueryCounter:
-    """Count the SQL statements an engine runs while it is active."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.statements: list[str] = []
-
-    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-    def __enter__(self) -> QueryCounter:
-        event.listen(self.engine, "before_cursor_execute", self._count)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._count)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The request bodies of GETTING_STARTED.md, verbatim, and form data built from them."""
+"""Request bodies as Rosetta's first users wrote them (the README's curl example among them)."""
 
 SOURCE = {
     "name": "production-postgres",

@@ -1,4 +1,4 @@
-"""The JSON API with a bearer token: the seed's bodies, CRUD, actions and every error."""
+"""The JSON API with a bearer token: the documented bodies, CRUD, actions and every error."""
 
 from __future__ import annotations
 

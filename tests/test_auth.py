@@ -8,7 +8,8 @@ from rosetta_web.auth import services
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import ApiToken, LoginFailure, User
 
-from .conftest import PASSWORD, create_operator, csrf_token, sign_in
+from .clients import csrf_token, sign_in
+from .factories import PASSWORD, create_operator
 
 
 def test_pages_redirect_to_login_and_api_answers_401(app, client):

@@ -16,7 +16,7 @@ def test_defaults_use_embedded_sqlite_and_keep_a_dev_key(tmp_path):
 
 
 def test_postgres_url_gets_pool_settings(tmp_path):
-    """A PostgreSQL URL (as the seed writes it) uses psycopg2 with the pool settings."""
+    """A PostgreSQL URL (as operators write it) uses psycopg2 with the pool settings."""
     env = {"DATABASE_URL": "postgresql+asyncpg://u:p@db:5432/meta", "DB_POOL_SIZE": "50"}
     config = load_config(str(tmp_path), env)
     assert config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://u:p@db:5432/meta"
@@ -45,6 +45,7 @@ def test_bad_settings_refuse_to_start(tmp_path, env, message):
         load_config(str(tmp_path), {"DATABASE_URL": "postgresql://u@h/d", **env})
 
 
+@pytest.mark.slow
 def test_production_refusal_from_the_command_line(tmp_path):
     """`flask` itself refuses to start in production without a real SECRET_KEY."""
     import os
@@ -71,6 +72,7 @@ def test_bad_encryption_key_refuses_to_start(database_url):
         fernet_for("x", "not-a-key")
 
 
+@pytest.mark.slow
 def test_json_logs_are_one_object_per_line(tmp_path):
     """LOG_FORMAT=json makes every log line a JSON object with time, level and message."""
     import json

@@ -8,7 +8,7 @@ from .pg import free_port
 
 
 def test_health_ok_without_login(client):
-    """Health answers without sign-in, with the seed's fields and the database check."""
+    """Health answers without sign-in, with its documented fields and the database check."""
     response = client.get("/health")
     body = response.get_json()
     assert response.status_code == 200

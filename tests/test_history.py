@@ -10,11 +10,11 @@ import pytest
 
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import sparkline
-from rosetta_web.models import Pipeline, SlotMetric, WalMetric
+from rosetta_web.models import Pipeline, SampleError, Server, Source, SourceState
 from rosetta_web.monitor import history
 from rosetta_web.timeutil import utcnow
 
-from .conftest import add_source, sampled_source
+from .factories import add_source, sampled_source, slot_metric, wal_metric
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # (seconds after T0, WAL directory bytes, retained bytes, WAL position bytes)
@@ -35,99 +35,140 @@ SAMPLES = [
 SLOT_SAMPLES = {0: 10, 60: 500, 450: 60}
 
 
+FAILURE_AT = 300  # a failed sample between two good ones
+
+
 def _seed(app) -> int:
     """Store the samples as the monitor would, each with its rate since the one before."""
     source_id = add_source(app, "synthetic", 5432)
     with app.app_context():
+        server = Server(address="127.0.0.1:5432", system_identifier="7000000000000000001")
+        _db.session.add(server)
+        _db.session.flush()
+        _db.session.add(SourceState(source_id=source_id, server_id=server.id, status="OK"))
         previous = None
         for offset, size, retained, position in SAMPLES:
             rate = None if previous is None else (position - previous[1]) / (offset - previous[0])
             previous = (offset, position)
-            metric = WalMetric(
-                wal_rate_bytes_per_second=rate,
-                source_id=source_id,
-                recorded_at=T0 + timedelta(seconds=offset),
-                current_lsn="0/0",
-                wal_position_bytes=position,
-                size_bytes=size,
-                retained_bytes=retained,
-                slot_count=1,
-                inactive_slot_count=0,
+            moment = T0 + timedelta(seconds=offset)
+            _db.session.add(
+                wal_metric(
+                    source_id,
+                    moment,
+                    wal_rate_bytes_per_second=rate,
+                    wal_position_bytes=position,
+                    size_bytes=size,
+                    retained_bytes=retained,
+                )
             )
-            _db.session.add(metric)
-            _db.session.flush()
             if offset in SLOT_SAMPLES:
                 _db.session.add(
-                    SlotMetric(
-                        wal_metric_id=metric.id,
-                        source_id=source_id,
-                        recorded_at=metric.recorded_at,
-                        slot_name="slot_a",
-                        slot_type="logical",
-                        active=True,
+                    slot_metric(
+                        server.id,
+                        moment,
+                        "slot_a",
+                        database="shop",
                         retained_bytes=SLOT_SAMPLES[offset],
                     )
                 )
+        _db.session.add(
+            SampleError(
+                source_id=source_id,
+                recorded_at=T0 + timedelta(seconds=FAILURE_AT),
+                error="connection refused. Is the server running?",
+            )
+        )
         _db.session.commit()
     return source_id
 
 
+def _history(app, source_id: int, start: str, end: str, max_points: int) -> dict:
+    with app.app_context():
+        source = _db.session.get(Source, source_id)
+        return history.history(source, history.window(start, end), max_points)
+
+
+def _at(*offsets: int) -> list[str]:
+    return [(T0 + timedelta(seconds=o)).isoformat().replace("+00:00", "Z") for o in offsets]
+
+
 @pytest.mark.parametrize("backend", ["app", "sqlite_app"])
-def test_bucketing_matches_a_hand_computed_history(request, backend):
-    """Ten 90 s buckets: edges, spikes (max), gaps (null) and rates come out as computed."""
+def test_few_samples_come_back_at_their_own_times(request, backend):
+    """No more samples than max_points: each sample at its time with its values, failures too."""
     app = request.getfixturevalue(backend)
     source_id = _seed(app)
-    with app.app_context():
-        win = history.window(
-            T0.isoformat(),
-            (T0 + timedelta(seconds=900)).isoformat(),
-            max_points=10,
-            interval_s=60,
-        )
-        assert (win.bucket_seconds, win.buckets) == (90, 10)
-        result = history.history(source_id, win)
-    none2 = [None, None]
+    result = _history(app, source_id, T0.isoformat(), (T0 + timedelta(seconds=900)).isoformat(), 10)
+    assert result["bucket_seconds"] == 0
+    assert result["times"] == _at(0, 60, 90, 150, 180, 240, FAILURE_AT, 450, 540, 899)
     size = result["series"]["size_bytes"]
-    assert size["last"] == [110, 130, 150, *none2, 160, 170, *none2, 180]
-    assert size["min"] == [100, 120, 140, *none2, 160, 170, *none2, 180]
-    assert size["max"] == [110, 130, 150, *none2, 160, 170, *none2, 180]
+    assert size["last"] == [100, 110, 120, 130, 140, 150, None, 160, 170, 180]
+    assert size["min"] == size["last"] and size["max"] == size["last"]
+    assert result["errors"][6] == "connection refused. Is the server running?"
+    assert result["errors"].count(None) == 9
+    slot = result["slots"]["slot_a"]
+    assert slot["last"] == [10, 500, None, None, None, None, None, 60, None, None]
+    assert slot["own"] is True and result["other_slots"] is None
+
+
+@pytest.mark.parametrize("backend", ["app", "sqlite_app"])
+def test_buckets_are_drawn_at_their_last_sample_with_a_min_max_band(request, backend):
+    """More samples than max_points: 180 s buckets on epoch multiples, each point at its last
+    sample's time with its values, the spike kept in the band, the failure a null point."""
+    app = request.getfixturevalue(backend)
+    source_id = _seed(app)
+    result = _history(app, source_id, T0.isoformat(), (T0 + timedelta(seconds=900)).isoformat(), 5)
+    assert result["bucket_seconds"] == 180
+    assert result["times"] == _at(150, 240, FAILURE_AT, 450, 540, 899)
+    size = result["series"]["size_bytes"]
+    assert size["last"] == [130, 150, None, 160, 170, 180]
+    assert size["min"] == [100, 140, None, 160, 170, 180]
     retained = result["series"]["retained_bytes"]
-    assert retained["max"] == [500, 30, 50, *none2, 60, 70, *none2, 80]  # the spike survives
-    assert retained["last"][0] == 500 and retained["min"][0] == 10
+    assert retained["last"][0] == 30 and retained["max"][0] == 500  # the spike survives
     rate = result["series"]["wal_rate_bytes_per_second"]
-    assert rate["last"] == [100, 100, 100, *none2, 142.857, 0, *none2, 27.855]
-    assert rate["max"][2] == 300 and rate["min"][2] == 100
-    assert result["slots"]["slot_a"]["retained_bytes"]["max"] == [500, *[None] * 4, 60, *[None] * 4]
-    assert result["buckets"][1] == "2026-03-01T12:01:30Z" and len(result["buckets"]) == 10
+    assert rate["last"] == [100, 100, None, 142.857, 0, 27.855]
+    assert rate["max"][1] == 300
+    assert result["errors"] == [
+        None,
+        None,
+        "connection refused. Is the server running?",
+        None,
+        None,
+        None,
+    ]
+    assert result["slots"]["slot_a"]["max"] == [500, None, None, 60, None, None]
+    # Asked again later with a range that moved with it, the buckets' points stay put.
+    later = _history(
+        app,
+        source_id,
+        (T0 + timedelta(seconds=7)).isoformat(),
+        (T0 + timedelta(seconds=907)).isoformat(),
+        5,
+    )
+    assert later["times"] == result["times"] + _at(900)  # and the sample now in range
+    assert later["series"]["size_bytes"]["last"][:-1] == size["last"]
 
 
-def test_window_never_buckets_finer_than_sampling():
-    """Buckets are at least 1.5 sampling intervals wide, and never more than max_points."""
+def test_window_reads_relative_and_absolute_times():
+    """Relative and ISO times resolve against now; wrong ones name their field."""
     now = T0
-    short = history.window("1h", None, 1000, 300, now=now)
-    assert short.bucket_seconds == 450 and short.buckets == 8
-    long = history.window("30d", None, 1000, 300, now=now)
-    assert long.buckets <= 1000 and long.bucket_seconds == 2592
-    assert history.window(None, None, 1000, 60, now=now).start == now - timedelta(hours=24)
+    assert history.window("1h", None, now=now).start == now - timedelta(hours=1)
+    assert history.window(None, None, now=now).start == now - timedelta(hours=24)
     with pytest.raises(history.HistoryParameterError, match="end must be after start"):
-        history.window("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z", 10, 60, now=now)
+        history.window("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z", now=now)
     with pytest.raises(history.HistoryParameterError, match="ISO-8601"):
-        history.window("yesterday", None, 10, 60, now=now)
+        history.window("yesterday", None, now=now)
 
 
 def test_history_endpoint_parameters_and_errors(app, api):
-    """The endpoint returns at most max_points buckets and answers bad parameters with 422."""
+    """The endpoint returns at most max_points points and answers bad parameters with 422."""
     source_id = _seed(app)
     start, end = "2026-03-01T12:00:00Z", "2026-03-01T12:15:00Z"
-    app.config["WAL_MONITOR_INTERVAL_SECONDS"] = 60
-    body = api.get(f"/api/v1/sources/{source_id}/wal-history?start={start}&end={end}&max_points=10")
+    body = api.get(f"/api/v1/sources/{source_id}/wal-history?start={start}&end={end}&max_points=5")
     data = body.get_json()
-    assert body.status_code == 200 and len(data["buckets"]) == 10
-    assert data["series"]["size_bytes"]["max"][0] == 110
+    assert body.status_code == 200 and len(data["times"]) == 6 and data["bucket_seconds"] == 180
+    assert data["series"]["size_bytes"]["max"][0] == 130
     few = api.get(f"/api/v1/sources/{source_id}/wal-history?start=30d&max_points=7").get_json()
-    assert len(few["buckets"]) <= 7 and few["end"] > few["start"]
-    default = api.get(f"/api/v1/sources/{source_id}/wal-history").get_json()
-    assert default["bucket_seconds"] * len(default["buckets"]) >= 24 * 3600
+    assert len(few["times"]) <= 7 * 2 and few["end"] > few["start"]
     for query, field in (
         (f"start={end}&end={start}", "end"),
         ("start=last+tuesday", "start"),
@@ -147,7 +188,7 @@ def test_history_endpoint_parameters_and_errors(app, api):
 
 
 def _many_sources(app, count: int, start: int = 0) -> None:
-    now = int(utcnow().timestamp()) // 1800 * 1800
+    now = int(utcnow().timestamp()) // 600 * 600
     with app.app_context():
         for i in range(start, start + count):
             _db.session.add(
@@ -159,7 +200,7 @@ def _many_sources(app, count: int, start: int = 0) -> None:
                     size_bytes=i * 2_000_000,
                     inactive_slot_count=i % 2,
                     last_sampled_at=utcnow(),
-                    retained_history=[[now - 1800 * k, i * 1000 + k] for k in range(48, 0, -1)],
+                    retained_history=[[now - 600 * k, i * 1000 + k] for k in range(144, 0, -1)],
                 )
             )
         _db.session.commit()
@@ -178,11 +219,11 @@ def test_dashboard_reads_in_constant_queries_worst_first(app, browser, count_que
         _db.session.commit()
     with count_queries() as many:
         html = browser.get("/").get_data(as_text=True)
-    assert len(many.statements) == len(few.statements) <= 4
+    assert len(many.statements) == len(few.statements) <= 6
     names = [line.split(">")[1].split("<")[0] for line in html.split('<td><a href="/sources/')[1:]]
     assert names[:3] == ["src-0003", "src-0199", "src-0198"]  # ERROR first, then most retained
     assert html.count('<svg class="sparkline"') == 200
-    assert "1 ERROR" in html and "199 OK" in html and "100</span>" in html  # inactive slots
+    assert "1 ERROR" in html and "199 OK" in html
     assert "1 START" in html
     assert "connection refused" in html  # the error, expandable
 
@@ -219,20 +260,20 @@ def test_dashboard_poll_returns_only_the_table(app, browser):
 
 
 def test_sparkline_breaks_at_gaps():
-    """A missing half hour splits the sparkline into separate lines."""
+    """A missing 10 minutes splits the sparkline into separate lines."""
     now = T0
-    base = int(now.timestamp()) // 1800 * 1800
+    base = int(now.timestamp()) // 600 * 600
 
     def path(points):
         return str(sparkline(points, now)).split(' d="')[1].split('"')[0]
 
-    joined = path([[base - 3600, 10], [base - 1800, 20], [base, 5]])
+    joined = path([[base - 1200, 10], [base - 600, 20], [base, 5]])
     assert joined.count("M") == 1 and joined.count("L") == 2
-    gapped = path([[base - 5400, 10], [base - 1800, 20], [base, 5]])
+    gapped = path([[base - 1800, 10], [base - 600, 20], [base, 5]])
     assert gapped.count("M") == 2 and gapped.count("L") == 1
-    assert "peak 20 Bytes" in str(sparkline([[base, 20]], now))
+    assert "peak 20 bytes" in str(sparkline([[base, 20]], now))
     # A source failing for a day keeps older points; they are not drawn, nor count as peak.
-    stale = path([[base - 30 * 3600, 999], [base - 1800, 20], [base, 5]])
+    stale = path([[base - 30 * 3600, 999], [base - 600, 20], [base, 5]])
     assert "-" not in stale and stale.count("M") == 1
     assert "—" in str(sparkline([[base - 30 * 3600, 999]], now))
     assert "—" in str(sparkline(None, now))
@@ -257,4 +298,4 @@ def test_source_page_before_the_first_sample_says_when_it_comes(app, browser):
     source_id = add_source(app, "fresh", 5432)
     html = browser.get(f"/sources/{source_id}").get_data(as_text=True)
     assert 'id="no-samples"' in html and "wal-charts" not in html
-    assert "flask rosetta sample --source fresh" in html
+    assert "Sample now" in html

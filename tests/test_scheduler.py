@@ -20,7 +20,7 @@ from rosetta_web.extensions import db as _db
 from rosetta_web.models import MonitorRound, WalMetric
 from rosetta_web.monitor.scheduler import MonitorScheduler
 
-from .conftest import add_source
+from .factories import add_source
 from .pg import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,7 @@ def _stop(process: subprocess.Popen) -> str:
     return err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, tmp_path, source_db):
     """Two gunicorn workers: one samples each tick; kill it and the other takes over in time."""
@@ -108,6 +109,7 @@ def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, t
         _stop(server)
 
 
+@pytest.mark.slow
 def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_db):
     """`flask run` starts the monitor (once, even with the reloader); `flask routes` does not."""
     add_source(app, "shop", source_db["port"])
@@ -119,14 +121,14 @@ def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_d
         text=True,
         timeout=60,
     )
+    # `flask routes` has exited: had it started the monitor, its first round would be stored.
     assert routes.returncode == 0 and "/api/v1/sources" in routes.stdout
-    time.sleep(1)
     assert _rounds(app) == []
 
     server = _start(["flask", "run", "--debug", "--port", str(free_port())], database_url)
     try:
+        # The reloader's parent would have started its monitor before spawning the child.
         assert wait_for(lambda: _rounds(app), timeout=20), "flask run did not sample"
-        time.sleep(1)
     finally:
         err = _stop(server)
     assert err.count("WAL monitor scheduled every") == 1, err
@@ -150,7 +152,8 @@ def test_scheduler_survives_the_metadata_database_going_away(
 
     tick = threading.Thread(target=monitor.tick)
     tick.start()
-    time.sleep(1)  # the round is sampling: the hanging source holds it for 3 s
+    # The round is sampling once it holds a connection to the source that never answers.
+    assert wait_for(lambda: hanging_server.held, timeout=10)
     with closing(pg_cluster.connect()) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'outage_meta'"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rosetta_web.auth import services
 
-from .conftest import PASSWORD, Api, Browser, csrf_token
+from .clients import Api, Browser, csrf_token
+from .factories import PASSWORD
 from .seed import DESTINATION, PIPELINE, SOURCE
 
 

@@ -30,7 +30,7 @@ def json_body() -> dict[str, Any]:
 
 def formdata_from_json(
     form_class: type[EntityForm], payload: dict[str, Any], base: dict[str, Any] | None = None
-) -> MultiDict:
+) -> MultiDict[str, str]:
     """Turn a JSON object into form data for `form_class`, refusing what no field accepts.
 
     `base` holds the current values for a partial update (PATCH): the payload overrides them.

@@ -29,7 +29,8 @@ def form_schema(form_class: type[EntityForm]) -> dict[str, Any]:
         ):
             prop["type"] = "integer"
         elif isinstance(field, SelectField):
-            prop["enum"] = [choice.value for choice in field.choices]
+            # types-WTForms 3.2 types choices as tuples; WTForms 3.3 holds SelectChoice objects.
+            prop["enum"] = [choice.value for choice in field.choices]  # type: ignore[union-attr]
         if isinstance(field, PasswordField):
             prop.update(format="password", writeOnly=True)
         for validator in field.validators:
@@ -176,10 +177,23 @@ def _operations() -> dict[str, dict[str, Any]]:
             "404": _error("No such source"),
         },
     }
+    operations["api.sample_source"] = {
+        "summary": "Sample a source now (by hand: a failure never lengthens its backoff)",
+        "responses": {
+            "200": _json(ref("SampleResult"), "The sample, or why it failed, and the state"),
+            "404": _error("No such source"),
+        },
+    }
+    operations["api.summary"] = {
+        "summary": "The dashboard's counts: sources and pipelines by status, slots once per "
+        "server, and the worst slot",
+        "responses": {"200": _json(ref("Summary"), "The counts")},
+    }
     moment = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
     operations["api.wal_history"] = {
-        "summary": "A source's WAL history over a range, bucketed in SQL: per bucket and series "
-        "the last, min and max values; empty buckets (failed samples) are null",
+        "summary": "A source's WAL history over a range: its samples at their own times, or, "
+        "with more than max_points of them, buckets of the last, min and max values; failed "
+        "samples are points with null values and their error",
         "parameters": [
             {
                 "name": "start",
@@ -249,23 +263,61 @@ def _schemas() -> dict[str, Any]:
     moment = {"type": "string", "format": "date-time"}
     for model in (WalMetric, SlotMetric, SourceState):
         schemas[model.api_name] = shape_of(model).schema()
-    figures = {
+    figure = {"type": "array", "items": {"type": ["number", "null"]}}
+    kinds: dict[str, Any] = {"last": figure, "min": figure, "max": figure}
+    figures: dict[str, Any] = {
         "type": "object",
+        "required": ["last", "min", "max"],
+        "properties": kinds,
+        "description": "One value per time: the last sample's (the line), and the bucket's "
+        "min and max (a band); equal when the points are raw samples; null where it failed",
+    }
+    slot_series = {
+        **figures,
+        "required": ["database", "own", "last", "min", "max"],
         "properties": {
-            kind: {"type": "array", "items": {"type": ["number", "null"]}}
-            for kind in ("last", "min", "max")
+            **kinds,
+            "database": {"type": ["string", "null"]},
+            "own": {"type": "boolean", "description": "a slot of the source's own database"},
         },
+        "additionalProperties": False,
     }
     schemas["WalHistory"] = {
         "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "source_id",
+            "start",
+            "end",
+            "bucket_seconds",
+            "times",
+            "errors",
+            "series",
+            "slots",
+            "other_slots",
+        ],
         "properties": {
             "source_id": integer,
             "start": moment,
             "end": moment,
-            "bucket_seconds": {"type": "integer", "description": "at least 1.5 sampling intervals"},
-            "buckets": {"type": "array", "items": moment, "description": "each bucket's start"},
+            "bucket_seconds": {
+                "type": "integer",
+                "description": "0: every point is a sample at its own time; else the width of "
+                "the buckets, whose edges are multiples of it since 1970",
+            },
+            "times": {
+                "type": "array",
+                "items": moment,
+                "description": "each point's time: its sample's, or its bucket's last sample's",
+            },
+            "errors": {
+                "type": "array",
+                "items": {"type": ["string", "null"]},
+                "description": "at each time, null, or why the sample failed",
+            },
             "series": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "size_bytes": figures,
                     "retained_bytes": figures,
@@ -274,11 +326,65 @@ def _schemas() -> dict[str, Any]:
             },
             "slots": {
                 "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "properties": {"retained_bytes": figures},
-                },
+                "description": "the slots of the source's database and the 10 others of its "
+                "server that retain the most",
+                "additionalProperties": slot_series,
             },
+            "other_slots": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        **figures,
+                        "required": ["count", "last", "min", "max"],
+                        "properties": {**kinds, "count": integer},
+                    },
+                ],
+                "description": "the server's remaining slots, summed",
+            },
+        },
+    }
+    slot = ref("Slot")["$ref"]
+    schemas["SlotSummary"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "source_id": {"type": ["integer", "null"]},
+            "server": {"type": "string", "description": "system_identifier, else host:port"},
+            "slot_name": {"type": "string"},
+            "database": {"type": ["string", "null"]},
+            "retained_bytes": {"type": ["integer", "null"]},
+            "active": {"type": "boolean"},
+            "inactive_since": {"type": ["string", "null"], "format": "date-time"},
+            "wal_status": {"type": ["string", "null"]},
+        },
+        "description": f"A slot, as in {slot}, with its server",
+    }
+    counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+    schemas["Summary"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["sources", "slots", "pipelines", "worst_slot"],
+        "properties": {
+            "sources": {**counts, "description": "by monitor status"},
+            "slots": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"total": integer, "inactive": integer},
+                "description": "each slot counted once per server",
+            },
+            "pipelines": {**counts, "description": "by desired status"},
+            "worst_slot": {"oneOf": [{"type": "null"}, ref("SlotSummary")]},
+        },
+    }
+    schemas["SampleResult"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ok", "error", "sample", "monitor"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "error": {"type": ["string", "null"]},
+            "sample": {"oneOf": [{"type": "null"}, ref("WalMetric")]},
+            "monitor": {"oneOf": [{"type": "null"}, ref("MonitorState")]},
         },
     }
     schemas["Health"] = {
@@ -317,7 +423,7 @@ def build_spec() -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
             for name in sorted(rule.arguments - documented)
         ]
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             op = {
                 "operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),
                 **operation,

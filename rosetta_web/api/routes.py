@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, render_template, request, url_for
+from flask import jsonify, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from ..crud import entity_form
+from ..dashboard.services import dashboard_summary
 from ..destinations.services import DESTINATIONS
 from ..errors import ApiError
 from ..extensions import db
@@ -16,7 +18,7 @@ from ..models import WalMetric
 from ..monitor import history
 from ..pipelines.services import PIPELINES, set_status
 from ..resources import DuplicateName, Resource
-from ..sources.services import SOURCES, latest_slots
+from ..sources.services import SOURCES, latest_slots, sample_now
 from . import bp
 from .bodies import formdata_from_json, json_body
 from .openapi import build_spec
@@ -114,7 +116,7 @@ def wal_metrics() -> Response:
     """List a source's newest WAL samples, newest first."""
     source = SOURCES.get(_int_arg("source_id", None, 1, MAX_INT))
     stmt = (
-        db.select(WalMetric)
+        select(WalMetric)
         .where(WalMetric.source_id == source.id)
         .order_by(WalMetric.recorded_at.desc(), WalMetric.id.desc())
         .limit(_int_arg("limit", 100, 1, 1000))
@@ -124,19 +126,26 @@ def wal_metrics() -> Response:
 
 @bp.get("/sources/<id:entity_id>/wal-history")
 def wal_history(entity_id: int) -> Response:
-    """Return a source's WAL series over a time range, bucketed to at most max_points."""
+    """Return a source's WAL series over a time range: its samples, or at most max_points."""
     source = SOURCES.get(entity_id)
     max_points = _int_arg("max_points", history.DEFAULT_MAX_POINTS, 1, history.MAX_POINTS_LIMIT)
     try:
-        win = history.window(
-            request.args.get("start"),
-            request.args.get("end"),
-            max_points,
-            current_app.config["WAL_MONITOR_INTERVAL_SECONDS"],
-        )
+        win = history.window(request.args.get("start"), request.args.get("end"))
     except history.HistoryParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
-    return jsonify(history.history(source.id, win))
+    return jsonify(history.history(source, win, max_points))
+
+
+@bp.post("/sources/<id:entity_id>/sample")
+def sample_source(entity_id: int) -> Response:
+    """Sample a source now and return the sample, or why it failed."""
+    return jsonify(sample_now(SOURCES.get(entity_id)))
+
+
+@bp.get("/summary")
+def summary() -> Response:
+    """Return the dashboard's counts: sources and pipelines by status, slots once per server."""
+    return jsonify(dashboard_summary())
 
 
 @bp.get("/sources/<id:entity_id>/slots")

@@ -6,11 +6,12 @@ from urllib.parse import urlsplit
 
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
-from ..forms import ConfirmForm, form_view
+from ..forms import ConfirmForm, filled, form_view
 from ..models import ApiToken
 from ..timeutil import utcnow
 from . import bp, services
@@ -36,7 +37,7 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        username = form.username.data
+        username = filled(form.username)
         wait = services.begin_attempt(username)
         if wait:
             minutes = (wait + 59) // 60
@@ -45,7 +46,7 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
                 f"{'s' if minutes != 1 else ''}."
             )
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
-        user = services.authenticate(username, form.password.data)
+        user = services.authenticate(username, filled(form.password))
         if user is None:
             form.form_errors.append("Unknown username or wrong password.")
             return render_template("auth/login.html", form=form), 200, {}
@@ -77,7 +78,7 @@ def setup() -> Response | str:
         abort(404)
     form = UserForm()
     if form.validate_on_submit():
-        user = services.create_user(form.username.data, form.password.data)
+        user = services.create_user(filled(form.username), filled(form.password))
         session.clear()
         login_user(user)
         flash(f"Welcome, {user.username}. Add your first source.", "success")
@@ -91,14 +92,14 @@ def account() -> Response | str:
     """List the operator's API tokens and create one, showing its secret once."""
     form = TokenForm()
     if form.validate_on_submit():
-        token, raw = services.create_token(current_user, form.name.data)
+        token, raw = services.create_token(current_user, filled(form.name))
         # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
         session["new_token"] = encrypt_secret(raw)
         flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")
         return redirect(url_for("auth.account"), 303)
     new_token = session.pop("new_token", None)
     tokens = db.session.scalars(
-        db.select(ApiToken)
+        select(ApiToken)
         .where(ApiToken.user_id == current_user.id)
         .order_by(ApiToken.created_at.desc())
     ).all()

@@ -6,6 +6,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import delete, func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..crypto import hash_token
@@ -29,12 +30,12 @@ def create_user(username: str, password: str) -> User:
 
 def user_count() -> int:
     """Count the operator accounts."""
-    return db.session.scalar(db.select(db.func.count(User.id))) or 0
+    return db.session.scalar(select(func.count(User.id))) or 0
 
 
 def find_user(username: str) -> User | None:
     """Find an operator by username (case-insensitive)."""
-    return db.session.scalar(db.select(User).where(User.username == username.strip().lower()))
+    return db.session.scalar(select(User).where(User.username == username.strip().lower()))
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -59,13 +60,13 @@ def begin_attempt(username: str) -> int:
     the wait; a successful sign-in clears the failures.
     """
     limit = current_app.config["LOGIN_MAX_FAILURES"]
-    db.session.execute(db.delete(LoginFailure).where(LoginFailure.failed_at < _window_start()))
+    db.session.execute(delete(LoginFailure).where(LoginFailure.failed_at < _window_start()))
     attempt = LoginFailure(username=username)
     db.session.add(attempt)
     db.session.commit()
     attempt_id = attempt.id
     rows = db.session.execute(
-        db.select(LoginFailure.id, LoginFailure.failed_at)
+        select(LoginFailure.id, LoginFailure.failed_at)
         .where(LoginFailure.username == username, LoginFailure.failed_at >= _window_start())
         .order_by(LoginFailure.failed_at, LoginFailure.id)
     ).all()
@@ -82,7 +83,7 @@ def begin_attempt(username: str) -> int:
 
 def clear_failures(username: str) -> None:
     """Forget the failed sign-ins of a username after it signs in."""
-    db.session.execute(db.delete(LoginFailure).where(LoginFailure.username == username))
+    db.session.execute(delete(LoginFailure).where(LoginFailure.username == username))
     db.session.commit()
 
 
@@ -97,7 +98,7 @@ def create_token(user: User, name: str) -> tuple[ApiToken, str]:
 
 def user_for_token(raw: str) -> User | None:
     """Return the operator a bearer token belongs to, noting when the token was last used."""
-    token = db.session.scalar(db.select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
     if token is None:
         return None
     now = utcnow()

@@ -7,17 +7,18 @@ from werkzeug.wrappers import Response
 from ..htmx import render_page_or_fragment
 from ..timeutil import utcnow
 from . import bp
-from .services import sources_worst_first, summary
+from .services import dashboard_summary, server_slots, sources_worst_first
 
 
 @bp.get("/")
 def index() -> Response:
     """Show every source's health, worst first; htmx polls get the table and the counts."""
-    rows = sources_worst_first()
+    slots = server_slots()
     return render_page_or_fragment(
         "dashboard/index.html",
         "dashboard/_poll.html",
-        rows=rows,
-        summary=summary(rows),
+        rows=sources_worst_first(),
+        slots=slots,
+        summary=dashboard_summary(slots),
         refreshed_at=utcnow(),
     )

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, case, func
+from sqlalchemy import Row, case, func, select
 
 from ..extensions import db
-from ..models import MONITOR_STATUSES, PIPELINE_STATUSES, Pipeline, Source, SourceState
+from ..models import (
+    MONITOR_STATUSES,
+    PIPELINE_STATUSES,
+    Pipeline,
+    Server,
+    SlotMetric,
+    Source,
+    SourceState,
+)
+from ..timeutil import isoformat
 
 FAILING = ("ERROR", "BACKOFF")
 
@@ -19,7 +28,7 @@ def sources_worst_first() -> list[Row[Any]]:
     Plain rows of the columns shown, not ORM objects: a thousand sources load in milliseconds.
     """
     stmt = (
-        db.select(
+        select(
             Source.id,
             Source.name,
             func.coalesce(SourceState.status, "PENDING").label("status"),
@@ -42,14 +51,83 @@ def sources_worst_first() -> list[Row[Any]]:
     return list(db.session.execute(stmt))
 
 
-def summary(rows: list[Row[Any]]) -> dict[str, Any]:
-    """Count sources by monitor status and inactive slots, from rows already read."""
-    statuses = Counter(row.status for row in rows)
+def server_slots() -> list[Row[Any]]:
+    """Return every slot of every server once, as its server's last sample saw it: worst first.
+
+    Worst: lost, then unreserved (about to be lost), then the most WAL retained. Each row
+    names a source that is a database of the server (the slot's own database's if any).
+    """
+    slot = SlotMetric
+    rank = case((slot.wal_status == "lost", 0), (slot.wal_status == "unreserved", 1), else_=2)
+    stmt = (
+        select(
+            Server.id.label("server_id"),
+            Server.address,
+            Server.system_identifier,
+            Server.max_slot_wal_keep_size,
+            slot.slot_name,
+            slot.database,
+            slot.active,
+            slot.inactive_since,
+            slot.retained_bytes,
+            slot.wal_status,
+            slot.safe_wal_size,
+            slot.recorded_at,
+        )
+        .join(slot, (slot.server_id == Server.id) & (slot.recorded_at == Server.last_sampled_at))
+        .order_by(rank, slot.retained_bytes.desc().nulls_last(), slot.slot_name)
+    )
+    rows = list(db.session.execute(stmt))
+    sources: dict[tuple[int | None, str | None], int] = {}
+    for server_id, database, source_id in db.session.execute(
+        select(SourceState.server_id, Source.pg_database, Source.id)
+        .join(Source)
+        .where(SourceState.server_id.is_not(None))
+        .order_by(Source.id.desc())
+    ):
+        sources[(server_id, database)] = source_id
+        sources[(server_id, None)] = source_id
+    return [_with_source(row, sources) for row in rows]
+
+
+def _with_source(row: Any, sources: dict[tuple[int | None, str | None], int]) -> Any:
+    return SimpleNamespace(
+        **row._asdict(),
+        source_id=sources.get((row.server_id, row.database)) or sources.get((row.server_id, None)),
+        server=row.system_identifier or row.address,
+    )
+
+
+def slot_dict(slot: Any) -> dict[str, Any]:
+    """Return a slot of the dashboard as the API's summary shows it."""
+    return {
+        "source_id": slot.source_id,
+        "server": slot.server,
+        "slot_name": slot.slot_name,
+        "database": slot.database,
+        "retained_bytes": slot.retained_bytes,
+        "active": slot.active,
+        "inactive_since": isoformat(slot.inactive_since),
+        "wal_status": slot.wal_status,
+    }
+
+
+def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
+    """Count sources and pipelines by status and slots once per server; name the worst slot."""
+    slots = server_slots() if slots is None else slots
+    statuses = dict.fromkeys(MONITOR_STATUSES, 0)
+    stmt = (
+        select(func.coalesce(SourceState.status, "PENDING"), func.count(Source.id))
+        .outerjoin(SourceState)
+        .group_by(func.coalesce(SourceState.status, "PENDING"))
+    )
+    statuses.update({status: count for status, count in db.session.execute(stmt)})
     pipelines = dict.fromkeys(PIPELINE_STATUSES, 0)
-    stmt = db.select(Pipeline.status, db.func.count(Pipeline.id)).group_by(Pipeline.status)
+    stmt = select(Pipeline.status, func.count(Pipeline.id)).group_by(Pipeline.status)
     pipelines.update({status: count for status, count in db.session.execute(stmt)})
     return {
-        "sources": {status: statuses.get(status, 0) for status in MONITOR_STATUSES},
-        "inactive_slots": sum(row.inactive_slot_count or 0 for row in rows),
+        "sources": statuses,
+        "slots": {"total": len(slots), "inactive": sum(1 for slot in slots if not slot.active)},
         "pipelines": pipelines,
+        "worst_slot": slot_dict(slots[0]) if slots else None,
     }

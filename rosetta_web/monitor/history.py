@@ -1,18 +1,26 @@
-"""A source's WAL history over a time range, bucketed in SQL to at most `max_points` points."""
+"""A source's WAL history over a time range: its samples at their own times, or bucketed in SQL.
+
+When the range holds no more samples than `max_points`, they come back as they are. Otherwise
+buckets of one width, their edges on multiples of that width since 1970 (so they stay put as
+time moves on), each drawn at the time of its last sample with that sample's values as the
+line and the bucket's min and max as a band. Failed samples come back too, as points with no
+values and their error, so a chart breaks its line where sampling failed.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Integer, cast, func, literal, text, type_coerce
+from sqlalchemy import Float, Integer, cast, func, literal, select, text, type_coerce
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
-from ..models import SlotMetric, WalMetric
+from ..models import SampleError, SlotMetric, Source, WalMetric
 from ..timeutil import as_utc, isoformat, utcnow
 
 DEFAULT_RANGE = timedelta(hours=24)
@@ -48,26 +56,14 @@ def parse_moment(field: str, raw: str, now: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Window:
-    """The range asked for and the width of its buckets."""
+    """The range asked for."""
 
     start: datetime
     end: datetime
-    bucket_seconds: int
-    buckets: int
 
 
-def window(
-    start: str | None,
-    end: str | None,
-    max_points: int,
-    interval_s: int,
-    now: datetime | None = None,
-) -> Window:
-    """Resolve the range and choose buckets: at most `max_points`, never finer than sampling.
-
-    A bucket is at least 1.5 sampling intervals wide, so a source sampled on time fills every
-    bucket and an empty one really means samples failed: the charts draw it as a gap.
-    """
+def window(start: str | None, end: str | None, now: datetime | None = None) -> Window:
+    """Resolve the range: ISO-8601 or relative times, ending now and 24 hours long by default."""
     now = now or utcnow()
     end_at = parse_moment("end", end, now) if end else now
     try:
@@ -79,9 +75,7 @@ def window(
         raise HistoryParameterError("start", "start is out of range.") from None
     if end_at <= start_at:
         raise HistoryParameterError("end", "end must be after start.")
-    span = (end_at - start_at).total_seconds()
-    width = max(math.ceil(span / max_points), math.ceil(interval_s * 1.5), 1)
-    return Window(start_at, end_at, width, math.ceil(span / width))
+    return Window(start_at, end_at)
 
 
 def _epoch(column: Any) -> ColumnElement[float]:
@@ -100,104 +94,198 @@ def _whole(value: Any) -> ColumnElement[int]:
     return cast(func.floor(value), Integer)
 
 
-def _series_by_bucket(
-    model: Any, source_id: int, win: Window, names: tuple[str, ...], key: str | None = None
+def _by_bucket(
+    model: Any,
+    owner: Any,
+    owner_id: int,
+    win: Window,
+    width: int,
+    names: tuple[str, ...],
+    key: str | None = None,
 ) -> Any:
-    """Bucket one source's rows of `model` in the window: per bucket, last, min and max.
+    """Bucket the rows of `model` whose `owner` column is `owner_id`: per bucket (and `key`),
+    the time of the last row, its values, and the min and max of each of `names`.
 
-    One pass groups the rows in range by bucket (and `key`) for min, max and the time of the
-    bucket's last row; a lookup on that time, through the (source_id, recorded_at) index,
-    reads the last row's values: one per bucket, not a window over every row.
+    One pass groups the rows in range for min, max and the last time; a lookup on that time,
+    through the (owner, recorded_at) index, reads the last row's values: one per bucket, not
+    a window over every row.
     """
-    epoch = _epoch(model.recorded_at)
-    start = literal(win.start.timestamp(), Float)
-    width = literal(float(win.bucket_seconds), Float)
-    bucket = _whole((epoch - start) / width)
+    bucket = _whole(_epoch(model.recorded_at) / literal(float(width), Float))
     keys = [getattr(model, key)] if key else []
     figures: list[Any] = []
     for name in names:
-        figures += [
-            func.min(getattr(model, name)).label(f"{name}_min"),
-            func.max(getattr(model, name)).label(f"{name}_max"),
-        ]
+        column = getattr(model, name)
+        figures += [func.min(column).label(f"{name}_min"), func.max(column).label(f"{name}_max")]
     buckets = (
-        db.select(
-            bucket.label("bucket"),
-            *keys,
-            func.max(model.recorded_at).label("last_at"),
-            *figures,
+        select(
+            bucket.label("bucket"), *keys, func.max(model.recorded_at).label("last_at"), *figures
         )
-        .where(
-            model.source_id == source_id,
-            model.recorded_at >= win.start,
-            model.recorded_at < win.end,
-        )
+        .where(owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end)
         .group_by(bucket, *keys)
         .subquery()
     )
     # A correlated lookup per bucket: the planner cannot turn it into a hash join that reads
     # every row of the source again (it would, misjudging how few buckets there are).
-    last = db.aliased(model)
-    found = [last.source_id == source_id, last.recorded_at == buckets.c.last_at]
+    last = aliased(model)
+    found = [getattr(last, owner.key) == owner_id, last.recorded_at == buckets.c.last_at]
     if key:
         found.append(getattr(last, key) == buckets.c[key])
     lasts = [
-        db.select(getattr(last, name))
-        .where(*found)
-        .limit(1)
-        .scalar_subquery()
-        .label(f"{name}_last")
+        select(getattr(last, name)).where(*found).limit(1).scalar_subquery().label(f"{name}_last")
         for name in names
     ]
-    return db.select(buckets, *lasts).order_by(buckets.c.bucket)
+    return select(buckets, *lasts)
+
+
+def _raw(
+    model: Any,
+    owner: Any,
+    owner_id: int,
+    win: Window,
+    names: tuple[str, ...],
+    key: str | None = None,
+) -> Any:
+    """Read the rows in range as they are, shaped like `_by_bucket`'s (min = max = last)."""
+    keys = [getattr(model, key)] if key else []
+    columns: list[Any] = []
+    for name in names:
+        column = getattr(model, name)
+        columns += [
+            column.label(f"{name}_last"),
+            column.label(f"{name}_min"),
+            column.label(f"{name}_max"),
+        ]
+    return select(model.recorded_at.label("last_at"), *keys, *columns).where(
+        owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end
+    )
 
 
 WAL_SERIES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
 SLOT_SERIES = ("retained_bytes",)
+TOP_SLOTS = 10  # besides the source's own database's slots, charted one line each
 
 
-def history(source_id: int, win: Window) -> dict[str, Any]:
-    """Return the source's WAL series over the window: per bucket, last, min and max."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        # Room to group a month of samples in memory; this transaction only.
-        db.session.execute(text("SET LOCAL work_mem = '32MB'"))
-    series: dict[str, Any] = {name: _empty(win) for name in WAL_SERIES}
-    for row in db.session.execute(_series_by_bucket(WalMetric, source_id, win, WAL_SERIES)):
-        _fill(series, row, WAL_SERIES, row.bucket)
+@dataclass
+class _Point:
+    at: datetime
+    wal: dict[str, tuple[Any, Any, Any]] | None = None
+    error: str | None = None
+    slots: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
 
-    slots: dict[str, Any] = {}
-    slot_query = _series_by_bucket(SlotMetric, source_id, win, SLOT_SERIES, key="slot_name")
-    for row in db.session.execute(slot_query):
-        target = slots.setdefault(row.slot_name, {name: _empty(win) for name in SLOT_SERIES})
-        _fill(target, row, SLOT_SERIES, row.bucket)
 
+def _figures(row: Any, names: tuple[str, ...]) -> dict[str, tuple[Any, Any, Any]]:
     return {
-        "source_id": source_id,
-        "start": isoformat(win.start),
-        "end": isoformat(win.end),
-        "bucket_seconds": win.bucket_seconds,
-        "buckets": [
-            isoformat(win.start + timedelta(seconds=i * win.bucket_seconds))
-            for i in range(win.buckets)
-        ],
-        "series": series,
-        "slots": slots,
+        name: tuple(_number(getattr(row, f"{name}_{kind}")) for kind in ("last", "min", "max"))
+        for name in names
     }
 
 
-def _empty(win: Window) -> dict[str, list[Any]]:
-    return {"last": [None] * win.buckets, "min": [None] * win.buckets, "max": [None] * win.buckets}
+def _count(model: Any, owner: Any, owner_id: int, win: Window) -> int:
+    stmt = select(func.count()).where(
+        owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end
+    )
+    return db.session.scalar(stmt.select_from(model)) or 0
 
 
-def _fill(target: dict[str, Any], row: Any, names: tuple[str, ...], bucket: int) -> None:
-    if not 0 <= bucket < len(next(iter(target.values()))["last"]):
-        return
-    for name in names:
-        for kind in ("last", "min", "max"):
-            value = getattr(row, f"{name}_{kind}")
-            target[name][kind][bucket] = value if value is None else _number(value)
+def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
+    """Return the source's WAL series over the window, every series indexed by `times`."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        # Room to group a month of samples in memory; this transaction only.
+        db.session.execute(text("SET LOCAL work_mem = '32MB'"))
+    server_id = source.state.server_id if source.state is not None else None
+    samples = _count(WalMetric, WalMetric.source_id, source.id, win)
+    samples += _count(SampleError, SampleError.source_id, source.id, win)
+    span = (win.end - win.start).total_seconds()
+    width = 0 if samples <= max_points else max(math.ceil(span / max_points), 1)
+
+    def rows(
+        model: Any, owner: Any, owner_id: int, names: tuple[str, ...], key: str | None = None
+    ) -> Any:
+        if width:
+            query = _by_bucket(model, owner, owner_id, win, width, names, key)
+        else:
+            query = _raw(model, owner, owner_id, win, names, key)
+        return db.session.execute(query)
+
+    points: dict[datetime, _Point] = {}
+    # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
+    bucket_time: dict[int, datetime] = {}
+    for row in rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES):
+        at = as_utc(row.last_at)
+        points[at] = _Point(at, wal=_figures(row, WAL_SERIES))
+        if width:
+            bucket_time[row.bucket] = at
+    for row in rows(SampleError, SampleError.source_id, source.id, ("error",)):
+        at = as_utc(row.last_at)
+        points.setdefault(at, _Point(at)).error = row.error_last
+
+    databases: dict[str, str | None] = {}
+    peaks: dict[str, float] = {}
+    if server_id is not None:
+        for row in rows(SlotMetric, SlotMetric.server_id, server_id, SLOT_SERIES, "slot_name"):
+            at = bucket_time.get(row.bucket, as_utc(row.last_at)) if width else as_utc(row.last_at)
+            figures = _figures(row, SLOT_SERIES)["retained_bytes"]
+            points.setdefault(at, _Point(at)).slots[row.slot_name] = figures
+            peaks[row.slot_name] = max(peaks.get(row.slot_name, 0), figures[2] or 0)
+        databases = dict(
+            db.session.execute(
+                select(SlotMetric.slot_name, func.max(SlotMetric.database))
+                .where(
+                    SlotMetric.server_id == server_id,
+                    SlotMetric.recorded_at >= win.start,
+                    SlotMetric.recorded_at < win.end,
+                )
+                .group_by(SlotMetric.slot_name)
+            ).all()
+        )
+
+    ordered = [points[at] for at in sorted(points)]
+    own = sorted(name for name in peaks if databases.get(name) == source.pg_database)
+    others = sorted((name for name in peaks if name not in own), key=lambda n: -peaks[n])
+    shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
+
+    def series(pick: Any) -> dict[str, list[Any]]:
+        values = [pick(point) for point in ordered]
+        return {
+            kind: [v[i] if v else None for v in values]
+            for i, kind in enumerate(("last", "min", "max"))
+        }
+
+    other_slots = None
+    if summed:
+
+        def total(point: _Point) -> tuple[Any, Any, Any] | None:
+            found = [point.slots[name] for name in summed if name in point.slots]
+            if not found:
+                return None
+            last, low, high = (sum(f[i] or 0 for f in found) for i in range(3))
+            return last, low, high
+
+        other_slots = {"count": len(summed), **series(total)}
+    return {
+        "source_id": source.id,
+        "start": isoformat(win.start),
+        "end": isoformat(win.end),
+        "bucket_seconds": width,
+        "times": [isoformat(point.at) for point in ordered],
+        "errors": [point.error for point in ordered],
+        "series": {
+            name: series(lambda p, name=name: p.wal[name] if p.wal else None) for name in WAL_SERIES
+        },
+        "slots": {
+            name: {
+                "database": databases.get(name),
+                "own": name in own,
+                **series(lambda p, name=name: p.slots.get(name)),
+            }
+            for name in shown
+        },
+        "other_slots": other_slots,
+    }
 
 
-def _number(value: Any) -> int | float:
+def _number(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
     number = float(value)
     return int(number) if number.is_integer() else round(number, 3)

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -58,6 +59,18 @@ class SlotSample:
     lag_bytes: int | None
     wal_status: str | None
     safe_wal_size: int | None
+    inactive_since: datetime | None = None  # PostgreSQL 17 says it; older servers do not
+
+
+# The figures of a sample that are stored, under the same names as the columns.
+SAMPLE_FIGURES = (
+    "current_lsn",
+    "wal_position_bytes",
+    "size_bytes",
+    "retained_bytes",
+    "slot_count",
+    "inactive_slot_count",
+)
 
 
 @dataclass
@@ -75,18 +88,38 @@ class Sample:
     size_bytes: int | None = None
     server_version: str | None = None
     in_recovery: bool | None = None
+    system_identifier: str | None = None
+    max_slot_wal_keep_size: str | None = None
+    # Every slot of the server; the source's own figures count those of its database.
     slots: list[SlotSample] = field(default_factory=list)
+    database: str | None = None
+    address: str | None = None  # host:port, naming a server whose identifier is unknown
+    status: str | None = None  # the source's status once the sample is stored
+
+    @property
+    def own_slots(self) -> list[SlotSample]:
+        """Return the slots of the source's own database."""
+        return [slot for slot in self.slots if slot.database == self.database]
 
     @property
     def retained_bytes(self) -> int | None:
-        """Return the most WAL any slot retains (None without slots)."""
-        values = [slot.retained_bytes for slot in self.slots if slot.retained_bytes is not None]
+        """Return the most WAL a slot of the source's database retains (None without slots)."""
+        values = [slot.retained_bytes for slot in self.own_slots if slot.retained_bytes is not None]
         return max(values) if values else None
 
     @property
     def inactive_slot_count(self) -> int:
         """Count the slots no consumer is connected to."""
-        return sum(1 for slot in self.slots if not slot.active)
+        return sum(1 for slot in self.own_slots if not slot.active)
+
+    @property
+    def slot_count(self) -> int:
+        """Count the slots of the source's own database."""
+        return len(self.own_slots)
+
+    def figures(self) -> dict[str, Any]:
+        """Return what a stored sample and the source's latest state both keep, by name."""
+        return {name: getattr(self, name) for name in SAMPLE_FIGURES}
 
 
 class SampleFailure(Exception):
@@ -99,7 +132,11 @@ class SampleFailure(Exception):
 
 def sanitize(message: str, target: Target) -> str:
     """Shorten a driver error to one line that holds no password and no connection string."""
-    text = " ".join(str(message).split())
+    # One line: each of the server's lines kept as a sentence ("refused. Is the server…").
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    text = " ".join(
+        line if line[-1] in ".?!:;," else f"{line}." for line in lines if line
+    ).removesuffix(".")
     if target.password:
         text = text.replace(target.password, "***")
     text = re.sub(r"password\s*=\s*\S+", "password=***", text, flags=re.IGNORECASE)
@@ -148,22 +185,23 @@ def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | N
         raise SampleFailure(
             f"cannot look up {host}: {exc.strerror}", permanent=exc.errno == socket.EAI_NONAME
         ) from None
-    return ",".join(dict.fromkeys(info[4][0] for info in found))
+    # typeshed allows an int address for non-IP families, which a TCP lookup never returns.
+    return ",".join(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
     """Open one short read-only connection and read the WAL position, slots and WAL size."""
     addresses = _resolve(target.host, target.port, deadline, timeout_s)
     remaining = max(deadline - time.monotonic(), 0.001)
-    location: dict[str, str] = {"host": target.host}
+    host = target.host
+    hostaddr: str | None = None  # psycopg2 leaves None parameters out of the DSN
     if addresses:
         # libpq connects to hostaddr and still checks TLS certificates against host.
-        location = {
-            "host": ",".join([target.host] * (addresses.count(",") + 1)),
-            "hostaddr": addresses,
-        }
+        host = ",".join([target.host] * (addresses.count(",") + 1))
+        hostaddr = addresses
     conn = psycopg2.connect(
-        **location,
+        host=host,
+        hostaddr=hostaddr,
         port=target.port,
         dbname=target.database,
         user=target.user,
@@ -184,7 +222,9 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
             "in_recovery": row[1],
             "current_lsn": row[2],
             "wal_position_bytes": row[3],
-            "slots": [_slot(item) for item in row[5]],
+            "system_identifier": row[5],
+            "max_slot_wal_keep_size": row[6],
+            "slots": [_slot(item) for item in row[7]],
             "size_bytes": None,
         }
         if row[4]:
@@ -208,6 +248,9 @@ def _slot(item: dict[str, Any]) -> SlotSample:
         lag_bytes=item.get("lag_bytes"),
         wal_status=slot.get("wal_status"),
         safe_wal_size=slot.get("safe_wal_size"),
+        inactive_since=(
+            datetime.fromisoformat(slot["inactive_since"]) if slot.get("inactive_since") else None
+        ),
     )
 
 
@@ -249,6 +292,8 @@ def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
     return Sample(
         source_id=target.source_id,
         name=target.name,
+        database=target.database,
+        address=f"{target.host}:{target.port}",
         ok=figures is not None,
         duration_ms=int((time.monotonic() - started) * 1000),
         attempts=attempts,

@@ -9,9 +9,10 @@ from flask import Response, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from sqlalchemy import select
 
 from ..extensions import db
-from ..models import MonitorRound, SlotMetric, Source, SourceState
+from ..models import MonitorRound, Server, SlotMetric, Source, SourceState
 from ..timeutil import as_utc
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
@@ -37,12 +38,8 @@ class MonitorCollector:
             "When the source was last sampled successfully",
             labels=["source"],
         )
-        rows = db.session.execute(
-            db.select(Source.id, Source.name, SourceState).outerjoin(SourceState)
-        ).all()
-        names = {}
-        for source_id, name, state in rows:
-            names[source_id] = name
+        rows = db.session.execute(select(Source.name, SourceState).outerjoin(SourceState)).all()
+        for name, state in rows:
             up.add_metric([name], 1 if state is not None and state.status == "OK" else 0)
             if state is None:
                 continue
@@ -53,11 +50,13 @@ class MonitorCollector:
             if state.last_sampled_at is not None:
                 last_sample.add_metric([name], _epoch(state.last_sampled_at))
         yield from (up, position, directory, last_sample)
-        yield from self._slots(names)
+        yield from self._slots()
         yield from self._sampler()
 
-    def _slots(self, names: dict[int, str]) -> Iterator[Metric]:
-        labels = ["source", "slot"]
+    def _slots(self) -> Iterator[Metric]:
+        # A slot belongs to its server, not to the sources that are databases of it: one
+        # series per slot, so a sum() in Grafana counts each once.
+        labels = ["server", "database", "slot"]
         retained = GaugeMetricFamily(
             "rosetta_slot_retained_bytes", "WAL the slot keeps on the source", labels=labels
         )
@@ -79,13 +78,15 @@ class MonitorCollector:
             "1 for the slot's wal_status (PostgreSQL 13+)",
             labels=[*labels, "status"],
         )
-        slots = db.session.scalars(
-            db.select(SlotMetric).join(
-                SourceState, SourceState.latest_wal_metric_id == SlotMetric.wal_metric_id
+        rows = db.session.execute(
+            select(Server, SlotMetric).join(
+                SlotMetric,
+                (SlotMetric.server_id == Server.id)
+                & (SlotMetric.recorded_at == Server.last_sampled_at),
             )
         )
-        for slot in slots:
-            key = [names.get(slot.source_id, str(slot.source_id)), slot.slot_name]
+        for server, slot in rows:
+            key = [server.label, slot.database or "", slot.slot_name]
             active.add_metric(key, 1 if slot.active else 0)
             if slot.retained_bytes is not None:
                 retained.add_metric(key, slot.retained_bytes)
@@ -99,7 +100,12 @@ class MonitorCollector:
         yield from (retained, lag, active, safe, status)
 
     def _sampler(self) -> Iterator[Metric]:
-        last = db.session.scalar(db.select(MonitorRound).order_by(MonitorRound.id.desc()).limit(1))
+        last = db.session.scalar(
+            select(MonitorRound)
+            .where(MonitorRound.manual.is_(False))
+            .order_by(MonitorRound.id.desc())
+            .limit(1)
+        )
         duration = GaugeMetricFamily(
             "rosetta_sampler_round_duration_seconds", "Wall time of the last sampling round"
         )
@@ -123,6 +129,6 @@ def _epoch(moment: datetime) -> float:
 def metrics() -> Response:
     """Serve the monitor's figures for Prometheus."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector())  # type: ignore[arg-type]
+    registry.register(MonitorCollector())
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), content_type=content_type)

@@ -3,7 +3,9 @@
 # One round trip for everything but the WAL directory size. The current position is the
 # primary's insert position, or on a standby the furthest WAL received or replayed.
 # row_to_json(s) keeps working when a server lacks a column (wal_status and safe_wal_size
-# arrived in 13), so one query serves every version.
+# arrived in 13, inactive_since in 17), so one query serves every version. Slots belong to the
+# server: system_identifier tells two sources that are databases of one server apart from two
+# servers (pg_control_system() is open to every role).
 SAMPLE = """
 WITH pos AS (
     SELECT CASE WHEN pg_is_in_recovery()
@@ -16,6 +18,8 @@ SELECT
     pos.lsn::text AS current_lsn,
     pg_wal_lsn_diff(pos.lsn, '0/0')::bigint AS wal_position_bytes,
     has_function_privilege('pg_ls_waldir()', 'EXECUTE') AS may_list_waldir,
+    (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier,
+    current_setting('max_slot_wal_keep_size', true) AS max_slot_wal_keep_size,
     (SELECT coalesce(json_agg(json_build_object(
                 'slot', row_to_json(s),
                 'retained_bytes', pg_wal_lsn_diff(pos.lsn, s.restart_lsn)::bigint,

@@ -12,37 +12,51 @@ import time
 from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import CursorResult, delete, select, tuple_
 
 from ..extensions import db
 from ..models import (
     MonitorRound,
+    SampleError,
+    Server,
     SlotMetric,
     Source,
     SourceState,
     WalMetric,
 )
 from ..timeutil import as_utc, utcnow
-from .probe import Sample, Target, sample_all
+from .probe import Sample, SlotSample, Target, sample_all
 
 log = logging.getLogger(__name__)
 
 
-MAX_BACKOFF_SECONDS = 3600
-SPARKLINE_BUCKET_SECONDS = 1800
+MAX_BACKOFF_SECONDS = 900
+# Failed rounds after which the source is still tried at the very next round: a blip (a
+# restart, a failover) must not hide the recovery behind a backoff.
+RETRIED_AT_ONCE = 2
+SPARKLINE_BUCKET_SECONDS = 600
 SPARKLINE_SPAN_SECONDS = 24 * 3600
 RETENTION_BATCH_ROWS = 5000
 
 
 def backoff_seconds(consecutive_failures: int, interval_s: int) -> int:
-    """Return how long to wait before the next attempt: after n failed rounds, skip 2^n-1."""
-    skipped_rounds = 2 ** min(consecutive_failures, 20) - 1
-    return min((skipped_rounds + 1) * interval_s, max(MAX_BACKOFF_SECONDS, interval_s))
+    """Return how long after a failed round to try again: the next round after the first two
+    failures, then twice as long after each further one, at most 15 minutes (or one interval)."""
+    if consecutive_failures <= RETRIED_AT_ONCE:
+        return interval_s
+    doubled: int = interval_s * 2 ** min(consecutive_failures - RETRIED_AT_ONCE, 20)
+    return min(doubled, max(MAX_BACKOFF_SECONDS, interval_s))
+
+
+def status_after(consecutive_failures: int) -> str:
+    """Name a failing source's status: ERROR while retried every round, then BACKOFF."""
+    return "ERROR" if consecutive_failures <= RETRIED_AT_ONCE else "BACKOFF"
 
 
 def sparkline_points(
     points: list[list[int]] | None, moment: datetime, retained_bytes: int | None
 ) -> list[list[int]]:
-    """Fold one sample into the half-hourly maxima of the last 24 hours."""
+    """Fold one sample into the 10-minute maxima of the last 24 hours."""
     bucket = int(moment.timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
     kept = [list(p) for p in points or [] if bucket - SPARKLINE_SPAN_SECONDS < p[0] <= bucket]
     if retained_bytes is None:
@@ -67,6 +81,70 @@ def wal_rate(state: SourceState, moment: datetime, wal_position_bytes: int | Non
     return (wal_position_bytes - state.wal_position_bytes) / seconds
 
 
+def _servers(samples: list[Sample]) -> dict[int, Server]:
+    """Find or register the server of each successful sample, by source id.
+
+    A server is known by its system_identifier. One known so far only by its address (host
+    and port, as the migration found it) is claimed by the first sample that reads it there.
+    """
+    good = [sample for sample in samples if sample.ok]
+    identifiers = {sample.system_identifier for sample in good if sample.system_identifier}
+    addresses = {sample.address for sample in good if sample.address}
+    by_identifier: dict[str, Server] = {}
+    by_address: dict[str, Server] = {}
+    for server in db.session.scalars(
+        select(Server).where(
+            Server.system_identifier.in_(identifiers)
+            | (Server.system_identifier.is_(None) & Server.address.in_(addresses))
+        )
+    ):
+        if server.system_identifier:
+            by_identifier[server.system_identifier] = server
+        else:
+            by_address[server.address] = server
+    found: dict[int, Server] = {}
+    for sample in good:
+        identifier = sample.system_identifier
+        known = by_identifier.get(identifier) if identifier else None
+        if known is not None:
+            server = known
+        else:
+            claimed = by_address.pop(sample.address or "", None)
+            server = claimed or Server(address=sample.address or sample.name)
+            db.session.add(server)
+            server.system_identifier = identifier
+            if identifier:
+                by_identifier[identifier] = server
+            else:  # no identifier to go by (not expected of PostgreSQL 9.6+): one per address
+                by_address[server.address] = server
+        found[sample.source_id] = server
+    return found
+
+
+def _previous_slots(servers: list[Server]) -> dict[tuple[int, str], SlotMetric]:
+    """Return each server's slots as its last sample stored them, by (server id, slot name)."""
+    pairs = [(server.id, server.last_sampled_at) for server in servers if server.last_sampled_at]
+    if not pairs:
+        return {}
+    rows = db.session.scalars(
+        select(SlotMetric).where(tuple_(SlotMetric.server_id, SlotMetric.recorded_at).in_(pairs))
+    )
+    return {(row.server_id, row.slot_name): row for row in rows}
+
+
+def inactive_since(
+    slot: SlotSample, previous: SlotMetric | None, moment: datetime
+) -> datetime | None:
+    """Say since when a slot has had no consumer: PostgreSQL 17's figure, else the history's."""
+    if slot.active:
+        return None
+    if slot.inactive_since is not None:
+        return slot.inactive_since
+    if previous is not None and not previous.active and previous.inactive_since is not None:
+        return previous.inactive_since
+    return moment
+
+
 def record_round(
     samples: list[Sample],
     started_at: datetime,
@@ -74,14 +152,18 @@ def record_round(
     skipped: int,
     duration_s: float,
     sampler: str,
+    manual: bool = False,
 ) -> None:
-    """Store one round in a single transaction: metrics rows, slot rows, states, the round."""
+    """Store one round in one transaction: samples, failures, each server's slots once, states.
+
+    A manual round (sampled by hand) never lengthens a backoff; a good sample ends one.
+    """
     try:
         # A source deleted while it was sampled is left out, and the sources kept cannot be
         # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
         existing = set(
             db.session.scalars(
-                db.select(Source.id)
+                select(Source.id)
                 .where(Source.id.in_([sample.source_id for sample in samples]))
                 .with_for_update(read=True, key_share=True)
             )
@@ -91,10 +173,14 @@ def record_round(
         states = {
             state.source_id: state
             for state in db.session.scalars(
-                db.select(SourceState).where(SourceState.source_id.in_(ids))
+                select(SourceState).where(SourceState.source_id.in_(ids))
             )
         }
-        metrics: list[tuple[Sample, WalMetric]] = []
+        servers = _servers(samples)
+        db.session.flush()  # gives new servers their ids
+        previous = _previous_slots(list(servers.values()))
+        stored_servers: set[int] = set()
+        metrics: list[tuple[SourceState, WalMetric]] = []
         for sample in samples:
             state = states.get(sample.source_id)
             if state is None:
@@ -105,60 +191,56 @@ def record_round(
             state.last_attempt_at = started_at
             state.last_duration_ms = sample.duration_ms
             if sample.ok:
+                figures = sample.figures()
                 metric = WalMetric(
+                    **figures,
+                    source_id=sample.source_id,
+                    recorded_at=started_at,
                     wal_rate_bytes_per_second=wal_rate(
                         state, started_at, sample.wal_position_bytes
                     ),
-                    source_id=sample.source_id,
-                    recorded_at=started_at,
-                    current_lsn=sample.current_lsn,
-                    wal_position_bytes=sample.wal_position_bytes,
-                    size_bytes=sample.size_bytes,
-                    retained_bytes=sample.retained_bytes,
-                    slot_count=len(sample.slots),
-                    inactive_slot_count=sample.inactive_slot_count,
                 )
                 db.session.add(metric)
-                metrics.append((sample, metric))
+                metrics.append((state, metric))
                 state.status = "OK"
                 state.last_sampled_at = started_at
                 state.last_error = None
                 state.consecutive_failures = 0
                 state.next_attempt_at = None
-                for name in (
-                    "current_lsn",
-                    "wal_position_bytes",
-                    "size_bytes",
-                    "server_version",
-                    "in_recovery",
-                    "retained_bytes",
-                    "inactive_slot_count",
-                ):
-                    setattr(state, name, getattr(sample, name))
-                state.slot_count = len(sample.slots)
+                for name, value in figures.items():
+                    setattr(state, name, value)
+                state.server_version = sample.server_version
+                state.in_recovery = sample.in_recovery
                 state.retained_history = sparkline_points(
                     state.retained_history, started_at, sample.retained_bytes
                 )
+                server = servers[sample.source_id]
+                state.server = server
+                if server.id not in stored_servers:  # the server's slots, once a round
+                    stored_servers.add(server.id)
+                    server.last_sampled_at = started_at
+                    server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
+                    for slot in sample.slots:
+                        before = previous.get((server.id, slot.slot_name))
+                        row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=started_at)
+                        row.inactive_since = inactive_since(slot, before, started_at)
+                        db.session.add(row)
             else:
-                failures = (state.consecutive_failures or 0) + 1
-                state.consecutive_failures = failures
-                state.status = "ERROR" if failures == 1 else "BACKOFF"
-                state.last_error = (sample.error or "unknown error")[:500]
-                state.next_attempt_at = started_at + timedelta(
-                    seconds=backoff_seconds(failures, interval_s)
+                error = (sample.error or "unknown error")[:500]
+                db.session.add(
+                    SampleError(source_id=sample.source_id, recorded_at=started_at, error=error)
                 )
-        db.session.flush()  # gives the metrics rows their ids
-        for sample, metric in metrics:
-            states[sample.source_id].latest_wal_metric_id = metric.id
-            db.session.add_all(
-                SlotMetric(
-                    wal_metric_id=metric.id,
-                    source_id=sample.source_id,
-                    recorded_at=started_at,
-                    **vars(slot),
-                )
-                for slot in sample.slots
-            )
+                state.last_error = error
+                if not manual:
+                    state.consecutive_failures = (state.consecutive_failures or 0) + 1
+                    state.next_attempt_at = started_at + timedelta(
+                        seconds=backoff_seconds(state.consecutive_failures, interval_s)
+                    )
+                state.status = status_after(state.consecutive_failures or 1)
+            sample.status = state.status
+        db.session.flush()  # gives the samples their ids
+        for state, metric in metrics:
+            state.latest_wal_metric_id = metric.id
         db.session.add(
             MonitorRound(
                 started_at=started_at,
@@ -167,6 +249,7 @@ def record_round(
                 failures=sum(1 for sample in samples if not sample.ok),
                 skipped=skipped,
                 sampler=sampler[:255],
+                manual=manual,
             )
         )
         db.session.commit()
@@ -181,20 +264,21 @@ def delete_expired(retention_days: int, now: datetime | None = None) -> int:
     deleted = 0
     for model, column in (
         (SlotMetric, SlotMetric.recorded_at),
+        (SampleError, SampleError.recorded_at),
         (WalMetric, WalMetric.recorded_at),
         (MonitorRound, MonitorRound.started_at),
     ):
         while True:
             batch = (
-                db.select(model.id)
+                select(model.id)
                 .where(column < cutoff)
                 .order_by(model.id)
                 .limit(RETENTION_BATCH_ROWS)
             )
             # Short transactions: each batch commits, so no lock is held for long.
-            result = db.session.execute(
-                db.delete(model).where(model.id.in_(batch.scalar_subquery()))
-            )
+            result = db.session.execute(delete(model).where(model.id.in_(batch.scalar_subquery())))
+            # Typed as a plain Result, but a DELETE's result is a CursorResult, which counts rows.
+            assert isinstance(result, CursorResult)
             db.session.commit()
             deleted += result.rowcount
             if result.rowcount < RETENTION_BATCH_ROWS:
@@ -223,19 +307,35 @@ def sampler_identity() -> str:
 
 
 def run_round(
-    source_name: str | None = None, force: bool = False, now: datetime | None = None
+    source_name: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+    source_id: int | None = None,
+    new_only: bool = False,
 ) -> list[Sample]:
-    """Sample every due source (or one, by name), store the results, log one line."""
+    """Sample every due source (or one, by name or id), store the results, log one line.
+
+    `force` samples by hand: every source named is sampled whatever its backoff, and a
+    failure is recorded without lengthening the backoff. `new_only` samples only the sources
+    never attempted since they were saved, and stores nothing when there are none.
+    """
     config = current_app.config
     interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
     now = now or utcnow()
     clock = time.monotonic()
-    stmt = db.select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
+    stmt = select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
     if source_name is not None:
         stmt = stmt.where(Source.name == source_name.lower())
+    if source_id is not None:
+        stmt = stmt.where(Source.id == source_id)
+    if new_only:
+        stmt = stmt.where(SourceState.source_id.is_(None) | SourceState.last_attempt_at.is_(None))
     # Sources that failed or were slow last time start first: a source that will hang then
     # waits out its timeout while the quick ones are sampled, instead of after them.
     rows = sorted(db.session.execute(stmt).all(), key=lambda row: _slow_first(row[1]))
+    if new_only and not rows:
+        db.session.rollback()
+        return []
     targets: list[Target] = []
     unreadable: list[Sample] = []
     skipped = 0
@@ -268,7 +368,7 @@ def run_round(
         config["WAL_MONITOR_CONCURRENCY"],
     )
     duration_s = time.monotonic() - clock
-    record_round(samples, now, interval_s, skipped, duration_s, sampler_identity())
+    record_round(samples, now, interval_s, skipped, duration_s, sampler_identity(), manual=force)
     failures = sum(1 for sample in samples if not sample.ok)
     log.info(
         "WAL round: %d sources sampled, %d failed, %d in backoff, %.2f s",

@@ -16,7 +16,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 from flask.helpers import get_debug_flag
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from ..timeutil import utcnow
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key: any fixed number no other application on the database uses.
 LEADER_LOCK_KEY = 0x524F5345545441  # "ROSETTA"
+# How soon a source saved in the browser or the API gets its first sample.
+NEW_SOURCE_SECONDS = 5
 
 
 class Leadership:
@@ -40,7 +42,7 @@ class Leadership:
         url = app.config["SQLALCHEMY_DATABASE_URI"]
         self.on_postgres = url.startswith("postgresql")
         self.lock_path = os.path.join(app.instance_path, "sampler.lock")
-        self.engine = None
+        self.engine: Engine | None = None
         if self.on_postgres:
             self.engine = create_engine(
                 url,
@@ -67,7 +69,7 @@ class Leadership:
     def is_leader(self) -> bool:
         """Confirm leadership, or try to take it; never raise."""
         with self._mutex:
-            return self._check() if self.on_postgres else self._check_file()
+            return self._check(self.engine) if self.engine is not None else self._check_file()
 
     def _check_file(self) -> bool:
         if self.lock_file is not None:
@@ -87,7 +89,7 @@ class Leadership:
         log.info("this process (pid %d) now samples WAL for all sources", os.getpid())
         return True
 
-    def _check(self) -> bool:
+    def _check(self, engine: Engine) -> bool:
         if self.connection is not None:
             try:
                 self.connection.exec_driver_sql("SELECT 1")
@@ -96,7 +98,7 @@ class Leadership:
                 log.warning("lost the sampler lock's connection; trying to take it again")
                 self._close()
         try:
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             taken = connection.exec_driver_sql(
                 "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
             ).scalar()
@@ -150,6 +152,19 @@ class MonitorScheduler:
         finally:
             self._round_lock.release()
 
+    def sample_new(self) -> None:
+        """Sample the sources saved since the last round (new, or with a new connection)."""
+        if not self._round_lock.acquire(blocking=False):
+            return  # a round is running: it samples them
+        try:
+            with self.app.app_context():
+                if self.leadership.is_leader():
+                    rounds.run_round(force=True, new_only=True)
+        except Exception:
+            log.exception("sampling new sources failed; the next round will try them")
+        finally:
+            self._round_lock.release()
+
     def expire(self) -> None:
         """Delete history older than the retention, if this process leads."""
         try:
@@ -174,6 +189,14 @@ class MonitorScheduler:
         now = utcnow()
         self.scheduler.add_job(
             self.tick, "interval", seconds=self.interval_s, next_run_time=now, id="wal-sample"
+        )
+        # An operator who just saved a source wants to see it sampled, not wait for a round.
+        self.scheduler.add_job(
+            self.sample_new,
+            "interval",
+            seconds=NEW_SOURCE_SECONDS,
+            next_run_time=now + timedelta(seconds=NEW_SOURCE_SECONDS),
+            id="wal-sample-new",
         )
         self.scheduler.add_job(
             self.expire,
@@ -204,7 +227,8 @@ def start_monitor(app: Flask) -> MonitorScheduler | None:
         log.info("WAL monitor disabled (WAL_MONITOR_ENABLED=false)")
         return None
     if "rosetta_monitor" in app.extensions:
-        return app.extensions["rosetta_monitor"]
+        running: MonitorScheduler = app.extensions["rosetta_monitor"]
+        return running
     monitor = MonitorScheduler(app)
     monitor.start()
     app.extensions["rosetta_monitor"] = monitor

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from wtforms import Field, SelectChoice, SelectField, StringField
+from wtforms import Field, SelectField, StringField
 from wtforms.validators import DataRequired, ValidationError
 
 from ..extensions import db
-from ..forms import MAX_INT, EntityForm, lowercase, name_rules
+from ..forms import MAX_INT, EntityForm, SelectChoice, lowercase, name_rules
 from ..models import PIPELINE_STATUSES, Destination, Pipeline, Source
 
 

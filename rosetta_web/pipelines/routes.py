@@ -23,7 +23,7 @@ def change_status(entity_id: int) -> Response | str:
         abort(400, f"Status must be one of {', '.join(PIPELINE_STATUSES)}.")
     set_status(pipeline, status)
     if is_htmx():
-        response = make_response(
+        response: Response = make_response(
             render_template("pipelines/_row.html", pipeline=pipeline, resource=PIPELINES)
         )
     else:

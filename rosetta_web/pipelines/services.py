@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
-from wtforms import SelectChoice
 
 from ..extensions import db
-from ..forms import EntityForm
+from ..forms import EntityForm, SelectChoice
 from ..models import Destination, Pipeline, Source
 from ..resources import Resource
 from .forms import PipelineForm
@@ -17,7 +17,7 @@ def _fill_choices(form: EntityForm) -> None:
     assert isinstance(form, PipelineForm)
     placeholder = [SelectChoice(0, "— choose —")]
     for field, model in ((form.source_id, Source), (form.destination_id, Destination)):
-        rows = db.session.execute(db.select(model.id, model.name).order_by(model.name))
+        rows = db.session.execute(select(model.id, model.name).order_by(model.name))
         field.choices = placeholder + [SelectChoice(row.id, row.name) for row in rows]
 
 

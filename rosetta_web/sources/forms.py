@@ -53,6 +53,10 @@ class SourceForm(EntityForm):
             Length(max=63),
             Regexp(r"^[A-Za-z0-9_]+$", message="Use letters, digits and '_' only."),
         ],
+        description=(
+            "The PostgreSQL publication listing the tables to capture. Create it on the source "
+            "database first, e.g. CREATE PUBLICATION rosetta_pub FOR TABLE orders, customers;"
+        ),
     )
     replication_id = IntegerField(
         "Replication ID",
@@ -61,6 +65,10 @@ class SourceForm(EntityForm):
             whole_number,
             NumberRange(0, MAX_INT, f"Enter a whole number from 0 to {MAX_INT}."),
         ],
+        description=(
+            "A number the CDC engine uses to tell this source's pipeline apart from its other "
+            "pipelines. Keep 0 unless your CDC setup says otherwise."
+        ),
     )
     slot_name = StringField(
         "Replication slot",

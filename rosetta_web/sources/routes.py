@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, render_template, request
+from flask import current_app, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
+from ..forms import ConfirmForm, form_view
 from ..timeutil import utcnow
 from . import bp
-from .services import SOURCES, latest_slots, next_round_at
+from .services import SOURCES, next_round_at, sample_now, server_slots
 
 register_crud_views(bp, SOURCES)
 
@@ -19,14 +21,34 @@ def detail(entity_id: int) -> str:
     """Show a source: the monitor's latest state, its WAL charts, its slots, its connection."""
     source = SOURCES.get(entity_id)
     interval_s = current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
+    own_slots, other_slots = server_slots(source)
     return render_template(
         "sources/detail.html",
         source=source,
         state=source.state,
-        slots=latest_slots(source),
+        server=source.state.server if source.state else None,
+        slots=own_slots,
+        other_slots=other_slots,
+        sample_form=ConfirmForm(),
         resource=SOURCES,
         next_round_at=next_round_at(interval_s),
         now=utcnow(),
         interval=timedelta(seconds=interval_s),
         current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
     )
+
+
+@bp.post("/<id:entity_id>/sample")
+@form_view
+def sample(entity_id: int) -> Response:
+    """Sample the source now, then show its page with the outcome."""
+    source = SOURCES.get(entity_id)
+    if not ConfirmForm().validate_on_submit():
+        flash("The form expired before you sent it; press Sample now again.", "error")
+    else:
+        result = sample_now(source)
+        if result["ok"]:
+            flash(f"Sampled '{source.name}' just now.", "success")
+        else:
+            flash(f"Sampling '{source.name}' failed: {result['error']}", "error")
+    return redirect(url_for("sources.detail", entity_id=entity_id), 303)

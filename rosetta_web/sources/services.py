@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import joinedload
 
 from ..extensions import db
-from ..models import MonitorRound, SlotMetric, Source, SourceState
+from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
+from ..monitor.rounds import run_round
 from ..resources import Resource
 from ..timeutil import as_utc
 from .forms import SourceForm
@@ -23,8 +28,21 @@ def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
         source.state.consecutive_failures = 0
         source.state.next_attempt_at = None
         source.state.last_error = None
+        source.state.last_attempt_at = None  # sampled again soon, as a new source is
         # Another server may be further along: no WAL rate across the change.
         source.state.wal_position_bytes = None
+
+
+def _forget_a_server_left_alone(source: Source) -> None:
+    """Delete the source's server, with its slot history, when no other source is on it."""
+    server_id = source.state.server_id if source.state is not None else None
+    if server_id is None:
+        return
+    others = select(func.count()).where(
+        SourceState.server_id == server_id, SourceState.source_id != source.id
+    )
+    if not db.session.scalar(others):
+        db.session.execute(delete(Server).where(Server.id == server_id))
 
 
 SOURCES = Resource(
@@ -32,26 +50,59 @@ SOURCES = Resource(
     form_class=SourceForm,
     label="source",
     plural="sources",
-    list_options=(db.joinedload(Source.state),),
+    list_options=(joinedload(Source.state),),
     before_commit=_monitor_from_scratch,
+    before_delete=_forget_a_server_left_alone,
 )
 
 
-def latest_slots(source: Source) -> list[SlotMetric]:
-    """Return the source's replication slots as its latest successful sample saw them."""
-    if source.state is None or source.state.latest_wal_metric_id is None:
-        return []
-    stmt = (
-        db.select(SlotMetric)
-        .where(SlotMetric.wal_metric_id == source.state.latest_wal_metric_id)
-        .order_by(SlotMetric.slot_name)
+def server_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetric]]:
+    """Return the slots of the source's server as last sampled: its database's, then the rest.
+
+    Every database of a server sees the same slots, and all of them fill the same disk; the
+    others come most WAL retained first.
+    """
+    server = source.state.server if source.state is not None else None
+    if server is None or server.last_sampled_at is None:
+        return [], []
+    rows = db.session.scalars(
+        select(SlotMetric)
+        .where(SlotMetric.server_id == server.id, SlotMetric.recorded_at == server.last_sampled_at)
+        .order_by(SlotMetric.retained_bytes.desc().nulls_last(), SlotMetric.slot_name)
     )
-    return list(db.session.scalars(stmt))
+    own: list[SlotMetric] = []
+    others: list[SlotMetric] = []
+    for row in rows:
+        (own if row.database == source.pg_database else others).append(row)
+    return own, others
+
+
+def latest_slots(source: Source) -> list[SlotMetric]:
+    """Return every slot of the source's server as last sampled, its own database's first."""
+    own, others = server_slots(source)
+    return own + others
 
 
 def next_round_at(interval_s: int) -> datetime | None:
     """Return when the monitor's next round is due, from when its last round started."""
-    last = db.session.scalar(db.select(db.func.max(MonitorRound.started_at)))
+    last = db.session.scalar(
+        select(func.max(MonitorRound.started_at)).where(MonitorRound.manual.is_(False))
+    )
     if last is None:
         return None
     return as_utc(last) + timedelta(seconds=interval_s)
+
+
+def sample_now(source: Source) -> dict[str, Any]:
+    """Sample the source by hand now; return the sample, or why it failed, and its state."""
+    sample = run_round(source_id=source.id, force=True)[0]
+    state = db.session.get(SourceState, source.id)
+    metric = None
+    if sample.ok and state is not None and state.latest_wal_metric_id is not None:
+        metric = db.session.get(WalMetric, state.latest_wal_metric_id)
+    return {
+        "ok": sample.ok,
+        "error": sample.error,
+        "sample": metric.to_dict() if metric is not None else None,
+        "monitor": state.to_dict() if state is not None else None,
+    }

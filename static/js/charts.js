@@ -27,7 +27,8 @@
     const wanted = new URLSearchParams(search);
     const range = wanted.get("start") ? "custom" : wanted.get("range") || "24h";
     root.querySelectorAll("a[data-range]").forEach(function (link) {
-      link.toggleAttribute("aria-current", link.dataset.range === range);
+      if (link.dataset.range === range) link.setAttribute("aria-current", "true");
+      else link.removeAttribute("aria-current");
     });
     if (form) {
       form.elements.start.value = wanted.get("start") || "";
@@ -36,36 +37,93 @@
     return range;
   }
 
-  // SI prefixes (kB, MB, GB) from 1000 up; below that whole numbers, never "617mB/s".
-  function numberFormat(traces) {
-    const top = Math.max(0, ...traces.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); }));
-    return top >= 1000 ? ".3~s" : ",.0f";
+  // Sizes as PostgreSQL's pg_size_pretty prints them: 1024-based bytes, kB, MB, GB, TB, PB.
+  const UNITS = [["bytes", 10 * 1024, false], ["kB", 20 * 1024 - 1, true], ["MB", 20 * 1024 - 1, true],
+    ["GB", 20 * 1024 - 1, true], ["TB", 20 * 1024 - 1, true], ["PB", 20 * 1024 - 1, true]];
+  function halfRounded(v) { return Math.trunc((v + (v < 0 ? -1 : 1)) / 2); }
+  function sizePretty(bytes) {
+    if (bytes === null || bytes === undefined) return "—";
+    let size = Math.trunc(bytes);
+    for (let i = 0; i < UNITS.length; i++) {
+      const unit = UNITS[i];
+      if (i === UNITS.length - 1 || Math.abs(size) < unit[1]) {
+        return (unit[2] ? halfRounded(size) : size) + " " + unit[0];
+      }
+      const bits = 10 - (UNITS[i + 1][2] ? 1 : 0) + (unit[2] ? 1 : 0);
+      size = Math.trunc(size / Math.pow(2, bits));
+    }
+  }
+  function exact(bytes) { return bytes === null ? "" : Math.round(bytes).toLocaleString("en") + " bytes"; }
+
+  // An axis in 1024-based units: ticks at round numbers of the unit the largest value needs.
+  function sizeAxis(traces, suffix) {
+    const values = traces.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); });
+    const top = Math.max(1, ...values);
+    const names = ["bytes", "kB", "MB", "GB", "TB", "PB"];
+    let power = 0;
+    while (power < names.length - 1 && top >= Math.pow(1024, power + 1)) power++;
+    const unit = Math.pow(1024, power);
+    const span = top / unit;
+    const raw = span / 5;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map(function (m) { return m * magnitude; }).find(function (m) { return m >= raw; });
+    const tickvals = [], ticktext = [];
+    for (let v = 0; v <= span * 1.05 + step / 2; v += step) {
+      tickvals.push(v * unit);
+      ticktext.push(Number(v.toFixed(6)).toLocaleString("en") + " " + names[power] + suffix);
+    }
+    return { tickmode: "array", tickvals: tickvals, ticktext: ticktext, rangemode: "tozero" };
   }
 
-  function trace(name, series, x, unit, format) {
-    const value = function (field) { return "%{" + field + ":" + format + "}" + unit; };
-    const hover = value("y") + " max, " + value("customdata[0]") + " min, " + value("customdata[1]") + " last";
-    return {
-      name: name,
-      x: x,
-      y: series.max,
-      customdata: series.min.map(function (low, i) { return [low, series.last[i]]; }),
-      type: "scatter",
-      mode: "lines+markers",
-      marker: { size: 3 },
-      connectgaps: false, // an empty bucket is a failed sample: show the gap
-      hovertemplate: hover + "<extra>" + name + "</extra>",
-    };
+  // The line is each point's last value; the shaded band its bucket's min to max, so a spike
+  // between two points stays visible.
+  function traces(name, series, x, suffix, colour) {
+    const text = series.last.map(function (v, i) {
+      if (v === null) return "";
+      let hover = sizePretty(v) + suffix + " (" + exact(v) + suffix + ")";
+      if (series.min[i] !== series.max[i]) {
+        hover += "<br>" + sizePretty(series.min[i]) + suffix + " to " + sizePretty(series.max[i]) + suffix + " in this bucket";
+      }
+      return hover;
+    });
+    const band = { x: x, showlegend: false, hoverinfo: "skip", mode: "lines", line: { width: 0 },
+      connectgaps: false, legendgroup: name, type: "scatter" };
+    return [
+      Object.assign({}, band, { y: series.min }),
+      Object.assign({}, band, { y: series.max, fill: "tonexty", fillcolor: colour + "33" }),
+      { name: name, x: x, y: series.last, text: text, type: "scatter", mode: "lines+markers",
+        marker: { size: 3 }, line: { color: colour }, legendgroup: name,
+        connectgaps: false, // a failed sample is a null point: the line breaks there
+        hovertemplate: "%{text}<extra>" + name + "</extra>" },
+    ];
   }
 
-  function layout(title, unit, format) {
+  // Failed samples: a red mark on the axis at their time, with the error on hover.
+  function failures(data) {
+    const x = [], text = [];
+    data.errors.forEach(function (error, i) {
+      if (error !== null) { x.push(data.times[i]); text.push(error); }
+    });
+    return { name: "failed samples", x: x, y: x.map(function () { return 0; }), text: text,
+      type: "scatter", mode: "markers", marker: { symbol: "x", size: 8, color: "#b42318" },
+      hovertemplate: "sample failed: %{text}<extra></extra>" };
+  }
+
+  const COLOURS = ["#2b59c3", "#067647", "#b54708", "#7a2eb3", "#0e7c86", "#c11574", "#4e5ba6",
+    "#9e6b00", "#344054", "#b42318", "#107569", "#6941c6", "#667085"];
+
+  function layout(title, axis, data) {
+    const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+    const ink = dark ? "#e4e7ec" : "#1d2433";
     return {
       title: { text: title, font: { size: 14 } },
-      margin: { l: 70, r: 20, t: 40, b: 60 },
-      xaxis: { type: "date", title: { text: "UTC", standoff: 12 } },
-      yaxis: { tickformat: format, ticksuffix: unit, rangemode: "tozero" },
+      margin: { l: 80, r: 20, t: 40, b: 60 },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: ink },
+      // The axis spans the range asked for, up to now, whatever the samples cover.
+      xaxis: { type: "date", title: { text: "UTC", standoff: 12 }, range: [data.start, data.end] },
+      yaxis: axis,
       legend: { orientation: "h", y: -0.2 },
-      hovermode: "x unified",
+      hovermode: "closest",
     };
   }
 
@@ -96,25 +154,27 @@
       root.removeAttribute("aria-busy");
       return;
     }
-    const x = data.buckets;
-    const walSeries = [["WAL directory", data.series.size_bytes]].concat(
-      Object.keys(data.slots).sort().map(function (slot) {
-        return ["retained by " + slot, data.slots[slot].retained_bytes];
-      })
-    );
-    const walFormat = numberFormat(walSeries.map(function (s) { return { y: s[1].max }; }));
-    const wal = walSeries.map(function (s) { return trace(s[0], s[1], x, "B", walFormat); });
-    const rateSeries = data.series.wal_rate_bytes_per_second;
-    const rateFormat = numberFormat([{ y: rateSeries.max }]);
-    const rate = [trace("WAL generation rate", rateSeries, x, "B/s", rateFormat)];
-    const empty = wal.concat(rate).every(function (t) { return t.y.every(function (v) { return v === null; }); });
-    message.textContent = empty ? "No samples in this range." : "";
+    const x = data.times;
+    const walSeries = [["WAL directory", data.series.size_bytes]];
+    Object.keys(data.slots).forEach(function (slot) {
+      const label = "retained by " + slot + (data.slots[slot].own ? "" : " (" + (data.slots[slot].database || "physical") + ")");
+      walSeries.push([label, data.slots[slot]]);
+    });
+    if (data.other_slots) walSeries.push(["other slots (" + data.other_slots.count + ", summed)", data.other_slots]);
+    let wal = [];
+    walSeries.forEach(function (s, i) { wal = wal.concat(traces(s[0], s[1], x, "", COLOURS[i % COLOURS.length])); });
+    const lines = wal.filter(function (t) { return t.mode === "lines+markers"; });
+    const rate = traces("WAL generation rate", data.series.wal_rate_bytes_per_second, x, "/s", COLOURS[0]);
+    const fails = failures(data);
+    const empty = lines.concat(rate).every(function (t) { return t.y.every(function (v) { return v === null; }); });
+    message.textContent = empty ? (fails.x.length ? "Every sample in this range failed." : "No samples in this range.") : "";
     message.hidden = !empty;
     if (request.signal.aborted) return;
-    await Plotly.react("chart-wal", wal, layout("WAL directory and WAL retained per slot", "B", walFormat), config);
-    await Plotly.react("chart-rate", rate, layout("WAL generation rate", "B/s", rateFormat), config);
+    await Plotly.react("chart-wal", wal.concat([fails]), layout("WAL directory and WAL retained per slot", sizeAxis(lines, ""), data), config);
+    await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate.slice(2), "/s"), data), config);
     root.dataset.range = range;
     root.dataset.points = String(x.length);
+    root.dataset.bucketSeconds = String(data.bucket_seconds);
     root.removeAttribute("aria-busy");
   }
 

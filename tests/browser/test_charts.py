@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import SourceState, WalMetric
+from rosetta_web.models import SampleError, SourceState
 from rosetta_web.timeutil import utcnow
 
-from ..conftest import PASSWORD, add_source, create_operator
+from ..factories import PASSWORD, add_source, create_operator, wal_metric
+
+# Each starts Chromium and a server: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def _seed(app) -> int:
-    """Two days of 5-minute samples, with an hour missing three hours ago."""
+    """Two days of 5-minute samples; three hours ago, an hour of failed samples."""
     source_id = add_source(app, "charted", 5432)
     now = utcnow()
     with app.app_context():
         for step in range(2 * 24 * 12):
             moment = now - timedelta(minutes=5 * step)
             if timedelta(hours=3) < now - moment < timedelta(hours=4):
+                _db.session.add(
+                    SampleError(source_id=source_id, recorded_at=moment, error="timed out")
+                )
                 continue
             _db.session.add(
-                WalMetric(
-                    source_id=source_id,
-                    recorded_at=moment,
-                    current_lsn="0/0",
+                wal_metric(
+                    source_id,
+                    moment,
                     wal_position_bytes=10**9 - step * 3_000_000,
                     size_bytes=2**30 + step * 1000,
                     retained_bytes=50_000_000 + (step % 12) * 1_000_000,
-                    slot_count=1,
-                    inactive_slot_count=0,
                 )
             )
         _db.session.add(
@@ -61,18 +65,19 @@ def test_charts_draw_and_switch_range_without_navigation(app, live_server, page)
     charts = page.locator("#wal-charts")
     expect(charts).to_have_attribute("data-range", "24h")
     day_points = int(charts.get_attribute("data-points"))
-    drawn = page.evaluate(
-        "document.getElementById('chart-wal').data[0].y.filter(v => v !== null).length"
-    )
+    line = "document.getElementById('chart-wal').data.find(t => t.name === 'WAL directory')"
+    drawn = page.evaluate(f"{line}.y.filter(v => v !== null).length")
     assert drawn > 100
-    gaps = page.evaluate(
-        "document.getElementById('chart-wal').data[0].y.filter(v => v === null).length"
-    )
-    assert gaps >= 1  # the missing hour is a gap, not a line drawn across it
-    assert page.locator("#chart-wal .scatterlayer .trace").count() >= 1
-    assert page.locator("#chart-rate .scatterlayer .trace").count() == 1
-    tick = page.locator("#chart-wal .ytick text").last.text_content()
-    assert tick.endswith("B") and ("M" in tick or "G" in tick)  # human units on the axis
+    gaps = page.evaluate(f"{line}.y.filter(v => v === null).length")
+    assert gaps >= 1  # the failed hour breaks the line instead of a line drawn across it
+    failed = "document.getElementById('chart-wal').data.find(t => t.name === 'failed samples')"
+    assert page.evaluate(f"{failed}.text[0]") == "timed out"
+    assert page.locator("#chart-rate .scatterlayer .trace").count() >= 1
+    ticks = page.locator("#chart-wal .ytick text").all_text_contents()
+    assert ticks[-1].endswith((" MB", " GB"))  # 1024-based units, as pg_size_pretty's
+    # The x axis reaches to now, past the last sample.
+    end = page.evaluate("document.getElementById('chart-wal').layout.xaxis.range[1]")
+    assert datetime.fromisoformat(end.replace("Z", "+00:00")) >= utcnow() - timedelta(minutes=1)
 
     page.evaluate("window.marker = 'same page'")
     page.click("#wal-charts a[data-range='1h']")
@@ -80,7 +85,10 @@ def test_charts_draw_and_switch_range_without_navigation(app, live_server, page)
     expect(page).to_have_url(f"{live_server}/sources/{source_id}?range=1h")
     assert int(charts.get_attribute("data-points")) < day_points
     assert page.evaluate("window.marker") == "same page"
-    expect(page.locator("#wal-charts a[aria-current]")).to_have_text("1h")
+    # The range just chosen is the one highlighted.
+    expect(page.locator("#wal-charts a[aria-current='true']")).to_have_text("1h")
+    colour = "getComputedStyle(document.querySelector(\"#wal-charts a[data-range='%s']\")).color"
+    assert page.evaluate(colour % "1h") != page.evaluate(colour % "24h")
 
     # A link to the range shows the same view.
     page.goto(f"{live_server}/sources/{source_id}?range=7d")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
-from ..conftest import PASSWORD
+from ..factories import PASSWORD
 from ..seed import DESTINATION, SOURCE
+
+# Each starts Chromium and a server: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def test_setup_login_create_source_and_start_pipeline(live_server, page):

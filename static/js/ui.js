@@ -1,0 +1,43 @@
+// Small page behaviours, kept out of the markup so a strict Content-Security-Policy
+// (no inline script, no eval) can apply. Loaded with `defer` by base.html.
+(function () {
+  "use strict";
+
+  // An htmx swap (the dashboard's 30 s poll) replaces the <details> an operator opened:
+  // remember which ones were open, by id, and open them again in the new content.
+  var openBeforeSwap = [];
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // htmx swaps synchronously after this event, so the list is always this swap's.
+    openBeforeSwap = [];
+    var target = event.detail.target;
+    if (!event.detail.shouldSwap || !target || !target.querySelectorAll) return;
+    var open = Array.prototype.slice.call(target.querySelectorAll("details[id][open]"));
+    if (target.matches("details[id][open]")) open.push(target);
+    openBeforeSwap = open.map(function (details) { return details.id; });
+  });
+
+  document.addEventListener("htmx:afterSwap", function () {
+    openBeforeSwap.forEach(function (id) {
+      var details = document.getElementById(id);
+      if (details && details.tagName === "DETAILS") details.open = true;
+    });
+    openBeforeSwap = [];
+  });
+
+  // <button data-confirm="Question?">: ask before the form is sent.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-confirm]") : null;
+    if (button && !window.confirm(button.getAttribute("data-confirm"))) {
+      event.preventDefault();
+    }
+  });
+
+  // <input data-select-on-focus>: a value to copy is selected whole when clicked or focused.
+  function selectAll(event) {
+    var input = event.target;
+    if (input && input.hasAttribute && input.hasAttribute("data-select-on-focus")) input.select();
+  }
+  document.addEventListener("focusin", selectAll);
+  document.addEventListener("click", selectAll);
+})();

@@ -1,0 +1,9 @@
+from typing import Any
+
+from markupsafe import Markup
+from wtforms import Field, Form
+
+class FlaskForm(Form):
+    def is_submitted(self) -> bool: ...
+    def validate_on_submit(self, extra_validators: Any = None) -> bool: ...
+    def hidden_tag(self, *fields: str | Field) -> Markup: ...

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev chromium run test test-fast bench lint typecheck format
+.PHONY: install install-dev chromium run test test-fast fuzz bench lint typecheck format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: install-dev chromium
 # Everything but the tests that start subprocesses, servers or a browser (marked slow).
 test-fast: install-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The API fuzzed against its OpenAPI document for longer than `make test` does (schemathesis).
+fuzz: install-dev
+	ROSETTA_FUZZ_EXAMPLES=$${ROSETTA_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest tests/test_fuzz.py -s $(PYTEST_ARGS)
 
 # The benchmarks start their own PostgreSQL clusters and take minutes; run them by hand.
 bench: install-dev

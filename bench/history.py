@@ -27,6 +27,7 @@ from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import SlotMetric, SourceState, WalMetric  # noqa: E402
+from rosetta_web.sparkline import draw  # noqa: E402
 from rosetta_web.timeutil import utcnow  # noqa: E402
 from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
@@ -292,9 +293,9 @@ def _seed_dashboard(count: int) -> None:
                 slot_count=2,
                 inactive_slot_count=int(source_id % 3 == 0),
                 last_error="connection refused" if source_id % 97 == 0 else None,
-                retained_history=[
-                    [now - 600 * k, source_id * 1000 + k] for k in range(143, -1, -1)
-                ],
+                retained_sparkline=draw(
+                    [[now - 600 * k, source_id * 1000 + k] for k in range(143, -1, -1)]
+                ),
                 server_id=source_id,
             )
         )

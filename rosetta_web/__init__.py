@@ -21,7 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the Rosetta app: settings from the environment, overridden by `config`."""
     from .config import engine_options, load_config
     from .crypto import fernet_for
-    from .errors import register_error_handlers
+    from .errors import register_error_handlers, watch_database
     from .extensions import db, migrate
     from .formatting import register_filters
     from .security import init_security
@@ -41,6 +41,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
 
     db.init_app(app)
+    with app.app_context():
+        watch_database(db.engine)
     migrate.init_app(
         app,
         db,
@@ -66,11 +68,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 class IdConverter(IntegerConverter):
-    """Route ids fit a 4-byte INTEGER column: a larger number is a 404, not a database error."""
+    """An entity id in a URL: any whole number, so every method on the route matches it.
 
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
-        super().__init__(map, *args, **kwargs)
+    A number no row can have (past a 4-byte INTEGER) is then a 404 from the lookup, for
+    GET, PUT, PATCH and DELETE alike, rather than no route at all.
+    """
+
+    regex = r"\d{1,30}"
 
 
 def _configure_logging(level: str, log_format: str) -> None:
@@ -99,6 +103,7 @@ def _register_blueprints(app: Flask) -> None:
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
+    from .errors import RETRY_AFTER_SECONDS, outage
     from .extensions import db
     from .monitor.prometheus import metrics
     from .pipelines import bp as pipelines_bp
@@ -114,7 +119,7 @@ def _register_blueprints(app: Flask) -> None:
     app.add_url_rule("/metrics", "metrics", metrics)
 
     @app.get("/health")
-    def health() -> tuple[Response, int]:
+    def health() -> tuple[Response, int, dict[str, str]]:
         """Report whether the metadata database answers, for load balancers."""
         started = time.perf_counter()
         try:
@@ -124,10 +129,11 @@ def _register_blueprints(app: Flask) -> None:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             }
         except Exception as exc:  # any failure to answer is the check's answer, not a 500
-            db.session.rollback()
-            logging.getLogger(__name__).warning(
-                "health: metadata database check failed: %s", type(exc).__name__
-            )
+            outage.failed(exc)  # logged once per outage, however often a balancer asks
+            try:
+                db.session.rollback()
+            except Exception:
+                pass  # the connection is gone; the pool replaces it
             database = {"status": "error", "error": type(exc).__name__}
         ok = database["status"] == "ok"
         body = {
@@ -136,4 +142,6 @@ def _register_blueprints(app: Flask) -> None:
             "timestamp": isoformat(utcnow()),
             "checks": {"database": database},
         }
-        return jsonify(body), 200 if ok else 503
+        if ok:
+            return jsonify(body), 200, {}
+        return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}

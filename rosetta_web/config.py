@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 EXAMPLE_SECRET_KEYS = {"", "change-me", "changeme", "dev", "secret", "<generate-secure-key>"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -50,8 +52,16 @@ def normalize_database_url(url: str) -> str:
         "postgresql+psycopg://",
     ):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
+            url = "postgresql+psycopg2://" + url[len(prefix) :]
     if url.startswith(("postgresql+psycopg2://", "sqlite:")):
+        try:
+            make_url(url).port  # noqa: B018 - reading the port is what fails on a stray ':'
+        except ValueError:
+            # Never echo the URL: it holds the password.
+            raise ConfigError(
+                "DATABASE_URL cannot be read: percent-encode special characters in the user "
+                "name and password (@ as %40, : as %3A, / as %2F, # as %23, % as %25)"
+            ) from None
         return url
     raise ConfigError(
         "DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:5432/db) "
@@ -123,7 +133,19 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         database_url = normalize_database_url(raw_url)
     else:
         instance.mkdir(parents=True, exist_ok=True)
-        database_url = f"sqlite:///{instance / 'rosetta.db'}"
+        database_file = instance / "rosetta.db"
+        # It holds password hashes and encrypted secrets: readable by Rosetta's user alone.
+        os.close(os.open(database_file, os.O_CREAT | os.O_WRONLY, 0o600))
+        database_url = f"sqlite:///{database_file}"
+
+    interval_s = _int(env, "WAL_MONITOR_INTERVAL_SECONDS", 300, minimum=5)
+    timeout_s = _int(env, "WAL_MONITOR_TIMEOUT_SECONDS", 30, minimum=1)
+    if timeout_s >= interval_s:
+        raise ConfigError(
+            f"WAL_MONITOR_TIMEOUT_SECONDS ({timeout_s}) must be shorter than "
+            f"WAL_MONITOR_INTERVAL_SECONDS ({interval_s}): a source must be given up on before "
+            "its next round is due"
+        )
 
     return {
         "APP_ENV": app_env,
@@ -134,8 +156,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, env),
         "WAL_MONITOR_ENABLED": _bool(env, "WAL_MONITOR_ENABLED", True),
-        "WAL_MONITOR_INTERVAL_SECONDS": _int(env, "WAL_MONITOR_INTERVAL_SECONDS", 300, minimum=5),
-        "WAL_MONITOR_TIMEOUT_SECONDS": _int(env, "WAL_MONITOR_TIMEOUT_SECONDS", 30, minimum=1),
+        "WAL_MONITOR_INTERVAL_SECONDS": interval_s,
+        "WAL_MONITOR_TIMEOUT_SECONDS": timeout_s,
         "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
         "WAL_MONITOR_CONCURRENCY": _int(env, "WAL_MONITOR_CONCURRENCY", 32, minimum=1),
         "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),

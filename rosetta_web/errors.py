@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
-from flask import Flask, Response, flash, jsonify, render_template, request
+from flask import Flask, Response, flash, g, jsonify, render_template, request
+from flask_login import AnonymousUserMixin
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -90,13 +96,79 @@ def error_response(
     if wants_json():
         response = jsonify(body)
     else:
-        response = Response(
-            render_template(
+        try:
+            page = render_template(
                 "errors/error.html", status=status, title=HTTP_STATUS_CODES.get(status), **body
             )
-        )
+        except DATABASE_UNAVAILABLE as exc:  # the page asks who is signed in
+            return database_unavailable(exc)
+        response = Response(page)
     response.status_code = status
     return response
+
+
+# What SQLAlchemy raises when the metadata database cannot be reached or a pooled connection
+# dies: the server is down, restarting, or out of reach, not a bug of the request.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+RETRY_AFTER_SECONDS = 10
+
+
+class Outage:
+    """Log a metadata database outage once when it starts and once when it ends, not once per
+    request: a dashboard polled by many browsers would otherwise write a traceback each."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        """Note that the database did not answer; log it if this starts an outage."""
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        log.error(
+            "metadata database unavailable (%s); answering 503 until it is back",
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+
+    def answered(self) -> None:
+        """Note that the database answered; log the end of an outage."""
+        if self._since is None:  # the common case, read without the lock
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.warning("metadata database back after %.0f s", time.monotonic() - since)
+
+
+outage = Outage()
+
+
+def database_unavailable(exc: BaseException) -> Response:
+    """Answer 503 with Retry-After, without touching the database: the envelope, or a page
+    that needs no one signed in."""
+    outage.failed(exc)
+    try:
+        db.session.rollback()
+    except Exception:
+        log.debug("rolling back after the metadata database went away failed", exc_info=True)
+    message = "The metadata database is not answering. Try again in a few seconds."
+    # Flask-Login puts the signed-in user in every template, loading it from the database:
+    # render as nobody instead.
+    g._login_user = AnonymousUserMixin()
+    if wants_json():
+        response = jsonify(envelope(ERROR_NAMES[503], message))
+    else:
+        response = Response(render_template("errors/unavailable.html", message=message))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def watch_database(engine: Engine) -> None:
+    """End a logged outage as soon as the pool hands out a working connection again."""
+    event.listen(engine, "checkout", lambda *args: outage.answered())
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -136,6 +208,9 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and details:
             response.headers["Allow"] = ", ".join(details["allowed_methods"])
         return response
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.register_error_handler(unavailable, database_unavailable)
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:

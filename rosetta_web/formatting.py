@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask
-from markupsafe import Markup, escape
 
-from .monitor.rounds import SPARKLINE_BUCKET_SECONDS, SPARKLINE_SPAN_SECONDS
 from .timeutil import as_utc, utcnow
 
 # pg_size_pretty's units: (name, the size below which it is used, whether it rounds halves).
@@ -69,37 +67,12 @@ def utc(moment: datetime | None) -> str:
     return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def sparkline(points: list[list[int]] | None, now: datetime | None = None) -> Markup:
-    """Draw 24 hours of retained WAL, one point per 10 minutes, with gaps where it failed."""
-    slots = SPARKLINE_SPAN_SECONDS // SPARKLINE_BUCKET_SECONDS
-    end = int((now or utcnow()).timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
-    start = end - SPARKLINE_SPAN_SECONDS + SPARKLINE_BUCKET_SECONDS
-    # Points stored before the last 24 hours (a source failing since) are not drawn.
-    points = [point for point in points or [] if start <= point[0] <= end]
-    if not points:
-        return Markup('<span class="muted">—</span>')
-    top = max(value for _, value in points) or 1
-    # Whole-number coordinates in a viewBox of one unit per bucket: cheap to write for a
-    # thousand sources, and the browser stretches the line to the cell.
-    path, previous = [], None
-    for moment, value in points:
-        x = (moment - start) // SPARKLINE_BUCKET_SECONDS
-        y = 22 - value * 20 // top
-        # A point after a gap starts a new line; the tiny step makes a lone point visible.
-        path.append(f"L{x},{y}" if previous == x - 1 else f"M{x},{y}l0.1,0")
-        previous = x
-    label = escape(f"WAL retained over 24 hours, peak {pg_size_pretty(top)}")
-    return Markup(
-        f'<svg class="sparkline" viewBox="0 0 {slots - 1} 24" preserveAspectRatio="none" '
-        f'role="img" aria-label="{label}"><title>{label}</title>'
-        f'<path d="{"".join(path)}"/></svg>'
-    )
-
-
 def register_filters(app: Flask) -> None:
     """Make the filters available to every template."""
     app.add_template_filter(pg_size_pretty, "bytes")
     app.add_template_filter(exact_bytes, "exact_bytes")
     app.add_template_filter(relative_time, "ago")
     app.add_template_filter(utc, "utc")
-    app.add_template_filter(sparkline, "sparkline")
+    from .sparkline import render
+
+    app.add_template_filter(render, "sparkline")

@@ -217,6 +217,16 @@ class User(UserMixin, Model):
         return check_password_hash(self.password_hash, password)
 
 
+class Installation(Model):
+    """The one row that says the first account was set up: only one /setup can insert it."""
+
+    __tablename__ = "installation"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    set_up_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiToken(Model):
     """A bearer token a script uses to call the API as an operator; only its hash is kept."""
 
@@ -293,6 +303,8 @@ class SourceState(Shaped, Model):
     in_recovery: Mapped[bool | None] = mapped_column(Boolean)
     # The dashboard's sparkline: [bucket start (epoch s), most WAL retained] per bucket, 24 h.
     retained_history: Mapped[list[list[int]] | None] = mapped_column(JSON)
+    # The same, drawn (rosetta_web/sparkline.py), so the dashboard reads no JSON.
+    retained_sparkline: Mapped[str | None] = mapped_column(Text)
     # The server the source's database lives on, as its last sample identified it.
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
 
@@ -445,7 +457,9 @@ class MonitorRound(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    duration_ms: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)  # the whole round: sampling and storing
+    sampling_ms: Mapped[int | None] = mapped_column(Integer)  # the probes, side by side
+    storing_ms: Mapped[int | None] = mapped_column(Integer)  # the rows written, and the commit
     sources: Mapped[int] = mapped_column(Integer)
     failures: Mapped[int] = mapped_column(Integer)
     skipped: Mapped[int] = mapped_column(Integer)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .forms import EntityForm, field_names
+from .forms import MAX_INT, EntityForm, field_names
 from .models import Pipeline
 
 
@@ -72,8 +72,8 @@ class Resource:
         return self.label.capitalize()
 
     def get(self, entity_id: int) -> Any:
-        """Return the entity or raise NotFound."""
-        entity = db.session.get(self.model, entity_id)
+        """Return the entity or raise NotFound (also for an id no INTEGER column can hold)."""
+        entity = db.session.get(self.model, entity_id) if 0 < entity_id <= MAX_INT else None
         if entity is None:
             raise NotFound(self.title, entity_id)
         return entity

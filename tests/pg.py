@@ -76,7 +76,7 @@ class Cluster:
             "host all postgres 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        options = (
+        self.options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} "
             "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
@@ -89,11 +89,29 @@ class Cluster:
             "-l",
             str(self.root / "server.log"),
             "-o",
-            options,
+            self.options,
             "-w",
             "start",
         )
         return self
+
+    def halt(self) -> None:
+        """Stop the server, keeping its files, as an outage would."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port."""
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            self.options,
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop the cluster and delete its files."""

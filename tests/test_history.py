@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.formatting import sparkline
 from rosetta_web.models import Pipeline, SampleError, Server, Source, SourceState
 from rosetta_web.monitor import history
+from rosetta_web.sparkline import draw, render
 from rosetta_web.timeutil import utcnow
 
 from .factories import add_source, sampled_source, slot_metric, wal_metric
@@ -42,7 +42,11 @@ def _seed(app) -> int:
     """Store the samples as the monitor would, each with its rate since the one before."""
     source_id = add_source(app, "synthetic", 5432)
     with app.app_context():
-        server = Server(address="127.0.0.1:5432", system_identifier="7000000000000000001")
+        server = Server(
+            address="127.0.0.1:5432",
+            system_identifier="7000000000000000001",
+            last_sampled_at=T0 + timedelta(seconds=900),  # as the monitor keeps it
+        )
         _db.session.add(server)
         _db.session.flush()
         _db.session.add(SourceState(source_id=source_id, server_id=server.id, status="OK"))
@@ -200,7 +204,9 @@ def _many_sources(app, count: int, start: int = 0) -> None:
                     size_bytes=i * 2_000_000,
                     inactive_slot_count=i % 2,
                     last_sampled_at=utcnow(),
-                    retained_history=[[now - 600 * k, i * 1000 + k] for k in range(144, 0, -1)],
+                    retained_sparkline=draw(
+                        [[now - 600 * k, i * 1000 + k] for k in range(143, -1, -1)]
+                    ),
                 )
             )
         _db.session.commit()
@@ -253,30 +259,31 @@ def test_dashboard_poll_returns_only_the_table(app, browser):
     assert "<html" not in html
     # The counts above the table come along, swapped in out of band.
     assert '<section class="summary" id="dashboard-summary" hx-swap-oob="true">' in html
-    assert "every 30s [document.visibilityState === &#39;visible&#39;]" in html or (
-        "every 30s [document.visibilityState === 'visible']" in html
-    )
+    # ui.js sends the trigger every 30 s while the tab is visible (no eval under the CSP).
+    assert 'hx-trigger="rosetta:refresh" data-refresh-seconds="30"' in html
     assert "Refreshed <time" in html and "HX-Request" in response.headers["Vary"]
 
 
-def test_sparkline_breaks_at_gaps():
-    """A missing 10 minutes splits the sparkline into separate lines."""
+def test_sparkline_breaks_at_gaps_and_slides_with_time():
+    """A missing 10 minutes splits the sparkline; as time passes, the line slides left and is
+    gone after a day."""
     now = T0
     base = int(now.timestamp()) // 600 * 600
 
-    def path(points):
-        return str(sparkline(points, now)).split(' d="')[1].split('"')[0]
+    def path(points, at=now):
+        return str(render(draw(points), at)).split(' d="')[1].split('"')[0]
 
     joined = path([[base - 1200, 10], [base - 600, 20], [base, 5]])
     assert joined.count("M") == 1 and joined.count("L") == 2
+    assert joined.startswith("M141,") and "L143," in joined  # the last bucket at the right end
     gapped = path([[base - 1800, 10], [base - 600, 20], [base, 5]])
     assert gapped.count("M") == 2 and gapped.count("L") == 1
-    assert "peak 20 bytes" in str(sparkline([[base, 20]], now))
-    # A source failing for a day keeps older points; they are not drawn, nor count as peak.
-    stale = path([[base - 30 * 3600, 999], [base - 600, 20], [base, 5]])
-    assert "-" not in stale and stale.count("M") == 1
-    assert "—" in str(sparkline([[base - 30 * 3600, 999]], now))
-    assert "—" in str(sparkline(None, now))
+    assert "peak 20 bytes" in str(render(draw([[base, 20]]), now))
+    later = str(render(draw([[base, 20]]), now + timedelta(hours=2)))
+    assert 'viewBox="12 0 143 24"' in later  # two hours on: 12 buckets further left
+    # A source failing for a day keeps its old line; it is not drawn any more.
+    assert "—" in str(render(draw([[base, 999]]), now + timedelta(hours=25)))
+    assert "—" in str(render(None, now))
 
 
 def test_vendored_plotly_is_the_plotly_package_bundle():

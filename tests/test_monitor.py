@@ -376,7 +376,8 @@ def test_pages_show_status_sizes_and_slots(app, browser, source_db):
         run_round()
     listing = browser.get("/sources/").get_data(as_text=True)
     assert '<span class="badge monitor-ok"' in listing
-    assert '<span class="badge monitor-error" title="Connection refused' in listing
+    assert '<span class="badge monitor-error" title="cannot connect to 127.0.0.1:' in listing
+    assert "Connection refused" in listing
     assert " MB</td>" in listing and "1 inactive" in listing and " s ago</td>" in listing
     page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
     assert "rosetta_slot" in page and "pgoutput" in page and "reserved" in page

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import request
 from werkzeug.datastructures import MultiDict
+from wtforms import Field, IntegerField, PasswordField, SelectField
 
 from ..errors import ApiError
 from ..forms import EntityForm, field_names
@@ -28,31 +29,73 @@ def json_body() -> dict[str, Any]:
     return payload
 
 
+def _is_unicode(text: str) -> bool:
+    """Tell whether text can be encoded as UTF-8 (JSON can carry lone surrogates; it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_type(field: Field) -> str:
+    """Name the JSON type a form field takes in the API: integer, or string."""
+    if isinstance(field, IntegerField) or (isinstance(field, SelectField) and field.coerce is int):
+        return "integer"
+    return "string"
+
+
+def altered_by_filters(form: EntityForm, payload: dict[str, Any]) -> dict[str, list[str]]:
+    """Find the text values the form's filters would change: the API stores what it is sent.
+
+    The browser form trims and lowercases for the operator; a script gets told instead, so
+    what the OpenAPI document accepts is exactly what is stored.
+    """
+    errors: dict[str, list[str]] = {}
+    for key, raw in payload.items():
+        if not isinstance(raw, str) or key not in form or isinstance(form[key], PasswordField):
+            continue
+        kept = form[key].data
+        if raw != raw.strip():
+            errors[key] = ["Remove the white space at its start and end."]
+        elif isinstance(form[key], SelectField) and isinstance(kept, str):
+            continue  # a choice is read in any case: "pause" is PAUSE
+        elif raw and isinstance(kept, str) and kept != raw:
+            errors[key] = [f"Send it as it is stored: {kept!r}."]
+    return errors
+
+
 def formdata_from_json(
     form_class: type[EntityForm], payload: dict[str, Any], base: dict[str, Any] | None = None
-) -> MultiDict[str, str]:
-    """Turn a JSON object into form data for `form_class`, refusing what no field accepts.
+) -> tuple[MultiDict[str, str], dict[str, list[str]]]:
+    """Turn a JSON object into form data for `form_class`, and the fields no field accepts
+    (unknown, or of the wrong JSON type), which are left out of the form data.
 
     `base` holds the current values for a partial update (PATCH): the payload overrides them.
     A null clears a field, as a blank form field does: optional fields become NULL, required
     ones fail validation, secrets keep their stored value.
     """
-    fields = field_names(form_class)
+    form = form_class(formdata=None, meta={"csrf": False})
     # Fields a client may send back from a GET response are ignored, not rejected.
-    read_only = set(shape_of(form_class.model).names) - fields
+    read_only = set(shape_of(form_class.model).names) - field_names(form_class)
     errors: dict[str, list[str]] = {}
     data: dict[str, str] = {}
-    for key, value in {**(base or {}), **payload}.items():
+    for key, value in payload.items():
         if key in read_only:
             continue
-        if key not in fields:
+        if key not in form:
             errors[key] = ["Unknown field."]
         elif value is None:
-            data[key] = ""
-        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            errors[key] = ["Must be a string or a number."]
-        else:
-            data[key] = str(value)
-    if errors:
-        raise ApiError(422, "The request has invalid fields", {"fields": errors})
-    return MultiDict(data)
+            continue
+        elif json_type(form[key]) == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors[key] = ["Must be a whole number."]
+        elif not isinstance(value, str):
+            errors[key] = ["Must be a string."]
+        elif not _is_unicode(value):
+            # JSON may escape half of a UTF-16 pair ("\ud800"): no database can store it.
+            errors[key] = ["Must be valid Unicode text (it holds a lone surrogate)."]
+    for key, value in {**(base or {}), **payload}.items():
+        if key not in read_only and key in form and key not in errors:
+            data[key] = "" if value is None else str(value)
+    return MultiDict(data), errors

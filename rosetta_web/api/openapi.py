@@ -6,55 +6,92 @@ import re
 from typing import Any
 
 from flask import current_app
-from wtforms import IntegerField, PasswordField, SelectField
-from wtforms.validators import DataRequired, Length, NumberRange, Regexp
+from wtforms import Field, PasswordField, SelectField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from .. import __version__
 from ..forms import EntityForm, field_names
 from ..models import SlotMetric, SourceState, WalMetric
 from ..shapes import ref, shape_of
+from .bodies import json_type
 
 JSON = "application/json"
 
 
-def form_schema(form_class: type[EntityForm]) -> dict[str, Any]:
-    """Describe what a form accepts as a JSON Schema object, from its fields and validators."""
+# Text with no white space at either end and no NUL character: what a trimmed field keeps.
+TRIMMED = r"[^\s\x00](?:[^\x00]*[^\s\x00])?"
+
+
+def _pattern(field: Field) -> str:
+    """Return the regular expression of every text value the field stores as sent."""
+    for validator in field.validators:
+        if isinstance(validator, Regexp):
+            return str(validator.regex.pattern).removeprefix("^").removesuffix("$")
+    if isinstance(field, PasswordField):
+        return r"[^\x00]*"  # kept as typed: only NUL, which PostgreSQL cannot store, is refused
+    return TRIMMED
+
+
+def form_schema(form_class: type[EntityForm], mode: str = "create") -> dict[str, Any]:
+    """Describe what the API accepts for a form as a JSON Schema object, exactly.
+
+    `mode` is create (POST), replace (PUT: a secret may be left out or blank to keep it) or
+    patch (PATCH: every field optional). Text is taken as it is stored: no trimming or
+    lowercasing (the browser's form does those for the operator, the API says so instead).
+    """
     form = form_class(formdata=None, meta={"csrf": False})
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in form:
-        prop: dict[str, Any] = {"type": "string"}
-        if isinstance(field, IntegerField) or (
-            isinstance(field, SelectField) and field.coerce is int
-        ):
-            prop["type"] = "integer"
-        elif isinstance(field, SelectField):
+        optional = any(isinstance(v, Optional) for v in field.validators)
+        must = any(isinstance(v, DataRequired) for v in field.validators)
+        prop: dict[str, Any] = {"type": json_type(field)}
+        if isinstance(field, SelectField) and field.coerce is not int:
             # types-WTForms 3.2 types choices as tuples; WTForms 3.3 holds SelectChoice objects.
-            prop["enum"] = [choice.value for choice in field.choices]  # type: ignore[union-attr]
+            values = [str(choice.value) for choice in field.choices]  # type: ignore[union-attr]
+            # Read in any case ("pause" is PAUSE); a pattern says so where an enum cannot.
+            anycase = ("".join(f"[{c.lower()}{c.upper()}]" for c in value) for value in values)
+            prop["pattern"] = f"^(?:{'|'.join(anycase)})$"
+            prop["examples"] = values
+        elif prop["type"] == "string":
+            secret = field.name in form_class.secret_fields
+            needed_secret = mode == "create" and field.name in form_class.required_secrets
+            # Blank is taken by an optional field (it stores NULL) and by a secret (it keeps
+            # the stored one), unless a new entity must have that secret.
+            blank_ok = optional or (secret and not needed_secret)
+            inner = _pattern(field)
+            prop["pattern"] = f"^(?:{inner})?$" if blank_ok else f"^{inner}$"
+            if blank_ok:
+                prop["type"] = ["string", "null"]  # null is blank: NULL, or the secret kept
         if isinstance(field, PasswordField):
             prop.update(format="password", writeOnly=True)
         for validator in field.validators:
-            if isinstance(validator, Length):
-                if validator.min > 0:
-                    prop["minLength"] = validator.min
-                if validator.max > 0:
-                    prop["maxLength"] = validator.max
-            elif isinstance(validator, Regexp):
-                prop["pattern"] = validator.regex.pattern
+            if isinstance(validator, Length) and validator.max > 0:
+                prop["maxLength"] = validator.max
             elif isinstance(validator, NumberRange):
                 if validator.min is not None:
                     prop["minimum"] = validator.min
                 if validator.max is not None:
                     prop["maximum"] = validator.max
-            elif isinstance(validator, DataRequired) and field.default is None:
-                required.append(field.name)
+        if must and prop["type"] == "integer":
+            prop["minimum"] = max(prop.get("minimum", 1), 1)  # 0 counts as missing
         if field.default is not None:
             prop["default"] = field.default
         if field.description:
             prop["description"] = field.description
         properties[field.name] = prop
-    required += [name for name in form_class.required_secrets if name not in required]
-    return {"type": "object", "properties": properties, "required": required}
+        creating_secret = mode == "create" and field.name in form_class.required_secrets
+        if mode != "patch" and ((must and field.default is None) or creating_secret):
+            required.append(field.name)
+    # What a GET returns and no field takes may be sent back: it is ignored.
+    for name in shape_of(form_class.model).names:
+        properties.setdefault(name, {"readOnly": True, "description": "Ignored when sent."})
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -75,9 +112,10 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
         "415": _error("The body is not JSON"),
         "422": _error("Fields failed validation; details.fields lists each"),
     }
-    update = {
-        "requestBody": {"required": True, "content": {JSON: {"schema": ref(f"{title}Input")}}}
-    }
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"requestBody": {"required": True, "content": {JSON: {"schema": ref(schema)}}}}
+
     return {
         f"api.list_{plural}": {
             "summary": f"List {plural} by name",
@@ -94,7 +132,7 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
         },
         f"api.create_{title.lower()}": {
             "summary": f"Create a {title.lower()}",
-            **update,
+            **body(f"{title}Input"),
             "responses": {"201": _json(one, f"The new {title.lower()}"), **invalid},
         },
         f"api.get_{title.lower()}": {
@@ -104,12 +142,12 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
         f"api.replace_{title.lower()}": {
             "summary": f"Replace a {title.lower()}"
             + ("" if plural == "pipelines" else " (a blank secret keeps the stored one)"),
-            **update,
+            **body(f"{title}Replace"),
             "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
         },
         f"api.update_{title.lower()}": {
             "summary": f"Change some fields of a {title.lower()}",
-            "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+            **body(f"{title}Patch"),
             "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
         },
         f"api.delete_{title.lower()}": {
@@ -258,7 +296,9 @@ def _schemas() -> dict[str, Any]:
         # What the API returns but no form field takes is set by Rosetta alone.
         read_only = frozenset(shape.names) - field_names(form_class)
         schemas[shape.name] = shape.schema(read_only)
-        schemas[f"{shape.name}Input"] = form_schema(form_class)
+        schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
+        schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
+        schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
     integer = {"type": "integer"}
     moment = {"type": "string", "format": "date-time"}
     for model in (WalMetric, SlotMetric, SourceState):

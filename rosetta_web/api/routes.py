@@ -20,18 +20,21 @@ from ..pipelines.services import PIPELINES, set_status
 from ..resources import DuplicateName, Resource
 from ..sources.services import SOURCES, latest_slots, sample_now
 from . import bp
-from .bodies import formdata_from_json, json_body
+from .bodies import altered_by_filters, formdata_from_json, json_body
 from .openapi import build_spec
 
 
 def _validated_form(resource: Resource, entity: Any = None, partial: bool = False) -> EntityForm:
     """Validate the JSON body with the browser form's rules; 409 for a taken name, else 422."""
     base = resource.form_data(entity) if partial else None
-    formdata = formdata_from_json(resource.form_class, json_body(), base)
+    payload = json_body()
+    formdata, refused = formdata_from_json(resource.form_class, payload, base)
     form = entity_form(resource, entity, formdata=formdata, meta={"csrf": False})
-    if form.validate():
+    valid = form.validate()
+    # The form's own message first; a value it would have trimmed or lowercased is refused too.
+    errors = {**altered_by_filters(form, payload), **form.errors_by_field(), **refused}
+    if valid and not errors:
         return form
-    errors = form.errors_by_field()
     if form.duplicate_name and list(errors) == ["name"]:
         raise DuplicateName(resource.label, form["name"].data)
     raise ApiError(

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
-from ..forms import ConfirmForm, filled, form_view
+from ..forms import MAX_INT, ConfirmForm, filled, form_view
 from ..models import ApiToken
 from ..timeutil import utcnow
 from . import bp, services
@@ -78,7 +78,10 @@ def setup() -> Response | str:
         abort(404)
     form = UserForm()
     if form.validate_on_submit():
-        user = services.create_user(filled(form.username), filled(form.password))
+        user = services.create_first_user(filled(form.username), filled(form.password))
+        if user is None:
+            flash("Rosetta was set up a moment ago by someone else: sign in.", "info")
+            return redirect(url_for("auth.login"), 303)
         session.clear()
         login_user(user)
         flash(f"Welcome, {user.username}. Add your first source.", "success")
@@ -116,7 +119,7 @@ def account() -> Response | str:
 @form_view
 def revoke_token(token_id: int) -> Response:
     """Revoke one of the operator's API tokens."""
-    token = db.session.get(ApiToken, token_id)
+    token = db.session.get(ApiToken, token_id) if 0 < token_id <= MAX_INT else None
     if token is None or token.user_id != current_user.id:
         abort(404)
     if ConfirmForm().validate_on_submit():

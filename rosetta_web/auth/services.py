@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..crypto import hash_token
 from ..extensions import db
-from ..models import ApiToken, LoginFailure, User
+from ..models import ApiToken, Installation, LoginFailure, User
 from ..timeutil import as_utc, utcnow
 
 TOKEN_PREFIX = "rst_"
@@ -25,6 +26,23 @@ def create_user(username: str, password: str) -> User:
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
+    return user
+
+
+def create_first_user(username: str, password: str) -> User | None:
+    """Create the first operator, or return None when another one won the race to do so.
+
+    The installation row has a fixed key: of concurrent set-ups, on any database and however
+    many workers, exactly one can insert it, and the account commits with it or not at all.
+    """
+    user = User(username=username)
+    user.set_password(password)  # slow: hashed before the transaction that decides
+    db.session.add_all([Installation(id=1), user])
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return None
     return user
 
 

@@ -39,7 +39,7 @@ def sources_worst_first() -> list[Row[Any]]:
             SourceState.slot_count,
             SourceState.inactive_slot_count,
             SourceState.last_sampled_at,
-            SourceState.retained_history,
+            SourceState.retained_sparkline,
         )
         .outerjoin(SourceState)
         .order_by(

@@ -102,6 +102,8 @@ def _by_bucket(
     width: int,
     names: tuple[str, ...],
     key: str | None = None,
+    only: tuple[Any, ...] = (),
+    labels: tuple[str, ...] = (),
 ) -> Any:
     """Bucket the rows of `model` whose `owner` column is `owner_id`: per bucket (and `key`),
     the time of the last row, its values, and the min and max of each of `names`.
@@ -116,11 +118,14 @@ def _by_bucket(
     for name in names:
         column = getattr(model, name)
         figures += [func.min(column).label(f"{name}_min"), func.max(column).label(f"{name}_max")]
+    figures += [func.max(getattr(model, name)).label(name) for name in labels]
     buckets = (
         select(
             bucket.label("bucket"), *keys, func.max(model.recorded_at).label("last_at"), *figures
         )
-        .where(owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end)
+        .where(
+            owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end, *only
+        )
         .group_by(bucket, *keys)
         .subquery()
     )
@@ -130,11 +135,20 @@ def _by_bucket(
     found = [getattr(last, owner.key) == owner_id, last.recorded_at == buckets.c.last_at]
     if key:
         found.append(getattr(last, key) == buckets.c[key])
-    lasts = [
-        select(getattr(last, name)).where(*found).limit(1).scalar_subquery().label(f"{name}_last")
-        for name in names
-    ]
-    return select(buckets, *lasts)
+    triples: list[Any] = []
+    for name in names:
+        triples += [
+            select(getattr(last, name)).where(*found).limit(1).scalar_subquery(),
+            buckets.c[f"{name}_min"],
+            buckets.c[f"{name}_max"],
+        ]
+    return select(
+        buckets.c.bucket,
+        buckets.c.last_at,
+        *([buckets.c[key]] if key else []),
+        *[buckets.c[name] for name in labels],
+        *triples,
+    )
 
 
 def _raw(
@@ -144,20 +158,21 @@ def _raw(
     win: Window,
     names: tuple[str, ...],
     key: str | None = None,
+    only: tuple[Any, ...] = (),
+    labels: tuple[str, ...] = (),
 ) -> Any:
-    """Read the rows in range as they are, shaped like `_by_bucket`'s (min = max = last)."""
+    """Read the rows in range as they are, in `_by_bucket`'s columns (min = max = last)."""
     keys = [getattr(model, key)] if key else []
-    columns: list[Any] = []
+    triples: list[Any] = []
     for name in names:
-        column = getattr(model, name)
-        columns += [
-            column.label(f"{name}_last"),
-            column.label(f"{name}_min"),
-            column.label(f"{name}_max"),
-        ]
-    return select(model.recorded_at.label("last_at"), *keys, *columns).where(
-        owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end
-    )
+        triples += [getattr(model, name)] * 3
+    return select(
+        literal(0),
+        model.recorded_at,
+        *keys,
+        *[getattr(model, name) for name in labels],
+        *triples,
+    ).where(owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end, *only)
 
 
 WAL_SERIES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
@@ -168,23 +183,29 @@ TOP_SLOTS = 10  # besides the source's own database's slots, charted one line ea
 @dataclass
 class _Point:
     at: datetime
-    wal: dict[str, tuple[Any, Any, Any]] | None = None
+    wal: list[tuple[Any, Any, Any]] | None = None  # in WAL_SERIES's order
     error: str | None = None
     slots: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
 
 
-def _figures(row: Any, names: tuple[str, ...]) -> dict[str, tuple[Any, Any, Any]]:
-    return {
-        name: tuple(_number(getattr(row, f"{name}_{kind}")) for kind in ("last", "min", "max"))
-        for name in names
-    }
+def _figures(row: Any, first: int, count: int) -> list[tuple[Any, Any, Any]]:
+    """Read `count` (last, min, max) triples from a row, starting at column `first`."""
+    return [
+        (_number(row[i]), _number(row[i + 1]), _number(row[i + 2]))
+        for i in range(first, first + 3 * count, 3)
+    ]
 
 
-def _count(model: Any, owner: Any, owner_id: int, win: Window) -> int:
-    stmt = select(func.count()).where(
-        owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end
+def _more_than(limit: int, model: Any, owner: Any, owner_id: int, win: Window) -> int:
+    """Count the rows in range, stopping past `limit`: enough to choose raw or buckets."""
+    found = (
+        select(literal(1))
+        .select_from(model)
+        .where(owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end)
+        .limit(limit + 1)
+        .subquery()
     )
-    return db.session.scalar(stmt.select_from(model)) or 0
+    return db.session.scalar(select(func.count()).select_from(found)) or 0
 
 
 def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
@@ -192,57 +213,115 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     if db.session.get_bind().dialect.name == "postgresql":
         # Room to group a month of samples in memory; this transaction only.
         db.session.execute(text("SET LOCAL work_mem = '32MB'"))
-    server_id = source.state.server_id if source.state is not None else None
-    samples = _count(WalMetric, WalMetric.source_id, source.id, win)
-    samples += _count(SampleError, SampleError.source_id, source.id, win)
+    samples = _more_than(max_points, WalMetric, WalMetric.source_id, source.id, win)
+    if samples <= max_points:
+        samples += _more_than(max_points, SampleError, SampleError.source_id, source.id, win)
     span = (win.end - win.start).total_seconds()
     width = 0 if samples <= max_points else max(math.ceil(span / max_points), 1)
 
     def rows(
-        model: Any, owner: Any, owner_id: int, names: tuple[str, ...], key: str | None = None
+        model: Any,
+        owner: Any,
+        owner_id: int,
+        names: tuple[str, ...],
+        key: str | None = None,
+        only: tuple[Any, ...] = (),
+        labels: tuple[str, ...] = (),
     ) -> Any:
         if width:
-            query = _by_bucket(model, owner, owner_id, win, width, names, key)
+            query = _by_bucket(model, owner, owner_id, win, width, names, key, only, labels)
         else:
-            query = _raw(model, owner, owner_id, win, names, key)
-        return db.session.execute(query)
+            query = _raw(model, owner, owner_id, win, names, key, only, labels)
+        # Core rows, as tuples: no ORM processing of a few thousand of them.
+        return db.session.connection().execute(query)
 
     points: dict[datetime, _Point] = {}
     # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
     bucket_time: dict[int, datetime] = {}
+    # Each row: bucket, time of its last sample, [slot name, database], (last, min, max)...
     for row in rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES):
-        at = as_utc(row.last_at)
-        points[at] = _Point(at, wal=_figures(row, WAL_SERIES))
+        at = as_utc(row[1])
+        points[at] = _Point(at, wal=_figures(row, 2, len(WAL_SERIES)))
         if width:
-            bucket_time[row.bucket] = at
+            bucket_time[row[0]] = at
     for row in rows(SampleError, SampleError.source_id, source.id, ("error",)):
-        at = as_utc(row.last_at)
-        points.setdefault(at, _Point(at)).error = row.error_last
+        at = as_utc(row[1])
+        points.setdefault(at, _Point(at)).error = row[2]
 
+    own: list[str] = []
+    shown: list[str] = []
+    summed: list[str] = []
     databases: dict[str, str | None] = {}
-    peaks: dict[str, float] = {}
-    if server_id is not None:
-        for row in rows(SlotMetric, SlotMetric.server_id, server_id, SLOT_SERIES, "slot_name"):
-            at = bucket_time.get(row.bucket, as_utc(row.last_at)) if width else as_utc(row.last_at)
-            figures = _figures(row, SLOT_SERIES)["retained_bytes"]
-            points.setdefault(at, _Point(at)).slots[row.slot_name] = figures
-            peaks[row.slot_name] = max(peaks.get(row.slot_name, 0), figures[2] or 0)
-        databases = dict(
-            db.session.execute(
-                select(SlotMetric.slot_name, func.max(SlotMetric.database))
-                .where(
-                    SlotMetric.server_id == server_id,
-                    SlotMetric.recorded_at >= win.start,
-                    SlotMetric.recorded_at < win.end,
-                )
-                .group_by(SlotMetric.slot_name)
-            ).all()
+    server = source.state.server if source.state is not None else None
+    if server is not None and server.last_sampled_at is not None:
+        in_range = (
+            SlotMetric.server_id == server.id,
+            SlotMetric.recorded_at >= win.start,
+            SlotMetric.recorded_at < win.end,
         )
+        peaks: dict[str, float] = {}
+        lines: dict[str, list[tuple[datetime, tuple[Any, Any, Any]]]] = {}
+
+        def read(only: tuple[Any, ...] = ()) -> None:
+            for row in rows(
+                SlotMetric,
+                SlotMetric.server_id,
+                server.id,
+                SLOT_SERIES,
+                "slot_name",
+                only,
+                ("database",),
+            ):
+                bucket, moment, name, database = row[:4]
+                at = bucket_time.get(bucket, as_utc(moment)) if width else as_utc(moment)
+                figures = _figures(row, 4, 1)[0]
+                lines.setdefault(name, []).append((at, figures))
+                databases[name] = database
+                peaks[name] = max(peaks.get(name, 0), figures[2] or 0)
+
+        latest = db.session.scalar(
+            select(func.count()).where(
+                SlotMetric.server_id == server.id,
+                SlotMetric.recorded_at == server.last_sampled_at,
+            )
+        )
+        many = (latest or 0) > TOP_SLOTS
+        if many:
+            # Which slots get a line: one pass over the covering index, before any series.
+            for name, database, peak in db.session.execute(
+                select(
+                    SlotMetric.slot_name,
+                    func.max(SlotMetric.database),
+                    func.max(SlotMetric.retained_bytes),
+                )
+                .where(*in_range)
+                .group_by(SlotMetric.slot_name)
+            ):
+                databases[name], peaks[name] = database, peak or 0
+        else:
+            read()  # few slots: read every series at once, ranked below
+        own = sorted(name for name in peaks if databases[name] == source.pg_database)
+        others = sorted((name for name in peaks if name not in own), key=lambda n: -peaks[n])
+        shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
+        if many and shown:
+            read((SlotMetric.slot_name.in_(shown),))
+        for name in shown:
+            for at, figures in lines.get(name, []):
+                points.setdefault(at, _Point(at)).slots[name] = figures
+        if summed and many:
+            _sum_others(points, bucket_time, width, in_range, shown)
+        elif summed:
+            for name in summed:
+                for at, figures in lines[name]:
+                    point = points.setdefault(at, _Point(at))
+                    last, low, high = point.slots.get(OTHERS, (0, 0, 0))
+                    point.slots[OTHERS] = (
+                        (last or 0) + (figures[0] or 0),
+                        (low or 0) + (figures[1] or 0),
+                        (high or 0) + (figures[2] or 0),
+                    )
 
     ordered = [points[at] for at in sorted(points)]
-    own = sorted(name for name in peaks if databases.get(name) == source.pg_database)
-    others = sorted((name for name in peaks if name not in own), key=lambda n: -peaks[n])
-    shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
 
     def series(pick: Any) -> dict[str, list[Any]]:
         values = [pick(point) for point in ordered]
@@ -253,15 +332,7 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
 
     other_slots = None
     if summed:
-
-        def total(point: _Point) -> tuple[Any, Any, Any] | None:
-            found = [point.slots[name] for name in summed if name in point.slots]
-            if not found:
-                return None
-            last, low, high = (sum(f[i] or 0 for f in found) for i in range(3))
-            return last, low, high
-
-        other_slots = {"count": len(summed), **series(total)}
+        other_slots = {"count": len(summed), **series(lambda p: p.slots.get(OTHERS))}
     return {
         "source_id": source.id,
         "start": isoformat(win.start),
@@ -270,7 +341,8 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         "times": [isoformat(point.at) for point in ordered],
         "errors": [point.error for point in ordered],
         "series": {
-            name: series(lambda p, name=name: p.wal[name] if p.wal else None) for name in WAL_SERIES
+            name: series(lambda p, i=i: p.wal[i] if p.wal else None)
+            for i, name in enumerate(WAL_SERIES)
         },
         "slots": {
             name: {
@@ -284,8 +356,44 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     }
 
 
+OTHERS = "\x00others"  # the key of the summed slots in a point: no slot is named so
+
+
+def _sum_others(
+    points: dict[datetime, _Point],
+    bucket_time: dict[int, datetime],
+    width: int,
+    in_range: tuple[Any, ...],
+    shown: list[str],
+) -> None:
+    """Add to the points the WAL the slots not shown retain together: summed per sample in
+    SQL, then, in buckets, the last sum and the smallest and largest."""
+    totals = db.session.execute(
+        select(SlotMetric.recorded_at, func.sum(SlotMetric.retained_bytes))
+        .where(*in_range, SlotMetric.slot_name.not_in(shown))
+        .group_by(SlotMetric.recorded_at)
+        .order_by(SlotMetric.recorded_at)
+    )
+    if not width:
+        for moment, total in totals:
+            at = as_utc(moment)
+            value = _number(total)
+            points.setdefault(at, _Point(at)).slots[OTHERS] = (value, value, value)
+        return
+    buckets: dict[int, tuple[datetime, Any, Any, Any]] = {}
+    for moment, total in totals:
+        at = as_utc(moment)
+        value = _number(total)
+        bucket = int(at.timestamp() // width)
+        _, _, low, high = buckets.get(bucket, (at, value, value, value))
+        buckets[bucket] = (at, value, min(low, value), max(high, value))  # rows come in order
+    for bucket, (at, last, low, high) in buckets.items():
+        at = bucket_time.get(bucket, at)
+        points.setdefault(at, _Point(at)).slots[OTHERS] = (last, low, high)
+
+
 def _number(value: Any) -> Any:
-    if value is None or isinstance(value, str):
+    if value is None or type(value) is int or isinstance(value, str):
         return value
-    number = float(value)
+    number = float(value)  # a float column, or a sum (Decimal)
     return int(number) if number.is_integer() else round(number, 3)

@@ -6,7 +6,6 @@ import ipaddress
 import logging
 import math
 import random
-import re
 import select
 import socket
 import time
@@ -130,17 +129,36 @@ class SampleFailure(Exception):
         self.permanent = permanent
 
 
-def sanitize(message: str, target: Target) -> str:
-    """Shorten a driver error to one line that holds no password and no connection string."""
-    # One line: each of the server's lines kept as a sentence ("refused. Is the server…").
+def one_line(message: str) -> str:
+    """Put a server's message on one line, each of its lines kept as a sentence.
+
+    Nothing in it is replaced or masked: the connection never carries a DSN for a server to
+    echo, so its words are shown as it said them ("Connection refused. Is the server…").
+    """
     lines = [" ".join(line.split()) for line in str(message).splitlines()]
-    text = " ".join(
-        line if line[-1] in ".?!:;," else f"{line}." for line in lines if line
-    ).removesuffix(".")
-    if target.password:
-        text = text.replace(target.password, "***")
-    text = re.sub(r"password\s*=\s*\S+", "password=***", text, flags=re.IGNORECASE)
-    return text[:300]
+    text = " ".join(line if line[-1] in ".?!:;," else f"{line}." for line in lines if line)
+    return text.removesuffix(".")[:300]
+
+
+def explain(exc: Exception, target: Target, connecting: bool) -> SampleFailure:
+    """Say in Rosetta's words what failed, beside the server's own message."""
+    code = getattr(exc, "pgcode", None) or ""
+    theirs = one_line(getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__)
+    # While connecting, libpq gives no SQLSTATE: its words tell what happened.
+    if code.startswith("28") or "authentication failed" in theirs or "pg_hba.conf" in theirs:
+        ours = f"cannot sign in as {target.user}"
+    elif code == "3D000" or (connecting and "does not exist" in theirs and "database" in theirs):
+        ours = f"no database {target.database} on {target.host}:{target.port}"
+    elif code.startswith("42"):
+        ours = f"{target.user} may not read what the monitor needs"
+    elif connecting:
+        ours = f"cannot connect to {target.host}:{target.port}"
+    else:
+        ours = "reading the WAL position and slots failed"
+    permanent = code.startswith(PERMANENT_SQLSTATE_PREFIXES) or any(
+        phrase in theirs for phrase in PERMANENT_MESSAGES
+    )
+    return SampleFailure(f"{ours}: {theirs}", permanent)
 
 
 def _wait(conn: Any, deadline: float, doing: str, timeout_s: float) -> None:
@@ -181,6 +199,10 @@ def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | N
         found = lookup.result(timeout=max(deadline - time.monotonic(), 0))
     except FutureTimeout:
         raise SampleFailure(f"timed out after {timeout_s:g} s looking up {host}") from None
+    except UnicodeError:  # no name in DNS can be spelled so (IDNA refuses it)
+        raise SampleFailure(
+            f"cannot look up {host}: not a valid host name", permanent=True
+        ) from None
     except socket.gaierror as exc:
         raise SampleFailure(
             f"cannot look up {host}: {exc.strerror}", permanent=exc.errno == socket.EAI_NONAME
@@ -199,23 +221,12 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
         # libpq connects to hostaddr and still checks TLS certificates against host.
         host = ",".join([target.host] * (addresses.count(",") + 1))
         hostaddr = addresses
-    conn = psycopg2.connect(
-        host=host,
-        hostaddr=hostaddr,
-        port=target.port,
-        dbname=target.database,
-        user=target.user,
-        password=target.password,
-        application_name=APPLICATION_NAME,
-        connect_timeout=max(2, math.ceil(remaining)),
-        options=(
-            f"-c statement_timeout={max(1, int(remaining * 1000))} "
-            "-c default_transaction_read_only=on"
-        ),
-        async_=True,
-    )
+    conn = None
+    connecting = True
     try:
+        conn = _connect(target, host, hostaddr, remaining)
         _wait(conn, deadline, "connecting", timeout_s)
+        connecting = False
         row = _query(conn, queries.SAMPLE, deadline, timeout_s)
         figures = {
             "server_version": row[0][:120],  # e.g. "14.12 (Ubuntu 14.12-0ubuntu0.22.04.1)"
@@ -232,8 +243,30 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
                 0
             ]
         return figures
+    except psycopg2.Error as exc:
+        raise explain(exc, target, connecting) from None
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
+
+
+def _connect(target: Target, host: str, hostaddr: str | None, remaining: float) -> Any:
+    """Open the connection asynchronously, every setting a keyword (never a DSN to echo)."""
+    return psycopg2.connect(
+        host=host,
+        hostaddr=hostaddr,
+        port=target.port,
+        dbname=target.database,
+        user=target.user,
+        password=target.password,
+        application_name=APPLICATION_NAME,
+        connect_timeout=max(2, math.ceil(remaining)),
+        options=(
+            f"-c statement_timeout={max(1, int(remaining * 1000))} "
+            "-c default_transaction_read_only=on"
+        ),
+        async_=True,
+    )
 
 
 def _slot(item: dict[str, Any]) -> SlotSample:
@@ -254,17 +287,6 @@ def _slot(item: dict[str, Any]) -> SlotSample:
     )
 
 
-def _failure(exc: Exception, target: Target) -> SampleFailure:
-    if isinstance(exc, SampleFailure):
-        return exc
-    message = sanitize(getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__, target)
-    code = getattr(exc, "pgcode", None) or ""
-    permanent = code.startswith(PERMANENT_SQLSTATE_PREFIXES) or any(
-        phrase in message for phrase in PERMANENT_MESSAGES
-    )
-    return SampleFailure(message, permanent)
-
-
 def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
     """Sample one source, retrying with backoff and jitter, all within `timeout_s` seconds."""
     started = time.monotonic()
@@ -277,8 +299,10 @@ def sample_source(target: Target, timeout_s: float, max_retries: int) -> Sample:
         try:
             figures = _sample_once(target, deadline, timeout_s)
             continue
-        except (psycopg2.Error, OSError, SampleFailure) as exc:
-            failure = _failure(exc, target)
+        except SampleFailure as exc:
+            failure = exc
+        except OSError as exc:
+            failure = SampleFailure(f"cannot connect to {target.host}:{target.port}: {exc}")
         except Exception as exc:  # a bug must cost one source its sample, not the round
             log.exception("sampling %s failed unexpectedly", target.name)
             failure = SampleFailure(f"internal error: {type(exc).__name__}", permanent=True)

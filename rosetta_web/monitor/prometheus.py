@@ -107,7 +107,14 @@ class MonitorCollector:
             .limit(1)
         )
         duration = GaugeMetricFamily(
-            "rosetta_sampler_round_duration_seconds", "Wall time of the last sampling round"
+            "rosetta_sampler_round_duration_seconds",
+            "Wall time of the last sampling round: sampling and storing",
+        )
+        sampling = GaugeMetricFamily(
+            "rosetta_sampler_round_sampling_seconds", "Of which sampling the sources"
+        )
+        storing = GaugeMetricFamily(
+            "rosetta_sampler_round_storing_seconds", "Of which storing the results"
         )
         failures = GaugeMetricFamily(
             "rosetta_sampler_round_failures", "Sources that failed in the last round"
@@ -117,9 +124,12 @@ class MonitorCollector:
         )
         if last is not None:
             duration.add_metric([], last.duration_ms / 1000)
+            if last.sampling_ms is not None and last.storing_ms is not None:
+                sampling.add_metric([], last.sampling_ms / 1000)
+                storing.add_metric([], last.storing_ms / 1000)
             failures.add_metric([], last.failures)
             started.add_metric([], _epoch(last.started_at))
-        yield from (duration, failures, started)
+        yield from (duration, sampling, storing, failures, started)
 
 
 def _epoch(moment: datetime) -> float:

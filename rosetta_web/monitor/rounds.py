@@ -8,12 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timedelta
+from typing import cast
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import CursorResult, delete, select, tuple_
+from werkzeug.local import LocalProxy
 
+from .. import sparkline
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -34,8 +38,6 @@ MAX_BACKOFF_SECONDS = 900
 # Failed rounds after which the source is still tried at the very next round: a blip (a
 # restart, a failover) must not hide the recovery behind a backoff.
 RETRIED_AT_ONCE = 2
-SPARKLINE_BUCKET_SECONDS = 600
-SPARKLINE_SPAN_SECONDS = 24 * 3600
 RETENTION_BATCH_ROWS = 5000
 
 
@@ -51,21 +53,6 @@ def backoff_seconds(consecutive_failures: int, interval_s: int) -> int:
 def status_after(consecutive_failures: int) -> str:
     """Name a failing source's status: ERROR while retried every round, then BACKOFF."""
     return "ERROR" if consecutive_failures <= RETRIED_AT_ONCE else "BACKOFF"
-
-
-def sparkline_points(
-    points: list[list[int]] | None, moment: datetime, retained_bytes: int | None
-) -> list[list[int]]:
-    """Fold one sample into the 10-minute maxima of the last 24 hours."""
-    bucket = int(moment.timestamp()) // SPARKLINE_BUCKET_SECONDS * SPARKLINE_BUCKET_SECONDS
-    kept = [list(p) for p in points or [] if bucket - SPARKLINE_SPAN_SECONDS < p[0] <= bucket]
-    if retained_bytes is None:
-        return kept
-    if kept and kept[-1][0] == bucket:
-        kept[-1][1] = max(kept[-1][1], retained_bytes)
-    else:
-        kept.append([bucket, retained_bytes])
-    return kept
 
 
 def wal_rate(state: SourceState, moment: datetime, wal_position_bytes: int | None) -> float | None:
@@ -150,14 +137,16 @@ def record_round(
     started_at: datetime,
     interval_s: int,
     skipped: int,
-    duration_s: float,
+    sampling_s: float,
     sampler: str,
     manual: bool = False,
-) -> None:
+) -> float:
     """Store one round in one transaction: samples, failures, each server's slots once, states.
 
     A manual round (sampled by hand) never lengthens a backoff; a good sample ends one.
+    Return the seconds storing took, the commit included; the round's row says it too.
     """
+    clock = time.monotonic()
     try:
         # A source deleted while it was sampled is left out, and the sources kept cannot be
         # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
@@ -211,9 +200,10 @@ def record_round(
                     setattr(state, name, value)
                 state.server_version = sample.server_version
                 state.in_recovery = sample.in_recovery
-                state.retained_history = sparkline_points(
+                state.retained_history = sparkline.fold(
                     state.retained_history, started_at, sample.retained_bytes
                 )
+                state.retained_sparkline = sparkline.draw(state.retained_history)
                 server = servers[sample.source_id]
                 state.server = server
                 if server.id not in stored_servers:  # the server's slots, once a round
@@ -241,18 +231,25 @@ def record_round(
         db.session.flush()  # gives the samples their ids
         for state, metric in metrics:
             state.latest_wal_metric_id = metric.id
-        db.session.add(
-            MonitorRound(
-                started_at=started_at,
-                duration_ms=int(duration_s * 1000),
-                sources=len(samples),
-                failures=sum(1 for sample in samples if not sample.ok),
-                skipped=skipped,
-                sampler=sampler[:255],
-                manual=manual,
-            )
+        round_row = MonitorRound(
+            started_at=started_at,
+            sampling_ms=int(sampling_s * 1000),
+            sources=len(samples),
+            failures=sum(1 for sample in samples if not sample.ok),
+            skipped=skipped,
+            sampler=sampler[:255],
+            manual=manual,
         )
+        round_row.storing_ms = int((time.monotonic() - clock) * 1000)
+        round_row.duration_ms = int(sampling_s * 1000) + round_row.storing_ms
+        db.session.add(round_row)
         db.session.commit()
+        # The commit is part of storing (with many slot rows, most of it): count it too.
+        storing_s = time.monotonic() - clock
+        round_row.storing_ms = int(storing_s * 1000)
+        round_row.duration_ms = int((sampling_s + storing_s) * 1000)
+        db.session.commit()
+        return storing_s
     except Exception:
         db.session.rollback()
         raise
@@ -301,6 +298,45 @@ def _slow_first(state: SourceState | None) -> tuple[int, int]:
     return (1, -(state.last_duration_ms or 0))
 
 
+def _suspect(state: SourceState | None, timeout_s: float) -> bool:
+    """Tell whether a source failed or was slow last time: it may hang again."""
+    if state is None or state.status == "PENDING":
+        return False
+    return state.status != "OK" or (state.last_duration_ms or 0) >= timeout_s * 500
+
+
+# Sources being sampled in this process by a lane the round did not wait for.
+_in_flight: set[int] = set()
+_in_flight_lock = threading.Lock()
+
+
+def _sample_apart(app: Flask, targets: list[Target], started_at: datetime) -> None:
+    """Sample suspect sources in their own lane and store them when they are done."""
+    config = app.config
+    clock = time.monotonic()
+    try:
+        samples = sample_all(
+            targets,
+            config["WAL_MONITOR_TIMEOUT_SECONDS"],
+            config["WAL_MONITOR_MAX_RETRIES"],
+            max(1, config["WAL_MONITOR_CONCURRENCY"] // 4),
+        )
+        with app.app_context():
+            record_round(
+                samples,
+                started_at,
+                config["WAL_MONITOR_INTERVAL_SECONDS"],
+                0,
+                time.monotonic() - clock,
+                sampler_identity(),
+            )
+    except Exception:
+        log.exception("storing the sources sampled apart failed; the next round tries them")
+    finally:
+        with _in_flight_lock:
+            _in_flight.difference_update(target.source_id for target in targets)
+
+
 def sampler_identity() -> str:
     """Name this process in the round log: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -312,12 +348,18 @@ def run_round(
     now: datetime | None = None,
     source_id: int | None = None,
     new_only: bool = False,
+    apart: bool = False,
 ) -> list[Sample]:
     """Sample every due source (or one, by name or id), store the results, log one line.
 
     `force` samples by hand: every source named is sampled whatever its backoff, and a
     failure is recorded without lengthening the backoff. `new_only` samples only the sources
     never attempted since they were saved, and stores nothing when there are none.
+
+    With `apart` (the scheduler's rounds), sources that failed or were slow last time are
+    sampled in a lane of their own that the round does not wait for: they store their samples
+    when done, and are left out of the rounds that start meanwhile. However many hang, the
+    others are sampled and stored on time.
     """
     config = current_app.config
     interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
@@ -336,11 +378,15 @@ def run_round(
     if new_only and not rows:
         db.session.rollback()
         return []
+    timeout_s = config["WAL_MONITOR_TIMEOUT_SECONDS"]
     targets: list[Target] = []
+    suspects: list[Target] = []
     unreadable: list[Sample] = []
     skipped = 0
+    with _in_flight_lock:
+        in_flight = set(_in_flight)
     for source, state in rows:
-        if not force and not _due(state, now, interval_s):
+        if source.id in in_flight or (not force and not _due(state, now, interval_s)):
             skipped += 1
             continue
         try:
@@ -348,39 +394,52 @@ def run_round(
         except ValueError as exc:
             unreadable.append(Sample(source.id, source.name, False, 0, 0, error=str(exc)))
             continue
-        targets.append(
-            Target(
-                source.id,
-                source.name,
-                source.pg_host,
-                source.pg_port,
-                source.pg_database,
-                source.pg_username,
-                password,
-            )
+        target = Target(
+            source.id,
+            source.name,
+            source.pg_host,
+            source.pg_port,
+            source.pg_database,
+            source.pg_username,
+            password,
         )
+        (suspects if apart and _suspect(state, timeout_s) else targets).append(target)
     # Nothing is written while sources are sampled: the session holds no transaction open.
     db.session.rollback()
+    if suspects:
+        with _in_flight_lock:
+            _in_flight.update(target.source_id for target in suspects)
+        app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+        threading.Thread(
+            target=_sample_apart, args=(app, suspects, now), name="wal-sampler-apart", daemon=True
+        ).start()
     samples = unreadable + sample_all(
         targets,
-        config["WAL_MONITOR_TIMEOUT_SECONDS"],
+        timeout_s,
         config["WAL_MONITOR_MAX_RETRIES"],
         config["WAL_MONITOR_CONCURRENCY"],
     )
-    duration_s = time.monotonic() - clock
-    record_round(samples, now, interval_s, skipped, duration_s, sampler_identity(), manual=force)
+    sampling_s = time.monotonic() - clock
+    storing_s = record_round(
+        samples, now, interval_s, skipped, sampling_s, sampler_identity(), manual=force
+    )
     failures = sum(1 for sample in samples if not sample.ok)
     log.info(
-        "WAL round: %d sources sampled, %d failed, %d in backoff, %.2f s",
+        "WAL round: %d sources sampled, %d failed, %d in backoff, %.2f s "
+        "(sampling %.2f s, storing %.2f s)",
         len(samples),
         failures,
         skipped,
-        duration_s,
+        sampling_s + storing_s,
+        sampling_s,
+        storing_s,
         extra={
             "sources": len(samples),
             "failures": failures,
             "skipped": skipped,
-            "duration_s": round(duration_s, 3),
+            "duration_s": round(sampling_s + storing_s, 3),
+            "sampling_s": round(sampling_s, 3),
+            "storing_s": round(storing_s, 3),
         },
     )
     return samples

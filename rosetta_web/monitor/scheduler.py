@@ -5,9 +5,10 @@ from __future__ import annotations
 import atexit
 import fcntl
 import logging
+import math
 import os
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import click
@@ -127,6 +128,12 @@ class Leadership:
             self._close()
 
 
+def next_tick_at(now: datetime, interval_s: int) -> datetime:
+    """Return the first multiple of the interval since 1970 after `now`."""
+    ticks = math.floor(now.timestamp() / interval_s) + 1
+    return datetime.fromtimestamp(ticks * interval_s, UTC)
+
+
 class MonitorScheduler:
     """APScheduler jobs: a sampling round every interval, retention once a day."""
 
@@ -145,7 +152,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    rounds.run_round()
+                    rounds.run_round(apart=True)
         except Exception:
             # The metadata database may be briefly away: log, keep the thread, try next tick.
             log.exception("WAL round failed; the next tick will try again")
@@ -175,7 +182,10 @@ class MonitorScheduler:
             log.exception("WAL retention failed; it runs again tomorrow")
 
     def start(self, blocking: bool = False) -> None:
-        """Start the jobs; the first round runs at once. Blocking runs until interrupted."""
+        """Start the jobs; the first round runs at the next multiple of the interval.
+
+        Blocking runs until interrupted.
+        """
         scheduler_class = BlockingScheduler if blocking else BackgroundScheduler
         self.scheduler = scheduler_class(
             timezone="UTC",
@@ -187,8 +197,16 @@ class MonitorScheduler:
             },
         )
         now = utcnow()
+        # Ticks on multiples of the interval since 1970: whichever process leads, and after
+        # a handover, samples land on the same grid, never one off it.
+        first_tick = next_tick_at(now, self.interval_s)
         self.scheduler.add_job(
-            self.tick, "interval", seconds=self.interval_s, next_run_time=now, id="wal-sample"
+            self.tick,
+            "interval",
+            seconds=self.interval_s,
+            start_date=first_tick,
+            next_run_time=first_tick,
+            id="wal-sample",
         )
         # An operator who just saved a source wants to see it sampled, not wait for a round.
         self.scheduler.add_job(

@@ -25,6 +25,18 @@
     openBeforeSwap = [];
   });
 
+  // [data-refresh-seconds]: sent rosetta:refresh (its hx-trigger) that often while the tab is
+  // visible, and at once when the tab becomes visible again; never while hidden.
+  function refreshVisible() {
+    if (document.visibilityState !== "visible" || !window.htmx) return;
+    document.querySelectorAll("[data-refresh-seconds]").forEach(function (element) {
+      window.htmx.trigger(element, "rosetta:refresh");
+    });
+  }
+  var every = document.querySelector("[data-refresh-seconds]");
+  if (every) setInterval(refreshVisible, Number(every.getAttribute("data-refresh-seconds")) * 1000);
+  document.addEventListener("visibilitychange", refreshVisible);
+
   // <button data-confirm="Question?">: ask before the form is sent.
   document.addEventListener("click", function (event) {
     var button = event.target.closest ? event.target.closest("[data-confirm]") : null;

@@ -133,6 +133,9 @@ def test_status_button_keeps_keyboard_focus_after_the_row_swap(pipeline_row, pag
     # htmx replaced the row, and gave the new row's Start button the focus.
     expect(page.locator(f"#{row_id}")).not_to_have_attribute("data-old", "yes")
     expect(page.locator(f"#{row_id}-start")).to_be_focused()
+    # Until htmx has settled the new row, its forms are not yet wired: Enter would post them
+    # the plain way and reload the page, as any operator typing that fast would see too.
+    page.wait_for_function("() => !document.querySelector('.htmx-settling, .htmx-request')")
     page.keyboard.press("Tab")
     expect(page.locator(f"#{row_id}-pause")).to_be_focused()
     page.keyboard.press("Enter")

@@ -51,6 +51,7 @@ fuzz: install-dev
 bench: install-dev
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/outage.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -82,17 +82,7 @@ class Cluster:
             "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.datadir),
-            "-l",
-            str(self.root / "server.log"),
-            "-o",
-            self.options,
-            "-w",
-            "start",
-        )
+        self.resume()
         return self
 
     def halt(self) -> None:
@@ -100,7 +90,7 @@ class Cluster:
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
 
     def resume(self) -> None:
-        """Start the halted server again on the same port."""
+        """Start the server (again, after halt()) on its port."""
         self._run(
             "pg_ctl",
             "-D",

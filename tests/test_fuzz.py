@@ -70,9 +70,8 @@ def test_api_answers_as_its_document_says(served: tuple[str, str], tmp_path: Pat
             f"Authorization: Bearer {token}",
             "--max-examples",
             EXAMPLES,
-            "--seed",
-            "1",
-            "--generation-deterministic" if "ROSETTA_FUZZ_EXAMPLES" not in os.environ else "-v",
+            # The short run is the same every time; a long one explores further each run.
+            *(["--generation-deterministic"] if "ROSETTA_FUZZ_EXAMPLES" not in os.environ else []),
             "--report",
             "ndjson",
             "--report-dir",
@@ -83,7 +82,7 @@ def test_api_answers_as_its_document_says(served: tuple[str, str], tmp_path: Pat
         text=True,
         timeout=1200,
     )
-    summary = run.stdout[-6000:]
+    summary = run.stdout[-6000:] + run.stderr[-2000:]
     print(summary)
     assert run.returncode == 0, summary
     tested = re.search(r"Tested: (\d+)", run.stdout)

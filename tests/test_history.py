@@ -178,6 +178,8 @@ def test_history_endpoint_parameters_and_errors(app, api):
         ("start=last+tuesday", "start"),
         ("end=2026-13-45", "end"),
         ("max_points=0", "max_points"),
+        ("max_points=", "max_points"),  # blank is not absent: the document says a number
+        ("max_points=5_0", "max_points"),
         ("max_points=5001", "max_points"),
         ("max_points=many", "max_points"),
         ("start=99999999d", "start"),

@@ -10,7 +10,7 @@ from wtforms import Field, PasswordField, SelectField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from .. import __version__
-from ..forms import EntityForm, field_names
+from ..forms import MAX_INT, EntityForm, field_names
 from ..models import SlotMetric, SourceState, WalMetric
 from ..shapes import ref, shape_of
 from .bodies import json_type
@@ -193,7 +193,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "name": "source_id",
                 "in": "query",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
             },
             {
                 "name": "limit",

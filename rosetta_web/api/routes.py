@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import jsonify, render_template, request, url_for
@@ -92,18 +93,19 @@ def pipeline_action(entity_id: int, action: str) -> Response:
 
 
 def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int:
-    """Read a whole-number query parameter, or raise 422 naming it."""
-    raw = request.args.get(name, "").strip()
-    if not raw:
+    """Read a whole-number query parameter, or raise 422 naming it.
+
+    Absent, it takes its default; present, it must be a number as the OpenAPI document says
+    (ASCII digits, nothing around them): blank or "5_0" is refused, not read as absent or 50.
+    """
+    raw = request.args.get(name)
+    if raw is None:
         if default is None:
             raise ApiError(
                 422, f"{name} is required", {"fields": {name: ["This field is required."]}}
             )
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    value = int(raw) if re.fullmatch(r"-?[0-9]{1,19}", raw) else None
     if value is None or value < minimum or (maximum is not None and value > maximum):
         bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of {minimum} or more"
         raise ApiError(

@@ -145,7 +145,8 @@ def explain(exc: Exception, target: Target, connecting: bool) -> SampleFailure:
     code = getattr(exc, "pgcode", None) or ""
     theirs = one_line(getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__)
     # While connecting, libpq gives no SQLSTATE: its words tell what happened.
-    if code.startswith("28") or "authentication failed" in theirs or "pg_hba.conf" in theirs:
+    signing_in = ("authentication failed", "pg_hba.conf", 'role "')
+    if code.startswith("28") or (connecting and any(words in theirs for words in signing_in)):
         ours = f"cannot sign in as {target.user}"
     elif code == "3D000" or (connecting and "does not exist" in theirs and "database" in theirs):
         ours = f"no database {target.database} on {target.host}:{target.port}"

@@ -206,7 +206,10 @@ def record_round(
                 state.retained_sparkline = sparkline.draw(state.retained_history)
                 server = servers[sample.source_id]
                 state.server = server
-                if server.id not in stored_servers:  # the server's slots, once a round
+                # The server's slots, once a round: also when a source sampled apart and one
+                # sampled with the round are two databases of it.
+                stored = server.last_sampled_at and as_utc(server.last_sampled_at) == started_at
+                if server.id not in stored_servers and not stored:
                     stored_servers.add(server.id)
                     server.last_sampled_at = started_at
                     server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
@@ -305,9 +308,19 @@ def _suspect(state: SourceState | None, timeout_s: float) -> bool:
     return state.status != "OK" or (state.last_duration_ms or 0) >= timeout_s * 500
 
 
-# Sources being sampled in this process by a lane the round did not wait for.
+# Sources being sampled in this process by a lane the round did not wait for, and its threads.
 _in_flight: set[int] = set()
 _in_flight_lock = threading.Lock()
+_lanes: list[threading.Thread] = []
+
+
+def join_lanes(timeout_s: float) -> None:
+    """Wait, at most `timeout_s`, for the lanes sampling apart to store what they sampled."""
+    deadline = time.monotonic() + timeout_s
+    with _in_flight_lock:
+        lanes = list(_lanes)
+    for lane in lanes:
+        lane.join(max(0.0, deadline - time.monotonic()))
 
 
 def _sample_apart(app: Flask, targets: list[Target], started_at: datetime) -> None:
@@ -410,9 +423,12 @@ def run_round(
         with _in_flight_lock:
             _in_flight.update(target.source_id for target in suspects)
         app = cast("LocalProxy[Flask]", current_app)._get_current_object()
-        threading.Thread(
+        lane = threading.Thread(
             target=_sample_apart, args=(app, suspects, now), name="wal-sampler-apart", daemon=True
-        ).start()
+        )
+        with _in_flight_lock:
+            _lanes[:] = [*(old for old in _lanes if old.is_alive()), lane]
+        lane.start()
     samples = unreadable + sample_all(
         targets,
         timeout_s,
@@ -425,8 +441,8 @@ def run_round(
     )
     failures = sum(1 for sample in samples if not sample.ok)
     log.info(
-        "WAL round: %d sources sampled, %d failed, %d in backoff, %.2f s "
-        "(sampling %.2f s, storing %.2f s)",
+        "WAL round: %d sources sampled, %d failed, %d skipped (backing off, or sampled apart), "
+        "%.2f s (sampling %.2f s, storing %.2f s)",
         len(samples),
         failures,
         skipped,

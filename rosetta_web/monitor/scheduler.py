@@ -233,9 +233,11 @@ class MonitorScheduler:
                 self.stop()
 
     def stop(self) -> None:
-        """Stop the jobs and free leadership."""
+        """Stop the jobs, let the sources sampled apart be stored, and free leadership."""
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        # A source being sampled gives up within its timeout; its result is stored after.
+        rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1)
         self.leadership.release()
 
 

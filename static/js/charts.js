@@ -116,14 +116,15 @@
     const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
     const ink = dark ? "#e4e7ec" : "#1d2433";
     const narrow = root.clientWidth < 600;
+    const grid = dark ? "#344054" : "#e4e7ec";
     return {
       title: { text: title, font: { size: 14 } },
       margin: { l: 80, r: 20, t: 40, b: narrow ? 110 : 80 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: ink },
       // The axis spans the range asked for, up to now, whatever the samples cover.
       xaxis: { type: "date", title: { text: "UTC", standoff: 12 }, range: [data.start, data.end],
-        automargin: true, nticks: narrow ? 4 : 0 },
-      yaxis: Object.assign({ automargin: true }, axis),
+        automargin: true, nticks: narrow ? 4 : 0, gridcolor: grid },
+      yaxis: Object.assign({ automargin: true, gridcolor: grid, zerolinecolor: grid }, axis),
       // Below the axis and its labels whatever their height: on a phone they take two lines.
       legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
       hovermode: "closest",

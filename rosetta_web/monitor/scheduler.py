@@ -187,6 +187,9 @@ class MonitorScheduler:
         Blocking runs until interrupted.
         """
         scheduler_class = BlockingScheduler if blocking else BackgroundScheduler
+        # APScheduler logs every run of every job at INFO: the new-source check runs every
+        # 5 s. Rosetta logs its rounds itself; keep APScheduler's warnings and errors.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self.scheduler = scheduler_class(
             timezone="UTC",
             # A second concurrent tick reaches tick() and is logged as skipped there.

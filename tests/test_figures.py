@@ -230,3 +230,23 @@ def test_a_new_source_is_sampled_right_after_it_is_saved(app, api, source_db):
             assert _db.session.scalar(_db.select(_db.func.count(MonitorRound.id))) == 1
     finally:
         monitor.stop()
+
+
+def test_a_source_chart_has_only_its_own_sample_times(app, api, source_db, second_database):
+    """Another database of the same server sampled alone adds no point (no break in the WAL
+    line) to this source's chart, though the slots are the server's."""
+    shop = add_source(app, "shop", source_db["port"])
+    shop2 = add_source(app, "shop2", source_db["port"], database=second_database)
+    start = utcnow().replace(microsecond=0) - timedelta(minutes=10)
+    both, alone = start + timedelta(minutes=1), start + timedelta(minutes=2)
+    with app.app_context():
+        assert all(sample.ok for sample in run_round(force=True, now=both))
+        assert run_round(force=True, now=alone, source_id=shop2)[0].ok
+
+    def times(source_id: int) -> list[str]:
+        query = {"start": isoformat(start)}
+        data = api.get(f"/api/v1/sources/{source_id}/wal-history", query_string=query)
+        return data.get_json()["times"]
+
+    assert times(shop) == [isoformat(both)]
+    assert times(shop2) == [isoformat(both), isoformat(alone)]

@@ -305,14 +305,20 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
         if many and shown:
             read((SlotMetric.slot_name.in_(shown),))
+        # Raw, a slot row at a time this source has no sample of (another database of the
+        # server was sampled then) is left out: it would break the WAL line for nothing.
+        own_times = set(points)
         for name in shown:
             for at, figures in lines.get(name, []):
-                points.setdefault(at, _Point(at)).slots[name] = figures
+                if width or at in own_times:
+                    points.setdefault(at, _Point(at)).slots[name] = figures
         if summed and many:
             _sum_others(points, bucket_time, width, in_range, shown)
         elif summed:
             for name in summed:
                 for at, figures in lines[name]:
+                    if not width and at not in own_times:
+                        continue
                     point = points.setdefault(at, _Point(at))
                     last, low, high = point.slots.get(OTHERS, (0, 0, 0))
                     point.slots[OTHERS] = (
@@ -377,8 +383,9 @@ def _sum_others(
     if not width:
         for moment, total in totals:
             at = as_utc(moment)
-            value = _number(total)
-            points.setdefault(at, _Point(at)).slots[OTHERS] = (value, value, value)
+            if at in points:  # a time this source was sampled at
+                value = _number(total)
+                points[at].slots[OTHERS] = (value, value, value)
         return
     buckets: dict[int, tuple[datetime, Any, Any, Any]] = {}
     for moment, total in totals:

@@ -3,4 +3,10 @@
 The workers share one PostgreSQL advisory lock, so exactly one of them samples each tick.
 """
 
+import os
+
 from rosetta_web.monitor.scheduler import post_worker_init  # noqa: F401
+
+# "Sample now" samples in the request, for up to WAL_MONITOR_TIMEOUT_SECONDS: a worker gets
+# that long and half a minute more before gunicorn deems it stuck (its default is 30 s).
+timeout = int(os.environ.get("WAL_MONITOR_TIMEOUT_SECONDS", "").strip() or 30) + 30

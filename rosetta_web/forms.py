@@ -73,6 +73,12 @@ def field_names(form_class: type[FlaskForm]) -> set[str]:
     return {name for name in dir(form_class) if isinstance(getattr(form_class, name), UnboundField)}
 
 
+# What str.strip() removes, spelled out for a regular expression's character class: the
+# OpenAPI document's clients read patterns in ECMA's dialect, whose \s is another set.
+WHITESPACE = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
+# Text with no white space at all, and no NUL (which PostgreSQL cannot store).
+NO_SPACE = rf"^[^{WHITESPACE}\x00]+$"
+
 # The largest id or whole number a 4-byte INTEGER column holds.
 MAX_INT = 2**31 - 1
 

@@ -271,5 +271,5 @@ def test_out_of_range_numbers_and_nul_are_refused_not_500(api):
     big = api.post("/api/v1/sources", json={**SOURCE, "name": "big", "replication_id": 2**31})
     assert big.status_code == 422
     nul = api.post("/api/v1/sources", json={**SOURCE, "name": "nul", "pg_host": "a\x00b"})
-    assert nul.get_json()["details"]["fields"]["pg_host"] == ["Must not contain NUL characters."]
+    assert "Must not contain NUL characters." in nul.get_json()["details"]["fields"]["pg_host"]
     assert api.get("/api/v1/sources?q=%00").status_code == 200

@@ -250,3 +250,35 @@ def test_a_source_chart_has_only_its_own_sample_times(app, api, source_db, secon
 
     assert times(shop) == [isoformat(both)]
     assert times(shop2) == [isoformat(both), isoformat(alone)]
+
+
+def test_sampling_by_hand_while_the_lane_still_waits_on_the_source(app, api, source_db):
+    """Sample now works while the scheduler's lane for slow sources still holds the source."""
+    from rosetta_web.monitor import rounds
+
+    source_id = add_source(app, "shop", source_db["port"])
+    rounds._in_flight.add(source_id)
+    try:
+        answer = api.post(f"/api/v1/sources/{source_id}/sample")
+    finally:
+        rounds._in_flight.discard(source_id)
+    assert answer.status_code == 200 and answer.get_json()["ok"] is True
+
+
+def test_a_late_lane_never_rolls_a_servers_slots_back(app, api, source_db, second_database):
+    """Slots stored by a round are kept when a lane started earlier stores after it."""
+    from rosetta_web.models import Server, SlotMetric
+
+    add_source(app, "shop", source_db["port"])
+    late = add_source(app, "shop2", source_db["port"], database=second_database)
+    now = utcnow().replace(microsecond=0)
+    earlier = now - timedelta(seconds=30)
+    with app.app_context():
+        assert run_round(force=True, now=now)[0].ok
+        assert run_round(force=True, now=earlier, source_id=late)[0].ok
+        server = _db.session.scalar(_db.select(Server))
+        assert isoformat(server.last_sampled_at) == isoformat(now)
+        old = _db.select(_db.func.count(SlotMetric.id)).where(SlotMetric.recorded_at == earlier)
+        assert _db.session.scalar(old) == 0
+    summary = api.get("/api/v1/summary").get_json()
+    assert summary["slots"]["total"] == _slots_on_server(source_db)[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from rosetta_web import create_app
 from rosetta_web.extensions import db as _db
 
 
@@ -26,3 +28,58 @@ def test_downgrade_and_upgrade_again(sqlite_app):
         assert _db.inspect(_db.engine).get_table_names() == ["alembic_version"]
         upgrade()
         assert "sources" in _db.inspect(_db.engine).get_table_names()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_keeps_the_monitor_history(backend, tmp_path, pg_cluster):
+    """An installation that has sampled upgrades: its two sources of one server share one
+    server, the slot they both stored is kept once, rounds and accounts carry over; and the
+    whole way down works too."""
+    from flask_migrate import downgrade, upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif pg_cluster is None:
+        pytest.skip("needs a disposable cluster to create a database in")
+    else:
+        url = pg_cluster.create_database(f"upgrade_{tmp_path.name[-8:].lower()}")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    with app.app_context():
+        upgrade(revision="0003")
+        for statement in (
+            "INSERT INTO users (id, username, password_hash, session_nonce, created_at) "
+            "VALUES (1, 'alice', 'x', 'n', CURRENT_TIMESTAMP)",
+            "INSERT INTO sources (id, name, pg_host, pg_port, pg_database, pg_username, "
+            "pg_password_encrypted, publication_name, replication_id, created_at, updated_at) "
+            "VALUES (1, 'a', 'db', 5432, 'shop', 'u', 'x', 'p', 0, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP), (2, 'b', 'db', 5432, 'shop2', 'u', 'x', 'p', 0, "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            "INSERT INTO wal_metrics (id, source_id, recorded_at, current_lsn, "
+            "wal_position_bytes, slot_count, inactive_slot_count) VALUES "
+            "(1, 1, '2026-03-01 12:00:00+00', '0/0', 0, 1, 1), "
+            "(2, 2, '2026-03-01 12:00:00+00', '0/0', 0, 1, 1)",
+            "INSERT INTO source_states (source_id, status, consecutive_failures, "
+            "latest_wal_metric_id) VALUES (1, 'OK', 0, 1), (2, 'OK', 0, 2)",
+            "INSERT INTO slot_metrics (wal_metric_id, source_id, recorded_at, slot_name, "
+            "slot_type, database, active, retained_bytes) VALUES "
+            "(1, 1, '2026-03-01 12:00:00+00', 'orders', 'logical', 'shop', false, 42), "
+            "(2, 2, '2026-03-01 12:00:00+00', 'orders', 'logical', 'shop', false, 42)",
+            "INSERT INTO monitor_rounds (started_at, duration_ms, sources, failures, skipped, "
+            "sampler) VALUES ('2026-03-01 12:00:00+00', 10, 2, 0, 0, 'host:1')",
+        ):
+            _db.session.execute(_db.text(statement))
+        _db.session.commit()
+        upgrade()
+
+        def rows(sql: str) -> list:
+            return [tuple(row) for row in _db.session.execute(_db.text(sql))]
+
+        assert rows("SELECT address FROM servers") == [("db:5432",)]
+        assert rows("SELECT count(DISTINCT server_id) FROM source_states") == [(1,)]
+        assert rows("SELECT slot_name, retained_bytes FROM slot_metrics") == [("orders", 42)]
+        assert rows("SELECT manual FROM monitor_rounds") in ([(False,)], [(0,)])
+        assert rows("SELECT id FROM installation") == [(1,)]
+        _db.session.rollback()  # the reads above must not hold locks the downgrade waits on
+        downgrade(revision="base")
+        assert _db.inspect(_db.engine).get_table_names() == ["alembic_version"]
+        _db.engine.dispose()

@@ -67,3 +67,18 @@ def test_docs_page_presents_the_api(browser):
     assert "POST</span> <code>/api/v1/sources</code>" in html
     assert "<code>publication_name</code>" in html and "(secret, write-only)" in html
     assert "/api/v1/pipelines/{entity_id}/{action}" in html
+
+
+def test_white_space_means_the_same_to_the_document_and_the_server(api):
+    """The document spells out what the server trims, so a character class reads the same in
+    any regular-expression dialect: \\x1f is trimmed (refused at the ends), U+FEFF is not."""
+    spec = api.get("/api/v1/openapi.json").get_json()
+    pattern = spec["components"]["schemas"]["DestinationInput"]["properties"]["snowflake_user"]
+    for user, taken in (("\x1fETL", False), ("\ufeffETL", True), ("ETL USER", True)):
+        assert bool(re.match(pattern["pattern"], user)) is taken, repr(user)
+        body = {**DESTINATION, "name": f"d{len(user)}{int(taken)}", "snowflake_user": user}
+        status = api.post("/api/v1/destinations", json=body).status_code
+        assert status == (201 if taken else 422), repr(user)
+    host = spec["components"]["schemas"]["SourceInput"]["properties"]["pg_host"]["pattern"]
+    assert not re.match(host, "db\x00x") and not re.match(host, "db\x1fx")
+    assert api.post("/api/v1/sources", json={**SOURCE, "pg_host": "db\x1fx"}).status_code == 422

@@ -59,10 +59,13 @@ def upgrade():
             ["id"],
             ondelete="SET NULL",
         )
+    # Two steps: SQLite rebuilds the table in a batch, and the rows it copies need the
+    # default the column is added with; only then may the default go.
     with op.batch_alter_table("monitor_rounds", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("manual", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    with op.batch_alter_table("monitor_rounds", schema=None) as batch_op:
         batch_op.alter_column("manual", server_default=None)
     with op.batch_alter_table("slot_metrics", schema=None) as batch_op:
         batch_op.add_column(sa.Column("server_id", sa.Integer(), nullable=True))

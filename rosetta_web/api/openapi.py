@@ -10,7 +10,7 @@ from wtforms import Field, PasswordField, SelectField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from .. import __version__
-from ..forms import MAX_INT, EntityForm, field_names
+from ..forms import MAX_INT, WHITESPACE, EntityForm, field_names
 from ..models import SlotMetric, SourceState, WalMetric
 from ..shapes import ref, shape_of
 from .bodies import json_type
@@ -19,7 +19,7 @@ JSON = "application/json"
 
 
 # Text with no white space at either end and no NUL character: what a trimmed field keeps.
-TRIMMED = r"[^\s\x00](?:[^\x00]*[^\s\x00])?"
+TRIMMED = rf"[^{WHITESPACE}\x00](?:[^\x00]*[^{WHITESPACE}\x00])?"
 
 
 def _pattern(field: Field) -> str:

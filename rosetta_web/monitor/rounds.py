@@ -79,11 +79,16 @@ def _servers(samples: list[Sample]) -> dict[int, Server]:
     addresses = {sample.address for sample in good if sample.address}
     by_identifier: dict[str, Server] = {}
     by_address: dict[str, Server] = {}
+    # Locked, in id order: a round and a lane storing the same server take turns, and the
+    # second sees what the first stored (PostgreSQL; SQLite has one writer at a time anyway).
     for server in db.session.scalars(
-        select(Server).where(
+        select(Server)
+        .where(
             Server.system_identifier.in_(identifiers)
             | (Server.system_identifier.is_(None) & Server.address.in_(addresses))
         )
+        .order_by(Server.id)
+        .with_for_update()
     ):
         if server.system_identifier:
             by_identifier[server.system_identifier] = server
@@ -208,7 +213,8 @@ def record_round(
                 state.server = server
                 # The server's slots, once a round: also when a source sampled apart and one
                 # sampled with the round are two databases of it.
-                stored = server.last_sampled_at and as_utc(server.last_sampled_at) == started_at
+                # A lane that ends after a later round keeps that round's newer slots.
+                stored = server.last_sampled_at and as_utc(server.last_sampled_at) >= started_at
                 if server.id not in stored_servers and not stored:
                     stored_servers.add(server.id)
                     server.last_sampled_at = started_at
@@ -399,7 +405,8 @@ def run_round(
     with _in_flight_lock:
         in_flight = set(_in_flight)
     for source, state in rows:
-        if source.id in in_flight or (not force and not _due(state, now, interval_s)):
+        # By hand, a source is sampled even while its lane still waits on it.
+        if not force and (source.id in in_flight or not _due(state, now, interval_s)):
             skipped += 1
             continue
         try:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from wtforms import IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
-from ..forms import MAX_INT, EntityForm, blank_to_none, lowercase, name_rules, strip, whole_number
+from ..forms import (
+    MAX_INT,
+    NO_SPACE,
+    EntityForm,
+    blank_to_none,
+    lowercase,
+    name_rules,
+    strip,
+    whole_number,
+)
 from ..models import Source
 
 
@@ -24,7 +33,7 @@ class SourceForm(EntityForm):
     pg_host = StringField(
         "Host",
         filters=[strip],
-        validators=[DataRequired(), Length(max=255), Regexp(r"^\S+$", message="No spaces.")],
+        validators=[DataRequired(), Length(max=255), Regexp(NO_SPACE, message="No spaces.")],
     )
     pg_port = IntegerField(
         "Port",

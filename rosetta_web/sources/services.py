@@ -11,7 +11,7 @@ from sqlalchemy.orm import joinedload
 from ..extensions import db
 from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
 from ..monitor.rounds import run_round
-from ..resources import Resource
+from ..resources import NotFound, Resource
 from ..timeutil import as_utc
 from .forms import SourceForm
 
@@ -95,7 +95,10 @@ def next_round_at(interval_s: int) -> datetime | None:
 
 def sample_now(source: Source) -> dict[str, Any]:
     """Sample the source by hand now; return the sample, or why it failed, and its state."""
-    sample = run_round(source_id=source.id, force=True)[0]
+    samples = run_round(source_id=source.id, force=True)
+    if not samples:  # deleted meanwhile
+        raise NotFound(SOURCES.title, source.id)
+    sample = samples[0]
     state = db.session.get(SourceState, source.id)
     metric = None
     if sample.ok and state is not None and state.latest_wal_metric_id is not None:

@@ -52,6 +52,7 @@ bench: install-dev
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/outage.py
+	$(BIN)/python bench/alerts.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -99,6 +99,8 @@ def _configure_logging(level: str, log_format: str) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from .alerts import bp as alerts_bp
+    from .alerts import channels_bp
     from .api import bp as api_bp
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
@@ -115,6 +117,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(sources_bp, url_prefix="/sources")
     app.register_blueprint(destinations_bp, url_prefix="/destinations")
     app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
+    app.register_blueprint(alerts_bp, url_prefix="/alerts")
+    app.register_blueprint(channels_bp, url_prefix="/alerts/channels")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.add_url_rule("/metrics", "metrics", metrics)
 

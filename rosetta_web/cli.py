@@ -122,6 +122,16 @@ def sample(source_name: str | None) -> None:
         click.echo("  ".join(cells).rstrip())
     failed = sum(1 for s in samples if not s.ok)
     click.echo(f"{len(samples)} sampled, {failed} failed")
+    # The round evaluated the alert rules; deliver what they queued before exiting.
+    from .alerting.delivery import deliver_due
+    from .alerts.services import firing_counts
+
+    delivered = deliver_due()
+    counts = firing_counts()
+    click.echo(
+        f"alerts firing: {counts['critical']} critical, {counts['warning']} warning; "
+        f"{delivered} notification{'s' if delivered != 1 else ''} sent"
+    )
 
 
 @rosetta_cli.command("scheduler")

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -91,6 +92,9 @@ def engine_options(database_url: str, env: Mapping[str, str]) -> dict[str, Any]:
             pool_timeout=_int(env, "DB_POOL_TIMEOUT", 30, minimum=1),
             pool_recycle=_int(env, "DB_POOL_RECYCLE", 3600, minimum=-1),
             pool_use_lifo=True,
+            # An UPDATE of many rows (the alerts an evaluation touches) in pages of statements,
+            # not a round trip per row.
+            executemany_mode="values_plus_batch",
             connect_args={
                 "connect_timeout": _int(env, "DB_CONNECT_TIMEOUT", 10, minimum=1),
                 # Rosetta's queries are short; JIT compiling one, as PostgreSQL may when it
@@ -147,8 +151,18 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
             "its next round is due"
         )
 
+    public_url = env.get("PUBLIC_URL", "").strip() or "http://localhost:5000"
+    parts = urlsplit(public_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            f"PUBLIC_URL must be the http(s) address operators open Rosetta at, e.g. "
+            f"https://rosetta.example.com; got {public_url!r}"
+        )
+
     return {
         "APP_ENV": app_env,
+        "PUBLIC_URL": public_url,
+        "ALERT_REPEAT_MINUTES": _int(env, "ALERT_REPEAT_MINUTES", 60, minimum=1),
         "DEBUG": _bool(env, "DEBUG", False),
         "SECRET_KEY": secret_key,
         "ENCRYPTION_KEY": env.get("ENCRYPTION_KEY", "").strip() or None,

@@ -60,6 +60,21 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     return f"in {amount}" if future else f"{amount} ago"
 
 
+def duration_words(seconds: float) -> str:
+    """Say a duration as an operator reads it: '3 h 10 min', '2 d 4 h', '42 min', '12 s'."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def utc(moment: datetime | None) -> str:
     """Format a moment as 'YYYY-MM-DD HH:MM:SS UTC'."""
     if moment is None:
@@ -73,6 +88,7 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(exact_bytes, "exact_bytes")
     app.add_template_filter(relative_time, "ago")
     app.add_template_filter(utc, "utc")
+    app.add_template_filter(duration_words, "duration")
     from .sparkline import render
 
     app.add_template_filter(render, "sparkline")

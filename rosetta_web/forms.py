@@ -95,6 +95,17 @@ class BaseForm(FlaskForm):
                 valid = False
         return valid
 
+    def errors_by_field(self) -> dict[str, list[str]]:
+        """Return every failing field's messages; a sub-form's as `field.subfield`."""
+        errors: dict[str, list[str]] = {}
+        for name, messages in self.errors.items():
+            if isinstance(messages, dict):
+                for sub, sub_messages in messages.items():
+                    errors[f"{name}.{sub}"] = list(sub_messages)
+            else:
+                errors[name] = list(messages)
+        return errors
+
 
 class ConfirmForm(BaseForm):
     """An empty form: a button whose POST carries only the CSRF token."""
@@ -133,7 +144,3 @@ class EntityForm(BaseForm):
                     self[name].errors = [*self[name].errors, "This field is required."]
                     valid = False
         return valid
-
-    def errors_by_field(self) -> dict[str, list[str]]:
-        """Return every failing field's messages."""
-        return {name: list(messages) for name, messages in self.errors.items()}

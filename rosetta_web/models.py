@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -18,17 +19,42 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .alerting.trends import Forecast
+from .alerting.urls import mask_url
 from .crypto import decrypt_secret, encrypt_secret
 from .extensions import Model
 from .shapes import Computed, Shaped, ref
-from .timeutil import utcnow
+from .timeutil import isoformat, utcnow
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
 MONITOR_STATUSES = ("OK", "ERROR", "BACKOFF", "PENDING")
+ALERT_RULES = (
+    "retained_wal",
+    "slot_inactive",
+    "slot_wal_status",
+    "consumer_stalled",
+    "source_unreachable",
+    "exhaustion_forecast",
+)
+SEVERITIES = ("warning", "critical")
+ALERT_STATES = ("firing", "resolved")
+CHANNEL_TYPES = ("webhook", "apprise")
+EVENTS = ("firing", "resolved", "repeat", "test")
+# The global rule settings, and the keys of a source's alert_overrides.
+ALERT_SETTING_KEYS = (
+    "retained_warning_bytes",
+    "retained_critical_bytes",
+    "slot_inactive_minutes",
+    "consumer_stalled_minutes",
+    "unreachable_rounds",
+    "forecast_hours",
+    "repeat_minutes",
+)
 # History tables grow without bound on PostgreSQL; SQLite only autoincrements INTEGER keys.
 BIGINT_ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -60,6 +86,13 @@ class Source(Shaped, TimestampMixin, Model):
         "publication_name",
         "replication_id",
         "slot_name",
+        Computed(
+            "alert_overrides",
+            ref("AlertOverrides"),
+            lambda source: {
+                key: (source.alert_overrides or {}).get(key) for key in ALERT_SETTING_KEYS
+            },
+        ),
         "created_at",
         "updated_at",
         Computed(
@@ -81,6 +114,8 @@ class Source(Shaped, TimestampMixin, Model):
     publication_name: Mapped[str] = mapped_column(String(63))
     replication_id: Mapped[int] = mapped_column(Integer, default=0)
     slot_name: Mapped[str | None] = mapped_column(String(63))
+    # The alert settings this source sets for itself; a key absent or null takes the global.
+    alert_overrides: Mapped[dict[str, int | None] | None] = mapped_column(JSON)
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="source")
     # The monitor's state and history go with the source: the database cascades the delete.
@@ -373,6 +408,12 @@ class Server(Model):
     max_slot_wal_keep_size: Mapped[str | None] = mapped_column(String(32))
     # When its slots were last stored: the latest slot rows carry this time.
     last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Per slot, what the alert rules need from earlier samples (rosetta_web/alerting/trends.py):
+    # the growth fitted to the last hour, and since when the consumer has confirmed nothing.
+    slot_trends: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSON)
+    # Per slot, the last hour's [epoch seconds, retained bytes] that growth is fitted to. Only
+    # the round that stores the slots reads them: not loaded with the server unless asked.
+    slot_points: Mapped[dict[str, list[list[float]]] | None] = mapped_column(JSON, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @property
@@ -403,6 +444,33 @@ class SlotMetric(Shaped, Model):
         "wal_status",
         "safe_wal_size",
         "recorded_at",
+        Computed(
+            "growth_bytes_per_hour",
+            {
+                "type": ["number", "null"],
+                "description": "Retained WAL's growth, fitted over the last hour (Theil-Sen); "
+                "null when not growing or unknown",
+            },
+            lambda slot: slot.forecast.growth_bytes_per_hour if slot.forecast else None,
+        ),
+        Computed(
+            "eta_critical",
+            {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When it reaches the critical threshold at that rate",
+            },
+            lambda slot: isoformat(slot.forecast.eta_critical) if slot.forecast else None,
+        ),
+        Computed(
+            "eta_lost",
+            {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When safe_wal_size reaches 0 at that rate: the slot is lost",
+            },
+            lambda slot: isoformat(slot.forecast.eta_lost) if slot.forecast else None,
+        ),
     )
     __table_args__ = (
         Index(
@@ -412,6 +480,10 @@ class SlotMetric(Shaped, Model):
             postgresql_include=["slot_name", "database", "retained_bytes"],
         ),
     )
+
+    # Not a column: set by whoever reads the slot for the API or a page (alerts services).
+    __allow_unmapped__ = True
+    forecast: Forecast | None = None
 
     id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
     server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
@@ -466,3 +538,271 @@ class MonitorRound(Model):
     sampler: Mapped[str] = mapped_column(String(255))
     # Sampled by hand (CLI, API, the Sample now button), not by the schedule.
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AlertSettings(Shaped, Model):
+    """The global alert rule settings: one row. A null setting turns its rule off."""
+
+    __tablename__ = "alert_settings"
+    api_name = "AlertSettings"
+    api_fields = ALERT_SETTING_KEYS
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    retained_warning_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="A slot retaining this much WAL raises a warning"
+    )
+    retained_critical_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, doc="A slot retaining this much WAL raises a critical alert"
+    )
+    slot_inactive_minutes: Mapped[int | None] = mapped_column(
+        Integer, doc="A slot without a consumer this long raises a warning"
+    )
+    consumer_stalled_minutes: Mapped[int | None] = mapped_column(
+        Integer,
+        doc="A connected consumer confirming nothing this long while WAL is written raises a "
+        "warning",
+    )
+    unreachable_rounds: Mapped[int | None] = mapped_column(
+        Integer, doc="A source failing this many rounds in a row raises a critical alert"
+    )
+    forecast_hours: Mapped[int | None] = mapped_column(
+        Integer,
+        doc="A slot forecast to reach the critical threshold, or to be lost, within this many "
+        "hours raises a warning (critical under 1 h)",
+    )
+    repeat_minutes: Mapped[int | None] = mapped_column(
+        Integer, doc="Notify again this often while an alert fires unacknowledged"
+    )
+    # Every evaluation writes it first: evaluations in several processes take turns.
+    evaluated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Alert(Shaped, Model):
+    """One alert: a rule firing for a slot of a server, or for a source, until it resolves."""
+
+    __tablename__ = "alerts"
+    api_name = "Alert"
+    api_fields = (
+        "id",
+        "rule",
+        "severity",
+        "state",
+        "source_id",
+        "source_name",
+        "slot_name",
+        "value",
+        "threshold",
+        "message",
+        "started_at",
+        "resolved_at",
+        "acknowledged_by",
+        Computed(
+            "silenced_until",
+            {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "While a silence covers the alert: when the silence ends",
+            },
+            lambda alert: isoformat(alert.silenced_until),
+        ),
+    )
+    __table_args__ = (
+        CheckConstraint(f"rule IN {ALERT_RULES!r}", name="rule"),
+        CheckConstraint(f"severity IN {SEVERITIES!r}", name="severity"),
+        CheckConstraint(f"state IN {ALERT_STATES!r}", name="state"),
+        # One firing alert per key, whichever process evaluates.
+        Index(
+            "ux_alerts_firing_key",
+            "key",
+            unique=True,
+            postgresql_where=text("state = 'firing'"),
+            sqlite_where=text("state = 'firing'"),
+        ),
+        Index("ix_alerts_state_started_at", "state", "started_at"),
+        Index("ix_alerts_source_id_started_at", "source_id", "started_at"),
+    )
+
+    # Plain attributes below are not columns: `silenced_until` is set by whoever reads the
+    # alert, from the silences in force then.
+    __allow_unmapped__ = True
+    silenced_until: datetime | None = None
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    # (rule, server, slot) or (rule, source): what makes two evaluations the same alert.
+    key: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(32), info={"enum": ALERT_RULES})
+    severity: Mapped[str] = mapped_column(String(10), info={"enum": SEVERITIES})
+    state: Mapped[str] = mapped_column(String(10), info={"enum": ALERT_STATES})
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="SET NULL"),
+        doc="The source it is about; for a slot, the source on the slot's database",
+    )
+    source_name: Mapped[str] = mapped_column(String(255))
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
+    slot_name: Mapped[str | None] = mapped_column(String(63), doc="Null for a source's alert")
+    value: Mapped[float | None] = mapped_column(
+        Float, doc="What was measured, in the threshold's unit"
+    )
+    threshold: Mapped[float | None] = mapped_column(Float, doc="The setting it crossed")
+    message: Mapped[str] = mapped_column(String(1000))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The last notification queued for it (fire, escalation or repeat), and at what severity.
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_severity: Mapped[str | None] = mapped_column(String(10))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Silence(Shaped, Model):
+    """Notifications for a source (or one rule on it) held back until a time."""
+
+    __tablename__ = "silences"
+    api_name = "Silence"
+    api_fields = ("id", "source_id", "rule", "ends_at", "comment", "created_by", "created_at")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str | None] = mapped_column(
+        String(32), info={"enum": ALERT_RULES}, doc="Null silences every rule"
+    )
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    comment: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Channel(Shaped, TimestampMixin, Model):
+    """Where notifications go: a signed webhook, or any service Apprise knows by URL."""
+
+    __tablename__ = "channels"
+    api_name = "Channel"
+    api_fields = (
+        "id",
+        "name",
+        "type",
+        Computed(
+            "url",
+            {"type": "string", "description": "The URL, its credentials masked"},
+            lambda channel: channel.masked_url,
+        ),
+        Computed(
+            "secret_set",
+            {"type": "boolean", "description": "Whether a webhook signing secret is stored"},
+            lambda channel: bool(channel.secret_encrypted),
+        ),
+        "min_severity",
+        "source_ids",
+        "created_at",
+        "updated_at",
+    )
+    __table_args__ = (
+        CheckConstraint(f"type IN {CHANNEL_TYPES!r}", name="type"),
+        CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="min_severity"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(10), info={"enum": CHANNEL_TYPES})
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    masked_url: Mapped[str] = mapped_column(String(2000))
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    min_severity: Mapped[str] = mapped_column(
+        String(10), default="warning", info={"enum": SEVERITIES}
+    )
+    source_ids: Mapped[list[int]] = mapped_column(
+        JSON,
+        default=list,
+        info={"schema": {"type": "array", "items": {"type": "integer"}}},
+        doc="The sources whose alerts it receives; empty: every source",
+    )
+
+    @property
+    def url(self) -> str:
+        """Decrypt the URL (for delivering only, never for display)."""
+        return decrypt_secret(self.url_encrypted)
+
+    @url.setter
+    def url(self, plaintext: str) -> None:
+        self.url_encrypted = encrypt_secret(plaintext)
+        self.masked_url = mask_url(plaintext)
+
+    @property
+    def secret(self) -> str | None:
+        """Decrypt the webhook signing secret (for signing only)."""
+        return decrypt_secret(self.secret_encrypted) if self.secret_encrypted else None
+
+    @secret.setter
+    def secret(self, plaintext: str | None) -> None:
+        self.secret_encrypted = encrypt_secret(plaintext) if plaintext else None
+
+    def wants(self, severity: str, source_id: int | None) -> bool:
+        """Tell whether an alert of this severity, about this source, goes to the channel."""
+        if SEVERITIES.index(severity) < SEVERITIES.index(self.min_severity):
+            return False
+        return not self.source_ids or source_id in self.source_ids
+
+
+class Notification(Model):
+    """The outbox: one notification for one channel, written with the alert change it tells.
+
+    A delivery job claims it (claimed_until), sends it, and marks it delivered, or retries it
+    later (next_attempt_at), or gives up after the last try (failed_at).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint(f"event IN {EVENTS!r}", name="event"),
+        Index(
+            "ix_notifications_pending",
+            "next_attempt_at",
+            postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+        ),
+        Index("ix_notifications_alert_id", "alert_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(10))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Delivery(Shaped, Model):
+    """One attempt to deliver a notification: the channel's delivery log."""
+
+    __tablename__ = "deliveries"
+    api_name = "Delivery"
+    api_fields = (
+        "id",
+        "channel_id",
+        "notification_id",
+        "event",
+        "attempted_at",
+        "ok",
+        "status_code",
+        "error",
+        "duration_ms",
+    )
+    __table_args__ = (Index("ix_deliveries_channel_id_attempted_at", "channel_id", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    notification_id: Mapped[int] = mapped_column(
+        BIGINT_ID, ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(10), info={"enum": EVENTS})
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer, doc="The webhook's HTTP status")
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(Integer)

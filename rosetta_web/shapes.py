@@ -60,8 +60,15 @@ class Shape:
 
 def column_schema(column: Any) -> dict[str, Any]:
     """Describe a column's values as JSON Schema: its type, null when nullable, its doc."""
-    python_type = column.type.python_type
     schema: dict[str, Any]
+    if "schema" in column.info:  # a JSON column says what it holds
+        schema = dict(column.info["schema"])
+        if column.nullable:
+            schema = {"anyOf": [schema, {"type": "null"}]}
+        if column.doc:
+            schema["description"] = column.doc
+        return schema
+    python_type = column.type.python_type
     if python_type is datetime:
         schema = {"type": "string", "format": "date-time"}
     else:
@@ -102,7 +109,8 @@ def _build_shape(model: type[Shaped]) -> Shape:
             continue
         column = columns[item]
         schema = column_schema(column)
-        fields.append((item, schema, _reader(item, column.type.python_type is datetime)))
+        is_time = "schema" not in column.info and column.type.python_type is datetime
+        fields.append((item, schema, _reader(item, is_time)))
     return Shape(model.api_name, tuple(fields))
 
 

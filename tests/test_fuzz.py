@@ -25,6 +25,7 @@ from rosetta_web.auth import services
 from .factories import PASSWORD
 from .pg import free_port
 from .seed import DESTINATION, SOURCE
+from .test_alerts_api import add_alert, seed_alerting
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +35,9 @@ EXAMPLES = os.environ.get("ROSETTA_FUZZ_EXAMPLES", "10")
 
 @pytest.fixture(params=["app", "sqlite_app"])
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """The app on each metadata database, served over HTTP, with a source, a destination and
-    a token; yield its base URL and the token."""
+    """The app on each metadata database, served over HTTP, with a source, a destination,
+    alerts (one firing, one resolved), a channel with a delivery and a token; yield its base
+    URL and the token."""
     app = request.getfixturevalue(request.param)
     with app.app_context():
         _, token = services.create_token(services.create_user("fuzzer", PASSWORD), "fuzz")
@@ -43,6 +45,8 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/api/v1/sources", json=SOURCE, headers=headers).status_code == 201
     assert client.post("/api/v1/destinations", json=DESTINATION, headers=headers).status_code == 201
+    seed_alerting(app, 1)
+    add_alert(app, 1, state="resolved")
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -86,4 +90,5 @@ def test_api_answers_as_its_document_says(served: tuple[str, str], tmp_path: Pat
     print(summary)
     assert run.returncode == 0, summary
     tested = re.search(r"Tested: (\d+)", run.stdout)
-    assert tested and int(tested[1]) >= 26, "every API operation is fuzzed"
+    # Every API operation but POST /channels/{id}/test (see schemathesis.toml).
+    assert tested and int(tested[1]) >= 41, "every API operation is fuzzed"

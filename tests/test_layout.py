@@ -13,6 +13,7 @@ from rosetta_web.monitor.rounds import run_round
 
 from .factories import add_source
 from .seed import DESTINATION, PIPELINE, SOURCE
+from .test_alerts_api import seed_alerting
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rosetta_web"
 
@@ -82,6 +83,7 @@ def test_every_get_endpoint_answers_its_documented_schema(app, api, source_db):
     source_id = add_source(app, "shop", source_db["port"])
     with app.app_context():
         assert run_round(force=True)[0].ok  # a real sample, with a real slot
+    seed_alerting(app, source_id)  # alert 1, channel 1 with a delivery
     assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
     body = {**PIPELINE, "source_id": source_id}
     assert api.post("/api/v1/pipelines", json=body).status_code == 201

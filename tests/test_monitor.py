@@ -301,7 +301,10 @@ def test_cli_sample_prints_a_table(app, runner, source_db):
     assert shop.split()[1] == "OK" and shop.split()[4] == "1"
     closed = next(line for line in lines if line.startswith("closed"))
     assert "ERROR" in closed and "Connection refused" in closed
-    assert lines[-1] == "2 sampled, 1 failed"
+    assert lines[-2:] == [
+        "2 sampled, 1 failed",
+        "alerts firing: 0 critical, 0 warning; 0 notifications sent",
+    ]
     one = runner.invoke(args=["rosetta", "sample", "--source", "shop"])
     assert "1 sampled, 0 failed" in one.output
     unknown = runner.invoke(args=["rosetta", "sample", "--source", "nope"])

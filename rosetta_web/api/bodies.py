@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
+from flask_wtf import FlaskForm
 from werkzeug.datastructures import MultiDict
-from wtforms import Field, IntegerField, PasswordField, SelectField
+from wtforms import (
+    Field,
+    FormField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+)
 
+from ..alerting.settings import MAX_BYTES, SizeField
 from ..errors import ApiError
-from ..forms import EntityForm, field_names
+from ..forms import field_names
 from ..shapes import shape_of
 
 
@@ -39,18 +48,52 @@ def _is_unicode(text: str) -> bool:
 
 
 def json_type(field: Field) -> str:
-    """Name the JSON type a form field takes in the API: integer, or string."""
-    if isinstance(field, IntegerField) or (isinstance(field, SelectField) and field.coerce is int):
+    """Name the JSON type a form field takes in the API: integer, array (of integers), object
+    (a sub-form, by its fields' names), or string."""
+    if isinstance(field, FormField):
+        return "object"
+    if isinstance(field, SelectMultipleField):
+        return "array"
+    if isinstance(field, IntegerField | SizeField):
+        return "integer"  # a size, too: the browser may type "5 GB", a script sends bytes
+    if isinstance(field, SelectField) and field.coerce is int:
         return "integer"
     return "string"
 
 
-def altered_by_filters(form: EntityForm, payload: dict[str, Any]) -> dict[str, list[str]]:
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_errors(field: Field, value: Any) -> list[str] | None:
+    """Say why a JSON value does not fit a (non-object) field, or None when it does."""
+    kind = json_type(field)
+    if value is None:
+        return None
+    if kind == "integer":
+        if not _is_whole(value):
+            return ["Must be a whole number."]
+        if isinstance(field, SizeField) and not 1 <= value <= MAX_BYTES:
+            return [f"Enter a whole number of bytes from 1 to {MAX_BYTES}."]
+    elif kind == "array":
+        if not isinstance(value, list) or not all(map(_is_whole, value)):
+            return ["Must be a list of whole numbers."]
+    elif not isinstance(value, str):
+        return ["Must be a string."]
+    elif not _is_unicode(value):
+        # JSON may escape half of a UTF-16 pair ("\ud800"): no database can store it.
+        return ["Must be valid Unicode text (it holds a lone surrogate)."]
+    return None
+
+
+def altered_by_filters(form: FlaskForm, payload: dict[str, Any]) -> dict[str, list[str]]:
     """Find the text values the form's filters would change: the API stores what it is sent.
 
     The browser form trims and lowercases for the operator; a script gets told instead, so
-    what the OpenAPI document accepts is exactly what is stored.
+    what the OpenAPI document accepts is exactly what is stored. A secret is only checked for
+    white space: its value is never repeated back.
     """
+    secret = set(getattr(form, "secret_fields", ()))
     errors: dict[str, list[str]] = {}
     for key, raw in payload.items():
         if not isinstance(raw, str) or key not in form or isinstance(form[key], PasswordField):
@@ -58,6 +101,8 @@ def altered_by_filters(form: EntityForm, payload: dict[str, Any]) -> dict[str, l
         kept = form[key].data
         if raw != raw.strip():
             errors[key] = ["Remove the white space at its start and end."]
+        elif key in secret:
+            continue  # the form may blank it on purpose (the masked URL sent back: keep it)
         elif isinstance(form[key], SelectField) and isinstance(kept, str):
             continue  # a choice is read in any case: "pause" is PAUSE
         elif raw and isinstance(kept, str) and kept != raw:
@@ -65,37 +110,69 @@ def altered_by_filters(form: EntityForm, payload: dict[str, Any]) -> dict[str, l
     return errors
 
 
+def _read_only(form_class: type[FlaskForm]) -> set[str]:
+    """Name what a GET response holds that no field takes: sent back, it is ignored."""
+    model = getattr(form_class, "model", None)
+    if model is None:
+        return set()
+    return set(shape_of(model).names) - field_names(form_class)
+
+
 def formdata_from_json(
-    form_class: type[EntityForm], payload: dict[str, Any], base: dict[str, Any] | None = None
+    form_class: type[FlaskForm], payload: dict[str, Any], base: dict[str, Any] | None = None
 ) -> tuple[MultiDict[str, str], dict[str, list[str]]]:
     """Turn a JSON object into form data for `form_class`, and the fields no field accepts
     (unknown, or of the wrong JSON type), which are left out of the form data.
 
-    `base` holds the current values for a partial update (PATCH): the payload overrides them.
-    A null clears a field, as a blank form field does: optional fields become NULL, required
-    ones fail validation, secrets keep their stored value.
+    `base` holds the current values for a partial update (PATCH): the payload overrides them,
+    and an object (a sub-form) key by key. A null clears a field, as a blank form field does:
+    optional fields become NULL, required ones fail validation, secrets keep their stored
+    value, a list becomes empty and an object has every key cleared. A sub-form's fields are
+    named `field.key` in the errors, as the form names them.
     """
     form = form_class(formdata=None, meta={"csrf": False})
-    # Fields a client may send back from a GET response are ignored, not rejected.
-    read_only = set(shape_of(form_class.model).names) - field_names(form_class)
+    read_only = _read_only(form_class)
     errors: dict[str, list[str]] = {}
-    data: dict[str, str] = {}
     for key, value in payload.items():
         if key in read_only:
             continue
         if key not in form:
             errors[key] = ["Unknown field."]
-        elif value is None:
             continue
-        elif json_type(form[key]) == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                errors[key] = ["Must be a whole number."]
-        elif not isinstance(value, str):
-            errors[key] = ["Must be a string."]
-        elif not _is_unicode(value):
-            # JSON may escape half of a UTF-16 pair ("\ud800"): no database can store it.
-            errors[key] = ["Must be valid Unicode text (it holds a lone surrogate)."]
-    for key, value in {**(base or {}), **payload}.items():
-        if key not in read_only and key in form and key not in errors:
+        field = form[key]
+        if not isinstance(field, FormField):
+            problem = _type_errors(field, value)
+            if problem:
+                errors[key] = problem
+        elif value is not None and not isinstance(value, dict):
+            errors[key] = ["Must be an object."]
+        else:
+            for sub, sub_value in (value or {}).items():
+                if sub not in field.form:
+                    errors[f"{key}.{sub}"] = ["Unknown field."]
+                    continue
+                problem = _type_errors(field.form[sub], sub_value)
+                if problem:
+                    errors[f"{key}.{sub}"] = problem
+    merged = {**(base or {}), **payload}
+    data: MultiDict[str, str] = MultiDict()
+    for key, value in merged.items():
+        if key in read_only or key not in form or key in errors:
+            continue
+        field = form[key]
+        kind = json_type(field)
+        if isinstance(field, FormField):
+            if value is None:  # null: every key cleared (the global setting), not left out
+                inner: dict[str, Any] = dict.fromkeys(field.form._fields)
+            elif key in payload and base:  # PATCH: the keys sent change, the others stay
+                inner = {**(base.get(key) or {}), **value}
+            else:
+                inner = dict(value)
+            for sub, sub_value in inner.items():
+                if sub in field.form and f"{key}.{sub}" not in errors:
+                    data[field.form[sub].name] = "" if sub_value is None else str(sub_value)
+        elif kind == "array":
+            data.setlist(key, [str(item) for item in value or []])
+        else:
             data[key] = "" if value is None else str(value)
-    return MultiDict(data), errors
+    return data, errors

@@ -6,16 +6,35 @@ import re
 from typing import Any
 
 from flask import current_app
-from wtforms import Field, PasswordField, SelectField
+from flask_wtf import FlaskForm
+from wtforms import Field, FormField, PasswordField, SelectField, SelectMultipleField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from .. import __version__
+from ..alerting.settings import MAX_BYTES, SizeField
 from ..forms import MAX_INT, WHITESPACE, EntityForm, field_names
-from ..models import SlotMetric, SourceState, WalMetric
-from ..shapes import ref, shape_of
+from ..models import (
+    ALERT_RULES,
+    ALERT_SETTING_KEYS,
+    ALERT_STATES,
+    SEVERITIES,
+    Alert,
+    AlertSettings,
+    Delivery,
+    Silence,
+    SlotMetric,
+    SourceState,
+    WalMetric,
+)
+from ..shapes import Shaped, ref, shape_of
 from .bodies import json_type
 
 JSON = "application/json"
+
+# GET /alerts' paging: at most this many a page, and pages up to far past any history (which
+# keeps the OFFSET a number every database takes).
+ALERT_PAGE_LIMIT = 500
+MAX_PAGE = 1_000_000
 
 
 # Text with no white space at either end and no NUL character: what a trimmed field keeps.
@@ -32,7 +51,76 @@ def _pattern(field: Field) -> str:
     return TRIMMED
 
 
-def form_schema(form_class: type[EntityForm], mode: str = "create") -> dict[str, Any]:
+def _field_schema(field: Field, form_class: type[FlaskForm], mode: str) -> dict[str, Any]:
+    """Describe what the API accepts for one field of a form (see form_schema)."""
+    optional = any(isinstance(v, Optional) for v in field.validators)
+    must = any(isinstance(v, DataRequired) for v in field.validators)
+    prop: dict[str, Any] = {"type": json_type(field)}
+    if isinstance(field, FormField):
+        # A sub-form, by its fields' names; a key left out or null is cleared, and a PATCH
+        # changes only the keys it sends.
+        sub_fields = {sub.short_name: _field_schema(sub, type(field.form), mode) for sub in field}
+        prop = {
+            "type": ["object", "null"],
+            "properties": sub_fields,
+            "additionalProperties": False,
+        }
+    elif isinstance(field, SelectMultipleField):
+        prop = {"type": ["array", "null"], "items": {"type": "integer"}}  # null: empty
+    elif isinstance(field, SelectField) and field.coerce is not int:
+        # types-WTForms 3.2 types choices as tuples; WTForms 3.3 holds SelectChoice objects.
+        values = [str(choice.value) for choice in field.choices]  # type: ignore[union-attr]
+        if field.coerce is str:  # taken as written: exactly one of the choices
+            prop["enum"] = values
+            if "" in values:  # a blank choice: null says the same
+                prop.update(type=["string", "null"], enum=[*values, None])
+        else:
+            # Read in any case ("pause" is PAUSE); a pattern says so where an enum cannot.
+            anycase = ("".join(f"[{c.lower()}{c.upper()}]" for c in value) for value in values)
+            prop["pattern"] = f"^(?:{'|'.join(anycase)})$"
+            prop["examples"] = values
+    elif prop["type"] == "string":
+        secret = field.name in getattr(form_class, "secret_fields", ())
+        needed_secret = mode == "create" and field.name in getattr(
+            form_class, "required_secrets", ()
+        )
+        # Blank is taken by a field that need not be filled (an optional one stores NULL) and
+        # by a secret (it keeps the stored one), unless a new entity must have that secret.
+        blank_ok = (optional or secret or not must) and not needed_secret
+        inner = _pattern(field)
+        prop["pattern"] = f"^(?:{inner})?$" if blank_ok else f"^{inner}$"
+        if blank_ok:
+            prop["type"] = ["string", "null"]  # null is blank: NULL, or the secret kept
+    elif isinstance(field, SizeField):
+        # The browser also reads "5 GB"; a script sends bytes. Null: the setting is off.
+        prop.update(type=["integer", "null"], minimum=1, maximum=MAX_BYTES)
+    elif optional:
+        prop["type"] = ["integer", "null"]
+    if isinstance(field, PasswordField):
+        prop.update(format="password", writeOnly=True)
+    for validator in field.validators:
+        if isinstance(validator, Length) and validator.max > 0:
+            prop["maxLength"] = validator.max
+        elif isinstance(validator, NumberRange):
+            if validator.min is not None:
+                prop["minimum"] = validator.min
+            if validator.max is not None:
+                prop["maximum"] = validator.max
+    if must and prop["type"] == "integer":
+        prop["minimum"] = max(prop.get("minimum", 1), 1)  # 0 counts as missing
+    if field.default is not None:
+        prop["default"] = field.default
+    if field.description:
+        prop["description"] = field.description
+    if isinstance(field, FormField):
+        prop["description"] = (
+            "Any of these keys; one left out or null takes the global setting, and a PATCH "
+            "changes only the keys it sends (null clears them all)."
+        )
+    return prop
+
+
+def form_schema(form_class: type[FlaskForm], mode: str = "create") -> dict[str, Any]:
     """Describe what the API accepts for a form as a JSON Schema object, exactly.
 
     `mode` is create (POST), replace (PUT: a secret may be left out or blank to keep it) or
@@ -42,49 +130,16 @@ def form_schema(form_class: type[EntityForm], mode: str = "create") -> dict[str,
     form = form_class(formdata=None, meta={"csrf": False})
     properties: dict[str, Any] = {}
     required: list[str] = []
+    required_secrets = getattr(form_class, "required_secrets", ())
     for field in form:
-        optional = any(isinstance(v, Optional) for v in field.validators)
+        properties[field.name] = _field_schema(field, form_class, mode)
         must = any(isinstance(v, DataRequired) for v in field.validators)
-        prop: dict[str, Any] = {"type": json_type(field)}
-        if isinstance(field, SelectField) and field.coerce is not int:
-            # types-WTForms 3.2 types choices as tuples; WTForms 3.3 holds SelectChoice objects.
-            values = [str(choice.value) for choice in field.choices]  # type: ignore[union-attr]
-            # Read in any case ("pause" is PAUSE); a pattern says so where an enum cannot.
-            anycase = ("".join(f"[{c.lower()}{c.upper()}]" for c in value) for value in values)
-            prop["pattern"] = f"^(?:{'|'.join(anycase)})$"
-            prop["examples"] = values
-        elif prop["type"] == "string":
-            secret = field.name in form_class.secret_fields
-            needed_secret = mode == "create" and field.name in form_class.required_secrets
-            # Blank is taken by an optional field (it stores NULL) and by a secret (it keeps
-            # the stored one), unless a new entity must have that secret.
-            blank_ok = optional or (secret and not needed_secret)
-            inner = _pattern(field)
-            prop["pattern"] = f"^(?:{inner})?$" if blank_ok else f"^{inner}$"
-            if blank_ok:
-                prop["type"] = ["string", "null"]  # null is blank: NULL, or the secret kept
-        if isinstance(field, PasswordField):
-            prop.update(format="password", writeOnly=True)
-        for validator in field.validators:
-            if isinstance(validator, Length) and validator.max > 0:
-                prop["maxLength"] = validator.max
-            elif isinstance(validator, NumberRange):
-                if validator.min is not None:
-                    prop["minimum"] = validator.min
-                if validator.max is not None:
-                    prop["maximum"] = validator.max
-        if must and prop["type"] == "integer":
-            prop["minimum"] = max(prop.get("minimum", 1), 1)  # 0 counts as missing
-        if field.default is not None:
-            prop["default"] = field.default
-        if field.description:
-            prop["description"] = field.description
-        properties[field.name] = prop
-        creating_secret = mode == "create" and field.name in form_class.required_secrets
+        creating_secret = mode == "create" and field.name in required_secrets
         if mode != "patch" and ((must and field.default is None) or creating_secret):
             required.append(field.name)
     # What a GET returns and no field takes may be sent back: it is ignored.
-    for name in shape_of(form_class.model).names:
+    model = getattr(form_class, "model", None)
+    for name in shape_of(model).names if model is not None else ():
         properties.setdefault(name, {"readOnly": True, "description": "Ignored when sent."})
     return {
         "type": "object",
@@ -102,10 +157,34 @@ def _error(description: str) -> dict[str, Any]:
     return _json(ref("Error"), description)
 
 
+# What replacing and deleting each named entity keeps or refuses.
+_REPLACE_NOTES = {
+    "sources": " (a blank secret keeps the stored one; alert_overrides left out are cleared)",
+    "destinations": " (a blank secret keeps the stored one)",
+    "pipelines": "",
+    "channels": " (a blank or masked url, or a blank secret, keeps the stored one)",
+}
+
+
 def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
     """Document the six endpoints every named entity has."""
     one = ref(title)
     not_found = {"404": _error(f"No {title.lower()} with that id")}
+    if plural in ("sources", "destinations"):
+        deleted = {
+            "summary": f"Delete a {title.lower()} no pipeline uses",
+            "responses": {
+                "204": {"description": "Deleted"},
+                **not_found,
+                "409": _error("Pipelines use it; details.pipelines names them"),
+            },
+        }
+    else:
+        deleted = {
+            "summary": f"Delete a {title.lower()}"
+            + (" and its delivery log" if plural == "channels" else ""),
+            "responses": {"204": {"description": "Deleted"}, **not_found},
+        }
     invalid = {
         "400": _error("The body is not a JSON object"),
         "409": _error("The name is taken"),
@@ -140,8 +219,7 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
             "responses": {"200": _json(one, f"The {title.lower()}"), **not_found},
         },
         f"api.replace_{title.lower()}": {
-            "summary": f"Replace a {title.lower()}"
-            + ("" if plural == "pipelines" else " (a blank secret keeps the stored one)"),
+            "summary": f"Replace a {title.lower()}" + _REPLACE_NOTES[plural],
             **body(f"{title}Replace"),
             "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
         },
@@ -150,15 +228,7 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
             **body(f"{title}Patch"),
             "responses": {"200": _json(one, "Saved"), **not_found, **invalid},
         },
-        f"api.delete_{title.lower()}": {
-            "summary": f"Delete a {title.lower()}"
-            + ("" if plural == "pipelines" else " no pipeline uses"),
-            "responses": {
-                "204": {"description": "Deleted"},
-                **not_found,
-                "409": _error("Pipelines use it; details.pipelines names them"),
-            },
-        },
+        f"api.delete_{title.lower()}": deleted,
     }
 
 
@@ -169,6 +239,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         ("Source", "sources"),
         ("Destination", "destinations"),
         ("Pipeline", "pipelines"),
+        ("Channel", "channels"),
     ):
         operations.update(_entity_operations(title, plural))
     operations["api.pipeline_action"] = {
@@ -209,7 +280,8 @@ def _operations() -> dict[str, dict[str, Any]]:
         },
     }
     operations["api.source_slots"] = {
-        "summary": "List a source's replication slots as its latest sample saw them",
+        "summary": "List a source's replication slots as its latest sample saw them, each with "
+        "its forecast: growth per hour and when it reaches the critical threshold or is lost",
         "responses": {
             "200": _json({"type": "array", "items": ref("Slot")}, "The slots, by name"),
             "404": _error("No such source"),
@@ -260,6 +332,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             "422": _error("end before start, an unreadable time, or max_points out of range"),
         },
     }
+    operations.update(_alert_operations(moment))
     operations["metrics"] = {
         "summary": "The monitor's figures in Prometheus text format "
         "(no sign-in needed when METRICS_PUBLIC=true)",
@@ -285,13 +358,180 @@ def _operations() -> dict[str, dict[str, Any]]:
     return operations
 
 
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    param = {"name": name, "in": "query", "required": False, "schema": schema}
+    return {**param, "description": description} if description else param
+
+
+def _alert_operations(moment: str) -> dict[str, dict[str, Any]]:
+    """Document the alerts, silences, channel actions and the rule settings."""
+    invalid = {
+        "400": _error("The body is not a JSON object"),
+        "415": _error("The body is not JSON"),
+        "422": _error("Fields failed validation; details.fields lists each"),
+    }
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"requestBody": {"required": True, "content": {JSON: {"schema": ref(schema)}}}}
+
+    alerts = {"type": "array", "items": ref("Alert")}
+    no_alert = {"404": _error("No alert with that id")}
+    no_channel = {"404": _error("No channel with that id")}
+    return {
+        "api.list_alerts": {
+            "summary": "List alerts, a page at a time: with state=firing the firing ones worst "
+            "first (critical, then the oldest), else the newest first",
+            "parameters": [
+                _query(
+                    "state", {"type": "string", "enum": [*ALERT_STATES, "all"], "default": "all"}
+                ),
+                _query("source_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),
+                _query("rule", {"type": "string", "enum": list(ALERT_RULES)}),
+                _query(
+                    "start",
+                    {"type": "string"},
+                    f"{moment}: alerts still firing or resolved at or after it",
+                ),
+                _query("end", {"type": "string"}, f"{moment}: alerts started at or before it"),
+                _query(
+                    "page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}
+                ),
+                _query(
+                    "per_page",
+                    {"type": "integer", "minimum": 1, "maximum": ALERT_PAGE_LIMIT, "default": 50},
+                ),
+            ],
+            "responses": {
+                "200": {
+                    **_json(alerts, "One page of the alerts"),
+                    "headers": {
+                        "X-Total-Count": {
+                            "description": "How many alerts match, on every page",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        }
+                    },
+                },
+                "422": _error(
+                    "A parameter is unknown, unreadable or out of range; details.fields names it"
+                ),
+            },
+        },
+        "api.get_alert_by_id": {
+            "summary": "Read an alert",
+            "responses": {"200": _json(ref("Alert"), "The alert"), **no_alert},
+        },
+        "api.acknowledge_alert": {
+            "summary": "Acknowledge a firing alert: no repeats until it resolves (who and when "
+            "are kept)",
+            "responses": {
+                "200": _json(ref("Alert"), "The alert, acknowledged"),
+                **no_alert,
+                "409": _error("The alert has resolved: only a firing one can be acknowledged"),
+            },
+        },
+        "api.list_silences": {
+            "summary": "List the silences in force, ending soonest first",
+            "responses": {"200": _json({"type": "array", "items": ref("Silence")}, "Silences")},
+        },
+        "api.create_silence_now": {
+            "summary": "Silence a source's notifications, or one rule's, until a time (the "
+            "alerts still show, marked silenced)",
+            **body("SilenceInput"),
+            "responses": {
+                "201": {
+                    **_json(ref("Silence"), "The new silence"),
+                    "links": {
+                        "EndSilence": {
+                            "operationId": "api_delete_silence_delete",
+                            "parameters": {"silence_id": "$response.body#/id"},
+                        }
+                    },
+                },
+                **invalid,
+            },
+        },
+        "api.delete_silence": {
+            "summary": "End a silence now",
+            "responses": {
+                "204": {"description": "Ended"},
+                "404": _error("No silence with that id"),
+            },
+        },
+        "api.test_channel_now": {
+            "summary": "Send a test notification to a channel now (waits for it: up to 5 s for "
+            "a webhook)",
+            "responses": {
+                "200": _json(ref("Delivery"), "How it went: ok, the status code or the error"),
+                **no_channel,
+            },
+        },
+        "api.channel_deliveries": {
+            "summary": "A channel's delivery log, newest first",
+            "parameters": [
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50})
+            ],
+            "responses": {
+                "200": _json({"type": "array", "items": ref("Delivery")}, "The attempts"),
+                **no_channel,
+                "422": _error("limit is out of range"),
+            },
+        },
+        "api.get_alert_settings": {
+            "summary": "Read the global alert rule settings (null: the rule is off)",
+            "responses": {"200": _json(ref("AlertSettings"), "The settings")},
+        },
+        "api.replace_alert_settings": {
+            "summary": "Replace the global alert rule settings: every key, whole numbers of at "
+            "least 1, null turning its rule off; the warning threshold below the critical one",
+            **body("AlertSettingsInput"),
+            "responses": {"200": _json(ref("AlertSettings"), "Saved"), **invalid},
+        },
+    }
+
+
+def _response_schema(model: type[Shaped]) -> dict[str, Any]:
+    """A model's shape as a schema, where a nullable column with an enum lists null too."""
+    schema = shape_of(model).schema()
+    for prop in schema["properties"].values():
+        if "enum" in prop and "null" in prop.get("type", ()) and None not in prop["enum"]:
+            prop["enum"] = [*prop["enum"], None]
+    return schema
+
+
+def _alert_schemas() -> dict[str, Any]:
+    from ..alerting.settings import AlertSettingsForm
+    from ..alerts.forms import SilenceForm
+
+    schemas = {
+        model.api_name: _response_schema(model)
+        for model in (Alert, Silence, Delivery, AlertSettings)
+    }
+    schemas["AlertSettingsInput"] = {
+        **form_schema(AlertSettingsForm, "replace"),
+        "required": list(ALERT_SETTING_KEYS),
+    }
+    schemas["SilenceInput"] = form_schema(SilenceForm, "create")
+    schemas["AlertOverrides"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(ALERT_SETTING_KEYS),
+        "properties": {key: {"type": ["integer", "null"]} for key in ALERT_SETTING_KEYS},
+        "description": "The alert settings this source sets for itself; null takes the global "
+        "setting",
+    }
+    return schemas
+
+
 def _schemas() -> dict[str, Any]:
+    from ..alerts.forms import ChannelForm
     from ..destinations.forms import DestinationForm
     from ..pipelines.forms import PipelineForm
     from ..sources.forms import SourceForm
 
-    schemas: dict[str, Any] = {}
-    for form_class in (SourceForm, DestinationForm, PipelineForm):
+    schemas: dict[str, Any] = _alert_schemas()
+    form_class: type[EntityForm]
+    for form_class in (SourceForm, DestinationForm, PipelineForm, ChannelForm):
         shape = shape_of(form_class.model)
         # What the API returns but no form field takes is set by Rosetta alone.
         read_only = frozenset(shape.names) - field_names(form_class)
@@ -335,6 +575,8 @@ def _schemas() -> dict[str, Any]:
             "series",
             "slots",
             "other_slots",
+            "thresholds",
+            "alert_spans",
         ],
         "properties": {
             "source_id": integer,
@@ -380,6 +622,32 @@ def _schemas() -> dict[str, Any]:
                     },
                 ],
                 "description": "the server's remaining slots, summed",
+            },
+            "thresholds": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["warning_bytes", "critical_bytes"],
+                "properties": {
+                    "warning_bytes": {"type": ["integer", "null"]},
+                    "critical_bytes": {"type": ["integer", "null"]},
+                },
+                "description": "the source's retained-WAL alert thresholds (null: rule off)",
+            },
+            "alert_spans": {
+                "type": "array",
+                "description": "the periods the source's alerts fired, cut to the range",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["rule", "severity", "slot_name", "start", "end"],
+                    "properties": {
+                        "rule": {"type": "string", "enum": list(ALERT_RULES)},
+                        "severity": {"type": "string", "enum": list(SEVERITIES)},
+                        "slot_name": {"type": ["string", "null"]},
+                        "start": moment,
+                        "end": moment,
+                    },
+                },
             },
         },
     }

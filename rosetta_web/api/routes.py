@@ -1,28 +1,70 @@
-"""The JSON API: sources, destinations, pipelines and WAL metrics, under /api/v1."""
+"""The JSON API: sources, destinations, pipelines, WAL metrics and alerts, under /api/v1."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from flask import jsonify, render_template, request, url_for
+from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from ..alerting.settings import AlertSettingsForm
+from ..alerts.forms import SilenceForm
+from ..alerts.services import (
+    CHANNELS,
+    AlertFilter,
+    AlertResolved,
+    acknowledge,
+    active_silences,
+    alert_page,
+    alert_spans,
+    attach_forecasts,
+    create_silence,
+    current_settings,
+    deliveries,
+    effective_settings,
+    end_silence,
+    get_alert,
+    get_silence,
+    save_settings,
+    test_channel,
+)
 from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations.services import DESTINATIONS
 from ..errors import ApiError
 from ..extensions import db
-from ..forms import MAX_INT, EntityForm
-from ..models import WalMetric
+from ..forms import MAX_INT, BaseForm, EntityForm
+from ..models import ALERT_RULES, ALERT_SETTING_KEYS, ALERT_STATES, WalMetric
 from ..monitor import history
 from ..pipelines.services import PIPELINES, set_status
-from ..resources import DuplicateName, Resource
+from ..resources import DuplicateName, NotFound, Resource
 from ..sources.services import SOURCES, latest_slots, sample_now
+from ..timeutil import isoformat, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body
-from .openapi import build_spec
+from .openapi import ALERT_PAGE_LIMIT, MAX_PAGE, build_spec
+
+
+def _invalid(errors: dict[str, list[str]]) -> ApiError:
+    """The 422 that names each failing field with its messages."""
+    return ApiError(
+        422,
+        f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
+        {"fields": errors},
+    )
+
+
+def _checked(form: BaseForm, payload: dict[str, Any], refused: dict[str, list[str]]) -> None:
+    """Validate a form filled from a JSON body, or raise the 422 naming every failing field."""
+    valid = form.validate()
+    # The form's own message first; a value it would have trimmed or lowercased is refused too.
+    errors = {**altered_by_filters(form, payload), **form.errors_by_field(), **refused}
+    if not valid or errors:
+        raise _invalid(errors or {"": ["The body failed validation."]})
 
 
 def _validated_form(resource: Resource, entity: Any = None, partial: bool = False) -> EntityForm:
@@ -30,19 +72,19 @@ def _validated_form(resource: Resource, entity: Any = None, partial: bool = Fals
     base = resource.form_data(entity) if partial else None
     payload = json_body()
     formdata, refused = formdata_from_json(resource.form_class, payload, base)
+    # A secret sent back as a GET shows it (a channel's masked URL) keeps the stored one.
+    shown = entity.to_dict() if entity is not None else {}
+    for name in resource.form_class.secret_fields:
+        if name in shown and payload.get(name) == shown[name] and name not in refused:
+            formdata[name] = ""
     form = entity_form(resource, entity, formdata=formdata, meta={"csrf": False})
-    valid = form.validate()
-    # The form's own message first; a value it would have trimmed or lowercased is refused too.
-    errors = {**altered_by_filters(form, payload), **form.errors_by_field(), **refused}
-    if valid and not errors:
-        return form
-    if form.duplicate_name and list(errors) == ["name"]:
-        raise DuplicateName(resource.label, form["name"].data)
-    raise ApiError(
-        422,
-        f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
-        {"fields": errors},
-    )
+    try:
+        _checked(form, payload, refused)
+    except ApiError as exc:
+        if form.duplicate_name and list(exc.details["fields"]) == ["name"]:
+            raise DuplicateName(resource.label, form["name"].data) from None
+        raise
+    return form
 
 
 def _register(resource: Resource) -> None:
@@ -82,7 +124,7 @@ def _register(resource: Resource) -> None:
     bp.add_url_rule(one, f"delete_{resource.label}", delete_entity, methods=["DELETE"])
 
 
-for _resource in (SOURCES, DESTINATIONS, PIPELINES):
+for _resource in (SOURCES, DESTINATIONS, PIPELINES, CHANNELS):
     _register(_resource)
 
 
@@ -138,7 +180,17 @@ def wal_history(entity_id: int) -> Response:
         win = history.window(request.args.get("start"), request.args.get("end"))
     except history.HistoryParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
-    return jsonify(history.history(source, win, max_points))
+    result = history.history(source, win, max_points)
+    settings = effective_settings(source)
+    result["thresholds"] = {
+        "warning_bytes": settings.retained_warning_bytes,
+        "critical_bytes": settings.retained_critical_bytes,
+    }
+    result["alert_spans"] = [
+        {**span, "start": isoformat(span["start"]), "end": isoformat(span["end"])}
+        for span in alert_spans(source, win.start, win.end)
+    ]
+    return jsonify(result)
 
 
 @bp.post("/sources/<id:entity_id>/sample")
@@ -155,8 +207,139 @@ def summary() -> Response:
 
 @bp.get("/sources/<id:entity_id>/slots")
 def source_slots(entity_id: int) -> Response:
-    """List the source's replication slots as its latest successful sample saw them."""
-    return jsonify([slot.to_dict() for slot in latest_slots(SOURCES.get(entity_id))])
+    """List the source's replication slots as its latest successful sample saw them, with
+    each one's forecast."""
+    source = SOURCES.get(entity_id)
+    slots = attach_forecasts(source, latest_slots(source))
+    return jsonify([slot.to_dict() for slot in slots])
+
+
+# Alerts: the alerts themselves, silences, the rule settings (channels are registered above)
+
+
+def _choice_arg(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    """Read a query parameter that must be one of `choices`, or raise 422 naming it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        message = f"{name} must be one of {', '.join(choices)}"
+        raise ApiError(422, message, {"fields": {name: [f"Choose one of {', '.join(choices)}."]}})
+    return raw
+
+
+def _moment_arg(name: str, now: datetime) -> datetime | None:
+    """Read an optional time parameter as wal-history does: ISO-8601 or relative (24h)."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return history.parse_moment(name, raw, now)
+    except history.HistoryParameterError as exc:
+        raise ApiError(422, str(exc), {"fields": {name: [str(exc)]}}) from None
+
+
+@bp.get("/alerts")
+def list_alerts() -> Response:
+    """List alerts, one page at a time: the firing ones worst first (critical, then the
+    oldest) with state=firing, else the newest first; X-Total-Count says how many match."""
+    now = utcnow()
+    filters = AlertFilter(
+        state=_choice_arg("state", (*ALERT_STATES, "all"), "all") or "all",
+        source_id=_int_arg("source_id", 0, 1, MAX_INT) or None,
+        rule=_choice_arg("rule", ALERT_RULES, None),
+        start=_moment_arg("start", now),
+        end=_moment_arg("end", now),
+    )
+    if filters.start and filters.end and filters.end < filters.start:
+        message = "end must not be before start."
+        raise ApiError(422, message, {"fields": {"end": [message]}})
+    page = _int_arg("page", 1, 1, MAX_PAGE)
+    per_page = _int_arg("per_page", 50, 1, ALERT_PAGE_LIMIT)
+    alerts, total = alert_page(filters, page, per_page)
+    response = jsonify([alert.to_dict() for alert in alerts])
+    response.headers["X-Total-Count"] = str(total)
+    return response
+
+
+@bp.get("/alerts/<id:alert_id>")
+def get_alert_by_id(alert_id: int) -> Response:
+    """Read one alert."""
+    return jsonify(get_alert(alert_id).to_dict())
+
+
+@bp.post("/alerts/<id:alert_id>/ack")
+def acknowledge_alert(alert_id: int) -> Response:
+    """Acknowledge a firing alert: its repeats stop until it resolves (409 once resolved)."""
+    alert = get_alert(alert_id)
+    try:
+        return jsonify(acknowledge(alert, current_user.username).to_dict())
+    except AlertResolved as exc:
+        raise ApiError(409, str(exc), {"state": alert.state}) from None
+
+
+@bp.get("/silences")
+def list_silences() -> Response:
+    """List the silences in force, ending soonest first."""
+    return jsonify([silence.to_dict() for silence in active_silences()])
+
+
+@bp.post("/silences")
+def create_silence_now() -> tuple[Response, int]:
+    """Silence a source, or one rule on it, until a time in the future."""
+    payload = json_body()
+    formdata, refused = formdata_from_json(SilenceForm, payload)
+    form = SilenceForm(formdata=formdata, meta={"csrf": False})
+    _checked(form, payload, refused)
+    source_id = form.source_id.data
+    if 0 < source_id <= MAX_INT:  # past it, no INTEGER column holds it: no such source
+        try:
+            return jsonify(create_silence(form, current_user.username).to_dict()), 201
+        except NotFound:
+            pass
+    raise _invalid({"source_id": [f"No source with id {source_id}."]})
+
+
+@bp.delete("/silences/<id:silence_id>")
+def delete_silence(silence_id: int) -> tuple[str, int]:
+    """End a silence now: notifications resume at the next evaluation."""
+    end_silence(get_silence(silence_id))
+    return "", 204
+
+
+@bp.post("/channels/<id:entity_id>/test")
+def test_channel_now(entity_id: int) -> Response:
+    """Send a test notification to a channel now; return its delivery log entry."""
+    return jsonify(test_channel(CHANNELS.get(entity_id)).to_dict())
+
+
+@bp.get("/channels/<id:entity_id>/deliveries")
+def channel_deliveries(entity_id: int) -> Response:
+    """List a channel's delivery log, newest first."""
+    channel = CHANNELS.get(entity_id)
+    limit = _int_arg("limit", 50, 1, 1000)
+    return jsonify([entry.to_dict() for entry in deliveries(channel, limit)])
+
+
+@bp.get("/alert-settings")
+def get_alert_settings() -> Response:
+    """Read the global alert rule settings (null: the rule is off)."""
+    return jsonify(current_settings().to_dict())
+
+
+@bp.put("/alert-settings")
+def replace_alert_settings() -> Response:
+    """Replace the global alert rule settings: every key, null turning its rule off."""
+    payload = json_body()
+    formdata, refused = formdata_from_json(AlertSettingsForm, payload)
+    missing = {
+        key: ["This field is required (null turns the rule off)."]
+        for key in ALERT_SETTING_KEYS
+        if key not in payload
+    }
+    form = AlertSettingsForm(formdata=formdata, meta={"csrf": False})
+    _checked(form, payload, {**missing, **refused})
+    return jsonify(save_settings(form).to_dict())
 
 
 @bp.get("/openapi.json")

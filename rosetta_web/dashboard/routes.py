@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from werkzeug.wrappers import Response
 
+from ..alerts.context import firing_banner
 from ..htmx import render_page_or_fragment
 from ..timeutil import utcnow
 from . import bp
-from .services import dashboard_summary, server_slots, sources_worst_first
+from .services import dashboard_summary, server_slots, soonest_forecast, sources_worst_first
 
 
 @bp.get("/")
 def index() -> Response:
-    """Show every source's health, worst first; htmx polls get the table and the counts."""
+    """Show every source's health, worst first, the firing alerts and the soonest slot to
+    fill up; htmx polls get the table and the counts."""
     slots = server_slots()
     return render_page_or_fragment(
         "dashboard/index.html",
@@ -20,5 +22,7 @@ def index() -> Response:
         rows=sources_worst_first(),
         slots=slots,
         summary=dashboard_summary(slots),
+        alert_counts=firing_banner(),  # the banner's, queried once
+        soonest=soonest_forecast(slots),
         refreshed_at=utcnow(),
     )

@@ -7,6 +7,10 @@ from typing import Any
 
 from sqlalchemy import Row, case, func, select
 
+from ..alerting import trends
+from ..alerting.rules import Settings
+from ..alerts.display import ForecastWords, forecast_words
+from ..alerts.services import current_settings
 from ..extensions import db
 from ..models import (
     MONITOR_STATUSES,
@@ -17,7 +21,7 @@ from ..models import (
     Source,
     SourceState,
 )
-from ..timeutil import isoformat
+from ..timeutil import as_utc, isoformat, utcnow
 
 FAILING = ("ERROR", "BACKOFF")
 
@@ -78,23 +82,34 @@ def server_slots() -> list[Row[Any]]:
         .order_by(rank, slot.retained_bytes.desc().nulls_last(), slot.slot_name)
     )
     rows = list(db.session.execute(stmt))
+    if not rows:
+        return []
     sources: dict[tuple[int | None, str | None], int] = {}
-    for server_id, database, source_id in db.session.execute(
-        select(SourceState.server_id, Source.pg_database, Source.id)
+    overrides: dict[int, dict[str, int | None] | None] = {}
+    for server_id, database, source_id, source_overrides in db.session.execute(
+        select(SourceState.server_id, Source.pg_database, Source.id, Source.alert_overrides)
         .join(Source)
         .where(SourceState.server_id.is_not(None))
         .order_by(Source.id.desc())
     ):
         sources[(server_id, database)] = source_id
         sources[(server_id, None)] = source_id
-    return [_with_source(row, sources) for row in rows]
+        overrides[source_id] = source_overrides
+    return [_with_source(row, sources, overrides) for row in rows]
 
 
-def _with_source(row: Any, sources: dict[tuple[int | None, str | None], int]) -> Any:
+def _with_source(
+    row: Any,
+    sources: dict[tuple[int | None, str | None], int],
+    overrides: dict[int, dict[str, int | None] | None],
+) -> Any:
+    source_id = sources.get((row.server_id, row.database)) or sources.get((row.server_id, None))
     return SimpleNamespace(
         **row._asdict(),
-        source_id=sources.get((row.server_id, row.database)) or sources.get((row.server_id, None)),
+        source_id=source_id,
         server=row.system_identifier or row.address,
+        # The source's own alert settings, for the forecast against its critical threshold.
+        alert_overrides=overrides.get(source_id) if source_id is not None else None,
     )
 
 
@@ -131,3 +146,31 @@ def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
         "pipelines": pipelines,
         "worst_slot": slot_dict(slots[0]) if slots else None,
     }
+
+
+def soonest_forecast(slots: list[Any]) -> tuple[Any, ForecastWords] | None:
+    """Return the slot soonest to be lost or to reach its critical threshold, and that in
+    words; None when no slot is heading there. Two queries (the servers' trends and the
+    global settings), whatever the number of slots."""
+    if not slots:
+        return None
+    server_ids = {slot.server_id for slot in slots}
+    trends_by_server = {
+        row.id: row.slot_trends
+        for row in db.session.execute(
+            select(Server.id, Server.slot_trends).where(Server.id.in_(server_ids))
+        )
+    }
+    settings = current_settings()
+    now = utcnow()
+    soonest: tuple[Any, ForecastWords] | None = None
+    for slot in slots:
+        critical = Settings.merged(settings, slot.alert_overrides).retained_critical_bytes
+        trend = (trends_by_server.get(slot.server_id) or {}).get(slot.slot_name)
+        forecast = trends.forecast(trend, slot, as_utc(slot.recorded_at), critical)
+        words = forecast_words(slot.slot_name, forecast, critical, now)
+        if words is None or words.when is None:
+            continue
+        if soonest is None or words.when < (soonest[1].when or words.when):
+            soonest = (slot, words)
+    return soonest

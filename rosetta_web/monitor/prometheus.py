@@ -9,10 +9,10 @@ from flask import Response, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..extensions import db
-from ..models import MonitorRound, Server, SlotMetric, Source, SourceState
+from ..models import SEVERITIES, Alert, MonitorRound, Server, SlotMetric, Source, SourceState
 from ..timeutil import as_utc
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
@@ -52,6 +52,24 @@ class MonitorCollector:
         yield from (up, position, directory, last_sample)
         yield from self._slots()
         yield from self._sampler()
+        yield from self._alerts()
+
+    def _alerts(self) -> Iterator[Metric]:
+        firing = GaugeMetricFamily(
+            "rosetta_alerts_firing",
+            "Alerts firing now, silenced ones included",
+            labels=["severity"],
+        )
+        counts = dict(
+            db.session.execute(
+                select(Alert.severity, func.count(Alert.id))
+                .where(Alert.state == "firing")
+                .group_by(Alert.severity)
+            ).all()
+        )
+        for severity in SEVERITIES:
+            firing.add_metric([severity], counts.get(severity, 0))
+        yield firing
 
     def _slots(self) -> Iterator[Metric]:
         # A slot belongs to its server, not to the sources that are databases of it: one

@@ -15,9 +15,11 @@ from typing import cast
 
 from flask import Flask, current_app
 from sqlalchemy import CursorResult, delete, select, tuple_
+from sqlalchemy.orm import undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
+from ..alerting import delivery, evaluation, trends
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -88,6 +90,7 @@ def _servers(samples: list[Sample]) -> dict[int, Server]:
             | (Server.system_identifier.is_(None) & Server.address.in_(addresses))
         )
         .order_by(Server.id)
+        .options(undefer(Server.slot_points))  # the round adds to them
         .with_for_update()
     ):
         if server.system_identifier:
@@ -135,6 +138,22 @@ def inactive_since(
     if previous is not None and not previous.active and previous.inactive_since is not None:
         return previous.inactive_since
     return moment
+
+
+def _update_trends(server: Server, sample: Sample, moment: datetime) -> None:
+    """Add a sample to each of the server's slot trends; forget the slots gone since."""
+    summaries, points = server.slot_trends or {}, server.slot_points or {}
+    updated = {
+        slot.slot_name: trends.update(
+            {**summaries.get(slot.slot_name, {}), "points": points.get(slot.slot_name, [])},
+            moment,
+            slot,
+            sample.wal_position_bytes,
+        )
+        for slot in sample.slots
+    }
+    server.slot_points = {name: trend.pop("points") for name, trend in updated.items()}
+    server.slot_trends = updated
 
 
 def record_round(
@@ -219,6 +238,7 @@ def record_round(
                     stored_servers.add(server.id)
                     server.last_sampled_at = started_at
                     server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
+                    _update_trends(server, sample, started_at)
                     for slot in sample.slots:
                         before = previous.get((server.id, slot.slot_name))
                         row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=started_at)
@@ -258,10 +278,16 @@ def record_round(
         round_row.storing_ms = int(storing_s * 1000)
         round_row.duration_ms = int((sampling_s + storing_s) * 1000)
         db.session.commit()
-        return storing_s
     except Exception:
         db.session.rollback()
         raise
+    # The alert rules see what was just stored; their failure never undoes the round.
+    try:
+        if evaluation.evaluate(started_at):
+            delivery.kick()
+    except Exception:
+        log.exception("evaluating the alert rules failed; the next round evaluates them again")
+    return storing_s
 
 
 def delete_expired(retention_days: int, now: datetime | None = None) -> int:

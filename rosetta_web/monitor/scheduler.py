@@ -20,6 +20,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from ..alerting import delivery
 from ..timeutil import utcnow
 from . import rounds
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x524F5345545441  # "ROSETTA"
 # How soon a source saved in the browser or the API gets its first sample.
 NEW_SOURCE_SECONDS = 5
+# How often due alert notifications (retries included) are looked for.
+DELIVERY_SECONDS = 5
 
 
 class Leadership:
@@ -172,6 +175,14 @@ class MonitorScheduler:
         finally:
             self._round_lock.release()
 
+    def deliver(self) -> None:
+        """Send the alert notifications that are due (new, or retries), without waiting."""
+        try:
+            with self.app.app_context():
+                delivery.kick()
+        except Exception:
+            log.exception("delivering alert notifications failed; the next run tries again")
+
     def expire(self) -> None:
         """Delete history older than the retention, if this process leads."""
         try:
@@ -218,6 +229,15 @@ class MonitorScheduler:
             seconds=NEW_SOURCE_SECONDS,
             next_run_time=now + timedelta(seconds=NEW_SOURCE_SECONDS),
             id="wal-sample-new",
+        )
+        # Any process may deliver: a notification is claimed before it is sent. Retries and
+        # what a process that died left behind are picked up here.
+        self.scheduler.add_job(
+            self.deliver,
+            "interval",
+            seconds=DELIVERY_SECONDS,
+            next_run_time=now + timedelta(seconds=DELIVERY_SECONDS),
+            id="alert-delivery",
         )
         self.scheduler.add_job(
             self.expire,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from wtforms import IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
+from ..alerting.settings import DictFormField, OverridesForm, load_settings
+from ..formatting import pg_size_pretty
 from ..forms import (
     MAX_INT,
     NO_SPACE,
@@ -92,3 +96,25 @@ class SourceForm(EntityForm):
         ],
         description="The pipeline's logical replication slot, if it has one yet.",
     )
+    alert_overrides = DictFormField(
+        OverridesForm,
+        "Alert settings for this source",
+        description="Blank: the global setting.",
+    )
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Run the checks, then hold the overrides' thresholds against the global ones."""
+        valid = super().validate(extra_validators)
+        overrides = self.alert_overrides.form
+        settings = load_settings()
+        warning = overrides.retained_warning_bytes.data or settings.retained_warning_bytes
+        critical = overrides.retained_critical_bytes.data or settings.retained_critical_bytes
+        if warning is not None and critical is not None and warning >= critical:
+            overrides.retained_warning_bytes.errors = [
+                *overrides.retained_warning_bytes.errors,
+                "The warning threshold must be below the critical one "
+                f"({'this source' if overrides.retained_critical_bytes.data else 'the global'}: "
+                f"{pg_size_pretty(critical)}).",
+            ]
+            valid = False
+        return valid

@@ -53,6 +53,14 @@
       size = Math.trunc(size / Math.pow(2, bits));
     }
   }
+  // A setting as the operator typed it: "5 GB" when exact, else as pg_size_pretty says it.
+  function settingSize(bytes) {
+    const units = [["TB", Math.pow(1024, 4)], ["GB", Math.pow(1024, 3)], ["MB", Math.pow(1024, 2)], ["kB", 1024]];
+    for (let i = 0; i < units.length; i++) {
+      if (bytes >= units[i][1] && bytes % units[i][1] === 0) return bytes / units[i][1] + " " + units[i][0];
+    }
+    return sizePretty(bytes);
+  }
   function exact(bytes) { return bytes === null ? "" : Math.round(bytes).toLocaleString("en") + " bytes"; }
 
   // An axis in 1024-based units: ticks at round numbers of the unit the largest value needs.
@@ -111,6 +119,117 @@
 
   const COLOURS = ["#2b59c3", "#067647", "#b54708", "#7a2eb3", "#0e7c86", "#c11574", "#4e5ba6",
     "#9e6b00", "#344054", "#b42318", "#107569", "#6941c6", "#667085"];
+
+  // The alert thresholds as dashed horizontal lines, and the periods alerts fired as shaded
+  // bands (red critical, amber warning). A threshold far above everything drawn would squash
+  // the lines flat: the axis reaches it only when the data comes within a quarter of it, and
+  // the chart says where it is otherwise.
+  const SEVERITY_COLOURS = { critical: "#d92d20", warning: "#f79009" };
+
+  function thresholdShapes(thresholds, top) {
+    const shapes = [], off = [];
+    let reach = top;
+    [["warning", thresholds && thresholds.warning_bytes], ["critical", thresholds && thresholds.critical_bytes]].forEach(function (pair) {
+      const severity = pair[0], bytes = pair[1];
+      if (bytes === null || bytes === undefined) return;
+      const shown = top >= bytes / 4;
+      if (shown) reach = Math.max(reach, bytes);
+      else off.push(severity + " at " + settingSize(bytes));
+      shapes.push({
+        type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: bytes, y1: bytes, layer: "above",
+        name: severity + " threshold", visible: shown,
+        line: { color: SEVERITY_COLOURS[severity], width: 1.5, dash: severity === "critical" ? "solid" : "dash" },
+        label: { text: severity + " " + settingSize(bytes), textposition: "start", yanchor: "bottom",
+          font: { size: 11, color: SEVERITY_COLOURS[severity] } },
+      });
+    });
+    return { shapes: shapes, reach: reach, off: off };
+  }
+
+  // Union of [start, end] intervals (ISO strings or null ends), as sorted [start, end] numbers.
+  function union(intervals) {
+    const sorted = intervals.map(function (i) { return [Date.parse(i[0]), Date.parse(i[1])]; })
+      .filter(function (i) { return i[1] > i[0]; })
+      .sort(function (a, b) { return a[0] - b[0]; });
+    const merged = [];
+    sorted.forEach(function (i) {
+      const last = merged[merged.length - 1];
+      if (last && i[0] <= last[1]) last[1] = Math.max(last[1], i[1]);
+      else merged.push(i.slice());
+    });
+    return merged;
+  }
+
+  // [a, b] minus every interval of `cut` (both sorted and disjoint).
+  function subtract(intervals, cut) {
+    const out = [];
+    intervals.forEach(function (i) {
+      let pieces = [i];
+      cut.forEach(function (c) {
+        pieces = pieces.flatMap(function (p) {
+          if (c[1] <= p[0] || c[0] >= p[1]) return [p];
+          const keep = [];
+          if (c[0] > p[0]) keep.push([p[0], c[0]]);
+          if (c[1] < p[1]) keep.push([c[1], p[1]]);
+          return keep;
+        });
+      });
+      out.push.apply(out, pieces);
+    });
+    return out;
+  }
+
+  // The periods something fired, without overlaps: critical while any critical alert fired,
+  // warning while only warnings did; each with the alerts that fired in it.
+  function firingPeriods(spans) {
+    const of = function (severity) {
+      return union((spans || []).filter(function (s) { return s.severity === severity; })
+        .map(function (s) { return [s.start, s.end]; }));
+    };
+    const critical = of("critical");
+    const periods = { critical: critical, warning: subtract(of("warning"), critical) };
+    return ["critical", "warning"].flatMap(function (severity) {
+      return periods[severity].map(function (i) {
+        const names = [];
+        (spans || []).forEach(function (s) {
+          if (Date.parse(s.start) < i[1] && Date.parse(s.end) > i[0]) {
+            const name = s.severity + " " + s.rule.replace(/_/g, " ") + (s.slot_name ? " (" + s.slot_name + ")" : "");
+            if (names.indexOf(name) < 0) names.push(name);
+          }
+        });
+        return { severity: severity, start: new Date(i[0]).toISOString(), end: new Date(i[1]).toISOString(), names: names };
+      });
+    });
+  }
+
+  // One shaded band per period (overlapping alerts do not stack into an opaque block).
+  function spanShapes(periods) {
+    return periods.map(function (p) {
+      return {
+        type: "rect", xref: "x", x0: p.start, x1: p.end, yref: "paper", y0: 0, y1: 1, layer: "below",
+        line: { width: 0 }, fillcolor: SEVERITY_COLOURS[p.severity], opacity: 0.14,
+        name: p.severity + " alert firing",
+      };
+    });
+  }
+
+  // A thick stroke on the time axis under each band: hovering it names the alerts that fired
+  // (a shape has no hover of its own).
+  function spanTraces(periods) {
+    return ["critical", "warning"].map(function (severity) {
+      const x = [], text = [];
+      periods.forEach(function (p) {
+        if (p.severity !== severity) return;
+        const what = p.names.join("<br>");
+        x.push(p.start, p.end, null);
+        text.push(what, what, "");
+      });
+      return { name: severity + " alert firing", x: x, y: x.map(function (t) { return t === null ? null : 0; }),
+        text: text, type: "scatter", mode: "lines", connectgaps: false,
+        line: { width: 6, color: SEVERITY_COLOURS[severity] },
+        hovertemplate: "%{text}<extra>alerts firing</extra>" };
+    }).filter(function (trace) { return trace.x.length > 0; });
+  }
 
   function layout(title, axis, data) {
     const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
@@ -174,7 +293,21 @@
     message.textContent = empty ? (fails.x.length ? "Every sample in this range failed." : "No samples in this range.") : "";
     message.hidden = !empty;
     if (request.signal.aborted) return;
-    await Plotly.react("chart-wal", wal.concat([fails]), layout("WAL directory and WAL retained per slot", sizeAxis(lines, ""), data), config);
+    const walTop = Math.max(0, ...lines.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); }));
+    const limits = thresholdShapes(data.thresholds, walTop);
+    // The axis is made for the highest of the data and the thresholds shown.
+    const walAxis = sizeAxis(lines.concat([{ y: [limits.reach] }]), "");
+    const walLayout = layout("WAL directory and WAL retained per slot", walAxis, data);
+    const periods = firingPeriods(data.alert_spans);
+    walLayout.shapes = limits.shapes.concat(spanShapes(periods));
+    if (limits.off.length) {
+      walLayout.annotations = [{ xref: "paper", yref: "paper", x: 1, y: 1, xanchor: "right", yanchor: "bottom",
+        showarrow: false, font: { size: 11, color: "#98a2b3" }, text: "Alert thresholds above the chart: " + limits.off.join(", ") }];
+    }
+    const walTraces = wal.concat([fails], spanTraces(periods));
+    root.dataset.thresholds = limits.shapes.filter(function (s) { return s.visible; }).map(function (s) { return s.name; }).join(",");
+    root.dataset.alertSpans = String((data.alert_spans || []).length);
+    await Plotly.react("chart-wal", walTraces, walLayout, config);
     await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate.slice(2), "/s"), data), config);
     root.dataset.range = range;
     root.dataset.points = String(x.length);

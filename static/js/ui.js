@@ -52,4 +52,20 @@
   }
   document.addEventListener("focusin", selectAll);
   document.addEventListener("click", selectAll);
+
+  // <div data-show-when="type=webhook">: shown only while the form's field `type` has that
+  // value (a channel's signing secret is for webhooks alone).
+  function showWhen() {
+    document.querySelectorAll("[data-show-when]").forEach(function (element) {
+      var rule = element.getAttribute("data-show-when").split("=");
+      var form = element.closest("form");
+      var field = form && form.elements[rule[0]];
+      if (field) element.hidden = field.value !== rule[1];
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.closest && event.target.closest("form") &&
+        event.target.closest("form").querySelector("[data-show-when]")) showWhen();
+  });
+  showWhen();
 })();

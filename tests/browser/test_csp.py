@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import Alert
 from rosetta_web.monitor.rounds import run_round
+from rosetta_web.timeutil import utcnow
 
 from ..factories import PASSWORD, add_source, create_operator
 from ..pg import free_port
@@ -34,6 +37,24 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     add_source(app, "dead", free_port())
     with app.app_context():
         run_round(force=True)
+        now = utcnow()
+        alert = Alert(
+            key="retained_wal:csp",
+            rule="retained_wal",
+            severity="critical",
+            state="firing",
+            source_id=sampled,
+            source_name="shop",
+            slot_name="rosetta_slot",
+            value=11 * 1024**3,
+            threshold=10 * 1024**3,
+            message="slot `rosetta_slot` retains 11 GB of WAL (critical at 10 GB)",
+            started_at=now,
+            evaluated_at=now,
+        )
+        _db.session.add(alert)
+        _db.session.commit()
+        alert_id = alert.id
     page.add_init_script(RECORD_VIOLATIONS)
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
@@ -84,6 +105,30 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     expect(page.locator("#pipelines-table tbody tr").first.locator(".badge")).to_have_text(
         "REFRESH"
     )
+
+    # The alert pages: the banner, Acknowledge and Silence in place, the history's filters,
+    # the settings, a channel with its test notification.
+    goto("/alerts/")
+    expect(page.locator("#alert-banner a")).to_contain_text("1 critical")
+    page.click(f"#alert-{alert_id}-ack")
+    expect(page.locator(f"#alert-{alert_id}-acked")).to_be_visible()
+    page.click(f"#alert-{alert_id}-silence summary")
+    page.click(f"#alert-{alert_id}-silence button[type=submit]")
+    expect(page.locator(f"#alert-{alert_id}-silenced")).to_be_visible()
+    expect(page.locator("#alert-banner a")).to_have_count(0)
+    page.select_option("#history-state", "firing")
+    expect(page).to_have_url(live_server + "/alerts/?state=firing")
+    goto("/alerts/settings")
+    page.click("#settings-form button.primary")
+    expect(page.locator(".flash")).to_be_visible()
+    goto("/alerts/channels/new")
+    page.fill("#name", "hook")
+    page.fill("#url", f"http://127.0.0.1:{free_port()}/hook")
+    page.fill("#secret", "a-long-enough-signing-secret")
+    page.click("main button.primary")
+    page.click("#channels-table a:text('hook')")
+    page.click("#send-test")
+    expect(page.locator("#test-outcome")).to_contain_text("Not delivered")
 
     for path in ("/account", "/docs", f"/sources/{sampled}/edit", "/no-such-page", "/"):
         goto(path)

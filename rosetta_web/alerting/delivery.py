@@ -1,0 +1,299 @@
+"""Deliver the outbox: signed webhooks, and every other service through Apprise.
+
+Any process may deliver: a notification is claimed with a lease before it is sent, so two
+processes never send the same one, and one that dies mid-send leaves it to be claimed again
+when the lease runs out. Each channel is sent on its own thread: one that hangs holds up
+neither the sampling round nor the other channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import apprise
+import requests
+from flask import Flask, current_app
+from sqlalchemy import or_, select, update
+from werkzeug.local import LocalProxy
+
+from ..extensions import db
+from ..models import Channel, Delivery, Notification
+from ..timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_TIMEOUT_SECONDS = 5
+# Tries in all, and the wait before each retry: 30 s, 2 min, 10 min, 30 min.
+MAX_ATTEMPTS = 5
+RETRY_SECONDS = (30, 120, 600, 1800)
+# Longer than any one send can take: a claim older than this was left by a dead process.
+LEASE_SECONDS = 120
+BATCH = 100
+SIGNATURE_HEADER = "X-Rosetta-Signature"
+
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alert-delivery")
+_kick_lock = threading.Lock()
+# The deliveries this process has started and not finished.
+_sending: set[Future[None]] = set()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt went: ok, the webhook's HTTP status, or why it failed."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """Return the signature header's value: t=<unix seconds>,v1=<HMAC-SHA256 of "t.body">."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def _where(url: str) -> str:
+    """Name a URL's host and port, never its path or credentials."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def send_webhook(url: str, secret: str | None, payload: dict[str, Any]) -> Outcome:
+    """POST the payload as JSON, signed, with a 5 s timeout; 2xx is delivered."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "Rosetta-Alerts/1"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
+    try:
+        response = requests.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return Outcome(
+            False, error=f"no answer from {_where(url)} within {WEBHOOK_TIMEOUT_SECONDS} s"
+        )
+    except requests.ConnectionError:
+        return Outcome(False, error=f"cannot connect to {_where(url)}")
+    except requests.RequestException as exc:
+        return Outcome(False, error=f"{type(exc).__name__} sending to {_where(url)}")
+    ok = 200 <= response.status_code < 300
+    return Outcome(ok, response.status_code, None if ok else f"HTTP {response.status_code}")
+
+
+def _title(payload: dict[str, Any]) -> str:
+    alert = payload["alert"]
+    what = {"firing": "FIRING", "resolved": "RESOLVED", "repeat": "STILL FIRING", "test": "TEST"}
+    return (
+        f"[{what[payload['event']]}] Rosetta {alert['severity']}: {alert['rule']} on "
+        f"{alert['source_name']}"
+    )
+
+
+def send_apprise(url: str, payload: dict[str, Any]) -> Outcome:
+    """Send the alert through Apprise: a title, the message and a link."""
+    notifier = apprise.Apprise()
+    if not notifier.add(url):
+        return Outcome(False, error="Apprise cannot read this channel's URL")
+    event, alert = payload["event"], payload["alert"]
+    if event == "resolved":
+        kind = apprise.NotifyType.SUCCESS
+    elif event == "test":
+        kind = apprise.NotifyType.INFO
+    else:
+        kind = (
+            apprise.NotifyType.FAILURE
+            if alert["severity"] == "critical"
+            else apprise.NotifyType.WARNING
+        )
+    with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+        ok = bool(
+            notifier.notify(
+                body=f"{alert['message']}\n\n{payload['url']}",
+                title=_title(payload),
+                notify_type=kind,
+            )
+        )
+    if ok:
+        return Outcome(True)
+    lines = [line for line in cast(Any, captured).getvalue().splitlines() if line.strip()]
+    reason = lines[-1].split(" - ", 2)[-1] if lines else "the service refused the notification"
+    return Outcome(False, error=reason[:500])
+
+
+def send(channel: Channel, payload: dict[str, Any]) -> Outcome:
+    """Send one payload to one channel; never raise."""
+    try:
+        if channel.type == "webhook":
+            return send_webhook(channel.url, channel.secret, payload)
+        return send_apprise(channel.url, payload)
+    except Exception as exc:  # a bug or a broken secret must not stop the other channels
+        log.warning("delivery to channel %s failed: %s", channel.name, type(exc).__name__)
+        return Outcome(
+            False, error=str(exc)[:500] if isinstance(exc, ValueError) else type(exc).__name__
+        )
+
+
+def record(
+    notification: Notification, outcome: Outcome, started: datetime, duration_s: float
+) -> Delivery:
+    """Write the attempt to the channel's delivery log and settle the notification."""
+    notification.attempts += 1
+    notification.claimed_until = None
+    if outcome.ok:
+        notification.delivered_at = started
+    elif notification.attempts >= MAX_ATTEMPTS or notification.event == "test":
+        notification.failed_at = started
+    else:
+        wait_s = RETRY_SECONDS[min(notification.attempts, len(RETRY_SECONDS)) - 1]
+        notification.next_attempt_at = started + timedelta(seconds=wait_s)
+    entry = Delivery(
+        channel_id=notification.channel_id,
+        notification_id=notification.id,
+        event=notification.event,
+        attempted_at=started,
+        ok=outcome.ok,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        duration_ms=int(duration_s * 1000),
+    )
+    db.session.add(entry)
+    return entry
+
+
+def deliver(notification_id: int) -> None:
+    """Send one claimed notification and record how it went."""
+    notification = db.session.get(Notification, notification_id)
+    if notification is None:
+        return
+    channel = db.session.get(Channel, notification.channel_id)
+    if channel is None:
+        return
+    db.session.commit()  # no transaction stays open while the channel is called
+    started = utcnow()
+    clock = time.monotonic()
+    outcome = send(channel, notification.payload)
+    record(notification, outcome, started, time.monotonic() - clock)
+    db.session.commit()
+    if not outcome.ok:
+        log.warning(
+            "alert notification %d to channel %s failed (try %d): %s",
+            notification.id,
+            channel.name,
+            notification.attempts,
+            outcome.error,
+        )
+
+
+def claim_due(now: datetime) -> list[int]:
+    """Claim the notifications due now, each by one process alone; return their ids."""
+    due = list(
+        db.session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.delivered_at.is_(None),
+                Notification.failed_at.is_(None),
+                Notification.next_attempt_at <= now,
+                or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
+            )
+            .order_by(Notification.id)
+            .limit(BATCH)
+        )
+    )
+    claimed = []
+    for notification_id in due:
+        # Only one UPDATE can move an unclaimed (or expired) row to claimed.
+        result = db.session.execute(
+            update(Notification)
+            .where(
+                Notification.id == notification_id,
+                Notification.delivered_at.is_(None),
+                Notification.failed_at.is_(None),
+                or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
+            )
+            .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS))
+        )
+        db.session.commit()
+        if getattr(result, "rowcount", 0) == 1:
+            claimed.append(notification_id)
+    return claimed
+
+
+def _deliver_in_context(app: Flask, notification_id: int) -> None:
+    with app.app_context():
+        try:
+            deliver(notification_id)
+        except Exception:
+            log.exception("delivering alert notification %d failed", notification_id)
+            db.session.rollback()
+
+
+def kick(now: datetime | None = None) -> list[Future[None]]:
+    """Start delivering what is due, each on a thread of its own; do not wait for them."""
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    with _kick_lock:
+        ids = claim_due(now or utcnow())
+        futures = [_executor.submit(_deliver_in_context, app, one) for one in ids]
+        _sending.update(futures)
+    for future in futures:
+        future.add_done_callback(_sending.discard)
+    return futures
+
+
+def deliver_due(timeout_s: float = WEBHOOK_TIMEOUT_SECONDS * 3) -> int:
+    """Deliver what is due, and wait for it and for what this process is still sending (the
+    CLI, before it exits); return how many notifications that was."""
+    futures = set(kick())
+    with _kick_lock:
+        futures |= _sending
+    wait(futures, timeout=timeout_s)
+    return len(futures)
+
+
+def send_test(channel: Channel) -> Delivery:
+    """Send a test notification to a channel now, and return its delivery log entry."""
+    now = utcnow()
+    alert = {
+        "id": 0,
+        "rule": "retained_wal",
+        "severity": "warning",
+        "state": "firing",
+        "source_id": None,
+        "source_name": "rosetta-test",
+        "slot_name": None,
+        "value": None,
+        "threshold": None,
+        "message": f"A test notification from Rosetta to channel '{channel.name}': it works.",
+        "started_at": now.isoformat(),
+        "resolved_at": None,
+        "acknowledged_by": None,
+        "silenced_until": None,
+    }
+    base = current_app.config["PUBLIC_URL"].rstrip("/")
+    notification = Notification(
+        channel_id=channel.id,
+        event="test",
+        payload={"event": "test", "alert": alert, "url": f"{base}/alerts"},
+        next_attempt_at=now,
+        claimed_until=now + timedelta(seconds=LEASE_SECONDS),
+    )
+    db.session.add(notification)
+    db.session.commit()
+    clock = time.monotonic()
+    outcome = send(channel, notification.payload)
+    entry = record(notification, outcome, now, time.monotonic() - clock)
+    db.session.commit()
+    return entry

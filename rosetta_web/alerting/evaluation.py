@@ -1,0 +1,301 @@
+"""Evaluate every alert rule after a round: fire, escalate, repeat, resolve, and queue the
+notifications in the outbox in the same transaction.
+
+Evaluations in several processes (the scheduler's leader, a worker serving Sample now, the
+CLI) take turns on the settings row, and the partial unique index on firing keys backs that
+up: each transition is recorded, and notified, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm.attributes import flag_modified
+
+from ..extensions import db
+from ..models import (
+    SEVERITIES,
+    Alert,
+    AlertSettings,
+    Channel,
+    Notification,
+    Server,
+    Silence,
+    SlotMetric,
+    Source,
+    SourceState,
+)
+from ..timeutil import as_utc, utcnow
+from . import rules, trends
+from .settings import load_settings
+
+log = logging.getLogger(__name__)
+
+# What an evaluation writes on every firing alert.
+WRITTEN = ("severity", "value", "threshold", "message", "source_id", "source_name", "evaluated_at")
+
+
+def rank(severity: str | None) -> int:
+    """Order severities: none < warning < critical."""
+    return -1 if severity is None else SEVERITIES.index(severity)
+
+
+def silences_by_source(now: datetime) -> dict[int, list[Silence]]:
+    """Return the silences in force now, by source."""
+    found: dict[int, list[Silence]] = defaultdict(list)
+    for silence in db.session.scalars(select(Silence).where(Silence.ends_at > now)):
+        found[silence.source_id].append(silence)
+    return found
+
+
+def silenced_until(
+    alert: Alert, silences: dict[int, list[Silence]], now: datetime
+) -> datetime | None:
+    """Return when the last silence covering the alert ends, or None when none covers it."""
+    ends = [
+        as_utc(silence.ends_at)
+        for silence in silences.get(alert.source_id or 0, ())
+        if (silence.rule is None or silence.rule == alert.rule) and as_utc(silence.ends_at) > now
+    ]
+    return max(ends) if ends else None
+
+
+def attach_silences(alerts: Iterable[Alert], now: datetime | None = None) -> None:
+    """Set each alert's `silenced_until`, as pages and the API show it."""
+    now = now or utcnow()
+    silences = silences_by_source(now)
+    for alert in alerts:
+        alert.silenced_until = silenced_until(alert, silences, now)
+
+
+def source_url(source_id: int | None) -> str:
+    """Link to a source's page from outside Rosetta (PUBLIC_URL)."""
+    base = current_app.config["PUBLIC_URL"].rstrip("/")
+    return f"{base}/sources/{source_id}" if source_id else f"{base}/alerts"
+
+
+def notify(alert: Alert, event: str, channels: list[Channel], only: set[int] | None = None) -> int:
+    """Queue one notification of the alert per channel that wants it; return how many."""
+    payload = {"event": event, "alert": alert.to_dict(), "url": source_url(alert.source_id)}
+    queued = 0
+    for channel in channels:
+        if only is not None:
+            if channel.id not in only:
+                continue
+        elif not channel.wants(alert.severity, alert.source_id):
+            continue
+        db.session.add(
+            Notification(
+                channel_id=channel.id,
+                alert_id=alert.id,
+                event=event,
+                payload=payload,
+                next_attempt_at=alert.evaluated_at,
+            )
+        )
+        queued += 1
+    return queued
+
+
+def _owners(sources: Sequence[Any]) -> dict[int, list[Any]]:
+    """Group the sources by server, lowest id first."""
+    by_server: dict[int, list[Any]] = defaultdict(list)
+    for row in sorted(sources, key=lambda row: row.id):
+        if row.server_id is not None:
+            by_server[row.server_id].append(row)
+    return by_server
+
+
+def _owner(candidates: list[Any], database: str | None) -> Any:
+    """The source an alert about a slot belongs to: the one on the slot's database, if any."""
+    for row in candidates:
+        if row.pg_database == database:
+            return row
+    return candidates[0]
+
+
+def findings(
+    settings: AlertSettings, firing: dict[str, str], now: datetime
+) -> tuple[list[rules.Finding], dict[int, rules.Settings]]:
+    """Say what should be firing now, from every source's state and every server's slots;
+    also return each source's settings (the global ones with its overrides)."""
+    sources = db.session.execute(
+        select(
+            Source.id,
+            Source.name,
+            Source.pg_database,
+            Source.alert_overrides,
+            SourceState.server_id,
+            SourceState.consecutive_failures,
+            SourceState.last_error,
+        ).outerjoin(SourceState)
+    ).all()
+    merged = {row.id: rules.Settings.merged(settings, row.alert_overrides) for row in sources}
+    found: list[rules.Finding] = []
+    for row in sources:
+        found += rules.source_findings(
+            row.id, row.name, row.consecutive_failures or 0, row.last_error, merged[row.id]
+        )
+    by_server = _owners(sources)
+    # Plain rows, not ORM objects: a thousand servers' slots in a few milliseconds.
+    trends_by_server = {
+        row.id: (row.address, row.slot_trends or {})
+        for row in db.session.execute(
+            select(Server.id, Server.address, Server.slot_trends).where(
+                Server.id.in_(select(SourceState.server_id))
+            )
+        )
+    }
+    # Each server's latest slots: the rows stored at its last_sampled_at, by a join on the
+    # (server_id, recorded_at) index (a list of a thousand (id, time) pairs takes PostgreSQL
+    # longer to plan than to run).
+    latest = (
+        select(
+            SlotMetric.server_id,
+            SlotMetric.recorded_at,
+            SlotMetric.slot_name,
+            SlotMetric.database,
+            SlotMetric.active,
+            SlotMetric.inactive_since,
+            SlotMetric.retained_bytes,
+            SlotMetric.lag_bytes,
+            SlotMetric.wal_status,
+            SlotMetric.safe_wal_size,
+        )
+        .join(
+            Server,
+            (Server.id == SlotMetric.server_id)
+            & (Server.last_sampled_at == SlotMetric.recorded_at),
+        )
+        .where(Server.id.in_(select(SourceState.server_id)))
+    )
+    for slot in db.session.execute(latest):
+        if slot.server_id not in by_server or slot.server_id not in trends_by_server:
+            continue
+        address, server_trends = trends_by_server[slot.server_id]
+        owner = _owner(by_server[slot.server_id], slot.database)
+        own = merged[owner.id]
+        trend = server_trends.get(slot.slot_name, {})
+        facts = rules.SlotFacts(
+            slot=slot,
+            inactive_since=as_utc(slot.inactive_since) if slot.inactive_since else None,
+            wal_status=slot.wal_status,
+            trend=trend,
+            forecast=trends.forecast(
+                trend, slot, as_utc(slot.recorded_at), own.retained_critical_bytes
+            ),
+            server_id=slot.server_id,
+            server_name=address,
+            source_id=owner.id,
+            source_name=owner.name,
+        )
+        found += rules.slot_findings(facts, own, firing, now)
+    return found, merged
+
+
+def evaluate(now: datetime | None = None) -> int:
+    """Evaluate every rule, record the transitions and queue their notifications in one
+    transaction; return how many notifications were queued."""
+    now = now or utcnow()
+    db.session.rollback()  # a fresh transaction, whose first statement takes the lock
+    try:
+        settings = load_settings(lock=True, now=now)
+        firing = {
+            alert.key: alert
+            for alert in db.session.scalars(select(Alert).where(Alert.state == "firing"))
+        }
+        found, merged = findings(
+            settings, {key: alert.severity for key, alert in firing.items()}, now
+        )
+        channels = list(db.session.scalars(select(Channel).order_by(Channel.id)))
+        silences = silences_by_source(now)
+        queued = 0
+        current: dict[str, Alert] = {}
+        for finding in found:
+            if finding.key in current:
+                continue  # one finding per key (a slot seen twice in one sample cannot be)
+            alert = firing.pop(finding.key, None)
+            if alert is None:
+                alert = Alert(
+                    key=finding.key,
+                    rule=finding.rule,
+                    state="firing",
+                    started_at=now,
+                    severity=finding.severity,
+                    server_id=finding.server_id,
+                    slot_name=finding.slot_name,
+                )
+                db.session.add(alert)
+            alert.severity = finding.severity
+            alert.value = finding.value
+            alert.threshold = finding.threshold
+            alert.message = finding.message[:1000]
+            alert.source_id = finding.source_id
+            alert.source_name = finding.source_name
+            alert.evaluated_at = now
+            # The same columns on every firing alert, changed or not: the flush then writes
+            # them all in one statement, not one per run of alerts with the same changes.
+            for name in WRITTEN:
+                flag_modified(alert, name)
+            current[finding.key] = alert
+        db.session.flush()  # new alerts get their ids
+        for alert in current.values():
+            until = silenced_until(alert, silences, now)
+            alert.silenced_until = until
+            if until is not None:
+                continue  # held back; told when the silence ends, if it still fires
+            own = merged.get(alert.source_id or 0)
+            repeat = (own or rules.Settings.merged(settings, None)).repeat_minutes
+            event: str
+            if rank(alert.severity) > rank(alert.notified_severity):
+                event = "firing"  # new, escalated, or fired while silenced
+            elif (
+                repeat is not None
+                and alert.acknowledged_at is None
+                and alert.notified_at is not None
+                and now - as_utc(alert.notified_at) >= timedelta(minutes=repeat)
+            ):
+                event = "repeat"
+            else:
+                continue
+            alert.notified_at = now
+            alert.notified_severity = alert.severity
+            flag_modified(alert, "notified_severity")  # the same columns on every alert told
+            queued += notify(alert, event, channels)
+        # What no longer fires resolves; whoever heard it fire hears it resolve.
+        gone = list(firing.values())
+        told: dict[int, set[int]] = {alert.id: set() for alert in gone}
+        if gone:
+            rows = db.session.execute(
+                select(Notification.alert_id, Notification.channel_id)
+                .where(Notification.alert_id.in_(list(told)))
+                .distinct()
+            )
+            for alert_id, channel_id in rows:
+                if alert_id is not None:
+                    told[alert_id].add(channel_id)
+        for alert in gone:
+            alert.state = "resolved"
+            alert.resolved_at = now
+            alert.evaluated_at = now
+            alert.silenced_until = silenced_until(alert, silences, now)
+            if told[alert.id]:
+                queued += notify(alert, "resolved", channels, only=told[alert.id])
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    if current or gone:
+        log.debug(
+            "alerts: %d firing, %d resolved, %d notifications queued",
+            len(current),
+            len(gone),
+            queued,
+        )
+    return queued

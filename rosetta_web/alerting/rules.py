@@ -1,0 +1,241 @@
+"""The alert rules: what fires, at which severity, with which message. No Flask, no ORM.
+
+Each rule looks at one slot of a server, or at one source, and says what should be firing
+now. The rules that measure a size or a time hold a firing alert until the value is 10 %
+back on the safe side (hysteresis), so a value hovering at the line does not flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from ..formatting import duration_words, pg_size_pretty
+from .trends import Forecast, SlotLike
+
+HYSTERESIS = 0.9
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One source's rule settings: the global ones with its overrides applied; None is off."""
+
+    retained_warning_bytes: int | None
+    retained_critical_bytes: int | None
+    slot_inactive_minutes: int | None
+    consumer_stalled_minutes: int | None
+    unreachable_rounds: int | None
+    forecast_hours: int | None
+    repeat_minutes: int | None
+
+    @classmethod
+    def merged(cls, global_settings: Any, overrides: Mapping[str, Any] | None) -> Settings:
+        """Take each setting from the overrides where they set it, else from the global."""
+        overrides = overrides or {}
+        values = {}
+        for field in fields(cls):
+            value = overrides.get(field.name)
+            values[field.name] = (
+                value if value is not None else getattr(global_settings, field.name)
+            )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule that should be firing now."""
+
+    rule: str
+    key: str
+    severity: str
+    value: float | None
+    threshold: float | None
+    message: str
+    source_id: int
+    source_name: str
+    server_id: int | None = None
+    slot_name: str | None = None
+
+
+def slot_key(rule: str, server_id: int, slot_name: str) -> str:
+    """Key a slot's alert: one per server and slot, whichever of its databases saw it."""
+    return f"{rule}:server:{server_id}:slot:{slot_name}"
+
+
+def source_key(rule: str, source_id: int) -> str:
+    """Key a source's alert."""
+    return f"{rule}:source:{source_id}"
+
+
+def _reached(value: float, threshold: int | None, held: bool) -> bool:
+    """Tell whether a value is at its threshold, or (for an alert already firing) within 10 %."""
+    if threshold is None:
+        return False
+    return value >= (threshold * HYSTERESIS if held else threshold)
+
+
+@dataclass(frozen=True)
+class SlotFacts:
+    """One slot as the latest sample of its server saw it, and where it belongs."""
+
+    slot: SlotLike
+    inactive_since: datetime | None
+    wal_status: str | None
+    trend: Mapping[str, Any]
+    forecast: Forecast
+    server_id: int
+    server_name: str
+    source_id: int
+    source_name: str
+
+
+def slot_findings(
+    facts: SlotFacts, settings: Settings, firing: Mapping[str, str], now: datetime
+) -> list[Finding]:
+    """Say which slot rules fire for one slot; `firing` maps a firing key to its severity."""
+    slot = facts.slot
+    found: list[Finding] = []
+
+    def add(
+        rule: str, severity: str, value: float | None, threshold: float | None, text: str
+    ) -> None:
+        found.append(
+            Finding(
+                rule,
+                slot_key(rule, facts.server_id, slot.slot_name),
+                severity,
+                value,
+                threshold,
+                text,
+                facts.source_id,
+                facts.source_name,
+                facts.server_id,
+                slot.slot_name,
+            )
+        )
+
+    def named() -> str:
+        return f"slot `{slot.slot_name}` on {facts.server_name}"
+
+    def held(rule: str) -> str | None:
+        return firing.get(slot_key(rule, facts.server_id, slot.slot_name))
+
+    retained = slot.retained_bytes
+    if retained is not None:
+        was = held("retained_wal")
+        for severity, threshold in (
+            ("critical", settings.retained_critical_bytes),
+            ("warning", settings.retained_warning_bytes),
+        ):
+            # Critical holds only a critical alert; warning holds any firing one.
+            keeps = was == "critical" if severity == "critical" else was is not None
+            if threshold is not None and _reached(retained, threshold, keeps):
+                add(
+                    "retained_wal",
+                    severity,
+                    retained,
+                    threshold,
+                    f"{named()} retains {pg_size_pretty(retained)} of WAL "
+                    f"({severity} at {pg_size_pretty(threshold)})",
+                )
+                break
+
+    minutes = settings.slot_inactive_minutes
+    if minutes is not None and not slot.active and facts.inactive_since is not None:
+        idle = (now - facts.inactive_since).total_seconds()
+        if idle >= minutes * 60:
+            add(
+                "slot_inactive",
+                "warning",
+                round(idle / 60, 1),
+                minutes,
+                f"{named()} has had no consumer for {duration_words(idle)} "
+                f"(warning at {minutes} min); it keeps every byte of WAL written meanwhile",
+            )
+
+    if facts.wal_status == "lost":
+        add(
+            "slot_wal_status",
+            "critical",
+            None,
+            None,
+            f"{named()} is lost: PostgreSQL removed WAL it still needed; its pipeline needs "
+            "REFRESH",
+        )
+    elif facts.wal_status == "unreserved":
+        add(
+            "slot_wal_status",
+            "critical",
+            None,
+            None,
+            f"{named()} is unreserved: it retains more than max_slot_wal_keep_size and is lost "
+            "at the next checkpoint unless its consumer catches up",
+        )
+
+    minutes = settings.consumer_stalled_minutes
+    flush_since, wal, wal_then = (
+        facts.trend.get(k) for k in ("flush_since", "wal", "wal_at_flush")
+    )
+    if minutes is not None and slot.active and flush_since is not None:
+        stalled = now.timestamp() - flush_since
+        if stalled >= minutes * 60 and wal is not None and wal_then is not None and wal > wal_then:
+            add(
+                "consumer_stalled",
+                "warning",
+                round(stalled / 60, 1),
+                minutes,
+                f"{named()} has a consumer connected that has confirmed nothing for "
+                f"{duration_words(stalled)} while {pg_size_pretty(wal - wal_then)} of WAL was "
+                f"written (warning at {minutes} min)",
+            )
+
+    hours = settings.forecast_hours
+    soonest = facts.forecast.soonest()
+    growth = facts.forecast.growth_bytes_per_hour
+    if hours is not None and soonest is not None and growth is not None:
+        what, when = soonest
+        left = (when - now).total_seconds() / 3600
+        limit = hours / HYSTERESIS if held("exhaustion_forecast") else hours
+        if left <= limit:
+            goal = (
+                "is lost"
+                if what == "lost"
+                else f"reaches the critical {pg_size_pretty(settings.retained_critical_bytes)}"
+            )
+            add(
+                "exhaustion_forecast",
+                "critical" if left < 1 else "warning",
+                round(left, 2),
+                hours,
+                f"{named()} {goal} in about {duration_words(left * 3600)} at "
+                f"{pg_size_pretty(int(growth))}/h",
+            )
+    return found
+
+
+def source_findings(
+    source_id: int,
+    source_name: str,
+    consecutive_failures: int,
+    last_error: str | None,
+    settings: Settings,
+) -> list[Finding]:
+    """Say which source rules fire for one source."""
+    rounds = settings.unreachable_rounds
+    if rounds is None or consecutive_failures < rounds:
+        return []
+    return [
+        Finding(
+            "source_unreachable",
+            source_key("source_unreachable", source_id),
+            "critical",
+            consecutive_failures,
+            rounds,
+            f"source `{source_name}` failed {consecutive_failures} rounds in a row "
+            f"(critical at {rounds}): {last_error or 'unknown error'}",
+            source_id,
+            source_name,
+        )
+    ]

@@ -1,0 +1,40 @@
+"""Channel URLs as pages, the API and logs may show them: credentials and tokens masked."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import apprise
+
+# Apprise writes whole URLs, tokens and all, in some of its log lines ("Unparseable URL ..."):
+# none reaches Rosetta's log. Delivery captures its warnings for the delivery log instead.
+_apprise_log = logging.getLogger("apprise")
+_apprise_log.propagate = False
+_apprise_log.addHandler(logging.NullHandler())
+
+
+def apprise_plugin(url: str) -> object | None:
+    """Return Apprise's notifier for a URL, or None when Apprise cannot read it."""
+    try:
+        return apprise.Apprise.instantiate(url)
+    except Exception:  # Apprise raises on some malformed URLs instead of returning None
+        return None
+
+
+def mask_url(url: str) -> str:
+    """Show where a channel sends without what authenticates it.
+
+    Apprise's own privacy form for the services it knows (tokens cut to their first and last
+    character, passwords starred, options dropped); for any other URL, the scheme, host and
+    port, with an ellipsis for the path and query that may carry a token.
+    """
+    plugin = apprise_plugin(url)
+    if plugin is not None:
+        return str(plugin.url(privacy=True)).split("?", 1)[0]  # type: ignore[attr-defined]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    hidden = "/…" if parts.path.strip("/") or parts.query else "/"
+    return f"{parts.scheme}://{host}{hidden}"

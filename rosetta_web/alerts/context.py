@@ -1,0 +1,80 @@
+"""What every template may use of alerts: the banner's counts, the rules' names, the global
+settings (as placeholders of a source's overrides), and the filters that word them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, g
+from flask.sansio.app import App
+from flask.signals import before_render_template
+from jinja2 import Template
+
+from ..errors import DATABASE_UNAVAILABLE, outage
+from ..extensions import db
+from ..models import ALERT_RULES, AlertSettings
+from ..timeutil import isoformat
+from . import display
+from .services import banner_counts, current_settings, last_deliveries
+
+log = logging.getLogger(__name__)
+
+
+def firing_banner() -> dict[str, int] | None:
+    """Return the unsilenced firing alerts by severity, once per request (one query); None
+    while the metadata database does not answer: the banner is left out, nothing breaks."""
+    if "rosetta_banner" not in g:
+        try:
+            counts: dict[str, int] | None = banner_counts()
+        except DATABASE_UNAVAILABLE as exc:
+            outage.failed(exc)
+            try:
+                db.session.rollback()
+            except Exception:
+                log.debug("rollback after the banner's query failed", exc_info=True)
+            counts = None
+        g.rosetta_banner = counts
+    banner: dict[str, int] | None = g.rosetta_banner
+    return banner
+
+
+def global_settings() -> AlertSettings:
+    """Return the global rule settings (a source's overrides show them as placeholders)."""
+    return current_settings()
+
+
+def template_helpers() -> dict[str, Any]:
+    """Lazy helpers for every template: nothing is queried unless a template calls them."""
+    return {
+        "alert_banner": firing_banner,
+        "global_alert_settings": global_settings,
+        "alert_rules": ALERT_RULES,
+        "last_deliveries": last_deliveries,
+    }
+
+
+def _no_banner_on_error_pages(
+    sender: Flask, template: Template, context: dict[str, Any], **extra: Any
+) -> None:
+    """Error pages query nothing: they may be answering a failed transaction or an outage."""
+    if (template.name or "").startswith("errors/"):
+        context["alert_banner"] = None
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "rule_label": display.rule_label,
+    "alert_measure": display.measure,
+    "size_input": display.size_input,
+    "ticks_to_code": display.ticks_to_code,
+    "iso": isoformat,
+}
+
+
+def register(app: App) -> None:
+    """Give every template the helpers and filters, and keep them off the error pages."""
+    app.context_processor(template_helpers)
+    for name, function in FILTERS.items():
+        app.add_template_filter(function, name)
+    before_render_template.connect(_no_banner_on_error_pages, app)

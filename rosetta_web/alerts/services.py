@@ -1,0 +1,356 @@
+"""Alerts: what the pages and the API read and change about alerts, silences, channels and
+the rule settings. The engine that raises them is rosetta_web/alerting/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from ..alerting import trends
+from ..alerting.delivery import send_test
+from ..alerting.evaluation import attach_silences
+from ..alerting.rules import Settings
+from ..alerting.settings import AlertSettingsForm, load_settings
+from ..extensions import db
+from ..forms import EntityForm, SelectChoice
+from ..models import (
+    ALERT_SETTING_KEYS,
+    Alert,
+    AlertSettings,
+    Channel,
+    Delivery,
+    Silence,
+    SlotMetric,
+    Source,
+)
+from ..resources import NotFound, Resource
+from ..timeutil import as_utc, utcnow
+from .forms import ChannelForm, SilenceForm
+
+PER_PAGE = 50
+
+
+def _source_choices(form: EntityForm) -> None:
+    """List the sources by name in the channel form's select."""
+    assert isinstance(form, ChannelForm)
+    rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
+    form.source_ids.choices = [SelectChoice(row.id, row.name) for row in rows]
+
+
+CHANNELS = Resource(
+    model=Channel,
+    form_class=ChannelForm,
+    label="channel",
+    plural="channels",
+    prepare_form=_source_choices,
+)
+
+
+# Settings
+
+
+def current_settings() -> AlertSettings:
+    """Return the global rule settings (created with the defaults on first read)."""
+    settings = load_settings()
+    db.session.commit()
+    return settings
+
+
+def save_settings(form: AlertSettingsForm) -> AlertSettings:
+    """Store a validated settings form."""
+    settings = load_settings()
+    for key in ALERT_SETTING_KEYS:
+        setattr(settings, key, form[key].data)
+    db.session.commit()
+    return settings
+
+
+def effective_settings(source: Source) -> Settings:
+    """Return a source's rule settings: the global ones with its overrides applied."""
+    return Settings.merged(current_settings(), source.alert_overrides)
+
+
+# Alerts
+
+SEVERITY_ORDER = case((Alert.severity == "critical", 0), else_=1)
+
+
+def get_alert(alert_id: int) -> Alert:
+    """Return an alert or raise NotFound."""
+    alert = db.session.get(Alert, alert_id) if 0 < alert_id < 2**63 else None
+    if alert is None:
+        raise NotFound("Alert", alert_id)
+    attach_silences([alert])
+    return alert
+
+
+def firing_worst_first(source_id: int | None = None) -> list[Alert]:
+    """Return the firing alerts: critical first, then the oldest first."""
+    stmt = select(Alert).where(Alert.state == "firing")
+    if source_id is not None:
+        stmt = stmt.where(Alert.source_id == source_id)
+    alerts = list(db.session.scalars(stmt.order_by(SEVERITY_ORDER, Alert.started_at, Alert.id)))
+    attach_silences(alerts)
+    return alerts
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """What the history shows: by state (firing, resolved, all), source, rule, time range."""
+
+    state: str = "all"
+    source_id: int | None = None
+    rule: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def history(
+    filters: AlertFilter, page: int = 1, per_page: int = PER_PAGE
+) -> tuple[list[Alert], int]:
+    """Return one page of alerts, newest first, and how many match in all."""
+    stmt = select(Alert)
+    if filters.state != "all":
+        stmt = stmt.where(Alert.state == filters.state)
+    if filters.source_id is not None:
+        stmt = stmt.where(Alert.source_id == filters.source_id)
+    if filters.rule is not None:
+        stmt = stmt.where(Alert.rule == filters.rule)
+    if filters.start is not None:  # it overlaps the range: still firing or resolved after start
+        stmt = stmt.where((Alert.resolved_at.is_(None)) | (Alert.resolved_at >= filters.start))
+    if filters.end is not None:
+        stmt = stmt.where(Alert.started_at <= filters.end)
+    total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    alerts = list(
+        db.session.scalars(
+            stmt.order_by(Alert.started_at.desc(), Alert.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+    )
+    attach_silences(alerts)
+    return alerts, total
+
+
+def firing_counts() -> dict[str, int]:
+    """Count the firing alerts that no silence covers, by severity (the banner's figures)."""
+    alerts = list(db.session.scalars(select(Alert).where(Alert.state == "firing")))
+    attach_silences(alerts)
+    counts = {"critical": 0, "warning": 0}
+    for alert in alerts:
+        if alert.silenced_until is None:
+            counts[alert.severity] += 1
+    return counts
+
+
+def acknowledge(alert: Alert, username: str) -> Alert:
+    """Stop an alert's repeats until it resolves; say who and when."""
+    if alert.state != "firing":
+        raise AlertResolved(alert.id)
+    if alert.acknowledged_at is None:
+        alert.acknowledged_by = username
+        alert.acknowledged_at = utcnow()
+        db.session.commit()
+    attach_silences([alert])
+    return alert
+
+
+class AlertResolved(Exception):
+    """Only a firing alert can be acknowledged."""
+
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"Alert {alert_id} has resolved; only a firing alert can be acknowledged")
+
+
+# Silences
+
+
+def active_silences() -> list[Silence]:
+    """Return the silences in force now, ending soonest first."""
+    return list(
+        db.session.scalars(
+            select(Silence).where(Silence.ends_at > utcnow()).order_by(Silence.ends_at, Silence.id)
+        )
+    )
+
+
+def silence_choices(form: SilenceForm) -> None:
+    rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
+    form.source_id.choices = [SelectChoice(0, "— choose —")] + [
+        SelectChoice(row.id, row.name) for row in rows
+    ]
+
+
+def create_silence(form: SilenceForm, username: str) -> Silence:
+    """Store a validated silence form."""
+    source_id = form.source_id.data
+    if db.session.get(Source, source_id) is None:
+        raise NotFound("Source", source_id)
+    assert form.ends_at_value is not None
+    silence = Silence(
+        source_id=source_id,
+        rule=form.rule.data or None,
+        ends_at=form.ends_at_value,
+        comment=form.comment.data or None,
+        created_by=username,
+    )
+    db.session.add(silence)
+    db.session.commit()
+    return silence
+
+
+def get_silence(silence_id: int) -> Silence:
+    silence = db.session.get(Silence, silence_id) if 0 < silence_id < 2**31 else None
+    if silence is None:
+        raise NotFound("Silence", silence_id)
+    return silence
+
+
+def end_silence(silence: Silence) -> None:
+    """Delete a silence: notifications resume at the next evaluation."""
+    db.session.delete(silence)
+    db.session.commit()
+
+
+# Channels
+
+
+def deliveries(channel: Channel, limit: int = 50) -> list[Delivery]:
+    """Return a channel's delivery log, newest first."""
+    return list(
+        db.session.scalars(
+            select(Delivery)
+            .where(Delivery.channel_id == channel.id)
+            .order_by(Delivery.attempted_at.desc(), Delivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def test_channel(channel: Channel) -> Delivery:
+    """Send a test notification now; return how it went."""
+    return send_test(channel)
+
+
+# What a source's page and the API show of the forecast
+
+
+def attach_forecasts(source: Source, slots: list[SlotMetric]) -> list[SlotMetric]:
+    """Set each slot's forecast, against the source's critical threshold; return the slots."""
+    server = source.state.server if source.state is not None else None
+    if server is None:
+        return slots
+    critical = effective_settings(source).retained_critical_bytes
+    for slot in slots:
+        trend = (server.slot_trends or {}).get(slot.slot_name)
+        slot.forecast = trends.forecast(trend, slot, as_utc(slot.recorded_at), critical)
+    return slots
+
+
+def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Return the periods the source's alerts fired within a range, for its chart."""
+    rows = db.session.scalars(
+        select(Alert)
+        .where(
+            Alert.source_id == source.id,
+            Alert.started_at <= end,
+            (Alert.resolved_at.is_(None)) | (Alert.resolved_at >= start),
+        )
+        .order_by(Alert.started_at)
+    )
+    return [
+        {
+            "rule": alert.rule,
+            "severity": alert.severity,
+            "slot_name": alert.slot_name,
+            "start": max(as_utc(alert.started_at), start),
+            "end": min(as_utc(alert.resolved_at), end) if alert.resolved_at else end,
+        }
+        for alert in rows
+    ]
+
+
+# API helpers
+
+
+def alert_page(filters: AlertFilter, page: int, per_page: int) -> tuple[list[Alert], int]:
+    """Return one page of alerts as the API lists them, and how many match in all: the
+    history's order (newest first), except the firing alerts alone, which come worst first
+    (critical, then the oldest) as /alerts shows them."""
+    if filters.state != "firing":
+        return history(filters, page, per_page)
+    alerts = [
+        alert
+        for alert in firing_worst_first(filters.source_id)
+        if (filters.rule is None or alert.rule == filters.rule)
+        and (filters.end is None or as_utc(alert.started_at) <= filters.end)
+    ]  # a firing alert overlaps any start: it has not ended
+    return alerts[(page - 1) * per_page : page * per_page], len(alerts)
+
+
+# Page helpers
+
+
+def banner_counts(now: datetime | None = None) -> dict[str, int]:
+    """Count the firing alerts no silence covers, by severity, in one query (every page's
+    banner): the same figures as firing_counts, without loading the alerts."""
+    now = now or utcnow()
+    silenced = (
+        select(Silence.id)
+        .where(
+            Silence.source_id == Alert.source_id,
+            Silence.ends_at > now,
+            (Silence.rule.is_(None)) | (Silence.rule == Alert.rule),
+        )
+        .exists()
+    )
+    counts = {"critical": 0, "warning": 0}
+    rows = db.session.execute(
+        select(Alert.severity, func.count())
+        .where(Alert.state == "firing", ~silenced)
+        .group_by(Alert.severity)
+    )
+    counts.update({severity: count for severity, count in rows})
+    return counts
+
+
+def source_names() -> dict[int, str]:
+    """Return every source's name by id, by name (the pages' filters and silences)."""
+    rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
+    return {row.id: row.name for row in rows}
+
+
+def last_deliveries(channel_ids: list[int]) -> dict[int, Delivery]:
+    """Return each channel's latest delivery attempt, by channel id (the channel list)."""
+    if not channel_ids:
+        return {}
+    latest = (
+        select(Delivery.channel_id, func.max(Delivery.id).label("id"))
+        .where(Delivery.channel_id.in_(channel_ids))
+        .group_by(Delivery.channel_id)
+        .subquery()
+    )
+    rows = db.session.scalars(select(Delivery).join(latest, Delivery.id == latest.c.id))
+    return {delivery.channel_id: delivery for delivery in rows}
+
+
+def delivery_subjects(entries: list[Delivery]) -> dict[int, dict[str, Any]]:
+    """Return the alert each delivery attempt told of (from its notification), by delivery id."""
+    from ..models import Notification
+
+    ids = {entry.notification_id for entry in entries}
+    if not ids:
+        return {}
+    payloads: dict[int, dict[str, Any]] = {
+        row.id: row.payload
+        for row in db.session.execute(
+            select(Notification.id, Notification.payload).where(Notification.id.in_(ids))
+        )
+    }
+    return {
+        entry.id: (payloads.get(entry.notification_id) or {}).get("alert") or {}
+        for entry in entries
+    }

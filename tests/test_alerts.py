@@ -1,0 +1,709 @@
+"""Alerts against real servers: a real cluster's slots, a real HTTP receiver for webhooks, a
+real SMTP server for mail, pg_recvlogical as the consumer, time moved by time-machine."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from aiosmtpd.controller import Controller
+from flask import Flask
+from pytest_httpserver import HTTPServer
+
+from rosetta_web.alerting import delivery
+from rosetta_web.alerting.evaluation import evaluate
+from rosetta_web.alerting.settings import load_settings
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import ALERT_SETTING_KEYS, Alert, Channel, Delivery, Notification
+from rosetta_web.monitor.rounds import run_round
+from rosetta_web.timeutil import utcnow
+
+from .factories import add_source
+from .pg import Cluster, free_port, wait_for
+
+SECRET = "a-signing-secret-of-some-length"
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A cluster of these tests' own: their slots must not meet the other tests' slots."""
+    cluster = Cluster("rosetta-alerts").start()
+    cluster.create_database("shop")
+    with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, note text)")
+        cur.execute("CREATE PUBLICATION pub FOR TABLE orders")
+    yield cluster
+    cluster.stop()
+
+
+def _sql(cluster: Cluster, query: str, *args: Any) -> Any:
+    with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute(query, args)
+        return cur.fetchone() if cur.description else None
+
+
+@pytest.fixture
+def slot(cluster: Cluster) -> Iterator[str]:
+    """A fresh logical slot `orders` with no consumer, dropped afterwards."""
+    _sql(cluster, "SELECT pg_create_logical_replication_slot('orders', 'pgoutput')")
+    yield "orders"
+    _sql(
+        cluster,
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+        "WHERE slot_name = 'orders' AND active_pid IS NOT NULL",
+    )
+    wait_for(lambda: not _sql(cluster, "SELECT active FROM pg_replication_slots")[0], timeout=5)
+    _sql(cluster, "SELECT pg_drop_replication_slot('orders')")
+
+
+def write_wal(cluster: Cluster, megabytes: float) -> None:
+    """Write at least `megabytes` of WAL into the shop database."""
+    with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()")
+        start = cur.fetchone()[0]
+        while True:
+            cur.execute(
+                "INSERT INTO orders (note) SELECT md5(random()::text) FROM generate_series(1, 2000)"
+            )
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (start,))
+            if cur.fetchone()[0] >= megabytes * MB:
+                return
+
+
+def retained(cluster: Cluster, slot: str = "orders") -> int:
+    """What PostgreSQL says the slot retains: pg_wal_lsn_diff(current, restart_lsn)."""
+    row = _sql(
+        cluster,
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        slot,
+    )
+    return int(row[0])
+
+
+def settings(app: Flask, **values: int | None) -> None:
+    """Turn every rule off but those given."""
+    with app.app_context():
+        row = load_settings()
+        for key in ALERT_SETTING_KEYS:
+            setattr(row, key, values.get(key))
+        _db.session.commit()
+
+
+def channel(app: Flask, url: str, name: str = "hook", **fields: Any) -> int:
+    with app.app_context():
+        row = Channel(name=name, type=fields.pop("type", "webhook"), min_severity="warning")
+        row.url = url
+        row.secret = fields.pop("secret", SECRET)
+        row.source_ids = []
+        for key, value in fields.items():
+            setattr(row, key, value)
+        _db.session.add(row)
+        _db.session.commit()
+        return row.id
+
+
+def sample(app: Flask, manual: bool = True) -> None:
+    """Run a round in this process, as the scheduler (manual=False) or Sample now does."""
+    with app.app_context():
+        run_round(force=manual)
+
+
+def received(server: HTTPServer) -> list[dict[str, Any]]:
+    """The webhooks the receiver got, each checked against its signature."""
+    bodies = []
+    for request, _ in server.log:
+        header = request.headers["X-Rosetta-Signature"]
+        parts = dict(part.split("=", 1) for part in header.split(","))
+        raw = request.get_data()
+        expected = hmac.new(SECRET.encode(), parts["t"].encode() + b"." + raw, hashlib.sha256)
+        assert hmac.compare_digest(parts["v1"], expected.hexdigest()), "bad signature"
+        assert abs(int(parts["t"]) - time.time()) < 3600 * 24
+        bodies.append(json.loads(raw))
+    return bodies
+
+
+@pytest.fixture
+def receiver(httpserver: HTTPServer) -> HTTPServer:
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    return httpserver
+
+
+def recvlogical(cluster: Cluster, slot: str) -> subprocess.Popen[bytes]:
+    """Start a real consumer on the slot, confirming every second."""
+    process = subprocess.Popen(
+        [
+            str(cluster.bindir / "pg_recvlogical"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "-d",
+            "shop",
+            "--slot",
+            slot,
+            "--start",
+            "-f",
+            "/dev/null",
+            "-s",
+            "1",
+            "-F",
+            "1",
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=pub",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert wait_for(
+        lambda: _sql(cluster, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", slot)[
+            0
+        ],
+        timeout=10,
+    ), "pg_recvlogical did not connect"
+    return process
+
+
+def _alerts(app: Flask) -> list[Alert]:
+    with app.app_context():
+        rows = list(_db.session.scalars(_db.select(Alert).order_by(Alert.id)))
+        _db.session.expunge_all()
+        return rows
+
+
+@pytest.mark.slow
+def test_inactive_slot_over_threshold_fires_once_and_resolves_when_consumed(
+    app, cluster, slot, receiver
+):
+    """WAL written into an inactive slot: one signed `firing`; a consumer: one `resolved`."""
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app, retained_warning_bytes=1 * MB, retained_critical_bytes=1024 * MB)
+    channel(app, receiver.url_for("/hook"))
+
+    write_wal(cluster, 2)
+    before = retained(cluster)
+    sample(app)
+    after = retained(cluster)
+    assert wait_for(lambda: len(receiver.log) == 1, timeout=10), "no webhook"
+    sample(app)  # still over: nothing new (no repeat set)
+    time.sleep(1)
+    [fired] = received(receiver)
+    assert fired["event"] == "firing"
+    alert = fired["alert"]
+    assert (alert["rule"], alert["severity"], alert["slot_name"]) == (
+        "retained_wal",
+        "warning",
+        "orders",
+    )
+    assert alert["source_name"] == "shop" and alert["state"] == "firing"
+    # The figure is PostgreSQL's at that moment: between psql's before and after.
+    assert before <= alert["value"] <= after
+    assert alert["threshold"] == 1 * MB
+    assert fired["url"].endswith(f"/sources/{alert['source_id']}")
+
+    consumer = recvlogical(cluster, slot)
+    try:
+        # The consumer confirms; a checkpoint logs the running transactions that let the
+        # slot's restart_lsn move up to what it confirmed.
+        def caught_up() -> bool:
+            _sql(cluster, "CHECKPOINT")
+            return retained(cluster) < 0.9 * MB
+
+        assert wait_for(caught_up, timeout=30, interval=0.5), "the slot never caught up"
+        sample(app)
+        assert wait_for(lambda: len(receiver.log) == 2, timeout=10), "no resolved webhook"
+    finally:
+        consumer.terminate()
+        consumer.wait(5)
+    bodies = received(receiver)
+    assert [body["event"] for body in bodies] == ["firing", "resolved"]
+    assert bodies[1]["alert"]["id"] == alert["id"]
+    assert bodies[1]["alert"]["resolved_at"] is not None
+    assert [a.state for a in _alerts(app)] == ["resolved"]
+
+
+@pytest.mark.slow
+def test_consumer_connected_but_stalled_fires(app, cluster, slot, receiver):
+    """pg_recvlogical stopped with SIGSTOP while WAL is written: consumer_stalled fires."""
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app, consumer_stalled_minutes=1)
+    channel(app, receiver.url_for("/hook"))
+    consumer = recvlogical(cluster, slot)
+    try:
+        with time_machine.travel(utcnow(), tick=True) as traveller:
+            sample(app)
+            traveller.shift(timedelta(seconds=30))
+            sample(app)  # a consumer that confirms is not stalled
+            assert not _alerts(app)
+            os.kill(consumer.pid, signal.SIGSTOP)
+            sample(app)
+            write_wal(cluster, 1)
+            traveller.shift(timedelta(minutes=2))
+            sample(app)
+            [alert] = _alerts(app)
+            assert (alert.rule, alert.state, alert.slot_name) == (
+                "consumer_stalled",
+                "firing",
+                "orders",
+            )
+            assert alert.value >= 2
+            assert wait_for(lambda: len(receiver.log) == 1, timeout=10)
+            assert _sql(
+                cluster, "SELECT active FROM pg_replication_slots WHERE slot_name = 'orders'"
+            )[0], "the consumer is still connected"
+
+            os.kill(consumer.pid, signal.SIGCONT)  # it reads, confirms, and catches up
+            start = _sql(
+                cluster,
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'orders'",
+            )[0]
+            assert wait_for(
+                lambda: _sql(
+                    cluster,
+                    "SELECT confirmed_flush_lsn > %s FROM pg_replication_slots "
+                    "WHERE slot_name = 'orders'",
+                    start,
+                )[0],
+                timeout=15,
+            )
+            traveller.shift(timedelta(seconds=30))
+            sample(app)
+        assert [a.state for a in _alerts(app)] == ["resolved"]
+        assert wait_for(lambda: len(receiver.log) == 2, timeout=10)
+        assert [body["event"] for body in received(receiver)] == ["firing", "resolved"]
+    finally:
+        os.kill(consumer.pid, signal.SIGCONT)
+        consumer.terminate()
+        consumer.wait(5)
+
+
+@pytest.mark.slow
+def test_lost_slot_is_critical(app, cluster, receiver):
+    """max_slot_wal_keep_size small, WAL written past it, a checkpoint: the slot is lost."""
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app)  # every setting off: slot_wal_status has none, it is always on
+    channel(app, receiver.url_for("/hook"))
+    _sql(cluster, "SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')")
+    _sql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    _sql(cluster, "SELECT pg_reload_conf()")
+    try:
+
+        def lost() -> bool:
+            write_wal(cluster, 17)
+            _sql(cluster, "SELECT pg_switch_wal()")
+            _sql(cluster, "CHECKPOINT")
+            status = _sql(
+                cluster, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"
+            )[0]
+            return status == "lost"
+
+        assert wait_for(lost, timeout=60, interval=0), "the slot was never lost"
+        sample(app)
+        [alert] = _alerts(app)
+        assert (alert.rule, alert.severity, alert.slot_name) == (
+            "slot_wal_status",
+            "critical",
+            "doomed",
+        )
+        assert "is lost" in alert.message and "REFRESH" in alert.message
+        assert wait_for(lambda: len(receiver.log) == 1, timeout=10)
+    finally:
+        _sql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        _sql(cluster, "SELECT pg_reload_conf()")
+        _sql(cluster, "SELECT pg_drop_replication_slot('doomed')")
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def _unreachable_source(app: Flask, name: str = "gone") -> int:
+    """A source on a port nothing listens on: each round fails at once."""
+    return add_source(app, name, free_port(), user="postgres", password="unused")
+
+
+@pytest.mark.slow
+def test_email_through_apprise_reaches_a_real_smtp_server(app):
+    """An unreachable source, an Apprise mailto:// channel: the mail arrives."""
+    inbox = _Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        _unreachable_source(app)
+        settings(app, unreachable_rounds=1)
+        channel(
+            app,
+            f"mailto://127.0.0.1:{port}?from=rosetta@example.com&to=oncall@example.com",
+            name="mail",
+            type="apprise",
+            secret=None,
+        )
+        sample(app, manual=False)
+        assert wait_for(lambda: inbox.messages, timeout=20), "no mail arrived"
+    finally:
+        smtp.stop()
+    [mail] = inbox.messages
+    assert mail.rcpt_tos == ["oncall@example.com"]
+    text = mail.content.decode()
+    assert "source_unreachable" in text and "gone" in text
+    assert "critical" in text.lower()
+
+
+@pytest.mark.slow
+def test_a_webhook_that_never_answers_delays_neither_the_round_nor_other_channels(
+    app, receiver, hanging_server
+):
+    """One channel hangs: the round ends at once and the other channel is delivered."""
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, f"http://127.0.0.1:{hanging_server.port}/hook", name="hangs")
+    channel(app, receiver.url_for("/hook"), name="works")
+    clock = time.monotonic()
+    sample(app, manual=False)
+    round_s = time.monotonic() - clock
+    assert wait_for(lambda: len(receiver.log) == 1, timeout=4), "the good channel waited"
+    delivered_s = time.monotonic() - clock
+    assert round_s < delivery.WEBHOOK_TIMEOUT_SECONDS / 2
+    assert delivered_s < delivery.WEBHOOK_TIMEOUT_SECONDS
+    with app.app_context():
+        hangs = _db.session.scalar(_db.select(Channel.id).where(Channel.name == "hangs"))
+
+        def logged() -> Delivery | None:
+            _db.session.rollback()
+            return _db.session.scalar(_db.select(Delivery).where(Delivery.channel_id == hangs))
+
+        entry = wait_for(logged, timeout=10)
+        assert entry is not None and not entry.ok
+        assert entry.duration_ms >= delivery.WEBHOOK_TIMEOUT_SECONDS * 1000 - 100
+        assert "no answer" in entry.error
+        pending = _db.session.scalar(
+            _db.select(Notification).where(Notification.channel_id == hangs)
+        )
+        assert pending.delivered_at is None and pending.failed_at is None
+        assert pending.attempts == 1  # tried again later
+
+
+def test_failed_deliveries_retry_with_backoff_then_give_up(app, receiver):
+    """A receiver that refuses: tried 5 times, 30 s, 2, 10 and 30 min apart, then given up."""
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, f"http://127.0.0.1:{free_port()}/hook", name="refuses")
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        sample(app, manual=False)
+        with app.app_context():
+            wait_for(lambda: delivery_log(app), timeout=10)
+            waits = []
+            for _ in range(4):
+                _db.session.rollback()
+                note = _db.session.scalar(_db.select(Notification))
+                waits.append(round((note.next_attempt_at - utcnow()).total_seconds()))
+                assert not delivery.kick(), "retried before its time"
+                traveller.shift(timedelta(seconds=waits[-1]))
+                for future in delivery.kick():
+                    future.result()
+            _db.session.rollback()
+            note = _db.session.scalar(_db.select(Notification))
+    assert waits == [30, 120, 600, 1800]
+    assert note.attempts == delivery.MAX_ATTEMPTS and note.failed_at is not None
+    assert [entry.error.startswith("cannot connect") for entry in delivery_log(app)] == [True] * 5
+
+
+def delivery_log(app: Flask) -> list[Delivery]:
+    with app.app_context():
+        rows = list(_db.session.scalars(_db.select(Delivery).order_by(Delivery.id)))
+        _db.session.expunge_all()
+        return rows
+
+
+def test_a_notification_claimed_by_a_process_that_died_is_delivered_after_its_lease(app, receiver):
+    """A process that claimed a notification and died: another delivers it, once."""
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, receiver.url_for("/hook"))
+    with time_machine.travel(utcnow(), tick=True) as traveller:
+        with app.app_context():
+            run_round_without_delivery(app)
+            claimed = delivery.claim_due(utcnow())  # ... and the process dies here
+            assert len(claimed) == 1
+            assert not delivery.kick(), "claimed twice"
+            traveller.shift(timedelta(seconds=delivery.LEASE_SECONDS + 1))
+            [future] = delivery.kick()
+            future.result()
+    assert len(receiver.log) == 1
+    assert received(receiver)[0]["event"] == "firing"
+
+
+def run_round_without_delivery(app: Flask) -> None:
+    """Store a round and evaluate it, leaving its notifications in the outbox."""
+    kick = delivery.kick
+    delivery.kick = lambda now=None: []  # type: ignore[assignment]
+    try:
+        run_round()
+    finally:
+        delivery.kick = kick  # type: ignore[assignment]
+
+
+def test_repeat_acknowledge_and_silence(app, receiver):
+    """Repeats every repeat_minutes until acknowledged; a silence holds notifications back
+    and, once it ends, the alert still firing is told."""
+    from rosetta_web.alerts.services import acknowledge
+    from rosetta_web.models import Silence
+
+    source_id = _unreachable_source(app)
+    settings(app, unreachable_rounds=1, repeat_minutes=60)
+    channel(app, receiver.url_for("/hook"))
+
+    def events() -> list[str]:
+        with app.app_context():
+            return list(
+                _db.session.scalars(_db.select(Notification.event).order_by(Notification.id))
+            )
+
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        run_round()
+        traveller.shift(timedelta(minutes=30))
+        evaluate()
+        assert events() == ["firing"]
+        traveller.shift(timedelta(minutes=31))
+        evaluate()
+        assert events() == ["firing", "repeat"]
+        alert = _db.session.scalar(_db.select(Alert))
+        acknowledge(alert, "alice")
+        traveller.shift(timedelta(minutes=120))
+        evaluate()
+        assert events() == ["firing", "repeat"]  # acknowledged: no more repeats
+
+        # A second source, silenced before it fails: nothing until the silence ends.
+        other = _unreachable_source(app, "gone-too")
+        _db.session.add(
+            Silence(
+                source_id=other,
+                rule=None,
+                ends_at=utcnow() + timedelta(hours=2),
+                created_by="alice",
+            )
+        )
+        _db.session.commit()
+        run_round()
+        silenced = _db.session.scalar(_db.select(Alert).where(Alert.source_id == other))
+        assert silenced.state == "firing"
+        assert events() == ["firing", "repeat"]
+        traveller.shift(timedelta(hours=2, minutes=1))
+        evaluate()
+        assert events() == ["firing", "repeat", "firing"]
+        assert source_id != other
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_each_transition_is_recorded_and_queued_once(request, backend, receiver):
+    """Evaluated again and again, an alert fires once and resolves once, on both databases."""
+    app = request.getfixturevalue("app" if backend == "postgresql" else "sqlite_app")
+    source_id = _unreachable_source(app)
+    channel(app, receiver.url_for("/hook"))
+    settings(app, unreachable_rounds=1)
+    with app.app_context():
+        run_round()  # fails once: fires
+        evaluate()
+        evaluate()  # again: nothing new
+        from rosetta_web.models import SourceState
+
+        state = _db.session.get(SourceState, source_id)
+        state.consecutive_failures = 0
+        _db.session.commit()
+        evaluate()  # resolves
+        evaluate()
+        rows = list(_db.session.scalars(_db.select(Notification.event).order_by(Notification.id)))
+        alerts = list(_db.session.scalars(_db.select(Alert)))
+    assert rows == ["firing", "resolved"]
+    assert [(a.state, a.rule) for a in alerts] == [("resolved", "source_unreachable")]
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_notify_each_transition_exactly_once(
+    app, database_url, receiver, cluster
+):
+    """Two workers share the schedule while scripts press Sample now on both: one `firing`,
+    one `resolved`."""
+    import sys
+    import threading
+    import urllib.request
+    from pathlib import Path
+
+    from rosetta_web.auth import services
+    from rosetta_web.models import Source
+
+    from .factories import PASSWORD
+
+    source_id = _unreachable_source(app)
+    settings(app, unreachable_rounds=2)
+    channel(app, receiver.url_for("/hook"))
+    with app.app_context():
+        token = services.create_token(services.create_user("alice", PASSWORD), "script")[1]
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WAL_MONITOR_INTERVAL_SECONDS": "5",
+        "WAL_MONITOR_TIMEOUT_SECONDS": "3",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "wsgi:app",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],  # fmt: skip
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    stop = threading.Event()
+
+    def press_sample_now() -> None:
+        while not stop.is_set():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/sources/{source_id}/sample",
+                method="POST",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            try:
+                urllib.request.urlopen(request, timeout=10).read()
+            except OSError:
+                time.sleep(0.2)  # not up yet
+
+    pressers = [threading.Thread(target=press_sample_now) for _ in range(4)]
+    try:
+        for presser in pressers:
+            presser.start()
+        assert wait_for(lambda: len(receiver.log) >= 1, timeout=30), "never fired"
+        # The operator points the source at a server that answers: it resolves.
+        with app.app_context():
+            source = _db.session.get(Source, source_id)
+            source.pg_port = cluster.port
+            source.state.consecutive_failures = 0
+            source.state.next_attempt_at = None
+            _db.session.commit()
+        assert wait_for(lambda: len(receiver.log) >= 2, timeout=30), "never resolved"
+        time.sleep(6)  # another round or two, and more presses: nothing more
+    finally:
+        stop.set()
+        for presser in pressers:
+            presser.join(15)
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
+    assert [body["event"] for body in received(receiver)] == ["firing", "resolved"]
+    with app.app_context():
+        assert _db.session.scalar(_db.select(_db.func.count(Alert.id))) == 1
+
+
+@pytest.mark.slow
+def test_forecast_from_wal_written_at_a_steady_rate(app, cluster, slot, receiver):
+    """2 MB every 5 minutes into an inactive slot: the ETA to the critical threshold is within
+    20 % of the true one (from psql's figures), and the forecast rule warns in words."""
+    from rosetta_web.alerts.services import attach_forecasts
+    from rosetta_web.models import Source
+
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    critical = 200 * MB
+    settings(app, retained_critical_bytes=critical, forecast_hours=24)
+    channel(app, receiver.url_for("/hook"))
+    step = timedelta(minutes=5)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        first = retained(cluster)
+        sample(app)
+        for _ in range(8):
+            write_wal(cluster, 2)
+            traveller.shift(step)
+            sample(app)
+        last = retained(cluster)
+        true_rate = (last - first) / (8 * step.total_seconds() / 3600)  # bytes per hour
+        true_eta_h = (critical - last) / true_rate
+        with app.app_context():
+            source = _db.session.scalar(_db.select(Source))
+            from rosetta_web.sources.services import latest_slots
+
+            [row] = attach_forecasts(source, latest_slots(source))
+            forecast = row.forecast
+            eta_h = (forecast.eta_critical - utcnow()).total_seconds() / 3600
+            growth = forecast.growth_bytes_per_hour
+    assert abs(growth - true_rate) <= 0.2 * true_rate
+    assert abs(eta_h - true_eta_h) <= 0.2 * true_eta_h
+    [alert] = _alerts(app)
+    assert (alert.rule, alert.severity) == ("exhaustion_forecast", "warning")
+    assert "reaches the critical 200 MB in about" in alert.message
+    assert alert.value == pytest.approx(eta_h, abs=0.01)
+
+
+@pytest.mark.slow
+def test_warning_then_critical_is_one_alert_notified_twice(app, cluster, slot, receiver):
+    """A slot crossing warning then critical: one alert, two `firing` notifications."""
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app, retained_warning_bytes=1 * MB, retained_critical_bytes=4 * MB)
+    channel(app, receiver.url_for("/hook"))
+    write_wal(cluster, 1.5)
+    sample(app)
+    write_wal(cluster, 4)
+    sample(app)
+    assert wait_for(lambda: len(receiver.log) == 2, timeout=10)
+    first, second = received(receiver)
+    assert (first["event"], first["alert"]["severity"]) == ("firing", "warning")
+    assert (second["event"], second["alert"]["severity"]) == ("firing", "critical")
+    assert first["alert"]["id"] == second["alert"]["id"]
+
+
+def test_cli_sample_evaluates_and_delivers_before_it_exits(app, receiver):
+    """`flask rosetta sample`: when it returns, the webhook has been delivered."""
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=2)
+    sample(app, manual=False)  # one scheduled round failed; sampling by hand adds none
+    settings(app, unreachable_rounds=1)
+    channel(app, receiver.url_for("/hook"))
+    result = app.test_cli_runner().invoke(args=["rosetta", "sample"])
+    assert result.exit_code == 0, result.output
+    assert "alerts firing: 1 critical, 0 warning; 1 notification sent" in result.output
+    assert len(receiver.log) == 1  # no waiting: it was sent before the command returned
+    assert received(receiver)[0]["alert"]["rule"] == "source_unreachable"
+
+
+def test_metrics_count_firing_alerts_by_severity(app, api):
+    """`/metrics` gains rosetta_alerts_firing{severity}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    sample(app, manual=False)
+    text = api.get("/metrics").get_data(as_text=True)
+    [family] = [
+        f for f in text_string_to_metric_families(text) if f.name == "rosetta_alerts_firing"
+    ]
+    assert {s.labels["severity"]: s.value for s in family.samples} == {
+        "critical": 1.0,
+        "warning": 0.0,
+    }

@@ -124,10 +124,10 @@ def sample(source_name: str | None) -> None:
     click.echo(f"{len(samples)} sampled, {failed} failed")
     # The round evaluated the alert rules; deliver what they queued before exiting.
     from .alerting.delivery import deliver_due
-    from .alerts.services import firing_counts
+    from .alerts.services import banner_counts
 
     delivered = deliver_due()
-    counts = firing_counts()
+    counts = banner_counts()
     click.echo(
         f"alerts firing: {counts['critical']} critical, {counts['warning']} warning; "
         f"{delivered} notification{'s' if delivered != 1 else ''} sent"

@@ -19,6 +19,9 @@ class FakeSlot:
     retained_bytes: int | None = 0
     lag_bytes: int | None = 0
     safe_wal_size: int | None = None
+    database: str | None = "shop"
+    inactive_since: datetime | None = None
+    wal_status: str | None = None
 
 
 def settings(**values: int | None) -> rules.Settings:

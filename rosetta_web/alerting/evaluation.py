@@ -27,7 +27,6 @@ from ..models import (
     Notification,
     Server,
     Silence,
-    SlotMetric,
     Source,
     SourceState,
 )
@@ -143,59 +142,34 @@ def findings(
             row.id, row.name, row.consecutive_failures or 0, row.last_error, merged[row.id]
         )
     by_server = _owners(sources)
-    # Plain rows, not ORM objects: a thousand servers' slots in a few milliseconds.
-    trends_by_server = {
-        row.id: (row.address, row.slot_trends or {})
-        for row in db.session.execute(
-            select(Server.id, Server.address, Server.slot_trends).where(
-                Server.id.in_(select(SourceState.server_id))
-            )
+    # Each server's latest slots, as its trends keep them: one small row per server, no pass
+    # over the slot history.
+    for server in db.session.execute(
+        select(Server.id, Server.address, Server.last_sampled_at, Server.slot_trends).where(
+            Server.id.in_(select(SourceState.server_id)), Server.last_sampled_at.is_not(None)
         )
-    }
-    # Each server's latest slots: the rows stored at its last_sampled_at, by a join on the
-    # (server_id, recorded_at) index (a list of a thousand (id, time) pairs takes PostgreSQL
-    # longer to plan than to run).
-    latest = (
-        select(
-            SlotMetric.server_id,
-            SlotMetric.recorded_at,
-            SlotMetric.slot_name,
-            SlotMetric.database,
-            SlotMetric.active,
-            SlotMetric.inactive_since,
-            SlotMetric.retained_bytes,
-            SlotMetric.lag_bytes,
-            SlotMetric.wal_status,
-            SlotMetric.safe_wal_size,
-        )
-        .join(
-            Server,
-            (Server.id == SlotMetric.server_id)
-            & (Server.last_sampled_at == SlotMetric.recorded_at),
-        )
-        .where(Server.id.in_(select(SourceState.server_id)))
-    )
-    for slot in db.session.execute(latest):
-        if slot.server_id not in by_server or slot.server_id not in trends_by_server:
+    ):
+        if server.id not in by_server:
             continue
-        address, server_trends = trends_by_server[slot.server_id]
-        owner = _owner(by_server[slot.server_id], slot.database)
-        own = merged[owner.id]
-        trend = server_trends.get(slot.slot_name, {})
-        facts = rules.SlotFacts(
-            slot=slot,
-            inactive_since=as_utc(slot.inactive_since) if slot.inactive_since else None,
-            wal_status=slot.wal_status,
-            trend=trend,
-            forecast=trends.forecast(
-                trend, slot, as_utc(slot.recorded_at), own.retained_critical_bytes
-            ),
-            server_id=slot.server_id,
-            server_name=address,
-            source_id=owner.id,
-            source_name=owner.name,
-        )
-        found += rules.slot_findings(facts, own, firing, now)
+        sampled_at = as_utc(server.last_sampled_at)
+        for name, trend in (server.slot_trends or {}).items():
+            slot = trends.LatestSlot.of(name, trend)
+            if slot is None:
+                continue
+            owner = _owner(by_server[server.id], slot.database)
+            own = merged[owner.id]
+            facts = rules.SlotFacts(
+                slot=slot,
+                inactive_since=slot.inactive_since,
+                wal_status=slot.wal_status,
+                trend=trend,
+                forecast=trends.forecast(trend, slot, sampled_at, own.retained_critical_bytes),
+                server_id=server.id,
+                server_name=server.address,
+                source_id=owner.id,
+                source_name=owner.name,
+            )
+            found += rules.slot_findings(facts, own, firing, now)
     return found, merged
 
 

@@ -9,12 +9,15 @@ points apart in `Server.slot_points`: the alert rules read the rest after every 
   flush        the slot's confirmed_flush_lsn (bytes since 0/0) at the last sample
   flush_since  since when (epoch seconds) the consumer has been connected and `flush` unmoved
   wal_at_flush the server's WAL position at `flush_since`
+  slot         the slot's figures in that sample (database, active, inactive_since, retained,
+               lag, wal_status, safe_wal_size): the rules read the latest slots from here,
+               without a pass over the slot history
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, Protocol
 
@@ -29,6 +32,44 @@ class SlotLike(Protocol):
     retained_bytes: int | None
     lag_bytes: int | None
     safe_wal_size: int | None
+
+
+class StoredSlot(SlotLike, Protocol):
+    database: str | None
+    inactive_since: datetime | None
+    wal_status: str | None
+
+
+@dataclass
+class LatestSlot:
+    """A slot as its server's latest sample saw it, read back from its trend."""
+
+    slot_name: str
+    database: str | None
+    active: bool
+    inactive_since: datetime | None
+    retained_bytes: int | None
+    lag_bytes: int | None
+    wal_status: str | None
+    safe_wal_size: int | None
+
+    @classmethod
+    def of(cls, slot_name: str, trend: dict[str, Any]) -> LatestSlot | None:
+        """Read the slot from its trend; None for a trend stored before it kept the slot."""
+        figures = trend.get("slot")
+        if figures is None:
+            return None
+        since = figures["inactive_since"]
+        return cls(
+            slot_name,
+            figures["database"],
+            figures["active"],
+            None if since is None else datetime.fromtimestamp(since, UTC),
+            figures["retained_bytes"],
+            figures["lag_bytes"],
+            figures["wal_status"],
+            figures["safe_wal_size"],
+        )
 
 
 def theil_sen(points: list[list[float]]) -> float | None:
@@ -55,7 +96,7 @@ def _thin(points: list[list[float]]) -> None:
 
 
 def update(
-    trend: dict[str, Any] | None, moment: datetime, slot: SlotLike, wal_position: int | None
+    trend: dict[str, Any] | None, moment: datetime, slot: StoredSlot, wal_position: int | None
 ) -> dict[str, Any]:
     """Return the slot's trend with one more sample taken at `moment`."""
     trend = trend or {}
@@ -80,6 +121,15 @@ def update(
         "flush": flush,
         "flush_since": flush_since,
         "wal_at_flush": wal_at_flush,
+        "slot": {
+            "database": slot.database,
+            "active": slot.active,
+            "inactive_since": slot.inactive_since.timestamp() if slot.inactive_since else None,
+            "retained_bytes": slot.retained_bytes,
+            "lag_bytes": slot.lag_bytes,
+            "wal_status": slot.wal_status,
+            "safe_wal_size": slot.safe_wal_size,
+        },
     }
 
 

@@ -8,16 +8,14 @@ from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
 from ..htmx import is_htmx
+from ..models import Channel, Delivery
 from . import channels_bp as bp
 from .services import CHANNELS, deliveries, delivery_subjects, source_names, test_channel
 
 register_crud_views(bp, CHANNELS)
 
 
-@bp.get("/<id:entity_id>")
-def detail(entity_id: int) -> str:
-    """Show a channel: where it sends (masked), what it receives, and its delivery log."""
-    channel = CHANNELS.get(entity_id)
+def _detail_page(channel: Channel, outcome: Delivery | None = None) -> str:
     log = deliveries(channel)
     return render_template(
         "channels/detail.html",
@@ -26,7 +24,14 @@ def detail(entity_id: int) -> str:
         subjects=delivery_subjects(log),
         names=source_names(),
         resource=CHANNELS,
+        outcome=outcome,
     )
+
+
+@bp.get("/<id:entity_id>")
+def detail(entity_id: int) -> str:
+    """Show a channel: where it sends (masked), what it receives, and its delivery log."""
+    return _detail_page(CHANNELS.get(entity_id))
 
 
 @bp.post("/<id:entity_id>/test")
@@ -35,16 +40,7 @@ def test(entity_id: int) -> Response | str:
     channel = CHANNELS.get(entity_id)
     delivery = test_channel(channel)
     if not is_htmx():
-        log = deliveries(channel)
-        return render_template(
-            "channels/detail.html",
-            channel=channel,
-            deliveries=log,
-            subjects=delivery_subjects(log),
-            names=source_names(),
-            resource=CHANNELS,
-            outcome=delivery,
-        )
+        return _detail_page(channel, delivery)
     # The detail page also has the log to refresh; the list has none.
     fresh = deliveries(channel) if request.form.get("with_log") else None
     response = make_response(

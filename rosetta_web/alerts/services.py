@@ -22,6 +22,7 @@ from ..models import (
     AlertSettings,
     Channel,
     Delivery,
+    Notification,
     Silence,
     SlotMetric,
     Source,
@@ -133,17 +134,6 @@ def history(
     )
     attach_silences(alerts)
     return alerts, total
-
-
-def firing_counts() -> dict[str, int]:
-    """Count the firing alerts that no silence covers, by severity (the banner's figures)."""
-    alerts = list(db.session.scalars(select(Alert).where(Alert.state == "firing")))
-    attach_silences(alerts)
-    counts = {"critical": 0, "warning": 0}
-    for alert in alerts:
-        if alert.silenced_until is None:
-            counts[alert.severity] += 1
-    return counts
 
 
 def acknowledge(alert: Alert, username: str) -> Alert:
@@ -296,7 +286,7 @@ def alert_page(filters: AlertFilter, page: int, per_page: int) -> tuple[list[Ale
 
 def banner_counts(now: datetime | None = None) -> dict[str, int]:
     """Count the firing alerts no silence covers, by severity, in one query (every page's
-    banner): the same figures as firing_counts, without loading the alerts."""
+    banner, and `flask rosetta sample`)."""
     now = now or utcnow()
     silenced = (
         select(Silence.id)
@@ -339,8 +329,6 @@ def last_deliveries(channel_ids: list[int]) -> dict[int, Delivery]:
 
 def delivery_subjects(entries: list[Delivery]) -> dict[int, dict[str, Any]]:
     """Return the alert each delivery attempt told of (from its notification), by delivery id."""
-    from ..models import Notification
-
     ids = {entry.notification_id for entry in entries}
     if not ids:
         return {}

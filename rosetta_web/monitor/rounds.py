@@ -140,7 +140,9 @@ def inactive_since(
     return moment
 
 
-def _update_trends(server: Server, sample: Sample, moment: datetime) -> None:
+def _update_trends(
+    server: Server, slots: list[SlotMetric], wal_position: int | None, moment: datetime
+) -> None:
     """Add a sample to each of the server's slot trends; forget the slots gone since."""
     summaries, points = server.slot_trends or {}, server.slot_points or {}
     updated = {
@@ -148,9 +150,9 @@ def _update_trends(server: Server, sample: Sample, moment: datetime) -> None:
             {**summaries.get(slot.slot_name, {}), "points": points.get(slot.slot_name, [])},
             moment,
             slot,
-            sample.wal_position_bytes,
+            wal_position,
         )
-        for slot in sample.slots
+        for slot in slots
     }
     server.slot_points = {name: trend.pop("points") for name, trend in updated.items()}
     server.slot_trends = updated
@@ -238,12 +240,14 @@ def record_round(
                     stored_servers.add(server.id)
                     server.last_sampled_at = started_at
                     server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
-                    _update_trends(server, sample, started_at)
+                    rows = []
                     for slot in sample.slots:
                         before = previous.get((server.id, slot.slot_name))
                         row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=started_at)
                         row.inactive_since = inactive_since(slot, before, started_at)
                         db.session.add(row)
+                        rows.append(row)
+                    _update_trends(server, rows, sample.wal_position_bytes, started_at)
             else:
                 error = (sample.error or "unknown error")[:500]
                 db.session.add(

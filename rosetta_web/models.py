@@ -642,7 +642,8 @@ class Alert(Shaped, Model):
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
     slot_name: Mapped[str | None] = mapped_column(String(63), doc="Null for a source's alert")
     value: Mapped[float | None] = mapped_column(
-        Float, doc="What was measured, in the threshold's unit"
+        Float,
+        doc="What was measured, in the threshold's unit (slot_wal_status: 1 unreserved, 2 lost)",
     )
     threshold: Mapped[float | None] = mapped_column(Float, doc="The setting it crossed")
     message: Mapped[str] = mapped_column(String(1000))
@@ -652,6 +653,8 @@ class Alert(Shaped, Model):
     # The last notification queued for it (fire, escalation or repeat), and at what severity.
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notified_severity: Mapped[str | None] = mapped_column(String(10))
+    # What the last notification said of the slot's wal_status (unreserved, then lost).
+    notified_wal_status: Mapped[str | None] = mapped_column(String(16))
     acknowledged_by: Mapped[str | None] = mapped_column(String(80))
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -773,6 +776,8 @@ class Notification(Model):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who claimed it: a process sends only what it still holds when it gets to it.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

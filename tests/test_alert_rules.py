@@ -141,3 +141,43 @@ def test_forecast_words_and_severity():
     assert rules.slot_findings(facts, settings(forecast_hours=2), {}, NOW) == []
     # Not growing: no forecast at all.
     assert trends.forecast({"growth": -5.0}, slot, NOW, 10 * MB) == trends.NO_FORECAST
+
+
+def test_a_slot_growing_a_few_bytes_an_hour_has_no_eta_rather_than_an_error():
+    """100 B/h to a 10 GB threshold is ~12,000 years away: no ETA, and no OverflowError."""
+    slot = FakeSlot(retained_bytes=MB, safe_wal_size=10 * 1024 * MB)
+    forecast = trends.forecast({"growth": 100.0}, slot, NOW, 10 * 1024 * MB)
+    assert (forecast.growth_bytes_per_hour, forecast.eta_critical, forecast.eta_lost) == (
+        100.0,
+        None,
+        None,
+    )
+
+
+def test_a_consumer_with_nothing_to_confirm_is_not_stalled():
+    """An idle server: neither WAL nor the consumer's position moves; the stall clock waits
+    for WAL to move, then counts from there."""
+    consumer = FakeSlot(active=True, retained_bytes=MB, lag_bytes=100)
+    start = trends.update(None, NOW, consumer, 10_000)
+    idle = trends.update(start, NOW + timedelta(hours=2), consumer, 10_000)
+    assert idle["flush_since"] == (NOW + timedelta(hours=2)).timestamp()
+    behind = FakeSlot(active=True, retained_bytes=MB, lag_bytes=5100)
+    written = trends.update(idle, NOW + timedelta(hours=2, minutes=5), behind, 15_000)
+    assert written["flush_since"] == idle["flush_since"]  # WAL moved, the consumer did not
+    assert written["wal"] - written["wal_at_flush"] == 5000
+
+
+def test_inactive_since_read_back_naive_from_sqlite_is_utc_whatever_the_local_zone(monkeypatch):
+    """SQLite hands back naive datetimes meant as UTC: the host's time zone changes nothing."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        naive = datetime(2026, 11, 29, 11, 0)
+        slot = FakeSlot(inactive_since=naive)
+        stored = trends.update(None, NOW, slot, 0)["slot"]["inactive_since"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert stored == naive.replace(tzinfo=UTC).timestamp()

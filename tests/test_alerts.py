@@ -617,7 +617,12 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
         for presser in pressers:
             presser.join(15)
         server.send_signal(signal.SIGTERM)
-        server.wait(20)
+        try:
+            _, err = server.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+            raise AssertionError(f"gunicorn did not stop: {err.decode()[-3000:]}") from None
     assert [body["event"] for body in received(receiver)] == ["firing", "resolved"]
     with app.app_context():
         assert _db.session.scalar(_db.select(_db.func.count(Alert.id))) == 1
@@ -707,3 +712,127 @@ def test_metrics_count_firing_alerts_by_severity(app, api):
         "critical": 1.0,
         "warning": 0.0,
     }
+
+
+def _server_with_slot(app: Flask, **figures: Any) -> tuple[int, int]:
+    """A source on a server whose latest sample (now) saw one slot `orders` with `figures`."""
+    from types import SimpleNamespace
+
+    from rosetta_web.alerting import trends
+    from rosetta_web.models import Server, SourceState
+
+    source_id = add_source(app, "shop", free_port())
+    with app.app_context():
+        now = utcnow()
+        slot = {
+            "slot_name": "orders",
+            "database": "shop",
+            "active": False,
+            "inactive_since": None,
+            "retained_bytes": 0,
+            "lag_bytes": 0,
+            "wal_status": "reserved",
+            "safe_wal_size": None,
+            **figures,
+        }
+        server = Server(address="db:5432", system_identifier="42", last_sampled_at=now)
+        server.slot_trends = {"orders": trends.update(None, now, SimpleNamespace(**slot), 0)}
+        _db.session.add(server)
+        _db.session.flush()
+        state = _db.session.get(SourceState, source_id) or SourceState(
+            source_id=source_id, consecutive_failures=0
+        )
+        _db.session.add(state)
+        state.server_id = server.id
+        state.status = "OK"
+        _db.session.commit()
+        return source_id, server.id
+
+
+def _resample(app: Flask, server_id: int, **figures: Any) -> None:
+    """As a new sample of the server would: its slot's latest figures change, now."""
+    from rosetta_web.models import Server
+
+    with app.app_context():
+        server = _db.session.get(Server, server_id)
+        trend = dict(server.slot_trends["orders"])
+        trend["slot"] = {**trend["slot"], **figures}
+        server.slot_trends = {"orders": trend}
+        server.last_sampled_at = utcnow()
+        _db.session.commit()
+
+
+def _events(app: Flask) -> list[tuple[str, str]]:
+    with app.app_context():
+        return [
+            (row.event, row.payload["alert"]["message"])
+            for row in _db.session.scalars(_db.select(Notification).order_by(Notification.id))
+        ]
+
+
+def test_unreserved_then_lost_is_told_twice(app, receiver):
+    """Both critical, one alert: the slot going from unreserved to lost is one more `firing`."""
+    settings(app)
+    channel(app, receiver.url_for("/hook"))
+    _, server_id = _server_with_slot(app, wal_status="unreserved")
+    with app.app_context():
+        evaluate()
+        _resample(app, server_id, wal_status="lost")
+        evaluate()
+        evaluate()
+    events = _events(app)
+    assert [event for event, _ in events] == ["firing", "firing"]
+    assert "is unreserved" in events[0][1] and "is lost" in events[1][1]
+    assert len(_alerts(app)) == 1
+
+
+def test_a_server_not_sampled_lately_keeps_its_slot_alerts_as_they_are(app):
+    """Its figures are old: nothing resolves or fires on them until it is sampled again."""
+    settings(app, retained_warning_bytes=MB, retained_critical_bytes=100 * MB)
+    _, server_id = _server_with_slot(app, retained_bytes=2 * MB)
+    interval = app.config["WAL_MONITOR_INTERVAL_SECONDS"]
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        evaluate()
+        [alert] = _alerts(app)
+        assert alert.state == "firing"
+        # The slot's consumer caught up, but the server has not been sampled since.
+        from rosetta_web.models import Server
+
+        server = _db.session.get(Server, server_id)
+        trend = dict(server.slot_trends["orders"])
+        trend["slot"] = {**trend["slot"], "retained_bytes": 0}
+        server.slot_trends = {"orders": trend}
+        _db.session.commit()
+        traveller.shift(timedelta(seconds=3 * interval))
+        evaluate()
+        assert [a.state for a in _alerts(app)] == ["firing"]
+        _resample(app, server_id, retained_bytes=0)
+        evaluate()
+        assert [a.state for a in _alerts(app)] == ["resolved"]
+
+
+def test_a_resolved_is_never_delivered_before_its_firing(app, httpserver):
+    """The `firing` failed and waits for its retry when the alert resolves: the `resolved`
+    waits behind it, and the receiver gets them in order."""
+    httpserver.expect_request("/hook", method="POST").respond_with_data("down", status=503)
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, httpserver.url_for("/hook"))
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        run_round_without_delivery(app)
+        for future in delivery.kick():
+            future.result()  # 503: tried again in 30 s
+        from rosetta_web.models import SourceState
+
+        _db.session.scalar(_db.select(SourceState)).consecutive_failures = 0
+        _db.session.commit()
+        evaluate()  # resolves: `resolved` is queued, due now
+        assert not delivery.kick(), "the resolved overtook the firing"
+        httpserver.clear_all_handlers()
+        httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+        traveller.shift(timedelta(seconds=31))
+        for _ in range(2):
+            for future in delivery.kick():
+                future.result()
+    events = [json.loads(request.get_data())["event"] for request, _ in httpserver.log]
+    assert events == ["firing", "firing", "resolved"]  # the 503, the retry, then resolved

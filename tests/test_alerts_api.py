@@ -714,3 +714,13 @@ def test_alerts_api_on_sqlite(sqlite_app):
     patched = api.patch(f"/api/v1/sources/{source_id}", json=overrides)
     assert patched.get_json()["alert_overrides"]["unreachable_rounds"] == 7
     assert api.delete("/api/v1/channels/1").status_code == 204
+
+
+def test_a_masked_url_is_never_stored_as_a_channel_url(api):
+    """A channel copied by GET then POST: its masked URL is refused, not stored as the URL."""
+    body = {"name": "copy", "type": "webhook", "secret": "s" * 20}
+    for masked in ("https://hooks.example.com/…", "slack://T...A/B...B/C...C/"):
+        kind = "webhook" if masked.startswith("https") else "apprise"
+        response = api.post("/api/v1/channels", json={**body, "type": kind, "url": masked})
+        assert response.status_code == 422
+        assert "masked URL" in response.get_json()["details"]["fields"]["url"][0]

@@ -67,6 +67,7 @@ def upgrade():
         sa.Column("evaluated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("notified_severity", sa.String(length=10), nullable=True),
+        sa.Column("notified_wal_status", sa.String(length=16), nullable=True),
         sa.Column("acknowledged_by", sa.String(length=80), nullable=True),
         sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
@@ -133,6 +134,7 @@ def upgrade():
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("claim_token", sa.String(length=32), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -23,12 +24,12 @@ from urllib.parse import urlsplit
 import apprise
 import requests
 from flask import Flask, current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from werkzeug.local import LocalProxy
 
 from ..extensions import db
 from ..models import Channel, Delivery, Notification
-from ..timeutil import utcnow
+from ..timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,16 @@ LEASE_SECONDS = 120
 BATCH = 100
 SIGNATURE_HEADER = "X-Rosetta-Signature"
 
-_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alert-delivery")
+# urllib3 names each request's path at DEBUG, and a webhook's path may hold a token.
+logging.getLogger("urllib3").setLevel(logging.INFO)
+
+WORKERS = 8
+# Notifications sent to one channel at the same time, at most.
+PER_CHANNEL = 2
+_executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="alert-delivery")
 _kick_lock = threading.Lock()
-# The deliveries this process has started and not finished.
-_sending: set[Future[None]] = set()
+# The deliveries this process has started and not finished, and the channel of each.
+_sending: dict[Future[bool], int] = {}
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,16 @@ def send_webhook(url: str, secret: str | None, payload: dict[str, Any]) -> Outco
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
     try:
-        response = requests.post(
+        # Only the status is read (the body never is), each step within the timeout.
+        with requests.post(
             url,
             data=body,
             headers=headers,
             timeout=WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,
-        )
+            stream=True,
+        ) as response:
+            status = response.status_code
     except requests.Timeout:
         return Outcome(
             False, error=f"no answer from {_where(url)} within {WEBHOOK_TIMEOUT_SECONDS} s"
@@ -90,8 +100,8 @@ def send_webhook(url: str, secret: str | None, payload: dict[str, Any]) -> Outco
         return Outcome(False, error=f"cannot connect to {_where(url)}")
     except requests.RequestException as exc:
         return Outcome(False, error=f"{type(exc).__name__} sending to {_where(url)}")
-    ok = 200 <= response.status_code < 300
-    return Outcome(ok, response.status_code, None if ok else f"HTTP {response.status_code}")
+    ok = 200 <= status < 300
+    return Outcome(ok, status, None if ok else f"HTTP {status}")
 
 
 def _title(payload: dict[str, Any]) -> str:
@@ -119,7 +129,10 @@ def send_apprise(url: str, payload: dict[str, Any]) -> Outcome:
             if alert["severity"] == "critical"
             else apprise.NotifyType.WARNING
         )
-    with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+    captured = _ThreadWarnings()
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.addHandler(captured)
+    try:
         ok = bool(
             notifier.notify(
                 body=f"{alert['message']}\n\n{payload['url']}",
@@ -127,11 +140,25 @@ def send_apprise(url: str, payload: dict[str, Any]) -> Outcome:
                 notify_type=kind,
             )
         )
+    finally:
+        apprise_log.removeHandler(captured)
     if ok:
         return Outcome(True)
-    lines = [line for line in cast(Any, captured).getvalue().splitlines() if line.strip()]
-    reason = lines[-1].split(" - ", 2)[-1] if lines else "the service refused the notification"
+    reason = captured.lines[-1] if captured.lines else "the service refused the notification"
     return Outcome(False, error=reason[:500])
+
+
+class _ThreadWarnings(logging.Handler):
+    """Keep Apprise's warnings of this thread's send: others may send at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.lines.append(record.getMessage())
 
 
 def send(channel: Channel, payload: dict[str, Any]) -> Outcome:
@@ -152,7 +179,7 @@ def record(
 ) -> Delivery:
     """Write the attempt to the channel's delivery log and settle the notification."""
     notification.attempts += 1
-    notification.claimed_until = None
+    notification.claimed_until = notification.claim_token = None
     if outcome.ok:
         notification.delivered_at = started
     elif notification.attempts >= MAX_ATTEMPTS or notification.event == "test":
@@ -174,14 +201,24 @@ def record(
     return entry
 
 
-def deliver(notification_id: int) -> None:
-    """Send one claimed notification and record how it went."""
+def deliver(notification_id: int, token: str) -> bool:
+    """Send one notification this process claimed, if it still holds the claim, and record
+    how it went; return whether it was delivered."""
     notification = db.session.get(Notification, notification_id)
-    if notification is None:
-        return
+    now = utcnow()
+    if (
+        notification is None
+        or notification.claim_token != token
+        or notification.claimed_until is None
+        or as_utc(notification.claimed_until) <= now
+        or notification.delivered_at is not None
+    ):
+        db.session.rollback()
+        return False  # the lease ran out first: another process may have taken it
     channel = db.session.get(Channel, notification.channel_id)
     if channel is None:
-        return
+        db.session.rollback()
+        return False
     db.session.commit()  # no transaction stays open while the channel is called
     started = utcnow()
     clock = time.monotonic()
@@ -196,71 +233,111 @@ def deliver(notification_id: int) -> None:
             notification.attempts,
             outcome.error,
         )
+    return outcome.ok
 
 
-def claim_due(now: datetime) -> list[int]:
-    """Claim the notifications due now, each by one process alone; return their ids."""
-    due = list(
-        db.session.scalars(
-            select(Notification.id)
-            .where(
-                Notification.delivered_at.is_(None),
-                Notification.failed_at.is_(None),
-                Notification.next_attempt_at <= now,
-                or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
-            )
-            .order_by(Notification.id)
-            .limit(BATCH)
-        )
+def claim_due(
+    now: datetime, room: int = BATCH, busy: dict[int, int] | None = None
+) -> list[tuple[int, int, str]]:
+    """Claim the notifications due now, each by one process alone: at most `room` of them,
+    at most PER_CHANNEL a channel counting the `busy` ones, and for an alert and a channel
+    only the oldest still pending (a `resolved` never overtakes its `firing`). Return each
+    claimed one's id, channel and claim token."""
+    busy = dict(busy or {})
+    pending = (
+        Notification.delivered_at.is_(None),
+        Notification.failed_at.is_(None),
     )
-    claimed = []
-    for notification_id in due:
+    due = db.session.execute(
+        select(Notification.id, Notification.channel_id, Notification.alert_id)
+        .where(
+            *pending,
+            Notification.next_attempt_at <= now,
+            or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
+        )
+        .order_by(Notification.id)
+        .limit(BATCH)
+    ).all()
+    alert_ids = {row.alert_id for row in due if row.alert_id is not None}
+    first: dict[tuple[int | None, int], int] = {}
+    if alert_ids:
+        for alert_id, channel_id, oldest in db.session.execute(
+            select(Notification.alert_id, Notification.channel_id, func.min(Notification.id))
+            .where(*pending, Notification.alert_id.in_(alert_ids))
+            .group_by(Notification.alert_id, Notification.channel_id)
+        ):
+            first[(alert_id, channel_id)] = oldest
+    claimed: list[tuple[int, int, str]] = []
+    for row in due:
+        if len(claimed) >= room or busy.get(row.channel_id, 0) >= PER_CHANNEL:
+            continue
+        if row.alert_id is not None and first.get((row.alert_id, row.channel_id)) != row.id:
+            continue  # an older one for the same alert and channel goes first
+        token = secrets.token_hex(16)
         # Only one UPDATE can move an unclaimed (or expired) row to claimed.
         result = db.session.execute(
             update(Notification)
             .where(
-                Notification.id == notification_id,
-                Notification.delivered_at.is_(None),
-                Notification.failed_at.is_(None),
+                Notification.id == row.id,
+                *pending,
                 or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
             )
-            .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS))
+            .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS), claim_token=token)
         )
         db.session.commit()
         if getattr(result, "rowcount", 0) == 1:
-            claimed.append(notification_id)
+            claimed.append((row.id, row.channel_id, token))
+            busy[row.channel_id] = busy.get(row.channel_id, 0) + 1
+    db.session.rollback()
     return claimed
 
 
-def _deliver_in_context(app: Flask, notification_id: int) -> None:
+def _deliver_in_context(app: Flask, notification_id: int, token: str) -> bool:
     with app.app_context():
         try:
-            deliver(notification_id)
+            return deliver(notification_id, token)
         except Exception:
             log.exception("delivering alert notification %d failed", notification_id)
             db.session.rollback()
+            return False
 
 
-def kick(now: datetime | None = None) -> list[Future[None]]:
-    """Start delivering what is due, each on a thread of its own; do not wait for them."""
+def kick(now: datetime | None = None) -> list[Future[bool]]:
+    """Start delivering what is due, each on a thread, without waiting: no more than there
+    are free threads, and no more than PER_CHANNEL at once to one channel, so a channel that
+    hangs holds up neither the others nor the notifications claimed after it."""
     app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     with _kick_lock:
-        ids = claim_due(now or utcnow())
-        futures = [_executor.submit(_deliver_in_context, app, one) for one in ids]
-        _sending.update(futures)
+        room = WORKERS - len(_sending)
+        if room <= 0:
+            return []
+        busy: dict[int, int] = {}
+        for channel_id in _sending.values():
+            busy[channel_id] = busy.get(channel_id, 0) + 1
+        claimed = claim_due(now or utcnow(), room, busy)
+        futures = []
+        for notification_id, channel_id, token in claimed:
+            future = _executor.submit(_deliver_in_context, app, notification_id, token)
+            _sending[future] = channel_id
+            futures.append(future)
     for future in futures:
-        future.add_done_callback(_sending.discard)
+        future.add_done_callback(_done)
     return futures
+
+
+def _done(future: Future[bool]) -> None:
+    with _kick_lock:
+        _sending.pop(future, None)
 
 
 def deliver_due(timeout_s: float = WEBHOOK_TIMEOUT_SECONDS * 3) -> int:
     """Deliver what is due, and wait for it and for what this process is still sending (the
-    CLI, before it exits); return how many notifications that was."""
+    CLI, before it exits); return how many were delivered."""
     futures = set(kick())
     with _kick_lock:
-        futures |= _sending
-    wait(futures, timeout=timeout_s)
-    return len(futures)
+        futures |= set(_sending)
+    done, _ = wait(futures, timeout=timeout_s)
+    return sum(1 for future in done if future.result())
 
 
 def send_test(channel: Channel) -> Delivery:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 
 # What an evaluation writes on every firing alert.
 WRITTEN = ("severity", "value", "threshold", "message", "source_id", "source_name", "evaluated_at")
+
+
+def wal_status(alert: Alert) -> str | None:
+    """The wal_status a slot_wal_status alert is about (its value: 1 unreserved, 2 lost)."""
+    if alert.rule != "slot_wal_status":
+        return None
+    return "lost" if (alert.value or 0) >= 2 else "unreserved"
 
 
 def rank(severity: str | None) -> int:
@@ -119,11 +127,18 @@ def _owner(candidates: list[Any], database: str | None) -> Any:
     return candidates[0]
 
 
-def findings(
-    settings: AlertSettings, firing: dict[str, str], now: datetime
-) -> tuple[list[rules.Finding], dict[int, rules.Settings]]:
-    """Say what should be firing now, from every source's state and every server's slots;
-    also return each source's settings (the global ones with its overrides)."""
+@dataclass
+class Findings:
+    """What should fire now; each source's settings (the global ones with its overrides);
+    and the servers not sampled lately, whose slot alerts stay as they are."""
+
+    found: list[rules.Finding]
+    merged: dict[int, rules.Settings]
+    stale_servers: set[int]
+
+
+def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> Findings:
+    """Say what should be firing now, from every source's state and every server's slots."""
     sources = db.session.execute(
         select(
             Source.id,
@@ -144,6 +159,14 @@ def findings(
     by_server = _owners(sources)
     # Each server's latest slots, as its trends keep them: one small row per server, no pass
     # over the slot history.
+    # A server not sampled for two rounds (its sources fail: source_unreachable says so)
+    # keeps its slot alerts as they are: its figures are old, and the rules that count time
+    # (no consumer for, stalled for, lost in) would count on from them.
+    config = current_app.config
+    fresh = timedelta(
+        seconds=2 * config["WAL_MONITOR_INTERVAL_SECONDS"] + config["WAL_MONITOR_TIMEOUT_SECONDS"]
+    )
+    stale: set[int] = set()
     for server in db.session.execute(
         select(Server.id, Server.address, Server.last_sampled_at, Server.slot_trends).where(
             Server.id.in_(select(SourceState.server_id)), Server.last_sampled_at.is_not(None)
@@ -152,6 +175,9 @@ def findings(
         if server.id not in by_server:
             continue
         sampled_at = as_utc(server.last_sampled_at)
+        if now - sampled_at > fresh:
+            stale.add(server.id)
+            continue
         for name, trend in (server.slot_trends or {}).items():
             slot = trends.LatestSlot.of(name, trend)
             if slot is None:
@@ -170,7 +196,7 @@ def findings(
                 source_name=owner.name,
             )
             found += rules.slot_findings(facts, own, firing, now)
-    return found, merged
+    return Findings(found, merged, stale)
 
 
 def evaluate(now: datetime | None = None) -> int:
@@ -184,9 +210,8 @@ def evaluate(now: datetime | None = None) -> int:
             alert.key: alert
             for alert in db.session.scalars(select(Alert).where(Alert.state == "firing"))
         }
-        found, merged = findings(
-            settings, {key: alert.severity for key, alert in firing.items()}, now
-        )
+        result = findings(settings, {key: alert.severity for key, alert in firing.items()}, now)
+        found, merged = result.found, result.merged
         channels = list(db.session.scalars(select(Channel).order_by(Channel.id)))
         silences = silences_by_source(now)
         queued = 0
@@ -227,8 +252,10 @@ def evaluate(now: datetime | None = None) -> int:
             own = merged.get(alert.source_id or 0)
             repeat = (own or rules.Settings.merged(settings, None)).repeat_minutes
             event: str
-            if rank(alert.severity) > rank(alert.notified_severity):
-                event = "firing"  # new, escalated, or fired while silenced
+            if rank(alert.severity) > rank(alert.notified_severity) or (
+                alert.rule == "slot_wal_status" and alert.notified_wal_status != wal_status(alert)
+            ):
+                event = "firing"  # new, escalated (unreserved to lost), or fired while silenced
             elif (
                 repeat is not None
                 and alert.acknowledged_at is None
@@ -240,10 +267,14 @@ def evaluate(now: datetime | None = None) -> int:
                 continue
             alert.notified_at = now
             alert.notified_severity = alert.severity
-            flag_modified(alert, "notified_severity")  # the same columns on every alert told
+            alert.notified_wal_status = wal_status(alert)
+            # The same columns on every alert told: one statement for all of them.
+            for name in ("notified_severity", "notified_wal_status"):
+                flag_modified(alert, name)
             queued += notify(alert, event, channels)
-        # What no longer fires resolves; whoever heard it fire hears it resolve.
-        gone = list(firing.values())
+        # What no longer fires resolves (but a stale server's slot alerts are held as they
+        # are); whoever heard it fire hears it resolve.
+        gone = [alert for alert in firing.values() if alert.server_id not in result.stale_servers]
         told: dict[int, set[int]] = {alert.id: set() for alert in gone}
         if gone:
             rows = db.session.execute(

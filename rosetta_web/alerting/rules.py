@@ -155,11 +155,12 @@ def slot_findings(
                 f"(warning at {minutes} min); it keeps every byte of WAL written meanwhile",
             )
 
+    # The value says which: 1 unreserved, 2 lost (going from one to the other is told).
     if facts.wal_status == "lost":
         add(
             "slot_wal_status",
             "critical",
-            None,
+            2,
             None,
             f"{named()} is lost: PostgreSQL removed WAL it still needed; its pipeline needs "
             "REFRESH",
@@ -168,7 +169,7 @@ def slot_findings(
         add(
             "slot_wal_status",
             "critical",
-            None,
+            1,
             None,
             f"{named()} is unreserved: it retains more than max_slot_wal_keep_size and is lost "
             "at the next checkpoint unless its consumer catches up",

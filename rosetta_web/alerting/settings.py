@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from wtforms import Field, Form, FormField, IntegerField
 from wtforms.utils import unset_value
 from wtforms.validators import NumberRange, Optional, ValidationError
@@ -45,18 +46,25 @@ def load_settings(lock: bool = False, now: datetime | None = None) -> AlertSetti
     database (SQLite) until it commits, and other evaluations wait their turn.
     """
     if lock:
-        result = db.session.execute(
-            update(AlertSettings).where(AlertSettings.id == 1).values(evaluated_at=now)
-        )
-        if not getattr(result, "rowcount", 1):
-            db.session.add(default_settings())
-            db.session.flush()
+        taken = update(AlertSettings).where(AlertSettings.id == 1).values(evaluated_at=now)
+        if not getattr(db.session.execute(taken), "rowcount", 1):
+            _insert_defaults()
+            db.session.execute(taken)
     settings = db.session.get(AlertSettings, 1)
     if settings is None:
-        settings = default_settings()
-        db.session.add(settings)
-        db.session.flush()
+        _insert_defaults()
+        settings = db.session.get(AlertSettings, 1)
+        assert settings is not None
     return settings
+
+
+def _insert_defaults() -> None:
+    """Insert the settings row, unless another process just did (then theirs stands)."""
+    try:
+        with db.session.begin_nested():
+            db.session.add(default_settings())
+    except IntegrityError:
+        pass
 
 
 # pg_size_bytes's units (1024-based, as pg_size_pretty prints them).

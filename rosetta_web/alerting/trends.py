@@ -21,9 +21,13 @@ from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, Protocol
 
+from ..timeutil import as_utc
+
 WINDOW_SECONDS = 3600
 MAX_POINTS = 24
 MIN_POINTS = 3
+# Forecasts further out than ten years say nothing an operator can act on.
+HORIZON_HOURS = 24 * 365 * 10
 
 
 class SlotLike(Protocol):
@@ -111,8 +115,18 @@ def update(
         flush = wal_position - slot.lag_bytes
     flush_since, wal_at_flush = trend.get("flush_since"), trend.get("wal_at_flush")
     # The stall clock starts when a connected consumer's position is first seen, and again
-    # whenever it moves; a slot without a consumer is not stalled, it is inactive.
-    if not slot.active or flush is None or flush != trend.get("flush") or flush_since is None:
+    # whenever it moves, or while it has nothing to confirm (no WAL written since the last
+    # sample, or nothing left behind): an idle server's consumer is not stalled. A slot
+    # without a consumer is not stalled either: it is inactive.
+    idle = wal_position is not None and wal_position == trend.get("wal")
+    if (
+        not slot.active
+        or flush is None
+        or flush != trend.get("flush")
+        or flush_since is None
+        or idle
+        or slot.lag_bytes == 0
+    ):
         flush_since, wal_at_flush = now, wal_position
     return {
         "points": points,
@@ -124,7 +138,9 @@ def update(
         "slot": {
             "database": slot.database,
             "active": slot.active,
-            "inactive_since": slot.inactive_since.timestamp() if slot.inactive_since else None,
+            "inactive_since": as_utc(slot.inactive_since).timestamp()
+            if slot.inactive_since
+            else None,
             "retained_bytes": slot.retained_bytes,
             "lag_bytes": slot.lag_bytes,
             "wal_status": slot.wal_status,
@@ -171,8 +187,16 @@ def forecast(
     retained = slot.retained_bytes
     eta_critical = eta_lost = None
     if critical_bytes is not None and retained is not None and retained < critical_bytes:
-        eta_critical = sampled_at + timedelta(hours=(critical_bytes - retained) / growth)
+        eta_critical = _after(sampled_at, (critical_bytes - retained) / growth)
     # safe_wal_size shrinks as the slot's retained WAL grows: at zero the slot is lost.
     if slot.safe_wal_size is not None and slot.safe_wal_size > 0:
-        eta_lost = sampled_at + timedelta(hours=slot.safe_wal_size / growth)
+        eta_lost = _after(sampled_at, slot.safe_wal_size / growth)
     return Forecast(growth, eta_critical, eta_lost)
+
+
+def _after(moment: datetime, hours: float) -> datetime | None:
+    """Return the moment so many hours later; None past the horizon (a slot growing a few
+    bytes an hour would otherwise reach its threshold after the year 9999)."""
+    if hours > HORIZON_HOURS:
+        return None
+    return moment + timedelta(hours=hours)

@@ -14,6 +14,12 @@ _apprise_log.propagate = False
 _apprise_log.addHandler(logging.NullHandler())
 
 
+# Apprise's plain HTTP notifiers: their privacy form keeps the path, where tokens often are.
+GENERIC_SCHEMES = {"json", "jsons", "form", "forms", "xml", "xmls"}
+# What a masked URL holds that no real one does: sent back, it is refused, never stored.
+MASKS = ("…", "****", "...")
+
+
 def apprise_plugin(url: str) -> object | None:
     """Return Apprise's notifier for a URL, or None when Apprise cannot read it."""
     try:
@@ -29,10 +35,10 @@ def mask_url(url: str) -> str:
     character, passwords starred, options dropped); for any other URL, the scheme, host and
     port, with an ellipsis for the path and query that may carry a token.
     """
-    plugin = apprise_plugin(url)
+    parts = urlsplit(url)
+    plugin = apprise_plugin(url) if parts.scheme.lower() not in GENERIC_SCHEMES else None
     if plugin is not None:
         return str(plugin.url(privacy=True)).split("?", 1)[0]  # type: ignore[attr-defined]
-    parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"

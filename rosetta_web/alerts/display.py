@@ -58,7 +58,7 @@ def _minutes(value: float) -> str:
 def measure(alert: Any) -> str:
     """Say an alert's value against its threshold, in the threshold's unit."""
     value, threshold, severity = alert.value, alert.threshold, alert.severity
-    if value is None:
+    if value is None or alert.rule == "slot_wal_status":  # its message says which status
         return ""
     if alert.rule == "retained_wal":
         limit = f" ({severity} at {pg_size_pretty(int(threshold))})" if threshold else ""

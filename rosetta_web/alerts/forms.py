@@ -15,7 +15,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from ..alerting.urls import apprise_plugin
+from ..alerting.urls import MASKS, apprise_plugin
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm, SelectChoice, lowercase, name_rules, strip
 from ..models import ALERT_RULES, SEVERITIES, Channel, Source
@@ -26,6 +26,11 @@ def _url_rules(form: ChannelForm, field: Field) -> None:
     """A webhook takes an http(s) URL; anything else must be a URL Apprise reads."""
     if not field.data:
         return
+    if any(mask in field.data for mask in MASKS):
+        raise ValidationError(
+            "This is a masked URL, as Rosetta shows one: enter the full URL (or leave the field "
+            "blank on edit to keep the stored one)."
+        )
     if form.type.data == "webhook":
         parts = urlsplit(field.data)
         if parts.scheme not in {"http", "https"} or not parts.hostname:

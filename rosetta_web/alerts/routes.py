@@ -81,7 +81,7 @@ def read_history_query(args: MultiDict[str, str]) -> HistoryQuery:
         if name in values:
             try:
                 moments[name] = _moment(values[name])
-            except ValueError:
+            except (ValueError, OverflowError):  # past year 9999 in UTC overflows
                 errors[name] = "Enter a date and time such as 2026-12-01T08:00 (UTC)."
     start, end = moments["start"], moments["end"]
     if start is not None and end is not None and end <= start:

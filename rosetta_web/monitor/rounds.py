@@ -136,7 +136,7 @@ def inactive_since(
     if slot.inactive_since is not None:
         return slot.inactive_since
     if previous is not None and not previous.active and previous.inactive_since is not None:
-        return previous.inactive_since
+        return as_utc(previous.inactive_since)  # SQLite hands it back naive
     return moment
 
 
@@ -287,7 +287,7 @@ def record_round(
         raise
     # The alert rules see what was just stored; their failure never undoes the round.
     try:
-        if evaluation.evaluate(started_at):
+        if evaluation.evaluate():  # at the time it runs: a late lane must not go back in time
             delivery.kick()
     except Exception:
         log.exception("evaluating the alert rules failed; the next round evaluates them again")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rosetta_web.alerting import rules, trends
+from rosetta_web.models import ALERT_SETTING_KEYS
 
 MB = 1024 * 1024
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -25,17 +26,7 @@ class FakeSlot:
 
 
 def settings(**values: int | None) -> rules.Settings:
-    base = dict.fromkeys(
-        (
-            "retained_warning_bytes",
-            "retained_critical_bytes",
-            "slot_inactive_minutes",
-            "consumer_stalled_minutes",
-            "unreachable_rounds",
-            "forecast_hours",
-            "repeat_minutes",
-        )
-    )
+    base = dict.fromkeys(ALERT_SETTING_KEYS)
     return rules.Settings(**{**base, **values})
 
 

@@ -202,7 +202,8 @@ def test_inactive_slot_over_threshold_fires_once_and_resolves_when_consumed(
     after = retained(cluster)
     assert wait_for(lambda: len(receiver.log) == 1, timeout=10), "no webhook"
     sample(app)  # still over: nothing new (no repeat set)
-    time.sleep(1)
+    with app.app_context():
+        delivery.deliver_due()  # waits for whatever this process still sends
     [fired] = received(receiver)
     assert fired["event"] == "firing"
     alert = fired["alert"]
@@ -540,21 +541,36 @@ def test_each_transition_is_recorded_and_queued_once(request, backend, receiver)
     assert [(a.state, a.rule) for a in alerts] == [("resolved", "source_unreachable")]
 
 
+def _scheduled_rounds(app: Flask) -> int:
+    from rosetta_web.models import MonitorRound
+
+    with app.app_context():
+        query = _db.select(_db.func.count(MonitorRound.id)).where(MonitorRound.manual.is_(False))
+        return int(_db.session.scalar(query) or 0)
+
+
+def _pending(app: Flask) -> int:
+    with app.app_context():
+        query = _db.select(_db.func.count(Notification.id)).where(
+            Notification.delivered_at.is_(None), Notification.failed_at.is_(None)
+        )
+        return int(_db.session.scalar(query) or 0)
+
+
 @pytest.mark.slow
 def test_two_gunicorn_workers_notify_each_transition_exactly_once(
     app, database_url, receiver, cluster
 ):
     """Two workers share the schedule while scripts press Sample now on both: one `firing`,
     one `resolved`."""
-    import sys
     import threading
     import urllib.request
-    from pathlib import Path
 
     from rosetta_web.auth import services
     from rosetta_web.models import Source
 
     from .factories import PASSWORD
+    from .test_scheduler import _start
 
     source_id = _unreachable_source(app)
     settings(app, unreachable_rounds=2)
@@ -562,27 +578,8 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
     with app.app_context():
         token = services.create_token(services.create_user("alice", PASSWORD), "script")[1]
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "WAL_MONITOR_INTERVAL_SECONDS": "5",
-        "WAL_MONITOR_TIMEOUT_SECONDS": "3",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "wsgi:app",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],  # fmt: skip
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    server = _start(
+        ["gunicorn", "wsgi:app", "--workers", "2", "--bind", f"127.0.0.1:{port}"], database_url
     )
     stop = threading.Event()
 
@@ -596,7 +593,7 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
             try:
                 urllib.request.urlopen(request, timeout=10).read()
             except OSError:
-                time.sleep(0.2)  # not up yet
+                stop.wait(0.2)  # not up yet
 
     pressers = [threading.Thread(target=press_sample_now) for _ in range(4)]
     try:
@@ -611,7 +608,12 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
             source.state.next_attempt_at = None
             _db.session.commit()
         assert wait_for(lambda: len(receiver.log) >= 2, timeout=30), "never resolved"
-        time.sleep(6)  # another round or two, and more presses: nothing more
+        # Two more scheduled rounds, more presses, and nothing left to send: nothing more.
+        resolved_after = _scheduled_rounds(app)
+        assert wait_for(
+            lambda: _scheduled_rounds(app) >= resolved_after + 2 and not _pending(app),
+            timeout=30,
+        )
     finally:
         stop.set()
         for presser in pressers:

@@ -21,14 +21,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import apprise
 import requests
 from flask import Flask, current_app
 from sqlalchemy import func, or_, select, update
 from werkzeug.local import LocalProxy
 
 from ..extensions import db
-from ..models import Channel, Delivery, Notification
+from ..models import Alert, Channel, Delivery, Notification
 from ..timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -115,6 +114,8 @@ def _title(payload: dict[str, Any]) -> str:
 
 def send_apprise(url: str, payload: dict[str, Any]) -> Outcome:
     """Send the alert through Apprise: a title, the message and a link."""
+    import apprise  # 0.2 s to import: loaded when a channel first needs it, not at start-up
+
     notifier = apprise.Apprise()
     if not notifier.add(url):
         return Outcome(False, error="Apprise cannot read this channel's URL")
@@ -343,22 +344,16 @@ def deliver_due(timeout_s: float = WEBHOOK_TIMEOUT_SECONDS * 3) -> int:
 def send_test(channel: Channel) -> Delivery:
     """Send a test notification to a channel now, and return its delivery log entry."""
     now = utcnow()
-    alert = {
-        "id": 0,
-        "rule": "retained_wal",
-        "severity": "warning",
-        "state": "firing",
-        "source_id": None,
-        "source_name": "rosetta-test",
-        "slot_name": None,
-        "value": None,
-        "threshold": None,
-        "message": f"A test notification from Rosetta to channel '{channel.name}': it works.",
-        "started_at": now.isoformat(),
-        "resolved_at": None,
-        "acknowledged_by": None,
-        "silenced_until": None,
-    }
+    # A made-up alert (never stored), shaped as every real one is.
+    alert = Alert(
+        id=0,
+        rule="retained_wal",
+        severity="warning",
+        state="firing",
+        source_name="rosetta-test",
+        message=f"A test notification from Rosetta to channel '{channel.name}': it works.",
+        started_at=now,
+    ).to_dict()
     base = current_app.config["PUBLIC_URL"].rstrip("/")
     notification = Notification(
         channel_id=channel.id,

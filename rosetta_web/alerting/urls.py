@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-import apprise
-
 # Apprise writes whole URLs, tokens and all, in some of its log lines ("Unparseable URL ..."):
 # none reaches Rosetta's log. Delivery captures its warnings for the delivery log instead.
 _apprise_log = logging.getLogger("apprise")
@@ -22,6 +20,8 @@ MASKS = ("…", "****", "...")
 
 def apprise_plugin(url: str) -> object | None:
     """Return Apprise's notifier for a URL, or None when Apprise cannot read it."""
+    import apprise  # 0.2 s to import: loaded when a URL is first read, not at start-up
+
     try:
         return apprise.Apprise.instantiate(url)
     except Exception:  # Apprise raises on some malformed URLs instead of returning None

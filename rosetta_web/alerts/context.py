@@ -14,7 +14,7 @@ from jinja2 import Template
 
 from ..errors import DATABASE_UNAVAILABLE, outage
 from ..extensions import db
-from ..models import ALERT_RULES, AlertSettings
+from ..models import ALERT_RULES
 from ..timeutil import isoformat
 from . import display
 from .services import banner_counts, current_settings, last_deliveries
@@ -40,16 +40,12 @@ def firing_banner() -> dict[str, int] | None:
     return banner
 
 
-def global_settings() -> AlertSettings:
-    """Return the global rule settings (a source's overrides show them as placeholders)."""
-    return current_settings()
-
-
 def template_helpers() -> dict[str, Any]:
     """Lazy helpers for every template: nothing is queried unless a template calls them."""
     return {
         "alert_banner": firing_banner,
-        "global_alert_settings": global_settings,
+        # The global rule settings: a source's overrides show them as placeholders.
+        "global_alert_settings": current_settings,
         "alert_rules": ALERT_RULES,
         "last_deliveries": last_deliveries,
     }

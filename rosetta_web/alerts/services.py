@@ -37,8 +37,7 @@ PER_PAGE = 50
 def _source_choices(form: EntityForm) -> None:
     """List the sources by name in the channel form's select."""
     assert isinstance(form, ChannelForm)
-    rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
-    form.source_ids.choices = [SelectChoice(row.id, row.name) for row in rows]
+    form.source_ids.choices = [SelectChoice(id_, name) for id_, name in source_names().items()]
 
 
 CHANNELS = Resource(
@@ -168,9 +167,9 @@ def active_silences() -> list[Silence]:
 
 
 def silence_choices(form: SilenceForm) -> None:
-    rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
+    """List the sources by name in the silence form's select."""
     form.source_id.choices = [SelectChoice(0, "— choose —")] + [
-        SelectChoice(row.id, row.name) for row in rows
+        SelectChoice(id_, name) for id_, name in source_names().items()
     ]
 
 

@@ -53,6 +53,7 @@ bench: install-dev
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/readiness.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import click
@@ -94,6 +95,43 @@ def _bytes(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+@rosetta_cli.command("check")
+@click.option("--source", "source_name", help="Check only this source (by name).")
+def check(source_name: str | None) -> None:
+    """Run every source's (or one's) readiness checks now, store and print them; exit 1 when
+    a check fails."""
+    from .sources.replication import check_all
+
+    results = check_all(source_name)
+    if source_name and not results:
+        raise click.ClickException(f"no source named {source_name!r}")
+    rows = [
+        (source.name, item.id, item.status.upper(), " ".join(item.observed.split()))
+        for source, readiness in results
+        for item in readiness.checks
+    ]
+    _print_table(("SOURCE", "CHECK", "STATUS", "OBSERVED"), rows)
+    for source, readiness in results:
+        for item in readiness.checks:
+            if item.fix and item.status in ("fail", "warn"):
+                click.echo(f"\nFix {source.name} {item.id}:")
+                click.echo("  " + item.fix.replace("\n", "\n  "))
+    unready = [source.name for source, readiness in results if not readiness.ready]
+    click.echo(
+        f"\n{len(results)} checked, {len(results) - len(unready)} ready"
+        + (f"; not ready: {', '.join(unready)}" if unready else "")
+    )
+    if unready:
+        raise SystemExit(1)
+
+
 @rosetta_cli.command("sample")
 @click.option("--source", "source_name", help="Sample only this source (by name).")
 def sample(source_name: str | None) -> None:
@@ -116,10 +154,7 @@ def sample(source_name: str | None) -> None:
         )
         for s in samples
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        click.echo("  ".join(cells).rstrip())
+    _print_table(header, rows)
     failed = sum(1 for s in samples if not s.ok)
     click.echo(f"{len(samples)} sampled, {failed} failed")
     # The round evaluated the alert rules; deliver what they queued before exiting.

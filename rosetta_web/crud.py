@@ -9,7 +9,8 @@ from werkzeug.wrappers import Response
 
 from .forms import ConfirmForm, EntityForm, form_view
 from .htmx import render_page_or_fragment
-from .resources import DuplicateName, InUse, Resource
+from .readiness import summary
+from .resources import DomainError, DuplicateName, InUse, Resource
 
 
 def entity_form(resource: Resource, entity: Any = None, **kwargs: Any) -> EntityForm:
@@ -37,27 +38,34 @@ def register_crud_views(bp: Blueprint, resource: Resource) -> None:
         )
 
     @form_view
-    def create() -> Response | str:
+    def create() -> Response | str | tuple[str, int]:
         form = entity_form(resource)
         if form.validate_on_submit():
             return _saved(form, None)
         return render_template("crud/form.html", form=form, resource=resource, entity=None)
 
     @form_view
-    def edit(entity_id: int) -> Response | str:
+    def edit(entity_id: int) -> Response | str | tuple[str, int]:
         entity = resource.get(entity_id)
         form = entity_form(resource, entity)
         if form.validate_on_submit():
             return _saved(form, entity)
         return render_template("crud/form.html", form=form, resource=resource, entity=entity)
 
-    def _saved(form: EntityForm, entity: Any) -> Response | str:
+    def _saved(form: EntityForm, entity: Any) -> Response | str | tuple[str, int]:
         try:
             saved = resource.save(form, entity)
         except DuplicateName as exc:
             form["name"].errors = [exc.field_message]
             return render_template("crud/form.html", form=form, resource=resource, entity=entity)
-        flash(f"{resource.title} '{saved.name}' {'saved' if entity else 'created'}.", "success")
+        except DomainError as exc:  # a rule refused the save (a source not ready to start)
+            form.form_errors.append(str(exc))
+            page = render_template("crud/form.html", form=form, resource=resource, entity=entity)
+            return page, exc.status
+        message = f"{resource.title} '{saved.name}' {'saved' if entity else 'created'}."
+        if hasattr(saved, "readiness"):  # checked as it was saved; the save stands regardless
+            message += f" {summary(saved.readiness)}"
+        flash(message, "success")
         return redirect(url_for(f"{bp.name}.index"), 303)
 
     @form_view

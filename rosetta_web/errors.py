@@ -35,6 +35,7 @@ ERROR_NAMES = {
     422: "ValidationError",
     429: "RateLimitError",
     500: "InternalServerError",
+    502: "SourceUnreachableError",
     503: "ServiceUnavailableError",
 }
 
@@ -66,7 +67,7 @@ def from_domain(exc: DomainError) -> ApiError:
         return ApiError(409, str(exc), details, "DuplicateNameError")
     if isinstance(exc, InUse):
         return ApiError(409, str(exc), {"pipelines": exc.pipelines})
-    return ApiError(409, str(exc))
+    return ApiError(exc.status, str(exc), dict(exc.details), exc.error)
 
 
 def envelope(error: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -82,12 +82,18 @@ def utc(moment: datetime | None) -> str:
     return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def from_iso(text: str | None) -> datetime | None:
+    """Read a time stored in JSON as ISO-8601 ("…Z") back as a datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 def register_filters(app: Flask) -> None:
     """Make the filters available to every template."""
     app.add_template_filter(pg_size_pretty, "bytes")
     app.add_template_filter(exact_bytes, "exact_bytes")
     app.add_template_filter(relative_time, "ago")
     app.add_template_filter(utc, "utc")
+    app.add_template_filter(from_iso, "from_iso")
     app.add_template_filter(duration_words, "duration")
     from .sparkline import render
 

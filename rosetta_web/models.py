@@ -96,6 +96,11 @@ class Source(Shaped, TimestampMixin, Model):
         "created_at",
         "updated_at",
         Computed(
+            "readiness",
+            {"oneOf": [{"type": "null"}, ref("Readiness")]},
+            lambda source: source.readiness,
+        ),
+        Computed(
             "monitor",
             ref("MonitorState"),
             lambda source: (
@@ -116,6 +121,8 @@ class Source(Shaped, TimestampMixin, Model):
     slot_name: Mapped[str | None] = mapped_column(String(63))
     # The alert settings this source sets for itself; a key absent or null takes the global.
     alert_overrides: Mapped[dict[str, int | None] | None] = mapped_column(JSON)
+    # The latest readiness checks' result, as Readiness.to_dict() gave it; null until checked.
+    readiness: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="source")
     # The monitor's state and history go with the source: the database cascades the delete.
@@ -154,6 +161,11 @@ class Destination(Shaped, TimestampMixin, Model):
             lambda destination: bool(destination.snowflake_private_key_passphrase_encrypted),
         ),
         "snowflake_host",
+        Computed(
+            "readiness",
+            {"oneOf": [{"type": "null"}, ref("Readiness")]},
+            lambda destination: destination.readiness,
+        ),
         "created_at",
         "updated_at",
     )
@@ -169,6 +181,8 @@ class Destination(Shaped, TimestampMixin, Model):
     snowflake_private_key_path: Mapped[str] = mapped_column(String(1024))
     snowflake_private_key_passphrase_encrypted: Mapped[str | None] = mapped_column(Text)
     snowflake_host: Mapped[str | None] = mapped_column(String(255))
+    # The latest readiness checks' result, as Readiness.to_dict() gave it; null until checked.
+    readiness: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     pipelines: Mapped[list[Pipeline]] = relationship(back_populates="destination")
 

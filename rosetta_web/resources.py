@@ -19,7 +19,15 @@ from .models import Pipeline
 
 
 class DomainError(Exception):
-    """A rule of Rosetta's refused an operation; the message is for the operator."""
+    """A rule of Rosetta's refused an operation; the message is for the operator.
+
+    The edge answers it with `status` (409 unless a kind says otherwise), its error name
+    (`error`, else the status's) and `details`.
+    """
+
+    status = 409
+    error: str | None = None
+    details: dict[str, Any] = {}  # noqa: RUF012 - read-only default; kinds set their own
 
 
 class NotFound(DomainError):
@@ -63,6 +71,8 @@ class Resource:
     prepare_form: Callable[[EntityForm], None] = field(default=lambda form: None)
     # Called before a save commits, with the names of the fields the save changed.
     before_commit: Callable[[Any, set[str]], None] = field(default=lambda entity, changed: None)
+    # Called once a save committed (a source and a destination are checked then).
+    after_save: Callable[[Any], None] = field(default=lambda entity: None)
     # Called in the deleting transaction, before the entity is deleted.
     before_delete: Callable[[Any], None] = field(default=lambda entity: None)
 
@@ -116,6 +126,7 @@ class Resource:
             # Two writers raced for the same name; the form check saw neither.
             db.session.rollback()
             raise DuplicateName(self.label, form["name"].data) from None
+        self.after_save(entity)
         return entity
 
     def blocking_pipelines(self, entity: Any) -> list[str]:

@@ -182,3 +182,43 @@ def live_server(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def ready_source() -> Iterator[dict[str, Any]]:
+    """The API body of a source that passes every readiness check, on a logical cluster of its
+    own (its slot would show in other tests' counts of a server's slots): signed in as
+    postgres, with a publication of all tables (each with a primary key) and a pgoutput slot."""
+    from contextlib import closing
+
+    cluster = Cluster("rosetta-ready").start()
+    cluster.create_database("ready")
+    with closing(cluster.connect("ready")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text)")
+        cur.execute("CREATE PUBLICATION ready_pub FOR ALL TABLES")
+        cur.execute("SELECT pg_create_logical_replication_slot('ready_slot', 'pgoutput')")
+    yield {
+        "name": "ready-postgres",
+        "pg_host": "127.0.0.1",
+        "pg_port": cluster.port,
+        "pg_database": "ready",
+        "pg_username": "postgres",
+        "pg_password": "unused-trust-auth",
+        "publication_name": "ready_pub",
+        "slot_name": "ready_slot",
+    }
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def snowflake() -> Iterator[Any]:
+    """fakesnow's Snowflake-protocol server, with the database and schema the destinations
+    load into."""
+    from .snowflake import fake_snowflake
+
+    with fake_snowflake() as server:
+        server.execute(
+            "CREATE DATABASE IF NOT EXISTS ANALYTICS",
+            "CREATE SCHEMA IF NOT EXISTS ANALYTICS.RAW_DATA",
+        )
+        yield server

@@ -53,6 +53,8 @@ def add_source(
     user: str = "rosetta_monitor",
     password: str = MONITOR_PASSWORD,
     database: str = "shop",
+    publication_name: str = "rosetta_pub",
+    slot_name: str = "rosetta_slot",
 ) -> int:
     """Register a source on 127.0.0.1:`port` the way the API does; return its id."""
     with app.app_context():
@@ -63,8 +65,8 @@ def add_source(
             pg_database=database,
             pg_username=user,
             pg_password=password,
-            publication_name="rosetta_pub",
-            slot_name="rosetta_slot",
+            publication_name=publication_name,
+            slot_name=slot_name,
         )
         db.session.add(source)
         db.session.commit()

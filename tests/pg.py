@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,10 +40,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Cluster:
-    """A throwaway PostgreSQL server with wal_level=logical, trust auth on 127.0.0.1."""
+# The server settings every cluster starts with, unless its `settings` say otherwise.
+DEFAULT_SETTINGS: dict[str, str | int] = {
+    "wal_level": "logical",
+    "max_replication_slots": 20,
+    "max_wal_senders": 20,
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": 200,
+}
 
-    def __init__(self, name: str = "rosetta-test") -> None:
+
+class Cluster:
+    """A throwaway PostgreSQL server with wal_level=logical, trust auth on 127.0.0.1.
+
+    `settings` replace or add to DEFAULT_SETTINGS, e.g. {"wal_level": "replica"}. They are
+    given on the command line, so ALTER SYSTEM cannot change them: leave out a setting that a
+    test changes while the server runs.
+    """
+
+    def __init__(
+        self, name: str = "rosetta-test", settings: dict[str, str | int] | None = None
+    ) -> None:
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.bindir = _bindir()
         self.root = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.datadir = self.root / "data"
@@ -76,11 +97,15 @@ class Cluster:
             "host all postgres 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        self.options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.root} "
-            "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": self.port,
+            "unix_socket_directories": self.root,
+            **self.settings,
+        }
+        # pg_ctl hands the options to a shell: quote each one.
+        self.options = " ".join(
+            f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items()
         )
         self.resume()
         return self

@@ -10,13 +10,16 @@ ENVELOPE_KEYS = {"error", "message", "details", "timestamp"}
 
 
 def _create_all(api):
+    """The seed's source, destination and pipeline, the pipeline paused (its source is not
+    ready for START: postgres.example.com does not resolve)."""
     assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
     assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
-    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 201
+    assert api.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201
 
 
-def test_seed_bodies_are_accepted_verbatim(api):
-    """The three curl bodies of GETTING_STARTED.md create a source, destination and pipeline."""
+def test_seed_bodies_are_accepted_verbatim(api, ready_source):
+    """The three curl bodies of GETTING_STARTED.md create a source, destination and pipeline;
+    the pipeline's START waits until its source is ready."""
     source = api.post("/api/v1/sources", json=SOURCE)
     assert source.status_code == 201
     assert source.headers["Location"] == "/api/v1/sources/1"
@@ -27,6 +30,12 @@ def test_seed_bodies_are_accepted_verbatim(api):
     assert (
         destination["snowflake_role"] == "SYSADMIN" and destination["snowflake_warehouse"] is None
     )
+    refused = api.post("/api/v1/pipelines", json=PIPELINE)
+    assert refused.status_code == 409 and refused.get_json()["error"] == "SourceNotReadyError"
+    assert "connection" in refused.get_json()["details"]["failing"]
+    assert api.get("/api/v1/pipelines").get_json() == []
+    connection = {k: v for k, v in ready_source.items() if k != "name"}
+    assert api.patch("/api/v1/sources/1", json=connection).get_json()["readiness"]["ready"]
     pipeline = api.post("/api/v1/pipelines", json=PIPELINE)
     assert pipeline.status_code == 201
     assert pipeline.get_json() | {"created_at": None, "updated_at": None} == {
@@ -69,9 +78,17 @@ def test_list_get_put_patch_delete(api):
     assert api.get("/api/v1/sources/1").status_code == 404
 
 
-def test_pipeline_actions(api):
-    """start, pause and refresh set the pipeline's desired status."""
+def test_pipeline_actions(api, ready_source):
+    """start, pause and refresh set the pipeline's desired status; start and refresh only
+    while the source passes its readiness checks, pause always."""
     _create_all(api)
+    for action in ("start", "refresh"):
+        refused = api.post(f"/api/v1/pipelines/1/{action}")
+        assert refused.status_code == 409, action
+        assert refused.get_json()["error"] == "SourceNotReadyError"
+        assert refused.get_json()["details"]["failing"][0] == "connection"
+    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "PAUSE"
+    api.patch("/api/v1/sources/1", json={k: v for k, v in ready_source.items() if k != "name"})
     for action, status in (("pause", "PAUSE"), ("refresh", "REFRESH"), ("start", "START")):
         response = api.post(f"/api/v1/pipelines/1/{action}")
         assert response.status_code == 200 and response.get_json()["status"] == status
@@ -255,7 +272,7 @@ def test_patch_null_clears_optional_fields_and_refuses_required_ones(api):
     ):
         response = api.patch(path, json=body)
         assert response.status_code == 422, body
-    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "START"
+    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "PAUSE"
     assert api.get("/api/v1/sources/1").get_json()["pg_port"] == 5432
     # A null secret keeps the stored one, like a blank form field.
     assert api.patch("/api/v1/sources/1", json={"pg_password": None}).status_code == 200
@@ -273,3 +290,24 @@ def test_out_of_range_numbers_and_nul_are_refused_not_500(api):
     nul = api.post("/api/v1/sources", json={**SOURCE, "name": "nul", "pg_host": "a\x00b"})
     assert "Must not contain NUL characters." in nul.get_json()["details"]["fields"]["pg_host"]
     assert api.get("/api/v1/sources?q=%00").status_code == 200
+
+
+def test_a_refused_start_commits_nothing_even_when_the_check_is_rerun(api, app):
+    """A save whose START waits on a stale result checks the source again first: the refusal
+    leaves the pipeline as it was (none of the save's fields stored), and the new result is
+    stored all the same."""
+    from rosetta_web.extensions import db
+    from rosetta_web.models import Pipeline, Source
+
+    _create_all(api)
+    with app.app_context():
+        source = db.session.get(Source, 1)
+        source.readiness = {**source.readiness, "checked_at": "2020-01-01T00:00:00Z"}
+        db.session.commit()
+    response = api.patch("/api/v1/pipelines/1", json={"name": "renamed", "status": "START"})
+    assert response.status_code == 409
+    assert response.get_json()["details"]["failing"] == ["connection"]
+    with app.app_context():
+        pipeline = db.session.get(Pipeline, 1)
+        assert (pipeline.name, pipeline.status) == ("production-to-snowflake", "PAUSE")
+        assert db.session.get(Source, 1).readiness["checked_at"] > "2026"

@@ -85,7 +85,7 @@ def test_every_get_endpoint_answers_its_documented_schema(app, api, source_db):
         assert run_round(force=True)[0].ok  # a real sample, with a real slot
     seed_alerting(app, source_id)  # alert 1, channel 1 with a delivery
     assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
-    body = {**PIPELINE, "source_id": source_id}
+    body = {**PIPELINE, "source_id": source_id, "status": "PAUSE"}  # the source is not ready
     assert api.post("/api/v1/pipelines", json=body).status_code == 201
     assert api.post("/api/v1/sources", json=SOURCE).status_code == 201  # never sampled
 

@@ -8,8 +8,8 @@ from rosetta_web.models import Pipeline
 from .seed import DESTINATION, SOURCE
 
 
-def _setup(browser):
-    assert browser.post("/sources/new", SOURCE).status_code == 303
+def _setup(browser, source=SOURCE):
+    assert browser.post("/sources/new", source).status_code == 303
     assert browser.post("/destinations/new", DESTINATION).status_code == 303
 
 
@@ -38,9 +38,9 @@ def test_pipeline_form_requires_a_source(browser):
     assert "Choose a source." in html
 
 
-def test_status_button_swaps_only_its_row(browser, app):
+def test_status_button_swaps_only_its_row(browser, app, ready_source):
     """An htmx status change answers with that pipeline's row alone, showing the new status."""
-    _setup(browser)
+    _setup(browser, {**SOURCE, **ready_source, "name": SOURCE["name"]})
     browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
     response = browser.client.post(
         "/pipelines/1/status",
@@ -57,6 +57,29 @@ def test_status_button_swaps_only_its_row(browser, app):
     plain = browser.post("/pipelines/1/status", {"status": "REFRESH"})
     assert plain.status_code == 303
     assert "set to REFRESH" in browser.get("/pipelines/").get_data(as_text=True)
+
+
+def test_start_on_a_source_that_is_not_ready_is_refused_in_the_row(browser, app):
+    """Start on a source that fails its checks keeps the pipeline paused and says why in its
+    row, linking to the checks; without htmx, the list says it."""
+    _setup(browser)
+    browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
+    response = browser.client.post(
+        "/pipelines/1/status",
+        data={"status": "START"},
+        headers={"HX-Request": "true", "X-CSRFToken": browser.token},
+    )
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and html.lstrip().startswith('<tr id="pipeline-1">')
+    assert '<span class="badge status-pause">PAUSE</span>' in html
+    assert "is not ready for CDC: connection failed" in html
+    assert 'href="/sources/1#readiness"' in html
+    plain = browser.post("/pipelines/1/status", {"status": "REFRESH"})
+    assert plain.status_code == 303
+    listing = browser.get("/pipelines/").get_data(as_text=True)
+    assert "stays PAUSE: Source &#39;production-postgres&#39; is not ready" in listing
+    with app.app_context():
+        assert _db.session.get(Pipeline, 1).status == "PAUSE"
 
 
 def test_htmx_status_change_without_csrf_token_is_refused(browser, app):
@@ -98,13 +121,23 @@ def test_pipeline_list_queries_do_not_grow_with_pipelines(browser, app, count_qu
     assert len(thirty.statements) == len(one.statements)
 
 
-def test_edit_and_delete_a_pipeline_through_the_forms(browser, app):
-    """A pipeline's form edits its name, source and status; delete removes it."""
+def test_edit_and_delete_a_pipeline_through_the_forms(browser, app, ready_source):
+    """A pipeline's form edits its name, source and status; delete removes it. START on a
+    source that is not ready is refused on the form, the operator's input kept."""
     _setup(browser)
-    browser.post("/sources/new", {**SOURCE, "name": "staging-postgres"})
+    browser.post("/sources/new", {**SOURCE, **ready_source, "name": "staging-postgres"})
     browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
     form = browser.get("/pipelines/1/edit").get_data(as_text=True)
     assert '<option selected value="1">production-postgres</option>' in form
+    refused = browser.post(
+        "/pipelines/1/edit",
+        {"name": "renamed", "source_id": "1", "destination_id": "1", "status": "START"},
+    )
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "is not ready for CDC: connection failed" in page
+    assert 'value="renamed"' in page
+    with app.app_context():
+        assert _db.session.get(Pipeline, 1).name == "prod-to-sf"
     response = browser.post(
         "/pipelines/1/edit",
         {"name": "staging-to-sf", "source_id": "2", "destination_id": "1", "status": "START"},

@@ -33,7 +33,7 @@ def test_invalid_form_comes_back_with_input_and_errors_beside_fields(browser, ap
         **SOURCE,
         "name": "Bad Name!",
         "pg_port": "70000",
-        "publication_name": "dbz-publication",
+        "publication_name": "ü" * 32,  # 64 bytes: PostgreSQL would shorten it
         "slot_name": "Slot-1",
         "pg_password": "",
     }
@@ -42,11 +42,11 @@ def test_invalid_form_comes_back_with_input_and_errors_beside_fields(browser, ap
     assert response.status_code == 200
     assert "Use lowercase letters, digits, &#39;-&#39; and &#39;_&#39; only." in html
     assert "Enter a port from 1 to 65535." in html
-    assert "Use letters, digits and &#39;_&#39; only." in html
+    assert "A name has at most 63 bytes (PostgreSQL would silently shorten it)." in html
     assert "Slot names use lowercase letters, digits and &#39;_&#39; only." in html
     assert "This field is required." in html  # the password, on create
     assert 'value="postgres.example.com"' in html and 'value="70000"' in html
-    assert 'value="dbz-publication"' in html
+    assert 'value="' + "ü" * 32 + '"' in html
     assert _stored(app) == []
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from rosetta_web.auth import services
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import Source
 
 from .clients import Api, Browser, csrf_token
 from .factories import PASSWORD
@@ -29,8 +31,19 @@ def test_browser_and_api_crud_on_sqlite(sqlite_app):
     api = Api(sqlite_app.test_client(), raw)
     assert api.get("/api/v1/sources/1").get_json()["pg_port"] == 6543
     assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
-    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 201
-    assert api.post("/api/v1/pipelines", json=PIPELINE).status_code == 409
+    refused = api.post("/api/v1/pipelines", json=PIPELINE)  # START: the source is not ready
+    assert refused.get_json()["error"] == "SourceNotReadyError"
+    paused = {**PIPELINE, "status": "PAUSE"}
+    assert api.post("/api/v1/pipelines", json=paused).status_code == 201
+    assert api.post("/api/v1/pipelines", json=paused).get_json()["error"] == "DuplicateNameError"
+    # A stale result is checked again inside the save, which SQLite's one writer must allow.
+    with sqlite_app.app_context():
+        source = _db.session.get(Source, 1)
+        source.readiness = {**source.readiness, "checked_at": "2020-01-01T00:00:00Z"}
+        _db.session.commit()
+    assert api.patch("/api/v1/pipelines/1", json={"status": "START"}).status_code == 409
+    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "PAUSE"
+    assert api.get("/api/v1/sources/1").get_json()["readiness"]["checked_at"] > "2026"
     assert api.delete("/api/v1/sources/1").status_code == 409
     listing = browser.get("/pipelines/").get_data(as_text=True)
     assert "production-to-snowflake" in listing and "production-postgres" in listing

@@ -255,8 +255,14 @@ def _operations() -> dict[str, dict[str, Any]]:
         "responses": {
             "200": _json(ref("Pipeline"), "The pipeline"),
             "404": _error("No such pipeline"),
+            "409": _error(
+                "SourceNotReadyError: start and refresh wait for the source to pass its "
+                "readiness checks (details.failing lists the failing check ids); a result older "
+                "than one monitor interval is checked again first. pause is always allowed"
+            ),
         },
     }
+    operations.update(_readiness_operations())
     operations["api.wal_metrics"] = {
         "summary": "List a source's newest WAL samples, newest first",
         "parameters": [
@@ -356,6 +362,214 @@ def _operations() -> dict[str, dict[str, Any]]:
         },
     }
     return operations
+
+
+def _readiness_operations() -> dict[str, dict[str, Any]]:
+    """Document the readiness checks and the replication objects' endpoints."""
+    unreachable = _error(
+        "SourceUnreachableError: the source cannot be reached or signed in to within "
+        "WAL_MONITOR_TIMEOUT_SECONDS; the message says why"
+    )
+    refused = _error(
+        "SourceRefusedError: the source's server refused the statement (details.sqlstate)"
+    )
+    confirm = _query(
+        "confirm", {"type": "string"}, "The object's name again: nothing is dropped without it"
+    )
+    readiness_result = {"oneOf": [{"type": "null"}, ref("Readiness")]}
+    not_json = {
+        "400": _error("The body is not a JSON object"),
+        "415": _error("The body is not JSON"),
+    }
+    return {
+        "api.check_source_now": {
+            "summary": "Run a source's readiness checks now, store and return the result (an "
+            "unreachable source is a failed connection check, not an error)",
+            "responses": {
+                "200": _json(ref("Readiness"), "The checks"),
+                "404": _error("No such source"),
+            },
+        },
+        "api.check_destination": {
+            "summary": "Run a destination's readiness checks now (its key, and a key-pair login "
+            "to Snowflake), store and return the result",
+            "responses": {
+                "200": _json(ref("Readiness"), "The checks"),
+                "404": _error("No such destination"),
+            },
+        },
+        "api.source_tables": {
+            "summary": "List the tables of the source's database a publication can name",
+            "responses": {
+                "200": _json(
+                    {"type": "array", "items": {"type": "string"}}, "schema.table, by name"
+                ),
+                "404": _error("No such source"),
+                "502": unreachable,
+                "409": refused,
+            },
+        },
+        "api.create_publication": {
+            "summary": "Create the source's publication (its publication_name) on the source, "
+            "for all tables or the tables listed",
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("PublicationInput")}},
+            },
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "required": ["publication", "readiness"],
+                        "properties": {
+                            "publication": {"type": "string"},
+                            "readiness": readiness_result,
+                        },
+                    },
+                    "Created; the source checked again",
+                ),
+                "404": _error("No such source"),
+                "409": refused,
+                "422": _error("No such table (named in details.fields.tables), or a bad body"),
+                "502": unreachable,
+                **not_json,
+            },
+        },
+        "api.drop_publication": {
+            "summary": "Drop the source's publication; confirm must repeat its name",
+            "parameters": [confirm],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["dropped", "readiness"],
+                        "properties": {
+                            "dropped": {"type": "string"},
+                            "readiness": readiness_result,
+                        },
+                    },
+                    "Dropped; the source checked again",
+                ),
+                "404": _error("No such source, or it has no such publication"),
+                "409": refused,
+                "422": _error("confirm is missing or not the publication's name"),
+                "502": unreachable,
+            },
+        },
+        "api.create_slot": {
+            "summary": "Create the source's logical slot (pgoutput): its slot_name, the one sent "
+            "(which becomes its slot_name), or rosetta_<source name>",
+            "requestBody": {
+                "required": False,
+                "content": {JSON: {"schema": ref("SlotInput")}},
+            },
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "required": ["slot_name", "readiness"],
+                        "properties": {
+                            "slot_name": {"type": "string"},
+                            "readiness": readiness_result,
+                        },
+                    },
+                    "Created; the source checked again",
+                ),
+                "404": _error("No such source"),
+                "409": refused,
+                "422": _error("Not a name PostgreSQL allows for a slot"),
+                "502": unreachable,
+                **not_json,
+            },
+        },
+        "api.drop_slot": {
+            "summary": "Drop any inactive slot of the source's server; confirm must repeat its "
+            "name. The source is sampled at once after",
+            "parameters": [
+                {
+                    "name": "slot_name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                confirm,
+            ],
+            "responses": {
+                "200": _json(ref("SlotDropped"), "Dropped"),
+                "404": _error("No such source, or no such slot on its server"),
+                "409": _error(
+                    "SlotActiveError: a consumer is connected (details.pid, "
+                    "details.application_name); or SourceRefusedError"
+                ),
+                "422": _error("confirm is missing or not the slot's name, or a bad slot name"),
+                "502": unreachable,
+            },
+        },
+    }
+
+
+def _readiness_schemas() -> dict[str, Any]:
+    from ..readiness import STATUSES
+
+    text = {"type": "string"}
+    return {
+        "Check": {
+            "type": "object",
+            "required": ["id", "status", "title", "observed", "fix"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {**text, "description": "Stable: e.g. wal_level, slot, login"},
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "title": text,
+                "observed": {**text, "description": "What the check saw"},
+                "fix": {
+                    "type": ["string", "null"],
+                    "description": "When it does not pass: the SQL or setting to apply",
+                },
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["ready", "checked_at", "checks"],
+            "additionalProperties": False,
+            "properties": {
+                "ready": {"type": "boolean", "description": "No check failed"},
+                "checked_at": {"type": "string", "format": "date-time"},
+                "checks": {"type": "array", "items": ref("Check")},
+            },
+        },
+        "PublicationInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": '{"all_tables": true}, or {"tables": ["public.orders"]}',
+            "properties": {
+                "all_tables": {"type": "boolean"},
+                "tables": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                },
+            },
+        },
+        "SlotInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"slot_name": {"type": "string", "pattern": "^[a-z0-9_]{1,63}$"}},
+        },
+        "SlotDropped": {
+            "type": "object",
+            "required": ["dropped", "freed_bytes", "sample"],
+            "properties": {
+                "dropped": text,
+                "freed_bytes": {
+                    "type": ["integer", "null"],
+                    "description": "The WAL the slot retained when it was dropped (bytes, as "
+                    "pg_wal_lsn_diff(current, restart_lsn))",
+                },
+                "sample": ref("SampleResult"),
+            },
+        },
+    }
 
 
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -529,7 +743,7 @@ def _schemas() -> dict[str, Any]:
     from ..pipelines.forms import PipelineForm
     from ..sources.forms import SourceForm
 
-    schemas: dict[str, Any] = _alert_schemas()
+    schemas: dict[str, Any] = {**_alert_schemas(), **_readiness_schemas()}
     form_class: type[EntityForm]
     for form_class in (SourceForm, DestinationForm, PipelineForm, ChannelForm):
         shape = shape_of(form_class.model)

@@ -34,6 +34,7 @@ from ..alerts.services import (
 )
 from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
+from ..destinations import services as destinations
 from ..destinations.services import DESTINATIONS
 from ..errors import ApiError
 from ..extensions import db
@@ -42,6 +43,7 @@ from ..models import ALERT_RULES, ALERT_SETTING_KEYS, ALERT_STATES, WalMetric
 from ..monitor import history
 from ..pipelines.services import PIPELINES, set_status
 from ..resources import DuplicateName, NotFound, Resource
+from ..sources import replication
 from ..sources.services import SOURCES, latest_slots, sample_now
 from ..timeutil import isoformat, utcnow
 from . import bp
@@ -197,6 +199,105 @@ def wal_history(entity_id: int) -> Response:
 def sample_source(entity_id: int) -> Response:
     """Sample a source now and return the sample, or why it failed."""
     return jsonify(sample_now(SOURCES.get(entity_id)))
+
+
+@bp.post("/sources/<id:entity_id>/check")
+def check_source_now(entity_id: int) -> Response:
+    """Run the source's readiness checks now; store and return the result."""
+    return jsonify(replication.check_now(SOURCES.get(entity_id)).to_dict())
+
+
+@bp.post("/destinations/<id:entity_id>/check")
+def check_destination(entity_id: int) -> Response:
+    """Run the destination's readiness checks now; store and return the result."""
+    return jsonify(destinations.check_destination_now(DESTINATIONS.get(entity_id)).to_dict())
+
+
+@bp.get("/sources/<id:entity_id>/tables")
+def source_tables(entity_id: int) -> Response:
+    """List the tables of the source's database a publication can name (schema.table)."""
+    return jsonify(replication.tables(SOURCES.get(entity_id)))
+
+
+def _optional_body() -> dict[str, Any]:
+    """The JSON body, or an empty one when none was sent."""
+    return json_body() if request.get_data() else {}
+
+
+def _refuse_unknown(payload: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(payload) - set(known))
+    if unknown:
+        raise _invalid({name: ["Unknown field."] for name in unknown})
+
+
+def _table_names(payload: dict[str, Any]) -> list[str] | None:
+    """Read {"all_tables": true} (None: every table) or {"tables": ["public.orders"]}."""
+    _refuse_unknown(payload, ("all_tables", "tables"))
+    all_tables, tables = payload.get("all_tables"), payload.get("tables")
+    if all_tables is not None and not isinstance(all_tables, bool):
+        raise _invalid({"all_tables": ["Send true or false."]})
+    if all_tables and tables is not None:
+        raise _invalid({"tables": ["Send all_tables: true or a list of tables, not both."]})
+    if all_tables:
+        return None
+    if tables is None:
+        raise _invalid({"tables": ['Send "all_tables": true or "tables": ["public.orders"].']})
+    if (
+        not isinstance(tables, list)
+        or not tables
+        or not all(isinstance(t, str) and t and len(t) <= 300 for t in tables)
+    ):
+        raise _invalid({"tables": ["Send a non-empty list of table names (schema.table)."]})
+    bad = [t for t in tables if "\x00" in t or not _encodable(t)]
+    if bad:
+        raise _invalid({"tables": ["A table name holds a character PostgreSQL cannot store."]})
+    return tables
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@bp.post("/sources/<id:entity_id>/publication")
+def create_publication(entity_id: int) -> tuple[Response, int]:
+    """Create the source's publication for all tables or the tables listed, on the source."""
+    source = SOURCES.get(entity_id)
+    tables = _table_names(json_body())
+    replication.create_publication(source, tables)
+    return jsonify({"publication": source.publication_name, "readiness": source.readiness}), 201
+
+
+@bp.delete("/sources/<id:entity_id>/publication")
+def drop_publication(entity_id: int) -> Response:
+    """Drop the source's publication; `confirm` must repeat its name."""
+    source = SOURCES.get(entity_id)
+    replication.drop_publication(source, request.args.get("confirm"))
+    return jsonify({"dropped": source.publication_name, "readiness": source.readiness})
+
+
+@bp.post("/sources/<id:entity_id>/slot")
+def create_slot(entity_id: int) -> tuple[Response, int]:
+    """Create the source's logical slot (pgoutput): its slot_name, the one sent (which becomes
+    its slot_name), or rosetta_<source name>."""
+    source = SOURCES.get(entity_id)
+    payload = _optional_body()
+    _refuse_unknown(payload, ("slot_name",))
+    name = payload.get("slot_name")
+    if name is not None and not isinstance(name, str):
+        raise _invalid({"slot_name": ["Send the slot's name as a string."]})
+    created = replication.create_slot(source, name)
+    return jsonify({"slot_name": created, "readiness": source.readiness}), 201
+
+
+@bp.delete("/sources/<id:entity_id>/slots/<slot_name>")
+def drop_slot(entity_id: int, slot_name: str) -> Response:
+    """Drop an inactive slot of the source's server; `confirm` must repeat its name."""
+    source = SOURCES.get(entity_id)
+    return jsonify(replication.drop_slot(source, slot_name, request.args.get("confirm")).to_dict())
 
 
 @bp.get("/summary")

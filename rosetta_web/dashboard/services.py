@@ -44,6 +44,8 @@ def sources_worst_first() -> list[Row[Any]]:
             SourceState.inactive_slot_count,
             SourceState.last_sampled_at,
             SourceState.retained_sparkline,
+            # The readiness flag alone: the whole result is for the source's page.
+            Source.readiness["ready"].as_boolean().label("ready"),
         )
         .outerjoin(SourceState)
         .order_by(

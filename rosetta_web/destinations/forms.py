@@ -7,6 +7,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from ..forms import EntityForm, blank_to_none, lowercase, name_rules, strip
 from ..models import Destination
+from ..readiness.destination import HOST_PATTERN
 
 REQUIRED = [DataRequired(), Length(max=255)]
 OPTIONAL = [Optional(), Length(max=255)]
@@ -55,6 +56,15 @@ class DestinationForm(EntityForm):
     snowflake_host = StringField(
         "Host",
         filters=[strip, blank_to_none],
-        validators=[*OPTIONAL, Regexp(r"^[A-Za-z0-9.-]+$", message="Enter a host name.")],
-        description="e.g. xy12345.snowflakecomputing.com; blank for the account's default.",
+        validators=[
+            *OPTIONAL,
+            Regexp(
+                HOST_PATTERN,
+                message="Enter a host (xy12345.snowflakecomputing.com), host:port, or a URL "
+                "such as https://host:443 (http:// only for a local or proxy endpoint).",
+            ),
+        ],
+        description="Where to log in: a host (xy12345.privatelink.snowflakecomputing.com), "
+        "host:port, or https://host[:port] (http://host:port for a proxy). Blank: the account's "
+        "own host, <account>.snowflakecomputing.com on port 443.",
     )

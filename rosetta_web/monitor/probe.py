@@ -179,11 +179,16 @@ def _wait(conn: Any, deadline: float, doing: str, timeout_s: float) -> None:
             raise SampleFailure(f"unexpected connection state {state}")
 
 
-def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
+def run(conn: Any, sql: Any, deadline: float, timeout_s: float, params: Any = None) -> Any:
+    """Run one statement on an asynchronous connection within the deadline; return its cursor."""
     cursor = conn.cursor()
-    cursor.execute(sql)
+    cursor.execute(sql, params)
     _wait(conn, deadline, "waiting for the server to answer", timeout_s)
-    return cursor.fetchone()
+    return cursor
+
+
+def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
+    return run(conn, sql, deadline, timeout_s).fetchone()
 
 
 def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | None:
@@ -212,8 +217,12 @@ def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | N
     return ",".join(dict.fromkeys(str(info[4][0]) for info in found))
 
 
-def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
-    """Open one short read-only connection and read the WAL position, slots and WAL size."""
+def connect(target: Target, deadline: float, timeout_s: float, read_only: bool = True) -> Any:
+    """Open an asynchronous connection to the target within the deadline.
+
+    Raises SampleFailure for a name lookup or a timeout, psycopg2.Error for the server's
+    refusal (explain() words it).
+    """
     addresses = _resolve(target.host, target.port, deadline, timeout_s)
     remaining = max(deadline - time.monotonic(), 0.001)
     host = target.host
@@ -222,11 +231,21 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
         # libpq connects to hostaddr and still checks TLS certificates against host.
         host = ",".join([target.host] * (addresses.count(",") + 1))
         hostaddr = addresses
+    conn = _connect(target, host, hostaddr, remaining, read_only)
+    try:
+        _wait(conn, deadline, "connecting", timeout_s)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
+    """Open one short read-only connection and read the WAL position, slots and WAL size."""
     conn = None
     connecting = True
     try:
-        conn = _connect(target, host, hostaddr, remaining)
-        _wait(conn, deadline, "connecting", timeout_s)
+        conn = connect(target, deadline, timeout_s)
         connecting = False
         row = _query(conn, queries.SAMPLE, deadline, timeout_s)
         figures = {
@@ -251,8 +270,13 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
             conn.close()
 
 
-def _connect(target: Target, host: str, hostaddr: str | None, remaining: float) -> Any:
+def _connect(
+    target: Target, host: str, hostaddr: str | None, remaining: float, read_only: bool
+) -> Any:
     """Open the connection asynchronously, every setting a keyword (never a DSN to echo)."""
+    options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
     return psycopg2.connect(
         host=host,
         hostaddr=hostaddr,
@@ -262,10 +286,7 @@ def _connect(target: Target, host: str, hostaddr: str | None, remaining: float) 
         password=target.password,
         application_name=APPLICATION_NAME,
         connect_timeout=max(2, math.ceil(remaining)),
-        options=(
-            f"-c statement_timeout={max(1, int(remaining * 1000))} "
-            "-c default_transaction_read_only=on"
-        ),
+        options=options,
         async_=True,
     )
 

@@ -386,6 +386,19 @@ def _sample_apart(app: Flask, targets: list[Target], started_at: datetime) -> No
             _in_flight.difference_update(target.source_id for target in targets)
 
 
+def target_of(source: Source) -> Target:
+    """Where and as whom to reach a source (ValueError when its password cannot be read)."""
+    return Target(
+        source.id,
+        source.name,
+        source.pg_host,
+        source.pg_port,
+        source.pg_database,
+        source.pg_username,
+        source.pg_password,
+    )
+
+
 def sampler_identity() -> str:
     """Name this process in the round log: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -440,19 +453,10 @@ def run_round(
             skipped += 1
             continue
         try:
-            password = source.pg_password
+            target = target_of(source)
         except ValueError as exc:
             unreadable.append(Sample(source.id, source.name, False, 0, 0, error=str(exc)))
             continue
-        target = Target(
-            source.id,
-            source.name,
-            source.pg_host,
-            source.pg_port,
-            source.pg_database,
-            source.pg_username,
-            password,
-        )
         (suspects if apart and _suspect(state, timeout_s) else targets).append(target)
     # Nothing is written while sources are sampled: the session holds no transaction open.
     db.session.rollback()

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from wtforms import IntegerField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms import IntegerField, PasswordField, RadioField, SelectMultipleField, StringField
+from wtforms.validators import (
+    DataRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from ..alerting.settings import DictFormField, OverridesForm, load_settings
 from ..formatting import pg_size_pretty
 from ..forms import (
     MAX_INT,
     NO_SPACE,
+    BaseForm,
     EntityForm,
+    SelectChoice,
     blank_to_none,
     lowercase,
     name_rules,
@@ -20,6 +29,14 @@ from ..forms import (
     whole_number,
 )
 from ..models import Source
+from ..readiness.objects import identifier_error
+
+
+def identifier(form: Any, field: Any) -> None:
+    """Accept what PostgreSQL accepts as a (quoted) identifier, refusing what it would shorten."""
+    error = identifier_error(field.data or "")
+    if field.data and error is not None:
+        raise ValidationError(error)
 
 
 class SourceForm(EntityForm):
@@ -61,14 +78,10 @@ class SourceForm(EntityForm):
     publication_name = StringField(
         "Publication",
         filters=[strip],
-        validators=[
-            DataRequired(),
-            Length(max=63),
-            Regexp(r"^[A-Za-z0-9_]+$", message="Use letters, digits and '_' only."),
-        ],
+        validators=[DataRequired(), identifier],
         description=(
-            "The PostgreSQL publication listing the tables to capture. Create it on the source "
-            "database first, e.g. CREATE PUBLICATION rosetta_pub FOR TABLE orders, customers;"
+            "The PostgreSQL publication listing the tables to capture, as PostgreSQL spells "
+            "it (any identifier, at most 63 bytes). Rosetta can create it from the source's page."
         ),
     )
     replication_id = IntegerField(
@@ -118,3 +131,35 @@ class SourceForm(EntityForm):
             ]
             valid = False
         return valid
+
+
+class PublicationForm(BaseForm):
+    """Create the source's publication: for all tables, or the tables ticked."""
+
+    scope = RadioField(
+        "Tables",
+        choices=[
+            SelectChoice("all", "All tables (FOR ALL TABLES, also those created later)"),
+            SelectChoice("some", "Only the tables ticked below"),
+        ],
+        default="all",
+    )
+    tables = SelectMultipleField("Tables to publish", choices=[], validate_choice=False)
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        valid = super().validate(extra_validators)
+        if self.scope.data == "some" and not self.tables.data:
+            self.tables.errors = [
+                *self.tables.errors,
+                "Tick at least one table, or choose all tables.",
+            ]
+            valid = False
+        return valid
+
+
+class DropForm(BaseForm):
+    """Confirm a drop by typing the object's name."""
+
+    confirm = StringField(
+        "Type the name to confirm", validators=[DataRequired("Type the name to confirm.")]
+    )

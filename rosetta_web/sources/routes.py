@@ -17,9 +17,16 @@ from ..alerts.services import (
     history,
 )
 from ..crud import register_crud_views
-from ..forms import ConfirmForm, form_view
+from ..formatting import pg_size_pretty
+from ..forms import ConfirmForm, SelectChoice, form_view
+from ..htmx import go_to, is_htmx
+from ..models import Source
+from ..readiness import summary
+from ..readiness.objects import Invalid
+from ..resources import DomainError
 from ..timeutil import utcnow
-from . import bp
+from . import bp, replication
+from .forms import DropForm, PublicationForm
 from .services import SOURCES, next_round_at, sample_now, server_slots
 
 register_crud_views(bp, SOURCES)
@@ -68,6 +75,8 @@ def detail(entity_id: int) -> str:
         resolved=resolved,
         resolved_total=resolved_total,
         current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
+        readiness=source.readiness,
+        default_slot_name=replication.default_slot_name(source),
     )
 
 
@@ -85,3 +94,169 @@ def sample(entity_id: int) -> Response:
         else:
             flash(f"Sampling '{source.name}' failed: {result['error']}", "error")
     return redirect(url_for("sources.detail", entity_id=entity_id), 303)
+
+
+# Readiness, and the replication objects made and dropped from Rosetta
+
+
+def _readiness_panel(source: Source) -> str:
+    return render_template(
+        "sources/_readiness.html",
+        source=source,
+        readiness=source.readiness,
+        default_slot_name=replication.default_slot_name(source),
+    )
+
+
+@bp.post("/<id:entity_id>/check")
+@form_view
+def check(entity_id: int) -> Response | str:
+    """Check the source now; htmx gets back the readiness section, a browser its page."""
+    source = SOURCES.get(entity_id)
+    if not ConfirmForm().validate_on_submit():
+        flash("The form expired before you sent it; press Check again.", "error")
+        return go_to(url_for("sources.detail", entity_id=entity_id))
+    result = replication.check_now(source)
+    if is_htmx():
+        return _readiness_panel(source)
+    flash(f"Checked '{source.name}'. {summary(result.to_dict())}", "success")
+    return redirect(url_for("sources.detail", entity_id=entity_id, _anchor="readiness"), 303)
+
+
+def _back(source: Source) -> Response:
+    return redirect(url_for("sources.detail", entity_id=source.id, _anchor="readiness"), 303)
+
+
+@bp.route("/<id:entity_id>/publication/new", methods=["GET", "POST"])
+@form_view
+def new_publication(entity_id: int) -> Response | tuple[str, int]:
+    """Create the source's publication: for all tables, or the tables ticked."""
+    source = SOURCES.get(entity_id)
+    form = PublicationForm()
+    status = 200
+    problem = None
+    try:
+        form.tables.choices = [SelectChoice(name, name) for name in replication.tables(source)]
+    except DomainError as exc:
+        problem, status = str(exc), exc.status
+    if problem is None and form.validate_on_submit():
+        chosen = None if form.scope.data == "all" else list(form.tables.data or [])
+        try:
+            replication.create_publication(source, chosen)
+        except Invalid as exc:
+            form.tables.errors = [str(exc)]
+            status = exc.status
+        except DomainError as exc:
+            problem, status = str(exc), exc.status
+        else:
+            flash(
+                f"Created publication {source.publication_name}. {summary(source.readiness)}",
+                "success",
+            )
+            return _back(source)
+    page = render_template(
+        "sources/publication_new.html", source=source, form=form, problem=problem
+    )
+    return page, status
+
+
+@bp.route("/<id:entity_id>/publication/drop", methods=["GET", "POST"])
+@form_view
+def drop_publication(entity_id: int) -> Response | tuple[str, int]:
+    """Drop the source's publication once its name is typed."""
+    source = SOURCES.get(entity_id)
+    form = DropForm()
+    status, problem = 200, None
+    if form.validate_on_submit():
+        try:
+            replication.drop_publication(source, form.confirm.data)
+        except replication.ConfirmationMismatch as exc:
+            form.confirm.errors = [str(exc)]
+            status = exc.status
+        except DomainError as exc:
+            problem, status = str(exc), exc.status
+        else:
+            flash(f"Dropped publication {source.publication_name}.", "success")
+            return _back(source)
+    page = render_template(
+        "sources/drop_publication.html",
+        source=source,
+        form=form,
+        problem=problem,
+        pipelines=[p.name for p in source.pipelines],
+    )
+    return page, status
+
+
+@bp.post("/<id:entity_id>/slot")
+@form_view
+def create_slot(entity_id: int) -> Response:
+    """Create the source's logical slot (pgoutput) on its server."""
+    source = SOURCES.get(entity_id)
+    if not ConfirmForm().validate_on_submit():
+        flash("The form expired before you sent it; press Create slot again.", "error")
+        return _back(source)
+    try:
+        name = replication.create_slot(source)
+    except DomainError as exc:
+        flash(f"Creating the slot failed: {exc}", "error")
+    else:
+        flash(f"Created slot {name}. {summary(source.readiness)}", "success")
+    return _back(source)
+
+
+@bp.route("/<id:entity_id>/slots/<slot_name>/drop", methods=["GET", "POST"])
+@form_view
+def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
+    """Show a slot as the server has it now, and drop it once its name is typed."""
+    source = SOURCES.get(entity_id)
+    form = DropForm()
+    status, problem, preview = 200, None, None
+    if form.validate_on_submit():
+        try:
+            dropped = replication.drop_slot(source, slot_name, form.confirm.data)
+        except replication.ConfirmationMismatch as exc:
+            form.confirm.errors = [str(exc)]
+            status = exc.status
+        except DomainError as exc:
+            problem, status = str(exc), exc.status
+        else:
+            flash(dropped_words(dropped, source), "success")
+            return redirect(url_for("sources.detail", entity_id=source.id), 303)
+    try:
+        preview = replication.preview_slot_drop(source, slot_name)
+    except DomainError as exc:
+        if problem is None:
+            problem, status = str(exc), exc.status
+    page = render_template(
+        "sources/drop_slot.html",
+        source=source,
+        slot_name=slot_name,
+        form=form,
+        problem=problem,
+        preview=preview,
+    )
+    return page, status
+
+
+def dropped_words(dropped: replication.SlotDropped, source: Source) -> str:
+    """Say what a drop freed, and what the sample taken just after saw."""
+    words = f"Dropped slot {dropped.slot_name}"
+    if dropped.freed_bytes is not None:
+        words += (
+            f": it retained {pg_size_pretty(dropped.freed_bytes)} of WAL, which PostgreSQL "
+            "removes or recycles at its next checkpoint"
+        )
+    sample = dropped.sample.get("sample")
+    if sample:
+        retained = sample["retained_bytes"]
+        words += ". Sampled just after: " + (
+            f"the slots of {source.pg_database} retain at most {pg_size_pretty(retained)}"
+            if retained is not None
+            else f"no slot of {source.pg_database} retains WAL"
+        )
+        if sample["size_bytes"] is not None:
+            words += f", the WAL directory holds {pg_size_pretty(sample['size_bytes'])}"
+    elif dropped.sample.get("error"):
+        words += f". Sampling just after failed: {dropped.sample['error']}"
+    return words + "."

@@ -45,6 +45,13 @@ def _forget_a_server_left_alone(source: Source) -> None:
         db.session.execute(delete(Server).where(Server.id == server_id))
 
 
+def _check_after_save(source: Source) -> None:
+    """Check a source as it is created or edited; a failing check never undoes the save."""
+    from .replication import check_now  # it samples through this module after a drop
+
+    check_now(source)
+
+
 SOURCES = Resource(
     model=Source,
     form_class=SourceForm,
@@ -53,6 +60,7 @@ SOURCES = Resource(
     list_options=(joinedload(Source.state),),
     before_commit=_monitor_from_scratch,
     before_delete=_forget_a_server_left_alone,
+    after_save=_check_after_save,
 )
 
 

@@ -33,7 +33,7 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     """Pages, charts, the dashboard's refresh, htmx buttons and filters, and the confirm
     dialog all work with scripts from Rosetta alone; Chromium reports no CSP violation."""
     create_operator(app)
-    sampled = add_source(app, "shop", source_db["port"])
+    sampled = add_source(app, "shop", source_db["port"], user="postgres")  # ready to start
     add_source(app, "dead", free_port())
     with app.app_context():
         run_round(force=True)
@@ -84,6 +84,14 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     page.click("#wal-charts a[data-range='1h']")
     expect(page.locator("#wal-charts")).to_have_attribute("data-range", "1h")
 
+    # Readiness: Check swaps the section in place; the drop and publication pages open.
+    page.click("#check-button")
+    expect(page.locator("#check-slot .badge")).to_have_text("pass")
+    goto(f"/sources/{sampled}/slots/rosetta_slot/drop")
+    expect(page.locator("#slot-consumer")).to_have_text("none connected")
+    goto(f"/sources/{sampled}/publication/new")
+    expect(page.locator("#tables")).to_contain_text("public.orders")
+
     goto("/sources/")
     page.fill("input[type=search]", "dea")
     expect(page.locator("#sources-table tbody tr")).to_have_count(1)
@@ -100,6 +108,11 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     row = page.locator("#pipelines-table tbody tr").first
     row.locator("button", has_text="Start").click()
     expect(row.locator(".badge")).to_have_text("START")
+    goto("/pipelines/1")
+    expect(page.locator("#slot-consumer")).to_contain_text("none connected")
+    goto("/pipelines/")
+    row = page.locator("#pipelines-table tbody tr").first
+    expect(row.locator(".disagreement")).to_contain_text("START requested, no consumer for")
     page.on("dialog", lambda dialog: dialog.accept())
     row.locator("button", has_text="Refresh").click()
     expect(page.locator("#pipelines-table tbody tr").first.locator(".badge")).to_have_text(

@@ -64,6 +64,10 @@ def test_setup_login_create_source_and_start_pipeline(live_server, page):
 
     page.evaluate("window.marker = 'same page'")
     row.locator("button", has_text="Start").click()
-    expect(page.locator("#pipeline-1 .badge")).to_have_text("START")
+    # postgres.example.com cannot be reached: the row says so and the pipeline stays paused.
+    expect(page.locator("#pipeline-1 .row-refusal")).to_contain_text(
+        "Source 'production-postgres' is not ready for CDC: connection failed."
+    )
+    expect(page.locator("#pipeline-1 .badge")).to_have_text("PAUSE")
     # htmx swapped the row: no navigation happened.
     assert page.evaluate("window.marker") == "same page"

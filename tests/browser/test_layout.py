@@ -61,10 +61,19 @@ def sign_in(page: Any, live_server: str) -> None:
 
 
 @pytest.fixture
-def pipeline_row(app, live_server, page) -> Any:
-    """Sign in, then add a destination and a (paused) pipeline through the forms; yield its row."""
+def pipeline_row(app, live_server, page, ready_source) -> Any:
+    """Sign in, then add a destination and a (paused) pipeline on a source ready for CDC
+    through the forms; yield its row."""
     create_operator(app)
-    add_source(app, "production-postgres", free_port())
+    add_source(
+        app,
+        "production-postgres",
+        ready_source["pg_port"],
+        user="postgres",
+        database=ready_source["pg_database"],
+        publication_name=ready_source["publication_name"],
+        slot_name=ready_source["slot_name"],
+    )
     sign_in(page, live_server)
     page.goto(live_server + "/destinations/new")
     for field, value in DESTINATION.items():
@@ -87,7 +96,8 @@ def dead_sources(app, *names: str) -> list[int]:
     ids = [add_source(app, name, free_port()) for name in names]
     with app.app_context():
         samples = run_round(force=True)
-    assert samples and not any(sample.ok for sample in samples)
+    dead = [sample for sample in samples if sample.source_id in ids]
+    assert len(dead) == len(ids) and not any(sample.ok for sample in dead)
     return ids
 
 

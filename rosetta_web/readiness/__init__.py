@@ -1,0 +1,88 @@
+"""Readiness checks: what a source or a destination lacks for CDC, and the exact fix.
+
+No Flask and no ORM here: the checks connect, look and report. The areas' services store
+the result and the pages, the API and the CLI show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..formatting import from_iso
+from ..timeutil import isoformat, utcnow
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+STATUSES = (PASS, WARN, FAIL, SKIP)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: what was seen and, when it does not pass, how to fix it."""
+
+    id: str
+    status: str
+    title: str
+    observed: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "title": self.title,
+            "observed": self.observed,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class Readiness:
+    """A whole checklist, as run at one moment."""
+
+    checks: list[Check]
+    checked_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def ready(self) -> bool:
+        """Ready when no check fails (warnings are the operator's call)."""
+        return not self.failing
+
+    @property
+    def failing(self) -> list[str]:
+        return [check.id for check in self.checks if check.status == FAIL]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "checked_at": isoformat(self.checked_at),
+            "checks": [check.to_dict() for check in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Readiness:
+        """Read a stored result back (the JSON column keeps what to_dict gave)."""
+        return cls(
+            checks=[Check(**check) for check in stored.get("checks", [])],
+            checked_at=from_iso(stored["checked_at"]) or utcnow(),
+        )
+
+
+def summary(stored: dict[str, Any] | None) -> str:
+    """Say a stored result in one sentence, naming the checks that fail or warn."""
+    if not stored:
+        return "Not checked yet."
+    by_status: dict[str, list[str]] = {}
+    for check in stored["checks"]:
+        by_status.setdefault(check["status"], []).append(check["id"])
+    if by_status.get(FAIL):
+        return f"Not ready: {', '.join(by_status[FAIL])} failed."
+    if by_status.get(WARN):
+        return f"Ready, with warnings: {', '.join(by_status[WARN])}."
+    return "Ready: every check passed."
+
+
+def skipped(checks: list[tuple[str, str]], why: str) -> list[Check]:
+    """Mark checks that could not run, saying why."""
+    return [Check(check_id, SKIP, title, why) for check_id, title in checks]

@@ -1,0 +1,532 @@
+"""A source's readiness for CDC: connection, settings, role, publication, slot.
+
+One short connection runs every check within the monitor's timeout. Each check that does not
+pass names the fix: the SQL or setting to apply, every identifier quoted (psycopg2's
+sql.Identifier), so it runs as shown whatever the name holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from ..formatting import pg_size_pretty
+from ..monitor.probe import SampleFailure, Target, connect, explain, run
+from . import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
+
+log = logging.getLogger(__name__)
+
+# The roles that stand in for REPLICATION on managed services.
+CLOUD_REPLICATION_ROLES = ("rds_replication", "cloudsqlsuperuser", "azure_pg_admin")
+# Tables named in an observation before "and N more".
+LISTED_TABLES = 20
+
+TITLES = {
+    "connection": "Connection",
+    "server_version": "PostgreSQL version",
+    "wal_level": "wal_level is logical",
+    "replication_role": "The role may replicate",
+    "replication_slots_free": "A replication slot is free",
+    "wal_senders_free": "A WAL sender is free",
+    "publication": "The publication exists",
+    "publication_tables": "The publication lists tables",
+    "replica_identity": "Published tables can replicate updates and deletes",
+    "slot": "The replication slot",
+    "slot_wal_status": "The slot's WAL is reserved",
+    "wal_directory_access": "The role may size the WAL directory",
+    "max_slot_wal_keep_size": "max_slot_wal_keep_size bounds what a slot retains",
+}
+ORDER = tuple(TITLES)
+
+FACTS = """
+SELECT current_setting('wal_level'),
+       r.rolsuper,
+       r.rolreplication,
+       ARRAY(SELECT g.rolname::text FROM pg_roles g
+              WHERE g.rolname = ANY(%(cloud_roles)s) AND pg_has_role(r.oid, g.oid, 'MEMBER')
+              ORDER BY 1),
+       current_setting('max_replication_slots')::int,
+       (SELECT count(*) FROM pg_replication_slots)::int,
+       current_setting('max_wal_senders')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int,
+       has_function_privilege('pg_ls_waldir()', 'EXECUTE'),
+       current_setting('max_slot_wal_keep_size', true),
+       (SELECT row_to_json(s) FROM pg_replication_slots s WHERE s.slot_name = %(slot)s),
+       (SELECT p.puballtables FROM pg_publication p WHERE p.pubname = %(publication)s)
+  FROM pg_roles r
+ WHERE r.rolname = current_user
+"""
+
+# Each published table, with what decides whether its updates and deletes replicate.
+PUBLISHED_TABLES = """
+SELECT t.schemaname::text, t.tablename::text, c.relreplident::text,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+  FROM pg_publication_tables t
+  JOIN pg_namespace n ON n.nspname = t.schemaname
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+ WHERE t.pubname = %s
+ ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class SourceTarget:
+    """A source to check: where to connect, and the publication and slot it should have."""
+
+    target: Target
+    publication: str
+    slot: str | None
+    # What to suggest for max_slot_wal_keep_size when it is unlimited.
+    suggested_keep_bytes: int | None = None
+
+
+def _check(check_id: str, status: str, observed: str, fix: str | None = None) -> Check:
+    return Check(check_id, status, TITLES[check_id], observed, fix)
+
+
+def _rest_skipped(done: list[Check], why: str) -> list[Check]:
+    ran = {check.id for check in done}
+    return done + skipped([(i, TITLES[i]) for i in ORDER if i not in ran], why)
+
+
+def connection_failure(failure: SampleFailure, target: Target, timeout_s: float) -> Check:
+    """Say which of DNS, refused, timeout, authentication, missing database or TLS failed."""
+    text = str(failure)
+    where = f"{target.host}:{target.port}"
+    lowered = text.lower()
+    if text.startswith("cannot look up"):
+        kind, fix = "DNS", f"Check the host name: {target.host} does not resolve from Rosetta."
+    elif text.startswith("timed out"):
+        kind = "Timeout"
+        fix = (
+            f"Nothing answered {where} within {timeout_s:g} s: check the firewall or security "
+            "group between Rosetta and the server."
+        )
+    elif text.startswith("cannot sign in"):
+        kind = "Authentication"
+        fix = (
+            f"Check the username and password. pg_hba.conf must let {target.user} connect to "
+            f"{target.database} from Rosetta's address, e.g.\n"
+            f"host  {target.database}  {target.user}  <rosetta-address>/32  scram-sha-256"
+        )
+    elif text.startswith("no database"):
+        kind = "Database missing"
+        fix = f"Correct the database name, or create it: CREATE DATABASE {_quote(target.database)};"
+    elif "ssl" in lowered or "tls" in lowered or "certificate" in lowered:
+        kind = "TLS"
+        fix = "Check the server's TLS settings (ssl, its certificate) and the client's sslmode."
+    elif "refused" in lowered:
+        kind = "Refused"
+        fix = (
+            f"PostgreSQL does not listen on {where}: check the port, listen_addresses and that "
+            "the server runs."
+        )
+    else:
+        kind, fix = "Network", f"Check that {where} is reachable from Rosetta."
+    return _check("connection", FAIL, f"{kind}: {text}", fix)
+
+
+def _quote(identifier: str) -> str:
+    """Quote an identifier as sql.Identifier does, for a fix shown without a connection."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def check_source(spec: SourceTarget, timeout_s: float) -> Readiness:
+    """Run every check on the source within `timeout_s` seconds; never raise for the source's
+    sake (an unreachable source is a failed `connection` check)."""
+    target = spec.target
+    deadline = time.monotonic() + timeout_s
+    conn = None
+    connecting = True
+    try:
+        conn = connect(target, deadline, timeout_s)
+        connecting = False
+        checks = _checks(conn, spec, deadline, timeout_s)
+    except psycopg2.Error as exc:
+        failure = explain(exc, target, connecting)
+        checks = _failed(spec, failure, connecting, timeout_s)
+    except SampleFailure as exc:
+        checks = _failed(spec, exc, connecting, timeout_s)
+    except OSError as exc:
+        failure = SampleFailure(f"cannot connect to {target.host}:{target.port}: {exc}")
+        checks = _failed(spec, failure, connecting, timeout_s)
+    finally:
+        if conn is not None:
+            conn.close()
+    return Readiness(checks)
+
+
+def _failed(
+    spec: SourceTarget, failure: SampleFailure, connecting: bool, timeout_s: float
+) -> list[Check]:
+    if connecting:
+        done = [connection_failure(failure, spec.target, timeout_s)]
+        return _rest_skipped(done, "Not checked: Rosetta cannot connect.")
+    done = [_check("connection", PASS, "Connected."), _check("server_version", FAIL, str(failure))]
+    return _rest_skipped(done, "Not checked: reading the server's settings failed.")
+
+
+def check_sources(specs: list[SourceTarget], timeout_s: float, concurrency: int) -> list[Readiness]:
+    """Check every source concurrently, as the sampler samples them; results in order."""
+    if not specs:
+        return []
+    workers = max(1, min(concurrency, len(specs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="readiness") as pool:
+        return list(pool.map(lambda spec: check_source(spec, timeout_s), specs))
+
+
+class _Quoting:
+    """Render identifiers and literals for the fixes, as the connected server quotes them."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def ident(self, *names: str) -> str:
+        return str(sql.Identifier(*names).as_string(self.conn))
+
+    def literal(self, value: str) -> str:
+        return str(sql.Literal(value).as_string(self.conn))
+
+
+def _checks(conn: Any, spec: SourceTarget, deadline: float, timeout_s: float) -> list[Check]:
+    target = spec.target
+    q = _Quoting(conn)
+    version_num, version = run(
+        conn,
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+        deadline,
+        timeout_s,
+    ).fetchone()
+    checks = [
+        _check(
+            "connection",
+            PASS,
+            f"Connected to {target.host}:{target.port}/{target.database} as {target.user}.",
+        )
+    ]
+    if version_num < 100000:
+        checks.append(
+            _check(
+                "server_version",
+                FAIL,
+                f"PostgreSQL {version}: logical replication with pgoutput needs 10 or later.",
+                "Upgrade the server to PostgreSQL 13 or later.",
+            )
+        )
+        return _rest_skipped(checks, "Not checked: the server is older than PostgreSQL 10.")
+    if version_num < 130000:
+        checks.append(
+            _check(
+                "server_version",
+                WARN,
+                f"PostgreSQL {version}: before 13, slots report no wal_status or "
+                "safe_wal_size and max_slot_wal_keep_size does not exist.",
+                "Upgrade to PostgreSQL 13 or later to see how close a slot is to being lost.",
+            )
+        )
+    else:
+        checks.append(_check("server_version", PASS, f"PostgreSQL {version}."))
+    row = run(
+        conn,
+        FACTS,
+        deadline,
+        timeout_s,
+        {
+            "cloud_roles": list(CLOUD_REPLICATION_ROLES),
+            "slot": spec.slot or "",
+            "publication": spec.publication,
+        },
+    ).fetchone()
+    (
+        wal_level,
+        superuser,
+        replication,
+        cloud_roles,
+        max_slots,
+        used_slots,
+        max_senders,
+        used_senders,
+        may_list_waldir,
+        keep_size,
+        slot,
+        all_tables,
+    ) = row
+    checks.append(_wal_level(wal_level))
+    checks.append(_replication_role(q, target.user, superuser, replication, cloud_roles))
+    checks.append(_slots_free(spec.slot, slot, max_slots, used_slots))
+    checks.append(_senders_free(max_senders, used_senders))
+    checks.extend(_publication(conn, q, spec.publication, all_tables, deadline, timeout_s))
+    checks.extend(_slot(q, spec.slot, slot, target.database))
+    checks.append(_waldir(q, target.user, may_list_waldir))
+    checks.append(_keep_size(keep_size, spec.suggested_keep_bytes))
+    return checks
+
+
+def _wal_level(wal_level: str) -> Check:
+    if wal_level == "logical":
+        return _check("wal_level", PASS, "wal_level is logical.")
+    return _check(
+        "wal_level",
+        FAIL,
+        f"wal_level is {wal_level}: the server writes no logical decoding information.",
+        "ALTER SYSTEM SET wal_level = logical;\n"
+        "-- then restart PostgreSQL (wal_level takes effect only at start).\n"
+        "-- Amazon RDS and Aurora: set rds.logical_replication = 1 in the parameter group;\n"
+        "-- Cloud SQL: set the cloudsql.logical_decoding flag to on.",
+    )
+
+
+def _replication_role(
+    q: _Quoting, user: str, superuser: bool, replication: bool, cloud_roles: list[str]
+) -> Check:
+    if superuser:
+        return _check("replication_role", PASS, f"{user} is a superuser.")
+    if replication:
+        return _check("replication_role", PASS, f"{user} has the REPLICATION attribute.")
+    if cloud_roles:
+        return _check("replication_role", PASS, f"{user} is a member of {', '.join(cloud_roles)}.")
+    role = q.ident(user)
+    return _check(
+        "replication_role",
+        FAIL,
+        f"{user} is not a superuser, has no REPLICATION attribute and is in none of "
+        f"{', '.join(CLOUD_REPLICATION_ROLES)}.",
+        f"ALTER ROLE {role} WITH REPLICATION;\n"
+        f"-- Amazon RDS and Aurora: GRANT rds_replication TO {role};",
+    )
+
+
+def _slots_free(
+    name: str | None, slot: dict[str, Any] | None, max_slots: int, used_slots: int
+) -> Check:
+    observed = f"{used_slots} of max_replication_slots = {max_slots} in use."
+    if slot is not None:
+        return _check("replication_slots_free", PASS, f"{observed} The source's slot exists.")
+    if used_slots < max_slots:
+        return _check("replication_slots_free", PASS, f"{observed} {max_slots - used_slots} free.")
+    return _check(
+        "replication_slots_free",
+        FAIL,
+        f"{observed} None is free for the source's slot{f' {name}' if name else ''}.",
+        f"ALTER SYSTEM SET max_replication_slots = {max_slots + 4};\n"
+        "-- then restart PostgreSQL; or drop a slot nobody uses.",
+    )
+
+
+def _senders_free(max_senders: int, used_senders: int) -> Check:
+    observed = f"{used_senders} of max_wal_senders = {max_senders} in use."
+    if used_senders < max_senders:
+        return _check("wal_senders_free", PASS, observed)
+    return _check(
+        "wal_senders_free",
+        WARN,
+        f"{observed} A consumer connecting now would be refused.",
+        f"ALTER SYSTEM SET max_wal_senders = {max_senders + 4};\n-- then restart PostgreSQL.",
+    )
+
+
+def _publication(
+    conn: Any,
+    q: _Quoting,
+    name: str,
+    all_tables: bool | None,
+    deadline: float,
+    timeout_s: float,
+) -> list[Check]:
+    publication = q.ident(name)
+    if all_tables is None:
+        return [
+            _check(
+                "publication",
+                FAIL,
+                f"No publication {name} in this database.",
+                f"CREATE PUBLICATION {publication} FOR ALL TABLES;\n"
+                "-- or only some tables, e.g.:\n"
+                f"-- CREATE PUBLICATION {publication} FOR TABLE public.orders;\n"
+                "-- or press Create publication on the source's page.",
+            ),
+            *skipped(
+                [(i, TITLES[i]) for i in ("publication_tables", "replica_identity")],
+                "Not checked: the publication does not exist.",
+            ),
+        ]
+    checks = [_check("publication", PASS, f"Publication {name} exists.")]
+    tables = run(conn, PUBLISHED_TABLES, deadline, timeout_s, (name,)).fetchall()
+    names = [f"{schema}.{table}" for schema, table, _, _ in tables]
+    listed = ", ".join(names[:LISTED_TABLES])
+    if len(names) > LISTED_TABLES:
+        listed += f" and {len(names) - LISTED_TABLES} more"
+    if all_tables:
+        checks.append(
+            _check(
+                "publication_tables",
+                PASS,
+                f"All tables ({len(names)} now{': ' + listed if names else ''}).",
+            )
+        )
+    elif names:
+        checks.append(_check("publication_tables", PASS, f"{len(names)} table(s): {listed}."))
+    else:
+        checks.append(
+            _check(
+                "publication_tables",
+                WARN,
+                "The publication lists no table: nothing would be captured.",
+                f"ALTER PUBLICATION {publication} ADD TABLE public.orders;",
+            )
+        )
+    lacking = [
+        (schema, table, identity)
+        for schema, table, identity, has_key in tables
+        if identity == "n" or (identity == "d" and not has_key)
+    ]
+    if not lacking:
+        checks.append(
+            _check(
+                "replica_identity",
+                PASS,
+                "Every published table has a primary key or a replica identity."
+                if tables
+                else "No table is published.",
+            )
+        )
+        return checks
+    described = ", ".join(
+        f"{schema}.{table} ({'REPLICA IDENTITY NOTHING' if identity == 'n' else 'no primary key'})"
+        for schema, table, identity in lacking[:LISTED_TABLES]
+    )
+    if len(lacking) > LISTED_TABLES:
+        described += f" and {len(lacking) - LISTED_TABLES} more"
+    fixes = "\n".join(
+        f"ALTER TABLE {q.ident(schema, table)} REPLICA IDENTITY FULL;"
+        for schema, table, _ in lacking
+    )
+    checks.append(
+        _check(
+            "replica_identity",
+            WARN,
+            f"Updates and deletes of {described} cannot replicate.",
+            f"-- Add a primary key, or have PostgreSQL log whole old rows:\n{fixes}",
+        )
+    )
+    return checks
+
+
+def _slot(q: _Quoting, name: str | None, slot: dict[str, Any] | None, database: str) -> list[Check]:
+    status_skipped = skipped(
+        [("slot_wal_status", TITLES["slot_wal_status"])], "Not checked: no usable slot."
+    )
+    if name is None:
+        return [
+            _check(
+                "slot",
+                FAIL,
+                "The source names no replication slot.",
+                "Press Create slot on the source's page, or enter the slot's name in the "
+                "source's settings.",
+            ),
+            *status_skipped,
+        ]
+    create = (
+        f"SELECT pg_create_logical_replication_slot({q.literal(name)}, 'pgoutput');\n"
+        "-- or press Create slot on the source's page."
+    )
+    if slot is None:
+        return [
+            _check("slot", FAIL, f"No replication slot {name} on this server.", create),
+            *status_skipped,
+        ]
+    drop_first = f"SELECT pg_drop_replication_slot({q.literal(name)});\n{create}"
+    problem = None
+    if slot.get("slot_type") != "logical":
+        problem = f"Slot {name} is a {slot.get('slot_type')} slot, not a logical one."
+    elif slot.get("plugin") != "pgoutput":
+        problem = f"Slot {name} decodes with {slot.get('plugin')}, not pgoutput."
+    elif slot.get("database") != database:
+        problem = f"Slot {name} belongs to database {slot.get('database')}, not {database}."
+    if problem is not None:
+        fix = (
+            "Give the source a slot name of its own, or drop this slot (if nothing uses it) and "
+            f"create it again:\n{drop_first}"
+        )
+        return [_check("slot", FAIL, problem, fix), *status_skipped]
+    consumer = "a consumer is connected" if slot.get("active") else "no consumer is connected"
+    checks = [_check("slot", PASS, f"Logical slot {name} (pgoutput) in {database}; {consumer}.")]
+    wal_status = slot.get("wal_status")
+    if wal_status is None:
+        checks.append(
+            _check(
+                "slot_wal_status", SKIP, "The server reports no wal_status before PostgreSQL 13."
+            )
+        )
+    elif wal_status == "lost":
+        checks.append(
+            _check(
+                "slot_wal_status",
+                FAIL,
+                f"Slot {name} is lost: the WAL it needed was removed, it can never stream again.",
+                f"{drop_first}\n-- then REFRESH the pipeline: its tables must be copied anew.",
+            )
+        )
+    elif wal_status == "unreserved":
+        checks.append(
+            _check(
+                "slot_wal_status",
+                WARN,
+                f"Slot {name} retains more than max_slot_wal_keep_size: the next checkpoint may "
+                "remove WAL it needs and lose it.",
+                "Start the slot's consumer now, or raise max_slot_wal_keep_size:\n"
+                "ALTER SYSTEM SET max_slot_wal_keep_size = '<larger>';\nSELECT pg_reload_conf();",
+            )
+        )
+    else:
+        checks.append(_check("slot_wal_status", PASS, f"wal_status is {wal_status}."))
+    return checks
+
+
+def _waldir(q: _Quoting, user: str, allowed: bool) -> Check:
+    if allowed:
+        return _check("wal_directory_access", PASS, f"{user} may run pg_ls_waldir().")
+    return _check(
+        "wal_directory_access",
+        WARN,
+        f"{user} may not run pg_ls_waldir(): Rosetta cannot chart the WAL directory's size.",
+        f"GRANT pg_monitor TO {q.ident(user)};",
+    )
+
+
+def size_setting(size_bytes: int) -> str:
+    """Spell a size as a PostgreSQL setting, rounded up to a whole GB or MB."""
+    gb, mb = 1024**3, 1024**2
+    if size_bytes >= gb:
+        return f"{-(-size_bytes // gb)}GB"
+    return f"{max(1, -(-size_bytes // mb))}MB"
+
+
+def _keep_size(setting: str | None, suggested: int | None) -> Check:
+    if setting is None:
+        return _check(
+            "max_slot_wal_keep_size", SKIP, "The server has no max_slot_wal_keep_size (before 13)."
+        )
+    if setting not in ("-1", "-1B"):  # SHOW spells it -1 for unlimited
+        return _check("max_slot_wal_keep_size", PASS, f"max_slot_wal_keep_size is {setting}.")
+    value = size_setting(suggested or 10 * 1024**3)
+    why = (
+        f"twice Rosetta's critical threshold of {pg_size_pretty(suggested // 2)}, so the alert "
+        "fires first"
+        if suggested
+        else "an example"
+    )
+    return _check(
+        "max_slot_wal_keep_size",
+        WARN,
+        "max_slot_wal_keep_size is -1: a slot whose consumer stops keeps WAL until the disk fills.",
+        f"ALTER SYSTEM SET max_slot_wal_keep_size = '{value}';\nSELECT pg_reload_conf();\n"
+        f"-- {value} is {why}; keep it below the free space of the WAL disk.",
+    )

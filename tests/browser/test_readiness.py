@@ -1,0 +1,101 @@
+"""In a real Chromium: a source's readiness checks run in place, and a slot that retains WAL
+is dropped through the typed confirmation, on a real cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from ..factories import add_source, create_operator
+from .test_alerts import sign_in
+
+pytestmark = pytest.mark.slow
+
+# Set ROSETTA_SHOTS to a folder to keep screenshots of each step (desktop and phone width).
+SHOTS = os.environ.get("ROSETTA_SHOTS")
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        for width in (1280, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=f"{SHOTS}/{name}-{width}.png", full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def doomed(source_cluster: Any) -> Iterator[Any]:
+    """Database 'browse' with an inactive pgoutput slot 'doomed' that retains WAL."""
+    source_cluster.create_database("browse")
+    with closing(source_cluster.connect("browse")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        cur.execute("CREATE PUBLICATION browse_pub FOR ALL TABLES")
+        cur.execute("SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')")
+        cur.execute("INSERT INTO items SELECT generate_series(1, 20000)")
+    yield source_cluster
+    with closing(source_cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = 'doomed'"
+        )
+        cur.execute("DROP DATABASE browse")
+
+
+def _slot_exists(cluster: Any) -> bool:
+    with closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'doomed'")
+        return bool(cur.fetchone()[0])
+
+
+def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, page, doomed):
+    """Check swaps the checklist in without a reload; the drop page shows what the slot
+    retains; a wrong name is refused beside the field and the slot survives; its name drops
+    it, and the source's page says what it retained."""
+    create_operator(app)
+    source_id = add_source(
+        app,
+        "browse",
+        doomed.port,
+        user="postgres",
+        database="browse",
+        publication_name="browse_pub",
+        slot_name="doomed",
+    )
+    sign_in(page, live_server)
+    page.goto(f"{live_server}/sources/{source_id}")
+    expect(page.locator("#readiness-none")).to_be_visible()
+    page.evaluate("window.marker = 'same page'")
+    page.click("#check-button")
+    expect(page.locator("#check-wal_level .badge")).to_have_text("pass")
+    expect(page.locator("#check-slot")).to_contain_text("Logical slot doomed (pgoutput)")
+    expect(page.locator("#check-max_slot_wal_keep_size .check-fix")).to_contain_text(
+        "ALTER SYSTEM SET max_slot_wal_keep_size"
+    )
+    assert page.evaluate("window.marker") == "same page"
+    shot(page, "source-readiness")
+
+    page.click("button:has-text('Sample now')")
+    page.click("a[aria-label='Drop slot doomed']")
+    expect(page.locator("h1")).to_contain_text("Drop replication slot doomed?")
+    expect(page.locator("#slot-consumer")).to_have_text("none connected")
+    expect(page.locator("#slot-retained")).to_contain_text("dropping it frees about")
+    page.fill("#confirm", "doomd")
+    page.click("#drop-slot-button")
+    expect(page.locator("#confirm-error")).to_contain_text("Type the name, doomed, to confirm")
+    expect(page.locator("#confirm")).to_have_value("doomd")
+    assert _slot_exists(doomed)
+    shot(page, "drop-slot-refused")
+
+    page.fill("#confirm", "doomed")
+    page.click("#drop-slot-button")
+    expect(page.locator(".flash-success")).to_contain_text("Dropped slot doomed: it retained")
+    expect(page).to_have_url(f"{live_server}/sources/{source_id}")
+    assert not _slot_exists(doomed)
+    expect(page.locator("#check-slot .badge")).to_have_text("fail")
+    expect(page.locator("#create-slot")).to_have_text("Create slot doomed")
+    shot(page, "source-after-drop")

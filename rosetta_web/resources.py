@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 from .forms import MAX_INT, EntityForm, field_names
@@ -57,6 +58,22 @@ class InUse(DomainError):
             "delete or change them first"
         )
         self.pipelines = list(pipelines)
+
+
+def store_readiness(entity: Any, stored: dict[str, Any]) -> None:
+    """Store a source's or a destination's readiness result in a transaction of its own.
+
+    It never commits what the session holds pending (a pipeline's save waiting on this very
+    check), and it is no edit: updated_at keeps its value.
+    """
+    model = type(entity)
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(model)
+            .where(model.id == entity.id)
+            .values(readiness=stored, updated_at=model.updated_at)
+        )
+    set_committed_value(entity, "readiness", stored)
 
 
 @dataclass(frozen=True)

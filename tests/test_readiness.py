@@ -454,6 +454,18 @@ def test_slot_in_another_database_fails(api, shop):
     assert failing(result) == ["slot"]
 
 
+def test_slot_of_the_wrong_kind_offers_no_create_button(app, api, browser, shop):
+    """A slot of that name in another database: Create slot could only fail, so the page
+    offers the drop-and-create fix, not the button."""
+    psql(
+        shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')", database="other"
+    )
+    source_id = add(api, shop)
+    page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+    assert 'class="check check-fail" id="check-slot"' in page
+    assert 'id="create-slot"' not in page
+
+
 def test_lost_slot_fails(api, shop):
     """max_slot_wal_keep_size 1MB and WAL written past it until psql shows wal_status lost:
     slot_wal_status fails with the drop-and-recreate fix."""
@@ -712,7 +724,8 @@ def test_dropping_a_slot_frees_the_wal_it_retained(api, shop):
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["dropped"] == "retainer"
-    assert before <= body["freed_bytes"] <= after[0][0]
+    assert before <= body["retained_bytes"] <= after[0][0]
+    assert body["freed_bytes"] == body["retained_bytes"]  # the server's only slot
     assert slots(shop) == []
     # The sample taken at once after the drop sees no slot left in shop, as psql does.
     assert body["sample"]["ok"] is True and body["sample"]["sample"]["retained_bytes"] is None
@@ -774,9 +787,10 @@ def test_drop_the_server_refuses_changes_nothing(api, shop, mixed_role):
 
 
 def test_drop_on_an_unreachable_source_is_a_502_within_the_timeout(
-    api, shop, short_timeout, hanging_server: HangingServer
+    api, browser, shop, short_timeout, hanging_server: HangingServer
 ):
-    """A server that never answers: the drop answers 502 in the envelope, within the timeout."""
+    """A server that never answers: the drop answers 502 in the envelope, within the timeout;
+    the page's drop too."""
     source_id = add(api, shop, pg_port=hanging_server.port)
     started = time.monotonic()
     response = api.delete(
@@ -786,6 +800,13 @@ def test_drop_on_an_unreachable_source_is_a_502_within_the_timeout(
     body = error(response, 502, "SourceUnreachableError")
     assert "timed out" in body["message"]
     assert elapsed < short_timeout + SLACK_S
+
+    # The page's drop waits once too, and says why beside the form it keeps.
+    started = time.monotonic()
+    page = browser.post(f"/sources/{source_id}/slots/cdc_slot/drop", {"confirm": "cdc_slot"})
+    elapsed = time.monotonic() - started
+    assert page.status_code == 502 and elapsed < short_timeout + SLACK_S
+    assert "timed out after 1 s" in page.get_data(as_text=True)
 
 
 # Pipelines follow the truth
@@ -1058,3 +1079,100 @@ def test_check_with_an_expired_form_under_htmx_reloads_the_page(app, browser, sh
     )
     with app.app_context():
         assert db.session.get(Source, source_id).readiness is None
+
+
+def test_senders_in_use_count_for_a_role_without_pg_monitor(api):
+    """Every WAL sender taken by another role's consumer (psql: pg_stat_replication): a role
+    without pg_monitor, which cannot see other roles' backend types, is still warned."""
+    cluster = Cluster("rosetta-senders", settings={"max_wal_senders": 1}).start()
+    try:
+        cluster.create_database("shop")
+        psql(cluster, "CREATE TABLE orders (id int PRIMARY KEY)")
+        psql(cluster, "CREATE PUBLICATION cdc_pub FOR ALL TABLES")
+        psql(cluster, "SELECT pg_create_logical_replication_slot('busy', 'pgoutput')")
+        psql(cluster, f"CREATE ROLE plain LOGIN REPLICATION PASSWORD '{CDC_PASSWORD}'")
+        consumer = recvlogical(cluster, "busy", "cdc_pub")
+        try:
+            assert psql(cluster, "SELECT count(*) FROM pg_stat_replication") == [(1,)]
+            source_id = add(api, cluster, pg_username="plain", slot_name="busy")
+            senders = by_id(check(api, source_id))["wal_senders_free"]
+            assert senders["status"] == "warn"
+            assert senders["observed"].startswith("1 of max_wal_senders = 1 in use.")
+        finally:
+            consumer.terminate()
+            consumer.wait(timeout=10)
+    finally:
+        cluster.stop()
+
+
+def test_a_slot_waiting_on_an_open_transaction_is_refused_naming_it(api, shop, short_timeout):
+    """A new slot waits for every transaction already writing: one held open past the timeout
+    gives a 409 naming its pid (psql's), not an unreachable source; no slot is left."""
+    source_id = add(api, shop, pg_username="postgres")
+    with closing(shop.connect("shop")) as writer, writer.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO orders (note) VALUES ('held open')")
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        started = time.monotonic()
+        response = api.post(f"/api/v1/sources/{source_id}/slot")
+        assert time.monotonic() - started < short_timeout + SLACK_S
+        body = error(response, 409, "SourceRefusedError")
+        assert body["details"]["pid"] == pid
+        assert f"the oldest, pid {pid}" in body["message"]
+        cur.execute("ROLLBACK")
+    assert wait_for(lambda: slots(shop) == [], timeout=5)
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["slot_name"] == "cdc_slot"
+
+
+def test_dropping_a_slot_an_older_one_outlives_frees_nothing(app, api, browser, shop):
+    """Two slots, the older one retaining more (psql): dropping the younger reports what it
+    retained and that nothing is freed, on the page and in the API."""
+    psql(shop, "SELECT pg_create_logical_replication_slot('older', 'pgoutput')")
+    write_wal(shop, 2)
+    psql(shop, "SELECT pg_create_logical_replication_slot('younger', 'pgoutput')")
+    write_wal(shop, 1)
+    assert retained(shop, "older") > retained(shop, "younger")
+    source_id = add(api, shop)
+    page = browser.get(f"/sources/{source_id}/slots/younger/drop").get_data(as_text=True)
+    assert "dropping it frees nothing: an older slot of the server needs that WAL too" in page
+    response = api.delete(
+        f"/api/v1/sources/{source_id}/slots/younger", query_string={"confirm": "younger"}
+    )
+    body = response.get_json()
+    assert response.status_code == 200 and body["freed_bytes"] == 0
+    assert body["retained_bytes"] >= MB
+    assert [row[0] for row in slots(shop)] == ["older"]
+
+
+def test_a_query_that_times_out_keeps_the_checks_done_before_it(api, shop, short_timeout):
+    """pg_publication_rel locked (psql): the checks up to the publication's stand, the
+    publication check fails with the timeout, the rest are skipped saying why."""
+    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    source_id = add(api, shop)
+    with closing(shop.connect("shop")) as locker, locker.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("LOCK TABLE pg_catalog.pg_publication_rel IN ACCESS EXCLUSIVE MODE")
+        result = check(api, source_id)
+        cur.execute("ROLLBACK")
+    found = statuses(result)
+    assert [
+        found[i] for i in ("connection", "server_version", "wal_level", "replication_role")
+    ] == ["pass"] * 4
+    publication = by_id(result)["publication"]
+    assert publication["status"] == "fail" and "timed out after 1 s" in publication["observed"]
+    assert by_id(result)["slot"] == {
+        **by_id(result)["slot"],
+        "status": "skip",
+        "observed": "Not checked: publication failed.",
+    }
+
+
+def test_checks_are_no_edits_and_the_cli_finds_a_name_in_capitals(api, shop, runner):
+    """A check leaves updated_at as it was; `--source SHOP` finds source shop."""
+    source_id = add(api, shop)
+    before = api.get(f"/api/v1/sources/{source_id}").get_json()["updated_at"]
+    check(api, source_id)
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["updated_at"] == before
+    result = runner.invoke(args=["rosetta", "check", "--source", "SHOP"])
+    assert "no source named" not in result.output and "shop" in result.output

@@ -185,9 +185,15 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
             + (" and its delivery log" if plural == "channels" else ""),
             "responses": {"204": {"description": "Deleted"}, **not_found},
         }
+    conflict = "DuplicateNameError: the name is taken"
+    if plural == "pipelines":
+        conflict += (
+            "; or SourceNotReadyError: START and REFRESH wait for the source to pass its "
+            "readiness checks (details.failing lists the failing ones)"
+        )
     invalid = {
         "400": _error("The body is not a JSON object"),
-        "409": _error("The name is taken"),
+        "409": _error(conflict),
         "415": _error("The body is not JSON"),
         "422": _error("Fields failed validation; details.fields lists each"),
     }
@@ -558,13 +564,19 @@ def _readiness_schemas() -> dict[str, Any]:
         },
         "SlotDropped": {
             "type": "object",
-            "required": ["dropped", "freed_bytes", "sample"],
+            "required": ["dropped", "freed_bytes", "retained_bytes", "sample"],
+            "additionalProperties": False,
             "properties": {
                 "dropped": text,
-                "freed_bytes": {
+                "retained_bytes": {
                     "type": ["integer", "null"],
                     "description": "The WAL the slot retained when it was dropped (bytes, as "
                     "pg_wal_lsn_diff(current, restart_lsn))",
+                },
+                "freed_bytes": {
+                    "type": ["integer", "null"],
+                    "description": "What of that no other slot of the server needed: the WAL "
+                    "the drop lets PostgreSQL remove or recycle at its next checkpoint",
                 },
                 "sample": ref("SampleResult"),
             },

@@ -10,7 +10,7 @@ from ..extensions import db
 from ..models import Destination
 from ..readiness import FAIL, PASS, Check, Readiness, skipped
 from ..readiness.destination import REMOTE_CHECKS, SnowflakeTarget, check_destination
-from ..resources import Resource
+from ..resources import Resource, store_readiness
 from .forms import DestinationForm
 
 
@@ -54,8 +54,7 @@ def check_destination_now(destination: Destination) -> Readiness:
         db.session.commit()
         timeout_s = float(current_app.config["WAL_MONITOR_TIMEOUT_SECONDS"])
         result = Readiness(check_destination(target, timeout_s))
-    destination.readiness = result.to_dict()
-    db.session.commit()
+    store_readiness(destination, result.to_dict())
     return result
 
 

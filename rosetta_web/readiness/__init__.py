@@ -1,6 +1,6 @@
 """Readiness checks: what a source or a destination lacks for CDC, and the exact fix.
 
-No Flask and no ORM here: the checks connect, look and report. The areas' services store
+No request and no ORM here: the checks connect, look and report. The areas' services store
 the result and the pages, the API and the CLI show it.
 """
 

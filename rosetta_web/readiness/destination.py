@@ -427,6 +427,15 @@ def _remote_checks(
     # A little grace, so the connector's own timeout error is the one reported.
     worker.join(max(0.0, deadline - time.monotonic()) + 1.0)
     if not worker.is_alive():  # done: what it did not reach waited on a failed login
+        if not done:  # it died before it could say so: never call that ready
+            done = [
+                Check(
+                    "login",
+                    FAIL,
+                    _title("login", target),
+                    "the login could not be tried: the check stopped before it.",
+                )
+            ]
         return done + _skip_remote(target, "Skipped: the login failed.")[len(done) :]
     finished = list(done)
     check_id = REMOTE_CHECKS[len(finished)][0]
@@ -453,11 +462,11 @@ def _login_and_use(
     logger = logging.getLogger("snowflake.connector")
     if logger.level == logging.NOTSET:  # unless the operator configured it; before the
         logger.setLevel(CONNECTOR_LOG_LEVEL)  # import, which logs what it found installed
-    import snowflake.connector
-
     seconds = max(1, round(deadline - time.monotonic()))
     started = time.monotonic()
     try:
+        import snowflake.connector
+
         conn = snowflake.connector.connect(
             account=target.account,
             user=target.user,
@@ -729,7 +738,7 @@ def _login_failure(
             f"timed out after {_seconds(timeout_s)} s: no answer from {endpoint}.",
             _reach_fix(target, endpoint),
         )
-    causes = [
+    reasons = [
         ("connection refused", "connection refused"),
         ("name or service not known", "the host name does not resolve"),
         ("temporary failure in name resolution", "the host name does not resolve"),
@@ -742,10 +751,14 @@ def _login_failure(
         ("unreachable", cause),
         ("errno", cause),
     ]
-    for needle, cause in causes:
+    for needle, reason in reasons:
         if needle in lowered:
             return Check(
-                "login", FAIL, title, f"cannot reach {where}: {cause}", _reach_fix(target, endpoint)
+                "login",
+                FAIL,
+                title,
+                f"cannot reach {where}: {reason}",
+                _reach_fix(target, endpoint),
             )
     user = sql_identifier(target.user)
     if errno == 390144 or "jwt" in lowered:

@@ -1,8 +1,9 @@
 """A source's replication objects: list its tables, create and drop its publication and slots.
 
-Each operation opens one short connection with the source's own credentials, bounded by the
-monitor's timeout. Identifiers reach SQL only through psycopg2.sql.Identifier, values only as
-parameters. The server's refusal comes back as the server said it, never as a traceback.
+No request and no ORM here. Each operation opens one short connection with the source's own
+credentials, bounded by the monitor's timeout. Identifiers reach SQL only through
+psycopg2.sql.Identifier, values only as parameters. The server's refusal comes back as the
+server said it, never as a traceback.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from ..resources import DomainError
 SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
 # An identifier longer than this many bytes is truncated by PostgreSQL (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
-# SQLSTATEs of "that object is in use": a consumer took the slot between the look and the drop.
+# SQLSTATEs: "that object is in use" (a consumer took the slot between the look and the
+# drop), and a statement cancelled by statement_timeout.
 OBJECT_IN_USE = "55006"
+QUERY_CANCELED = "57014"
 
 
 class SourceUnreachable(DomainError):
@@ -59,6 +62,25 @@ class SlotActive(DomainError):
             f"Slot {name} is active: a consumer is connected ({who}). Stop the consumer first."
         )
         self.details = {"slot_name": name, "pid": pid, "application_name": application_name}
+
+
+class SlotCreationWaits(SourceRefused):
+    """A new slot waited past the timeout for a transaction that was already writing."""
+
+    def __init__(self, name: str, timeout_s: float, writer: tuple[int, str, int] | None) -> None:
+        message = (
+            f"Slot {name} was not created: after {timeout_s:g} s PostgreSQL was still waiting "
+            "for the transactions already writing to end"
+        )
+        if writer is not None:
+            pid, application, seconds = writer
+            message += (
+                f"; the oldest, pid {pid}{f' ({application})' if application else ''}, "
+                f"has been open {seconds} s"
+            )
+        super().__init__(message + ". End it, or try again once it commits.", QUERY_CANCELED)
+        if writer is not None:
+            self.details = {**self.details, "pid": writer[0], "application_name": writer[1]}
 
 
 class SlotNotFound(DomainError):
@@ -134,16 +156,38 @@ class SlotInfo:
     client_addr: str | None
     backend_start: datetime | None
     retained_bytes: int | None
+    # What dropping it frees: what it retains beyond the server's other slots.
+    frees_bytes: int | None
 
 
+# The slot, its consumer, the WAL it retains, and what dropping it frees: the server keeps
+# the WAL its oldest slot needs, so only what this slot retains beyond every other slot goes.
 SLOT_INFO = """
+WITH pos AS (
+    SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
+                ELSE pg_current_wal_lsn() END AS lsn
+), retained AS (
+    SELECT slot_name, pg_wal_lsn_diff(pos.lsn, restart_lsn)::bigint AS bytes
+      FROM pg_replication_slots, pos
+)
 SELECT s.slot_name::text, s.slot_type, s.plugin::text, s.database::text, s.active, s.active_pid,
-       a.application_name, host(a.client_addr), a.backend_start,
-       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
-                            ELSE pg_current_wal_lsn() END, s.restart_lsn)::bigint
+       a.application_name, host(a.client_addr), a.backend_start, mine.bytes,
+       greatest(mine.bytes - coalesce((SELECT max(o.bytes) FROM retained o
+                                        WHERE o.slot_name <> s.slot_name), 0), 0)
   FROM pg_replication_slots s
+  JOIN retained mine ON mine.slot_name = s.slot_name
   LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
  WHERE s.slot_name = %s
+"""
+
+# The transaction writing the longest: a new slot waits for every one of them to end. A role
+# without pg_monitor sees only its own (backend_xid is hidden).
+OLDEST_WRITER = """
+SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::int
+  FROM pg_stat_activity
+ WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+ ORDER BY xact_start
+ LIMIT 1
 """
 
 TABLES = """
@@ -238,8 +282,18 @@ def drop_publication(s: Session, name: str) -> None:
 
 
 def create_slot(s: Session, name: str) -> None:
-    """Create a logical slot decoding with pgoutput in the source's database."""
-    s.run("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    """Create a logical slot decoding with pgoutput in the source's database.
+
+    PostgreSQL makes it wait for every transaction already writing to end: one open past the
+    timeout is a refusal naming it (when the role may see it), not an unreachable source.
+    """
+    writer = s.run(OLDEST_WRITER).fetchone()
+    try:
+        s.run("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    except (SourceUnreachable, SourceRefused) as exc:
+        if isinstance(exc, SourceRefused) and exc.details["sqlstate"] != QUERY_CANCELED:
+            raise
+        raise SlotCreationWaits(name, s.timeout_s, writer) from None
 
 
 def slot_info(s: Session, name: str) -> SlotInfo:
@@ -250,8 +304,8 @@ def slot_info(s: Session, name: str) -> SlotInfo:
     return SlotInfo(*row)
 
 
-def drop_slot(s: Session, name: str) -> int | None:
-    """Drop an inactive slot; return the WAL it retained just before (bytes).
+def drop_slot(s: Session, name: str) -> SlotInfo:
+    """Drop an inactive slot; return it as it was just before (what it retained and freed).
 
     An active slot is refused (SlotActive), also when a consumer takes it between the look
     and the drop.
@@ -266,4 +320,4 @@ def drop_slot(s: Session, name: str) -> int | None:
             again = slot_info(s, name)
             raise SlotActive(name, again.pid, again.application_name) from None
         raise
-    return info.retained_bytes
+    return info

@@ -7,7 +7,6 @@ sql.Identifier), so it runs as shown whatever the name holds.
 
 from __future__ import annotations
 
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from psycopg2 import sql
 from ..formatting import pg_size_pretty
 from ..monitor.probe import SampleFailure, Target, connect, explain, run
 from . import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
-
-log = logging.getLogger(__name__)
 
 # The roles that stand in for REPLICATION on managed services.
 CLOUD_REPLICATION_ROLES = ("rds_replication", "cloudsqlsuperuser", "azure_pg_admin")
@@ -54,7 +51,9 @@ SELECT current_setting('wal_level'),
        current_setting('max_replication_slots')::int,
        (SELECT count(*) FROM pg_replication_slots)::int,
        current_setting('max_wal_senders')::int,
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int,
+       -- pg_stat_replication lists every WAL sender to every role; pg_stat_activity hides
+       -- other roles' backend_type from one without pg_monitor.
+       (SELECT count(*) FROM pg_stat_replication)::int,
        has_function_privilege('pg_ls_waldir()', 'EXECUTE'),
        current_setting('max_slot_wal_keep_size', true),
        (SELECT row_to_json(s) FROM pg_replication_slots s WHERE s.slot_name = %(slot)s),
@@ -144,18 +143,18 @@ def check_source(spec: SourceTarget, timeout_s: float) -> Readiness:
     deadline = time.monotonic() + timeout_s
     conn = None
     connecting = True
+    checks: list[Check] = []
     try:
         conn = connect(target, deadline, timeout_s)
         connecting = False
-        checks = _checks(conn, spec, deadline, timeout_s)
+        _checks(conn, spec, deadline, timeout_s, checks)
     except psycopg2.Error as exc:
-        failure = explain(exc, target, connecting)
-        checks = _failed(spec, failure, connecting, timeout_s)
+        checks = _failed(spec, explain(exc, target, connecting), connecting, timeout_s, checks)
     except SampleFailure as exc:
-        checks = _failed(spec, exc, connecting, timeout_s)
+        checks = _failed(spec, exc, connecting, timeout_s, checks)
     except OSError as exc:
         failure = SampleFailure(f"cannot connect to {target.host}:{target.port}: {exc}")
-        checks = _failed(spec, failure, connecting, timeout_s)
+        checks = _failed(spec, failure, connecting, timeout_s, checks)
     finally:
         if conn is not None:
             conn.close()
@@ -163,13 +162,21 @@ def check_source(spec: SourceTarget, timeout_s: float) -> Readiness:
 
 
 def _failed(
-    spec: SourceTarget, failure: SampleFailure, connecting: bool, timeout_s: float
+    spec: SourceTarget,
+    failure: SampleFailure,
+    connecting: bool,
+    timeout_s: float,
+    done: list[Check],
 ) -> list[Check]:
+    """The checklist after a failure: the connection's, or the check under way's, with what
+    was done before it kept."""
     if connecting:
         done = [connection_failure(failure, spec.target, timeout_s)]
         return _rest_skipped(done, "Not checked: Rosetta cannot connect.")
-    done = [_check("connection", PASS, "Connected."), _check("server_version", FAIL, str(failure))]
-    return _rest_skipped(done, "Not checked: reading the server's settings failed.")
+    ran = {check.id for check in done}
+    under_way = next(check_id for check_id in ORDER if check_id not in ran)
+    failed = [*done, _check(under_way, FAIL, str(failure))]
+    return _rest_skipped(failed, f"Not checked: {under_way} failed.")
 
 
 def check_sources(specs: list[SourceTarget], timeout_s: float, concurrency: int) -> list[Readiness]:
@@ -194,22 +201,26 @@ class _Quoting:
         return str(sql.Literal(value).as_string(self.conn))
 
 
-def _checks(conn: Any, spec: SourceTarget, deadline: float, timeout_s: float) -> list[Check]:
+def _checks(
+    conn: Any, spec: SourceTarget, deadline: float, timeout_s: float, checks: list[Check]
+) -> None:
+    """Append each check's outcome to `checks` as it is known (what was done stays done
+    should a later query fail)."""
     target = spec.target
     q = _Quoting(conn)
+    checks.append(
+        _check(
+            "connection",
+            PASS,
+            f"Connected to {target.host}:{target.port}/{target.database} as {target.user}.",
+        )
+    )
     version_num, version = run(
         conn,
         "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
         deadline,
         timeout_s,
     ).fetchone()
-    checks = [
-        _check(
-            "connection",
-            PASS,
-            f"Connected to {target.host}:{target.port}/{target.database} as {target.user}.",
-        )
-    ]
     if version_num < 100000:
         checks.append(
             _check(
@@ -219,7 +230,8 @@ def _checks(conn: Any, spec: SourceTarget, deadline: float, timeout_s: float) ->
                 "Upgrade the server to PostgreSQL 13 or later.",
             )
         )
-        return _rest_skipped(checks, "Not checked: the server is older than PostgreSQL 10.")
+        checks.extend(_rest_skipped(checks, "Not checked: the server is older than PostgreSQL 10."))
+        return
     if version_num < 130000:
         checks.append(
             _check(
@@ -265,7 +277,6 @@ def _checks(conn: Any, spec: SourceTarget, deadline: float, timeout_s: float) ->
     checks.extend(_slot(q, spec.slot, slot, target.database))
     checks.append(_waldir(q, target.user, may_list_waldir))
     checks.append(_keep_size(keep_size, spec.suggested_keep_bytes))
-    return checks
 
 
 def _wal_level(wal_level: str) -> Check:
@@ -418,6 +429,20 @@ def _publication(
     return checks
 
 
+NO_SLOT = "The source names no replication slot."
+MISSING_SLOT = "No replication slot {name} on this server."
+
+
+def slot_missing(stored: dict[str, Any] | None) -> bool:
+    """Tell from a stored result whether the source's slot is to be made: none is named, or
+    the server has none of that name (not: one exists but is of the wrong kind)."""
+    for check in (stored or {}).get("checks", []):
+        if check["id"] == "slot" and check["status"] == FAIL:
+            observed = str(check["observed"])
+            return observed == NO_SLOT or observed.startswith(MISSING_SLOT.split("{")[0])
+    return False
+
+
 def _slot(q: _Quoting, name: str | None, slot: dict[str, Any] | None, database: str) -> list[Check]:
     status_skipped = skipped(
         [("slot_wal_status", TITLES["slot_wal_status"])], "Not checked: no usable slot."
@@ -427,7 +452,7 @@ def _slot(q: _Quoting, name: str | None, slot: dict[str, Any] | None, database: 
             _check(
                 "slot",
                 FAIL,
-                "The source names no replication slot.",
+                NO_SLOT,
                 "Press Create slot on the source's page, or enter the slot's name in the "
                 "source's settings.",
             ),
@@ -439,7 +464,7 @@ def _slot(q: _Quoting, name: str | None, slot: dict[str, Any] | None, database: 
     )
     if slot is None:
         return [
-            _check("slot", FAIL, f"No replication slot {name} on this server.", create),
+            _check("slot", FAIL, MISSING_SLOT.format(name=name), create),
             *status_skipped,
         ]
     drop_first = f"SELECT pg_drop_replication_slot({q.literal(name)});\n{create}"

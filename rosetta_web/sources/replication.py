@@ -9,8 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select
 
 from ..alerting.rules import Settings
 from ..alerting.settings import default_settings
@@ -20,7 +19,7 @@ from ..monitor.rounds import target_of
 from ..readiness import FAIL, Check, Readiness, skipped
 from ..readiness import objects as obj
 from ..readiness.source import ORDER, TITLES, SourceTarget, check_source, check_sources
-from ..resources import DomainError
+from ..resources import DomainError, store_readiness
 from ..timeutil import as_utc, utcnow
 from .services import SOURCES, sample_now
 
@@ -86,17 +85,16 @@ def readiness_of(source: Source) -> Readiness | None:
 def check_now(source: Source) -> Readiness:
     """Check the source now, store the result and return it."""
     spec = _spec(source)
-    result = spec if isinstance(spec, Readiness) else check_source(spec, _timeout())
-    return _store(source, result)
+    if isinstance(spec, Readiness):
+        return _store(source, spec)
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()  # no transaction held open while the source answers
+    return _store(source, check_source(spec, _timeout()))
 
 
 def _store(source: Source, result: Readiness) -> Readiness:
-    """Store a result in a transaction of its own, never committing what the session holds
-    pending (a pipeline's save that waits on this very check)."""
-    stored = result.to_dict()
-    with db.engine.begin() as conn:
-        conn.execute(update(Source).where(Source.id == source.id).values(readiness=stored))
-    set_committed_value(source, "readiness", stored)
+    store_readiness(source, result.to_dict())
     return result
 
 
@@ -104,7 +102,7 @@ def check_all(name: str | None = None) -> list[tuple[Source, Readiness]]:
     """Check every source (or the one named), concurrently as the sampler samples them."""
     stmt = select(Source).order_by(Source.name)
     if name is not None:
-        stmt = stmt.where(Source.name == name)
+        stmt = stmt.where(Source.name == name.strip().lower())  # as the form stores names
     sources = list(db.session.scalars(stmt))
     specs = [_spec(source) for source in sources]
     db.session.rollback()  # no transaction held open while the sources answer
@@ -235,9 +233,10 @@ def preview_slot_drop(source: Source, slot_name: str) -> SlotPreview:
 
 @dataclass(frozen=True)
 class SlotDropped:
-    """A slot dropped: the WAL it retained, and the source sampled just after."""
+    """A slot dropped: the WAL it retained and freed, and the source sampled just after."""
 
     slot_name: str
+    retained_bytes: int | None
     freed_bytes: int | None
     sample: dict[str, Any]
 
@@ -245,6 +244,7 @@ class SlotDropped:
         return {
             "dropped": self.slot_name,
             "freed_bytes": self.freed_bytes,
+            "retained_bytes": self.retained_bytes,
             "sample": self.sample,
         }
 
@@ -255,7 +255,7 @@ def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDroppe
     if confirm != slot_name:
         raise ConfirmationMismatch(slot_name)
     with _session(source) as s:
-        freed = obj.drop_slot(s, slot_name)
+        dropped = obj.drop_slot(s, slot_name)
     sample = sample_now(source)
     check_now(SOURCES.get(source.id))
-    return SlotDropped(slot_name, freed, sample)
+    return SlotDropped(slot_name, dropped.retained_bytes, dropped.frees_bytes, sample)

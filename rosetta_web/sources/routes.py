@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -22,7 +23,8 @@ from ..forms import ConfirmForm, SelectChoice, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Source
 from ..readiness import summary
-from ..readiness.objects import Invalid
+from ..readiness.objects import Invalid, SourceUnreachable
+from ..readiness.source import slot_missing
 from ..resources import DomainError
 from ..timeutil import utcnow
 from . import bp, replication
@@ -57,7 +59,6 @@ def detail(entity_id: int) -> str:
     )
     return render_template(
         "sources/detail.html",
-        source=source,
         state=source.state,
         server=source.state.server if source.state else None,
         slots=own_slots,
@@ -75,8 +76,7 @@ def detail(entity_id: int) -> str:
         resolved=resolved,
         resolved_total=resolved_total,
         current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
-        readiness=source.readiness,
-        default_slot_name=replication.default_slot_name(source),
+        **_readiness_context(source),
     )
 
 
@@ -100,12 +100,17 @@ def sample(entity_id: int) -> Response:
 
 
 def _readiness_panel(source: Source) -> str:
-    return render_template(
-        "sources/_readiness.html",
-        source=source,
-        readiness=source.readiness,
-        default_slot_name=replication.default_slot_name(source),
-    )
+    return render_template("sources/_readiness.html", **_readiness_context(source))
+
+
+def _readiness_context(source: Source) -> dict[str, Any]:
+    """What the readiness section shows beside the stored result: which objects may be made."""
+    return {
+        "source": source,
+        "readiness": source.readiness,
+        "slot_missing": slot_missing(source.readiness),
+        "default_slot_name": replication.default_slot_name(source),
+    }
 
 
 @bp.post("/<id:entity_id>/check")
@@ -223,11 +228,12 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
         else:
             flash(dropped_words(dropped, source), "success")
             return redirect(url_for("sources.detail", entity_id=source.id), 303)
-    try:
-        preview = replication.preview_slot_drop(source, slot_name)
-    except DomainError as exc:
-        if problem is None:
-            problem, status = str(exc), exc.status
+    if status != SourceUnreachable.status:  # out of reach: not a second wait for nothing
+        try:
+            preview = replication.preview_slot_drop(source, slot_name)
+        except DomainError as exc:
+            if problem is None:
+                problem, status = str(exc), exc.status
     page = render_template(
         "sources/drop_slot.html",
         source=source,
@@ -242,11 +248,15 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
 def dropped_words(dropped: replication.SlotDropped, source: Source) -> str:
     """Say what a drop freed, and what the sample taken just after saw."""
     words = f"Dropped slot {dropped.slot_name}"
-    if dropped.freed_bytes is not None:
-        words += (
-            f": it retained {pg_size_pretty(dropped.freed_bytes)} of WAL, which PostgreSQL "
-            "removes or recycles at its next checkpoint"
-        )
+    if dropped.retained_bytes is not None and dropped.freed_bytes is not None:
+        words += f": it retained {pg_size_pretty(dropped.retained_bytes)} of WAL"
+        if dropped.freed_bytes:
+            words += (
+                f", and {pg_size_pretty(dropped.freed_bytes)} of it no other slot needs: "
+                "PostgreSQL removes or recycles that at its next checkpoint"
+            )
+        else:
+            words += ", all of it still needed by an older slot of the server, so none is freed"
     sample = dropped.sample.get("sample")
     if sample:
         retained = sample["retained_bytes"]

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ..factories import add_source, create_operator
+from ..pg import Cluster
 from .test_alerts import sign_in
 
 pytestmark = pytest.mark.slow
@@ -29,24 +30,23 @@ def shot(page: Any, name: str) -> None:
 
 
 @pytest.fixture
-def doomed(source_cluster: Any) -> Iterator[Any]:
-    """Database 'browse' with an inactive pgoutput slot 'doomed' that retains WAL."""
-    source_cluster.create_database("browse")
-    with closing(source_cluster.connect("browse")) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE items (id int PRIMARY KEY)")
-        cur.execute("CREATE PUBLICATION browse_pub FOR ALL TABLES")
-        cur.execute("SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')")
-        cur.execute("INSERT INTO items SELECT generate_series(1, 20000)")
-    yield source_cluster
-    with closing(source_cluster.connect()) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE slot_name = 'doomed'"
-        )
-        cur.execute("DROP DATABASE browse")
+def doomed() -> Iterator[Cluster]:
+    """A cluster of its own (what a drop frees depends on every slot of the server) with
+    database 'browse' and an inactive pgoutput slot 'doomed' that retains WAL."""
+    cluster = Cluster("rosetta-browse").start()
+    try:
+        cluster.create_database("browse")
+        with closing(cluster.connect("browse")) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE items (id int PRIMARY KEY)")
+            cur.execute("CREATE PUBLICATION browse_pub FOR ALL TABLES")
+            cur.execute("SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')")
+            cur.execute("INSERT INTO items SELECT generate_series(1, 20000)")
+        yield cluster
+    finally:
+        cluster.stop()
 
 
-def _slot_exists(cluster: Any) -> bool:
+def _slot_exists(cluster: Cluster) -> bool:
     with closing(cluster.connect()) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'doomed'")
         return bool(cur.fetchone()[0])

@@ -16,10 +16,10 @@ from .auth import services
 from .auth.forms import TokenForm, UserForm
 from .extensions import db
 from .forms import filled
-from .models import ApiToken, User
+from .models import ROLES, ApiToken, User
 from .timeutil import isoformat
 
-users_cli = AppGroup("users", help="Manage operator accounts.")
+users_cli = AppGroup("users", help="Manage accounts and their roles.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
 rosetta_cli = AppGroup("rosetta", help="Run the WAL monitor.")
 
@@ -31,11 +31,15 @@ def _user_or_fail(username: str) -> User:
     return user
 
 
+ROLE_CHOICE = click.Choice(ROLES)
+
+
 @users_cli.command("create")
 @click.argument("username")
 @click.option("--password", help="Omit to be prompted (twice) without echo.")
-def create_user(username: str, password: str | None) -> None:
-    """Create an operator account."""
+@click.option("--role", type=ROLE_CHOICE, default="operator", show_default=True)
+def create_user(username: str, password: str | None, role: str) -> None:
+    """Create an account: a viewer reads, an operator runs CDC, an admin manages too."""
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     form = UserForm(
@@ -48,21 +52,46 @@ def create_user(username: str, password: str | None) -> None:
     username = filled(form.username)
     if services.find_user(username):
         raise click.ClickException(f"an operator named {username!r} already exists")
-    user = services.create_user(username, filled(form.password))
-    click.echo(f"Created operator {user.username}.")
+    user = services.create_user(username, filled(form.password), role)
+    click.echo(f"Created {user.role} {user.username}.")
+
+
+@users_cli.command("set-role")
+@click.argument("username")
+@click.argument("role", type=ROLE_CHOICE)
+def set_role(username: str, role: str) -> None:
+    """Give an account a role (the last enabled admin keeps theirs)."""
+    try:
+        user = services.set_role(_user_or_fail(username), role)
+    except services.LastAdmin as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{user.username} is now {user.role}.")
+
+
+@users_cli.command("disable")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Disable an account: its sessions and tokens stop working at once."""
+    try:
+        user = services.disable_user(_user_or_fail(username))
+    except services.LastAdmin as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Disabled {user.username}: signed out, its tokens refused.")
 
 
 @tokens_cli.command("create")
 @click.option("--user", "username", required=True, help="The operator the token acts as.")
 @click.option("--name", required=True, help="What will use it, e.g. nightly-healthcheck.")
-def create_token(username: str, name: str) -> None:
+@click.option("--read-only", is_flag=True, help="It may read, and change nothing.")
+def create_token(username: str, name: str, read_only: bool) -> None:
     """Create an API token; its secret is printed alone on the last line, once."""
     user = _user_or_fail(username)
     form = TokenForm(formdata=MultiDict({"name": name}), meta={"csrf": False})
     if not form.validate():
         raise click.ClickException(f"--name: {' '.join(form.name.errors)}")
-    token, raw = services.create_token(user, filled(form.name))
-    click.echo(f"Created token {token.name!r} (id {token.id}) for {user.username}. Store it now:")
+    token, raw = services.create_token(user, filled(form.name), read_only)
+    kind = "read-only token" if read_only else "token"
+    click.echo(f"Created {kind} {token.name!r} (id {token.id}) for {user.username}. Store it now:")
     click.echo(raw)
 
 
@@ -76,7 +105,8 @@ def list_tokens(username: str) -> None:
     ).all()
     for token in tokens:
         last_used = isoformat(token.last_used_at) or "never"
-        click.echo(f"{token.id}\t{token.name}\t{token.prefix}…\tlast used {last_used}")
+        access = "read-only" if token.read_only else "read-write"
+        click.echo(f"{token.id}\t{token.name}\t{token.prefix}…\t{access}\tlast used {last_used}")
 
 
 @tokens_cli.command("revoke")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -32,6 +33,9 @@ from .shapes import Computed, Shaped, ref
 from .timeutil import isoformat, utcnow
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
+# Who may do what, least first: viewers read, operators run CDC, admins also manage accounts,
+# alert channels and settings, and drop slots and publications.
+ROLES = ("viewer", "operator", "admin")
 MONITOR_STATUSES = ("OK", "ERROR", "BACKOFF", "PENDING")
 ALERT_RULES = (
     "retained_wal",
@@ -233,13 +237,17 @@ class Pipeline(Shaped, TimestampMixin, Model):
 
 
 class User(UserMixin, Model):
-    """An operator who signs in to the dashboard."""
+    """An account that signs in to the dashboard, with its role."""
 
     __tablename__ = "users"
+    __table_args__ = (CheckConstraint(f"role IN {ROLES!r}", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(10), default="operator", server_default="operator")
+    # A disabled account's sessions and tokens stop working at its next request.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Part of the id kept in the session cookie: changing it ends every session of the user.
     session_nonce: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -248,6 +256,15 @@ class User(UserMixin, Model):
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login signs in active accounts only: a disabled one is not."""
+        return self.disabled_at is None
+
+    def may(self, role: str) -> bool:
+        """Tell whether the account's role is `role` or above."""
+        return ROLES.index(self.role) >= ROLES.index(role)
 
     def get_id(self) -> str:
         """Identify the operator in the session cookie, by id and current session nonce."""
@@ -288,6 +305,8 @@ class ApiToken(Model):
     prefix: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A read-only token reads whatever its user may read and changes nothing.
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     user: Mapped[User] = relationship(back_populates="tokens")
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Flask, g, redirect, request, url_for
+from flask import Flask, current_app, g, jsonify, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Response as FlaskResponse
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from .auth import services
-from .errors import ApiError, wants_json
+from .auth.roles import SAFE_METHODS, rule_of
+from .errors import ERROR_NAMES, ApiError, envelope, error_response, wants_json
 from .extensions import csrf, db, login_manager
 from .htmx import is_htmx
 from .models import User
 
 PUBLIC_ENDPOINTS = {"auth.login", "auth.setup", "health", "static"}
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 def _bearer_token() -> str | None:
@@ -72,6 +72,7 @@ def add_security_headers(app: Flask, response: Response) -> Response:
 def init_security(app: Flask) -> None:
     """Wire sign-in, bearer tokens, CSRF checks and the security headers into the app."""
     app.after_request(lambda response: add_security_headers(app, response))
+    app.add_template_global(can)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to continue."
@@ -87,17 +88,19 @@ def init_security(app: Flask) -> None:
         user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
         if user is None or not secrets.compare_digest(user.session_nonce, nonce):
             return None
-        return user
+        return user if user.is_active else None  # disabled: signed out at once
 
     @login_manager.request_loader
     def load_user_from_token(req: Any) -> User | None:
         token = _bearer_token()
         if token is None:
             return None
-        user = services.user_for_token(token)
-        if user is not None:
-            g.authenticated_by_token = True
-        return user
+        found = services.token_for(token)
+        if found is None:
+            return None
+        g.authenticated_by_token = True
+        g.token_read_only = found.read_only
+        return found.user
 
     @app.before_request
     def require_operator() -> Response | None:
@@ -120,6 +123,9 @@ def init_security(app: Flask) -> None:
                 response.vary.add("HX-Request")
                 return response
             return redirect(login_url)
+        refusal = _refusal(app, request.endpoint, request.method)
+        if refusal is not None:
+            return _forbidden(refusal)
         if (
             request.method not in SAFE_METHODS
             and not g.get("authenticated_by_token")
@@ -129,3 +135,32 @@ def init_security(app: Flask) -> None:
             if not getattr(view, "csrf_checked_by_form", False):
                 csrf.protect()
         return None
+
+
+def can(endpoint: str) -> bool:
+    """Tell whether the signed-in account may use an endpoint that changes something: the
+    pages show a button only to those who may press it."""
+    if not current_user.is_authenticated or g.get("token_read_only"):
+        return False
+    return bool(current_user.may(rule_of(current_app).required(endpoint, "POST")))
+
+
+def _refusal(app: Flask, endpoint: str, method: str) -> str | None:
+    """Say why the signed-in account (or its token) may not call this, or None."""
+    if g.get("token_read_only") and method not in SAFE_METHODS:
+        return "This token is read-only: it may read, not change anything."
+    role = rule_of(app).required(endpoint, method)
+    if not current_user.may(role):
+        who = current_user.username
+        return f"This needs the {role} role or above; {who} is a {current_user.role}."
+    return None
+
+
+def _forbidden(message: str) -> Response:
+    """403: the envelope for the API and htmx, a page for the browser."""
+    if is_htmx() and not wants_json():
+        response = jsonify(envelope(ERROR_NAMES[403], message))
+        response.status_code = 403
+        response.vary.add("HX-Request")
+        return response
+    return error_response(403, message)

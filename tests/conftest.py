@@ -157,9 +157,9 @@ def browser(app: Flask, client: FlaskClient) -> Browser:
 
 @pytest.fixture
 def api(app: Flask, client: FlaskClient) -> Api:
-    """A client holding a fresh API token of an operator."""
+    """A client holding a fresh API token of an admin (who may call every endpoint)."""
     with app.app_context():
-        user = services.create_user("script-owner", PASSWORD)
+        user = services.create_user("script-owner", PASSWORD, "admin")
         _, raw = services.create_token(user, "tests")
     return Api(client, raw)
 

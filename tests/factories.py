@@ -16,10 +16,12 @@ MONITOR_PASSWORD = "Monitor-Pass-9!"
 PLAIN_PASSWORD = "Plain-Pass-7!"
 
 
-def create_operator(app: Flask, username: str = "alice", password: str = PASSWORD) -> None:
-    """Store an operator account."""
+def create_operator(
+    app: Flask, username: str = "alice", password: str = PASSWORD, role: str = "admin"
+) -> None:
+    """Store an account, an admin unless said otherwise (the one /setup makes is)."""
     with app.app_context():
-        services.create_user(username, password)
+        services.create_user(username, password, role)
 
 
 def new_source(name: str, **fields: Any) -> Source:

@@ -689,7 +689,7 @@ def test_alerts_api_on_sqlite(sqlite_app):
     from .factories import PASSWORD
 
     with sqlite_app.app_context():
-        _, token = services.create_token(services.create_user("lite", PASSWORD), "t")
+        _, token = services.create_token(services.create_user("lite", PASSWORD, "admin"), "t")
         db.session.add(new_source("lite-src"))
         db.session.commit()
         source_id = db.session.query(Source.id).scalar()

@@ -40,7 +40,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     URL and the token."""
     app = request.getfixturevalue(request.param)
     with app.app_context():
-        _, token = services.create_token(services.create_user("fuzzer", PASSWORD), "fuzz")
+        _, token = services.create_token(services.create_user("fuzzer", PASSWORD, "admin"), "fuzz")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/api/v1/sources", json=SOURCE, headers=headers).status_code == 201

@@ -80,7 +80,7 @@ def test_a_metadata_database_outage_answers_503_and_logs_twice(outage_cluster, c
         upgrade()
         from rosetta_web.auth import services
 
-        _, token = services.create_token(services.create_user("alice", PASSWORD), "t")
+        _, token = services.create_token(services.create_user("alice", PASSWORD, "admin"), "t")
     api = {"Authorization": f"Bearer {token}"}
     browser = app.test_client()
     browser.post(
@@ -134,7 +134,7 @@ def test_a_lone_surrogate_is_a_422_naming_the_field(request, backend):
     with app.app_context():
         from rosetta_web.auth import services
 
-        _, token = services.create_token(services.create_user("script", PASSWORD), "t")
+        _, token = services.create_token(services.create_user("script", PASSWORD, "admin"), "t")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 

@@ -12,6 +12,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 
 from .. import __version__
 from ..alerting.settings import MAX_BYTES, SizeField
+from ..auth.roles import SAFE_METHODS
 from ..forms import MAX_INT, WHITESPACE, EntityForm, field_names
 from ..models import (
     ALERT_RULES,
@@ -968,6 +969,11 @@ def build_spec() -> dict[str, Any]:
                     **operation["responses"],
                     "401": _error("Not signed in and no valid token"),
                 }
+                if method not in SAFE_METHODS:
+                    op["responses"]["403"] = _error(
+                        "PermissionDeniedError: the token's user has too small a role (viewer, "
+                        "operator, admin), or the token is read-only"
+                    )
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",

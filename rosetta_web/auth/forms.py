@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wtforms import HiddenField, PasswordField, StringField
+from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from ..forms import BaseForm, lowercase, strip
@@ -44,4 +44,8 @@ class TokenForm(BaseForm):
         filters=[strip],
         validators=[DataRequired(), Length(max=80)],
         description="What will use it, e.g. 'nightly-healthcheck'.",
+    )
+    read_only = BooleanField(
+        "Read-only",
+        description="It may read whatever you may read, and change nothing (a dashboard script).",
     )

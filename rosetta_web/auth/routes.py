@@ -50,6 +50,9 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
         if user is None:
             form.form_errors.append("Unknown username or wrong password.")
             return render_template("auth/login.html", form=form), 200, {}
+        if not user.is_active:  # the right password: saying so gives nothing away
+            form.form_errors.append("This account is disabled. An admin can enable it again.")
+            return render_template("auth/login.html", form=form), 403, {}
         services.clear_failures(username)
         user.last_login_at = utcnow()
         db.session.commit()
@@ -95,7 +98,9 @@ def account() -> Response | str:
     """List the operator's API tokens and create one, showing its secret once."""
     form = TokenForm()
     if form.validate_on_submit():
-        token, raw = services.create_token(current_user, filled(form.name))
+        token, raw = services.create_token(
+            current_user, filled(form.name), bool(form.read_only.data)
+        )
         # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
         session["new_token"] = encrypt_secret(raw)
         flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")

@@ -13,6 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..crypto import hash_token
 from ..extensions import db
 from ..models import ApiToken, Installation, LoginFailure, User
+from ..resources import DomainError
 from ..timeutil import as_utc, utcnow
 
 TOKEN_PREFIX = "rst_"
@@ -20,9 +21,16 @@ TOKEN_PREFIX = "rst_"
 _DUMMY_HASH = generate_password_hash("rosetta-timing-equalizer")
 
 
-def create_user(username: str, password: str) -> User:
-    """Create an operator account with a hashed password."""
-    user = User(username=username)
+class LastAdmin(DomainError):
+    """The change would leave Rosetta without an enabled admin."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"{username} is the last enabled admin: make another account admin first")
+
+
+def create_user(username: str, password: str, role: str = "operator") -> User:
+    """Create an account with a hashed password and a role."""
+    user = User(username=username, role=role)
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
@@ -35,7 +43,7 @@ def create_first_user(username: str, password: str) -> User | None:
     The installation row has a fixed key: of concurrent set-ups, on any database and however
     many workers, exactly one can insert it, and the account commits with it or not at all.
     """
-    user = User(username=username)
+    user = User(username=username, role="admin")  # the first account runs the installation
     user.set_password(password)  # slow: hashed before the transaction that decides
     db.session.add_all([Installation(id=1), user])
     try:
@@ -105,23 +113,57 @@ def clear_failures(username: str) -> None:
     db.session.commit()
 
 
-def create_token(user: User, name: str) -> tuple[ApiToken, str]:
-    """Create an API token for the operator; return it and the only copy of its secret."""
+def create_token(user: User, name: str, read_only: bool = False) -> tuple[ApiToken, str]:
+    """Create an API token acting as the user (or, read-only, reading as the user and changing
+    nothing); return it and the only copy of its secret."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10])
+    token = ApiToken(
+        user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10], read_only=read_only
+    )
     db.session.add(token)
     db.session.commit()
     return token, raw
 
 
-def user_for_token(raw: str) -> User | None:
-    """Return the operator a bearer token belongs to, noting when the token was last used."""
+def token_for(raw: str) -> ApiToken | None:
+    """Return the bearer token of an enabled user, noting when it was last used."""
     token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
-    if token is None:
+    if token is None or not token.user.is_active:
         return None
     now = utcnow()
     # One write a minute at most: scripts may poll often.
     if token.last_used_at is None or now - as_utc(token.last_used_at) > timedelta(minutes=1):
         token.last_used_at = now
         db.session.commit()
-    return token.user
+    return token
+
+
+def _enabled_admins(other_than: User) -> int:
+    return (
+        db.session.scalar(
+            select(func.count(User.id)).where(
+                User.role == "admin", User.disabled_at.is_(None), User.id != other_than.id
+            )
+        )
+        or 0
+    )
+
+
+def set_role(user: User, role: str) -> User:
+    """Give the account a role; the last enabled admin keeps theirs."""
+    if user.role == "admin" and role != "admin" and not _enabled_admins(user):
+        raise LastAdmin(user.username)
+    user.role = role
+    db.session.commit()
+    return user
+
+
+def disable_user(user: User) -> User:
+    """Disable the account: its sessions and tokens stop working at their next request."""
+    if user.role == "admin" and user.disabled_at is None and not _enabled_admins(user):
+        raise LastAdmin(user.username)
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+    user.end_sessions()
+    db.session.commit()
+    return user

@@ -1,0 +1,44 @@
+"""In a real Chromium: a viewer reads the lists and pages with no button to change anything."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from rosetta_web.auth import services
+
+from ..clients import Api
+from ..factories import PASSWORD, create_operator
+from ..seed import DESTINATION, PIPELINE, SOURCE
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
+    """Sources, a source's page and the pipelines list, as a viewer: the figures and no New,
+    Edit, Delete, Sample now, Check or status buttons."""
+    with app.app_context():
+        token = services.create_token(services.create_user("root", PASSWORD, "admin"), "seed")[1]
+    admin = Api(app.test_client(), token)
+    assert admin.post("/api/v1/sources", json=SOURCE).status_code == 201
+    assert admin.post("/api/v1/destinations", json=DESTINATION).status_code == 201
+    assert admin.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201
+    create_operator(app, "vic", role="viewer")
+    page.goto(live_server + "/login")
+    page.fill("#username", "vic")
+    page.fill("#password", PASSWORD)
+    page.click("main button.primary")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+    page.goto(live_server + "/sources/")
+    expect(page.locator("#sources-table")).to_contain_text(SOURCE["name"])
+    expect(page.get_by_role("link", name="New source")).to_have_count(0)
+    expect(page.locator("#sources-table td.actions a")).to_have_count(0)
+    page.goto(live_server + "/sources/1")
+    expect(page.locator("#readiness")).to_contain_text("not ready")
+    expect(page.get_by_role("button")).to_have_text(["Sign out"])
+    page.goto(live_server + "/pipelines/")
+    expect(page.locator("#pipeline-1 .badge")).to_have_text("PAUSE")
+    expect(page.locator("#pipeline-1 button")).to_have_count(0)
+    page.goto(live_server + "/account")
+    expect(page.locator("#account-role")).to_have_text("viewer")

@@ -1,0 +1,236 @@
+"""Roles: every route that changes something refuses a viewer and a read-only token (walked
+from the URL map, so a new route cannot forget it), operators are kept from the admin's
+routes, disabled accounts stop at once, and the pages show only the buttons one may press."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from rosetta_web.auth import services
+from rosetta_web.auth.roles import ADMIN_ONLY, SAFE_METHODS, SELF_SERVICE
+from rosetta_web.extensions import db
+from rosetta_web.models import Source
+
+from .clients import Api, Browser, sign_in
+from .factories import PASSWORD, create_operator
+from .seed import DESTINATION, PIPELINE, SOURCE
+
+# Values for the URL map's placeholders: ids of the entities `_world` makes.
+ARGUMENTS = {
+    "entity_id": 1,
+    "alert_id": 1,
+    "silence_id": 1,
+    "token_id": 1,
+    "slot_name": "some_slot",
+    "action": "start",
+    "filename": "css/rosetta.css",
+}
+
+
+def _world(app: Flask) -> None:
+    """A source, a destination and a pipeline to aim the routes at."""
+    admin = Api(app.test_client(), _token(app, "root", "admin"))
+    assert admin.post("/api/v1/sources", json=SOURCE).status_code == 201
+    assert admin.post("/api/v1/destinations", json=DESTINATION).status_code == 201
+    body = {**PIPELINE, "status": "PAUSE"}
+    assert admin.post("/api/v1/pipelines", json=body).status_code == 201
+
+
+def _token(app: Flask, username: str, role: str, read_only: bool = False) -> str:
+    with app.app_context():
+        user = services.find_user(username) or services.create_user(username, PASSWORD, role)
+        return services.create_token(user, f"{role}-{read_only}", read_only)[1]
+
+
+def _changing_routes(app: Flask) -> list[tuple[str, str, str]]:
+    """Every (endpoint, method, path) that changes something, from the URL map."""
+    found = []
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            if rule.endpoint in SELF_SERVICE or rule.endpoint == "static":
+                continue
+            for method in sorted((rule.methods or set()) - SAFE_METHODS):
+                path = rule.build({name: ARGUMENTS[name] for name in rule.arguments})
+                assert path is not None
+                found.append((rule.endpoint, method, path[1]))
+    return found
+
+
+def _browser_as(app: Flask, username: str, role: str) -> Browser:
+    create_operator(app, username, role=role)
+    client = app.test_client()
+    assert sign_in(client, username).status_code == 303
+    return Browser(client)
+
+
+def test_every_changing_route_refuses_a_viewer_and_a_read_only_token(app):
+    """Walked from the URL map: each route that changes something answers a viewer (signed in
+    in the browser, or by token) and an admin's read-only token 403, and changes nothing."""
+    _world(app)
+    routes = _changing_routes(app)
+    assert len(routes) >= 50  # the walk found the app's routes, not an empty map
+    viewer_token = Api(app.test_client(), _token(app, "vera", "viewer"))
+    read_only = Api(app.test_client(), _token(app, "root", "admin", read_only=True))
+    viewer = _browser_as(app, "vic", "viewer")
+    for endpoint, method, path in routes:
+        for caller in (viewer_token, read_only):
+            response = getattr(caller, method.lower())(path, json={})
+            assert response.status_code == 403, (endpoint, method, path)
+            if path.startswith("/api/"):
+                assert response.get_json()["error"] == "PermissionDeniedError"
+        page = viewer.client.open(path, method=method, data={"csrf_token": viewer.token})
+        assert page.status_code == 403, (endpoint, method, path)
+    with app.app_context():
+        assert db.session.get(Source, 1).name == SOURCE["name"]  # nothing deleted or renamed
+    assert (
+        Api(app.test_client(), _token(app, "root", "admin"))
+        .get("/api/v1/pipelines/1")
+        .get_json()["status"]
+        == "PAUSE"
+    )
+
+
+def test_operators_are_kept_from_the_admins_routes_only(app):
+    """An operator gets 403 on the admin's routes (channels, settings, drops) and never on
+    the others; the message names the role it needs."""
+    _world(app)
+    operator = Api(app.test_client(), _token(app, "otto", "operator"))
+    refused = []
+    for endpoint, method, path in _changing_routes(app):
+        if not path.startswith("/api/"):
+            continue
+        response = getattr(operator, method.lower())(path, json={})
+        if response.status_code == 403:
+            refused.append(endpoint)
+            assert "needs the admin role" in response.get_json()["message"]
+    assert set(refused) == {endpoint for endpoint in ADMIN_ONLY if endpoint.startswith("api.")}
+
+
+def test_a_viewer_reads_every_page_and_sees_no_button_to_change_anything(app):
+    """A viewer's pages have no New, Edit, Delete, Sample now, Check or status buttons; an
+    admin's have them."""
+    _world(app)
+    viewer = _browser_as(app, "vic", "viewer")
+    admin = _browser_as(app, "ada", "admin")
+    pages = (
+        "/",
+        "/sources/",
+        "/sources/1",
+        "/destinations/",
+        "/destinations/1",
+        "/pipelines/",
+        "/pipelines/1",
+        "/alerts/",
+        "/alerts/channels/",
+        "/alerts/settings",
+    )
+    markers = (
+        "/sources/new",
+        "/sources/1/edit",
+        "Sample now",
+        'id="check-button"',
+        "/pipelines/1/status",
+        "/destinations/1/edit",
+        "Save settings",
+    )
+    seen_by_admin = set()
+    for path in pages:
+        page = viewer.get(path)
+        assert page.status_code == 200, path
+        html = page.get_data(as_text=True)
+        assert not [marker for marker in markers if marker in html], path
+        admin_html = admin.get(path).get_data(as_text=True)
+        seen_by_admin |= {marker for marker in markers if marker in admin_html}
+    assert seen_by_admin == set(markers)
+    assert "Only an admin changes these." in viewer.get("/alerts/settings").get_data(as_text=True)
+
+
+def test_forbidden_is_a_page_for_the_browser_and_the_envelope_for_htmx(app):
+    """The same refusal: a 403 page for a browser, the JSON envelope for htmx."""
+    _world(app)
+    viewer = _browser_as(app, "vic", "viewer")
+    page = viewer.post("/pipelines/1/status", {"status": "START"})
+    assert page.status_code == 403 and "<html" in page.get_data(as_text=True)
+    assert "needs the operator role or above; vic is a viewer" in page.get_data(as_text=True)
+    swapped = viewer.client.post(
+        "/pipelines/1/status",
+        data={"status": "START"},
+        headers={"HX-Request": "true", "X-CSRFToken": viewer.token},
+    )
+    assert swapped.status_code == 403 and swapped.get_json()["error"] == "PermissionDeniedError"
+
+
+def test_a_read_only_token_reads(app):
+    """A read-only token reads what its user may read."""
+    _world(app)
+    read_only = Api(app.test_client(), _token(app, "root", "admin", read_only=True))
+    assert read_only.get("/api/v1/sources/1").status_code == 200
+    assert read_only.get("/api/v1/summary").status_code == 200
+
+
+def test_disabling_an_account_ends_its_session_and_tokens_at_once(app, runner):
+    """`flask users disable` signs the account out on its next request and refuses its token;
+    the last enabled admin cannot be disabled or demoted."""
+    _world(app)
+    token = Api(app.test_client(), _token(app, "otto", "operator"))
+    browser = _browser_as(app, "olga", "operator")
+    with app.app_context():
+        olga_token = Api(
+            app.test_client(), services.create_token(services.find_user("olga"), "t")[1]
+        )
+    assert browser.get("/sources/").status_code == 200
+    assert olga_token.get("/api/v1/sources").status_code == 200
+    result = runner.invoke(args=["users", "disable", "olga"])
+    assert result.exit_code == 0, result.output
+    assert browser.get("/sources/").status_code == 302  # to the sign-in page
+    assert olga_token.get("/api/v1/sources").status_code == 401
+    assert token.get("/api/v1/sources").status_code == 200  # others go on
+    refused_sign_in = sign_in(app.test_client(), "olga")
+    assert refused_sign_in.status_code == 403
+    assert "This account is disabled." in refused_sign_in.get_data(as_text=True)
+
+    # "root" (from _world) is the only admin.
+    for args in (["users", "disable", "root"], ["users", "set-role", "root", "operator"]):
+        refused = runner.invoke(args=args)
+        assert refused.exit_code != 0
+        assert "root is the last enabled admin" in refused.output
+
+
+def test_cli_creates_accounts_with_roles_and_read_only_tokens(app, runner):
+    """`flask users create` makes an operator unless --role says otherwise; set-role changes
+    it; `flask tokens create --read-only` makes a token that reads and changes nothing."""
+    _world(app)
+    assert runner.invoke(args=["users", "create", "nia", "--password", PASSWORD]).output == (
+        "Created operator nia.\n"
+    )
+    made = runner.invoke(args=["users", "create", "vi", "--password", PASSWORD, "--role", "viewer"])
+    assert made.output == "Created viewer vi.\n"
+    assert runner.invoke(args=["users", "set-role", "vi", "admin"]).output == "vi is now admin.\n"
+    wrong = runner.invoke(args=["users", "set-role", "vi", "boss"])
+    assert wrong.exit_code != 0 and "'boss' is not one of" in wrong.output
+    created = runner.invoke(
+        args=["tokens", "create", "--user", "nia", "--name", "board", "--read-only"]
+    )
+    assert created.exit_code == 0 and "Created read-only token 'board'" in created.output
+    raw = created.output.strip().splitlines()[-1]
+    board = Api(app.test_client(), raw)
+    assert board.get("/api/v1/sources/1").status_code == 200
+    assert board.post("/api/v1/sources/1/sample").status_code == 403
+    listed = runner.invoke(args=["tokens", "list", "--user", "nia"]).output
+    assert "\tread-only\t" in listed
+
+
+def test_the_first_account_is_an_admin(app):
+    """/setup makes an admin; the account page says the role."""
+    client = app.test_client()
+    from .clients import csrf_token
+
+    token = csrf_token(client, "/setup")
+    client.post(
+        "/setup",
+        data={"username": "first", "password": PASSWORD, "confirm": PASSWORD, "csrf_token": token},
+    )
+    with app.app_context():
+        assert services.find_user("first").role == "admin"
+    page = client.get("/account").get_data(as_text=True)
+    assert '<span class="badge" id="account-role"' in page and ">admin</span>" in page

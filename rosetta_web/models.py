@@ -248,6 +248,10 @@ class User(UserMixin, Model):
     role: Mapped[str] = mapped_column(String(10), default="operator", server_default="operator")
     # A disabled account's sessions and tokens stop working at its next request.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by an admin's password reset: the user must choose a new one at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     # Part of the id kept in the session cookie: changing it ends every session of the user.
     session_nonce: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -12,7 +12,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from .auth import services
-from .auth.roles import SAFE_METHODS, rule_of
+from .auth.roles import SAFE_METHODS, SELF_SERVICE, rule_of
 from .errors import ERROR_NAMES, ApiError, envelope, error_response, wants_json
 from .extensions import csrf, db, login_manager
 from .htmx import is_htmx
@@ -126,6 +126,15 @@ def init_security(app: Flask) -> None:
         refusal = _refusal(app, request.endpoint, request.method)
         if refusal is not None:
             return _forbidden(refusal)
+        if (
+            current_user.must_change_password
+            and not g.get("authenticated_by_token")
+            and request.endpoint not in SELF_SERVICE
+        ):
+            # An admin reset the password: nothing else until the user chooses a new one.
+            if wants_json() or is_htmx():
+                return _forbidden("Choose a new password on your account page first.")
+            return redirect(url_for("auth.account"))
         if (
             request.method not in SAFE_METHODS
             and not g.get("authenticated_by_token")

@@ -30,9 +30,9 @@ def sign_in(client: FlaskClient, username: str = "alice", password: str = PASSWO
 class Browser:
     """A test client signed in as an operator, posting forms with their CSRF token."""
 
-    def __init__(self, client: FlaskClient) -> None:
+    def __init__(self, client: FlaskClient, page: str = "/sources/") -> None:
         self.client = client
-        self.token = csrf_token(client, "/sources/")
+        self.token = csrf_token(client, page)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.client.get(path, **kwargs)

@@ -21,6 +21,7 @@ ARGUMENTS = {
     "alert_id": 1,
     "silence_id": 1,
     "token_id": 1,
+    "user_id": 1,
     "slot_name": "some_slot",
     "action": "start",
     "filename": "css/rosetta.css",
@@ -234,3 +235,76 @@ def test_the_first_account_is_an_admin(app):
         assert services.find_user("first").role == "admin"
     page = client.get("/account").get_data(as_text=True)
     assert '<span class="badge" id="account-role"' in page and ">admin</span>" in page
+
+
+def test_an_admin_manages_accounts_in_the_browser(app):
+    """Create a viewer; make it an operator; the last admin cannot be demoted (409, role
+    kept); disable ends its session; enable lets it sign in again."""
+    admin = _browser_as(app, "ada", "admin")
+    assert admin.get("/accounts").status_code == 200
+    made = admin.post(
+        "/accounts",
+        {"username": "vic", "role": "viewer", "password": PASSWORD, "confirm": PASSWORD},
+    )
+    assert made.status_code == 303
+    taken = admin.post(
+        "/accounts",
+        {"username": "vic", "role": "viewer", "password": PASSWORD, "confirm": PASSWORD},
+    )
+    assert taken.status_code == 409
+    assert "An account named vic already exists." in taken.get_data(as_text=True)
+    with app.app_context():
+        vic, ada = services.find_user("vic"), services.find_user("ada")
+        assert vic.role == "viewer"
+        vic_id, ada_id = vic.id, ada.id
+    vic_client = app.test_client()
+    assert sign_in(vic_client, "vic").status_code == 303
+    vic_browser = Browser(vic_client)
+
+    assert admin.post(f"/accounts/{vic_id}/role", {"role": "operator"}).status_code == 303
+    demoted = admin.post(f"/accounts/{ada_id}/role", {"role": "viewer"})
+    assert demoted.status_code == 409
+    assert "ada is the last enabled admin" in demoted.get_data(as_text=True)
+    with app.app_context():
+        assert services.find_user("vic").role == "operator"
+        assert services.find_user("ada").role == "admin"
+
+    assert vic_browser.get("/sources/").status_code == 200
+    assert admin.post(f"/accounts/{vic_id}/disable").status_code == 303
+    assert vic_browser.get("/sources/").status_code == 302  # signed out
+    assert admin.post(f"/accounts/{vic_id}/enable").status_code == 303
+    assert sign_in(app.test_client(), "vic").status_code == 303
+
+
+def test_a_reset_password_must_be_changed_at_the_next_sign_in(app):
+    """The admin sees the new password once; the user is signed out, and after signing in
+    with it every page leads to the account page until a new password is chosen."""
+    admin = _browser_as(app, "ada", "admin")
+    user = _browser_as(app, "olga", "operator")
+    with app.app_context():
+        olga_id = services.find_user("olga").id
+    assert admin.post(f"/accounts/{olga_id}/reset-password").status_code == 303
+    page = admin.get("/accounts").get_data(as_text=True)
+    new_password = page.split('aria-label="New password of olga"')[0].rsplit('value="', 1)[1]
+    new_password = new_password.split('"')[0]
+    assert "The new password of <strong>olga</strong>" in page
+    assert "The new password of" not in admin.get("/accounts").get_data(as_text=True)  # once
+    assert user.get("/sources/").status_code == 302  # the reset signed olga out
+
+    client = app.test_client()
+    assert sign_in(client, "olga", new_password).status_code == 303
+    olga = Browser(client, "/account")
+    blocked = olga.get("/sources/")
+    assert blocked.status_code == 302 and blocked.headers["Location"].endswith("/account")
+    wrong = olga.post(
+        "/account/password",
+        {"current": "not-it", "password": "Brand-New-Pass-1", "confirm": "Brand-New-Pass-1"},
+    )
+    assert "That is not your current password." in wrong.get_data(as_text=True)
+    changed = olga.post(
+        "/account/password",
+        {"current": new_password, "password": "Brand-New-Pass-1", "confirm": "Brand-New-Pass-1"},
+    )
+    assert changed.status_code == 303
+    assert olga.get("/sources/").status_code == 200
+    assert sign_in(app.test_client(), "olga", "Brand-New-Pass-1").status_code == 303

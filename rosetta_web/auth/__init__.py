@@ -1,7 +1,7 @@
-"""Sign-in, first-run set-up, and the operator's account page with API tokens."""
+"""Sign-in, first-run set-up, one's account page with API tokens, and the admin's accounts."""
 
 from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from . import routes  # noqa: E402,F401
+from . import accounts, routes  # noqa: E402,F401

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from wtforms import BooleanField, HiddenField, PasswordField, StringField
+from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from ..forms import BaseForm, lowercase, strip
+from ..forms import BaseForm, SelectChoice, lowercase, strip
+from ..models import ROLES
 
 USERNAME_RULES = [
     DataRequired(),
@@ -48,4 +49,38 @@ class TokenForm(BaseForm):
     read_only = BooleanField(
         "Read-only",
         description="It may read whatever you may read, and change nothing (a dashboard script).",
+    )
+
+
+ROLE_CHOICES = [
+    SelectChoice("viewer", "viewer: reads every page, changes nothing"),
+    SelectChoice("operator", "operator: runs CDC"),
+    SelectChoice("admin", "admin: also accounts, alert channels and settings, drops"),
+]
+
+
+class NewAccountForm(UserForm):
+    """An account an admin makes, with its role."""
+
+    role = SelectField("Role", choices=ROLE_CHOICES, default="operator")
+
+
+class RoleForm(BaseForm):
+    """An account's role, set from its row of the accounts list."""
+
+    role = SelectField("Role", choices=[SelectChoice(role, role) for role in ROLES])
+
+
+class PasswordChangeForm(BaseForm):
+    """One's own new password, the current one given first."""
+
+    current = PasswordField(
+        "Current password",
+        validators=[DataRequired()],
+        render_kw={"autocomplete": "current-password"},
+    )
+    password = PasswordField("New password", validators=PASSWORD_RULES)
+    confirm = PasswordField(
+        "Repeat new password",
+        validators=[DataRequired(), EqualTo("password", "Passwords differ.")],
     )

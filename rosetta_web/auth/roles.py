@@ -16,12 +16,24 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Every account manages its own sign-in, password and tokens.
 SELF_SERVICE = frozenset(
-    {"auth.login", "auth.logout", "auth.setup", "auth.account", "auth.revoke_token"}
+    {
+        "auth.login",
+        "auth.logout",
+        "auth.setup",
+        "auth.account",
+        "auth.change_password",
+        "auth.revoke_token",
+    }
 )
 
 # Accounts, alert channels and settings, and dropping slots and publications.
 ADMIN_ONLY = frozenset(
     {
+        "auth.accounts",
+        "auth.account_role",
+        "auth.account_disable",
+        "auth.account_enable",
+        "auth.account_reset",
         "alerts.settings",
         "api.replace_alert_settings",
         "channels.create",

@@ -15,7 +15,7 @@ from ..forms import MAX_INT, ConfirmForm, filled, form_view
 from ..models import ApiToken
 from ..timeutil import utcnow
 from . import bp, services
-from .forms import LoginForm, TokenForm, UserForm
+from .forms import LoginForm, PasswordChangeForm, TokenForm, UserForm
 
 
 def _safe_next(target: str | None) -> str:
@@ -105,6 +105,12 @@ def account() -> Response | str:
         session["new_token"] = encrypt_secret(raw)
         flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")
         return redirect(url_for("auth.account"), 303)
+    return _account_page(form=form)
+
+
+def _account_page(
+    form: TokenForm | None = None, password_form: PasswordChangeForm | None = None
+) -> str:
     new_token = session.pop("new_token", None)
     tokens = db.session.scalars(
         select(ApiToken)
@@ -113,11 +119,28 @@ def account() -> Response | str:
     ).all()
     return render_template(
         "auth/account.html",
-        form=form,
+        form=form or TokenForm(formdata=None),
+        password_form=password_form or PasswordChangeForm(formdata=None),
         tokens=tokens,
         new_token=decrypt_secret(new_token) if new_token else None,
         revoke_form=ConfirmForm(),
     )
+
+
+@bp.post("/account/password")
+@form_view
+def change_password() -> Response | str:
+    """Change one's own password (required after an admin's reset); other sessions end."""
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        if not current_user.check_password(filled(form.current)):
+            form.current.errors = ["That is not your current password."]
+        else:
+            services.change_password(current_user, filled(form.password))
+            login_user(current_user._get_current_object())  # this session, under the new id
+            flash("Password changed. Your other sessions are signed out.", "success")
+            return redirect(url_for("auth.account"), 303)
+    return _account_page(password_form=form)
 
 
 @bp.route("/account/tokens/<id:token_id>/revoke", methods=["POST"])

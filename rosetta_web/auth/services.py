@@ -149,6 +149,37 @@ def _enabled_admins(other_than: User) -> int:
     )
 
 
+def all_users() -> list[User]:
+    """Every account, by name."""
+    return list(db.session.scalars(select(User).order_by(User.username)))
+
+
+def enable_user(user: User) -> User:
+    """Let a disabled account sign in again (its old sessions stay ended)."""
+    user.disabled_at = None
+    db.session.commit()
+    return user
+
+
+def reset_password(user: User) -> str:
+    """Give the account a new random password it must change at its next sign-in; end its
+    sessions; return the password, to hand over once."""
+    password = secrets.token_urlsafe(12)
+    user.set_password(password)
+    user.must_change_password = True
+    user.end_sessions()
+    db.session.commit()
+    return password
+
+
+def change_password(user: User, password: str) -> None:
+    """Store the account's own new password; other sessions of it end, this one goes on."""
+    user.set_password(password)
+    user.must_change_password = False
+    user.end_sessions()
+    db.session.commit()
+
+
 def set_role(user: User, role: str) -> User:
     """Give the account a role; the last enabled admin keeps theirs."""
     if user.role == "admin" and role != "admin" and not _enabled_admins(user):

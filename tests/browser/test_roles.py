@@ -42,3 +42,26 @@ def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
     expect(page.locator("#pipeline-1 button")).to_have_count(0)
     page.goto(live_server + "/account")
     expect(page.locator("#account-role")).to_have_text("viewer")
+
+
+def test_an_admin_changes_an_accounts_role(app, live_server, page):
+    """On /accounts an admin picks a new role for an account and sets it; the page shows it,
+    and the account's next request has that role."""
+    create_operator(app, "ada", role="admin")
+    create_operator(app, "vic", role="viewer")
+    with app.app_context():
+        vic_id = services.find_user("vic").id
+    page.goto(live_server + "/login")
+    page.fill("#username", "ada")
+    page.fill("#password", PASSWORD)
+    page.click("main button.primary")
+    page.click("header >> text=Accounts")
+    expect(page.locator("h1")).to_have_text("Accounts")
+    row = page.locator(f"#account-{vic_id}")
+    expect(row.locator("select")).to_have_value("viewer")
+    row.locator("select").select_option("operator")
+    row.locator(f"#set-role-{vic_id}").click()
+    expect(page.locator(".flash-success")).to_have_text("vic is now operator.")
+    expect(page.locator(f"#account-{vic_id} select")).to_have_value("operator")
+    with app.app_context():
+        assert services.find_user("vic").role == "operator"

@@ -9,7 +9,7 @@ from ..crud import register_crud_views
 from ..forms import ConfirmForm, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Destination
-from ..readiness import Readiness, summary
+from ..readiness import summary
 from ..readiness.destination import parse_host, sql_identifier
 from . import bp
 from .services import DESTINATIONS, check_destination_now, stored_fingerprint
@@ -31,7 +31,6 @@ def _context(destination: Destination) -> dict[str, object]:
     return {
         "destination": destination,
         "readiness": stored,
-        "checked_at": Readiness.from_dict(stored).checked_at if stored else None,
         "fingerprint": stored_fingerprint(destination.readiness),
         "desc_user": f"DESC USER {sql_identifier(destination.snowflake_user)}",
     }

@@ -4,6 +4,7 @@ and slots created and dropped with the source's own credentials."""
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -133,7 +134,7 @@ def require_ready(source: Source) -> None:
 # Replication objects
 
 
-def _session(source: Source) -> Any:
+def _session(source: Source) -> AbstractContextManager[obj.Session]:
     try:
         target = target_of(source)
     except ValueError as exc:
@@ -184,9 +185,7 @@ def create_slot(source: Source, name: str | None = None) -> str:
     Returns the slot's name. The source's record changes only once the server made the slot.
     """
     name = name or source.slot_name or default_slot_name(source)
-    error = obj.slot_name_error(name)
-    if error is not None:
-        raise obj.Invalid("slot_name", error)
+    _valid_slot(name)
     with _session(source) as s:
         obj.create_slot(s, name)
     if source.slot_name != name:

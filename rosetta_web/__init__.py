@@ -10,6 +10,7 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask, jsonify
 from sqlalchemy import text
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
@@ -19,6 +20,7 @@ LOG_HANDLER_NAME = "rosetta"
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the Rosetta app: settings from the environment, overridden by `config`."""
+    from .audit.services import watch as watch_audit
     from .config import engine_options, load_config
     from .crypto import fernet_for
     from .errors import register_error_handlers, watch_database
@@ -43,6 +45,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         watch_database(db.engine)
+    watch_audit(db.session)
+    if app.config["TRUSTED_PROXIES"]:
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     migrate.init_app(
         app,
         db,
@@ -102,6 +108,7 @@ def _register_blueprints(app: Flask) -> None:
     from .alerts import bp as alerts_bp
     from .alerts import channels_bp
     from .api import bp as api_bp
+    from .audit import bp as audit_bp
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
@@ -119,6 +126,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(pipelines_bp, url_prefix="/pipelines")
     app.register_blueprint(alerts_bp, url_prefix="/alerts")
     app.register_blueprint(channels_bp, url_prefix="/alerts/channels")
+    app.register_blueprint(audit_bp, url_prefix="/audit")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.add_url_rule("/metrics", "metrics", metrics)
 

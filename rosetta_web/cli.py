@@ -49,10 +49,10 @@ def create_user(username: str, password: str | None, role: str) -> None:
     if not form.validate():
         problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in form.errors.items())
         raise click.ClickException(problems)
-    username = filled(form.username)
-    if services.find_user(username):
-        raise click.ClickException(f"an operator named {username!r} already exists")
-    user = services.create_user(username, filled(form.password), role)
+    try:
+        user = services.create_user(filled(form.username), filled(form.password), role)
+    except services.AccountExists as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"Created {user.role} {user.username}.")
 
 
@@ -116,8 +116,7 @@ def revoke_token(token_id: int) -> None:
     token = db.session.get(ApiToken, token_id)
     if token is None:
         raise click.ClickException(f"no token with id {token_id}")
-    db.session.delete(token)
-    db.session.commit()
+    services.revoke_token(token)
     click.echo(f"Revoked token {token.name!r}.")
 
 

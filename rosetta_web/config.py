@@ -175,6 +175,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
         "WAL_MONITOR_CONCURRENCY": _int(env, "WAL_MONITOR_CONCURRENCY", 32, minimum=1),
         "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),
+        "AUDIT_RETENTION_DAYS": _int(env, "AUDIT_RETENTION_DAYS", 365, minimum=1),
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0, minimum=0),
         "METRICS_PUBLIC": _bool(env, "METRICS_PUBLIC", False),
         "LOG_FORMAT": log_format,
         "MAX_CONTENT_LENGTH": 1024 * 1024,

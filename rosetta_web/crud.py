@@ -42,7 +42,7 @@ def register_crud_views(bp: Blueprint, resource: Resource) -> None:
         form = entity_form(resource)
         if form.validate_on_submit():
             return _saved(form, None)
-        return render_template("crud/form.html", form=form, resource=resource, entity=None)
+        return _unsaved(form, None)
 
     @form_view
     def edit(entity_id: int) -> Response | str | tuple[str, int]:
@@ -50,14 +50,23 @@ def register_crud_views(bp: Blueprint, resource: Resource) -> None:
         form = entity_form(resource, entity)
         if form.validate_on_submit():
             return _saved(form, entity)
-        return render_template("crud/form.html", form=form, resource=resource, entity=entity)
+        return _unsaved(form, entity)
+
+    def _unsaved(form: EntityForm, entity: Any) -> str | tuple[str, int]:
+        """The form again; a name another entity has is a refusal the audit log records."""
+        page = render_template("crud/form.html", form=form, resource=resource, entity=entity)
+        if form.duplicate_name:
+            resource.refuse_duplicate(form, entity)
+            return page, 409
+        return page
 
     def _saved(form: EntityForm, entity: Any) -> Response | str | tuple[str, int]:
         try:
             saved = resource.save(form, entity)
         except DuplicateName as exc:
             form["name"].errors = [exc.field_message]
-            return render_template("crud/form.html", form=form, resource=resource, entity=entity)
+            page = render_template("crud/form.html", form=form, resource=resource, entity=entity)
+            return page, 409
         except DomainError as exc:  # a rule refused the save (a source not ready to start)
             form.form_errors.append(str(exc))
             page = render_template("crud/form.html", form=form, resource=resource, entity=entity)

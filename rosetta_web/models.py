@@ -848,3 +848,103 @@ class Delivery(Shaped, Model):
     status_code: Mapped[int | None] = mapped_column(Integer, doc="The webhook's HTTP status")
     error: Mapped[str | None] = mapped_column(String(500))
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+AUDIT_ACTIONS = (
+    "create",
+    "update",
+    "delete",
+    "start",
+    "pause",
+    "refresh",
+    "check",
+    "create_publication",
+    "drop_publication",
+    "create_slot",
+    "drop_slot",
+    "ack",
+    "silence",
+    "sign_in",
+    "sign_in_failed",
+    "sign_out",
+    "create_token",
+    "revoke_token",
+    "set_role",
+    "disable_user",
+)
+AUDIT_TARGET_TYPES = (
+    "source",
+    "destination",
+    "pipeline",
+    "channel",
+    "settings",
+    "user",
+    "token",
+    "alert",
+)
+AUDIT_OUTCOMES = ("done", "refused", "failed")
+
+
+class AuditRecord(Shaped, Model):
+    """Who changed what, when, from where, and how it ended: one record per change, written
+    in the change's own transaction. Append-only: on PostgreSQL a trigger refuses UPDATE,
+    DELETE and TRUNCATE, but for the retention function's DELETE of old records."""
+
+    __tablename__ = "audit_log"
+    api_name = "AuditRecord"
+    api_fields = (
+        "id",
+        "at",
+        "actor",
+        "token_name",
+        "ip",
+        "action",
+        "target_type",
+        "target_id",
+        "target_name",
+        "changes",
+        "outcome",
+        "message",
+    )
+    __table_args__ = (
+        CheckConstraint(f"action IN {AUDIT_ACTIONS!r}", name="action"),
+        CheckConstraint(f"outcome IN {AUDIT_OUTCOMES!r}", name="outcome"),
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_target", "target_type", "target_id", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str | None] = mapped_column(
+        String(80), doc="The account's username; cli:<OS user> for the command line"
+    )
+    token_name: Mapped[str | None] = mapped_column(
+        String(80), doc="The API token the actor used; null in the browser"
+    )
+    ip: Mapped[str | None] = mapped_column(String(45), doc="The client's address")
+    action: Mapped[str] = mapped_column(String(24), info={"enum": AUDIT_ACTIONS})
+    target_type: Mapped[str | None] = mapped_column(String(16), info={"enum": AUDIT_TARGET_TYPES})
+    target_id: Mapped[int | None] = mapped_column(BigInteger)
+    target_name: Mapped[str | None] = mapped_column(String(255))
+    changes: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        info={
+            "schema": {
+                "type": "object",
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "array", "minItems": 2, "maxItems": 2},
+                        {"type": "string", "enum": ["changed"]},
+                    ]
+                },
+            }
+        },
+        doc='Each field changed as [before, after]; a secret only as "changed"',
+    )
+    outcome: Mapped[str] = mapped_column(String(8), info={"enum": AUDIT_OUTCOMES})
+    message: Mapped[str | None] = mapped_column(
+        String(1000), doc="Why it was refused or failed, or what it found"
+    )

@@ -14,9 +14,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .audit import services as audit
 from .extensions import db
 from .forms import MAX_INT, EntityForm, field_names
 from .models import Pipeline
+from .readiness import summary
 
 
 class DomainError(Exception):
@@ -60,8 +62,9 @@ class InUse(DomainError):
         self.pipelines = list(pipelines)
 
 
-def store_readiness(entity: Any, stored: dict[str, Any]) -> None:
-    """Store a source's or a destination's readiness result in a transaction of its own.
+def store_readiness(entity: Any, stored: dict[str, Any], audited: bool = False) -> None:
+    """Store a source's or a destination's readiness result in a transaction of its own,
+    with a check record when `audited` (an operator asked for the check).
 
     It never commits what the session holds pending (a pipeline's save waiting on this very
     check), and it is no edit: updated_at keeps its value.
@@ -73,6 +76,8 @@ def store_readiness(entity: Any, stored: dict[str, Any]) -> None:
             .where(model.id == entity.id)
             .values(readiness=stored, updated_at=model.updated_at)
         )
+        if audited:
+            audit.record_on(conn, "check", audit.target_of(entity), message=summary(stored))
     set_committed_value(entity, "readiness", stored)
 
 
@@ -123,28 +128,38 @@ class Resource:
         }
 
     def save(self, form: EntityForm, entity: Any = None) -> Any:
-        """Store a validated form into a new or existing entity; a blank secret keeps its value."""
+        """Store a validated form into a new or existing entity, with its audit record; a
+        blank secret keeps its value."""
+        action = "update" if entity is not None else "create"
         entity = entity if entity is not None else self.model()
-        changed: set[str] = set()
-        for name in field_names(self.form_class):
-            value = form[name].data
-            if name in self.form_class.secret_fields:
-                if not value:
+        with audit.change(action, entity) as change:
+            changed: set[str] = set()
+            for name in field_names(self.form_class):
+                value = form[name].data
+                if name in self.form_class.secret_fields:
+                    if not value:
+                        continue
+                elif getattr(entity, name) == value:
                     continue
-            elif getattr(entity, name) == value:
-                continue
-            setattr(entity, name, value)
-            changed.add(name)
-        self.before_commit(entity, changed)
-        db.session.add(entity)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            # Two writers raced for the same name; the form check saw neither.
-            db.session.rollback()
-            raise DuplicateName(self.label, form["name"].data) from None
+                setattr(entity, name, value)
+                changed.add(name)
+            try:
+                self.before_commit(entity, changed)  # what it reads may flush the change
+                change.record()
+                db.session.commit()
+            except IntegrityError:
+                # Two writers raced for the same name; the form check saw neither.
+                raise DuplicateName(self.label, form["name"].data) from None
         self.after_save(entity)
         return entity
+
+    def refuse_duplicate(self, form: EntityForm, entity: Any = None) -> DuplicateName:
+        """Record the refusal of a save whose name another entity has; return its error."""
+        name = form["name"].data
+        exc = DuplicateName(self.label, name)
+        target = audit.Target(self.label, entity.id if entity is not None else None, name)
+        audit.record_refusal("update" if entity is not None else "create", target, exc)
+        return exc
 
     def blocking_pipelines(self, entity: Any) -> list[str]:
         """Return the names of the pipelines that use this entity (empty for pipelines)."""
@@ -155,10 +170,13 @@ class Resource:
         return list(db.session.scalars(stmt.order_by(Pipeline.name)))
 
     def delete(self, entity: Any) -> None:
-        """Delete the entity, refusing with InUse while a pipeline uses it."""
-        pipelines = self.blocking_pipelines(entity)
-        if pipelines:
-            raise InUse(self.title, entity.name, pipelines)
-        self.before_delete(entity)
-        db.session.delete(entity)
-        db.session.commit()
+        """Delete the entity with its audit record, refusing with InUse while a pipeline
+        uses it."""
+        with audit.change("delete", entity) as change:
+            pipelines = self.blocking_pipelines(entity)
+            if pipelines:
+                raise InUse(self.title, entity.name, pipelines)
+            self.before_delete(entity)
+            change.record()
+            db.session.delete(entity)
+            db.session.commit()

@@ -100,6 +100,7 @@ def init_security(app: Flask) -> None:
             return None
         g.authenticated_by_token = True
         g.token_read_only = found.read_only
+        g.token_name = found.name  # the audit log names the token with its user
         return found.user
 
     @app.before_request

@@ -1176,3 +1176,250 @@ def test_checks_are_no_edits_and_the_cli_finds_a_name_in_capitals(api, shop, run
     assert api.get(f"/api/v1/sources/{source_id}").get_json()["updated_at"] == before
     result = runner.invoke(args=["rosetta", "check", "--source", "SHOP"])
     assert "no source named" not in result.output and "shop" in result.output
+
+
+# The audit log: each replication object created or dropped, refused or failed, recorded once
+
+
+AUDIT_KEYS = {
+    "id",
+    "at",
+    "actor",
+    "token_name",
+    "ip",
+    "action",
+    "target_type",
+    "target_id",
+    "target_name",
+    "changes",
+    "outcome",
+    "message",
+}
+
+
+def audit_of(api: Any, source_id: int) -> list[dict[str, Any]]:
+    """Every audit record about the source, newest first, as the API pages through them."""
+    records: list[dict[str, Any]] = []
+    query: dict[str, Any] = {"target_type": "source", "target_id": source_id, "limit": 100}
+    while True:
+        response = api.get("/api/v1/audit", query_string=query)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        records += body["items"]
+        if body["next_cursor"] is None:
+            return records
+        query["cursor"] = body["next_cursor"]
+
+
+def audited(api: Any, source_id: int, call: Any) -> tuple[Any, dict[str, Any]]:
+    """Make `call` (an API request); assert it added exactly one record about the source, the
+    newest, leaving the older ones as they were; return the response and that record."""
+    before = audit_of(api, source_id)
+    response = call()
+    after = audit_of(api, source_id)
+    assert len(after) == len(before) + 1, after[: len(after) - len(before)]
+    assert after[1:] == before
+    record = after[0]
+    assert set(record) == AUDIT_KEYS, record
+    return response, record
+
+
+def by_the_tests_token(source_id: int, name: str = "shop") -> dict[str, Any]:
+    """What every record the `api` fixture causes about the source says of who and what."""
+    return {
+        "actor": "script-owner",
+        "token_name": "tests",
+        "ip": "127.0.0.1",
+        "target_type": "source",
+        "target_id": source_id,
+        "target_name": name,
+    }
+
+
+def test_audit_records_each_publication_and_slot_created_and_dropped(api, shop):
+    """Creating a publication of orders and a slot, then dropping both, through the API: each
+    call writes exactly one done record about the source, by the token, saying what changed;
+    the drop's retained_bytes is the API's, lies between what psql measured the slot retaining
+    just before and just after, and the message words both figures as pg_size_pretty does."""
+    # FOR TABLE needs the tables' owner.
+    source_id = add(api, shop, pg_username="postgres", pg_password="x")
+    who = by_the_tests_token(source_id)
+    publication = f"/api/v1/sources/{source_id}/publication"
+
+    created, record = audited(
+        api, source_id, lambda: api.post(publication, json={"tables": ["public.orders"]})
+    )
+    assert created.status_code == 201, created.get_json()
+    assert published_tables(shop, "cdc_pub") == [("public", "orders")]
+    assert record == {
+        **record,
+        **who,
+        "action": "create_publication",
+        "outcome": "done",
+        "changes": {"publication": [None, "cdc_pub"], "tables": [None, ["public.orders"]]},
+    }
+
+    made, record = audited(
+        api,
+        source_id,
+        lambda: api.post(f"/api/v1/sources/{source_id}/slot", json={"slot_name": "audited"}),
+    )
+    assert made.status_code == 201, made.get_json()
+    assert slots(shop) == [("audited", "logical", "pgoutput", "shop", False)]
+    assert record == {
+        **record,
+        **who,
+        "action": "create_slot",
+        "outcome": "done",
+        "changes": {"slot": [None, "audited"], "slot_name": ["cdc_slot", "audited"]},
+    }
+
+    write_wal(shop, 3)
+    [(restart_lsn,)] = psql(
+        shop, "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'audited'"
+    )
+    before = retained(shop, "audited")
+    assert before >= 3 * MB
+    dropped, record = audited(
+        api,
+        source_id,
+        lambda: api.delete(
+            f"/api/v1/sources/{source_id}/slots/audited", query_string={"confirm": "audited"}
+        ),
+    )
+    [(after,)] = psql(shop, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)::bigint", restart_lsn)
+    assert dropped.status_code == 200, dropped.get_json()
+    assert slots(shop) == []
+    body = dropped.get_json()
+    assert record == {
+        **record,
+        **who,
+        "action": "drop_slot",
+        "outcome": "done",
+        "changes": {
+            "slot": ["audited", None],
+            "retained_bytes": [body["retained_bytes"], None],
+            "freed_bytes": [None, body["freed_bytes"]],
+        },
+    }
+    assert before <= record["changes"]["retained_bytes"][0] <= after
+    [(freed_words, retained_words)] = psql(
+        shop,
+        "SELECT pg_size_pretty(%s::bigint), pg_size_pretty(%s::bigint)",
+        body["freed_bytes"],
+        body["retained_bytes"],
+    )
+    assert record["message"] == f"Freed {freed_words} of WAL; the slot retained {retained_words}."
+
+    gone, record = audited(
+        api, source_id, lambda: api.delete(publication, query_string={"confirm": "cdc_pub"})
+    )
+    assert gone.status_code == 200, gone.get_json()
+    assert publications(shop) == []
+    assert record == {
+        **record,
+        **who,
+        "action": "drop_publication",
+        "outcome": "done",
+        "changes": {"publication": ["cdc_pub", None]},
+    }
+
+
+def test_audit_records_a_drop_with_the_wrong_name_as_refused(api, shop):
+    """A slot's or publication's drop confirmed with another name: a 422 and one refused
+    record with the form's words and no changes; psql still lists both objects."""
+    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    psql(shop, "SELECT pg_create_logical_replication_slot('keeper', 'pgoutput')")
+    source_id = add(api, shop)
+    who = by_the_tests_token(source_id)
+
+    response, record = audited(
+        api,
+        source_id,
+        lambda: api.delete(
+            f"/api/v1/sources/{source_id}/slots/keeper", query_string={"confirm": "keepe"}
+        ),
+    )
+    body = error(response, 422, "ValidationError")
+    assert record == {
+        **record,
+        **who,
+        "action": "drop_slot",
+        "outcome": "refused",
+        "changes": {},
+        "message": body["message"],
+    }
+    assert record["message"] == "Type the name, keeper, to confirm; nothing was dropped."
+
+    response, record = audited(
+        api,
+        source_id,
+        lambda: api.delete(
+            f"/api/v1/sources/{source_id}/publication", query_string={"confirm": "cdc_pu"}
+        ),
+    )
+    error(response, 422, "ValidationError")
+    assert record == {
+        **record,
+        **who,
+        "action": "drop_publication",
+        "outcome": "refused",
+        "changes": {},
+        "message": "Type the name, cdc_pub, to confirm; nothing was dropped.",
+    }
+    assert slots(shop) == [("keeper", "logical", "pgoutput", "shop", False)]
+    assert publications(shop) == [("cdc_pub", False)]
+
+
+def test_audit_records_dropping_an_active_slot_as_refused_naming_its_pid(api, shop):
+    """A slot pg_recvlogical streams from: the 409 writes one refused record whose message
+    names the pid psql shows as the slot's active_pid; the slot survives, still active."""
+    psql(shop, "CREATE PUBLICATION pub FOR TABLE orders")
+    psql(shop, "SELECT pg_create_logical_replication_slot('busy', 'pgoutput')")
+    consumer = recvlogical(shop, "busy", "pub")
+    try:
+        [(pid,)] = psql(
+            shop, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'busy'"
+        )
+        source_id = add(api, shop)
+        response, record = audited(
+            api,
+            source_id,
+            lambda: api.delete(
+                f"/api/v1/sources/{source_id}/slots/busy", query_string={"confirm": "busy"}
+            ),
+        )
+        body = error(response, 409, "SlotActiveError")
+        assert record == {
+            **record,
+            **by_the_tests_token(source_id),
+            "action": "drop_slot",
+            "outcome": "refused",
+            "changes": {},
+            "message": body["message"],
+        }
+        assert f"pid {pid}," in record["message"]
+        assert slots(shop) == [("busy", "logical", "pgoutput", "shop", True)]
+    finally:
+        consumer.terminate()
+        consumer.wait(timeout=10)
+
+
+def test_audit_records_a_slot_on_a_source_that_does_not_answer_as_failed(api, shop, short_timeout):
+    """A source on a port nothing listens on: creating its slot is a 502 and one failed
+    record carrying the 502's message; the source keeps its slot name."""
+    source_id = add(api, shop, pg_port=free_port())
+    response, record = audited(
+        api, source_id, lambda: api.post(f"/api/v1/sources/{source_id}/slot")
+    )
+    body = error(response, 502, "SourceUnreachableError")
+    assert record == {
+        **record,
+        **by_the_tests_token(source_id),
+        "action": "create_slot",
+        "outcome": "failed",
+        "changes": {},
+        "message": body["message"],
+    }
+    assert record["message"]
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["slot_name"] == "cdc_slot"

@@ -14,6 +14,7 @@ from ..alerting.delivery import send_test
 from ..alerting.evaluation import attach_silences
 from ..alerting.rules import Settings
 from ..alerting.settings import AlertSettingsForm, load_settings
+from ..audit import services as audit
 from ..extensions import db
 from ..forms import EntityForm, SelectChoice
 from ..models import (
@@ -27,8 +28,8 @@ from ..models import (
     SlotMetric,
     Source,
 )
-from ..resources import NotFound, Resource
-from ..timeutil import as_utc, utcnow
+from ..resources import DomainError, NotFound, Resource
+from ..timeutil import as_utc, isoformat, utcnow
 from .forms import ChannelForm, SilenceForm
 
 PER_PAGE = 50
@@ -62,9 +63,11 @@ def current_settings() -> AlertSettings:
 def save_settings(form: AlertSettingsForm) -> AlertSettings:
     """Store a validated settings form."""
     settings = load_settings()
-    for key in ALERT_SETTING_KEYS:
-        setattr(settings, key, form[key].data)
-    db.session.commit()
+    with audit.change("update", settings) as change:
+        for key in ALERT_SETTING_KEYS:
+            setattr(settings, key, form[key].data)
+        change.record()
+        db.session.commit()
     return settings
 
 
@@ -137,21 +140,29 @@ def history(
 
 def acknowledge(alert: Alert, username: str) -> Alert:
     """Stop an alert's repeats until it resolves; say who and when."""
-    if alert.state != "firing":
-        raise AlertResolved(alert.id)
-    if alert.acknowledged_at is None:
-        alert.acknowledged_by = username
-        alert.acknowledged_at = utcnow()
-        db.session.commit()
+    with audit.change("ack", target=_alert_target(alert)) as change:
+        if alert.state != "firing":
+            raise AlertResolved(alert)
+        if alert.acknowledged_at is None:
+            alert.acknowledged_by = username
+            alert.acknowledged_at = utcnow()
+            change.record(message=alert.message)
+            db.session.commit()
     attach_silences([alert])
     return alert
 
 
-class AlertResolved(Exception):
+def _alert_target(alert: Alert) -> audit.Target:
+    where = f"{alert.source_name}/{alert.slot_name}" if alert.slot_name else alert.source_name
+    return audit.Target("alert", alert.id, f"{alert.rule} on {where}")
+
+
+class AlertResolved(DomainError):
     """Only a firing alert can be acknowledged."""
 
-    def __init__(self, alert_id: int) -> None:
-        super().__init__(f"Alert {alert_id} has resolved; only a firing alert can be acknowledged")
+    def __init__(self, alert: Alert) -> None:
+        super().__init__(f"Alert {alert.id} has resolved; only a firing alert can be acknowledged")
+        self.details = {"state": alert.state}
 
 
 # Silences
@@ -176,7 +187,8 @@ def silence_choices(form: SilenceForm) -> None:
 def create_silence(form: SilenceForm, username: str) -> Silence:
     """Store a validated silence form."""
     source_id = form.source_id.data
-    if db.session.get(Source, source_id) is None:
+    source = db.session.get(Source, source_id)
+    if source is None:
         raise NotFound("Source", source_id)
     assert form.ends_at_value is not None
     silence = Silence(
@@ -186,8 +198,16 @@ def create_silence(form: SilenceForm, username: str) -> Silence:
         comment=form.comment.data or None,
         created_by=username,
     )
-    db.session.add(silence)
-    db.session.commit()
+    with audit.change("silence", target=audit.target_of(source)) as change:
+        db.session.add(silence)
+        db.session.flush()
+        change.record(
+            silence_id=[None, silence.id],
+            rule=[None, silence.rule or "every rule"],
+            ends_at=[None, isoformat(silence.ends_at)],
+            comment=[None, silence.comment],
+        )
+        db.session.commit()
     return silence
 
 
@@ -199,9 +219,18 @@ def get_silence(silence_id: int) -> Silence:
 
 
 def end_silence(silence: Silence) -> None:
-    """Delete a silence: notifications resume at the next evaluation."""
-    db.session.delete(silence)
-    db.session.commit()
+    """Delete a silence: notifications resume at the next evaluation. The log records it as
+    a silence of the source whose end moved to now."""
+    source = db.session.get(Source, silence.source_id)
+    target = audit.target_of(source) if source else audit.Target("source", silence.source_id)
+    with audit.change("silence", target=target) as change:
+        change.record(
+            message=f"Silence {silence.id} ({silence.rule or 'every rule'}) ended early.",
+            silence_id=[silence.id, None],
+            ends_at=[isoformat(silence.ends_at), isoformat(utcnow())],
+        )
+        db.session.delete(silence)
+        db.session.commit()
 
 
 # Channels

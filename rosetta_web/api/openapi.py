@@ -18,9 +18,12 @@ from ..models import (
     ALERT_RULES,
     ALERT_SETTING_KEYS,
     ALERT_STATES,
+    AUDIT_ACTIONS,
+    AUDIT_TARGET_TYPES,
     SEVERITIES,
     Alert,
     AlertSettings,
+    AuditRecord,
     Delivery,
     Silence,
     SlotMetric,
@@ -35,6 +38,7 @@ JSON = "application/json"
 # GET /alerts' paging: at most this many a page, and pages up to far past any history (which
 # keeps the OFFSET a number every database takes).
 ALERT_PAGE_LIMIT = 500
+AUDIT_PAGE_LIMIT = 500
 MAX_PAGE = 1_000_000
 
 
@@ -360,6 +364,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         "summary": "This document",
         "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")},
     }
+    operations["api.audit_log"] = _audit_operation()
     operations["health"] = {
         "summary": "Health of the service and its metadata database (no sign-in needed)",
         "security": [],
@@ -585,6 +590,46 @@ def _readiness_schemas() -> dict[str, Any]:
     }
 
 
+def _audit_operation() -> dict[str, Any]:
+    """Document the audit log's listing."""
+    moment = "ISO-8601, or relative to now like 24h"
+    return {
+        "summary": "List audit records, newest first, a page at a time: pass next_cursor as "
+        "cursor for the next page",
+        "parameters": [
+            _query("actor", {"type": "string", "maxLength": 80}, "The account's username"),
+            _query("action", {"type": "string", "enum": list(AUDIT_ACTIONS)}),
+            _query("target_type", {"type": "string", "enum": list(AUDIT_TARGET_TYPES)}),
+            _query("target_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+            _query("since", {"type": "string"}, f"{moment}: records at or after it"),
+            _query("until", {"type": "string"}, f"{moment}: records before it"),
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": AUDIT_PAGE_LIMIT, "default": 100},
+            ),
+            _query("cursor", {"type": "string"}, "next_cursor of the page before"),
+        ],
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": ref("AuditRecord")},
+                        "next_cursor": {
+                            "type": ["string", "null"],
+                            "description": "The cursor of the next page; null on the last",
+                        },
+                    },
+                    "required": ["items", "next_cursor"],
+                    "additionalProperties": False,
+                },
+                "One page of the log",
+            ),
+            "422": _error("A parameter is unreadable or out of range; details.fields names it"),
+        },
+    }
+
+
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     param = {"name": name, "in": "query", "required": False, "schema": schema}
     return {**param, "description": description} if description else param
@@ -732,7 +777,7 @@ def _alert_schemas() -> dict[str, Any]:
 
     schemas = {
         model.api_name: _response_schema(model)
-        for model in (Alert, Silence, Delivery, AlertSettings)
+        for model in (Alert, Silence, Delivery, AlertSettings, AuditRecord)
     }
     schemas["AlertSettingsInput"] = {
         **form_schema(AlertSettingsForm, "replace"),

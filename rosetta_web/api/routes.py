@@ -16,7 +16,6 @@ from ..alerts.forms import SilenceForm
 from ..alerts.services import (
     CHANNELS,
     AlertFilter,
-    AlertResolved,
     acknowledge,
     active_silences,
     alert_page,
@@ -32,6 +31,7 @@ from ..alerts.services import (
     save_settings,
     test_channel,
 )
+from ..audit import services as audit
 from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations import services as destinations
@@ -42,13 +42,13 @@ from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_RULES, ALERT_SETTING_KEYS, ALERT_STATES, WalMetric
 from ..monitor import history
 from ..pipelines.services import PIPELINES, set_status
-from ..resources import DuplicateName, NotFound, Resource
+from ..resources import NotFound, Resource
 from ..sources import replication
 from ..sources.services import SOURCES, latest_slots, sample_now
 from ..timeutil import isoformat, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body
-from .openapi import ALERT_PAGE_LIMIT, MAX_PAGE, build_spec
+from .openapi import ALERT_PAGE_LIMIT, AUDIT_PAGE_LIMIT, MAX_PAGE, build_spec
 
 
 def _invalid(errors: dict[str, list[str]]) -> ApiError:
@@ -84,7 +84,7 @@ def _validated_form(resource: Resource, entity: Any = None, partial: bool = Fals
         _checked(form, payload, refused)
     except ApiError as exc:
         if form.duplicate_name and list(exc.details["fields"]) == ["name"]:
-            raise DuplicateName(resource.label, form["name"].data) from None
+            raise resource.refuse_duplicate(form, entity) from None
         raise
     return form
 
@@ -204,13 +204,14 @@ def sample_source(entity_id: int) -> Response:
 @bp.post("/sources/<id:entity_id>/check")
 def check_source_now(entity_id: int) -> Response:
     """Run the source's readiness checks now; store and return the result."""
-    return jsonify(replication.check_now(SOURCES.get(entity_id)).to_dict())
+    return jsonify(replication.check_now(SOURCES.get(entity_id), audited=True).to_dict())
 
 
 @bp.post("/destinations/<id:entity_id>/check")
 def check_destination(entity_id: int) -> Response:
     """Run the destination's readiness checks now; store and return the result."""
-    return jsonify(destinations.check_destination_now(DESTINATIONS.get(entity_id)).to_dict())
+    destination = DESTINATIONS.get(entity_id)
+    return jsonify(destinations.check_destination_now(destination, audited=True).to_dict())
 
 
 @bp.get("/sources/<id:entity_id>/tables")
@@ -372,11 +373,7 @@ def get_alert_by_id(alert_id: int) -> Response:
 @bp.post("/alerts/<id:alert_id>/ack")
 def acknowledge_alert(alert_id: int) -> Response:
     """Acknowledge a firing alert: its repeats stop until it resolves (409 once resolved)."""
-    alert = get_alert(alert_id)
-    try:
-        return jsonify(acknowledge(alert, current_user.username).to_dict())
-    except AlertResolved as exc:
-        raise ApiError(409, str(exc), {"state": alert.state}) from None
+    return jsonify(acknowledge(get_alert(alert_id), current_user.username).to_dict())
 
 
 @bp.get("/silences")
@@ -441,6 +438,18 @@ def replace_alert_settings() -> Response:
     form = AlertSettingsForm(formdata=formdata, meta={"csrf": False})
     _checked(form, payload, {**missing, **refused})
     return jsonify(save_settings(form).to_dict())
+
+
+@bp.get("/audit")
+def audit_log() -> Response:
+    """List audit records newest first, filtered, a page at a time: next_cursor, when set,
+    asks for the page after."""
+    query = audit.read_query(request.args, utcnow())
+    if query.errors:
+        raise _invalid({name: [message] for name, message in query.errors.items()})
+    limit = _int_arg("limit", 100, 1, AUDIT_PAGE_LIMIT)
+    records, cursor = audit.page(query.filters, limit, query.after_id)
+    return jsonify({"items": [record.to_dict() for record in records], "next_cursor": cursor})
 
 
 @bp.get("/openapi.json")

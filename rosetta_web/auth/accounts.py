@@ -45,11 +45,13 @@ def accounts() -> Response | tuple[str, int]:
     """List the accounts; create one."""
     form = NewAccountForm()
     if form.validate_on_submit():
-        username = filled(form.username)
-        if services.find_user(username) is not None:
-            form.username.errors = [f"An account named {username} already exists."]
+        try:
+            user = services.create_user(
+                filled(form.username), filled(form.password), str(form.role.data)
+            )
+        except services.AccountExists as exc:
+            form.username.errors = [f"{exc}."]
             return _page(form, 409)
-        user = services.create_user(username, filled(form.password), str(form.role.data))
         flash(f"Created {user.role} {user.username}.", "success")
         return redirect(url_for("auth.accounts"), 303)
     return _page(form)

@@ -9,11 +9,11 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from ..audit import services as audit
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
 from ..forms import MAX_INT, ConfirmForm, filled, form_view
-from ..models import ApiToken
-from ..timeutil import utcnow
+from ..models import ApiToken, User
 from . import bp, services
 from .forms import LoginForm, PasswordChangeForm, TokenForm, UserForm
 
@@ -27,6 +27,12 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.index")
 
 
+def _me() -> User:
+    """The signed-in account itself, not the proxy to it."""
+    user: User = current_user._get_current_object()
+    return user
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @form_view
 def login() -> Response | str | tuple[str, int, dict[str, str]]:
@@ -38,24 +44,28 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         username = filled(form.username)
+        audit.act_as(audit.Actor(username, None, request.remote_addr))
         wait = services.begin_attempt(username)
         if wait:
             minutes = (wait + 59) // 60
-            form.form_errors.append(
+            message = (
                 f"Too many failed sign-ins for this username. Try again in {minutes} minute"
                 f"{'s' if minutes != 1 else ''}."
             )
+            services.sign_in_failed(username, message)
+            form.form_errors.append(message)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
         user = services.authenticate(username, filled(form.password))
         if user is None:
+            services.sign_in_failed(username, "Unknown username or wrong password.")
             form.form_errors.append("Unknown username or wrong password.")
             return render_template("auth/login.html", form=form), 200, {}
         if not user.is_active:  # the right password: saying so gives nothing away
+            services.sign_in_failed(username, "The account is disabled.")
             form.form_errors.append("This account is disabled. An admin can enable it again.")
             return render_template("auth/login.html", form=form), 403, {}
         services.clear_failures(username)
-        user.last_login_at = utcnow()
-        db.session.commit()
+        services.signed_in(user)
         session.clear()  # a fresh session (and CSRF token) for the signed-in operator
         login_user(user)
         return redirect(_safe_next(form.next.data), 303)
@@ -65,8 +75,7 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
     """Sign the operator out, ending every session cookie issued to them."""
-    current_user.end_sessions()
-    db.session.commit()
+    services.sign_out(_me())
     logout_user()
     session.clear()
     flash("Signed out.", "success")
@@ -81,6 +90,8 @@ def setup() -> Response | str:
         abort(404)
     form = UserForm()
     if form.validate_on_submit():
+        # Nobody is signed in yet: the one who sets Rosetta up is the account they make.
+        audit.act_as(audit.Actor(filled(form.username), None, request.remote_addr))
         user = services.create_first_user(filled(form.username), filled(form.password))
         if user is None:
             flash("Rosetta was set up a moment ago by someone else: sign in.", "info")
@@ -98,9 +109,7 @@ def account() -> Response | str:
     """List the operator's API tokens and create one, showing its secret once."""
     form = TokenForm()
     if form.validate_on_submit():
-        token, raw = services.create_token(
-            current_user, filled(form.name), bool(form.read_only.data)
-        )
+        token, raw = services.create_token(_me(), filled(form.name), bool(form.read_only.data))
         # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
         session["new_token"] = encrypt_secret(raw)
         flash(f"Token '{token.name}' created. Copy it now: it is not shown again.", "success")
@@ -136,8 +145,8 @@ def change_password() -> Response | str:
         if not current_user.check_password(filled(form.current)):
             form.current.errors = ["That is not your current password."]
         else:
-            services.change_password(current_user, filled(form.password))
-            login_user(current_user._get_current_object())  # this session, under the new id
+            services.change_password(_me(), filled(form.password))
+            login_user(_me())  # this session, under the new id
             flash("Password changed. Your other sessions are signed out.", "success")
             return redirect(url_for("auth.account"), 303)
     return _account_page(password_form=form)
@@ -151,8 +160,7 @@ def revoke_token(token_id: int) -> Response:
     if token is None or token.user_id != current_user.id:
         abort(404)
     if ConfirmForm().validate_on_submit():
-        db.session.delete(token)
-        db.session.commit()
+        services.revoke_token(token)
         flash(f"Token '{token.name}' revoked.", "success")
     else:
         flash("The form expired before you sent it; revoke the token again.", "error")

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..audit import services as audit
 from ..crypto import hash_token
 from ..extensions import db
 from ..models import ApiToken, Installation, LoginFailure, User
@@ -28,12 +29,26 @@ class LastAdmin(DomainError):
         super().__init__(f"{username} is the last enabled admin: make another account admin first")
 
 
+class AccountExists(DomainError):
+    """Another account has the username."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"An account named {username} already exists")
+
+
 def create_user(username: str, password: str, role: str = "operator") -> User:
-    """Create an account with a hashed password and a role."""
+    """Create an account with a hashed password and a role (AccountExists if the name is
+    taken)."""
     user = User(username=username, role=role)
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
+    with audit.change("create", user) as change:
+        if find_user(username) is not None:
+            raise AccountExists(username)
+        user.set_password(password)
+        try:
+            change.record()
+            db.session.commit()
+        except IntegrityError:  # another admin took the name a moment ago
+            raise AccountExists(username) from None
     return user
 
 
@@ -47,6 +62,10 @@ def create_first_user(username: str, password: str) -> User | None:
     user.set_password(password)  # slow: hashed before the transaction that decides
     db.session.add_all([Installation(id=1), user])
     try:
+        audit.begin("create", user).record(
+            {"username": [None, username], "role": [None, "admin"], "password": audit.CHANGED},
+            "The first account, made when Rosetta was set up.",
+        )
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -113,6 +132,33 @@ def clear_failures(username: str) -> None:
     db.session.commit()
 
 
+def signed_in(user: User) -> None:
+    """Note the sign-in on the account and in the audit log."""
+    user.last_login_at = utcnow()
+    audit.record("sign_in", audit.target_of(user))
+    db.session.commit()
+
+
+def sign_in_failed(username: str, reason: str) -> None:
+    """Record a refused sign-in: the name typed, and the account when there is one."""
+    user = find_user(username)
+    target = audit.target_of(user) if user else audit.Target("user", None, username)
+    audit.record_refusal("sign_in_failed", target, SignInRefused(reason))
+
+
+class SignInRefused(DomainError):
+    """A sign-in was refused; the reason is for the log, the page says less."""
+
+    status = 401
+
+
+def sign_out(user: User) -> None:
+    """End every session of the account, and record it."""
+    user.end_sessions()
+    audit.record("sign_out", audit.target_of(user))
+    db.session.commit()
+
+
 def create_token(user: User, name: str, read_only: bool = False) -> tuple[ApiToken, str]:
     """Create an API token acting as the user (or, read-only, reading as the user and changing
     nothing); return it and the only copy of its secret."""
@@ -121,8 +167,20 @@ def create_token(user: User, name: str, read_only: bool = False) -> tuple[ApiTok
         user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10], read_only=read_only
     )
     db.session.add(token)
+    audit.begin("create_token", token).record(
+        {"name": [None, name], "user": [None, user.username], "read_only": [None, read_only]}
+    )
     db.session.commit()
     return token, raw
+
+
+def revoke_token(token: ApiToken) -> None:
+    """Revoke an API token: calls signed with it are refused from now on."""
+    audit.begin("revoke_token", token).record(
+        {"name": [token.name, None], "user": [token.user.username, None]}
+    )
+    db.session.delete(token)
+    db.session.commit()
 
 
 def token_for(raw: str) -> ApiToken | None:
@@ -156,8 +214,10 @@ def all_users() -> list[User]:
 
 def enable_user(user: User) -> User:
     """Let a disabled account sign in again (its old sessions stay ended)."""
-    user.disabled_at = None
-    db.session.commit()
+    if user.disabled_at is not None:
+        audit.begin("update", user).record({"disabled": [True, False]})
+        user.disabled_at = None
+        db.session.commit()
     return user
 
 
@@ -165,36 +225,44 @@ def reset_password(user: User) -> str:
     """Give the account a new random password it must change at its next sign-in; end its
     sessions; return the password, to hand over once."""
     password = secrets.token_urlsafe(12)
+    change = audit.begin("update", user)
     user.set_password(password)
     user.must_change_password = True
     user.end_sessions()
+    change.record(message="Password reset by an admin; to be changed at the next sign-in.")
     db.session.commit()
     return password
 
 
 def change_password(user: User, password: str) -> None:
     """Store the account's own new password; other sessions of it end, this one goes on."""
+    change = audit.begin("update", user)
     user.set_password(password)
     user.must_change_password = False
     user.end_sessions()
+    change.record()
     db.session.commit()
 
 
 def set_role(user: User, role: str) -> User:
     """Give the account a role; the last enabled admin keeps theirs."""
-    if user.role == "admin" and role != "admin" and not _enabled_admins(user):
-        raise LastAdmin(user.username)
-    user.role = role
-    db.session.commit()
+    with audit.change("set_role", user) as change:
+        if user.role == "admin" and role != "admin" and not _enabled_admins(user):
+            raise LastAdmin(user.username)
+        user.role = role
+        change.record()
+        db.session.commit()
     return user
 
 
 def disable_user(user: User) -> User:
     """Disable the account: its sessions and tokens stop working at their next request."""
-    if user.role == "admin" and user.disabled_at is None and not _enabled_admins(user):
-        raise LastAdmin(user.username)
-    if user.disabled_at is None:
-        user.disabled_at = utcnow()
-    user.end_sessions()
-    db.session.commit()
+    with audit.change("disable_user", user) as change:
+        if user.role == "admin" and user.disabled_at is None and not _enabled_admins(user):
+            raise LastAdmin(user.username)
+        if user.disabled_at is None:
+            user.disabled_at = utcnow()
+            change.record(changes={"disabled": [False, True]})
+        user.end_sessions()
+        db.session.commit()
     return user

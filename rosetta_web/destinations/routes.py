@@ -57,7 +57,7 @@ def check(entity_id: int) -> Response | str:
     if not ConfirmForm().validate_on_submit():
         flash("The form expired before you sent it; press Check again.", "error")
         return go_to(url_for("destinations.detail", entity_id=entity_id))
-    result = check_destination_now(destination)
+    result = check_destination_now(destination, audited=True)
     if is_htmx():
         return render_template("destinations/_readiness.html", **_context(destination))
     flash(f"Checked '{destination.name}'. {summary(result.to_dict())}", "success")

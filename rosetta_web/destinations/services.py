@@ -29,8 +29,9 @@ def target_of(destination: Destination) -> SnowflakeTarget:
     )
 
 
-def check_destination_now(destination: Destination) -> Readiness:
-    """Check the destination now, store the result and return it."""
+def check_destination_now(destination: Destination, audited: bool = False) -> Readiness:
+    """Check the destination now, store the result and return it; `audited`: an operator
+    asked for it, and the audit log records the check with its result."""
     try:
         target = target_of(destination)
     except ValueError as exc:  # the passphrase was stored under another ENCRYPTION_KEY
@@ -54,7 +55,7 @@ def check_destination_now(destination: Destination) -> Readiness:
         db.session.commit()
         timeout_s = float(current_app.config["WAL_MONITOR_TIMEOUT_SECONDS"])
         result = Readiness(check_destination(target, timeout_s))
-    store_readiness(destination, result.to_dict())
+    store_readiness(destination, result.to_dict(), audited)
     return result
 
 

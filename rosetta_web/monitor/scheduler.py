@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from ..alerting import delivery
+from ..audit import services as audit
 from ..timeutil import utcnow
 from . import rounds
 
@@ -184,13 +185,15 @@ class MonitorScheduler:
             log.exception("delivering alert notifications failed; the next run tries again")
 
     def expire(self) -> None:
-        """Delete history older than the retention, if this process leads."""
+        """Delete history and audit records older than their retention, if this process
+        leads."""
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
                     rounds.delete_expired(self.app.config["WAL_METRICS_RETENTION_DAYS"])
+                    audit.prune()
         except Exception:
-            log.exception("WAL retention failed; it runs again tomorrow")
+            log.exception("retention failed; it runs again tomorrow")
 
     def start(self, blocking: bool = False) -> None:
         """Start the jobs; the first round runs at the next multiple of the interval.

@@ -9,6 +9,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 
 from ..alerting.trends import LatestSlot
+from ..audit import services as audit
 from ..extensions import db
 from ..formatting import duration_words
 from ..forms import EntityForm, SelectChoice
@@ -57,10 +58,12 @@ RUNNING = ("START", "REFRESH")
 def set_status(pipeline: Pipeline, status: str) -> Pipeline:
     """Change the pipeline's desired status; START and REFRESH only while its source passes
     its readiness checks (SourceNotReady), PAUSE always."""
-    if status in RUNNING:
-        require_ready(pipeline.source)
-    pipeline.status = status
-    db.session.commit()
+    with audit.change(status.lower(), pipeline) as change:
+        if status in RUNNING:
+            require_ready(pipeline.source)
+        pipeline.status = status
+        change.record()
+        db.session.commit()
     return pipeline
 
 

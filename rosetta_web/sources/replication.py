@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from ..alerting.rules import Settings
 from ..alerting.settings import default_settings
+from ..audit import services as audit
 from ..extensions import db
+from ..formatting import pg_size_pretty
 from ..models import AlertSettings, Pipeline, Source, SourceState
 from ..monitor.rounds import target_of
 from ..readiness import FAIL, Check, Readiness, skipped
@@ -83,19 +85,20 @@ def readiness_of(source: Source) -> Readiness | None:
     return Readiness.from_dict(source.readiness) if source.readiness else None
 
 
-def check_now(source: Source) -> Readiness:
-    """Check the source now, store the result and return it."""
+def check_now(source: Source, audited: bool = False) -> Readiness:
+    """Check the source now, store the result and return it; `audited`: an operator asked
+    for it, and the audit log records the check with its result."""
     spec = _spec(source)
     if isinstance(spec, Readiness):
-        return _store(source, spec)
+        return _store(source, spec, audited)
     session = db.session
     if not (session.new or session.dirty or session.deleted):
         session.commit()  # no transaction held open while the source answers
-    return _store(source, check_source(spec, _timeout()))
+    return _store(source, check_source(spec, _timeout()), audited)
 
 
-def _store(source: Source, result: Readiness) -> Readiness:
-    store_readiness(source, result.to_dict())
+def _store(source: Source, result: Readiness, audited: bool) -> Readiness:
+    store_readiness(source, result.to_dict(), audited)
     return result
 
 
@@ -111,7 +114,7 @@ def check_all(name: str | None = None) -> list[tuple[Source, Readiness]]:
     ran = iter(check_sources(to_run, _timeout(), current_app.config["WAL_MONITOR_CONCURRENCY"]))
     results = [spec if isinstance(spec, Readiness) else next(ran) for spec in specs]
     for source, result in zip(sources, results, strict=True):
-        _store(source, result)
+        _store(source, result, audited=True)
     return list(zip(sources, results, strict=True))
 
 
@@ -152,25 +155,31 @@ def create_publication(source: Source, tables: list[str] | None) -> None:
     """Create the source's publication for all tables (None) or the named ones, then check
     the source again."""
     name = source.publication_name
-    error = obj.identifier_error(name)
-    if error is not None:
-        raise obj.Invalid("publication_name", error)
-    if tables is not None and not tables:
-        raise obj.Invalid("tables", "Choose at least one table, or all tables.")
-    with _session(source) as s:
-        if obj.publication_exists(s, name):
-            raise obj.SourceRefused(f'publication "{name}" already exists', "42710")
-        obj.create_publication(s, name, tables)
+    with audit.change("create_publication", source) as change:
+        error = obj.identifier_error(name)
+        if error is not None:
+            raise obj.Invalid("publication_name", error)
+        if tables is not None and not tables:
+            raise obj.Invalid("tables", "Choose at least one table, or all tables.")
+        with _session(source) as s:
+            if obj.publication_exists(s, name):
+                raise obj.SourceRefused(f'publication "{name}" already exists', "42710")
+            obj.create_publication(s, name, tables)
+        change.record(publication=[None, name], tables=[None, tables or "all tables"])
+        db.session.commit()
     check_now(source)
 
 
 def drop_publication(source: Source, confirm: str | None) -> None:
     """Drop the source's publication once its name is typed, then check the source again."""
     name = source.publication_name
-    if confirm != name:
-        raise ConfirmationMismatch(name)
-    with _session(source) as s:
-        obj.drop_publication(s, name)
+    with audit.change("drop_publication", source) as change:
+        if confirm != name:
+            raise ConfirmationMismatch(name)
+        with _session(source) as s:
+            obj.drop_publication(s, name)
+        change.record(publication=[name, None])
+        db.session.commit()
     check_now(source)
 
 
@@ -185,11 +194,12 @@ def create_slot(source: Source, name: str | None = None) -> str:
     Returns the slot's name. The source's record changes only once the server made the slot.
     """
     name = name or source.slot_name or default_slot_name(source)
-    _valid_slot(name)
-    with _session(source) as s:
-        obj.create_slot(s, name)
-    if source.slot_name != name:
+    with audit.change("create_slot", source) as change:
+        _valid_slot(name)
+        with _session(source) as s:
+            obj.create_slot(s, name)
         source.slot_name = name
+        change.record(slot=[None, name])
         db.session.commit()
     check_now(source)
     return name
@@ -230,6 +240,16 @@ def preview_slot_drop(source: Source, slot_name: str) -> SlotPreview:
     return SlotPreview(info, pipelines_using(source, slot_name))
 
 
+def _freed_words(dropped: obj.SlotInfo) -> str | None:
+    """Say what a drop freed, as the slot's page says it."""
+    if dropped.retained_bytes is None:
+        return None
+    return (
+        f"Freed {pg_size_pretty(dropped.frees_bytes)} of WAL; "
+        f"the slot retained {pg_size_pretty(dropped.retained_bytes)}."
+    )
+
+
 @dataclass(frozen=True)
 class SlotDropped:
     """A slot dropped: the WAL it retained and freed, and the source sampled just after."""
@@ -250,11 +270,19 @@ class SlotDropped:
 
 def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDropped:
     """Drop a slot of the source's server once its name is typed; sample at once after."""
-    _valid_slot(slot_name)
-    if confirm != slot_name:
-        raise ConfirmationMismatch(slot_name)
-    with _session(source) as s:
-        dropped = obj.drop_slot(s, slot_name)
+    with audit.change("drop_slot", source) as change:
+        _valid_slot(slot_name)
+        if confirm != slot_name:
+            raise ConfirmationMismatch(slot_name)
+        with _session(source) as s:
+            dropped = obj.drop_slot(s, slot_name)
+        change.record(
+            message=_freed_words(dropped),
+            slot=[slot_name, None],
+            retained_bytes=[dropped.retained_bytes, None],
+            freed_bytes=[None, dropped.frees_bytes],
+        )
+        db.session.commit()
     sample = sample_now(source)
     check_now(SOURCES.get(source.id))
     return SlotDropped(slot_name, dropped.retained_bytes, dropped.frees_bytes, sample)

@@ -121,7 +121,7 @@ def check(entity_id: int) -> Response | str:
     if not ConfirmForm().validate_on_submit():
         flash("The form expired before you sent it; press Check again.", "error")
         return go_to(url_for("sources.detail", entity_id=entity_id))
-    result = replication.check_now(source)
+    result = replication.check_now(source, audited=True)
     if is_htmx():
         return _readiness_panel(source)
     flash(f"Checked '{source.name}'. {summary(result.to_dict())}", "success")

@@ -1,4 +1,5 @@
-"""In a real Chromium: a viewer reads the lists and pages with no button to change anything."""
+"""In a real Chromium: a viewer reads the lists and pages with no button to change anything;
+an admin changes a role and finds it in the audit log."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
 
 def test_an_admin_changes_an_accounts_role(app, live_server, page):
     """On /accounts an admin picks a new role for an account and sets it; the page shows it,
-    and the account's next request has that role."""
+    the account's next request has that role, and the account's history in the audit log
+    says who changed what; the log filters in place and names a bad filter beside it."""
     create_operator(app, "ada", role="admin")
     create_operator(app, "vic", role="viewer")
     with app.app_context():
@@ -65,3 +67,19 @@ def test_an_admin_changes_an_accounts_role(app, live_server, page):
     expect(page.locator(f"#account-{vic_id} select")).to_have_value("operator")
     with app.app_context():
         assert services.find_user("vic").role == "operator"
+    # Who did it: the account's history in the audit log, then the log filtered in place.
+    row.locator(f"#history-{vic_id}").click()
+    expect(page.locator("h1")).to_have_text("Audit log")
+    first = page.locator("#audit-table tbody tr").first
+    expect(first.locator(".cell-title")).to_have_text("set_role")
+    expect(first.locator(".cell-actor")).to_contain_text("ada")
+    expect(first.locator(".cell-changes")).to_have_text("role: viewer → operator")
+    expect(page.locator("#audit-table tbody tr")).to_have_count(2)  # the create, the change
+    page.goto(live_server + "/audit/")
+    page.locator("#audit-action").select_option("sign_in")
+    expect(page.locator("#audit-table tbody tr")).to_have_count(1)
+    expect(page).to_have_url(live_server + "/audit/?action=sign_in")
+    page.fill("#audit-since", "yesterday")
+    page.locator("#audit-since").dispatch_event("change")
+    expect(page.locator("#audit-since-error")).to_contain_text("ISO-8601")
+    expect(page.locator("#audit-since")).to_have_value("yesterday")

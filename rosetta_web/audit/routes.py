@@ -1,0 +1,121 @@
+"""The audit log's page, filtered and paged newest first, and its CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, request, stream_with_context, url_for
+
+from ..htmx import is_htmx, render_page_or_fragment
+from ..models import AUDIT_ACTIONS, AUDIT_TARGET_TYPES, AuditRecord
+from ..timeutil import utcnow
+from . import bp, services
+
+PER_PAGE = 50
+CSV_COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "token_name",
+    "ip",
+    "action",
+    "target_type",
+    "target_id",
+    "target_name",
+    "changes",
+    "outcome",
+    "message",
+)
+# Characters that make a spreadsheet read a cell as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+# The page of each kind of target, where there is one.
+TARGET_PAGES = {
+    "source": "sources.detail",
+    "destination": "destinations.detail",
+    "pipeline": "pipelines.detail",
+    "channel": "channels.detail",
+}
+
+
+@bp.get("/")
+def index() -> Response:
+    """The log, newest first, filtered by actor, action, target and time, a page at a time.
+    htmx gets the records section alone."""
+    query = services.read_query(request.args, utcnow())
+    records: list[AuditRecord] = []
+    cursor = None
+    if not query.errors:
+        records, cursor = services.page(query.filters, PER_PAGE, query.after_id)
+    response = render_page_or_fragment(
+        "audit/index.html",
+        "audit/_records.html",
+        query=query,
+        records=records,
+        next_cursor=cursor,
+        actors=services.actors(),
+        actions=AUDIT_ACTIONS,
+        target_types=AUDIT_TARGET_TYPES,
+        target_pages=TARGET_PAGES,
+    )
+    if query.errors and not is_htmx():  # htmx swaps no 4xx: its fragment shows the errors
+        response.status_code = 422
+    if is_htmx():
+        args: dict[str, Any] = dict(query.values)
+        if query.after_id is not None:
+            args["cursor"] = request.args.get("cursor")
+        response.headers["HX-Push-Url"] = url_for("audit.index", **args)
+    return response
+
+
+def _cell(value: Any) -> Any:
+    """A value as a CSV cell that no spreadsheet runs as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _row(record: AuditRecord) -> list[Any]:
+    values = record.to_dict()
+    values["changes"] = json.dumps(record.changes, sort_keys=True) if record.changes else ""
+    return [_cell(values[name]) for name in CSV_COLUMNS]
+
+
+@bp.get("/export.csv")
+def export() -> Response:
+    """Every record the filters select, newest first, as CSV (the columns of the API)."""
+    query = services.read_query(request.args, utcnow())
+    if query.errors:
+        problems = "; ".join(f"{name}: {message}" for name, message in query.errors.items())
+        return Response(problems + "\n", status=422, mimetype="text/plain")
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for record in services.stream(query.filters):
+            writer.writerow(_row(record))
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    return Response(
+        stream_with_context(lines()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="rosetta-audit-{stamp}.csv"'},
+    )
+
+
+def history_url(target_type: str, target_id: int) -> str:
+    """The log filtered to one entity's history, for the entity's own page."""
+    return url_for("audit.index", target_type=target_type, target_id=target_id)
+
+
+bp.add_app_template_global(history_url)

@@ -12,24 +12,12 @@ from flask import Response, request, stream_with_context, url_for
 
 from ..htmx import is_htmx, render_page_or_fragment
 from ..models import AUDIT_ACTIONS, AUDIT_TARGET_TYPES, AuditRecord
+from ..shapes import shape_of
 from ..timeutil import utcnow
 from . import bp, services
 
 PER_PAGE = 50
-CSV_COLUMNS = (
-    "id",
-    "at",
-    "actor",
-    "token_name",
-    "ip",
-    "action",
-    "target_type",
-    "target_id",
-    "target_name",
-    "changes",
-    "outcome",
-    "message",
-)
+CSV_COLUMNS = tuple(shape_of(AuditRecord).names)  # the API's fields, in its order
 # Characters that make a spreadsheet read a cell as a formula.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -118,4 +106,12 @@ def history_url(target_type: str, target_id: int) -> str:
     return url_for("audit.index", target_type=target_type, target_id=target_id)
 
 
+def shown(value: Any) -> str:
+    """A before or after value as the page shows it: text as it is, the rest as JSON."""
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 bp.add_app_template_global(history_url)
+bp.add_app_template_filter(shown, "audit_value")

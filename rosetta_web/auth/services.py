@@ -139,17 +139,17 @@ def signed_in(user: User) -> None:
     db.session.commit()
 
 
+class SignInRefused(DomainError):
+    """A sign-in was refused; the reason is for the log, the page says less."""
+
+    status = 401
+
+
 def sign_in_failed(username: str, reason: str) -> None:
     """Record a refused sign-in: the name typed, and the account when there is one."""
     user = find_user(username)
     target = audit.target_of(user) if user else audit.Target("user", None, username)
     audit.record_refusal("sign_in_failed", target, SignInRefused(reason))
-
-
-class SignInRefused(DomainError):
-    """A sign-in was refused; the reason is for the log, the page says less."""
-
-    status = 401
 
 
 def sign_out(user: User) -> None:

@@ -84,7 +84,9 @@ def _dev_secret_key(instance_path: Path) -> str:
 
 def engine_options(database_url: str, env: Mapping[str, str]) -> dict[str, Any]:
     """Return the connection pool settings for the metadata database at `database_url`."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # A database error's text leaves out the statement's values: they hold encrypted secrets
+    # and password hashes, and such a text reaches the log.
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if database_url.startswith("postgresql"):
         options.update(
             pool_size=_int(env, "DB_POOL_SIZE", 20, minimum=1),

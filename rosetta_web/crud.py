@@ -55,7 +55,7 @@ def register_crud_views(bp: Blueprint, resource: Resource) -> None:
     def _unsaved(form: EntityForm, entity: Any) -> str | tuple[str, int]:
         """The form again; a name another entity has is a refusal the audit log records."""
         page = render_template("crud/form.html", form=form, resource=resource, entity=entity)
-        if form.duplicate_name:
+        if form.duplicate_name and list(form.errors) == ["name"]:  # as the API: else 422
             resource.refuse_duplicate(form, entity)
             return page, 409
         return page

@@ -143,6 +143,7 @@ class Resource:
                     continue
                 setattr(entity, name, value)
                 changed.add(name)
+            change.note()
             try:
                 self.before_commit(entity, changed)  # what it reads may flush the change
                 change.record()
@@ -157,8 +158,12 @@ class Resource:
         """Record the refusal of a save whose name another entity has; return its error."""
         name = form["name"].data
         exc = DuplicateName(self.label, name)
-        target = audit.Target(self.label, entity.id if entity is not None else None, name)
-        audit.record_refusal("update" if entity is not None else "create", target, exc)
+        if entity is None:
+            target, action = audit.Target(self.label, None, name), "create"
+        else:
+            target, action = audit.target_of(entity), "update"
+        was = entity.name if entity is not None else None
+        audit.record_refusal(action, target, exc, {"name": [was, name]})
         return exc
 
     def blocking_pipelines(self, entity: Any) -> list[str]:

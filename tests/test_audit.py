@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
 
 from rosetta_web.audit import services as audit
@@ -114,7 +115,11 @@ def test_each_api_change_writes_one_record_naming_the_token_and_its_user(app, ap
         },
     }
     patches = {
-        "/api/v1/sources/1": {"pg_host": "db2.example.com", "pg_password": "Rotated-Pass-1!"},
+        "/api/v1/sources/1": {
+            "pg_host": "db2.example.com",
+            "pg_password": "Rotated-Pass-1!",
+            "alert_overrides": {"forecast_hours": 12},
+        },
         "/api/v1/destinations/1": {"snowflake_private_key_passphrase": "Another-Phrase-9!"},
         "/api/v1/channels/1": {"min_severity": "critical"},
     }
@@ -142,7 +147,9 @@ def test_each_api_change_writes_one_record_naming_the_token_and_its_user(app, ap
     assert updated["changes"] == {
         "pg_host": ["postgres.example.com", "db2.example.com"],
         "pg_password": "changed",
+        "alert_overrides.forecast_hours": [None, 12],
     }
+    assert not any(name.startswith("alert_overrides") for name in created["changes"])
     assert by_step["PATCH", "/api/v1/destinations/1"]["changes"] == {
         "snowflake_private_key_passphrase": "changed"
     }
@@ -197,6 +204,8 @@ def test_duplicate_name_is_refused_and_recorded_and_changes_nothing_else(app, ap
     record = one_new(app, before)
     by_token(record)
     assert (record["action"], record["outcome"], record["target_id"]) == ("update", "refused", 2)
+    assert record["target_name"] == "staging"
+    assert record["changes"] == {"name": ["staging", "production-postgres"]}
     assert record["message"] == "A source named 'production-postgres' already exists"
     assert api.get("/api/v1/sources/2").get_json()["name"] == "staging"
 
@@ -244,6 +253,8 @@ def test_a_save_that_loses_a_race_for_its_name_keeps_only_the_refusal(app):
         "refused",
         "second",
     )
+    assert record["changes"]["name"] == ["second", "third"]  # what it tried
+    assert record["changes"]["pg_host"] == ["h", "moved.example.com"]
     with app.app_context():
         host = db.session.scalar(select(Source.pg_host).where(Source.name == "second"))
     assert host == "h"
@@ -272,25 +283,23 @@ def test_sign_in_failures_and_sign_out_are_recorded(app, client):
     create_operator(app)
     create_operator(app, "bob", role="operator")
     cases = [
-        ("alice", "wrong-password-1", "sign_in_failed", "refused", 1),
-        ("nobody", PASSWORD, "sign_in_failed", "refused", None),
-        ("alice", PASSWORD, "sign_in", "done", 1),
+        ("alice", "wrong-password-1", "sign_in_failed", "refused", "alice", 1),
+        # A name no account has may be a password typed in the wrong box: it is not kept.
+        ("Tr0ub4dor&3", PASSWORD, "sign_in_failed", "refused", None, None),
+        ("alice", PASSWORD, "sign_in", "done", "alice", 1),
     ]
-    for username, password, action, outcome, target_id in cases:
+    for username, password, action, outcome, name, target_id in cases:
         before = records(app)
         sign_in(client, username, password)
         record = one_new(app, before)
-        assert (record["actor"], record["action"], record["outcome"]) == (
-            username,
-            action,
-            outcome,
-        )
+        assert (record["actor"], record["action"], record["outcome"]) == (name, action, outcome)
         assert (record["target_type"], record["target_id"], record["target_name"]) == (
             "user",
             target_id,
-            username,
+            name,
         )
         assert record["ip"] == "127.0.0.1"
+    assert "Tr0ub4dor" not in json.dumps(records(app))
     before = records(app)
     client.post("/logout", data={"csrf_token": csrf_token(client, "/account")})
     assert one_new(app, before)["action"] == "sign_out"
@@ -305,6 +314,32 @@ def test_sign_in_failures_and_sign_out_are_recorded(app, client):
         "The account is disabled.",
     )
     assert PASSWORD not in json.dumps(records(app))
+
+
+def test_a_failed_change_names_its_error_without_the_statement_or_secrets(app):
+    """A change the database rejects is recorded as failed with the error's kind and first
+    line; never the statement with its values (an encrypted password among them)."""
+    with app.app_context():
+        db.session.add(new_source("prod", pg_password="Hunter-2-Secret!"))
+        db.session.commit()
+    with app.test_request_context():
+        source = db.session.scalar(select(Source))
+        ciphertext = source.pg_password_encrypted
+        with pytest.raises(IntegrityError), audit.change("update", source) as change:
+            source.pg_host = None  # NOT NULL: the database refuses the row
+            source.pg_password = "Rotated-Secret-3!"
+            change.record()
+            db.session.commit()
+    record = records(app)[-1]
+    assert (record["action"], record["outcome"], record["target_name"]) == (
+        "update",
+        "failed",
+        "prod",
+    )
+    assert record["message"].startswith('NotNullViolation: null value in column "pg_host"')
+    assert record["changes"] == {"pg_host": ["h", None], "pg_password": "changed"}
+    text = json.dumps(record)
+    assert ciphertext[:20] not in text and "UPDATE" not in text and "Rotated" not in text
 
 
 def test_account_and_token_changes_are_recorded(app, browser, runner):
@@ -439,6 +474,14 @@ def test_the_audit_table_refuses_update_delete_and_truncate_from_sql(app, api, d
         assert "audit_log is append-only" in done.stderr, statement
     unchanged = "SELECT count(*) FROM audit_log WHERE actor IS DISTINCT FROM 'someone-else'"
     assert psql(unchanged).stdout.strip() == str(kept)
+    # Naming a cutoff by hand, as the retention function does, lets no record of the last
+    # day go.
+    forged = psql(
+        "BEGIN; SELECT set_config('rosetta.audit_prune_before', '99999999999', true); "
+        "DELETE FROM audit_log WHERE at > now() - interval '1 day'; COMMIT;"
+    )
+    assert forged.returncode != 0 and "append-only" in forged.stderr
+    assert psql("SELECT count(*) FROM audit_log").stdout.strip() == str(kept)
     # A cutoff in the future keeps the last day anyway: only the source's creation goes.
     assert psql("SELECT audit_log_prune(now() + interval '1 day')").stdout.strip() == "1"
     left = [(r["action"], r["target_type"]) for r in records(app)]
@@ -516,6 +559,9 @@ def test_api_pages_with_a_cursor_newest_first_and_filters(app, api):
         ({"since": "yesterday"}, "since"),
         ({"since": "1h", "until": "2h"}, "until"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": audit.encode_cursor(2**64)}, "cursor"),
+        ({"actor": "a\x00b"}, "actor"),
+        ({"actor": "x" * 81}, "actor"),
         ({"limit": 0}, "limit"),
     ):
         response = api.get("/api/v1/audit", query_string=query)

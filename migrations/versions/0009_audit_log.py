@@ -1,8 +1,9 @@
 """The audit log: one record per change, append-only.
 
 On PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE of audit_log. The one exception is
-audit_log_prune(older_than), the retention: it deletes records older than its cutoff, and
-never any of the last day.
+audit_log_prune(older_than), the retention: it deletes records older than its cutoff, and the
+trigger itself never lets a record of the last day go. Like any trigger, it stops statements,
+not the table's owner, who may drop it.
 
 Revision ID: 0009
 Revises: 0008
@@ -42,10 +43,12 @@ ACTIONS = (
 APPEND_ONLY = """
 CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    -- audit_log_prune() names its cutoff for this transaction; only rows older may go.
+    -- audit_log_prune() names its cutoff (epoch seconds) for its transaction: only records
+    -- older than it, and never one of the last day, may go.
     IF TG_OP = 'DELETE'
        AND coalesce(current_setting('rosetta.audit_prune_before', true), '') <> ''
-       AND OLD.at < current_setting('rosetta.audit_prune_before')::timestamptz THEN
+       AND OLD.at < to_timestamp(current_setting('rosetta.audit_prune_before')::float8)
+       AND OLD.at < now() - interval '1 day' THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'audit_log is append-only: % is refused', TG_OP
@@ -64,7 +67,7 @@ DECLARE
     removed bigint;
     cutoff timestamptz := least(older_than, now() - interval '1 day');
 BEGIN
-    PERFORM set_config('rosetta.audit_prune_before', cutoff::text, true);
+    PERFORM set_config('rosetta.audit_prune_before', extract(epoch FROM cutoff)::text, true);
     DELETE FROM audit_log WHERE at < cutoff;
     GET DIAGNOSTICS removed = ROW_COUNT;
     PERFORM set_config('rosetta.audit_prune_before', '', true);

@@ -45,7 +45,7 @@ def index() -> Response:
         query=query,
         records=records,
         next_cursor=cursor,
-        actors=services.actors(),
+        accounts=services.account_names(),
         actions=AUDIT_ACTIONS,
         target_types=AUDIT_TARGET_TYPES,
         target_pages=TARGET_PAGES,

@@ -23,7 +23,7 @@ from flask import current_app, g, has_app_context, has_request_context, request
 from flask_login import current_user
 from sqlalchemy import Select, delete, event, insert, inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapper, Session
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
@@ -131,15 +131,16 @@ def target_of(entity: Any) -> Target:
     return Target(kind, entity.id, entity.name)
 
 
+def _listed(model: type) -> list[str]:
+    mapper: Mapper[Any] = inspect(model)
+    return [attr.key for attr in mapper.column_attrs if attr.key not in UNLISTED]
+
+
 def snapshot(entity: Any) -> dict[str, Any]:
     """Return an entity's listed values now, to compare with after a change."""
     if entity is None:
         return {}
-    return {
-        attr.key: copy.deepcopy(getattr(entity, attr.key))
-        for attr in inspect(type(entity)).column_attrs
-        if attr.key not in UNLISTED
-    }
+    return {key: copy.deepcopy(getattr(entity, key)) for key in _listed(type(entity))}
 
 
 def _jsonable(value: Any) -> Any:
@@ -155,6 +156,12 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
             continue
         if key in SECRET_COLUMNS:
             changes[SECRET_COLUMNS[key]] = CHANGED
+        elif isinstance(old, dict) or isinstance(new, dict):
+            # A source's alert overrides: each key that changed, as alert_overrides.forecast_hours
+            for sub in sorted({*(old or {}), *(new or {})}):
+                pair = [(old or {}).get(sub), (new or {}).get(sub)]
+                if pair[0] != pair[1]:
+                    changes[f"{key}.{sub}"] = pair
         else:
             changes[key] = [_jsonable(old), _jsonable(new)]
     return changes
@@ -174,7 +181,7 @@ def _values(
         "at": utcnow(),
         "actor": actor.name[:80] if actor.name else None,
         "token_name": actor.token_name,
-        "ip": actor.ip,
+        "ip": actor.ip[:45] if actor.ip else None,
         "action": action,
         "target_type": target.type,
         "target_id": target.id,
@@ -215,6 +222,16 @@ def outcome_of(exc: BaseException) -> str:
     return "refused" if isinstance(status, int) and status < 500 else "failed"
 
 
+def _error_words(exc: BaseException) -> str:
+    """Name an unexpected error without its statement or values: a database error's text
+    holds the SQL and its parameters, encrypted secrets and password hashes among them."""
+    cause = getattr(exc, "orig", None)
+    if cause is None:
+        return type(exc).__name__  # no telling what its text holds
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line[:200]}"
+
+
 def record_refusal(
     action: str,
     target: Target,
@@ -222,8 +239,7 @@ def record_refusal(
     changes: dict[str, Any] | None = None,
 ) -> None:
     """Roll back what the refused change left in the session; write its record alone."""
-    # A domain error's message is written for the operator; any other names its kind.
-    message = str(exc) if hasattr(exc, "status") else f"{type(exc).__name__}: {exc}"
+    message = str(exc) if hasattr(exc, "status") else _error_words(exc)
     try:
         db.session.rollback()
         db.session.add(AuditRecord(**_values(action, target, changes, outcome_of(exc), message)))
@@ -241,20 +257,38 @@ class Change:
     entity: Any = None
     target: Target | None = None
     before: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] | None = None  # what the record says, once it is written
 
     def record(
         self, changes: dict[str, Any] | None = None, message: str | None = None, **extra: Any
     ) -> AuditRecord:
         """Add the done record: the entity's fields as they were and are, plus `extra` as
         [before, after] pairs, or exactly `changes` when given."""
+        if changes is None:
+            after = {} if self.action == "delete" else snapshot(self.entity)
+            changes = {**diff(self.before, after), **extra}
+        self.changes = changes
         if self.entity is not None and inspect(self.entity).transient:
             db.session.add(self.entity)
         if self.entity is not None and self.entity.id is None:
             db.session.flush()  # a new entity's record names its id
-        if changes is None:
-            after = {} if self.action == "delete" else snapshot(self.entity)
-            changes = {**diff(self.before, after), **extra}
         return record(self.action, self.about(), changes, message)
+
+    def note(self) -> None:
+        """Take what the change has set so far, for its refusal's record: a flush that fails
+        later expires what the entity held."""
+        self.changes = diff(self.before, snapshot(self.entity))
+
+    def attempted(self) -> dict[str, Any]:
+        """The fields the change had set when it was refused or failed, read without the
+        database (its transaction may have failed, and a failed flush expires what it held)."""
+        if self.changes is not None:
+            return self.changes
+        if self.entity is None:
+            return {}
+        loaded = inspect(self.entity).dict
+        now = {key: loaded[key] for key in _listed(type(self.entity)) if key in loaded}
+        return diff(self.before, {**self.before, **now})
 
     def about(self) -> Target:
         """Return the target, as given or as the entity names itself."""
@@ -286,7 +320,7 @@ def change(action: str, entity: Any = None, target: Target | None = None) -> Ite
         if about is None:  # a new entity: what it was to be called
             name = getattr(entity, "name", None) or getattr(entity, "username", None)
             about = Target(TARGET_TYPES[type(entity)], None, name)
-        record_refusal(action, entry.target or about, exc)
+        record_refusal(action, entry.target or about, exc, entry.attempted())
         raise
 
 
@@ -295,11 +329,7 @@ def change(action: str, entity: Any = None, target: Target | None = None) -> Ite
 
 def _edited(obj: Any) -> bool:
     state = inspect(obj)
-    return any(
-        state.attrs[attr.key].history.has_changes()
-        for attr in state.mapper.column_attrs
-        if attr.key not in UNLISTED
-    )
+    return any(state.attrs[key].history.has_changes() for key in _listed(type(obj)))
 
 
 def _after_flush(session: Session, _context: Any) -> None:
@@ -389,8 +419,8 @@ def read_query(args: Mapping[str, str], now: datetime) -> AuditQuery:
     """Read the filters and the cursor from a query string; each bad one is named."""
     values = {name: args.get(name, "").strip() for name in FILTERS if args.get(name, "").strip()}
     errors: dict[str, str] = {}
-    if len(values.get("actor", "")) > 80:
-        errors["actor"] = "No username is longer than 80 characters."
+    if len(values.get("actor", "")) > 80 or "\x00" in values.get("actor", ""):
+        errors["actor"] = "No actor's name is longer than 80 characters or holds a NUL."
     action = values.get("action")
     if action is not None and action not in AUDIT_ACTIONS:
         errors["action"] = f"Choose one of {', '.join(AUDIT_ACTIONS)}."
@@ -421,7 +451,7 @@ def read_query(args: Mapping[str, str], now: datetime) -> AuditQuery:
         if after_id is None:
             errors["cursor"] = "This cursor is not one a page of the log gave: start again."
     filters = AuditFilter(
-        actor=None if "actor" in errors else values.get("actor", "").lower() or None,
+        actor=None if "actor" in errors else values.get("actor"),
         action=None if "action" in errors else action,
         target_type=None if "target_type" in errors else target_type,
         target_id=target_id,
@@ -442,9 +472,10 @@ def decode_cursor(cursor: str) -> int | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    if raw[:1] != "a" or not raw[1:].isdigit() or len(raw) > 21:
+    if raw[:1] != "a" or not raw[1:].isascii() or not raw[1:].isdigit() or len(raw) > 21:
         return None
-    return int(raw[1:])
+    record_id = int(raw[1:])
+    return record_id if record_id <= MAX_BIGINT else None
 
 
 def page(
@@ -471,10 +502,9 @@ def stream(filters: AuditFilter, batch: int = 1000) -> Iterator[AuditRecord]:
         after_id = rows[-1].id
 
 
-def actors() -> list[str]:
-    """Every actor the log names, for the page's filter."""
-    stmt = select(AuditRecord.actor).where(AuditRecord.actor.is_not(None)).distinct()
-    return sorted(name for name in db.session.scalars(stmt) if name)
+def account_names() -> list[str]:
+    """The accounts' names, offered by the page's actor filter (cli:<user> is typed)."""
+    return list(db.session.scalars(select(User.username).order_by(User.username)))
 
 
 # Retention

@@ -48,12 +48,11 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
         wait = services.begin_attempt(username)
         if wait:
             minutes = (wait + 59) // 60
-            message = (
+            # Refused without a look at the password: the failures that led here are recorded.
+            form.form_errors.append(
                 f"Too many failed sign-ins for this username. Try again in {minutes} minute"
                 f"{'s' if minutes != 1 else ''}."
             )
-            services.sign_in_failed(username, message)
-            form.form_errors.append(message)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
         user = services.authenticate(username, filled(form.password))
         if user is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -146,9 +147,14 @@ class SignInRefused(DomainError):
 
 
 def sign_in_failed(username: str, reason: str) -> None:
-    """Record a refused sign-in: the name typed, and the account when there is one."""
+    """Record a refused sign-in of an account. A name no account has is not kept: it may be
+    a password typed in the wrong box."""
     user = find_user(username)
-    target = audit.target_of(user) if user else audit.Target("user", None, username)
+    if user is not None:
+        target = audit.target_of(user)
+    else:
+        audit.act_as(replace(audit.current_actor(), name=None))
+        target, reason = audit.Target("user"), "No account has the name typed."
     audit.record_refusal("sign_in_failed", target, SignInRefused(reason))
 
 

@@ -8,7 +8,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import IO, Any
 
 import click
@@ -187,13 +189,17 @@ class MonitorScheduler:
     def expire(self) -> None:
         """Delete history and audit records older than their retention, if this process
         leads."""
-        try:
-            with self.app.app_context():
-                if self.leadership.is_leader():
-                    rounds.delete_expired(self.app.config["WAL_METRICS_RETENTION_DAYS"])
-                    audit.prune()
-        except Exception:
-            log.exception("retention failed; it runs again tomorrow")
+        jobs: list[tuple[str, Callable[[], int]]] = [
+            ("WAL", partial(rounds.delete_expired, self.app.config["WAL_METRICS_RETENTION_DAYS"])),
+            ("audit", audit.prune),
+        ]
+        for kind, expire in jobs:
+            try:  # each in an app context of its own: one failing does not stop the other
+                with self.app.app_context():
+                    if self.leadership.is_leader():
+                        expire()
+            except Exception:
+                log.exception("%s retention failed; it runs again tomorrow", kind)
 
     def start(self, blocking: bool = False) -> None:
         """Start the jobs; the first round runs at the next multiple of the interval.

@@ -68,4 +68,26 @@
         event.target.closest("form").querySelector("[data-show-when]")) showWhen();
   });
   showWhen();
+
+  // <select data-submit-on-change>: a filter applied as soon as it is chosen (text fields
+  // apply on Enter, so leaving one does not redraw the form under the next click).
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.matches && select.matches("select[data-submit-on-change]") && select.form) {
+      select.form.requestSubmit();
+    }
+  });
+
+  // <a data-export-form="id">: the export takes the form's filters as they are typed now,
+  // applied or not.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a[data-export-form]") : null;
+    var form = link && document.getElementById(link.getAttribute("data-export-form"));
+    if (!form) return;
+    var params = new URLSearchParams();
+    new FormData(form).forEach(function (value, name) {
+      if (String(value).trim()) params.append(name, value);
+    });
+    link.href = link.pathname + (params.toString() ? "?" + params : "");
+  });
 })();

@@ -80,6 +80,6 @@ def test_an_admin_changes_an_accounts_role(app, live_server, page):
     expect(page.locator("#audit-table tbody tr")).to_have_count(1)
     expect(page).to_have_url(live_server + "/audit/?action=sign_in")
     page.fill("#audit-since", "yesterday")
-    page.locator("#audit-since").dispatch_event("change")
+    page.press("#audit-since", "Enter")
     expect(page.locator("#audit-since-error")).to_contain_text("ISO-8601")
     expect(page.locator("#audit-since")).to_have_value("yesterday")

@@ -388,7 +388,17 @@ def _readiness_operations() -> dict[str, dict[str, Any]]:
     confirm = _query(
         "confirm", {"type": "string"}, "The object's name again: nothing is dropped without it"
     )
-    readiness_result = {"oneOf": [{"type": "null"}, ref("Readiness")]}
+
+    def checked_again(name: str, description: str) -> dict[str, Any]:
+        """The answer of a create or drop: the object's name, and the source checked again."""
+        readiness = {"oneOf": [{"type": "null"}, ref("Readiness")]}
+        schema = {
+            "type": "object",
+            "required": [name, "readiness"],
+            "properties": {name: {"type": "string"}, "readiness": readiness},
+        }
+        return _json(schema, f"{description}; the source checked again")
+
     not_json = {
         "400": _error("The body is not a JSON object"),
         "415": _error("The body is not JSON"),
@@ -429,17 +439,7 @@ def _readiness_operations() -> dict[str, dict[str, Any]]:
                 "content": {JSON: {"schema": ref("PublicationInput")}},
             },
             "responses": {
-                "201": _json(
-                    {
-                        "type": "object",
-                        "required": ["publication", "readiness"],
-                        "properties": {
-                            "publication": {"type": "string"},
-                            "readiness": readiness_result,
-                        },
-                    },
-                    "Created; the source checked again",
-                ),
+                "201": checked_again("publication", "Created"),
                 "404": _error("No such source"),
                 "409": refused,
                 "422": _error("No such table (named in details.fields.tables), or a bad body"),
@@ -451,17 +451,7 @@ def _readiness_operations() -> dict[str, dict[str, Any]]:
             "summary": "Drop the source's publication; confirm must repeat its name",
             "parameters": [confirm],
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "required": ["dropped", "readiness"],
-                        "properties": {
-                            "dropped": {"type": "string"},
-                            "readiness": readiness_result,
-                        },
-                    },
-                    "Dropped; the source checked again",
-                ),
+                "200": checked_again("dropped", "Dropped"),
                 "404": _error("No such source, or it has no such publication"),
                 "409": refused,
                 "422": _error("confirm is missing or not the publication's name"),
@@ -476,17 +466,7 @@ def _readiness_operations() -> dict[str, dict[str, Any]]:
                 "content": {JSON: {"schema": ref("SlotInput")}},
             },
             "responses": {
-                "201": _json(
-                    {
-                        "type": "object",
-                        "required": ["slot_name", "readiness"],
-                        "properties": {
-                            "slot_name": {"type": "string"},
-                            "readiness": readiness_result,
-                        },
-                    },
-                    "Created; the source checked again",
-                ),
+                "201": checked_again("slot_name", "Created"),
                 "404": _error("No such source"),
                 "409": refused,
                 "422": _error("Not a name PostgreSQL allows for a slot"),

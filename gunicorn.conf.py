@@ -10,3 +10,8 @@ from rosetta_web.monitor.scheduler import post_worker_init  # noqa: F401
 # "Sample now" samples in the request, for up to WAL_MONITOR_TIMEOUT_SECONDS: a worker gets
 # that long and half a minute more before gunicorn deems it stuck (its default is 30 s).
 timeout = int(os.environ.get("WAL_MONITOR_TIMEOUT_SECONDS", "").strip() or 30) + 30
+
+# gunicorn answers a request line over its limit (4094 bytes by default) with an HTML page of
+# its own. Its highest limit lets a URL well past Rosetta's (MAX_URL_BYTES, 4096 bytes) through,
+# to be answered 414 in Rosetta's envelope; only a request line past 8190 bytes gets gunicorn's.
+limit_request_line = 8190

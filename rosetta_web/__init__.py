@@ -23,7 +23,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .audit.services import watch as watch_audit
     from .config import engine_options, load_config
     from .crypto import fernet_for
-    from .errors import register_error_handlers, watch_database
+    from .errors import refuse_long_urls, register_error_handlers, watch_database
     from .extensions import db, migrate
     from .formatting import register_filters
     from .security import init_security
@@ -56,6 +56,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         render_as_batch=True,
         compare_type=True,
     )
+    refuse_long_urls(app)  # first: a URL too long is refused before sign-in is asked for
     init_security(app)
     register_error_handlers(app)
     register_filters(app)

@@ -71,12 +71,13 @@ def set_role(username: str, role: str) -> None:
 @users_cli.command("disable")
 @click.argument("username")
 def disable_user(username: str) -> None:
-    """Disable an account: its sessions and tokens stop working at once."""
+    """Disable an account: its sessions end and its API tokens are revoked."""
+    user = _user_or_fail(username)
     try:
-        user = services.disable_user(_user_or_fail(username))
+        revoked = services.disable_user(user)
     except services.LastAdmin as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Disabled {user.username}: signed out, its tokens refused.")
+    click.echo(f"Disabled {user.username}: signed out, {services.tokens_revoked_words(revoked)}.")
 
 
 @tokens_cli.command("create")

@@ -165,6 +165,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "APP_ENV": app_env,
         "PUBLIC_URL": public_url,
         "ALERT_REPEAT_MINUTES": _int(env, "ALERT_REPEAT_MINUTES", 60, minimum=1),
+        # Whether channels may send to loopback and private addresses (a local relay).
+        "ALERT_PRIVATE_TARGETS": _bool(env, "ALERT_PRIVATE_TARGETS", True),
         "DEBUG": _bool(env, "DEBUG", False),
         "SECRET_KEY": secret_key,
         "ENCRYPTION_KEY": env.get("ENCRYPTION_KEY", "").strip() or None,
@@ -189,5 +191,7 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "WTF_CSRF_CHECK_DEFAULT": False,
         "WTF_CSRF_TIME_LIMIT": _int(env, "CSRF_TIME_LIMIT_SECONDS", 3600 * 8, minimum=60),
         "LOGIN_MAX_FAILURES": 5,
+        # Many names tried from one client address: a password sprayed over the accounts.
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
         "LOGIN_FAILURE_WINDOW_SECONDS": 15 * 60,
     }

@@ -31,6 +31,7 @@ ERROR_NAMES = {
     405: "MethodNotAllowedError",
     409: "ConflictError",
     413: "PayloadTooLargeError",
+    414: "URITooLongError",
     415: "UnsupportedMediaTypeError",
     422: "ValidationError",
     429: "RateLimitError",
@@ -116,11 +117,24 @@ RETRY_AFTER_SECONDS = 10
 
 class Outage:
     """Log a metadata database outage once when it starts and once when it ends, not once per
-    request: a dashboard polled by many browsers would otherwise write a traceback each."""
+    request: a dashboard polled by many browsers would otherwise write a traceback each.
 
-    def __init__(self) -> None:
+    The web side has one; the scheduler one for the WAL monitor's jobs and one for alert
+    delivery, each naming itself in `prefix` ("alert delivery: "), saying what it does
+    `meanwhile`, and logging to its own `logger`.
+    """
+
+    def __init__(
+        self,
+        meanwhile: str = "answering 503",
+        prefix: str = "",
+        logger: logging.Logger = log,
+    ) -> None:
         self._since: float | None = None
         self._lock = threading.Lock()
+        self.meanwhile = meanwhile
+        self.prefix = prefix
+        self.log = logger
 
     def failed(self, exc: BaseException) -> None:
         """Note that the database did not answer; log it if this starts an outage."""
@@ -128,9 +142,12 @@ class Outage:
             if self._since is not None:
                 return
             self._since = time.monotonic()
-        log.error(
-            "metadata database unavailable (%s); answering 503 until it is back",
+        self.log.error(
+            "%smetadata database unavailable (%s); %s until it is back",
+            self.prefix,
             type(getattr(exc, "orig", None) or exc).__name__,
+            self.meanwhile,
+            stacklevel=2,  # the line names who met the outage, not this class
         )
 
     def answered(self) -> None:
@@ -140,7 +157,12 @@ class Outage:
         with self._lock:
             since, self._since = self._since, None
         if since is not None:
-            log.warning("metadata database back after %.0f s", time.monotonic() - since)
+            self.log.warning(
+                "%smetadata database back after %.0f s",
+                self.prefix,
+                time.monotonic() - since,
+                stacklevel=2,
+            )
 
 
 outage = Outage()
@@ -165,6 +187,30 @@ def database_unavailable(exc: BaseException) -> Response:
     response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+# The longest URL (path and query string, as sent) Rosetta reads. gunicorn.conf.py lets request
+# lines of twice that through, so a longer URL is answered here, as every other error is,
+# rather than by gunicorn's own HTML page.
+MAX_URL_BYTES = 4096
+
+
+def refuse_long_urls(app: Flask) -> None:
+    """Answer 414 to a URL over MAX_URL_BYTES, before sign-in or the database is asked."""
+
+    @app.before_request
+    def refuse_long_url() -> Response | None:
+        environ = request.environ
+        # RAW_URI (gunicorn, werkzeug) is the target as it came on the request line.
+        sent = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
+        if len(sent) <= MAX_URL_BYTES:
+            return None
+        return error_response(
+            414,
+            f"The URL is {len(sent)} bytes long; Rosetta reads URLs of up to {MAX_URL_BYTES} "
+            "bytes. Send fewer or shorter query parameters.",
+            {"url_bytes": len(sent), "max_url_bytes": MAX_URL_BYTES},
+        )
 
 
 def watch_database(engine: Engine) -> None:

@@ -60,8 +60,13 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     return f"in {amount}" if future else f"{amount} ago"
 
 
+DAY_SECONDS = 86400
+MONTH_DAYS = 365.25 / 12
+
+
 def duration_words(seconds: float) -> str:
-    """Say a duration as an operator reads it: '3 h 10 min', '2 d 4 h', '42 min', '12 s'."""
+    """Say a duration as an operator reads it: '12 s', '42 min', '3 h 10 min', '2 d 4 h',
+    then 'about 23 days', 'about 5 months', 'about 3 years'."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -72,7 +77,15 @@ def duration_words(seconds: float) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+    if days < 7:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    days = round(seconds / DAY_SECONDS)
+    if days < 60:
+        return f"about {days} days"
+    if days < 365:
+        return f"about {round(days / MONTH_DAYS)} months"
+    years = round(days / 365.25)
+    return f"about {years} year{'s' if years != 1 else ''}"
 
 
 def utc(moment: datetime | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -319,10 +320,15 @@ class LoginFailure(Model):
     """One failed sign-in, kept for the throttling window (shared by every worker)."""
 
     __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_username_failed_at", "username", "failed_at"),)
+    __table_args__ = (
+        Index("ix_login_failures_username_failed_at", "username", "failed_at"),
+        Index("ix_login_failures_ip_failed_at", "ip", "failed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80))
+    # The client's address as the audit log records it: sign-in is throttled by it too.
+    ip: Mapped[str | None] = mapped_column(String(45))
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -514,7 +520,7 @@ class SlotMetric(Shaped, Model):
             "ix_slot_metrics_server_id_recorded_at",
             "server_id",
             "recorded_at",
-            postgresql_include=["slot_name", "database", "retained_bytes"],
+            postgresql_include=["slot_name", "database", "retained_bytes", "series_started_at"],
         ),
     )
 
@@ -545,6 +551,9 @@ class SlotMetric(Shaped, Model):
     safe_wal_size: Mapped[int | None] = mapped_column(
         BigInteger, doc="PostgreSQL 13+, bytes; null when max_slot_wal_keep_size is -1"
     )
+    # When this series of the slot began: a slot dropped and created again under its name
+    # starts a new one, and its chart line breaks there. Null on rows stored before 0010.
+    series_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SampleError(Model):
@@ -631,6 +640,7 @@ class Alert(Shaped, Model):
         "value",
         "threshold",
         "message",
+        "resolved_message",
         "started_at",
         "resolved_at",
         "acknowledged_by",
@@ -684,8 +694,14 @@ class Alert(Shaped, Model):
     )
     threshold: Mapped[float | None] = mapped_column(Float, doc="The setting it crossed")
     message: Mapped[str] = mapped_column(String(1000))
+    resolved_message: Mapped[str | None] = mapped_column(
+        String(1000), doc="What resolved it, in its own words; null while it fires"
+    )
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A forecast that comes back clear is held until a second sample of its server says so
+    # too: the time of the first clear sample.
+    clear_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The last notification queued for it (fire, escalation or repeat), and at what severity.
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -817,6 +833,9 @@ class Notification(Model):
     claim_token: Mapped[str | None] = mapped_column(String(32))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What a receiver drops repeats by: the same on every try of this notification, and
+    # unlike the id, never used again by another installation or after a restore.
+    delivery_id: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
 
 
 class Delivery(Shaped, Model):

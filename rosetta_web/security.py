@@ -12,7 +12,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from .auth import services
-from .auth.roles import SAFE_METHODS, SELF_SERVICE, rule_of
+from .auth.roles import SAFE_METHODS, SELF_SERVICE, rule_of, with_article
 from .errors import ERROR_NAMES, ApiError, envelope, error_response, wants_json
 from .extensions import csrf, db, login_manager
 from .htmx import is_htmx
@@ -95,7 +95,11 @@ def init_security(app: Flask) -> None:
         token = _bearer_token()
         if token is None:
             return None
-        found = services.token_for(token)
+        try:
+            found = services.token_for(token)
+        except services.TokenStopped as exc:
+            g.token_refusal = str(exc)  # the 401 says why, to the one who holds the token
+            return None
         if found is None:
             return None
         g.authenticated_by_token = True
@@ -111,7 +115,7 @@ def init_security(app: Flask) -> None:
             return None
         if not current_user.is_authenticated:
             if wants_json():
-                message = (
+                message = g.get("token_refusal") or (
                     "The bearer token is invalid or revoked"
                     if _bearer_token()
                     else "Sign in or send Authorization: Bearer <token>"
@@ -127,12 +131,9 @@ def init_security(app: Flask) -> None:
         refusal = _refusal(app, request.endpoint, request.method)
         if refusal is not None:
             return _forbidden(refusal)
-        if (
-            current_user.must_change_password
-            and not g.get("authenticated_by_token")
-            and request.endpoint not in SELF_SERVICE
-        ):
-            # An admin reset the password: nothing else until the user chooses a new one.
+        if current_user.must_change_password and request.endpoint not in SELF_SERVICE:
+            # An admin reset the password: nothing else until the user chooses a new one (its
+            # tokens are refused before this: services.TokenStopped).
             if wants_json() or is_htmx():
                 return _forbidden("Choose a new password on your account page first.")
             return redirect(url_for("auth.account"))
@@ -162,7 +163,7 @@ def _refusal(app: Flask, endpoint: str, method: str) -> str | None:
     role = rule_of(app).required(endpoint, method)
     if not current_user.may(role):
         who = current_user.username
-        return f"This needs the {role} role or above; {who} is a {current_user.role}."
+        return f"This needs the {role} role or above; {who} is {with_article(current_user.role)}."
     return None
 
 

@@ -66,13 +66,25 @@ def test_a_rule_set_to_null_is_off():
     assert fire(10**12, {}) == []
 
 
-def _trend(values: list[float], step_s: int = 300) -> dict:
+def _trend(values: list[float], step_s: int = 300, min_span_s: int = 0) -> dict:
     trend = None
     for index, value in enumerate(values):
         moment = NOW - timedelta(seconds=step_s * (len(values) - 1 - index))
-        trend = trends.update(trend, moment, FakeSlot(retained_bytes=int(value)), None)
+        slot = FakeSlot(retained_bytes=int(value))
+        trend = trends.update(trend, moment, slot, None, min_span_s)
     assert trend is not None
     return trend
+
+
+def _growths(values: list[float], step_s: int, min_span_s: int = 0) -> list[float | None]:
+    """The growth (bytes per hour) the trend holds after each sample."""
+    trend, found = None, []
+    for index, value in enumerate(values):
+        moment = NOW + timedelta(seconds=step_s * index)
+        slot = FakeSlot(retained_bytes=int(value))
+        trend = trends.update(trend, moment, slot, None, min_span_s)
+        found.append(trend["growth"])
+    return found
 
 
 def test_growth_ignores_a_single_spike():
@@ -97,52 +109,132 @@ def test_growth_ignores_a_single_spike():
     assert abs(two_point - calm) > 0.2 * calm
 
 
-def test_growth_needs_three_samples_within_the_hour():
-    assert _trend([0, 5 * MB])["growth"] is None
-    assert _trend([0, 5 * MB, 10 * MB])["growth"] == 60 * MB
+def test_growth_needs_four_samples_over_the_minimum_span():
+    """Four samples at least, spanning at least two minutes and the span the caller asks
+    (three sampling intervals): three samples seconds apart are no trend."""
+    assert _trend([0, 5 * MB, 10 * MB])["growth"] is None
+    assert _trend([0, 5 * MB, 10 * MB, 15 * MB])["growth"] == 60 * MB
+    # 5 s apart: four samples span 15 s, under two minutes; 25 samples span two minutes.
+    assert _trend([i * MB for i in range(4)], step_s=5)["growth"] is None
+    assert _trend([i * MB for i in range(24)], step_s=5)["growth"] is None
+    assert _trend([i * MB for i in range(25)], step_s=5)["growth"] == 720 * MB
+    # At one sample a minute the caller asks for three intervals: 3 minutes, not 2.
+    assert _trend([i * MB for i in range(3)], step_s=60, min_span_s=180)["growth"] is None
+    assert _trend([i * MB for i in range(4)], step_s=60, min_span_s=180)["growth"] == 60 * MB
     # Samples older than an hour are dropped: 5 minutes apart, 13 span the hour.
     assert len(_trend([i * MB for i in range(30)], step_s=300)["points"]) == 13
 
 
-def test_points_are_thinned_evenly_however_often_sampled():
-    trend = _trend([i * 1000 for i in range(600)], step_s=6)  # an hour at 6 s
+def test_growth_follows_a_slot_that_starts_growing_after_an_idle_spell():
+    """Flat for 14 minutes (an idle server's few bytes), then 700 MiB/h, sampled every
+    minute: the growth is 700 MiB/h from the fourth steep sample on, where a fit over the
+    hour would still be a few kB/h."""
+    rate = 700 * MB / 60  # a minute's worth
+    flat = [1000 + i * 40 for i in range(15)]
+    steep = [flat[-1] + rate * k for k in range(1, 12)]
+    growths = _growths(flat + steep, step_s=60, min_span_s=180)
+    assert all(g is None or g < MB for g in growths[:15])
+    assert all(g is None or g < MB for g in growths[15:18])  # three steep samples: not yet
+    for growth in growths[18:]:
+        assert growth is not None and abs(growth - 700 * MB) < 0.01 * 700 * MB
+    hour = trends.fit(_trend(flat + steep[:4], step_s=60)["points"], 0)
+    assert hour is None or hour < 350 * MB  # the hour alone would be far behind
+
+
+def test_a_single_batch_insert_is_not_a_trend():
+    """An hour of an idle server at 5 s, one 11 MB insert, ten minutes more: no window's fit
+    says the slot grows faster than the idle bytes, at any sample."""
+    idle = [1000 + i * 7 for i in range(720)]
+    after = [idle[-1] + 11 * MB + i * 7 for i in range(1, 121)]
+    growths = _growths(idle + after, step_s=5, min_span_s=15)
+    assert max(g or 0 for g in growths) < 0.01 * MB
+
+
+def test_bursts_every_few_minutes_grow_at_their_average():
+    """10 MB every 5 minutes, sampled every minute: a slot filled by a batch job grows 120
+    MB/h, and the fit says so though most pairs of samples in a burst's plateau are flat."""
+    values, total = [], 0
+    for minute in range(120):
+        total += 10 * MB if minute % 5 == 0 else 0
+        values.append(total)
+    growths = _growths(values, step_s=60, min_span_s=180)
+    # Never faster than the truth, at any sample: a burst alone is not a trend.
+    assert all(growth is None or growth <= 120 * MB for growth in growths)
+    for growth in growths[20:]:
+        assert growth is not None and abs(growth - 120 * MB) <= 0.05 * 120 * MB
+
+
+def test_points_are_kept_densest_in_the_last_minutes():
+    """An hour at 6 s: at most MAX_POINTS are kept, the hour still covered, and more of them
+    in the last five minutes than in any five minutes before (for the short window's fit)."""
+    trend = _trend([i * 1000 for i in range(600)], step_s=6)
     times = [point[0] for point in trend["points"]]
     assert len(times) == trends.MAX_POINTS
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert max(gaps) <= 3 * min(gaps)
+    now = NOW.timestamp()
+    assert now - times[0] >= 3500
+    recent = sum(1 for t in times if now - t <= 300)
+    earliest = sum(1 for t in times if now - t > 3300)
+    assert recent >= 10 and recent > 3 * earliest
     assert trend["growth"] == 1000 / 6 * 3600
+
+
+def _stored(growth: float, slot: FakeSlot, at: datetime = NOW) -> dict:
+    """A trend as the round stores it: the fit and the slot's figures at its sample."""
+    trend = trends.update(None, at, slot, None)
+    return {**trend, "growth": growth}
 
 
 def test_forecast_words_and_severity():
     """Lost in under an hour is critical; within the setting, a warning; in words."""
     slot = FakeSlot(retained_bytes=100 * MB, safe_wal_size=30 * MB)
-    trend = {"growth": 60 * MB}
-    forecast = trends.forecast(trend, slot, NOW, 10 * 1024 * MB)
+    trend = _stored(60 * MB, slot)
+    forecast = trends.forecast(trend, 10 * 1024 * MB)
     assert forecast.eta_lost == NOW + timedelta(minutes=30)
     facts = rules.SlotFacts(slot, None, "extended", trend, forecast, 1, "db:5432", 7, "shop")
     [finding] = rules.slot_findings(facts, settings(forecast_hours=6), {}, NOW)
     assert finding.severity == "critical"
     assert finding.message == "slot `orders` on db:5432 is lost in about 30 min at 60 MB/h"
     slot.safe_wal_size = 180 * MB
-    forecast = trends.forecast(trend, slot, NOW, 10 * 1024 * MB)
+    trend = _stored(60 * MB, slot)
+    forecast = trends.forecast(trend, 10 * 1024 * MB)
     facts = rules.SlotFacts(slot, None, "extended", trend, forecast, 1, "db:5432", 7, "shop")
     [finding] = rules.slot_findings(facts, settings(forecast_hours=6), {}, NOW)
     assert (finding.severity, finding.value) == ("warning", 3.0)
     assert "is lost in about 3 h at 60 MB/h" in finding.message
     assert rules.slot_findings(facts, settings(forecast_hours=2), {}, NOW) == []
     # Not growing: no forecast at all.
-    assert trends.forecast({"growth": -5.0}, slot, NOW, 10 * MB) == trends.NO_FORECAST
+    assert trends.forecast({**trend, "growth": -5.0}, 10 * MB) == trends.NO_FORECAST
 
 
-def test_a_slot_growing_a_few_bytes_an_hour_has_no_eta_rather_than_an_error():
-    """100 B/h to a 10 GB threshold is ~12,000 years away: no ETA, and no OverflowError."""
+def test_a_slot_growing_a_few_bytes_an_hour_is_not_lost_within_a_year():
+    """100 B/h to a 10 GB threshold is ~12,000 years away: no ETA and no OverflowError, and
+    the page says it is not within a year rather than "about 12,000 years"."""
+    from rosetta_web.alerts.display import forecast_words
+
     slot = FakeSlot(retained_bytes=MB, safe_wal_size=10 * 1024 * MB)
-    forecast = trends.forecast({"growth": 100.0}, slot, NOW, 10 * 1024 * MB)
+    forecast = trends.forecast(_stored(100.0, slot), 20 * 1024 * MB)
     assert (forecast.growth_bytes_per_hour, forecast.eta_critical, forecast.eta_lost) == (
         100.0,
         None,
         None,
     )
+    assert forecast.beyond == "lost"
+    words = forecast_words("orders", forecast, 20 * 1024 * MB, NOW)
+    assert words is not None and words.rest == "grows 100 bytes/h: is not lost within a year"
+
+
+def test_durations_past_a_few_days_read_in_days_months_and_years():
+    """What an operator reads: "about 3 years", not "1276 d 20 h"."""
+    from rosetta_web.formatting import duration_words
+
+    day = 86400
+    assert duration_words(42) == "42 s"
+    assert duration_words(3 * 3600 + 600) == "3 h 10 min"
+    assert duration_words(2 * day + 4 * 3600) == "2 d 4 h"
+    assert duration_words(23 * day) == "about 23 days"
+    assert duration_words(150 * day) == "about 5 months"
+    assert duration_words(1276 * day + 20 * 3600) == "about 3 years"
+    assert duration_words(400 * day) == "about 1 year"
 
 
 def test_a_consumer_with_nothing_to_confirm_is_not_stalled():

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ from rosetta_web.alerting import delivery
 from rosetta_web.alerting.evaluation import evaluate
 from rosetta_web.alerting.settings import load_settings
 from rosetta_web.extensions import db as _db
+from rosetta_web.formatting import pg_size_pretty
 from rosetta_web.models import ALERT_SETTING_KEYS, Alert, Channel, Delivery, Notification
 from rosetta_web.monitor.rounds import run_round
 from rosetta_web.timeutil import utcnow
@@ -68,15 +72,18 @@ def slot(cluster: Cluster) -> Iterator[str]:
     _sql(cluster, "SELECT pg_drop_replication_slot('orders')")
 
 
-def write_wal(cluster: Cluster, megabytes: float) -> None:
-    """Write at least `megabytes` of WAL into the shop database."""
+def write_wal(
+    cluster: Cluster,
+    megabytes: float,
+    statement: str = "INSERT INTO orders (note) SELECT md5(random()::text) "
+    "FROM generate_series(1, 2000)",
+) -> None:
+    """Write at least `megabytes` of WAL into the shop database, `statement` at a time."""
     with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_current_wal_lsn()")
         start = cur.fetchone()[0]
         while True:
-            cur.execute(
-                "INSERT INTO orders (note) SELECT md5(random()::text) FROM generate_series(1, 2000)"
-            )
+            cur.execute(statement)
             cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (start,))
             if cur.fetchone()[0] >= megabytes * MB:
                 return
@@ -838,3 +845,454 @@ def test_a_resolved_is_never_delivered_before_its_firing(app, httpserver):
                 future.result()
     events = [json.loads(request.get_data())["event"] for request, _ in httpserver.log]
     assert events == ["firing", "firing", "resolved"]  # the 503, the retry, then resolved
+
+
+def emit_wal(cluster: Cluster, megabytes: float) -> None:
+    """Write at least `megabytes` of WAL quickly: logical messages of 1 MB each."""
+    write_wal(
+        cluster, megabytes, "SELECT pg_logical_emit_message(false, 'x', repeat('x', 1 << 20))"
+    )
+
+
+@pytest.fixture
+def keep_size(cluster: Cluster) -> Iterator[int]:
+    """max_slot_wal_keep_size = 320 MB on the cluster: a slot past it is lost."""
+    _sql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = '320MB'")
+    _sql(cluster, "SELECT pg_reload_conf()")
+    assert wait_for(lambda: _sql(cluster, "SHOW max_slot_wal_keep_size")[0] == "320MB", timeout=5)
+    yield 320 * MB
+    _sql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+    _sql(cluster, "SELECT pg_reload_conf()")
+
+
+@pytest.mark.slow
+def test_forecast_sees_a_slot_that_starts_growing_after_an_idle_spell(
+    app, cluster, slot, keep_size, receiver
+):
+    """The shape an operator met: a slot flat for 14 minutes, then ~700 MiB/h, sampled every
+    minute. The forecast alert fires before psql's safe_wal_size reaches zero, and the time
+    it gives is within 25 % of when psql's safe_wal_size really does."""
+    add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app, forecast_hours=6)
+    channel(app, receiver.url_for("/hook"))
+    app.config["WAL_MONITOR_INTERVAL_SECONDS"] = 60
+    minute = timedelta(minutes=1)
+    predictions: list[tuple[Any, Any]] = []  # (sampled at, predicted lost at)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        for _ in range(15):  # idle: the server writes next to nothing
+            sample(app)
+            traveller.shift(minute)
+        lost_at = None
+        for _ in range(40):
+            emit_wal(cluster, 700 / 60)
+            sample(app)
+            safe = _sql(
+                cluster, "SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = %s", slot
+            )[0]
+            if safe is None or safe <= 0:
+                lost_at = utcnow()
+                break
+            for alert in _alerts(app):
+                if alert.rule == "exhaustion_forecast" and alert.state == "firing":
+                    assert "is lost in about" in alert.message
+                    predictions.append((utcnow(), utcnow() + timedelta(hours=alert.value)))
+            traveller.shift(minute)
+    assert lost_at is not None, "the slot never ran out of room"
+    assert predictions, "no forecast alert fired before safe_wal_size reached zero"
+    first_at, first_eta = predictions[0]
+    assert first_at <= lost_at - 10 * minute  # warned with time to act
+    left_true = (lost_at - first_at).total_seconds()
+    assert abs((first_eta - lost_at).total_seconds()) <= 0.25 * left_true
+    for at, eta in predictions:
+        assert abs((eta - lost_at).total_seconds()) <= 0.25 * (lost_at - at).total_seconds() + 60
+
+
+def _latest_slot_row(app: Flask) -> Any:
+    from rosetta_web.models import SlotMetric
+
+    with app.app_context():
+        row = _db.session.scalars(
+            _db.select(SlotMetric)
+            .where(SlotMetric.slot_name == "orders")
+            .order_by(SlotMetric.recorded_at.desc())
+        ).first()
+        _db.session.expunge_all()
+        return row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seen_gone", [False, True], ids=["between-samples", "sampled-gone"])
+def test_a_slot_created_again_under_its_name_starts_a_new_series(
+    app, api, cluster, slot, seen_gone
+):
+    """Dropped and created again (with a sample in between, or none): its time without a
+    consumer, its growth and its chart line start over, and the old line ends there; its
+    alert for the retained WAL resolves saying the slot is a new one."""
+    from rosetta_web.models import Server
+
+    source_id = add_source(app, "shop", cluster.port, user="postgres", password="unused")
+    settings(app, retained_warning_bytes=6 * MB, retained_critical_bytes=600 * MB)
+    step = timedelta(minutes=5)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        first = utcnow()
+        for _ in range(5):  # an inactive slot growing 2 MB every 5 minutes
+            emit_wal(cluster, 2)
+            sample(app)
+            traveller.shift(step)
+        before = _latest_slot_row(app)
+        assert before.inactive_since == first
+        with app.app_context():
+            trend = _db.session.scalar(_db.select(Server)).slot_trends["orders"]
+            assert trend["growth"] is not None and trend["series"] == first.timestamp()
+        _sql(cluster, "SELECT pg_drop_replication_slot('orders')")
+        if seen_gone:
+            sample(app)
+            traveller.shift(step)
+        emit_wal(cluster, 2)
+        _sql(cluster, "SELECT pg_create_logical_replication_slot('orders', 'pgoutput')")
+        again = utcnow()
+        sample(app)
+        row = _latest_slot_row(app)
+        assert row.recorded_at == again
+        assert row.inactive_since == again  # not `first`: this slot is new
+        assert row.series_started_at == again
+        assert row.retained_bytes == retained(cluster)
+        with app.app_context():
+            trend = _db.session.scalar(_db.select(Server)).slot_trends["orders"]
+        assert trend["growth"] is None and trend["series"] == again.timestamp()
+        traveller.shift(timedelta(seconds=1))  # the range ends before now
+        history = api.get(
+            f"/api/v1/sources/{source_id}/wal-history", query_string={"start": "2h"}
+        ).get_json()
+    [alert] = _alerts(app)
+    assert (alert.rule, alert.state) == ("retained_wal", "resolved")
+    named = f"slot `orders` on 127.0.0.1:{cluster.port}"
+    if seen_gone:  # resolved by the sample that saw it gone
+        assert alert.resolved_message == f"{named} is gone: it was dropped"
+    else:
+        assert alert.resolved_message == (
+            f"{named} was dropped and created again: the new one retains "
+            f"{pg_size_pretty(row.retained_bytes)}"
+        )
+    line = history["slots"]["orders"]
+    assert line["series_starts"] == [again.isoformat().replace("+00:00", "Z")]
+    # The old line's last point stands before the new one's first, not joined to it.
+    at = history["times"].index(line["series_starts"][0])
+    assert line["last"][at] == row.retained_bytes
+    assert line["last"][at - 1] is None if seen_gone else line["last"][at - 1] > 0
+
+
+def _regrow(app: Flask, server_id: int, growth: float | None, **figures: Any) -> None:
+    """As a new sample of the server would: its slot's fit and figures change, now."""
+    from rosetta_web.models import Server
+
+    with app.app_context():
+        server = _db.session.get(Server, server_id)
+        trend = dict(server.slot_trends["orders"])
+        trend.update(growth=growth, at=utcnow().timestamp())
+        trend["slot"] = {**trend["slot"], **figures}
+        server.slot_trends = {"orders": trend}
+        server.last_sampled_at = utcnow()
+        _db.session.commit()
+
+
+def test_a_forecast_resolves_only_when_two_samples_find_it_clear(app, receiver):
+    """A forecast moves with every sample: once firing, it holds through one clear sample
+    (and any evaluation of it), resolves at the second, and its `resolved` says why in its
+    own words, as the alert history does."""
+    settings(app, forecast_hours=6)
+    channel(app, receiver.url_for("/hook"))
+    _, server_id = _server_with_slot(app, safe_wal_size=1024 * MB)
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        _regrow(app, server_id, 300 * MB)  # lost in about 3 h 24 min
+        evaluate()
+        assert [(a.rule, a.state) for a in _alerts(app)] == [("exhaustion_forecast", "firing")]
+        traveller.shift(timedelta(seconds=5))
+        _regrow(app, server_id, None)  # one clear sample...
+        evaluate()
+        evaluate()
+        assert [a.state for a in _alerts(app)] == ["firing"]
+        traveller.shift(timedelta(seconds=5))
+        _regrow(app, server_id, 300 * MB)  # ...and it grows again: the count starts over
+        evaluate()
+        traveller.shift(timedelta(seconds=5))
+        _regrow(app, server_id, None)
+        evaluate()
+        assert [a.state for a in _alerts(app)] == ["firing"]
+        traveller.shift(timedelta(seconds=5))
+        _regrow(app, server_id, 1000.0)  # 1 kB/h: lost in about 120 years
+        evaluate()
+        [alert] = _alerts(app)
+        for _ in range(2):  # the resolved waits behind its firing
+            delivery.deliver_due()
+    assert alert.state == "resolved"
+    assert alert.resolved_message == (
+        "forecast: slot `orders` on db:5432 no longer within 6 h (now grows 1000 bytes/h, "
+        "not there within a year)"
+    )
+    assert [event for event, _ in _events(app)] == ["firing", "resolved"]
+    assert len(receiver.log) == 2
+    told = received(receiver)[1]
+    assert told["event"] == "resolved"
+    assert told["alert"]["resolved_message"] == alert.resolved_message
+    assert told["alert"]["message"] != alert.resolved_message
+
+
+def test_a_resolved_says_what_resolved_it(app, browser):
+    """Each rule resolves in its own words: the slot's figure now against its threshold, a
+    consumer back, a slot dropped, a source answering again; the history shows them."""
+    settings(
+        app,
+        retained_warning_bytes=32 * MB,
+        retained_critical_bytes=64 * MB,
+        slot_inactive_minutes=10,
+        unreachable_rounds=2,
+    )
+    gone = _unreachable_source(app)
+    with app.app_context():
+        from rosetta_web.models import SourceState
+
+        _db.session.add(SourceState(source_id=gone, consecutive_failures=5, status="ERROR"))
+        _db.session.commit()
+    _, server_id = _server_with_slot(app, retained_bytes=40 * MB)
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        _resample(app, server_id, inactive_since=(utcnow() - timedelta(minutes=30)).timestamp())
+        evaluate()
+        assert sorted(a.rule for a in _alerts(app)) == [
+            "retained_wal",
+            "slot_inactive",
+            "source_unreachable",
+        ]
+        traveller.shift(timedelta(minutes=1))
+        _resample(app, server_id, retained_bytes=12 * MB, active=True, inactive_since=None)
+        _db.session.get(SourceState, gone).consecutive_failures = 0
+        _db.session.commit()
+        evaluate()
+    said = {a.rule: a.resolved_message for a in _alerts(app)}
+    assert said == {
+        "retained_wal": "slot `orders` on db:5432 now retains 12 MB (warning at 32 MB)",
+        "slot_inactive": "slot `orders` on db:5432 has a consumer again",
+        "source_unreachable": "source `gone` answers again after failing 5 rounds",
+    }
+    html = browser.get("/alerts/").get_data(as_text=True)
+    assert (
+        "<strong>Resolved:</strong> slot <code>orders</code> on db:5432 now retains 12 MB" in html
+    )
+    # A slot that is dropped resolves as dropped.
+    settings(app, retained_warning_bytes=MB)
+    with app.app_context():
+        _resample(app, server_id, retained_bytes=2 * MB)
+        evaluate()
+        from rosetta_web.models import Server
+
+        server = _db.session.get(Server, server_id)
+        server.slot_trends = {}
+        _db.session.commit()
+        evaluate()
+    dropped = _alerts(app)[-1]
+    assert (dropped.rule, dropped.state) == ("retained_wal", "resolved")
+    assert dropped.resolved_message == "slot `orders` on db:5432 is gone: it was dropped"
+
+
+# At least once, with an id to drop repeats by
+
+
+def _delivery_ids(app: Flask) -> list[str]:
+    with app.app_context():
+        return list(_db.session.scalars(_db.select(Notification.delivery_id).order_by("id")))
+
+
+def test_every_try_of_a_notification_carries_the_same_delivery_id(app, httpserver):
+    """A `firing` refused once, then delivered: both tries carry the notification's
+    delivery_id in the signed body and in X-Rosetta-Delivery, so a receiver can tell a repeat;
+    the delivery log shows both."""
+    httpserver.expect_oneshot_request("/hook", method="POST").respond_with_data("no", status=503)
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, httpserver.url_for("/hook"))
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        run_round_without_delivery(app)
+        for future in delivery.kick():
+            assert future.result() is False  # 503: tried again in 30 s
+        traveller.shift(timedelta(seconds=31))
+        for future in delivery.kick():
+            assert future.result() is True
+    [delivery_id] = _delivery_ids(app)
+    bodies = received(httpserver)
+    assert [body["delivery_id"] for body in bodies] == [delivery_id, delivery_id]
+    headers = [request.headers[delivery.DELIVERY_HEADER] for request, _ in httpserver.log]
+    assert headers == [delivery_id, delivery_id]
+    assert bodies[0] == bodies[1] and bodies[0]["event"] == "firing"
+    assert [(entry.ok, entry.status_code) for entry in delivery_log(app)] == [
+        (False, 503),
+        (True, 200),
+    ]
+
+
+@pytest.mark.slow
+def test_a_process_killed_mid_send_leaves_a_repeat_with_the_same_delivery_id(
+    app, database_url, httpserver
+):
+    """`flask rosetta sample` is killed (-9) while the receiver holds its `firing`: after the
+    lease another process sends it again, with the same delivery_id, so a receiver that drops
+    repeats by it acts once; the log records the send that was recorded."""
+    from werkzeug.wrappers import Response
+
+    from .test_scheduler import _start
+
+    sender: dict[str, subprocess.Popen[str]] = {}
+
+    def kill_the_sender_first(request: Any) -> Response:
+        if len(httpserver.log) == 0 and "process" in sender:
+            sender["process"].kill()  # SIGKILL: it never hears the answer
+            sender["process"].wait(timeout=10)
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(kill_the_sender_first)
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, httpserver.url_for("/hook"))
+    with app.app_context():
+        run_round_without_delivery(app)
+    sender["process"] = _start(["flask", "rosetta", "sample"], database_url)
+    try:
+        sender["process"].communicate(timeout=60)
+    finally:
+        sender["process"].kill()
+    assert sender["process"].returncode == -signal.SIGKILL
+    assert wait_for(lambda: len(httpserver.log) == 1, timeout=10)
+    assert delivery_log(app) == []  # it died before it could record the send
+    later = utcnow() + timedelta(seconds=delivery.LEASE_SECONDS + 1)
+    with time_machine.travel(later, tick=True), app.app_context():
+        [future] = delivery.kick()
+        assert future.result() is True
+    [delivery_id] = _delivery_ids(app)
+    bodies = received(httpserver)
+    assert [body["delivery_id"] for body in bodies] == [delivery_id, delivery_id]
+    assert [request.headers["X-Rosetta-Delivery"] for request, _ in httpserver.log] == [
+        delivery_id,
+        delivery_id,
+    ]
+    seen: set[str] = set()  # the README's receiver: act only on an id it has not seen
+    acted = []
+    for body in bodies:
+        if body["delivery_id"] not in seen:
+            seen.add(body["delivery_id"])
+            acted.append(body["event"])
+    assert acted == ["firing"]
+    [entry] = delivery_log(app)
+    assert entry.ok and entry.status_code == 200
+
+
+@pytest.fixture
+def metadata_cluster() -> Iterator[Cluster]:
+    """A metadata database of its own, that a test may stop and start again."""
+    cluster = Cluster("rosetta-delivery-outage").start()
+    yield cluster
+    cluster.stop()
+
+
+def test_a_send_the_metadata_database_could_not_store_is_stored_when_it_is_back(
+    metadata_cluster, httpserver, caplog
+):
+    """The metadata database stops while the receiver takes a `firing`: what the send did is
+    held in memory, nothing is claimed or sent while the database is away, even past the
+    lease; once it is back the send is stored (delivered, in the log) and never repeated."""
+    from flask_migrate import upgrade
+    from sqlalchemy.exc import OperationalError
+    from werkzeug.wrappers import Response
+
+    from rosetta_web import create_app
+
+    def stop_the_database_then_answer(request: Any) -> Response:
+        metadata_cluster.halt()
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(
+        stop_the_database_then_answer
+    )
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": metadata_cluster.create_database("meta"), "TESTING": True}
+    )
+    with app.app_context():
+        upgrade()
+    _unreachable_source(app)
+    settings(app, unreachable_rounds=1)
+    channel(app, httpserver.url_for("/hook"))
+    caplog.set_level(logging.INFO, logger="rosetta_web.alerting.delivery")
+    try:
+        with time_machine.travel(utcnow(), tick=True) as traveller, app.app_context():
+            run_round_without_delivery(app)
+            [future] = delivery.kick()
+            assert future.result() is True  # delivered: the database went away after
+            [attempt] = delivery.held()
+            assert attempt.outcome.ok and attempt.outcome.status_code == 200
+            traveller.shift(timedelta(seconds=delivery.LEASE_SECONDS + 1))
+            with pytest.raises(OperationalError):
+                delivery.kick()  # still away: nothing claimed, nothing sent
+            metadata_cluster.resume()
+            assert delivery.kick() == []  # stored first; then nothing is due
+            assert delivery.held() == []
+            traveller.shift(timedelta(seconds=delivery.LEASE_SECONDS + 1))
+            assert delivery.kick() == []
+            note = _db.session.scalar(_db.select(Notification))
+            assert note.delivered_at is not None and note.attempts == 1
+            assert note.claim_token is None
+        assert len(httpserver.log) == 1
+        [entry] = delivery_log(app)
+        assert entry.ok and entry.status_code == 200 and entry.notification_id == note.id
+    finally:
+        with app.app_context():
+            _db.engine.dispose()
+    said = [r.getMessage() for r in caplog.records if r.name == "rosetta_web.alerting.delivery"]
+    assert len([m for m in said if "held in memory" in m]) == 1, said
+    assert len([m for m in said if "stored what 1 send(s) did" in m]) == 1, said
+
+
+# Where a channel may send, checked as it sends
+
+
+def test_with_private_targets_off_a_name_that_resolves_to_this_machine_is_refused(
+    database_url,
+):
+    """ALERT_PRIVATE_TARGETS=false and a webhook at this machine's host name (not an address,
+    so saving it cannot tell): the send looks the name up and refuses the loopback or private
+    address it resolves to; the delivery log says so and the receiver gets nothing. The same
+    channel with the setting on is delivered, so it was the address that was refused."""
+    from pytest_httpserver import HTTPServer as Receiver
+
+    from .conftest import make_app
+
+    name = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if name == "localhost" or any(ipaddress.ip_address(a).is_global for a in addresses):
+        pytest.skip(f"{name!r} resolves to {addresses}: not a loopback or private address")
+    strict = make_app(database_url, ALERT_PRIVATE_TARGETS=False)
+    receiver = Receiver(host="0.0.0.0", port=0)
+    receiver.expect_request("/hook", method="POST").respond_with_data("ok")
+    receiver.start()
+    try:
+        _unreachable_source(strict)
+        settings(strict, unreachable_rounds=1)
+        channel_id = channel(strict, f"http://{name}:{receiver.port}/hook")
+        with strict.app_context():
+            run_round_without_delivery(strict)
+            [future] = delivery.kick()
+            assert future.result() is False
+        assert len(receiver.log) == 0
+        [entry] = delivery_log(strict)
+        assert not entry.ok and entry.status_code is None
+        assert entry.error.startswith(f"refused to send to {name}: it resolves to ")
+        assert entry.error.endswith("refused while ALERT_PRIVATE_TARGETS=false")
+        strict.config["ALERT_PRIVATE_TARGETS"] = True
+        with strict.app_context():
+            assert delivery.send_test(_db.session.get(Channel, channel_id)).ok
+        assert len(receiver.log) == 1
+    finally:
+        receiver.stop()
+        with strict.app_context():
+            _db.engine.dispose()

@@ -470,6 +470,7 @@ def test_alerts_list_filters_orders_and_pages(app, api):
         "value": 6.0 * GIB,
         "threshold": 5.0 * GIB,
         "message": "slot orders retains 6 GB",
+        "resolved_message": None,
         "started_at": None,
         "resolved_at": None,
         "acknowledged_by": None,
@@ -619,7 +620,8 @@ def test_document_describes_the_alerts_api(api):
     assert settings["properties"]["retained_warning_bytes"]["type"] == ["integer", "null"]
     assert set(schemas["Alert"]["properties"]) == {
         "id", "rule", "severity", "state", "source_id", "source_name", "slot_name", "value",
-        "threshold", "message", "started_at", "resolved_at", "acknowledged_by", "silenced_until",
+        "threshold", "message", "resolved_message", "started_at", "resolved_at",
+        "acknowledged_by", "silenced_until",
     }  # fmt: skip
     silence = schemas["SilenceInput"]
     assert set(silence["required"]) == {"source_id", "ends_at"}
@@ -724,3 +726,153 @@ def test_a_masked_url_is_never_stored_as_a_channel_url(api):
         response = api.post("/api/v1/channels", json={**body, "type": kind, "url": masked})
         assert response.status_code == 422
         assert "masked URL" in response.get_json()["details"]["fields"]["url"][0]
+
+
+# Where a channel may send
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "host", "reason"),
+    [
+        ("webhook", "http://169.254.169.254/latest/meta-data/", "169.254.169.254", "metadata"),
+        ("webhook", "http://metadata.google.internal/computeMetadata/v1/", None, "metadata"),
+        ("webhook", "http://METADATA.google.internal./x", None, "metadata"),
+        ("webhook", "http://[fe80::1]:8080/hook", "fe80::1", "link-local"),
+        ("webhook", "http://169.254.10.20/hook", "169.254.10.20", "link-local"),
+        ("webhook", "http://0.0.0.0:8080/hook", "0.0.0.0", "unspecified"),
+        ("webhook", "http://[::]/hook", "::", "unspecified"),
+        ("webhook", "http://[fd00:ec2::254]/latest", "fd00:ec2::254", "metadata"),
+        ("webhook", "http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", "metadata"),
+        ("webhook", "http://2852039166/latest", "2852039166", "metadata"),  # the same, as a number
+        ("webhook", "http://100.100.100.200/latest", "100.100.100.200", "metadata"),
+        ("apprise", "json://169.254.169.254/latest", "169.254.169.254", "metadata"),
+        ("apprise", "ntfy://metadata.google.internal/alerts", None, "metadata"),
+        ("apprise", "mailtos://u:pw@example.com?smtp=169.254.169.254&to=a@example.com", None, ""),
+    ],
+)
+def test_a_channel_aimed_at_an_internal_target_is_refused_when_saved(api, kind, url, host, reason):
+    """Link-local, unspecified and cloud-metadata hosts, however written (a name, a number,
+    IPv6, an Apprise service's host or SMTP server): 422 on the URL saying why, nothing
+    stored; changing a saved channel to one is refused too."""
+    body = {**WEBHOOK, "type": kind, "url": url}
+    [message] = fields_of(api.post("/api/v1/channels", json=body))["url"]
+    assert message.startswith("Rosetta does not send to ") and reason in message
+    if host:
+        assert f"to {host}:" in message
+    assert api.get("/api/v1/channels").get_json() == []
+    assert api.post("/api/v1/channels", json=WEBHOOK).status_code == 201
+    changed = api.patch("/api/v1/channels/1", json={"type": kind, "url": url})
+    assert fields_of(changed)["url"][0].startswith("Rosetta does not send to ")
+    assert api.get("/api/v1/channels/1").get_json()["url"] == "https://hooks.example.com/…"
+
+
+PRIVATE_URLS = (
+    "http://127.0.0.1:8025/hook",
+    "http://localhost:8025/hook",
+    "http://10.1.2.3/hook",
+    "http://192.168.1.20/hook",
+    "http://[::1]/hook",
+    "http://[fd12:3456::1]/hook",
+)
+
+
+def test_private_targets_are_allowed_unless_the_setting_refuses_them(api, database_url):
+    """A local relay is normal: loopback and private addresses are saved. With
+    ALERT_PRIVATE_TARGETS=false they (and localhost) are 422 saying so, and a public host is
+    still saved."""
+    from rosetta_web.auth import services
+
+    from .clients import Api
+    from .conftest import make_app
+
+    for number, url in enumerate(PRIVATE_URLS):
+        body = {**WEBHOOK, "name": f"relay-{number}", "url": url}
+        assert api.post("/api/v1/channels", json=body).status_code == 201, url
+    strict = make_app(database_url, ALERT_PRIVATE_TARGETS=False)
+    with strict.app_context():
+        user = services.create_user("strict-owner", "a-long-password-1", "admin")
+        _, raw = services.create_token(user, "tests")
+    strict_api = Api(strict.test_client(), raw)
+    for url in PRIVATE_URLS:
+        response = strict_api.post("/api/v1/channels", json={**WEBHOOK, "url": url})
+        [message] = fields_of(response)["url"]
+        assert message.endswith("refused while ALERT_PRIVATE_TARGETS=false."), url
+    assert strict_api.post("/api/v1/channels", json=WEBHOOK).status_code == 201
+    with strict.app_context():
+        db.engine.dispose()
+
+
+def test_private_targets_setting_is_validated(tmp_path):
+    """ALERT_PRIVATE_TARGETS is true by default, read as the other switches are, and refused
+    with its name when it is neither true nor false."""
+    from rosetta_web.config import ConfigError, load_config
+
+    base = {"DATABASE_URL": "postgresql://u@h/d"}
+    assert load_config(str(tmp_path), base)["ALERT_PRIVATE_TARGETS"] is True
+    off = {**base, "ALERT_PRIVATE_TARGETS": "false"}
+    assert load_config(str(tmp_path), off)["ALERT_PRIVATE_TARGETS"] is False
+    with pytest.raises(ConfigError, match="ALERT_PRIVATE_TARGETS must be true or false"):
+        load_config(str(tmp_path), {**base, "ALERT_PRIVATE_TARGETS": "sometimes"})
+
+
+def test_a_stored_channel_aimed_at_the_metadata_service_is_refused_when_sent(app, api):
+    """A channel saved before targets were checked, aimed at the metadata service: the test
+    send fails with the reason, nothing leaves, and the delivery log records it."""
+    add_channel(app, "old", url="http://169.254.169.254/latest/meta-data/iam/")
+    add_channel(app, "named", url="http://metadata.google.internal/computeMetadata/v1/")
+    for channel_id, host in ((1, "169.254.169.254"), (2, "metadata.google.internal")):
+        sent = api.post(f"/api/v1/channels/{channel_id}/test")
+        assert sent.status_code == 200
+        delivery = sent.get_json()
+        assert delivery["ok"] is False and delivery["status_code"] is None
+        assert delivery["error"].startswith(f"refused to send to {host}: a cloud metadata")
+        log = api.get(f"/api/v1/channels/{channel_id}/deliveries").get_json()
+        assert [entry["error"] for entry in log] == [delivery["error"]]
+
+
+# Redirects and the delivery id
+
+
+def test_a_redirect_is_not_delivery_for_a_webhook_or_an_apprise_channel(api, httpserver):
+    """A target that answers 302 (to a page that would answer 200): not delivered, for a
+    webhook and for Apprise's JSON service, even with redirect=yes in its URL; the redirect
+    is never followed."""
+    httpserver.expect_request("/hook").respond_with_data(
+        "", status=302, headers={"Location": httpserver.url_for("/landed")}
+    )
+    httpserver.expect_request("/landed").respond_with_data("ok")
+    hook = httpserver.url_for("/hook")
+    apprise_url = hook.replace("http://", "json://") + "?redirect=yes"
+    assert api.post("/api/v1/channels", json={**WEBHOOK, "url": hook}).status_code == 201
+    body = {"name": "relay", "type": "apprise", "url": apprise_url}
+    assert api.post("/api/v1/channels", json=body).status_code == 201
+    webhook = api.post("/api/v1/channels/1/test").get_json()
+    assert webhook["ok"] is False and webhook["status_code"] == 302
+    assert webhook["error"] == "HTTP 302"
+    relayed = api.post("/api/v1/channels/2/test").get_json()
+    assert relayed["ok"] is False and "302" in relayed["error"]
+    assert [request.path for request, _ in httpserver.log] == ["/hook", "/hook"]
+    for channel_id in (1, 2):
+        [entry] = api.get(f"/api/v1/channels/{channel_id}/deliveries").get_json()
+        assert entry["ok"] is False
+
+
+def test_a_test_notification_carries_its_delivery_id_in_the_body_and_a_header(app, api, httpserver):
+    """The webhook gets `delivery_id` in its signed body and X-Rosetta-Delivery; an Apprise
+    service gets it in its text; each is the notification's own, new for each test."""
+    from rosetta_web.alerting.delivery import DELIVERY_HEADER
+
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    hook = httpserver.url_for("/hook")
+    assert api.post("/api/v1/channels", json={**WEBHOOK, "url": hook}).status_code == 201
+    body = {"name": "relay", "type": "apprise", "url": hook.replace("http://", "json://")}
+    assert api.post("/api/v1/channels", json=body).status_code == 201
+    for channel_id in (1, 2, 1):
+        assert api.post(f"/api/v1/channels/{channel_id}/test").get_json()["ok"] is True
+    with app.app_context():
+        stored = list(db.session.scalars(db.select(Notification.delivery_id).order_by("id")))
+    assert len(set(stored)) == 3 and all(re.fullmatch(r"[0-9a-f-]{36}", id_) for id_ in stored)
+    (first, _), (relayed, _), (again, _) = httpserver.log
+    assert first.json["delivery_id"] == first.headers[DELIVERY_HEADER] == stored[0]
+    assert again.json["delivery_id"] == again.headers[DELIVERY_HEADER] == stored[2]
+    assert f"delivery_id: {stored[1]}" in relayed.json["message"]

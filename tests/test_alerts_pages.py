@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from rosetta_web.alerting import trends
 from rosetta_web.alerting.settings import GIB
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import Alert, AlertSettings, Channel, Server, Silence, Source, SourceState
@@ -403,6 +404,24 @@ def test_channel_bad_input_beside_the_fields_with_input_kept(browser, app):
         assert _db.session.scalar(select(Channel.id)) is None
 
 
+def test_channel_aimed_at_an_internal_target_is_refused_beside_the_url(browser, app):
+    """The metadata service, a link-local or an unspecified address: the form says why beside
+    the URL, keeps what was typed, and stores nothing."""
+    for url, said in (
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254: a cloud metadata address"),
+        ("http://metadata.google.internal/v1/", "metadata.google.internal: a cloud metadata name"),
+        ("http://[fe80::1]/hook", "fe80::1: a link-local address"),
+        ("http://0.0.0.0:9000/hook", "0.0.0.0: an unspecified address"),
+    ):
+        response = browser.post("/alerts/channels/new", {**WEBHOOK, "url": url})
+        html = text(response)
+        assert response.status_code == 200
+        assert f'id="url-error">Rosetta does not send to {said}.' in html, url
+        assert f'value="{url}"' in html
+    with app.app_context():
+        assert _db.session.scalar(select(Channel.id)) is None
+
+
 def test_channel_create_list_edit_and_delete(browser, app):
     """The URL shows masked only; on edit it is blank ("leave blank to keep") and kept when
     left blank; the sources are check boxes."""
@@ -547,9 +566,18 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
         now = utcnow()
         server = Server(address="h:5432", system_identifier="7000000000000000042")
         server.last_sampled_at = now
-        server.slot_trends = {name: {"growth": slot.pop("growth")} for name, slot in slots.items()}
+        growths = {name: slot.pop("growth") for name, slot in slots.items()}
         _db.session.add(server)
         _db.session.flush()
+        rows = {
+            name: slot_metric(server.id, now, name, database="d", **figures)
+            for name, figures in slots.items()
+        }
+        # The trend as the round stores it: the fit, and the figures of the sample it is from.
+        server.slot_trends = {
+            name: {**trends.update(None, now, row, None), "growth": growths[name]}
+            for name, row in rows.items()
+        }
         _db.session.add(
             SourceState(
                 source_id=source_id,
@@ -559,8 +587,7 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
                 last_sampled_at=now,
             )
         )
-        for name, figures in slots.items():
-            _db.session.add(slot_metric(server.id, now, name, database="d", **figures))
+        _db.session.add_all(rows.values())
         _db.session.commit()
 
 
@@ -659,3 +686,46 @@ def test_source_form_has_the_alert_overrides(browser, app):
     assert 'id="alert_overrides" open' in form and "3 set" in form
     assert 'name="alert_overrides-retained_critical_bytes" placeholder="global: 10 GB"' in form
     assert 'value="4 GB"' in form
+
+
+def test_every_page_says_the_same_forecast_as_the_alert(browser, app, api):
+    """One stored fit: the alert's message, the source page, the dashboard and the API give
+    the same time for one moment, counted from the sample the fit is from."""
+    import time_machine
+
+    from rosetta_web.alerting.evaluation import evaluate
+    from rosetta_web.alerting.settings import load_settings
+
+    shop = add_source(app)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        sampled = utcnow()
+        _sampled_slots(
+            app,
+            shop,
+            {
+                "orders": {
+                    "active": False,
+                    "retained_bytes": 2 * GIB,
+                    "safe_wal_size": GIB,  # at 300 MB/h: lost in 3 h 24 min 48 s
+                    "growth": 300 * MIB,
+                }
+            },
+        )
+        with app.app_context():
+            load_settings().forecast_hours = 6
+            _db.session.commit()
+        traveller.shift(timedelta(minutes=4))  # the pages are read a while after the sample
+        with app.app_context():
+            evaluate()
+            message = _db.session.scalar(select(Alert.message))
+        words = "is lost in about 3 h 20 min at 300 MB/h"
+        assert message == f"slot `orders` on h:5432 {words}"
+        source_page = text(browser.get(f"/sources/{shop}"))
+        assert f"Slot <code>orders</code> {words}" in source_page
+        html = text(browser.get("/"))
+        line = re.sub(r"\s+", " ", re.search(r'id="soonest-forecast">(.*?)</span>', html, re.S)[1])
+        assert line.startswith("Forecast: slot <strong>orders</strong> on ")
+        assert line.endswith(f"</a> {words}.")
+        [slot] = api.get(f"/api/v1/sources/{shop}/slots").get_json()
+    eta = sampled + timedelta(hours=GIB / (300 * MIB))
+    assert slot["eta_lost"] == eta.isoformat().replace("+00:00", "Z")

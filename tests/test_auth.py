@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+
+import time_machine
 
 from rosetta_web.auth import services
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import ApiToken, LoginFailure, User
+from rosetta_web.timeutil import utcnow
 
 from .clients import csrf_token, sign_in
+from .conftest import make_app
 from .factories import PASSWORD, create_operator
 
 
@@ -117,6 +122,84 @@ def test_five_failures_throttle_the_username(app, client):
         )
         _db.session.commit()
     assert sign_in(client).status_code == 303
+
+
+def _client_at(app, address: str):
+    """A browser at a client address of its own."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def _guess(client, username: str, **headers: str):
+    """Post a wrong password for `username`, as a browser does."""
+    data = {"username": username, "password": "wrong-guess", "csrf_token": csrf_token(client)}
+    return client.post("/login", data=data, headers=headers)
+
+
+def test_twenty_failures_from_one_address_throttle_every_name(app):
+    """Twenty wrong passwords from one address within 15 minutes, over twenty names (a
+    spray), and that address gets 429 with Retry-After even for an account's right password;
+    another address signs in; the sprayer's own successful sign-in does not wipe the count;
+    15 minutes after the failures the address may sign in again."""
+    create_operator(app)
+    sprayer = _client_at(app, "198.51.100.7")
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        for i in range(10):
+            assert _guess(sprayer, f"name{i}").status_code == 200
+        # An account of the sprayer's own signs in from the same address in the middle.
+        own = _client_at(app, "198.51.100.7")
+        assert sign_in(own).status_code == 303
+        for i in range(10, 20):
+            assert _guess(sprayer, f"name{i}").status_code == 200
+        blocked = sign_in(_client_at(app, "198.51.100.7"))
+        assert blocked.status_code == 429
+        assert blocked.headers["Retry-After"] == str(15 * 60 + 1)
+        page = blocked.get_data(as_text=True)
+        assert "Too many failed sign-ins from your address. Try again in 16 minutes." in page
+        elsewhere = _client_at(app, "192.0.2.44")
+        assert sign_in(elsewhere).status_code == 303
+        with app.app_context():
+            stored = _db.session.scalars(_db.select(LoginFailure.ip)).all()
+            assert stored == ["198.51.100.7"] * 20  # refusals are not kept
+        clock.shift(timedelta(minutes=15, seconds=1))
+        again = _client_at(app, "198.51.100.7")
+        assert sign_in(again).status_code == 303
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_address_throttle(database_url):
+    """With no trusted proxy, a sprayer that sends a new X-Forwarded-For with each guess is
+    still one address: the 21st guess is refused."""
+    app = make_app(database_url, TRUSTED_PROXIES=0)
+    create_operator(app)
+    client = app.test_client()
+    for i in range(20):
+        assert (
+            _guess(client, f"name{i}", **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code == 200
+        )
+    refused = _guess(client, "alice", **{"X-Forwarded-For": "203.0.113.200"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 14 * 60
+    assert "from your address" in refused.get_data(as_text=True)
+
+
+def test_behind_a_trusted_proxy_each_forwarded_address_is_counted_alone(database_url):
+    """With TRUSTED_PROXIES=1 the address is the one the proxy forwards, as the audit log
+    records it: twenty failures from one client throttle that client, not the proxy's other
+    clients."""
+    app = make_app(database_url, TRUSTED_PROXIES=1)
+    create_operator(app)
+    client = app.test_client()
+    for i in range(20):
+        assert _guess(client, f"name{i}", **{"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+    refused = _guess(client, "alice", **{"X-Forwarded-For": "203.0.113.9"})
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    token = csrf_token(client)
+    other = client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+        headers={"X-Forwarded-For": "203.0.113.10"},
+    )
+    assert other.status_code == 303
 
 
 def test_expired_csrf_token_gives_the_form_back(app, client):

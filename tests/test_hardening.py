@@ -25,7 +25,7 @@ from rosetta_web.monitor.scheduler import next_tick_at
 from .clients import csrf_token
 from .factories import PASSWORD, add_source
 from .pg import Cluster, free_port
-from .seed import SOURCE
+from .seed import DESTINATION, PIPELINE, SOURCE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,3 +304,158 @@ def test_a_closed_port_is_said_in_rosettas_words(app):
     assert sample.error.startswith(f"cannot connect to 127.0.0.1:{port}: ")
     assert "Connection refused. Is the server running" in sample.error
     assert source_id
+
+
+def test_a_body_nested_100000_deep_is_a_400_for_every_endpoint_that_reads_json(app, api, caplog):
+    """Each operation the OpenAPI document gives a body answers a JSON body nested 100,000
+    deep with a 400 envelope saying so, not a 500, and logs no traceback."""
+    from .test_alerts_api import seed_alerting
+
+    assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
+    assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
+    assert api.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201
+    seed_alerting(app, 1)  # a channel, id 1
+    deep = "[" * 100_000 + "]" * 100_000
+    spec = api.get("/api/v1/openapi.json").get_json()
+    called = []
+    caplog.clear()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" not in operation:
+                continue
+            url = path.replace("{entity_id}", "1")
+            response = api.open(url, method=method, data=deep, content_type="application/json")
+            assert response.status_code == 400, (method, url, response.get_data(as_text=True))
+            body = response.get_json()
+            assert set(body) == {"error", "message", "details", "timestamp"}
+            assert body["error"] == "BadRequestError"
+            assert body["message"] == "The request body is nested too deeply to read"
+            called.append(f"{method.upper()} {url}")
+    assert len(called) >= 16 and "POST /api/v1/sources/1/slot" in called
+    assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+
+
+def test_null_in_the_publication_and_slot_bodies_is_a_422_naming_the_field(app, api, source_db):
+    """null is not the string or boolean the document declares: each is refused by name, and
+    psql shows no slot or publication made (before, a null slot_name made the default slot)."""
+    cluster = source_db["cluster"]
+    source_id = add_source(
+        app,
+        "nulls",
+        source_db["port"],
+        "postgres",
+        "unused",
+        publication_name="nulls_pub",
+        slot_name=None,  # type: ignore[arg-type]  # no slot named yet: the default is made
+    )
+
+    def made() -> list:
+        with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name = 'rosetta_nulls'"
+                " UNION ALL SELECT pubname::text FROM pg_publication WHERE pubname = 'nulls_pub'"
+            )
+            return cur.fetchall()
+
+    cases = [
+        (
+            "slot",
+            {"slot_name": None},
+            "slot_name",
+            "Send the slot's name as a string, or leave it out.",
+        ),
+        (
+            "publication",
+            {"all_tables": None, "tables": ["public.orders"]},
+            "all_tables",
+            "Send true or false.",
+        ),
+        (
+            "publication",
+            {"all_tables": True, "tables": None},
+            "tables",
+            "Send a non-empty list of table names (schema.table).",
+        ),
+        ("publication", {"all_tables": None}, "all_tables", "Send true or false."),
+    ]
+    try:
+        for endpoint, body, field, message in cases:
+            response = api.post(f"/api/v1/sources/{source_id}/{endpoint}", json=body)
+            assert response.status_code == 422, (body, response.get_json())
+            answer = response.get_json()
+            assert answer["error"] == "ValidationError"
+            assert answer["details"]["fields"] == {field: [message]}, body
+        assert made() == []
+        # Leaving the field out still makes the default slot, as the README says.
+        created = api.post(f"/api/v1/sources/{source_id}/slot", json={})
+        assert created.status_code == 201 and created.get_json()["slot_name"] == "rosetta_nulls"
+    finally:
+        with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+            cur.execute("DROP PUBLICATION IF EXISTS nulls_pub")
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = 'rosetta_nulls'"
+            )
+
+
+@pytest.mark.slow
+def test_a_url_too_long_gets_rosettas_414_through_gunicorn(app, database_url):
+    """Served by gunicorn with gunicorn.conf.py, a URL over MAX_URL_BYTES answers 414 in the
+    envelope to a script and as Rosetta's page to a browser, before sign-in; one of exactly
+    MAX_URL_BYTES goes on to ask for sign-in; only a request line past gunicorn's own limit
+    (8190 bytes) gets gunicorn's page."""
+    import requests
+
+    from rosetta_web.errors import MAX_URL_BYTES
+
+    from .pg import wait_for
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url, "WAL_MONITOR_ENABLED": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def serving() -> bool:
+        try:
+            return requests.get(f"{base}/health", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def url(path: str, length: int) -> str:
+        return f"{path}?q={'a' * (length - len(path) - 3)}"
+
+    try:
+        assert wait_for(serving, timeout=30), "gunicorn did not serve"
+        script = requests.get(base + url("/api/v1/sources", MAX_URL_BYTES + 1), timeout=10)
+        assert script.status_code == 414, script.text[:300]
+        body = script.json()
+        assert set(body) == {"error", "message", "details", "timestamp"}
+        assert body["error"] == "URITooLongError"
+        assert body["details"] == {"url_bytes": MAX_URL_BYTES + 1, "max_url_bytes": MAX_URL_BYTES}
+
+        page = requests.get(
+            base + url("/sources/", 6000), headers={"Accept": "text/html"}, timeout=10
+        )
+        assert page.status_code == 414 and page.headers["Content-Type"].startswith("text/html")
+        assert "414 · Request URI Too Long" in page.text and "URITooLongError" in page.text
+        assert f"up to {MAX_URL_BYTES} bytes" in page.text
+
+        at_limit = requests.get(base + url("/api/v1/sources", MAX_URL_BYTES), timeout=10)
+        assert at_limit.status_code == 401 and at_limit.json()["error"] == "AuthenticationError"
+
+        past_gunicorn = requests.get(base + url("/api/v1/sources", 9000), timeout=10)
+        assert past_gunicorn.status_code == 414
+        assert "URITooLongError" not in past_gunicorn.text  # gunicorn's own page, as documented
+    finally:
+        server.terminate()
+        try:
+            server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()

@@ -228,7 +228,8 @@ def test_dashboard_reads_in_constant_queries_worst_first(app, browser, count_que
     with count_queries() as many:
         html = browser.get("/").get_data(as_text=True)
     assert len(many.statements) == len(few.statements) <= 6
-    names = [line.split(">")[1].split("<")[0] for line in html.split('<td><a href="/sources/')[1:]]
+    cells = html.split('<td class="cell-title" data-label="Source"><a href="/sources/')[1:]
+    names = [line.split(">")[1].split("<")[0] for line in cells]
     assert names[:3] == ["src-0003", "src-0199", "src-0198"]  # ERROR first, then most retained
     assert html.count('<svg class="sparkline"') == 200
     assert "1 ERROR" in html and "199 OK" in html

@@ -3,6 +3,7 @@ for real, each figure and object cross-checked with psql, each fix applied as an
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +17,10 @@ from psycopg2 import sql
 
 from rosetta_web.extensions import db
 from rosetta_web.models import Source
-from rosetta_web.readiness.source import TITLES
+from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.scheduler import MonitorScheduler
+from rosetta_web.readiness.source import QUOTED_KEYWORDS, TITLES
+from rosetta_web.readiness.source import quote_ident as offline
 from rosetta_web.timeutil import utcnow
 
 from .factories import add_source
@@ -378,25 +382,32 @@ def test_role_without_replication_or_pg_monitor(api, shop, mixed_role):
 
 
 def test_missing_publication_fails_and_its_fix_creates_it(api, shop):
-    """No publication "Cdc Pub" (psql lists none): publication fails with a quoted CREATE, and
-    the two checks that depend on it are skipped; the fix pasted into psql makes it pass."""
+    """No publication "Cdc Pub" (psql lists none) and a role that is no superuser (psql): the
+    fix names the database's own tables (FOR TABLE, not FOR ALL TABLES, saying why), and the
+    two checks that depend on it are skipped; pasted into psql, it publishes those tables."""
     assert publications(shop) == []
+    assert psql(shop, "SELECT rolsuper FROM pg_roles WHERE rolname = 'cdc'") == [(False,)]
     source_id = add(api, shop, publication_name="Cdc Pub")
     result = check(api, source_id)
     publication = by_id(result)["publication"]
     assert publication["status"] == "fail"
     assert publication["observed"] == "No publication Cdc Pub in this database."
-    assert publication["fix"].startswith('CREATE PUBLICATION "Cdc Pub" FOR ALL TABLES;\n')
+    assert publication["fix"] == (
+        "-- FOR ALL TABLES needs a superuser, and the source's role is not one: this names each\n"
+        "-- table of the database (run it as the tables' owner, or as a superuser).\n"
+        'CREATE PUBLICATION "Cdc Pub" FOR TABLE public.orders, public.t;\n'
+        "-- or press Create publication on the source's page."
+    )
+    assert "FOR ALL TABLES;" not in publication["fix"]
     assert statuses(result)["publication_tables"] == "skip"
     assert statuses(result)["replica_identity"] == "skip"
 
     apply_fix(shop, publication["fix"])
-    assert publications(shop) == [("Cdc Pub", True)]
+    assert publications(shop) == [("Cdc Pub", False)]
+    assert published_tables(shop, "Cdc Pub") == tables(shop)
     again = by_id(check(api, source_id))
     assert again["publication"]["status"] == "pass"
-    assert again["publication_tables"]["observed"] == (
-        f"All tables ({len(published_tables(shop, 'Cdc Pub'))} now: public.orders, public.t)."
-    )
+    assert again["publication_tables"]["observed"] == "2 table(s): public.orders, public.t."
 
 
 def test_published_table_without_a_key_warns_naming_it(api, shop):
@@ -423,8 +434,11 @@ def test_published_table_without_a_key_warns_naming_it(api, shop):
         )
         assert identity["fix"] == (
             "-- Add a primary key, or have PostgreSQL log whole old rows:\n"
-            'ALTER TABLE "public"."Line Items" REPLICA IDENTITY FULL;'
+            'ALTER TABLE public."Line Items" REPLICA IDENTITY FULL;'
         )
+        assert psql(shop, "SELECT quote_ident('public') || '.' || quote_ident('Line Items')") == [
+            ('public."Line Items"',)
+        ]
         apply_fix(shop, identity["fix"])
         assert psql(
             shop, "SELECT relreplident::text FROM pg_class WHERE oid = '\"Line Items\"'::regclass"
@@ -897,7 +911,9 @@ def test_cli_check_exits_1_on_a_failing_source_and_0_on_a_ready_one(api, shop, r
     assert ["publication", "FAIL"] in rows
     stored = api.get(f"/api/v1/sources/{broken_id}").get_json()["readiness"]
     assert rows == [[item["id"], item["status"].upper()] for item in stored["checks"]]
-    assert '\n  CREATE PUBLICATION "missing_pub" FOR ALL TABLES;\n' in broken.output
+    assert "\n  CREATE PUBLICATION missing_pub FOR TABLE public.orders, public.t;\n" in (
+        broken.output
+    )
     assert "1 checked, 0 ready; not ready: broken" in broken.output
 
     ready = runner.invoke(args=["rosetta", "check", "--source", "ready-one"])
@@ -920,7 +936,7 @@ def test_check_button_answers_htmx_with_the_readiness_section(app, browser, shop
     assert 'class="check check-fail" id="check-publication" data-status="fail"' in html
     assert 'class="check check-fail" id="check-slot" data-status="fail"' in html
     assert 'class="check check-pass" id="check-wal_level" data-status="pass"' in html
-    assert "CREATE PUBLICATION &#34;rosetta_pub&#34; FOR ALL TABLES;" in html
+    assert "CREATE PUBLICATION rosetta_pub FOR TABLE public.orders, public.t;" in html
     assert 'id="create-publication"' in html and 'id="create-slot"' in html
     for check_id in ("connection", "replication_role", "replica_identity", "slot_wal_status"):
         assert f'id="check-{check_id}"' in html
@@ -1423,3 +1439,253 @@ def test_audit_records_a_slot_on_a_source_that_does_not_answer_as_failed(api, sh
     }
     assert record["message"]
     assert api.get(f"/api/v1/sources/{source_id}").get_json()["slot_name"] == "cdc_slot"
+
+
+# Fixes fitted to the database they are for
+
+
+def quote_ident(cluster: Cluster, name: str) -> str:
+    """What the server's own quote_ident() makes of a name."""
+    return str(psql(cluster, "SELECT quote_ident(%s)", name)[0][0])
+
+
+@pytest.fixture
+def cdc_user(logical: Cluster) -> Iterator[str]:
+    """A role cdc_user (a name needing no quotes) with neither REPLICATION nor pg_monitor."""
+    psql(logical, f"CREATE ROLE cdc_user LOGIN PASSWORD '{CDC_PASSWORD}'")
+    yield "cdc_user"
+    psql(logical, "DROP OWNED BY cdc_user")
+    psql(logical, "DROP ROLE cdc_user")
+
+
+def test_fix_identifiers_are_quoted_as_the_servers_quote_ident(api, shop, cdc_user):
+    """Role cdc_user, tables orders, t and "Orders": every identifier in the fixes is what
+    SELECT quote_ident(...) gives on the cluster (cdc_user bare, "Orders" quoted), and the
+    publication's fix, pasted into psql, publishes exactly those tables."""
+    psql(shop, 'CREATE TABLE "Orders" (id int PRIMARY KEY)')
+    try:
+        role = quote_ident(shop, cdc_user)
+        assert role == "cdc_user"
+        expected_tables = psql(
+            shop,
+            "SELECT string_agg(quote_ident(schemaname) || '.' || quote_ident(tablename), ', ' "
+            "ORDER BY schemaname::text, tablename::text) "
+            "FROM pg_tables WHERE schemaname = 'public'",
+        )[0][0]
+        assert 'public."Orders"' in expected_tables
+        source_id = add(api, shop, pg_username=cdc_user)
+        result = by_id(check(api, source_id))
+        assert result["replication_role"]["fix"] == (
+            f"ALTER ROLE {role} WITH REPLICATION;\n"
+            f"-- Amazon RDS and Aurora: GRANT rds_replication TO {role};"
+        )
+        assert result["wal_directory_access"]["fix"] == f"GRANT pg_monitor TO {role};"
+        assert '"cdc_user"' not in str(result)
+        publication = result["publication"]["fix"]
+        assert (
+            f"CREATE PUBLICATION {quote_ident(shop, 'cdc_pub')} FOR TABLE {expected_tables};"
+            in (publication)
+        )
+        apply_fix(shop, publication)
+        assert published_tables(shop, "cdc_pub") == tables(shop)
+        assert ("public", "Orders") in tables(shop)
+    finally:
+        _clean(shop)
+        psql(shop, 'DROP TABLE "Orders"')
+
+
+def test_missing_publication_offers_all_tables_to_a_superuser(api, shop):
+    """The source's role a superuser (psql: rolsuper): the fix is FOR ALL TABLES, with the
+    database's real tables as the example of some; pasted into psql, it publishes all."""
+    assert psql(shop, "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'") == [(True,)]
+    source_id = add(api, shop, pg_username="postgres", pg_password="unused")
+    publication = by_id(check(api, source_id))["publication"]
+    assert publication["fix"] == (
+        "CREATE PUBLICATION cdc_pub FOR ALL TABLES;\n"
+        "-- or only some of its tables, e.g.:\n"
+        "-- CREATE PUBLICATION cdc_pub FOR TABLE public.orders, public.t;\n"
+        "-- or press Create publication on the source's page."
+    )
+    apply_fix(shop, publication["fix"])
+    assert publications(shop) == [("cdc_pub", True)]
+    assert statuses(check(api, source_id))["publication"] == "pass"
+
+
+def test_empty_publication_fix_adds_the_databases_tables(api, shop):
+    """A publication listing no table (psql): publication_tables warns with an ALTER
+    PUBLICATION naming the database's real tables, which pasted into psql makes it pass."""
+    psql(shop, "CREATE PUBLICATION cdc_pub")
+    assert published_tables(shop, "cdc_pub") == []
+    source_id = add(api, shop)
+    listed = by_id(check(api, source_id))["publication_tables"]
+    assert listed["status"] == "warn"
+    assert listed["fix"] == "ALTER PUBLICATION cdc_pub ADD TABLE public.orders, public.t;"
+    apply_fix(shop, listed["fix"])
+    assert published_tables(shop, "cdc_pub") == tables(shop)
+    assert statuses(check(api, source_id))["publication_tables"] == "pass"
+
+
+def test_quoting_without_a_connection_matches_quote_ident(shop):
+    """The fix written when the database is missing (no connection to ask) quotes names as
+    the cluster's quote_ident() does: every keyword the server knows, and awkward names."""
+    known = {word for (word,) in psql(shop, "SELECT word FROM pg_get_keywords()")}
+    names = sorted(known) + [
+        "cdc_user",
+        "Orders",
+        "No Such DB",
+        'a"b',
+        "_x1",
+        "1abc",
+        "abc$",
+        "ünïcode",
+        "shop-east",
+        "",
+    ]
+    # Keywords of newer servers than this one are quoted anyway: a quoted name is valid there.
+    newer = QUOTED_KEYWORDS - known
+    compared = [name for name in names if name not in newer]
+    server = dict(psql(shop, "SELECT n, quote_ident(n) FROM unnest(%s::text[]) AS n", compared))
+    assert {name: offline(name) for name in compared} == server
+    assert offline("cdc_user") == "cdc_user" and offline("Orders") == '"Orders"'
+
+
+# A stored readiness follows the server
+
+
+def round_now(app: Any) -> None:
+    """Run one monitor round, as the scheduler's tick does."""
+    with app.app_context():
+        run_round()
+
+
+def checked_at(api: Any, source_id: int) -> str:
+    return str(api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["checked_at"])
+
+
+def test_slot_dropped_through_psql_turns_the_source_not_ready_at_the_next_round(
+    app, api, browser, shop
+):
+    """Ready with its slot; a round that sees nothing new checks nothing; the slot dropped
+    through psql, the next round turns the page not ready with the Create slot button; the
+    slot created again through psql, the next round makes it ready again."""
+    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    source_id = add(api, shop)
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["ready"] is True
+    before = checked_at(api, source_id)
+    round_now(app)
+    assert checked_at(api, source_id) == before  # nothing contradicted: no check
+    page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+    assert 'id="create-slot"' not in page and ">not ready<" not in page
+
+    psql(shop, "SELECT pg_drop_replication_slot('cdc_slot')")
+    assert slots(shop) == []
+    round_now(app)
+    readiness = api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]
+    assert readiness["ready"] is False and failing(readiness) == ["slot"]
+    page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+    assert 'title="Failing: slot">not ready</span>' in page
+    assert 'id="readiness-checked">checked <time' in page
+    assert "No replication slot cdc_slot on this server." in page
+    assert '<button type="submit" id="create-slot">Create slot cdc_slot</button>' in page
+    listing = browser.get("/sources/").get_data(as_text=True)
+    assert 'title="Failing: slot">not ready</span>' in listing
+    assert 'class="muted nowrap readiness-age">checked ' in listing
+
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    round_now(app)
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["ready"] is True
+    assert 'id="create-slot"' not in browser.get(f"/sources/{source_id}").get_data(as_text=True)
+
+
+def test_publication_dropped_through_psql_turns_the_source_not_ready_at_the_next_round(
+    app, api, browser, shop
+):
+    """Ready with its publication; dropped through psql, the next round turns the page not
+    ready, failing `publication`, with the Create publication button."""
+    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    source_id = add(api, shop)
+    assert api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["ready"] is True
+
+    psql(shop, "DROP PUBLICATION cdc_pub")
+    assert publications(shop) == []
+    round_now(app)
+    readiness = api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]
+    assert failing(readiness) == ["publication"]
+    page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+    assert 'title="Failing: publication">not ready</span>' in page
+    assert 'id="create-publication"' in page and 'id="drop-publication"' not in page
+
+
+def test_a_source_unchecked_for_a_day_is_checked_again_by_the_leader(app, api, shop):
+    """A source last checked 24 h and a minute ago is checked again by the scheduler's job in
+    the process that leads (another process's run changes nothing); one checked 1 h ago is
+    left alone. The job runs every 15 minutes, one run at a time."""
+    start = utcnow()
+    with time_machine.travel(start, tick=True):
+        stale_id = add(api, shop, name="stale")  # no publication nor slot yet: not ready
+    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    with time_machine.travel(start + timedelta(hours=23), tick=True):
+        fresh_id = add(api, shop, name="fresh")
+    fresh_checked = checked_at(api, fresh_id)
+    assert api.get(f"/api/v1/sources/{stale_id}").get_json()["readiness"]["ready"] is False
+
+    leader, follower = MonitorScheduler(app), MonitorScheduler(app)
+    try:
+        with app.app_context():
+            assert leader.leadership.is_leader() and not follower.leadership.is_leader()
+        with time_machine.travel(start + timedelta(hours=24, minutes=1), tick=True):
+            follower.recheck()
+            assert api.get(f"/api/v1/sources/{stale_id}").get_json()["readiness"]["ready"] is False
+            leader.recheck()
+            stale = api.get(f"/api/v1/sources/{stale_id}").get_json()["readiness"]
+        assert stale["ready"] is True
+        assert stale["checked_at"].startswith(
+            (start + timedelta(hours=24, minutes=1)).strftime("%Y-%m-%dT%H:%M")
+        )
+        assert checked_at(api, fresh_id) == fresh_checked
+    finally:
+        leader.leadership.release()
+        follower.leadership.release()
+
+    monitor = MonitorScheduler(app)
+    monitor.start()
+    try:
+        assert monitor.scheduler is not None
+        job = monitor.scheduler.get_job("readiness-recheck")
+        assert job.trigger.interval == timedelta(minutes=15) and job.max_instances == 1
+    finally:
+        monitor.stop()
+
+
+# The pipeline badge
+
+
+def test_pipeline_badge_marks_only_the_slots_a_pipeline_uses(app, api, browser, shop):
+    """Two sources on one server naming slots cdc_slot and other_slot (psql lists both): no
+    badge while no pipeline exists, though the source names cdc_slot; with a pipeline on the
+    other source, only other_slot carries it, naming the pipeline."""
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    psql(shop, "SELECT pg_create_logical_replication_slot('other_slot', 'pgoutput')")
+    assert [row[0] for row in slots(shop)] == ["cdc_slot", "other_slot"]
+    source_id = add(api, shop)
+    other_id = add(api, shop, name="other", slot_name="other_slot")
+    for sampled in (source_id, other_id):
+        assert api.post(f"/api/v1/sources/{sampled}/sample").get_json()["ok"]
+
+    def badges() -> dict[str, str | None]:
+        """Each slot's name cell on the source's page, and the badge in it if any."""
+        page = browser.get(f"/sources/{source_id}").get_data(as_text=True)
+        cells = re.findall(
+            r"<td[^>]*>(cdc_slot|other_slot)( <span[^>]*>pipeline</span>)?</td>", page
+        )
+        return {name: badge or None for name, badge in cells}
+
+    assert badges() == {"cdc_slot": None, "other_slot": None}
+    _pipeline(api, other_id)
+    assert badges() == {
+        "cdc_slot": None,
+        "other_slot": ' <span class="badge" title="Used by pipeline shop-to-sf">pipeline</span>',
+    }

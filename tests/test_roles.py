@@ -4,12 +4,19 @@ routes, disabled accounts stop at once, and the pages show only the buttons one 
 
 from __future__ import annotations
 
+import html
+import re
+from datetime import timedelta
+
+import time_machine
 from flask import Flask
+from sqlalchemy import select
 
 from rosetta_web.auth import services
 from rosetta_web.auth.roles import ADMIN_ONLY, SAFE_METHODS, SELF_SERVICE
 from rosetta_web.extensions import db
-from rosetta_web.models import Source
+from rosetta_web.models import ALERT_SETTING_KEYS, ApiToken, AuditRecord, Source, User
+from rosetta_web.timeutil import utcnow
 
 from .clients import Api, Browser, sign_in
 from .factories import PASSWORD, create_operator
@@ -308,3 +315,193 @@ def test_a_reset_password_must_be_changed_at_the_next_sign_in(app):
     assert changed.status_code == 303
     assert olga.get("/sources/").status_code == 200
     assert sign_in(app.test_client(), "olga", "Brand-New-Pass-1").status_code == 303
+
+
+def _page_text(response) -> str:
+    return html.unescape(response.get_data(as_text=True))
+
+
+def _last_record(app: Flask, action: str) -> AuditRecord:
+    with app.app_context():
+        record = db.session.scalar(
+            select(AuditRecord).where(AuditRecord.action == action).order_by(AuditRecord.id.desc())
+        )
+        assert record is not None, action
+        db.session.expunge(record)
+        return record
+
+
+def test_a_password_reset_stops_the_accounts_tokens_until_a_new_password(app):
+    """After an admin's reset the account's token answers 401 saying why, the pages say the
+    tokens are stopped, the audit record says so; once the user has chosen a new password
+    the same token works again."""
+    admin = _browser_as(app, "ada", "admin")
+    create_operator(app, "olga", role="operator")
+    with app.app_context():
+        olga = services.find_user("olga")
+        olga_id, raw = olga.id, services.create_token(olga, "nightly")[1]
+    script = Api(app.test_client(), raw)
+    assert script.get("/api/v1/sources").status_code == 200
+
+    assert admin.post(f"/accounts/{olga_id}/reset-password").status_code == 303
+    stopped = script.get("/api/v1/sources")
+    assert stopped.status_code == 401
+    assert "an admin reset its user's password" in stopped.get_json()["message"]
+    assert script.post("/api/v1/sources", json={}).status_code == 401
+    page = admin.get("/accounts").get_data(as_text=True)
+    assert "Until then olga's API tokens are stopped." in page
+    new_password = re.search(r'value="([^"]+)"[^>]*aria-label="New password of olga"', page)[1]
+    assert new_password not in stopped.get_data(as_text=True)
+    reset = _last_record(app, "update")
+    assert reset.message == (
+        "Password reset by an admin; to be changed at the next sign-in. "
+        "Its API token is stopped until then."
+    )
+
+    client = app.test_client()
+    assert sign_in(client, "olga", new_password).status_code == 303
+    olga_browser = Browser(client, "/account")
+    assert "Your API tokens are stopped until you do." in _page_text(olga_browser.get("/account"))
+    assert script.get("/api/v1/sources").status_code == 401  # signed in is not enough
+    changed = olga_browser.post(
+        "/account/password",
+        {"current": new_password, "password": "Brand-New-Pass-1", "confirm": "Brand-New-Pass-1"},
+    )
+    assert changed.status_code == 303
+    assert script.get("/api/v1/sources").status_code == 200
+    assert _last_record(app, "update").message == "Its API tokens work again."
+
+
+def test_disabling_an_account_revokes_its_tokens_for_good(app):
+    """Disabling in the browser revokes the account's tokens and says so; enabling it again
+    does not bring them back; the disable's audit record names the tokens revoked."""
+    admin = _browser_as(app, "ada", "admin")
+    create_operator(app, "olga", role="operator")
+    with app.app_context():
+        olga = services.find_user("olga")
+        olga_id = olga.id
+        scripts = [
+            Api(app.test_client(), services.create_token(olga, name)[1])
+            for name in ("nightly", "grafana")
+        ]
+    assert all(script.get("/api/v1/sources").status_code == 200 for script in scripts)
+    disabled = admin.post(f"/accounts/{olga_id}/disable", follow_redirects=True)
+    assert [script.get("/api/v1/sources").status_code for script in scripts] == [401, 401]
+    assert (
+        "Disabled olga: signed out, its 2 API tokens revoked. Enabling it again does not bring "
+        "them back." in _page_text(disabled)
+    )
+    record = _last_record(app, "disable_user")
+    assert record.changes == {"disabled": [False, True], "tokens": [["grafana", "nightly"], None]}
+    assert record.message == "Signed out; its 2 API tokens revoked."
+
+    enabled = admin.post(f"/accounts/{olga_id}/enable", follow_redirects=True)
+    assert "Enabled olga. The API tokens its disabling revoked stay revoked" in _page_text(enabled)
+    assert [script.get("/api/v1/sources").status_code for script in scripts] == [401, 401]
+    with app.app_context():
+        assert db.session.scalars(select(ApiToken).where(ApiToken.user_id == olga_id)).all() == []
+    assert sign_in(app.test_client(), "olga").status_code == 303
+    accounts = _page_text(admin.get("/accounts"))
+    assert "Disabling an account ends its sessions and revokes its API tokens" in accounts
+    assert "enabling the account again does not bring them back" in accounts  # the confirm
+
+
+def test_enabling_revokes_the_tokens_an_earlier_disable_kept(app):
+    """An account disabled before disabling revoked tokens still holds them: enabling it
+    revokes those made before it was disabled (and records it), and keeps one made since."""
+    admin = _browser_as(app, "ada", "admin")
+    create_operator(app, "olga", role="operator")
+    start = utcnow()
+    with app.app_context():
+        olga = services.find_user("olga")
+        olga_id = olga.id
+        with time_machine.travel(start - timedelta(days=3)):
+            old = Api(app.test_client(), services.create_token(olga, "old")[1])
+        olga.disabled_at = start - timedelta(days=2)  # as the previous version disabled
+        db.session.commit()
+        with time_machine.travel(start - timedelta(days=1)):
+            since = Api(app.test_client(), services.create_token(olga, "since")[1])
+    assert admin.post(f"/accounts/{olga_id}/enable").status_code == 303
+    assert old.get("/api/v1/sources").status_code == 401
+    assert since.get("/api/v1/sources").status_code == 200
+    record = _last_record(app, "update")
+    assert record.changes == {"disabled": [True, False], "tokens": [["old"], None]}
+    assert "its API token revoked: made before it was disabled" in record.message
+
+
+def test_account_forms_without_a_valid_csrf_token_say_the_form_expired(app):
+    """Disable, Enable, Reset password and Set role sent with a missing or forged CSRF token
+    change nothing and say the form expired, like every other form."""
+    admin = _browser_as(app, "ada", "admin")
+    create_operator(app, "olga", role="operator")
+    create_operator(app, "dora", role="operator")
+    with app.app_context():
+        olga, dora = services.find_user("olga"), services.find_user("dora")
+        services.disable_user(dora)
+        olga_id, dora_id = olga.id, dora.id
+        before = db.session.scalar(select(db.func.count(AuditRecord.id)))
+    forms = [
+        (f"/accounts/{olga_id}/disable", {}, "Disable"),
+        (f"/accounts/{dora_id}/enable", {}, "Enable"),
+        (f"/accounts/{olga_id}/reset-password", {}, "Reset password"),
+        (f"/accounts/{olga_id}/role", {"role": "viewer"}, "Set role"),
+    ]
+    for path, data, button in forms:
+        for token in ({}, {"csrf_token": "forged"}):
+            sent = admin.client.post(path, data={**data, **token})
+            assert sent.status_code == 303 and sent.headers["Location"] == "/accounts", path
+            page = _page_text(admin.get("/accounts"))
+            assert f"The form expired before you sent it; press {button} again." in page, path
+            assert 'id="reset-password"' not in page  # no new password was made
+    with app.app_context():
+        olga, dora = db.session.get(User, olga_id), db.session.get(User, dora_id)
+        assert (olga.role, olga.disabled_at, olga.must_change_password) == ("operator", None, False)
+        assert dora.disabled_at is not None
+        assert db.session.scalar(select(db.func.count(AuditRecord.id))) == before
+    assert sign_in(app.test_client(), "olga").status_code == 303
+
+
+def test_viewers_and_operators_read_the_alert_settings_as_text(app):
+    """Those who may not change the alert settings see them as text, with no input to type
+    in; an admin sees the form, and a rule the admin turns off reads "off"."""
+    admin = _browser_as(app, "ada", "admin")
+    names = ALERT_SETTING_KEYS
+    assert admin.get("/alerts/settings").status_code == 200
+    form = {
+        name: value
+        for name, value in zip(names, ("5 GB", "10 GB", "", "30", "1", "6", "60"), strict=True)
+    }
+    assert admin.post("/alerts/settings", form).status_code == 303
+    admin_page = admin.get("/alerts/settings").get_data(as_text=True)
+    assert all(f'name="{name}"' in admin_page for name in names)
+    for username, role in (("vic", "viewer"), ("otto", "operator")):
+        page = _browser_as(app, username, role).get("/alerts/settings").get_data(as_text=True)
+        assert not [name for name in names if f'name="{name}"' in page], role
+        assert 'id="settings-form"' not in page and "<input" not in page.split("<main")[1]
+        values = dict(re.findall(r'<dd id="([a-z_]+)-value">([^<]*)</dd>', page))
+        assert values == {
+            "retained_warning_bytes": "5 GB",
+            "retained_critical_bytes": "10 GB",
+            "slot_inactive_minutes": "off",
+            "consumer_stalled_minutes": "30 minutes",
+            "unreachable_rounds": "1 round",
+            "forecast_hours": "6 hours",
+            "repeat_minutes": "60 minutes",
+        }, role
+        assert "<dt>Repeat notifications every</dt>" in page
+        assert "Only an admin changes these." in page
+
+
+def test_the_setup_page_says_no_account_exists(app):
+    """Before the first account, the set-up page says no account (not operator) exists."""
+    setup = app.test_client().get("/setup").get_data(as_text=True)
+    assert "No account exists yet. Create the first one, an admin;" in setup
+    assert "No operator" not in setup
+
+
+def test_a_refusal_says_a_or_an_by_the_role(app):
+    """An operator refused an admin's page reads "oscar is an operator", not "a operator"."""
+    oscar = _browser_as(app, "oscar", "operator")
+    refused = oscar.get("/accounts")
+    assert refused.status_code == 403
+    assert "This needs the admin role or above; oscar is an operator." in _page_text(refused)

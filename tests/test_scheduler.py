@@ -21,7 +21,7 @@ from rosetta_web.models import MonitorRound, WalMetric
 from rosetta_web.monitor.scheduler import MonitorScheduler
 
 from .factories import add_source
-from .pg import free_port, wait_for
+from .pg import Cluster, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 5
@@ -163,13 +163,68 @@ def test_scheduler_survives_the_metadata_database_going_away(
         cur.execute("ALTER DATABASE outage_meta RENAME TO outage_away")
     tick.join(timeout=15)
     assert not tick.is_alive()
-    assert "WAL round failed; the next tick will try again" in caplog.text
+    assert "WAL monitor: metadata database unavailable (OperationalError)" in caplog.text
 
     with closing(pg_cluster.connect()) as conn, conn.cursor() as cur:
         cur.execute("ALTER DATABASE outage_away RENAME TO outage_meta")
     monitor.tick()
+    assert "WAL monitor: metadata database back after" in caplog.text
     rounds = _rounds(app)
     assert len(rounds) == 1 and rounds[0].sources == 2 and rounds[0].failures == 1
     monitor.stop()
     with app.app_context():
         _db.engine.dispose()
+
+
+def test_a_metadata_outage_logs_two_lines_per_job_and_no_traceback(caplog):
+    """With the metadata database stopped while the jobs keep running, the WAL monitor (its
+    lock, rounds and retention) and alert delivery each log one line when it goes and one when
+    it is back, and no traceback; then the monitor leads and samples again."""
+    cluster = Cluster("rosetta-jobs-outage").start()
+    monitor = None
+    try:
+        app = create_app(
+            {"SQLALCHEMY_DATABASE_URI": cluster.create_database("meta"), "TESTING": True}
+        )
+        with app.app_context():
+            upgrade()
+        monitor = MonitorScheduler(app)
+        jobs = (monitor.tick, monitor.sample_new, monitor.deliver, monitor.expire)
+        for job in jobs:
+            job()
+        assert monitor.leadership.connection is not None, "this process leads before the outage"
+        rounds_before = len(_rounds(app))
+        assert rounds_before >= 1
+
+        caplog.set_level(logging.INFO)
+        caplog.clear()
+        cluster.halt()
+        for _ in range(5):  # what 25 s of an outage would run, the 5 s jobs each time
+            for job in jobs:
+                job()
+        cluster.resume()
+
+        def back() -> int:
+            for job in jobs:
+                job()
+            return len([r for r in caplog.records if "metadata database back" in r.getMessage()])
+
+        assert wait_for(lambda: back() >= 2, timeout=30), caplog.text
+        lines = sorted(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+        assert [line.split(" after ")[0] for line in lines] == [
+            "WAL monitor: metadata database back",
+            "WAL monitor: metadata database unavailable (OperationalError); "
+            "not sampling until it is back",
+            "alert delivery: metadata database back",
+            "alert delivery: metadata database unavailable (OperationalError); "
+            "notifications wait until it is back",
+        ], lines
+        assert not [r for r in caplog.records if r.exc_info or r.stack_info], "no tracebacks"
+        assert monitor.leadership.connection is not None, "it leads again"
+        assert len(_rounds(app)) > rounds_before, "and samples again"
+    finally:
+        if monitor is not None:
+            monitor.stop()
+            with monitor.app.app_context():
+                _db.engine.dispose()
+        cluster.stop()

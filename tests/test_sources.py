@@ -117,7 +117,7 @@ def test_htmx_filter_returns_only_the_table(browser):
     browser.post("/sources/new", {**SOURCE, "name": "staging-postgres"})
     fragment = browser.get("/sources/?q=staging", headers={"HX-Request": "true"})
     html = fragment.get_data(as_text=True)
-    assert html.lstrip().startswith('<table id="sources-table">')
+    assert html.lstrip().startswith('<table id="sources-table"')
     assert "staging-postgres" in html and "production-postgres" not in html
     assert "<html" not in html
     assert "HX-Request" in fragment.headers["Vary"]

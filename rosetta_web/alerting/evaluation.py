@@ -38,7 +38,16 @@ from .settings import load_settings
 log = logging.getLogger(__name__)
 
 # What an evaluation writes on every firing alert.
-WRITTEN = ("severity", "value", "threshold", "message", "source_id", "source_name", "evaluated_at")
+WRITTEN = (
+    "severity",
+    "value",
+    "threshold",
+    "message",
+    "source_id",
+    "source_name",
+    "evaluated_at",
+    "clear_since",
+)
 
 
 def wal_status(alert: Alert) -> str | None:
@@ -130,11 +139,16 @@ def _owner(candidates: list[Any], database: str | None) -> Any:
 @dataclass
 class Findings:
     """What should fire now; each source's settings (the global ones with its overrides);
-    and the servers not sampled lately, whose slot alerts stay as they are."""
+    the servers not sampled lately, whose slot alerts stay as they are; and what the rules
+    saw, to say what resolved an alert: every slot of a fresh server (by server and slot
+    name), each server's address and last sample, and each source's failures."""
 
     found: list[rules.Finding]
     merged: dict[int, rules.Settings]
     stale_servers: set[int]
+    slots: dict[tuple[int, str], tuple[rules.SlotFacts, rules.Settings]]
+    servers: dict[int, tuple[str, datetime]]
+    failures: dict[int, int]
 
 
 def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> Findings:
@@ -167,6 +181,8 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
         seconds=2 * config["WAL_MONITOR_INTERVAL_SECONDS"] + config["WAL_MONITOR_TIMEOUT_SECONDS"]
     )
     stale: set[int] = set()
+    seen: dict[tuple[int, str], tuple[rules.SlotFacts, rules.Settings]] = {}
+    servers: dict[int, tuple[str, datetime]] = {}
     for server in db.session.execute(
         select(Server.id, Server.address, Server.last_sampled_at, Server.slot_trends).where(
             Server.id.in_(select(SourceState.server_id)), Server.last_sampled_at.is_not(None)
@@ -175,6 +191,7 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
         if server.id not in by_server:
             continue
         sampled_at = as_utc(server.last_sampled_at)
+        servers[server.id] = (server.address, sampled_at)
         if now - sampled_at > fresh:
             stale.add(server.id)
             continue
@@ -189,14 +206,51 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
                 inactive_since=slot.inactive_since,
                 wal_status=slot.wal_status,
                 trend=trend,
-                forecast=trends.forecast(trend, slot, sampled_at, own.retained_critical_bytes),
+                forecast=trends.forecast(trend, own.retained_critical_bytes),
                 server_id=server.id,
                 server_name=server.address,
                 source_id=owner.id,
                 source_name=owner.name,
             )
+            seen[server.id, name] = (facts, own)
             found += rules.slot_findings(facts, own, firing, now)
-    return Findings(found, merged, stale)
+    failures = {row.id: row.consecutive_failures or 0 for row in sources}
+    return Findings(found, merged, stale, seen, servers, failures)
+
+
+def resolution(alert: Alert, result: Findings, now: datetime) -> str:
+    """Say what resolved an alert, in its own words, from what this evaluation saw."""
+    if alert.slot_name is None:
+        source = alert.source_id
+        return rules.resolved_source_message(
+            alert.source_name,
+            result.failures.get(source) if source is not None else None,
+            alert.value,
+            result.merged.get(source) if source is not None else None,
+        )
+    server = result.servers.get(alert.server_id or 0)
+    if server is None:
+        return f"slot `{alert.slot_name}`: no source on its server is left to watch it"
+    named = f"slot `{alert.slot_name}` on {server[0]}"
+    facts, own = result.slots.get((alert.server_id or 0, alert.slot_name), (None, None))
+    series = facts.trend.get("series") if facts is not None else None
+    created_again = series is not None and series > as_utc(alert.started_at).timestamp()
+    return rules.resolved_slot_message(alert.rule, named, facts, own, now, created_again)
+
+
+def held_clear(alert: Alert, result: Findings) -> bool:
+    """Tell whether an alert that no longer fires stays firing until a second sample of its
+    server finds it clear too; note the first clear sample's time on it."""
+    if alert.rule not in rules.HELD_OVER_TWO_SAMPLES or alert.server_id is None:
+        return False
+    facts, own = result.slots.get((alert.server_id, alert.slot_name or ""), (None, None))
+    if facts is None or own is None or own.forecast_hours is None:
+        return False  # the slot is gone, or the rule is off: nothing to wait for
+    sampled_at = result.servers[alert.server_id][1]
+    if alert.clear_since is None:
+        alert.clear_since = sampled_at
+        return True
+    return sampled_at <= as_utc(alert.clear_since)
 
 
 def evaluate(now: datetime | None = None) -> int:
@@ -238,6 +292,7 @@ def evaluate(now: datetime | None = None) -> int:
             alert.source_id = finding.source_id
             alert.source_name = finding.source_name
             alert.evaluated_at = now
+            alert.clear_since = None
             # The same columns on every firing alert, changed or not: the flush then writes
             # them all in one statement, not one per run of alerts with the same changes.
             for name in WRITTEN:
@@ -274,7 +329,11 @@ def evaluate(now: datetime | None = None) -> int:
             queued += notify(alert, event, channels)
         # What no longer fires resolves (but a stale server's slot alerts are held as they
         # are); whoever heard it fire hears it resolve.
-        gone = [alert for alert in firing.values() if alert.server_id not in result.stale_servers]
+        gone = [
+            alert
+            for alert in firing.values()
+            if alert.server_id not in result.stale_servers and not held_clear(alert, result)
+        ]
         told: dict[int, set[int]] = {alert.id: set() for alert in gone}
         if gone:
             rows = db.session.execute(
@@ -289,6 +348,8 @@ def evaluate(now: datetime | None = None) -> int:
             alert.state = "resolved"
             alert.resolved_at = now
             alert.evaluated_at = now
+            alert.clear_since = None
+            alert.resolved_message = resolution(alert, result, now)[:1000]
             alert.silenced_until = silenced_until(alert, silences, now)
             if told[alert.id]:
                 queued += notify(alert, "resolved", channels, only=told[alert.id])

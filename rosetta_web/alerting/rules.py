@@ -16,6 +16,9 @@ from ..formatting import duration_words, pg_size_pretty
 from .trends import Forecast, SlotLike
 
 HYSTERESIS = 0.9
+# Rules whose alert, once firing, resolves only when a second sample of its server finds it
+# clear too: a forecast moves with every sample, and one clear sample is not a trend.
+HELD_OVER_TWO_SAMPLES = frozenset({"exhaustion_forecast"})
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,7 @@ def slot_findings(
         left = (when - now).total_seconds() / 3600
         limit = hours / HYSTERESIS if held("exhaustion_forecast") else hours
         if left <= limit:
-            goal = (
-                "is lost"
-                if what == "lost"
-                else f"reaches the critical {pg_size_pretty(settings.retained_critical_bytes)}"
-            )
+            goal = _goal(settings, what)
             add(
                 "exhaustion_forecast",
                 "critical" if left < 1 else "warning",
@@ -240,3 +239,101 @@ def source_findings(
             source_name,
         )
     ]
+
+
+def _goal(settings: Settings, what: str) -> str:
+    if what == "lost":
+        return "is lost"
+    return f"reaches the critical {pg_size_pretty(settings.retained_critical_bytes)}"
+
+
+def resolved_slot_message(
+    rule: str,
+    named: str,
+    facts: SlotFacts | None,
+    settings: Settings | None,
+    now: datetime,
+    created_again: bool = False,
+) -> str:
+    """Say what resolved a slot's alert, from the slot as the latest sample saw it (None: the
+    slot is gone from its server), in its own words rather than the firing's; a slot dropped
+    and created again since the alert fired is a new slot, and the words say so."""
+    if facts is None or settings is None:
+        return f"{named} is gone: it was dropped"
+    slot = facts.slot
+    if created_again:
+        new = {
+            "retained_wal": f"the new one retains {pg_size_pretty(slot.retained_bytes)}",
+            "slot_inactive": "the new one "
+            + ("has a consumer" if slot.active else "counts its time without one afresh"),
+            "slot_wal_status": f"the new one is {facts.wal_status or 'reserved'}",
+            "consumer_stalled": "its consumer's progress is counted afresh",
+            "exhaustion_forecast": "its growth is measured afresh",
+        }.get(rule, f"{rule} no longer fires")
+        return f"{named} was dropped and created again: {new}"
+    if rule == "retained_wal":
+        threshold = settings.retained_warning_bytes or settings.retained_critical_bytes
+        if threshold is None:
+            return f"{named}: the retained WAL rule is off"
+        severity = "warning" if settings.retained_warning_bytes else "critical"
+        return (
+            f"{named} now retains {pg_size_pretty(slot.retained_bytes)} "
+            f"({severity} at {pg_size_pretty(threshold)})"
+        )
+    if rule == "slot_inactive":
+        if slot.active:
+            return f"{named} has a consumer again"
+        return f"{named}: the rule for slots without a consumer is off"
+    if rule == "slot_wal_status":
+        return f"{named} is {facts.wal_status or 'no longer unreserved or lost'} again"
+    if rule == "consumer_stalled":
+        if not slot.active:
+            return f"{named} has no consumer now: the rule for slots without one watches it"
+        if settings.consumer_stalled_minutes is None:
+            return f"{named}: the stalled consumer rule is off"
+        return (
+            f"{named} has a consumer confirming again "
+            f"({pg_size_pretty(slot.lag_bytes)} behind the server)"
+        )
+    if rule == "exhaustion_forecast":
+        hours = settings.forecast_hours
+        if hours is None:
+            return f"{named}: the forecast rule is off"
+        growth = facts.forecast.growth_bytes_per_hour
+        soonest = facts.forecast.soonest()
+        if growth is None:
+            heading = "no steady growth"
+        elif soonest is None:
+            heading = f"grows {pg_size_pretty(int(growth))}/h, not there within a year"
+        else:
+            what, when = soonest
+            left = (when - now).total_seconds()
+            heading = (
+                f"{_goal(settings, what)} in about {duration_words(left)} at "
+                f"{pg_size_pretty(int(growth))}/h"
+            )
+        return f"forecast: {named} no longer within {hours} h (now {heading})"
+    return f"{named}: {rule} no longer fires"
+
+
+def resolved_source_message(
+    source_name: str,
+    consecutive_failures: int | None,
+    failed_rounds: float | None,
+    settings: Settings | None,
+) -> str:
+    """Say what resolved a source's alert (None settings: the source was deleted)."""
+    if settings is None:
+        return f"source `{source_name}` was deleted"
+    if not consecutive_failures:
+        rounds = int(failed_rounds or 0)
+        return (
+            f"source `{source_name}` answers again after failing {rounds} "
+            f"round{'s' if rounds != 1 else ''}"
+        )
+    if settings.unreachable_rounds is None:
+        return f"source `{source_name}`: the unreachable rule is off"
+    return (
+        f"source `{source_name}` has failed {consecutive_failures} rounds, under the "
+        f"{settings.unreachable_rounds} that fire"
+    )

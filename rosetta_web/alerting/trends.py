@@ -3,8 +3,15 @@ progress. Updated when a server's slots are stored; no Flask, no ORM.
 
 A trend is a small JSON document kept per slot on its server (`Server.slot_trends`, the
 points apart in `Server.slot_points`: the alert rules read the rest after every round):
-  points       [[epoch seconds, retained bytes], ...] over the last hour, at most MAX_POINTS
-  growth       bytes per hour fitted to the points (Theil-Sen), null with fewer than MIN_POINTS
+  points       [[epoch seconds, retained bytes], ...] over the last hour, at most MAX_POINTS,
+               denser the more recent they are
+  growth       bytes per hour: the fastest of the windows' fits (see `fit`), null when no
+               window has a significant one
+  window       the window (seconds) that growth was fitted over
+  at           the sample (epoch seconds) the figures below are from: every page counts the
+               forecast from here, so all of them say the same
+  series       when (epoch seconds) this series of the slot began: a slot dropped and created
+               again under its name, or moved back, starts a new one (`starts_series`)
   wal          the server's WAL position (bytes since 0/0) at the last sample
   flush        the slot's confirmed_flush_lsn (bytes since 0/0) at the last sample
   flush_since  since when (epoch seconds) the consumer has been connected and `flush` unmoved
@@ -16,6 +23,7 @@ points apart in `Server.slot_points`: the alert rules read the rest after every 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from statistics import median
@@ -24,10 +32,25 @@ from typing import Any, Protocol
 from ..timeutil import as_utc
 
 WINDOW_SECONDS = 3600
-MAX_POINTS = 24
-MIN_POINTS = 3
-# Forecasts further out than ten years say nothing an operator can act on.
-HORIZON_HOURS = 24 * 365 * 10
+# The growth is fitted over each of these windows (the last 5 minutes, 15 minutes, the hour)
+# and the fastest significant fit is kept: a slot that starts growing after an idle spell is
+# seen within a few samples, where an hour's fit would stay flat for half an hour.
+FIT_WINDOWS_SECONDS = (300, 900, WINDOW_SECONDS)
+MAX_POINTS = 36
+# Fewer points than this leave Sen's interval without a lower end.
+MIN_POINTS = 4
+# A fit spans at least this long, and at least three sampling intervals: three samples
+# seconds apart around one batch insert say nothing of a trend.
+MIN_SPAN_SECONDS = 120
+# A fit counts when the lower end of Sen's one-sided 95 % confidence interval for its slope
+# is at least half the slope. A single batch insert (a step) is not a trend.
+CONFIDENCE_Z = 1.645
+AGREEMENT = 0.5
+# Thinning keeps points denser the more recent they are: their weight falls with age past
+# this many seconds, so the 5-minute window keeps a dozen points of an hour at 5 s.
+RECENT_SECONDS = 60
+# A forecast further out than a year says nothing an operator can act on.
+HORIZON_HOURS = 24 * 365
 
 
 class SlotLike(Protocol):
@@ -56,6 +79,7 @@ class LatestSlot:
     lag_bytes: int | None
     wal_status: str | None
     safe_wal_size: int | None
+    series_started_at: datetime | None = None
 
     @classmethod
     def of(cls, slot_name: str, trend: dict[str, Any]) -> LatestSlot | None:
@@ -73,43 +97,111 @@ class LatestSlot:
             figures["lag_bytes"],
             figures["wal_status"],
             figures["safe_wal_size"],
+            None if trend.get("series") is None else datetime.fromtimestamp(trend["series"], UTC),
         )
 
 
-def theil_sen(points: list[list[float]]) -> float | None:
-    """Return the median of the slopes between every pair of points (per second), or None.
-
-    One wild point changes only the slopes it takes part in, a minority of them: the median
-    ignores it, where a two-point difference or a least-squares line would swing.
-    """
-    slopes = [
+def _slopes(points: list[list[float]]) -> list[float]:
+    """The slopes (per second) between every pair of points: Theil-Sen's median is taken of
+    them, so one wild point changes only the slopes it takes part in, a minority."""
+    return [
         (y2 - y1) / (t2 - t1)
         for index, (t1, y1) in enumerate(points)
         for t2, y2 in points[index + 1 :]
         if t2 > t1
     ]
-    return median(slopes) if slopes else None
 
 
-def _thin(points: list[list[float]]) -> None:
+def fit(points: list[list[float]], min_span_s: float) -> float | None:
+    """Return the growth (bytes per second) of points, or None when it is not a trend.
+
+    Theil-Sen's slope, counted only when the points span `min_span_s` and the lower end of
+    Sen's one-sided 95 % confidence interval for the slope is at least half of it: most
+    pairs of points must agree on the growth. A single batch insert in a flat line (a step)
+    never makes them: only the pairs across it see growth.
+    """
+    if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < min_span_s:
+        return None
+    slopes = sorted(_slopes(points))
+    count = len(points)
+    # Sen (1968): the rank (from 1) of the interval's lower end among the ordered slopes.
+    spread = CONFIDENCE_Z * math.sqrt(count * (count - 1) * (2 * count + 5) / 18)
+    rank = round((len(slopes) - spread) / 2)
+    growth = median(slopes)
+    if rank < 1 or growth <= 0 or slopes[rank - 1] < growth * AGREEMENT:
+        return None
+    return growth
+
+
+def fastest(points: list[list[float]], now: float, min_span_s: float) -> tuple[float, int] | None:
+    """Return the fastest significant growth over the fit windows and the window, or None."""
+    found: tuple[float, int] | None = None
+    for window in FIT_WINDOWS_SECONDS:
+        growth = fit([point for point in points if now - point[0] <= window], min_span_s)
+        if growth is not None and (found is None or growth > found[0]):
+            found = (growth, window)
+    return found
+
+
+def _thin(points: list[list[float]], now: float) -> None:
     """Drop inner points down to MAX_POINTS, each time the one whose neighbours are closest
-    together: the hour stays covered evenly however often the server is sampled."""
+    together for its age: the hour stays covered, the last minutes most densely, however
+    often the server is sampled."""
     while len(points) > MAX_POINTS:
-        spans = [points[i + 1][0] - points[i - 1][0] for i in range(1, len(points) - 1)]
+        spans = [
+            (points[i + 1][0] - points[i - 1][0]) / (now - points[i][0] + RECENT_SECONDS)
+            for i in range(1, len(points) - 1)
+        ]
         del points[1 + spans.index(min(spans))]
 
 
+def _restart(trend: dict[str, Any]) -> int | None:
+    """The slot's restart_lsn (bytes since 0/0) at the trend's last sample, when known."""
+    figures = trend.get("slot") or {}
+    wal, retained = trend.get("wal"), figures.get("retained_bytes")
+    return None if wal is None or retained is None else wal - retained
+
+
+def starts_series(trend: dict[str, Any] | None, slot: StoredSlot, wal_position: int | None) -> bool:
+    """Tell whether this sample of a slot starts a new series rather than continuing its trend.
+
+    It does when the server's last sample did not have the slot (new, or dropped and created
+    again since), when its database changed, when its restart_lsn went back, and when its
+    restart_lsn moved while no consumer was seen in either sample: only a consumer moves it,
+    so the slot was dropped and created again between the samples (or a consumer came and
+    went unseen: its growth and its time without a consumer start over either way).
+    """
+    if not trend or "slot" not in trend:
+        return True
+    before = trend["slot"]
+    if before.get("database") != slot.database:
+        return True
+    then = _restart(trend)
+    if then is None or wal_position is None or slot.retained_bytes is None:
+        return False
+    restart = wal_position - slot.retained_bytes
+    return restart < then or (restart != then and not slot.active and not before.get("active"))
+
+
 def update(
-    trend: dict[str, Any] | None, moment: datetime, slot: StoredSlot, wal_position: int | None
+    trend: dict[str, Any] | None,
+    moment: datetime,
+    slot: StoredSlot,
+    wal_position: int | None,
+    min_span_s: float = MIN_SPAN_SECONDS,
 ) -> dict[str, Any]:
-    """Return the slot's trend with one more sample taken at `moment`."""
+    """Return the slot's trend with one more sample taken at `moment`.
+
+    Pass None for `trend` to start a new series (see `starts_series`). A growth is fitted
+    only over points that span `min_span_s` (the caller's three sampling intervals, or more).
+    """
     trend = trend or {}
     now = moment.timestamp()
     points = [point for point in trend.get("points", []) if 0 < now - point[0] <= WINDOW_SECONDS]
     if slot.retained_bytes is not None:
         points.append([now, slot.retained_bytes])
-    _thin(points)
-    slope = theil_sen(points) if len(points) >= MIN_POINTS else None
+    _thin(points, now)
+    found = fastest(points, now, max(min_span_s, MIN_SPAN_SECONDS))
     flush = None
     if wal_position is not None and slot.lag_bytes is not None:
         flush = wal_position - slot.lag_bytes
@@ -130,7 +222,10 @@ def update(
         flush_since, wal_at_flush = now, wal_position
     return {
         "points": points,
-        "growth": None if slope is None else slope * 3600,
+        "growth": None if found is None else found[0] * 3600,
+        "window": None if found is None else found[1],
+        "at": now,
+        "series": trend.get("series", now),
         "wal": wal_position,
         "flush": flush,
         "flush_since": flush_since,
@@ -152,11 +247,13 @@ def update(
 @dataclass(frozen=True)
 class Forecast:
     """Where a slot is heading: bytes per hour, and when it reaches the critical threshold
-    and when it is lost (null when not growing, unknown, or already there)."""
+    and when it is lost (null when not growing, unknown, already there, or more than a year
+    away: `beyond` then names the sooner of those, 'lost' or 'critical')."""
 
     growth_bytes_per_hour: float | None
     eta_critical: datetime | None
     eta_lost: datetime | None
+    beyond: str | None = None
 
     def soonest(self) -> tuple[str, datetime] | None:
         """Return which comes first, 'lost' or 'critical', and when."""
@@ -174,29 +271,26 @@ class Forecast:
 NO_FORECAST = Forecast(None, None, None)
 
 
-def forecast(
-    trend: dict[str, Any] | None,
-    slot: SlotLike,
-    sampled_at: datetime,
-    critical_bytes: int | None,
-) -> Forecast:
-    """Forecast a slot from its trend, counting from the sample that saw it."""
-    growth = (trend or {}).get("growth")
-    if growth is None or growth <= 0:
+def forecast(trend: dict[str, Any] | None, critical_bytes: int | None) -> Forecast:
+    """Forecast a slot from its stored trend alone: its growth, and its figures at the sample
+    the growth was fitted at, so every page and the alert say the same."""
+    trend = trend or {}
+    growth, figures, at = trend.get("growth"), trend.get("slot"), trend.get("at")
+    if growth is None or growth <= 0 or figures is None or at is None:
         return NO_FORECAST
-    retained = slot.retained_bytes
-    eta_critical = eta_lost = None
+    sampled_at = datetime.fromtimestamp(at, UTC)
+    retained, safe = figures["retained_bytes"], figures["safe_wal_size"]
+    hours: dict[str, float] = {}
     if critical_bytes is not None and retained is not None and retained < critical_bytes:
-        eta_critical = _after(sampled_at, (critical_bytes - retained) / growth)
+        hours["critical"] = (critical_bytes - retained) / growth
     # safe_wal_size shrinks as the slot's retained WAL grows: at zero the slot is lost.
-    if slot.safe_wal_size is not None and slot.safe_wal_size > 0:
-        eta_lost = _after(sampled_at, slot.safe_wal_size / growth)
-    return Forecast(growth, eta_critical, eta_lost)
-
-
-def _after(moment: datetime, hours: float) -> datetime | None:
-    """Return the moment so many hours later; None past the horizon (a slot growing a few
-    bytes an hour would otherwise reach its threshold after the year 9999)."""
-    if hours > HORIZON_HOURS:
-        return None
-    return moment + timedelta(hours=hours)
+    if safe is not None and safe > 0:
+        hours["lost"] = safe / growth
+    # A slot growing a few bytes an hour would otherwise reach its threshold after 9999.
+    near = {
+        what: sampled_at + timedelta(hours=h) for what, h in hours.items() if h <= HORIZON_HOURS
+    }
+    far = sorted((h, what) for what, h in hours.items() if what not in near)
+    return Forecast(
+        growth, near.get("critical"), near.get("lost"), beyond=far[0][1] if far else None
+    )

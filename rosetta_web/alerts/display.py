@@ -107,11 +107,14 @@ def forecast_words(
     now = now or utcnow()
     rate = f"{pg_size_pretty(int(growth))}/h"
     soonest = forecast.soonest()
+    goal = f"the critical {pg_size_pretty(critical_bytes)}" if critical_bytes else "critical"
+    if soonest is None and forecast.beyond is not None:
+        far = "is not lost" if forecast.beyond == "lost" else f"does not reach {goal}"
+        return ForecastWords(slot_name, f"grows {rate}: {far} within a year", False, None)
     if soonest is None:
         return ForecastWords(slot_name, f"grows {rate}", False, None)
     what, when = soonest
     urgent = (as_utc(when) - now).total_seconds() < 3600
     if what == "lost":
         return ForecastWords(slot_name, f"is lost {_within(when, now)} at {rate}", urgent, when)
-    goal = f"the critical {pg_size_pretty(critical_bytes)}" if critical_bytes else "critical"
     return ForecastWords(slot_name, f"reaches {goal} {_within(when, now)} at {rate}", urgent, when)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import current_app
 from wtforms import (
     Field,
     PasswordField,
@@ -15,6 +16,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from ..alerting.targets import url_refusal
 from ..alerting.urls import MASKS, apprise_plugin
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm, SelectChoice, lowercase, name_rules, strip
@@ -23,7 +25,8 @@ from ..timeutil import as_utc, utcnow
 
 
 def _url_rules(form: ChannelForm, field: Field) -> None:
-    """A webhook takes an http(s) URL; anything else must be a URL Apprise reads."""
+    """A webhook takes an http(s) URL; anything else must be a URL Apprise reads; neither
+    may name a host a channel may not send to."""
     if not field.data:
         return
     if any(mask in field.data for mask in MASKS):
@@ -32,14 +35,23 @@ def _url_rules(form: ChannelForm, field: Field) -> None:
             "blank on edit to keep the stored one)."
         )
     if form.type.data == "webhook":
-        parts = urlsplit(field.data)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
+        try:
+            parts = urlsplit(field.data)
+            scheme, hostname = parts.scheme, parts.hostname
+        except ValueError:  # a malformed [IPv6] host
+            scheme, hostname = "", None
+        if scheme not in {"http", "https"} or not hostname:
             raise ValidationError("A webhook URL starts with http:// or https:// and names a host.")
     elif apprise_plugin(field.data) is None:
         raise ValidationError(
             "Apprise cannot read this URL. Use a service URL from the Apprise wiki, e.g. "
             "slack://TokenA/TokenB/TokenC or mailtos://user:password@smtp.example.com?to=ops@example.com."
         )
+    allow_private = bool(current_app.config.get("ALERT_PRIVATE_TARGETS", True))
+    refused = url_refusal(form.type.data, field.data, allow_private)
+    if refused is not None:
+        host, reason = refused
+        raise ValidationError(f"Rosetta does not send to {host}: {reason}.")
 
 
 class ChannelForm(EntityForm):

@@ -264,7 +264,7 @@ def attach_forecasts(source: Source, slots: list[SlotMetric]) -> list[SlotMetric
     critical = effective_settings(source).retained_critical_bytes
     for slot in slots:
         trend = (server.slot_trends or {}).get(slot.slot_name)
-        slot.forecast = trends.forecast(trend, slot, as_utc(slot.recorded_at), critical)
+        slot.forecast = trends.forecast(trend, critical)
     return slots
 
 

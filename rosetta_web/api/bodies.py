@@ -30,7 +30,12 @@ def json_body() -> dict[str, Any]:
             "Send the body as JSON with Content-Type: application/json",
             {"content_type": request.content_type or ""},
         )
-    payload = request.get_json(silent=True)
+    try:
+        payload = request.get_json(silent=True)
+    except RecursionError:
+        # Python's parser recurses once per level and gives up at the recursion limit (about
+        # 1,000 levels) with RecursionError, which Flask's silent=True does not catch.
+        raise ApiError(400, "The request body is nested too deeply to read") from None
     if payload is None:
         raise ApiError(400, "The request body is not valid JSON")
     if not isinstance(payload, dict):

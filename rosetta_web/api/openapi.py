@@ -806,11 +806,17 @@ def _schemas() -> dict[str, Any]:
     }
     slot_series = {
         **figures,
-        "required": ["database", "own", "last", "min", "max"],
+        "required": ["database", "own", "last", "min", "max", "series_starts"],
         "properties": {
             **kinds,
             "database": {"type": ["string", "null"]},
             "own": {"type": "boolean", "description": "a slot of the source's own database"},
+            "series_starts": {
+                "type": "array",
+                "items": moment,
+                "description": "times (among `times`) at which the slot starts a new series: "
+                "it was dropped and created again, so its line breaks there",
+            },
         },
         "additionalProperties": False,
     }

@@ -235,8 +235,11 @@ def _table_names(payload: dict[str, Any]) -> list[str] | None:
     """Read {"all_tables": true} (None: every table) or {"tables": ["public.orders"]}."""
     _refuse_unknown(payload, ("all_tables", "tables"))
     all_tables, tables = payload.get("all_tables"), payload.get("tables")
-    if all_tables is not None and not isinstance(all_tables, bool):
+    # null is no boolean and no list: leave a field out rather than send it empty.
+    if "all_tables" in payload and not isinstance(all_tables, bool):
         raise _invalid({"all_tables": ["Send true or false."]})
+    if "tables" in payload and tables is None:
+        raise _invalid({"tables": ["Send a non-empty list of table names (schema.table)."]})
     if all_tables and tables is not None:
         raise _invalid({"tables": ["Send all_tables: true or a list of tables, not both."]})
     if all_tables:
@@ -288,8 +291,9 @@ def create_slot(entity_id: int) -> tuple[Response, int]:
     payload = _optional_body()
     _refuse_unknown(payload, ("slot_name",))
     name = payload.get("slot_name")
-    if name is not None and not isinstance(name, str):
-        raise _invalid({"slot_name": ["Send the slot's name as a string."]})
+    if "slot_name" in payload and not isinstance(name, str):
+        # null would make the default slot: leave slot_name out for that, as the schema says.
+        raise _invalid({"slot_name": ["Send the slot's name as a string, or leave it out."]})
     created = replication.create_slot(source, name)
     return jsonify({"slot_name": created, "readiness": source.readiness}), 201
 

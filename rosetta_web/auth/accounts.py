@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
 from ..forms import ConfirmForm, filled, form_view
-from ..models import User
+from ..models import ROLES, User
 from ..resources import NotFound
 from . import bp, services
 from .forms import NewAccountForm, RoleForm
@@ -57,57 +57,79 @@ def accounts() -> Response | tuple[str, int]:
     return _page(form)
 
 
+def _expired(button: str) -> Response:
+    """Say that a form's CSRF token was missing or stale, as every other form does."""
+    flash(f"The form expired before you sent it; press {button} again.", "error")
+    return redirect(url_for("auth.accounts"), 303)
+
+
 @bp.post("/accounts/<id:user_id>/role")
 @form_view
 def account_role(user_id: int) -> Response | tuple[str, int]:
     """Change an account's role; the last enabled admin keeps theirs."""
     user = _account(user_id)
     form = RoleForm()
-    if form.validate_on_submit():
-        try:
-            services.set_role(user, str(form.role.data))
-        except services.LastAdmin as exc:
-            flash(str(exc), "error")
-            return _page(NewAccountForm(formdata=None), 409)
-        flash(f"{user.username} is now {user.role}.", "success")
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            return _expired("Set role")
+        flash(f"Choose a role for {user.username}: {', '.join(ROLES)}.", "error")
+        return redirect(url_for("auth.accounts"), 303)
+    try:
+        services.set_role(user, str(form.role.data))
+    except services.LastAdmin as exc:
+        flash(str(exc), "error")
+        return _page(NewAccountForm(formdata=None), 409)
+    flash(f"{user.username} is now {user.role}.", "success")
     return redirect(url_for("auth.accounts"), 303)
 
 
 @bp.post("/accounts/<id:user_id>/disable")
 @form_view
 def account_disable(user_id: int) -> Response | tuple[str, int]:
-    """Disable an account: its sessions and tokens stop at their next request."""
+    """Disable an account: its sessions end and its API tokens are revoked."""
     user = _account(user_id)
-    if ConfirmForm().validate_on_submit():
-        try:
-            services.disable_user(user)
-        except services.LastAdmin as exc:
-            flash(str(exc), "error")
-            return _page(NewAccountForm(formdata=None), 409)
-        flash(f"Disabled {user.username}: signed out, its tokens refused.", "success")
-        if user.id == current_user.id:
-            return redirect(url_for("auth.login"), 303)
+    if not ConfirmForm().validate_on_submit():
+        return _expired("Disable")
+    try:
+        revoked = services.disable_user(user)
+    except services.LastAdmin as exc:
+        flash(str(exc), "error")
+        return _page(NewAccountForm(formdata=None), 409)
+    again = " Enabling it again does not bring them back." if revoked else ""
+    flash(
+        f"Disabled {user.username}: signed out, {services.tokens_revoked_words(revoked)}.{again}",
+        "success",
+    )
+    if user.id == current_user.id:
+        return redirect(url_for("auth.login"), 303)
     return redirect(url_for("auth.accounts"), 303)
 
 
 @bp.post("/accounts/<id:user_id>/enable")
 @form_view
 def account_enable(user_id: int) -> Response:
-    """Let a disabled account sign in again."""
+    """Let a disabled account sign in again; the tokens its disabling revoked stay revoked."""
     user = _account(user_id)
-    if ConfirmForm().validate_on_submit():
-        services.enable_user(user)
-        flash(f"Enabled {user.username}.", "success")
+    if not ConfirmForm().validate_on_submit():
+        return _expired("Enable")
+    services.enable_user(user)
+    flash(
+        f"Enabled {user.username}. The API tokens its disabling revoked stay revoked: "
+        "new ones are made on its account page.",
+        "success",
+    )
     return redirect(url_for("auth.accounts"), 303)
 
 
 @bp.post("/accounts/<id:user_id>/reset-password")
 @form_view
 def account_reset(user_id: int) -> Response:
-    """Give the account a new password, shown once; the user must change it at sign-in."""
+    """Give the account a new password, shown once; the user must change it at sign-in, and
+    its API tokens stop until then."""
     user = _account(user_id)
-    if ConfirmForm().validate_on_submit():
-        password = services.reset_password(user)
-        # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
-        session["reset_password"] = (user.username, encrypt_secret(password))
+    if not ConfirmForm().validate_on_submit():
+        return _expired("Reset password")
+    password = services.reset_password(user)
+    # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
+    session["reset_password"] = (user.username, encrypt_secret(password))
     return redirect(url_for("auth.accounts"), 303)

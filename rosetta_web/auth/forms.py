@@ -1,4 +1,5 @@
-"""Forms for signing in, setting up the first operator and naming API tokens."""
+"""Forms for signing in, setting up the first account, managing accounts and naming API
+tokens."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class LoginForm(BaseForm):
 
 
 class UserForm(BaseForm):
-    """A new operator account, from /setup or `flask users create`."""
+    """A new account, from /setup or `flask users create`."""
 
     username = StringField("Username", filters=[lowercase], validators=USERNAME_RULES)
     password = PasswordField("Password", validators=PASSWORD_RULES)

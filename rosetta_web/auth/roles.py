@@ -81,3 +81,8 @@ def rule_of(app: Flask) -> Rule:
     if rule is None:
         rule = app.extensions["rosetta_roles"] = Rule(app)
     return rule
+
+
+def with_article(word: str) -> str:
+    """Put 'a' or 'an' before a word as it is said: a viewer, an operator, an admin."""
+    return f"{'an' if word[:1].lower() in tuple('aeiou') else 'a'} {word}"

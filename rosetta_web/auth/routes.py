@@ -36,7 +36,7 @@ def _me() -> User:
 @bp.route("/login", methods=["GET", "POST"])
 @form_view
 def login() -> Response | str | tuple[str, int, dict[str, str]]:
-    """Sign an operator in, refusing a username after too many failures."""
+    """Sign an account in, refusing a username or a client address after too many failures."""
     if services.user_count() == 0:
         return redirect(url_for("auth.setup"))
     if current_user.is_authenticated:
@@ -45,12 +45,14 @@ def login() -> Response | str | tuple[str, int, dict[str, str]]:
     if form.validate_on_submit():
         username = filled(form.username)
         audit.act_as(audit.Actor(username, None, request.remote_addr))
-        wait = services.begin_attempt(username)
-        if wait:
+        throttled = services.begin_attempt(username, request.remote_addr)
+        if throttled:
+            wait = throttled.wait_seconds
             minutes = (wait + 59) // 60
+            whose = "for this username" if throttled.by == "username" else "from your address"
             # Refused without a look at the password: the failures that led here are recorded.
             form.form_errors.append(
-                f"Too many failed sign-ins for this username. Try again in {minutes} minute"
+                f"Too many failed sign-ins {whose}. Try again in {minutes} minute"
                 f"{'s' if minutes != 1 else ''}."
             )
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
@@ -84,7 +86,7 @@ def logout() -> Response:
 @bp.route("/setup", methods=["GET", "POST"])
 @form_view
 def setup() -> Response | str:
-    """Create the first operator account; once one exists this page is gone."""
+    """Create the first account, an admin; once one exists this page is gone."""
     if services.user_count() > 0:
         abort(404)
     form = UserForm()

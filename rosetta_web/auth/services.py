@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -93,38 +94,62 @@ def authenticate(username: str, password: str) -> User | None:
     return user if user.check_password(password) else None
 
 
-def _window_start() -> datetime:
-    return utcnow() - timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
+def _window() -> timedelta:
+    return timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
 
 
-def begin_attempt(username: str) -> int:
-    """Count this sign-in attempt against the username; return seconds to wait (0: go on).
+@dataclass(frozen=True)
+class Throttled:
+    """A sign-in refused before its password is looked at: too many recent failures."""
 
-    The attempt is stored as a failure before the password is checked, and only then are
-    failures counted, so concurrent guesses see each other: at most the allowed number get
-    their password checked. A refused attempt is not kept, so hammering does not extend
-    the wait; a successful sign-in clears the failures.
-    """
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    db.session.execute(delete(LoginFailure).where(LoginFailure.failed_at < _window_start()))
-    attempt = LoginFailure(username=username)
-    db.session.add(attempt)
-    db.session.commit()
-    attempt_id = attempt.id
+    by: str  # "username" or "address"
+    wait_seconds: int
+
+
+def _wait(failed: ColumnElement[bool], limit: int, attempt_id: int) -> int:
+    """Return the seconds until the failures matching `failed` (this attempt among them) are
+    few enough for it to go on; 0 when they already are."""
+    window = _window()
     rows = db.session.execute(
         select(LoginFailure.id, LoginFailure.failed_at)
-        .where(LoginFailure.username == username, LoginFailure.failed_at >= _window_start())
+        .where(failed, LoginFailure.failed_at >= utcnow() - window)
         .order_by(LoginFailure.failed_at, LoginFailure.id)
     ).all()
     if len(rows) <= limit:
         return 0
-    db.session.delete(attempt)
-    db.session.commit()
     failures = [row.failed_at for row in rows if row.id != attempt_id]
-    window = timedelta(seconds=current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])
     # Allowed again once only limit-1 failures are left in the window.
     frees_at = as_utc(failures[len(failures) - limit]) + window
     return max(1, int((frees_at - utcnow()).total_seconds()) + 1)
+
+
+def begin_attempt(username: str, address: str | None = None) -> Throttled | None:
+    """Count this sign-in attempt against the username and the client's address; return how
+    long to wait, or None to go on.
+
+    The attempt is stored as a failure before the password is checked, and only then are
+    failures counted, so concurrent guesses see each other: at most the allowed number get
+    their password checked. A refused attempt is not kept, so hammering does not extend
+    the wait; a successful sign-in clears the failures of its username (not of its address,
+    or one account of the sprayer's own would wipe the count of every name it tried).
+    """
+    config = current_app.config
+    db.session.execute(delete(LoginFailure).where(LoginFailure.failed_at < utcnow() - _window()))
+    ip = address[:45] if address else None  # as the audit log keeps it
+    attempt = LoginFailure(username=username, ip=ip)
+    db.session.add(attempt)
+    db.session.commit()
+    attempt_id = attempt.id
+    checks = [("username", LoginFailure.username == username, config["LOGIN_MAX_FAILURES"])]
+    if ip is not None:
+        checks.append(("address", LoginFailure.ip == ip, config["LOGIN_MAX_FAILURES_PER_ADDRESS"]))
+    waits = [Throttled(by, _wait(failed, limit, attempt_id)) for by, failed, limit in checks]
+    longest = max(waits, key=lambda throttled: throttled.wait_seconds)
+    if not longest.wait_seconds:
+        return None
+    db.session.delete(attempt)
+    db.session.commit()
+    return longest
 
 
 def clear_failures(username: str) -> None:
@@ -189,11 +214,27 @@ def revoke_token(token: ApiToken) -> None:
     db.session.commit()
 
 
+class TokenStopped(DomainError):
+    """The token's user must set a new password after an admin's reset: until then its
+    tokens are refused, since whoever knew the old password may have made them."""
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This token is stopped: an admin reset its user's password, and the user's tokens "
+            "work again once they choose a new one on their account page"
+        )
+
+
 def token_for(raw: str) -> ApiToken | None:
-    """Return the bearer token of an enabled user, noting when it was last used."""
+    """Return the bearer token of an enabled user, noting when it was last used (TokenStopped
+    while its user must choose a new password)."""
     token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
     if token is None or not token.user.is_active:
         return None
+    if token.user.must_change_password:
+        raise TokenStopped()
     now = utcnow()
     # One write a minute at most: scripts may poll often.
     if token.last_used_at is None or now - as_utc(token.last_used_at) > timedelta(minutes=1):
@@ -218,35 +259,68 @@ def all_users() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.username)))
 
 
+def tokens_revoked_words(count: int) -> str:
+    """Say how many API tokens of an account went: 'its 2 API tokens revoked'."""
+    if count == 0:
+        return "it had no API tokens"
+    return f"its {count} API tokens revoked" if count > 1 else "its API token revoked"
+
+
+def _revoke_all(tokens: list[ApiToken]) -> dict[str, Any]:
+    """Delete the tokens; return what the account's record says of them."""
+    for token in tokens:
+        db.session.delete(token)
+    return {"tokens": [sorted(token.name for token in tokens), None]} if tokens else {}
+
+
 def enable_user(user: User) -> User:
-    """Let a disabled account sign in again (its old sessions stay ended)."""
+    """Let a disabled account sign in again (its old sessions stay ended, its tokens revoked)."""
     if user.disabled_at is not None:
-        audit.begin("update", user).record({"disabled": [True, False]})
+        change = audit.begin("update", user)
+        disabled_at = as_utc(user.disabled_at)
+        # Disabling revokes every token; any made before it and still here predate that rule.
+        stale = [token for token in user.tokens if as_utc(token.created_at) <= disabled_at]
+        revoked = _revoke_all(stale)
         user.disabled_at = None
+        message = None
+        if stale:
+            words = tokens_revoked_words(len(stale))
+            message = f"Enabled; {words}: made before it was disabled, as disabling now does."
+        change.record({"disabled": [True, False], **revoked}, message)
         db.session.commit()
     return user
 
 
 def reset_password(user: User) -> str:
     """Give the account a new random password it must change at its next sign-in; end its
-    sessions; return the password, to hand over once."""
+    sessions and stop its API tokens until then; return the password, to hand over once."""
     password = secrets.token_urlsafe(12)
     change = audit.begin("update", user)
     user.set_password(password)
     user.must_change_password = True
     user.end_sessions()
-    change.record(message="Password reset by an admin; to be changed at the next sign-in.")
+    count = len(user.tokens)
+    tokens = "It has no API tokens to stop."
+    if count:
+        tokens = f"Its {count} API tokens are" if count > 1 else "Its API token is"
+        tokens += " stopped until then."
+    change.record(
+        message=f"Password reset by an admin; to be changed at the next sign-in. {tokens}"
+    )
     db.session.commit()
     return password
 
 
 def change_password(user: User, password: str) -> None:
-    """Store the account's own new password; other sessions of it end, this one goes on."""
+    """Store the account's own new password; other sessions of it end, this one goes on, and
+    tokens stopped by an admin's reset work again."""
     change = audit.begin("update", user)
+    after_reset = user.must_change_password
     user.set_password(password)
     user.must_change_password = False
     user.end_sessions()
-    change.record()
+    message = "Its API tokens work again." if after_reset and user.tokens else None
+    change.record(message=message)
     db.session.commit()
 
 
@@ -261,14 +335,22 @@ def set_role(user: User, role: str) -> User:
     return user
 
 
-def disable_user(user: User) -> User:
-    """Disable the account: its sessions and tokens stop working at their next request."""
+def disable_user(user: User) -> int:
+    """Disable the account: its sessions end and its API tokens are revoked, so enabling it
+    again does not bring them back; return how many tokens were revoked."""
     with audit.change("disable_user", user) as change:
         if user.role == "admin" and user.disabled_at is None and not _enabled_admins(user):
             raise LastAdmin(user.username)
-        if user.disabled_at is None:
-            user.disabled_at = utcnow()
-            change.record(changes={"disabled": [False, True]})
+        tokens = list(user.tokens)  # none once disabled, unless made since by the command line
+        if user.disabled_at is None or tokens:
+            changes: dict[str, Any] = {}
+            if user.disabled_at is None:
+                changes["disabled"] = [False, True]
+            changes.update(_revoke_all(tokens))
+            user.disabled_at = user.disabled_at or utcnow()
+            change.record(
+                changes=changes, message=f"Signed out; {tokens_revoked_words(len(tokens))}."
+            )
         user.end_sessions()
         db.session.commit()
-    return user
+    return len(tokens)

@@ -21,7 +21,7 @@ from ..models import (
     Source,
     SourceState,
 )
-from ..timeutil import as_utc, isoformat, utcnow
+from ..timeutil import isoformat, utcnow
 
 FAILING = ("ERROR", "BACKOFF")
 
@@ -169,7 +169,7 @@ def soonest_forecast(slots: list[Any]) -> tuple[Any, ForecastWords] | None:
     for slot in slots:
         critical = Settings.merged(settings, slot.alert_overrides).retained_critical_bytes
         trend = (trends_by_server.get(slot.server_id) or {}).get(slot.slot_name)
-        forecast = trends.forecast(trend, slot, as_utc(slot.recorded_at), critical)
+        forecast = trends.forecast(trend, critical)
         words = forecast_words(slot.slot_name, forecast, critical, now)
         if words is None or words.when is None:
             continue

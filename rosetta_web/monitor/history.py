@@ -261,6 +261,7 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         )
         peaks: dict[str, float] = {}
         lines: dict[str, list[tuple[datetime, tuple[Any, Any, Any]]]] = {}
+        series_of: dict[str, dict[datetime, Any]] = {}
 
         def read(only: tuple[Any, ...] = ()) -> None:
             for row in rows(
@@ -270,12 +271,13 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
                 SLOT_SERIES,
                 "slot_name",
                 only,
-                ("database",),
+                ("database", "series_started_at"),
             ):
-                bucket, moment, name, database = row[:4]
+                bucket, moment, name, database, series = row[:5]
                 at = bucket_time.get(bucket, as_utc(moment)) if width else as_utc(moment)
-                figures = _figures(row, 4, 1)[0]
+                figures = _figures(row, 5, 1)[0]
                 lines.setdefault(name, []).append((at, figures))
+                series_of.setdefault(name, {})[at] = series
                 databases[name] = database
                 peaks[name] = max(peaks.get(name, 0), figures[2] or 0)
 
@@ -355,11 +357,27 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
                 "database": databases.get(name),
                 "own": name in own,
                 **series(lambda p, name=name: p.slots.get(name)),
+                "series_starts": _series_starts(ordered, name, series_of.get(name, {})),
             }
             for name in shown
         },
         "other_slots": other_slots,
     }
+
+
+def _series_starts(ordered: list[_Point], name: str, series: dict[datetime, Any]) -> list[str]:
+    """Return the times at which a slot's line starts a new series (the slot was dropped and
+    created again): its line ends before them, not joined to the new one."""
+    starts: list[str] = []
+    before = None
+    for point in ordered:
+        if name not in point.slots:
+            continue
+        now = series.get(point.at)
+        if now is not None and before is not None and now != before:
+            starts.append(str(isoformat(point.at)))
+        before = now if now is not None else before
+    return starts
 
 
 OTHERS = "\x00others"  # the key of the summed slots in a point: no slot is named so

@@ -43,6 +43,7 @@ class Target:
     database: str
     user: str
     password: str = field(repr=False)
+    publication: str | None = None  # the source's publication, whose existence is sampled
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Sample:
     database: str | None = None
     address: str | None = None  # host:port, naming a server whose identifier is unknown
     status: str | None = None  # the source's status once the sample is stored
+    publication_exists: bool | None = None  # None: not asked (the target names none)
 
     @property
     def own_slots(self) -> list[SlotSample]:
@@ -262,6 +264,11 @@ def _sample_once(target: Target, deadline: float, timeout_s: float) -> dict[str,
             figures["size_bytes"] = _query(conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s)[
                 0
             ]
+        if target.publication is not None:
+            exists = run(
+                conn, queries.PUBLICATION_EXISTS, deadline, timeout_s, (target.publication,)
+            )
+            figures["publication_exists"] = bool(exists.fetchone()[0])
         return figures
     except psycopg2.Error as exc:
         raise explain(exc, target, connecting) from None

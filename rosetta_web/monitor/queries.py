@@ -32,3 +32,7 @@ FROM pos
 # Needs superuser, pg_monitor or an explicit grant; PostgreSQL checks that before running any
 # part of a statement, so it cannot ride in SAMPLE behind a CASE.
 WAL_DIRECTORY_BYTES = "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()"
+
+# Whether the source's publication exists (publications belong to a database, not the server):
+# a stored readiness that says otherwise is stale.
+PUBLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)"

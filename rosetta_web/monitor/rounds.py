@@ -10,8 +10,8 @@ import os
 import socket
 import threading
 import time
-from datetime import datetime, timedelta
-from typing import cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from flask import Flask, current_app
 from sqlalchemy import CursorResult, delete, select, tuple_
@@ -140,20 +140,31 @@ def inactive_since(
     return moment
 
 
-def _update_trends(
-    server: Server, slots: list[SlotMetric], wal_position: int | None, moment: datetime
+def _store_slots(
+    server: Server,
+    slots: list[SlotSample],
+    previous: dict[tuple[int, str], SlotMetric],
+    wal_position: int | None,
+    moment: datetime,
 ) -> None:
-    """Add a sample to each of the server's slot trends; forget the slots gone since."""
+    """Store a server's slots as one sample saw them and add it to their trends; forget the
+    trends of the slots gone since. A slot that starts a new series (dropped and created
+    again, say) begins its trend, its time without a consumer and its chart line afresh."""
     summaries, points = server.slot_trends or {}, server.slot_points or {}
-    updated = {
-        slot.slot_name: trends.update(
-            {**summaries.get(slot.slot_name, {}), "points": points.get(slot.slot_name, [])},
-            moment,
-            slot,
-            wal_position,
-        )
-        for slot in slots
-    }
+    min_span_s = 3 * current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
+    updated: dict[str, dict[str, Any]] = {}
+    for slot in slots:
+        trend: dict[str, Any] | None = summaries.get(slot.slot_name)
+        row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=moment)
+        before = previous.get((server.id, slot.slot_name))
+        if trends.starts_series(trend, row, wal_position):
+            trend = before = None
+        row.inactive_since = inactive_since(slot, before, moment)
+        if trend is not None:
+            trend = {**trend, "points": points.get(slot.slot_name, [])}
+        updated[slot.slot_name] = trends.update(trend, moment, row, wal_position, min_span_s)
+        row.series_started_at = datetime.fromtimestamp(updated[slot.slot_name]["series"], UTC)
+        db.session.add(row)
     server.slot_points = {name: trend.pop("points") for name, trend in updated.items()}
     server.slot_trends = updated
 
@@ -240,14 +251,9 @@ def record_round(
                     stored_servers.add(server.id)
                     server.last_sampled_at = started_at
                     server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
-                    rows = []
-                    for slot in sample.slots:
-                        before = previous.get((server.id, slot.slot_name))
-                        row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=started_at)
-                        row.inactive_since = inactive_since(slot, before, started_at)
-                        db.session.add(row)
-                        rows.append(row)
-                    _update_trends(server, rows, sample.wal_position_bytes, started_at)
+                    _store_slots(
+                        server, sample.slots, previous, sample.wal_position_bytes, started_at
+                    )
             else:
                 error = (sample.error or "unknown error")[:500]
                 db.session.add(
@@ -291,6 +297,14 @@ def record_round(
             delivery.kick()
     except Exception:
         log.exception("evaluating the alert rules failed; the next round evaluates them again")
+    # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
+    # sources again now. Imported here: sources.replication imports this module.
+    try:
+        from ..sources.replication import follow_round
+
+        follow_round(samples, started_at)
+    except Exception:
+        log.exception("checking sources whose slot or publication changed failed")
     return storing_s
 
 
@@ -396,6 +410,7 @@ def target_of(source: Source) -> Target:
         source.pg_database,
         source.pg_username,
         source.pg_password,
+        publication=source.publication_name,
     )
 
 

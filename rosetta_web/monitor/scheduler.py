@@ -24,6 +24,8 @@ from sqlalchemy.pool import NullPool
 
 from ..alerting import delivery
 from ..audit import services as audit
+from ..errors import DATABASE_UNAVAILABLE, Outage
+from ..sources import replication
 from ..timeutil import utcnow
 from . import rounds
 
@@ -35,6 +37,8 @@ LEADER_LOCK_KEY = 0x524F5345545441  # "ROSETTA"
 NEW_SOURCE_SECONDS = 5
 # How often due alert notifications (retries included) are looked for.
 DELIVERY_SECONDS = 5
+# How often sources whose readiness is older than a day are looked for.
+RECHECK_MINUTES = 15
 
 
 class Leadership:
@@ -72,6 +76,10 @@ class Leadership:
         self.connection: Connection | None = None
         self.lock_file: IO[str] | None = None
         self._mutex = threading.Lock()  # the sampling and retention jobs run in two threads
+        # The lock and the jobs that take it (rounds, new sources, retention) share one outage:
+        # a line when the metadata database goes and one when it is back, not one a tick.
+        self.outage = Outage("not sampling", "WAL monitor: ", log)
+        self.reached = True  # whether the last check got an answer from the database
 
     def is_leader(self) -> bool:
         """Confirm leadership, or try to take it; never raise."""
@@ -97,21 +105,34 @@ class Leadership:
         return True
 
     def _check(self, engine: Engine) -> bool:
+        lost = False
         if self.connection is not None:
             try:
                 self.connection.exec_driver_sql("SELECT 1")
+                self.reached = True
                 return True
             except Exception:
-                log.warning("lost the sampler lock's connection; trying to take it again")
+                lost = True  # said below: in an outage, by the outage's line alone
                 self._close()
         try:
             connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             taken = connection.exec_driver_sql(
                 "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
             ).scalar()
-        except Exception as exc:
-            log.warning("cannot reach the metadata database to take the sampler lock: %s", exc)
+        except DATABASE_UNAVAILABLE as exc:
+            self.reached = False
+            self.outage.failed(exc)
             return False
+        except Exception as exc:
+            self.reached = False
+            log.warning("cannot take the sampler lock: %s", exc)
+            return False
+        self.reached = True
+        if lost:
+            log.warning(
+                "lost the sampler lock's connection; %s",
+                "took the lock again" if taken else "another process holds it now",
+            )
         if taken:
             self.connection = connection
             log.info("this process (pid %d) now samples WAL for all sources", os.getpid())
@@ -127,6 +148,12 @@ class Leadership:
                 except Exception:
                     pass
         self.connection = self.lock_file = None
+
+    def answered(self) -> None:
+        """Note that a job that takes the lock ran through; end a logged outage if the lock's
+        own check reached the database too."""
+        if self.reached:
+            self.outage.answered()
 
     def release(self) -> None:
         """Give up leadership."""
@@ -149,6 +176,7 @@ class MonitorScheduler:
         self.leadership = Leadership(app)
         self._round_lock = threading.Lock()
         self.scheduler: BackgroundScheduler | BlockingScheduler | None = None
+        self.delivery_outage = Outage("notifications wait", "alert delivery: ", log)
 
     def tick(self) -> None:
         """Run one round if this process leads and the last round has finished."""
@@ -159,8 +187,11 @@ class MonitorScheduler:
             with self.app.app_context():
                 if self.leadership.is_leader():
                     rounds.run_round(apart=True)
+            self.leadership.answered()
+        except DATABASE_UNAVAILABLE as exc:
+            # The metadata database is away: said once, not a traceback a tick.
+            self.leadership.outage.failed(exc)
         except Exception:
-            # The metadata database may be briefly away: log, keep the thread, try next tick.
             log.exception("WAL round failed; the next tick will try again")
         finally:
             self._round_lock.release()
@@ -173,6 +204,9 @@ class MonitorScheduler:
             with self.app.app_context():
                 if self.leadership.is_leader():
                     rounds.run_round(force=True, new_only=True)
+            self.leadership.answered()
+        except DATABASE_UNAVAILABLE as exc:
+            self.leadership.outage.failed(exc)
         except Exception:
             log.exception("sampling new sources failed; the next round will try them")
         finally:
@@ -183,6 +217,9 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 delivery.kick()
+            self.delivery_outage.answered()
+        except DATABASE_UNAVAILABLE as exc:
+            self.delivery_outage.failed(exc)
         except Exception:
             log.exception("delivering alert notifications failed; the next run tries again")
 
@@ -198,8 +235,24 @@ class MonitorScheduler:
                 with self.app.app_context():
                     if self.leadership.is_leader():
                         expire()
+                self.leadership.answered()
+            except DATABASE_UNAVAILABLE as exc:
+                self.leadership.outage.failed(exc)
             except Exception:
                 log.exception("%s retention failed; it runs again tomorrow", kind)
+
+    def recheck(self) -> None:
+        """Check again the sources whose readiness is older than a day, if this process
+        leads; WAL_MONITOR_CONCURRENCY at a time."""
+        try:
+            with self.app.app_context():
+                if self.leadership.is_leader():
+                    replication.recheck_stale()
+            self.leadership.answered()
+        except DATABASE_UNAVAILABLE as exc:
+            self.leadership.outage.failed(exc)
+        except Exception:
+            log.exception("checking stale readiness failed; the next run tries again")
 
     def start(self, blocking: bool = False) -> None:
         """Start the jobs; the first round runs at the next multiple of the interval.
@@ -254,6 +307,15 @@ class MonitorScheduler:
             days=1,
             next_run_time=now + timedelta(minutes=1),
             id="wal-retention",
+        )
+        # A readiness checked a day ago may no longer be true (a setting, a role, a table).
+        self.scheduler.add_job(
+            self.recheck,
+            "interval",
+            minutes=RECHECK_MINUTES,
+            next_run_time=now + timedelta(minutes=2),
+            id="readiness-recheck",
+            max_instances=1,
         )
         log.info("WAL monitor scheduled every %d s", self.interval_s)
         if not blocking:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
+from sqlalchemy.sql import ColumnElement
 
 from ..alerting.trends import LatestSlot
 from ..audit import services as audit
@@ -102,7 +103,12 @@ def slot_activity(pipeline: Pipeline) -> SlotActivity:
         return SlotActivity(name, None, None)
     connected_since = None
     if slot is not None and slot.active:
-        same_slot = (SlotMetric.server_id == server.id, SlotMetric.slot_name == name)
+        same_slot: tuple[ColumnElement[bool], ...] = (
+            SlotMetric.server_id == server.id,
+            SlotMetric.slot_name == name,
+        )
+        if slot.series_started_at is not None:  # not before the slot was created again
+            same_slot += (SlotMetric.recorded_at >= slot.series_started_at,)
         last_idle = (
             select(func.max(SlotMetric.recorded_at))
             .where(*same_slot, SlotMetric.active.is_(False))

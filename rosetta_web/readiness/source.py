@@ -1,12 +1,14 @@
 """A source's readiness for CDC: connection, settings, role, publication, slot.
 
 One short connection runs every check within the monitor's timeout. Each check that does not
-pass names the fix: the SQL or setting to apply, every identifier quoted (psycopg2's
-sql.Identifier), so it runs as shown whatever the name holds.
+pass names the fix: the SQL or setting to apply, fitted to the database it is for (its own
+tables, what its role may do), every identifier quoted as the server's quote_ident() quotes it,
+so it runs as shown whatever the name holds and reads as psql would print it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,11 +20,37 @@ from psycopg2 import sql
 from ..formatting import pg_size_pretty
 from ..monitor.probe import SampleFailure, Target, connect, explain, run
 from . import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
+from .objects import TABLES
 
 # The roles that stand in for REPLICATION on managed services.
 CLOUD_REPLICATION_ROLES = ("rds_replication", "cloudsqlsuperuser", "azure_pg_admin")
 # Tables named in an observation before "and N more".
 LISTED_TABLES = 20
+# A FOR TABLE list longer than this puts each table on a line of its own.
+TABLES_ON_ONE_LINE = 4
+# The keywords quote_ident() quotes (every category but unreserved), as pg_get_keywords() lists
+# them on PostgreSQL 15, with those 16 and 17 added. Only a fix written without a connection
+# uses this list; a connected check asks the server itself.
+QUOTED_KEYWORDS = frozenset(
+    """
+    all analyse analyze and any array as asc asymmetric authorization between bigint binary bit
+    boolean both case cast char character check coalesce collate collation column concurrently
+    constraint create cross current_catalog current_date current_role current_schema
+    current_time current_timestamp current_user dec decimal default deferrable desc distinct do
+    else end except exists extract false fetch float for foreign freeze from full grant greatest
+    group grouping having ilike in initially inner inout int integer intersect interval into is
+    isnull join json json_array json_arrayagg json_exists json_object json_objectagg json_query
+    json_scalar json_serialize json_table json_value lateral leading least left like limit
+    localtime localtimestamp merge_action national natural nchar none normalize not notnull null
+    nullif numeric offset on only or order out outer overlaps overlay placing position precision
+    primary real references returning right row select session_user setof similar smallint some
+    substring symmetric system_user table tablesample then time timestamp to trailing treat trim
+    true union unique user using values varchar variadic verbose when where window with
+    xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot
+    xmlserialize xmltable
+    """.split()
+)
+SAFE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 TITLES = {
     "connection": "Connection",
@@ -57,7 +85,10 @@ SELECT current_setting('wal_level'),
        has_function_privilege('pg_ls_waldir()', 'EXECUTE'),
        current_setting('max_slot_wal_keep_size', true),
        (SELECT row_to_json(s) FROM pg_replication_slots s WHERE s.slot_name = %(slot)s),
-       (SELECT p.puballtables FROM pg_publication p WHERE p.pubname = %(publication)s)
+       (SELECT p.puballtables FROM pg_publication p WHERE p.pubname = %(publication)s),
+       -- The fixes name the role and the publication as the server quotes them.
+       quote_ident(r.rolname),
+       quote_ident(%(publication)s)
   FROM pg_roles r
  WHERE r.rolname = current_user
 """
@@ -65,12 +96,21 @@ SELECT current_setting('wal_level'),
 # Each published table, with what decides whether its updates and deletes replicate.
 PUBLISHED_TABLES = """
 SELECT t.schemaname::text, t.tablename::text, c.relreplident::text,
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       quote_ident(t.schemaname) || '.' || quote_ident(t.tablename)
   FROM pg_publication_tables t
   JOIN pg_namespace n ON n.nspname = t.schemaname
   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
  WHERE t.pubname = %s
  ORDER BY 1, 2
+"""
+
+# The tables a publication of the database can list (those the publication page offers), each
+# named as the server quotes it, for a fix that names them.
+QUOTED_TABLES = f"""
+SELECT quote_ident(schema_name) || '.' || quote_ident(table_name)
+  FROM ({TABLES}) AS tables (schema_name, table_name)
+ ORDER BY schema_name, table_name
 """
 
 
@@ -116,7 +156,8 @@ def connection_failure(failure: SampleFailure, target: Target, timeout_s: float)
         )
     elif text.startswith("no database"):
         kind = "Database missing"
-        fix = f"Correct the database name, or create it: CREATE DATABASE {_quote(target.database)};"
+        database = quote_ident(target.database)
+        fix = f"Correct the database name, or create it: CREATE DATABASE {database};"
     elif "ssl" in lowered or "tls" in lowered or "certificate" in lowered:
         kind = "TLS"
         fix = "Check the server's TLS settings (ssl, its certificate) and the client's sslmode."
@@ -131,8 +172,11 @@ def connection_failure(failure: SampleFailure, target: Target, timeout_s: float)
     return _check("connection", FAIL, f"{kind}: {text}", fix)
 
 
-def _quote(identifier: str) -> str:
-    """Quote an identifier as sql.Identifier does, for a fix shown without a connection."""
+def quote_ident(identifier: str) -> str:
+    """Quote an identifier as PostgreSQL's quote_ident() does, for a fix written without a
+    connection: bare when lowercase letters, digits and '_' and no keyword, else in quotes."""
+    if SAFE_IDENTIFIER.fullmatch(identifier) and identifier not in QUOTED_KEYWORDS:
+        return identifier
     return '"' + identifier.replace('"', '""') + '"'
 
 
@@ -189,16 +233,23 @@ def check_sources(specs: list[SourceTarget], timeout_s: float, concurrency: int)
 
 
 class _Quoting:
-    """Render identifiers and literals for the fixes, as the connected server quotes them."""
+    """Render literals for the fixes as the connected server reads them (identifiers come
+    quoted by the server's own quote_ident(), in the checks' queries)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def ident(self, *names: str) -> str:
-        return str(sql.Identifier(*names).as_string(self.conn))
-
     def literal(self, value: str) -> str:
         return str(sql.Literal(value).as_string(self.conn))
+
+
+@dataclass(frozen=True)
+class _Role:
+    """The source's role as the fixes need it: its name quoted, and whether it is superuser."""
+
+    name: str
+    quoted: str
+    superuser: bool
 
 
 def _checks(
@@ -268,14 +319,18 @@ def _checks(
         keep_size,
         slot,
         all_tables,
+        quoted_role,
+        quoted_publication,
     ) = row
+    role = _Role(target.user, quoted_role, superuser)
     checks.append(_wal_level(wal_level))
-    checks.append(_replication_role(q, target.user, superuser, replication, cloud_roles))
+    checks.append(_replication_role(role, replication, cloud_roles))
     checks.append(_slots_free(spec.slot, slot, max_slots, used_slots))
     checks.append(_senders_free(max_senders, used_senders))
-    checks.extend(_publication(conn, q, spec.publication, all_tables, deadline, timeout_s))
+    publication = (spec.publication, quoted_publication)
+    checks.extend(_publication(conn, role, publication, all_tables, deadline, timeout_s))
     checks.extend(_slot(q, spec.slot, slot, target.database))
-    checks.append(_waldir(q, target.user, may_list_waldir))
+    checks.append(_waldir(role, may_list_waldir))
     checks.append(_keep_size(keep_size, spec.suggested_keep_bytes))
 
 
@@ -293,23 +348,21 @@ def _wal_level(wal_level: str) -> Check:
     )
 
 
-def _replication_role(
-    q: _Quoting, user: str, superuser: bool, replication: bool, cloud_roles: list[str]
-) -> Check:
-    if superuser:
+def _replication_role(role: _Role, replication: bool, cloud_roles: list[str]) -> Check:
+    user = role.name
+    if role.superuser:
         return _check("replication_role", PASS, f"{user} is a superuser.")
     if replication:
         return _check("replication_role", PASS, f"{user} has the REPLICATION attribute.")
     if cloud_roles:
         return _check("replication_role", PASS, f"{user} is a member of {', '.join(cloud_roles)}.")
-    role = q.ident(user)
     return _check(
         "replication_role",
         FAIL,
         f"{user} is not a superuser, has no REPLICATION attribute and is in none of "
         f"{', '.join(CLOUD_REPLICATION_ROLES)}.",
-        f"ALTER ROLE {role} WITH REPLICATION;\n"
-        f"-- Amazon RDS and Aurora: GRANT rds_replication TO {role};",
+        f"ALTER ROLE {role.quoted} WITH REPLICATION;\n"
+        f"-- Amazon RDS and Aurora: GRANT rds_replication TO {role.quoted};",
     )
 
 
@@ -342,25 +395,67 @@ def _senders_free(max_senders: int, used_senders: int) -> Check:
     )
 
 
+def _table_list(tables: list[str]) -> str:
+    """Name tables for FOR TABLE or ADD TABLE: on one line when few, one a line when many."""
+    if len(tables) <= TABLES_ON_ONE_LINE:
+        return " " + ", ".join(tables)
+    return "\n    " + ",\n    ".join(tables)
+
+
+def _comment(text: str) -> str:
+    """Comment a line of a fix out; nothing when a name in it holds a line break, which would
+    end the comment and leave the rest of the line to run."""
+    return "" if "\n" in text or "\r" in text else f"-- {text}\n"
+
+
+def _create_publication(publication: str, superuser: bool, tables: list[str]) -> str:
+    """The statement that creates the publication, as the source's role may run it.
+
+    FOR ALL TABLES needs a superuser; for any other role the fix names the database's tables.
+    """
+    press = "-- or press Create publication on the source's page."
+    if superuser:
+        fix = f"CREATE PUBLICATION {publication} FOR ALL TABLES;\n"
+        if tables:
+            shown = tables[:LISTED_TABLES]
+            more = (
+                f" ({len(tables) - len(shown)} more not shown)" if len(tables) > len(shown) else ""
+            )
+            example = _comment(f"CREATE PUBLICATION {publication} FOR TABLE {', '.join(shown)};")
+            if example:
+                fix += f"-- or only some of its tables, e.g.{more}:\n{example}"
+        return fix + press
+    why = "-- FOR ALL TABLES needs a superuser, and the source's role is not one"
+    if not tables:
+        return (
+            f"{why}; the database\n-- has no table yet:\n"
+            f"CREATE PUBLICATION {publication};\n"
+            + _comment(f"then add each table: ALTER PUBLICATION {publication} ADD TABLE <table>;")
+        ).rstrip("\n")
+    return (
+        f"{why}: this names each\n"
+        "-- table of the database (run it as the tables' owner, or as a superuser).\n"
+        f"CREATE PUBLICATION {publication} FOR TABLE{_table_list(tables)};\n{press}"
+    )
+
+
 def _publication(
     conn: Any,
-    q: _Quoting,
-    name: str,
+    role: _Role,
+    publication: tuple[str, str],
     all_tables: bool | None,
     deadline: float,
     timeout_s: float,
 ) -> list[Check]:
-    publication = q.ident(name)
+    name, quoted = publication
     if all_tables is None:
+        tables = [row[0] for row in run(conn, QUOTED_TABLES, deadline, timeout_s).fetchall()]
         return [
             _check(
                 "publication",
                 FAIL,
                 f"No publication {name} in this database.",
-                f"CREATE PUBLICATION {publication} FOR ALL TABLES;\n"
-                "-- or only some tables, e.g.:\n"
-                f"-- CREATE PUBLICATION {publication} FOR TABLE public.orders;\n"
-                "-- or press Create publication on the source's page.",
+                _create_publication(quoted, role.superuser, tables),
             ),
             *skipped(
                 [(i, TITLES[i]) for i in ("publication_tables", "replica_identity")],
@@ -368,8 +463,8 @@ def _publication(
             ),
         ]
     checks = [_check("publication", PASS, f"Publication {name} exists.")]
-    tables = run(conn, PUBLISHED_TABLES, deadline, timeout_s, (name,)).fetchall()
-    names = [f"{schema}.{table}" for schema, table, _, _ in tables]
+    published = run(conn, PUBLISHED_TABLES, deadline, timeout_s, (name,)).fetchall()
+    names = [f"{schema}.{table}" for schema, table, _, _, _ in published]
     listed = ", ".join(names[:LISTED_TABLES])
     if len(names) > LISTED_TABLES:
         listed += f" and {len(names) - LISTED_TABLES} more"
@@ -384,17 +479,26 @@ def _publication(
     elif names:
         checks.append(_check("publication_tables", PASS, f"{len(names)} table(s): {listed}."))
     else:
+        tables = [row[0] for row in run(conn, QUOTED_TABLES, deadline, timeout_s).fetchall()]
+        fix = (
+            f"ALTER PUBLICATION {quoted} ADD TABLE{_table_list(tables)};"
+            if tables
+            else (
+                "-- The database has no table yet; once it has, add each:\n"
+                + _comment(f"ALTER PUBLICATION {quoted} ADD TABLE <table>;")
+            ).rstrip("\n")
+        )
         checks.append(
             _check(
                 "publication_tables",
                 WARN,
                 "The publication lists no table: nothing would be captured.",
-                f"ALTER PUBLICATION {publication} ADD TABLE public.orders;",
+                fix,
             )
         )
     lacking = [
-        (schema, table, identity)
-        for schema, table, identity, has_key in tables
+        (schema, table, identity, quoted_table)
+        for schema, table, identity, has_key, quoted_table in published
         if identity == "n" or (identity == "d" and not has_key)
     ]
     if not lacking:
@@ -403,20 +507,19 @@ def _publication(
                 "replica_identity",
                 PASS,
                 "Every published table has a primary key or a replica identity."
-                if tables
+                if published
                 else "No table is published.",
             )
         )
         return checks
     described = ", ".join(
         f"{schema}.{table} ({'REPLICA IDENTITY NOTHING' if identity == 'n' else 'no primary key'})"
-        for schema, table, identity in lacking[:LISTED_TABLES]
+        for schema, table, identity, _ in lacking[:LISTED_TABLES]
     )
     if len(lacking) > LISTED_TABLES:
         described += f" and {len(lacking) - LISTED_TABLES} more"
     fixes = "\n".join(
-        f"ALTER TABLE {q.ident(schema, table)} REPLICA IDENTITY FULL;"
-        for schema, table, _ in lacking
+        f"ALTER TABLE {quoted_table} REPLICA IDENTITY FULL;" for _, _, _, quoted_table in lacking
     )
     checks.append(
         _check(
@@ -515,14 +618,14 @@ def _slot(q: _Quoting, name: str | None, slot: dict[str, Any] | None, database: 
     return checks
 
 
-def _waldir(q: _Quoting, user: str, allowed: bool) -> Check:
+def _waldir(role: _Role, allowed: bool) -> Check:
     if allowed:
-        return _check("wal_directory_access", PASS, f"{user} may run pg_ls_waldir().")
+        return _check("wal_directory_access", PASS, f"{role.name} may run pg_ls_waldir().")
     return _check(
         "wal_directory_access",
         WARN,
-        f"{user} may not run pg_ls_waldir(): Rosetta cannot chart the WAL directory's size.",
-        f"GRANT pg_monitor TO {q.ident(user)};",
+        f"{role.name} may not run pg_ls_waldir(): Rosetta cannot chart the WAL directory's size.",
+        f"GRANT pg_monitor TO {role.quoted};",
     )
 
 

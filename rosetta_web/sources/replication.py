@@ -3,28 +3,43 @@ and slots created and dropped with the source's own credentials."""
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from ..alerting.rules import Settings
 from ..alerting.settings import default_settings
 from ..audit import services as audit
 from ..extensions import db
-from ..formatting import pg_size_pretty
+from ..formatting import duration_words, pg_size_pretty
 from ..models import AlertSettings, Pipeline, Source, SourceState
+from ..monitor.probe import Sample
 from ..monitor.rounds import target_of
-from ..readiness import FAIL, Check, Readiness, skipped
+from ..readiness import FAIL, PASS, Check, Readiness, skipped
 from ..readiness import objects as obj
-from ..readiness.source import ORDER, TITLES, SourceTarget, check_source, check_sources
+from ..readiness.source import (
+    ORDER,
+    TITLES,
+    SourceTarget,
+    check_source,
+    check_sources,
+    slot_missing,
+)
 from ..resources import DomainError, store_readiness
 from ..timeutil import as_utc, utcnow
-from .services import SOURCES, sample_now
+from .services import sample_now
+
+log = logging.getLogger(__name__)
+
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+# A source whose readiness is older than this is checked again in the background.
+RECHECK_AFTER = timedelta(hours=24)
 
 
 class SourceNotReady(DomainError):
@@ -107,15 +122,103 @@ def check_all(name: str | None = None) -> list[tuple[Source, Readiness]]:
     stmt = select(Source).order_by(Source.name)
     if name is not None:
         stmt = stmt.where(Source.name == name.strip().lower())  # as the form stores names
-    sources = list(db.session.scalars(stmt))
+    return _check_many(list(db.session.scalars(stmt)), audited=True)
+
+
+def _check_many(sources: list[Source], audited: bool) -> list[tuple[Source, Readiness]]:
+    """Check the sources concurrently (WAL_MONITOR_CONCURRENCY at a time); store each result."""
     specs = [_spec(source) for source in sources]
     db.session.rollback()  # no transaction held open while the sources answer
     to_run = [spec for spec in specs if isinstance(spec, SourceTarget)]
     ran = iter(check_sources(to_run, _timeout(), current_app.config["WAL_MONITOR_CONCURRENCY"]))
     results = [spec if isinstance(spec, Readiness) else next(ran) for spec in specs]
     for source, result in zip(sources, results, strict=True):
-        _store(source, result, audited=True)
+        _store(source, result, audited)
     return list(zip(sources, results, strict=True))
+
+
+def recheck_stale(now: datetime | None = None) -> list[tuple[Source, Readiness]]:
+    """Check again every source whose stored readiness is older than RECHECK_AFTER (or that
+    was never checked); the scheduler's leader runs this in the background."""
+    cutoff = (now or utcnow()) - RECHECK_AFTER
+    stale = [
+        source
+        for source in db.session.scalars(select(Source).order_by(Source.name))
+        if source.readiness is None
+        or as_utc(Readiness.from_dict(source.readiness).checked_at) < cutoff
+    ]
+    if not stale:
+        db.session.rollback()
+        return []
+    checked = _check_many(stale, audited=False)
+    log.info(
+        "readiness: checked again %d source(s) unchecked for %s; %d not ready",
+        len(checked),
+        duration_words(RECHECK_AFTER.total_seconds()),
+        sum(1 for _, result in checked if not result.ready),
+    )
+    return checked
+
+
+def _said_there(check: dict[str, Any] | None, missing: bool) -> bool | None:
+    """What a stored check said of its object: there (True), missing (False), or nothing
+    (not checked, or failed on the way, e.g. a timeout)."""
+    if check is None or check["status"] not in (PASS, FAIL):
+        return None
+    if check["status"] == PASS:
+        return True
+    return False if missing else None
+
+
+def _contradicted(source: Source, sample: Sample) -> list[str]:
+    """Say what a sample saw that the source's stored readiness denies: its slot or its
+    publication gone (or there again), its slot lost (or a new one in its place)."""
+    stored = source.readiness or {}
+    checks = {check["id"]: check for check in stored.get("checks", [])}
+    seen = []
+    slot = next((slot for slot in sample.slots if slot.slot_name == source.slot_name), None)
+    slot_check = checks.get("slot")
+    said = _said_there(slot_check, slot_missing(stored))
+    if said is None and slot_check is not None and slot_check["status"] == FAIL:
+        # Failed while there (of the wrong kind, or in another database): "Slot x is …".
+        said = str(slot_check["observed"]).startswith("Slot ") or None
+    if said is not None and said != (slot is not None):
+        seen.append(f"slot {source.slot_name} {'gone' if said else 'there'}")
+    status_check = checks.get("slot_wal_status")
+    usable = slot_check is not None and slot_check["status"] == PASS
+    if slot is not None and usable and status_check is not None:
+        lost = slot.wal_status == "lost"
+        if lost != (status_check["status"] == FAIL):
+            seen.append(f"slot {source.slot_name} {'lost' if lost else 'no longer lost'}")
+    publication = checks.get("publication")
+    missing = publication is not None and str(publication["observed"]).startswith("No publication ")
+    said = _said_there(publication, missing)
+    if said is not None and sample.publication_exists not in (None, said):
+        seen.append(f"publication {source.publication_name} {'gone' if said else 'there'}")
+    return seen
+
+
+def follow_round(samples: list[Sample], started_at: datetime) -> list[tuple[Source, Readiness]]:
+    """Check again at once each source whose stored readiness the round contradicts (its slot
+    or publication gone, or there again), so its badge and its buttons follow the server."""
+    sampled = {sample.source_id: sample for sample in samples if sample.ok}
+    if not sampled:
+        return []
+    stale = []
+    for source in db.session.scalars(select(Source).where(Source.id.in_(sampled))):
+        stored = source.readiness
+        # A check that ran after the round started may have seen more than the round did.
+        if not stored or as_utc(Readiness.from_dict(stored).checked_at) >= as_utc(started_at):
+            continue
+        seen = _contradicted(source, sampled[source.id])
+        if seen:
+            log.info(
+                "readiness of %s is stale (%s); checking it again", source.name, ", ".join(seen)
+            )
+            stale.append(source)
+    if not stale:
+        return []
+    return _check_many(stale, audited=False)
 
 
 def fresh_readiness(source: Source) -> Readiness:
@@ -213,17 +316,31 @@ class SlotPreview:
     pipelines: list[Pipeline]
 
 
+def _on_server_of(stmt: _Query, source: Source) -> _Query:
+    """Keep the sources on the source's server (slots belong to the server); the source
+    alone while its server is not known yet."""
+    server_id = source.state.server_id if source.state is not None else None
+    if server_id is None:
+        return stmt.where(Source.id == source.id)
+    return stmt.join(SourceState, SourceState.source_id == Source.id).where(
+        SourceState.server_id == server_id
+    )
+
+
 def pipelines_using(source: Source, slot_name: str) -> list[Pipeline]:
     """The pipelines whose source (on this source's server) names the slot."""
-    server_id = source.state.server_id if source.state is not None else None
     stmt = select(Pipeline).join(Source).where(Source.slot_name == slot_name)
-    if server_id is not None:
-        stmt = stmt.join(SourceState, SourceState.source_id == Source.id).where(
-            SourceState.server_id == server_id
-        )
-    else:
-        stmt = stmt.where(Source.id == source.id)
-    return list(db.session.scalars(stmt.order_by(Pipeline.name)))
+    return list(db.session.scalars(_on_server_of(stmt, source).order_by(Pipeline.name)))
+
+
+def pipelines_by_slot(source: Source) -> dict[str, list[str]]:
+    """Map each slot of the source's server that a pipeline uses to those pipelines' names."""
+    stmt = select(Source.slot_name, Pipeline.name).join(Pipeline.source)
+    stmt = _on_server_of(stmt.where(Source.slot_name.is_not(None)), source)
+    used: dict[str, list[str]] = {}
+    for slot_name, pipeline in db.session.execute(stmt.order_by(Pipeline.name)):
+        used.setdefault(str(slot_name), []).append(pipeline)
+    return used
 
 
 def _valid_slot(name: str) -> None:
@@ -283,6 +400,7 @@ def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDroppe
             freed_bytes=[None, dropped.frees_bytes],
         )
         db.session.commit()
+    # Checked before the sample: the round then finds the stored result already true.
+    check_now(source)
     sample = sample_now(source)
-    check_now(SOURCES.get(source.id))
     return SlotDropped(slot_name, dropped.retained_bytes, dropped.frees_bytes, sample)

@@ -63,6 +63,7 @@ def detail(entity_id: int) -> str:
         server=source.state.server if source.state else None,
         slots=own_slots,
         other_slots=other_slots,
+        pipelines_by_slot=replication.pipelines_by_slot(source),
         sample_form=ConfirmForm(),
         resource=SOURCES,
         next_round_at=next_round_at(interval_s),

@@ -94,16 +94,50 @@
       }
       return hover;
     });
-    const band = { x: x, showlegend: false, hoverinfo: "skip", mode: "lines", line: { width: 0 },
-      connectgaps: false, legendgroup: name, type: "scatter" };
-    return [
-      Object.assign({}, band, { y: series.min }),
-      Object.assign({}, band, { y: series.max, fill: "tonexty", fillcolor: colour + "33" }),
+    const band = { showlegend: false, hoverinfo: "skip", mode: "lines", line: { width: 0 },
+      legendgroup: name, type: "scatter" };
+    // A fill to the previous trace spans a gap in it: one band per unbroken run of points, so
+    // a failed sample or a slot created again leaves no shading over the gap.
+    const bands = [];
+    runs(series, x).forEach(function (run) {
+      bands.push(Object.assign({}, band, { x: run.x, y: run.min }));
+      bands.push(Object.assign({}, band, { x: run.x, y: run.max, fill: "tonexty", fillcolor: colour + "33" }));
+    });
+    return bands.concat([
       { name: name, x: x, y: series.last, text: text, type: "scatter", mode: "lines+markers",
         marker: { size: 3 }, line: { color: colour }, legendgroup: name,
         connectgaps: false, // a failed sample is a null point: the line breaks there
         hovertemplate: "%{text}<extra>" + name + "</extra>" },
-    ];
+    ]);
+  }
+
+  // The unbroken runs of a series' min-max band: from a point with values to the next null.
+  function runs(series, x) {
+    const found = [];
+    let run = null;
+    x.forEach(function (t, i) {
+      if (series.min[i] === null || series.max[i] === null) { run = null; return; }
+      if (run === null) { run = { x: [], min: [], max: [] }; found.push(run); }
+      run.x.push(t); run.min.push(series.min[i]); run.max.push(series.max[i]);
+    });
+    return found;
+  }
+
+  // A slot dropped and created again starts a new series: a null point just before the new
+  // series' first one ends the old line there instead of joining the two.
+  function withBreaks(series, x) {
+    const starts = new Set(series.series_starts || []);
+    if (!starts.size) return { series: series, x: x };
+    const out = { last: [], min: [], max: [] }, times = [];
+    x.forEach(function (t, i) {
+      if (starts.has(t)) {
+        times.push(t);
+        out.last.push(null); out.min.push(null); out.max.push(null);
+      }
+      times.push(t);
+      out.last.push(series.last[i]); out.min.push(series.min[i]); out.max.push(series.max[i]);
+    });
+    return { series: out, x: times };
   }
 
   // Failed samples: a red mark on the axis at their time, with the error on hover.
@@ -285,7 +319,10 @@
     });
     if (data.other_slots) walSeries.push(["other slots (" + data.other_slots.count + ", summed)", data.other_slots]);
     let wal = [];
-    walSeries.forEach(function (s, i) { wal = wal.concat(traces(s[0], s[1], x, "", COLOURS[i % COLOURS.length])); });
+    walSeries.forEach(function (s, i) {
+      const broken = withBreaks(s[1], x);
+      wal = wal.concat(traces(s[0], broken.series, broken.x, "", COLOURS[i % COLOURS.length]));
+    });
     const lines = wal.filter(function (t) { return t.mode === "lines+markers"; });
     const rate = traces("WAL generation rate", data.series.wal_rate_bytes_per_second, x, "/s", COLOURS[0]);
     const fails = failures(data);
@@ -308,7 +345,7 @@
     root.dataset.thresholds = limits.shapes.filter(function (s) { return s.visible; }).map(function (s) { return s.name; }).join(",");
     root.dataset.alertSpans = String((data.alert_spans || []).length);
     await Plotly.react("chart-wal", walTraces, walLayout, config);
-    await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate.slice(2), "/s"), data), config);
+    await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate.slice(-1), "/s"), data), config);
     root.dataset.range = range;
     root.dataset.points = String(x.length);
     root.dataset.bucketSeconds = String(data.bucket_seconds);

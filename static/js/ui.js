@@ -78,6 +78,45 @@
     }
   });
 
+  // .table-scroll: a table wider than its box scrolls inside it. Name the sides with more to see
+  // in data-more ("left", "right", "left right"), which the CSS fades, and let the keyboard
+  // scroll the box while it scrolls. Rechecked when it scrolls, when it or its table changes
+  // size (a window turned, a "why" opened) and after every htmx swap.
+  var watchSize = window.ResizeObserver ? new ResizeObserver(function (entries) {
+    entries.forEach(function (entry) { markScroll(entry.target.closest(".table-scroll")); });
+  }) : null;
+
+  function markScroll(box) {
+    if (!box) return;
+    var end = box.scrollWidth - box.clientWidth;
+    var more = [];
+    if (end > 1 && box.scrollLeft > 1) more.push("left");
+    if (end > 1 && box.scrollLeft < end - 1) more.push("right");
+    if (more.length) {
+      box.setAttribute("data-more", more.join(" "));
+      if (!box.hasAttribute("tabindex")) box.setAttribute("tabindex", "0");
+    } else if (box.hasAttribute("data-more")) {
+      box.removeAttribute("data-more");
+      box.removeAttribute("tabindex");
+    }
+  }
+
+  function markScrolls() {
+    document.querySelectorAll(".table-scroll").forEach(function (box) {
+      if (watchSize) {
+        watchSize.observe(box);
+        if (box.firstElementChild) watchSize.observe(box.firstElementChild);
+      }
+      markScroll(box);
+    });
+  }
+  document.addEventListener("scroll", function (event) {
+    if (event.target.matches && event.target.matches(".table-scroll")) markScroll(event.target);
+  }, true);
+  document.addEventListener("htmx:afterSettle", markScrolls);
+  window.addEventListener("resize", markScrolls);
+  markScrolls();
+
   // <a data-export-form="id">: the export takes the form's filters as they are typed now,
   // applied or not.
   document.addEventListener("click", function (event) {

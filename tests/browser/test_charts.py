@@ -70,6 +70,17 @@ def test_charts_draw_and_switch_range_without_navigation(app, live_server, page)
     assert drawn > 100
     gaps = page.evaluate(f"{line}.y.filter(v => v === null).length")
     assert gaps >= 1  # the failed hour breaks the line instead of a line drawn across it
+    # Nor is its min-max band shaded across the failed hour: each band stops at the gap.
+    bands = page.evaluate(
+        "document.getElementById('chart-wal').data"
+        ".filter(t => t.legendgroup === 'WAL directory' && t.fill === 'tonexty')"
+        ".map(t => [t.x[0], t.x[t.x.length - 1]])"
+    )
+    failed_at = utcnow() - timedelta(hours=3, minutes=30)
+    assert len(bands) >= 2
+    for first, last in bands:
+        start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (first, last))
+        assert not start < failed_at < end, "a band spans the failed samples"
     failed = "document.getElementById('chart-wal').data.find(t => t.name === 'failed samples')"
     assert page.evaluate(f"{failed}.text[0]") == "timed out"
     assert page.locator("#chart-rate .scatterlayer .trace").count() >= 1

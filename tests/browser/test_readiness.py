@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from rosetta_web.monitor.rounds import run_round
+
 from ..factories import add_source, create_operator
 from ..pg import Cluster
 from .test_alerts import sign_in
@@ -99,3 +101,43 @@ def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, pa
     expect(page.locator("#check-slot .badge")).to_have_text("fail")
     expect(page.locator("#create-slot")).to_have_text("Create slot doomed")
     shot(page, "source-after-drop")
+
+
+def test_a_slot_dropped_through_psql_shows_at_the_next_round_and_is_made_again(
+    app, live_server, page, doomed
+):
+    """Checked ready; the slot dropped through psql and a round run: the page, reloaded,
+    shows the source not ready with the Create slot button, and its check's age; pressing it
+    makes the slot (psql sees it) and the badge turns ready."""
+    create_operator(app)
+    source_id = add_source(
+        app,
+        "browse",
+        doomed.port,
+        user="postgres",
+        database="browse",
+        publication_name="browse_pub",
+        slot_name="doomed",
+    )
+    sign_in(page, live_server)
+    page.goto(f"{live_server}/sources/{source_id}")
+    page.click("#check-button")
+    expect(page.locator("#readiness .readiness-badge")).to_have_text("ready")
+    expect(page.locator("#create-slot")).to_have_count(0)
+
+    with closing(doomed.connect("browse")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_drop_replication_slot('doomed')")
+    assert not _slot_exists(doomed)
+    with app.app_context():
+        run_round()
+    page.reload()
+    expect(page.locator("#readiness .readiness-badge")).to_have_text("not ready")
+    expect(page.locator("#readiness-checked")).to_contain_text("checked")
+    expect(page.locator("#check-slot .badge")).to_have_text("fail")
+    expect(page.locator("#create-slot")).to_have_text("Create slot doomed")
+    shot(page, "source-slot-dropped-by-psql")
+
+    page.click("#create-slot")
+    expect(page.locator(".flash-success")).to_contain_text("Created slot doomed.")
+    expect(page.locator("#readiness .readiness-badge")).to_have_text("ready")
+    assert _slot_exists(doomed)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from rosetta_web.alerting import rules, trends
 from rosetta_web.models import ALERT_SETTING_KEYS
 
@@ -66,23 +68,25 @@ def test_a_rule_set_to_null_is_off():
     assert fire(10**12, {}) == []
 
 
-def _trend(values: list[float], step_s: int = 300, min_span_s: int = 0) -> dict:
+def _trend(values: list[float], step_s: int = 300, interval_s: int = 0) -> dict:
     trend = None
     for index, value in enumerate(values):
         moment = NOW - timedelta(seconds=step_s * (len(values) - 1 - index))
         slot = FakeSlot(retained_bytes=int(value))
-        trend = trends.update(trend, moment, slot, None, min_span_s)
+        trend = trends.update(trend, moment, slot, None, interval_s)
     assert trend is not None
     return trend
 
 
-def _growths(values: list[float], step_s: int, min_span_s: int = 0) -> list[float | None]:
-    """The growth (bytes per hour) the trend holds after each sample."""
+def _growths(values: list[float], step_s: int, jitter_s: float = 0) -> list[float | None]:
+    """The growth (bytes per hour) the trend holds after each sample, the server sampled
+    every `step_s` (each sample up to `jitter_s` late, as a round's clock is)."""
     trend, found = None, []
     for index, value in enumerate(values):
-        moment = NOW + timedelta(seconds=step_s * index)
+        late = jitter_s * ((index * 7919) % 13) / 13
+        moment = NOW + timedelta(seconds=step_s * index + late)
         slot = FakeSlot(retained_bytes=int(value))
-        trend = trends.update(trend, moment, slot, None, min_span_s)
+        trend = trends.update(trend, moment, slot, None, step_s)
         found.append(trend["growth"])
     return found
 
@@ -109,44 +113,46 @@ def test_growth_ignores_a_single_spike():
     assert abs(two_point - calm) > 0.2 * calm
 
 
-def test_growth_needs_four_samples_over_the_minimum_span():
-    """Four samples at least, spanning at least two minutes and the span the caller asks
-    (three sampling intervals): three samples seconds apart are no trend."""
-    assert _trend([0, 5 * MB, 10 * MB])["growth"] is None
-    assert _trend([0, 5 * MB, 10 * MB, 15 * MB])["growth"] == 60 * MB
-    # 5 s apart: four samples span 15 s, under two minutes; 25 samples span two minutes.
-    assert _trend([i * MB for i in range(4)], step_s=5)["growth"] is None
-    assert _trend([i * MB for i in range(24)], step_s=5)["growth"] is None
-    assert _trend([i * MB for i in range(25)], step_s=5)["growth"] == 720 * MB
-    # At one sample a minute the caller asks for three intervals: 3 minutes, not 2.
-    assert _trend([i * MB for i in range(3)], step_s=60, min_span_s=180)["growth"] is None
-    assert _trend([i * MB for i in range(4)], step_s=60, min_span_s=180)["growth"] == 60 * MB
+def test_growth_is_told_over_the_minimum_span_once_established():
+    """Four samples at least, spanning at least two minutes and three sampling intervals,
+    and told once significant for a minute and two samples: three samples seconds apart
+    are no trend, nor is a fit seen once."""
+    # Every 5 minutes: the fit is significant at the 4th sample, told from the 5th.
+    assert _growths([i * 5 * MB for i in range(6)], step_s=300) == [None] * 4 + [60 * MB] * 2
+    # 5 s apart: 25 samples span the two minutes; told from a minute later.
+    growths = _growths([i * MB for i in range(40)], step_s=5)
+    assert growths[:36] == [None] * 36 and growths[36:] == [720 * MB] * 4
     # Samples older than an hour are dropped: 5 minutes apart, 13 span the hour.
     assert len(_trend([i * MB for i in range(30)], step_s=300)["points"]) == 13
 
 
-def test_growth_follows_a_slot_that_starts_growing_after_an_idle_spell():
-    """Flat for 14 minutes (an idle server's few bytes), then 700 MiB/h, sampled every
-    minute: the growth is 700 MiB/h from the fourth steep sample on, where a fit over the
-    hour would still be a few kB/h."""
-    rate = 700 * MB / 60  # a minute's worth
-    flat = [1000 + i * 40 for i in range(15)]
-    steep = [flat[-1] + rate * k for k in range(1, 12)]
-    growths = _growths(flat + steep, step_s=60, min_span_s=180)
-    assert all(g is None or g < MB for g in growths[:15])
-    assert all(g is None or g < MB for g in growths[15:18])  # three steep samples: not yet
-    for growth in growths[18:]:
-        assert growth is not None and abs(growth - 700 * MB) < 0.01 * 700 * MB
-    hour = trends.fit(_trend(flat + steep[:4], step_s=60)["points"], 0)
-    assert hour is None or hour < 350 * MB  # the hour alone would be far behind
+@pytest.mark.parametrize("step_s", [5, 60, 300])
+def test_growth_follows_a_slot_that_starts_growing_after_an_idle_spell(step_s):
+    """Flat for an hour (an idle server's few bytes), then 700 MiB/h, sampled every 5 s, a
+    minute or 5 minutes (the default), each round a little late: the growth is told within
+    3 minutes (3 samples at the default), where a fit over the hour would still be a few
+    kB/h, and from a minute (or a sample) later it is within 10 % of the truth."""
+    per_sample = 700 * MB * step_s / 3600
+    flat_count = 3600 // step_s
+    flat = [1000 + i * 40 for i in range(flat_count)]
+    steep = [flat[-1] + per_sample * k for k in range(1, 3600 // step_s)]
+    growths = _growths(flat + steep, step_s, jitter_s=0.003)[flat_count:]
+    told = next(index for index, growth in enumerate(growths) if (growth or 0) > 350 * MB)
+    assert told * step_s <= max(180, 3 * step_s)
+    settled = told + max(1, 60 // step_s)  # a minute later, or the next sample
+    for growth in growths[settled:]:
+        assert growth is not None and abs(growth - 700 * MB) <= 0.1 * 700 * MB
+    hour = trends.fit(_trend(flat + steep[: told + 1], step_s=step_s)["points"], 0)
+    assert hour is None or hour.growth * 3600 < 350 * MB  # the hour alone would be far behind
 
 
-def test_a_single_batch_insert_is_not_a_trend():
-    """An hour of an idle server at 5 s, one 11 MB insert, ten minutes more: no window's fit
-    says the slot grows faster than the idle bytes, at any sample."""
+@pytest.mark.parametrize("inserts", [1, 2])
+def test_a_few_batch_inserts_are_not_a_trend(inserts):
+    """An hour of an idle server at 5 s, then one or two 11 MB inserts 30 s apart,
+    ten minutes more: no growth faster than the idle bytes is told at any sample."""
     idle = [1000 + i * 7 for i in range(720)]
-    after = [idle[-1] + 11 * MB + i * 7 for i in range(1, 121)]
-    growths = _growths(idle + after, step_s=5, min_span_s=15)
+    after = [idle[-1] + 11 * MB * min(inserts, 1 + i // 6) + i * 7 for i in range(1, 121)]
+    growths = _growths(idle + after, step_s=5)
     assert max(g or 0 for g in growths) < 0.01 * MB
 
 
@@ -157,7 +163,7 @@ def test_bursts_every_few_minutes_grow_at_their_average():
     for minute in range(120):
         total += 10 * MB if minute % 5 == 0 else 0
         values.append(total)
-    growths = _growths(values, step_s=60, min_span_s=180)
+    growths = _growths(values, step_s=60)
     # Never faster than the truth, at any sample: a burst alone is not a trend.
     assert all(growth is None or growth <= 120 * MB for growth in growths)
     for growth in growths[20:]:

@@ -23,6 +23,7 @@ import time_machine
 from aiosmtpd.controller import Controller
 from flask import Flask
 from pytest_httpserver import HTTPServer
+from sqlalchemy.orm import undefer
 
 from rosetta_web.alerting import delivery
 from rosetta_web.alerting.evaluation import evaluate
@@ -925,9 +926,10 @@ def _latest_slot_row(app: Flask) -> Any:
 def test_a_slot_created_again_under_its_name_starts_a_new_series(
     app, api, cluster, slot, seen_gone
 ):
-    """Dropped and created again (with a sample in between, or none): its time without a
-    consumer, its growth and its chart line start over, and the old line ends there; its
-    alert for the retained WAL resolves saying the slot is a new one."""
+    """Dropped and created again. Seen gone by a sample in between: a new series, its chart
+    line apart from the old one, its alert resolved as dropped. Between two samples (its
+    restart_lsn moved with no consumer seen): its time without a consumer and its growth
+    start over on the same line, its alert resolved by the figure it has now."""
     from rosetta_web.models import Server
 
     source_id = add_source(app, "shop", cluster.port, user="postgres", password="unused")
@@ -935,7 +937,7 @@ def test_a_slot_created_again_under_its_name_starts_a_new_series(
     step = timedelta(minutes=5)
     with time_machine.travel(utcnow(), tick=False) as traveller:
         first = utcnow()
-        for _ in range(5):  # an inactive slot growing 2 MB every 5 minutes
+        for _ in range(6):  # an inactive slot growing 2 MB every 5 minutes
             emit_wal(cluster, 2)
             sample(app)
             traveller.shift(step)
@@ -954,12 +956,13 @@ def test_a_slot_created_again_under_its_name_starts_a_new_series(
         sample(app)
         row = _latest_slot_row(app)
         assert row.recorded_at == again
-        assert row.inactive_since == again  # not `first`: this slot is new
-        assert row.series_started_at == again
+        assert row.inactive_since == again  # not `first`: no consumer since it was created
+        assert row.series_started_at == (again if seen_gone else first)
         assert row.retained_bytes == retained(cluster)
         with app.app_context():
-            trend = _db.session.scalar(_db.select(Server)).slot_trends["orders"]
-        assert trend["growth"] is None and trend["series"] == again.timestamp()
+            server = _db.session.scalar(_db.select(Server).options(undefer(Server.slot_points)))
+            trend, points = server.slot_trends["orders"], server.slot_points["orders"]
+        assert trend["growth"] is None and points == [[again.timestamp(), row.retained_bytes]]
         traveller.shift(timedelta(seconds=1))  # the range ends before now
         history = api.get(
             f"/api/v1/sources/{source_id}/wal-history", query_string={"start": "2h"}
@@ -967,19 +970,18 @@ def test_a_slot_created_again_under_its_name_starts_a_new_series(
     [alert] = _alerts(app)
     assert (alert.rule, alert.state) == ("retained_wal", "resolved")
     named = f"slot `orders` on 127.0.0.1:{cluster.port}"
+    line = history["slots"]["orders"]
     if seen_gone:  # resolved by the sample that saw it gone
         assert alert.resolved_message == f"{named} is gone: it was dropped"
+        assert line["series_starts"] == [again.isoformat().replace("+00:00", "Z")]
+        # The old line's last point stands before the new one's first, not joined to it.
+        at = history["times"].index(line["series_starts"][0])
+        assert line["last"][at] == row.retained_bytes and line["last"][at - 1] is None
     else:
         assert alert.resolved_message == (
-            f"{named} was dropped and created again: the new one retains "
-            f"{pg_size_pretty(row.retained_bytes)}"
+            f"{named} now retains {pg_size_pretty(row.retained_bytes)} (warning at 6144 kB)"
         )
-    line = history["slots"]["orders"]
-    assert line["series_starts"] == [again.isoformat().replace("+00:00", "Z")]
-    # The old line's last point stands before the new one's first, not joined to it.
-    at = history["times"].index(line["series_starts"][0])
-    assert line["last"][at] == row.retained_bytes
-    assert line["last"][at - 1] is None if seen_gone else line["last"][at - 1] > 0
+        assert line["series_starts"] == []
 
 
 def _regrow(app: Flask, server_id: int, growth: float | None, **figures: Any) -> None:
@@ -998,8 +1000,8 @@ def _regrow(app: Flask, server_id: int, growth: float | None, **figures: Any) ->
 
 def test_a_forecast_resolves_only_when_two_samples_find_it_clear(app, receiver):
     """A forecast moves with every sample: once firing, it holds through one clear sample
-    (and any evaluation of it), resolves at the second, and its `resolved` says why in its
-    own words, as the alert history does."""
+    (and any evaluation of it), resolves at a clear sample two minutes after the first one,
+    and its `resolved` says why in its own words, as the alert history does."""
     settings(app, forecast_hours=6)
     channel(app, receiver.url_for("/hook"))
     _, server_id = _server_with_slot(app, safe_wal_size=1024 * MB)
@@ -1021,6 +1023,10 @@ def test_a_forecast_resolves_only_when_two_samples_find_it_clear(app, receiver):
         assert [a.state for a in _alerts(app)] == ["firing"]
         traveller.shift(timedelta(seconds=5))
         _regrow(app, server_id, 1000.0)  # 1 kB/h: lost in about 120 years
+        evaluate()
+        assert [a.state for a in _alerts(app)] == ["firing"]  # two samples, 5 s apart
+        traveller.shift(timedelta(minutes=2))
+        _regrow(app, server_id, 1000.0)
         evaluate()
         [alert] = _alerts(app)
         for _ in range(2):  # the resolved waits behind its firing

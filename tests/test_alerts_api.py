@@ -743,6 +743,7 @@ def test_a_masked_url_is_never_stored_as_a_channel_url(api):
         ("webhook", "http://[::]/hook", "::", "unspecified"),
         ("webhook", "http://[fd00:ec2::254]/latest", "fd00:ec2::254", "metadata"),
         ("webhook", "http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", "metadata"),
+        ("webhook", "http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe", "metadata"),  # NAT64
         ("webhook", "http://2852039166/latest", "2852039166", "metadata"),  # the same, as a number
         ("webhook", "http://100.100.100.200/latest", "100.100.100.200", "metadata"),
         ("apprise", "json://169.254.169.254/latest", "169.254.169.254", "metadata"),

@@ -202,6 +202,25 @@ def test_behind_a_trusted_proxy_each_forwarded_address_is_counted_alone(database
     assert other.status_code == 303
 
 
+def test_failures_from_one_ipv6_64_are_counted_together(database_url):
+    """A client is handed a whole IPv6 /64: twenty failures, each from another address of
+    it, throttle the next from yet another; an address of another /64 signs in."""
+    app = make_app(database_url, TRUSTED_PROXIES=1)
+    create_operator(app)
+    client = app.test_client()
+    for i in range(20):
+        forwarded = {"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"}
+        assert _guess(client, f"name{i}", **forwarded).status_code == 200
+    refused = _guess(client, "alice", **{"X-Forwarded-For": "2001:db8:1:2:ffff::1"})
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    other = client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(client)},
+        headers={"X-Forwarded-For": "2001:db8:1:3::1"},
+    )
+    assert other.status_code == 303
+
+
 def test_expired_csrf_token_gives_the_form_back(app, client):
     """A stale CSRF token on the sign-in form shows a clear message and keeps the input."""
     create_operator(app)

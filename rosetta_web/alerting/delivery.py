@@ -101,15 +101,18 @@ def send_webhook(url: str, secret: str | None, payload: dict[str, Any]) -> Outco
     try:
         # Only the status is read (the body never is), each step within the timeout.
         # A redirect is not delivery: a 3xx from the target is the failure it is.
-        with requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=WEBHOOK_TIMEOUT_SECONDS,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            status = response.status_code
+        # No proxy from the environment: the target checked is the one connected to.
+        with requests.Session() as session:
+            session.trust_env = False
+            with session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=WEBHOOK_TIMEOUT_SECONDS,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                status = response.status_code
     except requests.Timeout:
         return Outcome(
             False, error=f"no answer from {_where(url)} within {WEBHOOK_TIMEOUT_SECONDS} s"
@@ -308,7 +311,10 @@ def _settle(attempt: Attempt, reraise: bool = False) -> Delivery | None:
         except DATABASE_UNAVAILABLE:
             _rollback()
             if wait_s is None:
-                _hold(attempt)
+                # A failed send is tried again after its lease anyway; a delivered one must
+                # not be: hold it until it can be stored.
+                if attempt.outcome.ok:
+                    _hold(attempt)
                 if reraise:
                     raise
                 return None

@@ -239,8 +239,9 @@ def resolution(alert: Alert, result: Findings, now: datetime) -> str:
 
 
 def held_clear(alert: Alert, result: Findings) -> bool:
-    """Tell whether an alert that no longer fires stays firing until a second sample of its
-    server finds it clear too; note the first clear sample's time on it."""
+    """Tell whether an alert that no longer fires stays firing: until a second sample of its
+    server, two minutes after the first, finds it clear too. The first clear sample's time
+    is noted on the alert."""
     if alert.rule not in rules.HELD_OVER_TWO_SAMPLES or alert.server_id is None:
         return False
     facts, own = result.slots.get((alert.server_id, alert.slot_name or ""), (None, None))
@@ -250,7 +251,7 @@ def held_clear(alert: Alert, result: Findings) -> bool:
     if alert.clear_since is None:
         alert.clear_since = sampled_at
         return True
-    return sampled_at <= as_utc(alert.clear_since)
+    return sampled_at - as_utc(alert.clear_since) < rules.HELD_CLEAR
 
 
 def evaluate(now: datetime | None = None) -> int:
@@ -329,11 +330,11 @@ def evaluate(now: datetime | None = None) -> int:
             queued += notify(alert, event, channels)
         # What no longer fires resolves (but a stale server's slot alerts are held as they
         # are); whoever heard it fire hears it resolve.
-        gone = [
-            alert
-            for alert in firing.values()
-            if alert.server_id not in result.stale_servers and not held_clear(alert, result)
-        ]
+        gone = []
+        for alert in firing.values():
+            if alert.server_id in result.stale_servers or held_clear(alert, result):
+                continue
+            gone.append(alert)
         told: dict[int, set[int]] = {alert.id: set() for alert in gone}
         if gone:
             rows = db.session.execute(

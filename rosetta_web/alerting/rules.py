@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..formatting import duration_words, pg_size_pretty
 from .trends import Forecast, SlotLike
 
 HYSTERESIS = 0.9
-# Rules whose alert, once firing, resolves only when a second sample of its server finds it
-# clear too: a forecast moves with every sample, and one clear sample is not a trend.
+# Rules whose alert, once firing, resolves only when a second sample of its server, at least
+# HELD_CLEAR after the first clear one, finds it clear too: a forecast moves with every
+# sample, and one clear sample, or a few seconds of them, are not a trend.
 HELD_OVER_TWO_SAMPLES = frozenset({"exhaustion_forecast"})
+HELD_CLEAR = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,12 @@ def resolved_slot_message(
     if rule == "slot_inactive":
         if slot.active:
             return f"{named} has a consumer again"
-        return f"{named}: the rule for slots without a consumer is off"
+        if settings.slot_inactive_minutes is None:
+            return f"{named}: the rule for slots without a consumer is off"
+        return (
+            f"{named} moved on with no consumer seen: one came between two samples (or the "
+            "slot was created again), and its time without one counts afresh"
+        )
     if rule == "slot_wal_status":
         return f"{named} is {facts.wal_status or 'no longer unreserved or lost'} again"
     if rule == "consumer_stalled":

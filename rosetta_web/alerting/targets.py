@@ -8,8 +8,9 @@ ALERT_PRIVATE_TARGETS=false.
 
 A channel's URL is checked when it is saved, by its host as written. Every connection a send
 opens is checked again as it connects, by the address it connects to: after DNS, so a name
-that resolves to a refused address is refused too, with no gap between the check and the
-connection for a second, different DNS answer to slip through. Python's audit hook on
+that resolves to a refused address is refused too, at the address actually connected to, so
+a second, different DNS answer cannot slip through (a library that hands connect() a name
+rather than an address is checked by looking the name up once more). Python's audit hook on
 `socket.connect` sees every connection whichever library opens it (requests for webhooks,
 Apprise's HTTP, SMTP and the rest), and a context variable says whether it belongs to a send:
 Apprise runs a send on a thread of its own with a copy of the caller's context.
@@ -58,6 +59,7 @@ METADATA_NAMES = frozenset(
     }
 )
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # "this host": 0.0.0.0 and its neighbours
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
 _PRIVATE_OFF = "refused while ALERT_PRIVATE_TARGETS=false"
 
 
@@ -65,6 +67,9 @@ def address_refusal(address: Address, allow_private: bool) -> str | None:
     """Say why a channel may not send to an address, or None when it may."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # ::ffff:169.254.169.254 reaches 169.254.169.254
+    if isinstance(address, ipaddress.IPv6Address) and address in _NAT64:
+        # 64:ff9b::a9fe:a9fe reaches 169.254.169.254 through a NAT64 gateway.
+        address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_unspecified or (

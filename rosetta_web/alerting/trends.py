@@ -5,13 +5,15 @@ A trend is a small JSON document kept per slot on its server (`Server.slot_trend
 points apart in `Server.slot_points`: the alert rules read the rest after every round):
   points       [[epoch seconds, retained bytes], ...] over the last hour, at most MAX_POINTS,
                denser the more recent they are
-  growth       bytes per hour: the fastest of the windows' fits (see `fit`), null when no
-               window has a significant one
-  window       the window (seconds) that growth was fitted over
+  fitted       bytes per hour: the windows' fit (see `choose`), null when none is significant
+  growing_since since when (epoch seconds) a fit has been significant, sample after sample
+  growth       `fitted` once established (a minute and two samples at least), else null:
+               what the alert rule and the pages read
+  window       the window (seconds) the fit is over
   at           the sample (epoch seconds) the figures below are from: every page counts the
                forecast from here, so all of them say the same
   series       when (epoch seconds) this series of the slot began: a slot dropped and created
-               again under its name, or moved back, starts a new one (`starts_series`)
+               again under its name, or moved back, starts a new one (`continuity`)
   wal          the server's WAL position (bytes since 0/0) at the last sample
   flush        the slot's confirmed_flush_lsn (bytes since 0/0) at the last sample
   flush_since  since when (epoch seconds) the consumer has been connected and `flush` unmoved
@@ -32,20 +34,26 @@ from typing import Any, Protocol
 from ..timeutil import as_utc
 
 WINDOW_SECONDS = 3600
-# The growth is fitted over each of these windows (the last 5 minutes, 15 minutes, the hour)
-# and the fastest significant fit is kept: a slot that starts growing after an idle spell is
-# seen within a few samples, where an hour's fit would stay flat for half an hour.
+# The growth is fitted over each of these windows (the last 5 minutes, 15 minutes, the hour;
+# each at least four sampling intervals). The longest significant fit is kept, unless a
+# shorter window's is surely faster (`choose`): a slot that starts growing after an idle
+# spell is seen within a few samples, where an hour's fit would stay flat for half an hour.
 FIT_WINDOWS_SECONDS = (300, 900, WINDOW_SECONDS)
+WINDOW_INTERVALS = 4
 MAX_POINTS = 36
 # Fewer points than this leave Sen's interval without a lower end.
 MIN_POINTS = 4
 # A fit spans at least this long, and at least three sampling intervals: three samples
 # seconds apart around one batch insert say nothing of a trend.
 MIN_SPAN_SECONDS = 120
+SPAN_INTERVALS = 3
 # A fit counts when the lower end of Sen's one-sided 95 % confidence interval for its slope
 # is at least half the slope. A single batch insert (a step) is not a trend.
 CONFIDENCE_Z = 1.645
 AGREEMENT = 0.5
+# A growth is told (to the alert rule and the pages) once it has been significant for this
+# long and over two samples at least: a burst of a few inserts is over before that.
+ESTABLISHED_SECONDS = 60
 # Thinning keeps points denser the more recent they are: their weight falls with age past
 # this many seconds, so the 5-minute window keeps a dozen points of an hour at 5 s.
 RECENT_SECONDS = 60
@@ -112,8 +120,19 @@ def _slopes(points: list[list[float]]) -> list[float]:
     ]
 
 
-def fit(points: list[list[float]], min_span_s: float) -> float | None:
-    """Return the growth (bytes per second) of points, or None when it is not a trend.
+@dataclass(frozen=True)
+class Fit:
+    """A significant growth over one window (bytes per second) with the ends of Sen's
+    interval for it."""
+
+    growth: float
+    lower: float
+    upper: float
+    window: int
+
+
+def fit(points: list[list[float]], min_span_s: float, window: int = 0) -> Fit | None:
+    """Fit the growth of points, or None when it is not a trend.
 
     Theil-Sen's slope, counted only when the points span `min_span_s` and the lower end of
     Sen's one-sided 95 % confidence interval for the slope is at least half of it: most
@@ -124,23 +143,29 @@ def fit(points: list[list[float]], min_span_s: float) -> float | None:
         return None
     slopes = sorted(_slopes(points))
     count = len(points)
-    # Sen (1968): the rank (from 1) of the interval's lower end among the ordered slopes.
+    # Sen (1968): the ranks (from 1) of the interval's ends among the ordered slopes.
     spread = CONFIDENCE_Z * math.sqrt(count * (count - 1) * (2 * count + 5) / 18)
     rank = round((len(slopes) - spread) / 2)
     growth = median(slopes)
     if rank < 1 or growth <= 0 or slopes[rank - 1] < growth * AGREEMENT:
         return None
-    return growth
+    return Fit(growth, slopes[rank - 1], slopes[len(slopes) - rank], window)
 
 
-def fastest(points: list[list[float]], now: float, min_span_s: float) -> tuple[float, int] | None:
-    """Return the fastest significant growth over the fit windows and the window, or None."""
-    found: tuple[float, int] | None = None
-    for window in FIT_WINDOWS_SECONDS:
-        growth = fit([point for point in points if now - point[0] <= window], min_span_s)
-        if growth is not None and (found is None or growth > found[0]):
-            found = (growth, window)
-    return found
+def choose(points: list[list[float]], now: float, interval_s: float) -> Fit | None:
+    """Fit every window and keep the longest significant fit, or a shorter one that is surely
+    faster (the lower end of its interval above the longer's growth): the fastest of noisy
+    estimates would be biased high, the longest alone would be late."""
+    min_span = max(MIN_SPAN_SECONDS, SPAN_INTERVALS * interval_s)
+    chosen: Fit | None = None
+    for base in reversed(FIT_WINDOWS_SECONDS):
+        window = max(base, int(WINDOW_INTERVALS * interval_s))
+        # Half an interval's grace: samples come a few milliseconds late or early.
+        inside = [point for point in points if now - point[0] <= window + interval_s / 2]
+        found = fit(inside, min_span, window)
+        if found is not None and (chosen is None or found.lower > chosen.growth):
+            chosen = found
+    return chosen
 
 
 def _thin(points: list[list[float]], now: float) -> None:
@@ -162,25 +187,33 @@ def _restart(trend: dict[str, Any]) -> int | None:
     return None if wal is None or retained is None else wal - retained
 
 
-def starts_series(trend: dict[str, Any] | None, slot: StoredSlot, wal_position: int | None) -> bool:
-    """Tell whether this sample of a slot starts a new series rather than continuing its trend.
+SAME, NEW_SERIES, VISITED = "same", "new series", "visited"
 
-    It does when the server's last sample did not have the slot (new, or dropped and created
-    again since), when its database changed, when its restart_lsn went back, and when its
-    restart_lsn moved while no consumer was seen in either sample: only a consumer moves it,
-    so the slot was dropped and created again between the samples (or a consumer came and
-    went unseen: its growth and its time without a consumer start over either way).
+
+def continuity(trend: dict[str, Any] | None, slot: StoredSlot, wal_position: int | None) -> str:
+    """Say how this sample of a slot follows its trend.
+
+    NEW_SERIES when the server's last sample did not have the slot (new, or dropped and
+    created again since), when its database changed, or when its restart_lsn went back: a
+    new series begins, its chart line apart from the old one. VISITED when its restart_lsn
+    moved while no consumer was seen in either sample: only a consumer (or an advance, or the
+    slot dropped and created again) moves it, so its time without a consumer and its growth
+    start over, on the same line. SAME otherwise.
     """
     if not trend or "slot" not in trend:
-        return True
+        return NEW_SERIES
     before = trend["slot"]
     if before.get("database") != slot.database:
-        return True
+        return NEW_SERIES
     then = _restart(trend)
     if then is None or wal_position is None or slot.retained_bytes is None:
-        return False
+        return SAME
     restart = wal_position - slot.retained_bytes
-    return restart < then or (restart != then and not slot.active and not before.get("active"))
+    if restart < then:
+        return NEW_SERIES
+    if restart != then and not slot.active and not before.get("active"):
+        return VISITED
+    return SAME
 
 
 def update(
@@ -188,12 +221,13 @@ def update(
     moment: datetime,
     slot: StoredSlot,
     wal_position: int | None,
-    min_span_s: float = MIN_SPAN_SECONDS,
+    interval_s: float = 0,
 ) -> dict[str, Any]:
-    """Return the slot's trend with one more sample taken at `moment`.
+    """Return the slot's trend with one more sample taken at `moment`, the server sampled
+    every `interval_s` seconds.
 
-    Pass None for `trend` to start a new series (see `starts_series`). A growth is fitted
-    only over points that span `min_span_s` (the caller's three sampling intervals, or more).
+    Pass None for `trend` to start a new series, or a trend of its `series` alone to start
+    its growth afresh on the same series (see `continuity`).
     """
     trend = trend or {}
     now = moment.timestamp()
@@ -201,7 +235,18 @@ def update(
     if slot.retained_bytes is not None:
         points.append([now, slot.retained_bytes])
     _thin(points, now)
-    found = fastest(points, now, max(min_span_s, MIN_SPAN_SECONDS))
+    found = choose(points, now, interval_s)
+    # Since when the growth has been significant, sample after sample; told once established.
+    growing_since = None
+    if found is not None:
+        growing_since = trend.get("growing_since")
+        if growing_since is None or trend.get("fitted") is None:
+            growing_since = now
+    established = (
+        found is not None
+        and growing_since is not None
+        and now - growing_since >= max(ESTABLISHED_SECONDS, interval_s)
+    )
     flush = None
     if wal_position is not None and slot.lag_bytes is not None:
         flush = wal_position - slot.lag_bytes
@@ -222,8 +267,10 @@ def update(
         flush_since, wal_at_flush = now, wal_position
     return {
         "points": points,
-        "growth": None if found is None else found[0] * 3600,
-        "window": None if found is None else found[1],
+        "fitted": None if found is None else found.growth * 3600,
+        "growing_since": growing_since,
+        "growth": found.growth * 3600 if found is not None and established else None,
+        "window": found.window if found is not None else None,
         "at": now,
         "series": trend.get("series", now),
         "wal": wal_position,

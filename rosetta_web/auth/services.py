@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -123,6 +124,22 @@ def _wait(failed: ColumnElement[bool], limit: int, attempt_id: int) -> int:
     return max(1, int((frees_at - utcnow()).total_seconds()) + 1)
 
 
+def throttle_key(address: str | None) -> str | None:
+    """Key sign-in failures by client: an IPv4 address, or an IPv6 address's /64 (one
+    client is handed a whole /64, and could otherwise spray from as many addresses)."""
+    if not address:
+        return None
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:45]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
 def begin_attempt(username: str, address: str | None = None) -> Throttled | None:
     """Count this sign-in attempt against the username and the client's address; return how
     long to wait, or None to go on.
@@ -135,7 +152,7 @@ def begin_attempt(username: str, address: str | None = None) -> Throttled | None
     """
     config = current_app.config
     db.session.execute(delete(LoginFailure).where(LoginFailure.failed_at < utcnow() - _window()))
-    ip = address[:45] if address else None  # as the audit log keeps it
+    ip = throttle_key(address)
     attempt = LoginFailure(username=username, ip=ip)
     db.session.add(attempt)
     db.session.commit()

@@ -149,20 +149,26 @@ def _store_slots(
 ) -> None:
     """Store a server's slots as one sample saw them and add it to their trends; forget the
     trends of the slots gone since. A slot that starts a new series (dropped and created
-    again, say) begins its trend, its time without a consumer and its chart line afresh."""
+    again, say) begins its trend, its time without a consumer and its chart line afresh; one
+    a consumer visited unseen begins its growth and its time without a consumer afresh."""
     summaries, points = server.slot_trends or {}, server.slot_points or {}
-    min_span_s = 3 * current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
+    interval_s = current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
     updated: dict[str, dict[str, Any]] = {}
     for slot in slots:
         trend: dict[str, Any] | None = summaries.get(slot.slot_name)
         row = SlotMetric(**vars(slot), server_id=server.id, recorded_at=moment)
         before = previous.get((server.id, slot.slot_name))
-        if trends.starts_series(trend, row, wal_position):
+        follows = trends.continuity(trend, row, wal_position)
+        if follows == trends.NEW_SERIES:
             trend = before = None
+        elif follows == trends.VISITED and trend is not None:
+            # Same series, its growth and its time without a consumer afresh.
+            trend = {key: trend[key] for key in ("series",) if key in trend}
+            before = None
+        else:
+            trend = {**(trend or {}), "points": points.get(slot.slot_name, [])}
         row.inactive_since = inactive_since(slot, before, moment)
-        if trend is not None:
-            trend = {**trend, "points": points.get(slot.slot_name, [])}
-        updated[slot.slot_name] = trends.update(trend, moment, row, wal_position, min_span_s)
+        updated[slot.slot_name] = trends.update(trend, moment, row, wal_position, interval_s)
         row.series_started_at = datetime.fromtimestamp(updated[slot.slot_name]["series"], UTC)
         db.session.add(row)
     server.slot_points = {name: trend.pop("points") for name, trend in updated.items()}

@@ -96,19 +96,21 @@
     });
     const band = { showlegend: false, hoverinfo: "skip", mode: "lines", line: { width: 0 },
       legendgroup: name, type: "scatter" };
-    // A fill to the previous trace spans a gap in it: one band per unbroken run of points, so
-    // a failed sample or a slot created again leaves no shading over the gap.
-    const bands = [];
+    // A fill to the previous trace would span a gap in it: the band is one shape per unbroken
+    // run of points (along its max, back along its min), a null between shapes, so a failed
+    // sample or a slot created again leaves no shading over the gap.
+    const outline = { x: [], y: [] };
     runs(series, x).forEach(function (run) {
-      bands.push(Object.assign({}, band, { x: run.x, y: run.min }));
-      bands.push(Object.assign({}, band, { x: run.x, y: run.max, fill: "tonexty", fillcolor: colour + "33" }));
+      outline.x.push(...run.x, ...run.x.slice().reverse(), null);
+      outline.y.push(...run.max, ...run.min.slice().reverse(), null);
     });
-    return bands.concat([
+    return [
+      Object.assign({}, band, outline, { fill: "toself", fillcolor: colour + "33" }),
       { name: name, x: x, y: series.last, text: text, type: "scatter", mode: "lines+markers",
         marker: { size: 3 }, line: { color: colour }, legendgroup: name,
         connectgaps: false, // a failed sample is a null point: the line breaks there
         hovertemplate: "%{text}<extra>" + name + "</extra>" },
-    ]);
+    ];
   }
 
   // The unbroken runs of a series' min-max band: from a point with values to the next null.

@@ -68,6 +68,15 @@ def name_rules() -> list[Any]:
     ]
 
 
+def is_unicode(text: str) -> bool:
+    """Tell whether text can be encoded as UTF-8 (JSON can carry lone surrogates; it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def field_names(form_class: type[FlaskForm]) -> set[str]:
     """Return the names of the fields a form class declares."""
     return {name for name in dir(form_class) if isinstance(getattr(form_class, name), UnboundField)}

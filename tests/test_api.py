@@ -311,3 +311,36 @@ def test_a_refused_start_commits_nothing_even_when_the_check_is_rerun(api, app):
         pipeline = db.session.get(Pipeline, 1)
         assert (pipeline.name, pipeline.status) == ("production-to-snowflake", "PAUSE")
         assert db.session.get(Source, 1).readiness["checked_at"] > "2026"
+
+
+def test_a_publication_body_not_as_documented_is_a_422_naming_its_field(api):
+    """Each body the document does not allow is refused by PublicationForm's rules with the
+    field named and what to send, before the source is asked anything."""
+    assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
+    one_of = 'Send "all_tables": true or "tables": ["public.orders"].'
+    listed = "Send a non-empty list of table names (schema.table)."
+    stored = "A table name holds a character PostgreSQL cannot store."
+    cases = [
+        ({}, "tables", one_of),
+        ({"all_tables": False}, "tables", one_of),
+        (
+            {"all_tables": True, "tables": ["public.orders"]},
+            "tables",
+            "Send all_tables: true or a list of tables, not both.",
+        ),
+        ({"all_tables": "yes"}, "all_tables", "Send true or false."),
+        ({"tables": []}, "tables", listed),
+        ({"tables": [""]}, "tables", listed),
+        ({"tables": ["t" * 301]}, "tables", listed),
+        ({"tables": "public.orders"}, "tables", listed),
+        ({"tables": ["public.a\x00b"]}, "tables", stored),
+        ({"tables": ["public.\ud800"]}, "tables", stored),
+        ({"all_tables": True, "owner": "me"}, "owner", "Unknown field."),
+    ]
+    for body, field, message in cases:
+        response = api.post("/api/v1/sources/1/publication", json=body)
+        assert response.status_code == 422, body
+        answer = response.get_json()
+        assert answer["error"] == "ValidationError"
+        assert answer["message"] == "1 field failed validation"
+        assert answer["details"]["fields"] == {field: [message]}, body

@@ -82,3 +82,24 @@ def test_white_space_means_the_same_to_the_document_and_the_server(api):
     host = spec["components"]["schemas"]["SourceInput"]["properties"]["pg_host"]["pattern"]
     assert not re.match(host, "db\x00x") and not re.match(host, "db\x1fx")
     assert api.post("/api/v1/sources", json={**SOURCE, "pg_host": "db\x1fx"}).status_code == 422
+
+
+def test_a_declared_answer_shows_exactly_what_its_schema_lists(app):
+    """SlotDropped and the sample-now answer it holds come from one declaration: to_dict
+    gives the fields the document requires, nested answers dumped, and nothing else."""
+    from rosetta_web.shapes import shape_of
+    from rosetta_web.sources.replication import SlotDropped
+    from rosetta_web.sources.services import SampleResult
+
+    failed = SampleResult(ok=False, error="connection refused", sample=None, monitor=None)
+    dropped = SlotDropped(dropped="old", freed_bytes=0, retained_bytes=8192, sample=failed)
+    schema = shape_of(SlotDropped).schema()
+    assert dropped.to_dict() == {
+        "dropped": "old",
+        "freed_bytes": 0,
+        "retained_bytes": 8192,
+        "sample": {"ok": False, "error": "connection refused", "sample": None, "monitor": None},
+    }
+    assert list(dropped.to_dict()) == schema["required"] == list(schema["properties"])
+    assert schema["properties"]["sample"] == {"$ref": "#/components/schemas/SampleResult"}
+    assert schema["properties"]["retained_bytes"]["type"] == ["integer", "null"]

@@ -13,16 +13,22 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from ..alerting.settings import DEFAULTS, AlertSettingsForm
-from ..forms import MAX_INT, form_view
+from ..forms import form_view
 from ..htmx import is_htmx, render_page_or_fragment
-from ..models import ALERT_RULES, ALERT_STATES, Alert
+from ..models import Alert
 from ..timeutil import as_utc
 from . import bp
 from .display import rule_label
 from .forms import SilenceForm
 from .page_forms import page_silence_form, row_silence_form
 from .services import (
+    END,
+    PAGE,
     PER_PAGE,
+    RULE,
+    SOURCE_ID,
+    START,
+    STATE,
     AlertFilter,
     AlertResolved,
     acknowledge,
@@ -56,24 +62,24 @@ def _moment(raw: str) -> datetime:
 def read_history_query(args: MultiDict[str, str]) -> HistoryQuery:
     """Read the history's filters from the query string; a bad one is reported, not applied."""
     values = {
-        name: args.get(name, "").strip()
-        for name in ("state", "source_id", "rule", "start", "end")
-        if args.get(name, "").strip()
+        arg.name: args.get(arg.name, "").strip()
+        for arg in (STATE, SOURCE_ID, RULE, START, END)
+        if args.get(arg.name, "").strip()
     }
     errors: dict[str, str] = {}
-    state = values.get("state", "all")
-    if state not in ("all", *ALERT_STATES):
+    state = values.get(STATE.name, STATE.default or "all")
+    if state not in STATE.choices:
         errors["state"] = "Choose firing, resolved or all."
-        state = "all"
+        state = STATE.default or "all"
     source_id = None
     if "source_id" in values:
         raw = values["source_id"]
-        if raw.isdigit() and 0 < int(raw) <= MAX_INT:
+        if raw.isdigit() and SOURCE_ID.within(int(raw)):
             source_id = int(raw)
         else:
             errors["source_id"] = "Choose a source from the list."
     rule = values.get("rule")
-    if rule is not None and rule not in ALERT_RULES:
+    if rule is not None and rule not in RULE.choices:
         errors["rule"] = "Choose a rule from the list."
         rule = None
     moments: dict[str, datetime | None] = {"start": None, "end": None}
@@ -87,8 +93,8 @@ def read_history_query(args: MultiDict[str, str]) -> HistoryQuery:
     if start is not None and end is not None and end <= start:
         errors["end"] = "The end must be after the start."
         end = None
-    page_raw = args.get("page", "1")
-    page = int(page_raw) if page_raw.isdigit() and 0 < int(page_raw) < 10**6 else 1
+    page_raw = args.get(PAGE.name, "")
+    page = int(page_raw) if page_raw.isdigit() and PAGE.within(int(page_raw)) else 1
     filters = AlertFilter(state=state, source_id=source_id, rule=rule, start=start, end=end)
     return HistoryQuery(filters, page, values, errors)
 

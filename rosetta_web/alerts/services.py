@@ -16,9 +16,11 @@ from ..alerting.rules import Settings
 from ..alerting.settings import AlertSettingsForm, load_settings
 from ..audit import services as audit
 from ..extensions import db
-from ..forms import EntityForm, SelectChoice
+from ..forms import MAX_INT, EntityForm, SelectChoice
 from ..models import (
+    ALERT_RULES,
     ALERT_SETTING_KEYS,
+    ALERT_STATES,
     Alert,
     AlertSettings,
     Channel,
@@ -28,11 +30,26 @@ from ..models import (
     SlotMetric,
     Source,
 )
+from ..monitor.history import MOMENT_WORDS
 from ..resources import DomainError, NotFound, Resource
+from ..shapes import ChoiceArg, IntArg, TextArg
 from ..timeutil import as_utc, isoformat, utcnow
 from .forms import ChannelForm, SilenceForm
 
 PER_PAGE = 50
+# The alerts' filters and paging, as the API reads them and the history page too. Pages go
+# up to far past any history, which keeps the OFFSET a number every database takes.
+STATE = ChoiceArg("state", choices=(*ALERT_STATES, "all"), default="all")
+SOURCE_ID = IntArg("source_id", minimum=1, maximum=MAX_INT)
+RULE = ChoiceArg("rule", choices=ALERT_RULES)
+START = TextArg(
+    "start", description=f"{MOMENT_WORDS}: alerts still firing or resolved at or after it"
+)
+END = TextArg("end", description=f"{MOMENT_WORDS}: alerts started at or before it")
+PAGE = IntArg("page", minimum=1, maximum=1_000_000, default=1)
+PAGE_SIZE = IntArg("per_page", minimum=1, maximum=500, default=PER_PAGE)
+ALERT_ARGS = (STATE, SOURCE_ID, RULE, START, END, PAGE, PAGE_SIZE)
+DELIVERIES_LIMIT = IntArg("limit", minimum=1, maximum=1000, default=50)
 
 
 def _source_choices(form: EntityForm) -> None:

@@ -18,8 +18,9 @@ from wtforms import (
 
 from ..alerting.settings import MAX_BYTES, SizeField
 from ..errors import ApiError
-from ..forms import field_names
+from ..forms import field_names, is_unicode
 from ..shapes import shape_of
+from ..sources.forms import TABLE_NAME_MAX_LENGTH
 
 
 def json_body() -> dict[str, Any]:
@@ -41,15 +42,6 @@ def json_body() -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ApiError(400, "The request body must be a JSON object")
     return payload
-
-
-def _is_unicode(text: str) -> bool:
-    """Tell whether text can be encoded as UTF-8 (JSON can carry lone surrogates; it cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def json_type(field: Field) -> str:
@@ -85,7 +77,7 @@ def _type_errors(field: Field, value: Any) -> list[str] | None:
             return ["Must be a list of whole numbers."]
     elif not isinstance(value, str):
         return ["Must be a string."]
-    elif not _is_unicode(value):
+    elif not is_unicode(value):
         # JSON may escape half of a UTF-16 pair ("\ud800"): no database can store it.
         return ["Must be valid Unicode text (it holds a lone surrogate)."]
     return None
@@ -181,3 +173,35 @@ def formdata_from_json(
         else:
             data[key] = "" if value is None else str(value)
     return data, errors
+
+
+def publication_formdata(
+    payload: dict[str, Any],
+) -> tuple[MultiDict[str, str], dict[str, list[str]]]:
+    """Turn {"all_tables": true} or {"tables": ["public.orders"]} into PublicationForm's data
+    (scope all, or some with its tables), or name the first field that is not as documented."""
+    unknown = sorted(set(payload) - {"all_tables", "tables"})
+    if unknown:
+        return MultiDict(), {name: ["Unknown field."] for name in unknown}
+    all_tables, tables = payload.get("all_tables"), payload.get("tables")
+    listed = "Send a non-empty list of table names (schema.table)."
+    # null is no boolean and no list: leave a field out rather than send it empty.
+    if "all_tables" in payload and not isinstance(all_tables, bool):
+        return MultiDict(), {"all_tables": ["Send true or false."]}
+    if "tables" in payload and tables is None:
+        return MultiDict(), {"tables": [listed]}
+    if all_tables and tables is not None:
+        return MultiDict(), {"tables": ["Send all_tables: true or a list of tables, not both."]}
+    if all_tables:
+        return MultiDict({"scope": "all"}), {}
+    if tables is None:
+        return MultiDict(), {"tables": ['Send "all_tables": true or "tables": ["public.orders"].']}
+    if (
+        not isinstance(tables, list)
+        or not tables
+        or not all(isinstance(t, str) and 0 < len(t) <= TABLE_NAME_MAX_LENGTH for t in tables)
+    ):
+        return MultiDict(), {"tables": [listed]}
+    data: MultiDict[str, str] = MultiDict({"scope": "some"})
+    data.setlist("tables", tables)
+    return data, {}

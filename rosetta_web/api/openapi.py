@@ -12,15 +12,12 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 
 from .. import __version__
 from ..alerting.settings import MAX_BYTES, SizeField
+from ..alerts.services import ALERT_ARGS, DELIVERIES_LIMIT
+from ..audit.services import CURSOR, FILTER_ARGS, LIMIT, AuditPage
 from ..auth.roles import SAFE_METHODS
-from ..forms import MAX_INT, WHITESPACE, EntityForm, field_names
+from ..forms import WHITESPACE, EntityForm, field_names
 from ..models import (
-    ALERT_RULES,
     ALERT_SETTING_KEYS,
-    ALERT_STATES,
-    AUDIT_ACTIONS,
-    AUDIT_TARGET_TYPES,
-    SEVERITIES,
     Alert,
     AlertSettings,
     AuditRecord,
@@ -30,17 +27,15 @@ from ..models import (
     SourceState,
     WalMetric,
 )
-from ..shapes import Shaped, ref, shape_of
+from ..monitor import history
+from ..monitor.history import WalHistory
+from ..shapes import Shaped, TextArg, ref, shape_of
+from ..sources.forms import TABLE_NAME_MAX_LENGTH
+from ..sources.replication import SlotDropped
+from ..sources.services import SampleResult
 from .bodies import json_type
 
 JSON = "application/json"
-
-# GET /alerts' paging: at most this many a page, and pages up to far past any history (which
-# keeps the OFFSET a number every database takes).
-ALERT_PAGE_LIMIT = 500
-AUDIT_PAGE_LIMIT = 500
-MAX_PAGE = 1_000_000
-
 
 # Text with no white space at either end and no NUL character: what a trimmed field keeps.
 TRIMMED = rf"[^{WHITESPACE}\x00](?:[^\x00]*[^{WHITESPACE}\x00])?"
@@ -209,15 +204,7 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
     return {
         f"api.list_{plural}": {
             "summary": f"List {plural} by name",
-            "parameters": [
-                {
-                    "name": "q",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "Only names containing this text",
-                }
-            ],
+            "parameters": [TextArg("q", description="Only names containing this text").parameter()],
             "responses": {"200": _json({"type": "array", "items": one}, f"The {plural}")},
         },
         f"api.create_{title.lower()}": {
@@ -276,20 +263,7 @@ def _operations() -> dict[str, dict[str, Any]]:
     operations.update(_readiness_operations())
     operations["api.wal_metrics"] = {
         "summary": "List a source's newest WAL samples, newest first",
-        "parameters": [
-            {
-                "name": "source_id",
-                "in": "query",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
-            },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-            },
-        ],
+        "parameters": [history.SOURCE_ID.parameter(), history.SAMPLES_LIMIT.parameter()],
         "responses": {
             "200": _json({"type": "array", "items": ref("WalMetric")}, "The samples"),
             "404": _error("No such source"),
@@ -316,40 +290,18 @@ def _operations() -> dict[str, dict[str, Any]]:
         "server, and the worst slot",
         "responses": {"200": _json(ref("Summary"), "The counts")},
     }
-    moment = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
     operations["api.wal_history"] = {
         "summary": "A source's WAL history over a range: its samples at their own times, or, "
         "with more than max_points of them, buckets of the last, min and max values; failed "
         "samples are points with null values and their error",
-        "parameters": [
-            {
-                "name": "start",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": f"{moment}; default end minus 24h",
-            },
-            {
-                "name": "end",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": f"{moment}; default now",
-            },
-            {
-                "name": "max_points",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
-            },
-        ],
+        "parameters": [arg.parameter() for arg in (history.START, history.END, history.MAX_POINTS)],
         "responses": {
             "200": _json(ref("WalHistory"), "The series"),
             "404": _error("No such source"),
             "422": _error("end before start, an unreadable time, or max_points out of range"),
         },
     }
-    operations.update(_alert_operations(moment))
+    operations.update(_alert_operations())
     operations["metrics"] = {
         "summary": "The monitor's figures in Prometheus text format "
         "(no sign-in needed when METRICS_PUBLIC=true)",
@@ -385,9 +337,9 @@ def _readiness_operations() -> dict[str, dict[str, Any]]:
     refused = _error(
         "SourceRefusedError: the source's server refused the statement (details.sqlstate)"
     )
-    confirm = _query(
-        "confirm", {"type": "string"}, "The object's name again: nothing is dropped without it"
-    )
+    confirm = TextArg(
+        "confirm", description="The object's name again: nothing is dropped without it"
+    ).parameter()
 
     def checked_again(name: str, description: str) -> dict[str, Any]:
         """The answer of a create or drop: the object's name, and the source checked again."""
@@ -539,7 +491,11 @@ def _readiness_schemas() -> dict[str, Any]:
                 "tables": {
                     "type": "array",
                     "minItems": 1,
-                    "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                    "items": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": TABLE_NAME_MAX_LENGTH,
+                    },
                 },
             },
         },
@@ -548,74 +504,23 @@ def _readiness_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"slot_name": {"type": "string", "pattern": "^[a-z0-9_]{1,63}$"}},
         },
-        "SlotDropped": {
-            "type": "object",
-            "required": ["dropped", "freed_bytes", "retained_bytes", "sample"],
-            "additionalProperties": False,
-            "properties": {
-                "dropped": text,
-                "retained_bytes": {
-                    "type": ["integer", "null"],
-                    "description": "The WAL the slot retained when it was dropped (bytes, as "
-                    "pg_wal_lsn_diff(current, restart_lsn))",
-                },
-                "freed_bytes": {
-                    "type": ["integer", "null"],
-                    "description": "What of that no other slot of the server needed: the WAL "
-                    "the drop lets PostgreSQL remove or recycle at its next checkpoint",
-                },
-                "sample": ref("SampleResult"),
-            },
-        },
     }
 
 
 def _audit_operation() -> dict[str, Any]:
     """Document the audit log's listing."""
-    moment = "ISO-8601, or relative to now like 24h"
     return {
         "summary": "List audit records, newest first, a page at a time: pass next_cursor as "
         "cursor for the next page",
-        "parameters": [
-            _query("actor", {"type": "string", "maxLength": 80}, "The account's username"),
-            _query("action", {"type": "string", "enum": list(AUDIT_ACTIONS)}),
-            _query("target_type", {"type": "string", "enum": list(AUDIT_TARGET_TYPES)}),
-            _query("target_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
-            _query("since", {"type": "string"}, f"{moment}: records at or after it"),
-            _query("until", {"type": "string"}, f"{moment}: records before it"),
-            _query(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": AUDIT_PAGE_LIMIT, "default": 100},
-            ),
-            _query("cursor", {"type": "string"}, "next_cursor of the page before"),
-        ],
+        "parameters": [arg.parameter() for arg in (*FILTER_ARGS, LIMIT, CURSOR)],
         "responses": {
-            "200": _json(
-                {
-                    "type": "object",
-                    "properties": {
-                        "items": {"type": "array", "items": ref("AuditRecord")},
-                        "next_cursor": {
-                            "type": ["string", "null"],
-                            "description": "The cursor of the next page; null on the last",
-                        },
-                    },
-                    "required": ["items", "next_cursor"],
-                    "additionalProperties": False,
-                },
-                "One page of the log",
-            ),
+            "200": _json(shape_of(AuditPage).schema(), "One page of the log"),
             "422": _error("A parameter is unreadable or out of range; details.fields names it"),
         },
     }
 
 
-def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    param = {"name": name, "in": "query", "required": False, "schema": schema}
-    return {**param, "description": description} if description else param
-
-
-def _alert_operations(moment: str) -> dict[str, dict[str, Any]]:
+def _alert_operations() -> dict[str, dict[str, Any]]:
     """Document the alerts, silences, channel actions and the rule settings."""
     invalid = {
         "400": _error("The body is not a JSON object"),
@@ -633,26 +538,7 @@ def _alert_operations(moment: str) -> dict[str, dict[str, Any]]:
         "api.list_alerts": {
             "summary": "List alerts, a page at a time: with state=firing the firing ones worst "
             "first (critical, then the oldest), else the newest first",
-            "parameters": [
-                _query(
-                    "state", {"type": "string", "enum": [*ALERT_STATES, "all"], "default": "all"}
-                ),
-                _query("source_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),
-                _query("rule", {"type": "string", "enum": list(ALERT_RULES)}),
-                _query(
-                    "start",
-                    {"type": "string"},
-                    f"{moment}: alerts still firing or resolved at or after it",
-                ),
-                _query("end", {"type": "string"}, f"{moment}: alerts started at or before it"),
-                _query(
-                    "page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}
-                ),
-                _query(
-                    "per_page",
-                    {"type": "integer", "minimum": 1, "maximum": ALERT_PAGE_LIMIT, "default": 50},
-                ),
-            ],
+            "parameters": [arg.parameter() for arg in ALERT_ARGS],
             "responses": {
                 "200": {
                     **_json(alerts, "One page of the alerts"),
@@ -720,9 +606,7 @@ def _alert_operations(moment: str) -> dict[str, dict[str, Any]]:
         },
         "api.channel_deliveries": {
             "summary": "A channel's delivery log, newest first",
-            "parameters": [
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50})
-            ],
+            "parameters": [DELIVERIES_LIMIT.parameter()],
             "responses": {
                 "200": _json({"type": "array", "items": ref("Delivery")}, "The attempts"),
                 **no_channel,
@@ -791,124 +675,8 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
-    integer = {"type": "integer"}
-    moment = {"type": "string", "format": "date-time"}
-    for model in (WalMetric, SlotMetric, SourceState):
-        schemas[model.api_name] = shape_of(model).schema()
-    figure = {"type": "array", "items": {"type": ["number", "null"]}}
-    kinds: dict[str, Any] = {"last": figure, "min": figure, "max": figure}
-    figures: dict[str, Any] = {
-        "type": "object",
-        "required": ["last", "min", "max"],
-        "properties": kinds,
-        "description": "One value per time: the last sample's (the line), and the bucket's "
-        "min and max (a band); equal when the points are raw samples; null where it failed",
-    }
-    slot_series = {
-        **figures,
-        "required": ["database", "own", "last", "min", "max", "series_starts"],
-        "properties": {
-            **kinds,
-            "database": {"type": ["string", "null"]},
-            "own": {"type": "boolean", "description": "a slot of the source's own database"},
-            "series_starts": {
-                "type": "array",
-                "items": moment,
-                "description": "times (among `times`) at which the slot starts a new series: "
-                "it was dropped and created again, so its line breaks there",
-            },
-        },
-        "additionalProperties": False,
-    }
-    schemas["WalHistory"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "source_id",
-            "start",
-            "end",
-            "bucket_seconds",
-            "times",
-            "errors",
-            "series",
-            "slots",
-            "other_slots",
-            "thresholds",
-            "alert_spans",
-        ],
-        "properties": {
-            "source_id": integer,
-            "start": moment,
-            "end": moment,
-            "bucket_seconds": {
-                "type": "integer",
-                "description": "0: every point is a sample at its own time; else the width of "
-                "the buckets, whose edges are multiples of it since 1970",
-            },
-            "times": {
-                "type": "array",
-                "items": moment,
-                "description": "each point's time: its sample's, or its bucket's last sample's",
-            },
-            "errors": {
-                "type": "array",
-                "items": {"type": ["string", "null"]},
-                "description": "at each time, null, or why the sample failed",
-            },
-            "series": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "size_bytes": figures,
-                    "retained_bytes": figures,
-                    "wal_rate_bytes_per_second": figures,
-                },
-            },
-            "slots": {
-                "type": "object",
-                "description": "the slots of the source's database and the 10 others of its "
-                "server that retain the most",
-                "additionalProperties": slot_series,
-            },
-            "other_slots": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        **figures,
-                        "required": ["count", "last", "min", "max"],
-                        "properties": {**kinds, "count": integer},
-                    },
-                ],
-                "description": "the server's remaining slots, summed",
-            },
-            "thresholds": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["warning_bytes", "critical_bytes"],
-                "properties": {
-                    "warning_bytes": {"type": ["integer", "null"]},
-                    "critical_bytes": {"type": ["integer", "null"]},
-                },
-                "description": "the source's retained-WAL alert thresholds (null: rule off)",
-            },
-            "alert_spans": {
-                "type": "array",
-                "description": "the periods the source's alerts fired, cut to the range",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["rule", "severity", "slot_name", "start", "end"],
-                    "properties": {
-                        "rule": {"type": "string", "enum": list(ALERT_RULES)},
-                        "severity": {"type": "string", "enum": list(SEVERITIES)},
-                        "slot_name": {"type": ["string", "null"]},
-                        "start": moment,
-                        "end": moment,
-                    },
-                },
-            },
-        },
-    }
+    for shown in (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory):
+        schemas[shown.api_name] = shape_of(shown).schema()
     slot = ref("Slot")["$ref"]
     schemas["SlotSummary"] = {
         "type": "object",
@@ -935,22 +703,11 @@ def _schemas() -> dict[str, Any]:
             "slots": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {"total": integer, "inactive": integer},
+                "properties": {"total": {"type": "integer"}, "inactive": {"type": "integer"}},
                 "description": "each slot counted once per server",
             },
             "pipelines": {**counts, "description": "by desired status"},
             "worst_slot": {"oneOf": [{"type": "null"}, ref("SlotSummary")]},
-        },
-    }
-    schemas["SampleResult"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["ok", "error", "sample", "monitor"],
-        "properties": {
-            "ok": {"type": "boolean"},
-            "error": {"type": ["string", "null"]},
-            "sample": {"oneOf": [{"type": "null"}, ref("WalMetric")]},
-            "monitor": {"oneOf": [{"type": "null"}, ref("MonitorState")]},
         },
     }
     schemas["Health"] = {

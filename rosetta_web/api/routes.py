@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,12 @@ from ..alerting.settings import AlertSettingsForm
 from ..alerts.forms import SilenceForm
 from ..alerts.services import (
     CHANNELS,
+    DELIVERIES_LIMIT,
+    PAGE,
+    PAGE_SIZE,
+    RULE,
+    SOURCE_ID,
+    STATE,
     AlertFilter,
     acknowledge,
     active_silences,
@@ -39,16 +44,19 @@ from ..destinations.services import DESTINATIONS
 from ..errors import ApiError
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm
-from ..models import ALERT_RULES, ALERT_SETTING_KEYS, ALERT_STATES, WalMetric
+from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
+from ..monitor.history import AlertSpan, Thresholds, WalHistory
 from ..pipelines.services import PIPELINES, set_status
 from ..resources import NotFound, Resource
+from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import replication
+from ..sources.forms import PublicationForm
 from ..sources.services import SOURCES, latest_slots, sample_now
-from ..timeutil import isoformat, utcnow
+from ..timeutil import utcnow
 from . import bp
-from .bodies import altered_by_filters, formdata_from_json, json_body
-from .openapi import ALERT_PAGE_LIMIT, AUDIT_PAGE_LIMIT, MAX_PAGE, build_spec
+from .bodies import altered_by_filters, formdata_from_json, json_body, publication_formdata
+from .openapi import build_spec
 
 
 def _invalid(errors: dict[str, list[str]]) -> ApiError:
@@ -136,39 +144,36 @@ def pipeline_action(entity_id: int, action: str) -> Response:
     return jsonify(set_status(PIPELINES.get(entity_id), action.upper()).to_dict())
 
 
-def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int:
-    """Read a whole-number query parameter, or raise 422 naming it.
+def _arg_error(exc: ArgError) -> ApiError:
+    """The 422 that names a query-string argument and says what to send."""
+    return ApiError(422, str(exc), {"fields": {exc.field: [exc.detail]}})
 
-    Absent, it takes its default; present, it must be a number as the OpenAPI document says
-    (ASCII digits, nothing around them): blank or "5_0" is refused, not read as absent or 50.
-    """
-    raw = request.args.get(name)
-    if raw is None:
-        if default is None:
-            raise ApiError(
-                422, f"{name} is required", {"fields": {name: ["This field is required."]}}
-            )
-        return default
-    value = int(raw) if re.fullmatch(r"-?[0-9]{1,19}", raw) else None
-    if value is None or value < minimum or (maximum is not None and value > maximum):
-        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of {minimum} or more"
-        raise ApiError(
-            422,
-            f"{name} must be a whole number {bounds}",
-            {"fields": {name: [f"Enter a whole number {bounds}."]}},
-        )
-    return value
+
+def _number(arg: IntArg) -> int:
+    """Read a whole-number query argument that always has a value, or raise 422 naming it."""
+    try:
+        return arg.number(request.args)
+    except ArgError as exc:
+        raise _arg_error(exc) from None
+
+
+def _optional(arg: IntArg | ChoiceArg) -> Any:
+    """Read a query argument, None when absent with no default, or raise 422 naming it."""
+    try:
+        return arg.read(request.args)
+    except ArgError as exc:
+        raise _arg_error(exc) from None
 
 
 @bp.get("/metrics/wal")
 def wal_metrics() -> Response:
     """List a source's newest WAL samples, newest first."""
-    source = SOURCES.get(_int_arg("source_id", None, 1, MAX_INT))
+    source = SOURCES.get(_number(history.SOURCE_ID))
     stmt = (
         select(WalMetric)
         .where(WalMetric.source_id == source.id)
         .order_by(WalMetric.recorded_at.desc(), WalMetric.id.desc())
-        .limit(_int_arg("limit", 100, 1, 1000))
+        .limit(_number(history.SAMPLES_LIMIT))
     )
     return jsonify([metric.to_dict() for metric in db.session.scalars(stmt)])
 
@@ -177,28 +182,29 @@ def wal_metrics() -> Response:
 def wal_history(entity_id: int) -> Response:
     """Return a source's WAL series over a time range: its samples, or at most max_points."""
     source = SOURCES.get(entity_id)
-    max_points = _int_arg("max_points", history.DEFAULT_MAX_POINTS, 1, history.MAX_POINTS_LIMIT)
+    max_points = _number(history.MAX_POINTS)
     try:
-        win = history.window(request.args.get("start"), request.args.get("end"))
+        win = history.window(
+            request.args.get(history.START.name), request.args.get(history.END.name)
+        )
     except history.HistoryParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
-    result = history.history(source, win, max_points)
     settings = effective_settings(source)
-    result["thresholds"] = {
-        "warning_bytes": settings.retained_warning_bytes,
-        "critical_bytes": settings.retained_critical_bytes,
-    }
-    result["alert_spans"] = [
-        {**span, "start": isoformat(span["start"]), "end": isoformat(span["end"])}
-        for span in alert_spans(source, win.start, win.end)
-    ]
-    return jsonify(result)
+    answer = WalHistory(
+        **history.history(source, win, max_points),
+        thresholds=Thresholds(
+            warning_bytes=settings.retained_warning_bytes,
+            critical_bytes=settings.retained_critical_bytes,
+        ),
+        alert_spans=[AlertSpan(**span) for span in alert_spans(source, win.start, win.end)],
+    )
+    return jsonify(answer.to_dict())
 
 
 @bp.post("/sources/<id:entity_id>/sample")
 def sample_source(entity_id: int) -> Response:
     """Sample a source now and return the sample, or why it failed."""
-    return jsonify(sample_now(SOURCES.get(entity_id)))
+    return jsonify(sample_now(SOURCES.get(entity_id)).to_dict())
 
 
 @bp.post("/sources/<id:entity_id>/check")
@@ -231,46 +237,17 @@ def _refuse_unknown(payload: dict[str, Any], known: tuple[str, ...]) -> None:
         raise _invalid({name: ["Unknown field."] for name in unknown})
 
 
-def _table_names(payload: dict[str, Any]) -> list[str] | None:
-    """Read {"all_tables": true} (None: every table) or {"tables": ["public.orders"]}."""
-    _refuse_unknown(payload, ("all_tables", "tables"))
-    all_tables, tables = payload.get("all_tables"), payload.get("tables")
-    # null is no boolean and no list: leave a field out rather than send it empty.
-    if "all_tables" in payload and not isinstance(all_tables, bool):
-        raise _invalid({"all_tables": ["Send true or false."]})
-    if "tables" in payload and tables is None:
-        raise _invalid({"tables": ["Send a non-empty list of table names (schema.table)."]})
-    if all_tables and tables is not None:
-        raise _invalid({"tables": ["Send all_tables: true or a list of tables, not both."]})
-    if all_tables:
-        return None
-    if tables is None:
-        raise _invalid({"tables": ['Send "all_tables": true or "tables": ["public.orders"].']})
-    if (
-        not isinstance(tables, list)
-        or not tables
-        or not all(isinstance(t, str) and t and len(t) <= 300 for t in tables)
-    ):
-        raise _invalid({"tables": ["Send a non-empty list of table names (schema.table)."]})
-    bad = [t for t in tables if "\x00" in t or not _encodable(t)]
-    if bad:
-        raise _invalid({"tables": ["A table name holds a character PostgreSQL cannot store."]})
-    return tables
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 @bp.post("/sources/<id:entity_id>/publication")
 def create_publication(entity_id: int) -> tuple[Response, int]:
     """Create the source's publication for all tables or the tables listed, on the source."""
     source = SOURCES.get(entity_id)
-    tables = _table_names(json_body())
+    payload = json_body()
+    formdata, refused = publication_formdata(payload)
+    if refused:  # one answer at a time, as each says what to send instead
+        raise _invalid(refused)
+    form = PublicationForm(formdata=formdata, meta={"csrf": False})
+    _checked(form, payload, {})
+    tables = None if form.scope.data == "all" else list(form.tables.data or [])
     replication.create_publication(source, tables)
     return jsonify({"publication": source.publication_name, "readiness": source.readiness}), 201
 
@@ -323,17 +300,6 @@ def source_slots(entity_id: int) -> Response:
 # Alerts: the alerts themselves, silences, the rule settings (channels are registered above)
 
 
-def _choice_arg(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
-    """Read a query parameter that must be one of `choices`, or raise 422 naming it."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if raw not in choices:
-        message = f"{name} must be one of {', '.join(choices)}"
-        raise ApiError(422, message, {"fields": {name: [f"Choose one of {', '.join(choices)}."]}})
-    return raw
-
-
 def _moment_arg(name: str, now: datetime) -> datetime | None:
     """Read an optional time parameter as wal-history does: ISO-8601 or relative (24h)."""
     raw = request.args.get(name)
@@ -351,17 +317,17 @@ def list_alerts() -> Response:
     oldest) with state=firing, else the newest first; X-Total-Count says how many match."""
     now = utcnow()
     filters = AlertFilter(
-        state=_choice_arg("state", (*ALERT_STATES, "all"), "all") or "all",
-        source_id=_int_arg("source_id", 0, 1, MAX_INT) or None,
-        rule=_choice_arg("rule", ALERT_RULES, None),
+        state=_optional(STATE) or "all",
+        source_id=_optional(SOURCE_ID),
+        rule=_optional(RULE),
         start=_moment_arg("start", now),
         end=_moment_arg("end", now),
     )
     if filters.start and filters.end and filters.end < filters.start:
         message = "end must not be before start."
         raise ApiError(422, message, {"fields": {"end": [message]}})
-    page = _int_arg("page", 1, 1, MAX_PAGE)
-    per_page = _int_arg("per_page", 50, 1, ALERT_PAGE_LIMIT)
+    page = _number(PAGE)
+    per_page = _number(PAGE_SIZE)
     alerts, total = alert_page(filters, page, per_page)
     response = jsonify([alert.to_dict() for alert in alerts])
     response.headers["X-Total-Count"] = str(total)
@@ -419,7 +385,7 @@ def test_channel_now(entity_id: int) -> Response:
 def channel_deliveries(entity_id: int) -> Response:
     """List a channel's delivery log, newest first."""
     channel = CHANNELS.get(entity_id)
-    limit = _int_arg("limit", 50, 1, 1000)
+    limit = _number(DELIVERIES_LIMIT)
     return jsonify([entry.to_dict() for entry in deliveries(channel, limit)])
 
 
@@ -451,9 +417,8 @@ def audit_log() -> Response:
     query = audit.read_query(request.args, utcnow())
     if query.errors:
         raise _invalid({name: [message] for name, message in query.errors.items()})
-    limit = _int_arg("limit", 100, 1, AUDIT_PAGE_LIMIT)
-    records, cursor = audit.page(query.filters, limit, query.after_id)
-    return jsonify({"items": [record.to_dict() for record in records], "next_cursor": cursor})
+    limit = _number(audit.LIMIT)
+    return jsonify(audit.page(query.filters, limit, query.after_id).to_dict())
 
 
 @bp.get("/openapi.json")

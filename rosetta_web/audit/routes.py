@@ -38,7 +38,8 @@ def index() -> Response:
     records: list[AuditRecord] = []
     cursor = None
     if not query.errors:
-        records, cursor = services.page(query.filters, PER_PAGE, query.after_id)
+        found = services.page(query.filters, PER_PAGE, query.after_id)
+        records, cursor = found.items, found.next_cursor
     response = render_page_or_fragment(
         "audit/index.html",
         "audit/_records.html",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import chain
-from typing import Any
+from typing import Annotated, Any
 
 from flask import current_app, g, has_app_context, has_request_context, request
 from flask_login import current_user
@@ -41,6 +41,7 @@ from ..models import (
     User,
 )
 from ..monitor.history import HistoryParameterError, parse_moment
+from ..shapes import ChoiceArg, Declared, Described, IntArg, TextArg
 from ..timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,19 @@ class AuditFilter:
 
 
 MAX_BIGINT = 2**63 - 1
-FILTERS = ("actor", "action", "target_type", "target_id", "since", "until")
+_MOMENT = "ISO-8601, or relative to now like 24h"
+ACTOR_MAX_LENGTH = 80  # no account's name is longer
+ACTOR = TextArg("actor", max_length=ACTOR_MAX_LENGTH, description="The account's username")
+ACTION = ChoiceArg("action", choices=AUDIT_ACTIONS)
+TARGET_TYPE = ChoiceArg("target_type", choices=AUDIT_TARGET_TYPES)
+TARGET_ID = IntArg("target_id", minimum=0, maximum=MAX_BIGINT)
+SINCE = TextArg("since", description=f"{_MOMENT}: records at or after it")
+UNTIL = TextArg("until", description=f"{_MOMENT}: records before it")
+FILTER_ARGS = (ACTOR, ACTION, TARGET_TYPE, TARGET_ID, SINCE, UNTIL)
+FILTERS = tuple(arg.name for arg in FILTER_ARGS)
+# The API's page; the log's own page shows a fixed number.
+LIMIT = IntArg("limit", minimum=1, maximum=500, default=100)
+CURSOR = TextArg("cursor", description="next_cursor of the page before")
 
 
 @dataclass
@@ -419,18 +432,19 @@ def read_query(args: Mapping[str, str], now: datetime) -> AuditQuery:
     """Read the filters and the cursor from a query string; each bad one is named."""
     values = {name: args.get(name, "").strip() for name in FILTERS if args.get(name, "").strip()}
     errors: dict[str, str] = {}
-    if len(values.get("actor", "")) > 80 or "\x00" in values.get("actor", ""):
-        errors["actor"] = "No actor's name is longer than 80 characters or holds a NUL."
-    action = values.get("action")
-    if action is not None and action not in AUDIT_ACTIONS:
-        errors["action"] = f"Choose one of {', '.join(AUDIT_ACTIONS)}."
-    target_type = values.get("target_type")
-    if target_type is not None and target_type not in AUDIT_TARGET_TYPES:
-        errors["target_type"] = f"Choose one of {', '.join(AUDIT_TARGET_TYPES)}."
+    actor = values.get("actor", "")
+    if len(actor) > ACTOR_MAX_LENGTH or "\x00" in actor:
+        errors["actor"] = (
+            f"No actor's name is longer than {ACTOR_MAX_LENGTH} characters or holds a NUL."
+        )
+    for arg in (ACTION, TARGET_TYPE):
+        if arg.name in values and values[arg.name] not in arg.choices:
+            errors[arg.name] = f"Choose one of {', '.join(arg.choices)}."
+    action, target_type = values.get("action"), values.get("target_type")
     target_id = None
     if "target_id" in values:
         raw = values["target_id"]
-        if raw.isascii() and raw.isdigit() and int(raw) <= MAX_BIGINT:
+        if raw.isascii() and raw.isdigit() and TARGET_ID.within(int(raw)):
             target_id = int(raw)
         else:
             errors["target_id"] = "Enter a whole number: the id of the target."
@@ -478,9 +492,15 @@ def decode_cursor(cursor: str) -> int | None:
     return record_id if record_id <= MAX_BIGINT else None
 
 
-def page(
-    filters: AuditFilter, limit: int, after_id: int | None = None
-) -> tuple[list[AuditRecord], str | None]:
+@dataclass(frozen=True)
+class AuditPage(Declared):
+    """One page of the log, newest first, and the cursor of the page after."""
+
+    items: list[AuditRecord]
+    next_cursor: Annotated[str | None, Described("The cursor of the next page; null on the last")]
+
+
+def page(filters: AuditFilter, limit: int, after_id: int | None = None) -> AuditPage:
     """Return one page of matching records, newest first, and the cursor of the next."""
     stmt = filters.statement()
     if after_id is not None:
@@ -488,18 +508,18 @@ def page(
     rows = list(db.session.scalars(stmt.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].id) if more else None
+    return AuditPage(rows, encode_cursor(rows[-1].id) if more else None)
 
 
 def stream(filters: AuditFilter, batch: int = 1000) -> Iterator[AuditRecord]:
     """Yield every matching record, newest first, a batch at a time."""
     after_id = None
     while True:
-        rows, cursor = page(filters, batch, after_id)
-        yield from rows
-        if cursor is None:
+        found = page(filters, batch, after_id)
+        yield from found.items
+        if found.next_cursor is None:
             return
-        after_id = rows[-1].id
+        after_id = found.items[-1].id
 
 
 def account_names() -> list[str]:

@@ -13,19 +13,28 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import Float, Integer, cast, func, literal, select, text, type_coerce
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
-from ..models import SampleError, SlotMetric, Source, WalMetric
+from ..forms import MAX_INT
+from ..models import ALERT_RULES, SEVERITIES, SampleError, SlotMetric, Source, WalMetric
+from ..shapes import Declared, Described, IntArg, Moment, TextArg
 from ..timeutil import as_utc, isoformat, utcnow
 
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
+MOMENT_WORDS = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
+START = TextArg("start", description=f"{MOMENT_WORDS}; default end minus 24h")
+END = TextArg("end", description=f"{MOMENT_WORDS}; default now")
+MAX_POINTS = IntArg("max_points", minimum=1, maximum=MAX_POINTS_LIMIT, default=DEFAULT_MAX_POINTS)
+# GET /metrics/wal: a source's newest samples.
+SOURCE_ID = IntArg("source_id", minimum=1, maximum=MAX_INT, required=True)
+SAMPLES_LIMIT = IntArg("limit", minimum=1, maximum=1000, default=100)
 RELATIVE = re.compile(r"^(\d{1,10})\s*([smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -206,6 +215,114 @@ def _more_than(limit: int, model: Any, owner: Any, owner_id: int, win: Window) -
         .subquery()
     )
     return db.session.scalar(select(func.count()).select_from(found)) or 0
+
+
+_FIGURE = {"type": "array", "items": {"type": ["number", "null"]}}
+_KINDS: dict[str, Any] = {"last": _FIGURE, "min": _FIGURE, "max": _FIGURE}
+FIGURES: dict[str, Any] = {
+    "type": "object",
+    "required": ["last", "min", "max"],
+    "properties": _KINDS,
+    "description": "One value per time: the last sample's (the line), and the bucket's "
+    "min and max (a band); equal when the points are raw samples; null where it failed",
+}
+SLOT_FIGURES: dict[str, Any] = {
+    **FIGURES,
+    "required": ["database", "own", "last", "min", "max", "series_starts"],
+    "properties": {
+        **_KINDS,
+        "database": {"type": ["string", "null"]},
+        "own": {"type": "boolean", "description": "a slot of the source's own database"},
+        "series_starts": {
+            "type": "array",
+            "items": {"type": "string", "format": "date-time"},
+            "description": "times (among `times`) at which the slot starts a new series: "
+            "it was dropped and created again, so its line breaks there",
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True)
+class Thresholds(Declared):
+    """A source's retained-WAL alert thresholds, in bytes (None: the rule is off)."""
+
+    warning_bytes: int | None
+    critical_bytes: int | None
+
+
+@dataclass(frozen=True)
+class AlertSpan(Declared):
+    """A period one of the source's alerts fired, cut to the range."""
+
+    rule: Annotated[str, Described(schema={"type": "string", "enum": list(ALERT_RULES)})]
+    severity: Annotated[str, Described(schema={"type": "string", "enum": list(SEVERITIES)})]
+    slot_name: str | None
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class WalHistory(Declared):
+    """A source's WAL series over a range (see `history`), its thresholds and its alerts."""
+
+    api_name = "WalHistory"
+
+    source_id: int
+    start: Moment
+    end: Moment
+    bucket_seconds: Annotated[
+        int,
+        Described(
+            "0: every point is a sample at its own time; else the width of the buckets, whose "
+            "edges are multiples of it since 1970"
+        ),
+    ]
+    times: Annotated[
+        list[Moment], Described("each point's time: its sample's, or its bucket's last sample's")
+    ]
+    errors: Annotated[list[str | None], Described("at each time, null, or why the sample failed")]
+    series: Annotated[
+        dict[str, Any],
+        Described(
+            schema={
+                "type": "object",
+                "additionalProperties": False,
+                "properties": dict.fromkeys(WAL_SERIES, FIGURES),
+            }
+        ),
+    ]
+    slots: Annotated[
+        dict[str, Any],
+        Described(
+            "the slots of the source's database and the 10 others of its server that retain "
+            "the most",
+            {"type": "object", "additionalProperties": SLOT_FIGURES},
+        ),
+    ]
+    other_slots: Annotated[
+        dict[str, Any] | None,
+        Described(
+            "the server's remaining slots, summed",
+            {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        **FIGURES,
+                        "required": ["count", "last", "min", "max"],
+                        "properties": {**_KINDS, "count": {"type": "integer"}},
+                    },
+                ]
+            },
+        ),
+    ]
+    thresholds: Annotated[
+        Thresholds, Described("the source's retained-WAL alert thresholds (null: rule off)")
+    ]
+    alert_spans: Annotated[
+        list[AlertSpan], Described("the periods the source's alerts fired, cut to the range")
+    ]
 
 
 def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:

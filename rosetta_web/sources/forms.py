@@ -23,6 +23,7 @@ from ..forms import (
     EntityForm,
     SelectChoice,
     blank_to_none,
+    is_unicode,
     lowercase,
     name_rules,
     strip,
@@ -133,6 +134,9 @@ class SourceForm(EntityForm):
         return valid
 
 
+TABLE_NAME_MAX_LENGTH = 300  # the longest schema.table a publication is asked for
+
+
 class PublicationForm(BaseForm):
     """Create the source's publication: for all tables, or the tables ticked."""
 
@@ -145,6 +149,12 @@ class PublicationForm(BaseForm):
         default="all",
     )
     tables = SelectMultipleField("Tables to publish", choices=[], validate_choice=False)
+
+    def validate_tables(self, field: SelectMultipleField) -> None:
+        """Refuse a name PostgreSQL cannot store: a NUL, or a lone surrogate."""
+        for name in field.data or []:
+            if "\x00" in name or not is_unicode(name):
+                raise ValidationError("A table name holds a character PostgreSQL cannot store.")
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)

@@ -8,7 +8,7 @@ import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import Select, select
@@ -32,8 +32,9 @@ from ..readiness.source import (
     slot_missing,
 )
 from ..resources import DomainError, store_readiness
+from ..shapes import Declared, Described
 from ..timeutil import as_utc, utcnow
-from .services import sample_now
+from .services import SampleResult, sample_now
 
 log = logging.getLogger(__name__)
 
@@ -368,21 +369,28 @@ def _freed_words(dropped: obj.SlotInfo) -> str | None:
 
 
 @dataclass(frozen=True)
-class SlotDropped:
-    """A slot dropped: the WAL it retained and freed, and the source sampled just after."""
+class SlotDropped(Declared):
+    """A slot dropped: its name, the WAL it retained and freed, and the source sampled just
+    after."""
 
-    slot_name: str
-    retained_bytes: int | None
-    freed_bytes: int | None
-    sample: dict[str, Any]
+    api_name = "SlotDropped"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dropped": self.slot_name,
-            "freed_bytes": self.freed_bytes,
-            "retained_bytes": self.retained_bytes,
-            "sample": self.sample,
-        }
+    dropped: str
+    freed_bytes: Annotated[
+        int | None,
+        Described(
+            "What of that no other slot of the server needed: the WAL the drop lets "
+            "PostgreSQL remove or recycle at its next checkpoint"
+        ),
+    ]
+    retained_bytes: Annotated[
+        int | None,
+        Described(
+            "The WAL the slot retained when it was dropped (bytes, as "
+            "pg_wal_lsn_diff(current, restart_lsn))"
+        ),
+    ]
+    sample: SampleResult
 
 
 def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDropped:
@@ -403,4 +411,9 @@ def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDroppe
     # Checked before the sample: the round then finds the stored result already true.
     check_now(source)
     sample = sample_now(source)
-    return SlotDropped(slot_name, dropped.retained_bytes, dropped.frees_bytes, sample)
+    return SlotDropped(
+        dropped=slot_name,
+        freed_bytes=dropped.frees_bytes,
+        retained_bytes=dropped.retained_bytes,
+        sample=sample,
+    )

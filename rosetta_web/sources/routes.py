@@ -90,10 +90,10 @@ def sample(entity_id: int) -> Response:
         flash("The form expired before you sent it; press Sample now again.", "error")
     else:
         result = sample_now(source)
-        if result["ok"]:
+        if result.ok:
             flash(f"Sampled '{source.name}' just now.", "success")
         else:
-            flash(f"Sampling '{source.name}' failed: {result['error']}", "error")
+            flash(f"Sampling '{source.name}' failed: {result.error}", "error")
     return redirect(url_for("sources.detail", entity_id=entity_id), 303)
 
 
@@ -248,7 +248,7 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
 
 def dropped_words(dropped: replication.SlotDropped, source: Source) -> str:
     """Say what a drop freed, and what the sample taken just after saw."""
-    words = f"Dropped slot {dropped.slot_name}"
+    words = f"Dropped slot {dropped.dropped}"
     if dropped.retained_bytes is not None and dropped.freed_bytes is not None:
         words += f": it retained {pg_size_pretty(dropped.retained_bytes)} of WAL"
         if dropped.freed_bytes:
@@ -258,16 +258,16 @@ def dropped_words(dropped: replication.SlotDropped, source: Source) -> str:
             )
         else:
             words += ", all of it still needed by an older slot of the server, so none is freed"
-    sample = dropped.sample.get("sample")
+    sample = dropped.sample.sample
     if sample:
-        retained = sample["retained_bytes"]
+        retained = sample.retained_bytes
         words += ". Sampled just after: " + (
             f"the slots of {source.pg_database} retain at most {pg_size_pretty(retained)}"
             if retained is not None
             else f"no slot of {source.pg_database} retains WAL"
         )
-        if sample["size_bytes"] is not None:
-            words += f", the WAL directory holds {pg_size_pretty(sample['size_bytes'])}"
-    elif dropped.sample.get("error"):
-        words += f". Sampling just after failed: {dropped.sample['error']}"
+        if sample.size_bytes is not None:
+            words += f", the WAL directory holds {pg_size_pretty(sample.size_bytes)}"
+    elif dropped.sample.error:
+        words += f". Sampling just after failed: {dropped.sample.error}"
     return words + "."

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
@@ -12,6 +12,7 @@ from ..extensions import db
 from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
 from ..monitor.rounds import run_round
 from ..resources import NotFound, Resource
+from ..shapes import Declared
 from ..timeutil import as_utc
 from .forms import SourceForm
 
@@ -101,7 +102,19 @@ def next_round_at(interval_s: int) -> datetime | None:
     return as_utc(last) + timedelta(seconds=interval_s)
 
 
-def sample_now(source: Source) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SampleResult(Declared):
+    """A sample taken by hand: whether it worked, why not, the sample and the monitor's state."""
+
+    api_name = "SampleResult"
+
+    ok: bool
+    error: str | None
+    sample: WalMetric | None
+    monitor: SourceState | None
+
+
+def sample_now(source: Source) -> SampleResult:
     """Sample the source by hand now; return the sample, or why it failed, and its state."""
     samples = run_round(source_id=source.id, force=True)
     if not samples:  # deleted meanwhile
@@ -111,9 +124,4 @@ def sample_now(source: Source) -> dict[str, Any]:
     metric = None
     if sample.ok and state is not None and state.latest_wal_metric_id is not None:
         metric = db.session.get(WalMetric, state.latest_wal_metric_id)
-    return {
-        "ok": sample.ok,
-        "error": sample.error,
-        "sample": metric.to_dict() if metric is not None else None,
-        "monitor": state.to_dict() if state is not None else None,
-    }
+    return SampleResult(ok=sample.ok, error=sample.error, sample=metric, monitor=state)

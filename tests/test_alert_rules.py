@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from rosetta_web.alerting import rules, trends
 from rosetta_web.models import ALERT_SETTING_KEYS
 
-MB = 1024 * 1024
+from .constants import MB
+
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 

@@ -15,10 +15,11 @@ from sqlalchemy.exc import OperationalError
 from rosetta_web.alerting import trends
 from rosetta_web.alerting.settings import GIB
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Alert, AlertSettings, Channel, Server, Silence, Source, SourceState
+from rosetta_web.models import Alert, AlertSettings, Channel, Silence, Source
 from rosetta_web.timeutil import utcnow
 
-from .factories import new_source, slot_metric
+from .factories import add_alert as store_alert
+from .factories import new_server, new_source, new_state, slot_metric
 from .seed import SOURCE
 
 MIB = 1024**2
@@ -38,24 +39,16 @@ def add_alert(app, source_id: int | None, **fields: Any) -> int:
     """Store an alert as the engine would; firing retained_wal warning unless told."""
     now = utcnow()
     values: dict[str, Any] = {
-        "rule": "retained_wal",
-        "severity": "warning",
-        "state": "firing",
         "source_name": "shop",
-        "slot_name": "orders",
         "value": 6 * GIB,
         "threshold": 5 * GIB,
         "message": "slot `orders` on h:5432 retains 6144 MB of WAL (warning at 5120 MB)",
         "started_at": now - timedelta(minutes=30),
         "evaluated_at": now,
+        **fields,
     }
-    values.update(fields)
-    values.setdefault("key", f"{values['rule']}:test:{next(KEYS)}")
-    with app.app_context():
-        alert = Alert(source_id=source_id, **values)
-        _db.session.add(alert)
-        _db.session.commit()
-        return alert.id
+    values.setdefault("key", f"{values.get('rule', 'retained_wal')}:test:{next(KEYS)}")
+    return store_alert(app, source_id, **values)
 
 
 def add_silence(app, source_id: int, rule: str | None = None, hours: float = 1) -> int:
@@ -564,8 +557,7 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
     """Give a source a server whose last sample saw these slots, with their trends."""
     with app.app_context():
         now = utcnow()
-        server = Server(address="h:5432", system_identifier="7000000000000000042")
-        server.last_sampled_at = now
+        server = new_server(last_sampled_at=now)
         growths = {name: slot.pop("growth") for name, slot in slots.items()}
         _db.session.add(server)
         _db.session.flush()
@@ -578,15 +570,7 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
             name: {**trends.update(None, now, row, None), "growth": growths[name]}
             for name, row in rows.items()
         }
-        _db.session.add(
-            SourceState(
-                source_id=source_id,
-                server_id=server.id,
-                status="OK",
-                consecutive_failures=0,
-                last_sampled_at=now,
-            )
-        )
+        _db.session.add(new_state(source_id, server_id=server.id, last_sampled_at=now))
         _db.session.add_all(rows.values())
         _db.session.commit()
 

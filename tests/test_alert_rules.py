@@ -64,6 +64,7 @@ def test_size_alerts_hold_until_ten_percent_below_their_threshold():
 
 
 def test_a_rule_set_to_null_is_off():
+    """With every rule null, even a huge retained figure fires nothing."""
     assert fire(10**12, {}) == []
 
 

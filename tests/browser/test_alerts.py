@@ -107,6 +107,8 @@ def test_acknowledge_in_place_keeps_the_order(firing, live_server, page):
 
 
 def test_a_silence_ending_in_the_past_is_refused_beside_the_field(firing, live_server, page):
+    """A silence ending in the past is refused under its field, the form left open with the input
+    kept, and the alert still counts in the banner."""
     page.goto(live_server + "/alerts/")
     box = f"#alert-{firing['warning']}-silence"
     page.click(f"{box} summary")
@@ -203,6 +205,8 @@ def test_thresholds_far_above_the_data_are_named_not_drawn(app, live_server, pag
 
 
 def test_channel_form_bad_input_beside_the_fields(app, live_server, page, sign_in):
+    """A webhook with an ftp URL and a short secret shows each error under its field with the input
+    kept; the secret field shows for webhooks only."""
     create_operator(app)
     sign_in()
     page.goto(live_server + "/alerts/channels/new")
@@ -226,6 +230,8 @@ def test_channel_form_bad_input_beside_the_fields(app, live_server, page, sign_i
 
 
 def test_settings_form_bad_input_beside_the_fields(app, live_server, page, sign_in):
+    """Bad rule settings show each error under its field with the input kept; put right, they are
+    saved and the page says so."""
     create_operator(app)
     sign_in()
     page.click("nav a:text('Alerts')")
@@ -252,6 +258,8 @@ def test_settings_form_bad_input_beside_the_fields(app, live_server, page, sign_
 
 
 def test_send_a_test_notification_in_place(app, live_server, page, httpserver, sign_in):
+    """Send test on a new channel delivers one webhook and shows the outcome and the delivery row
+    without leaving the page."""
     create_operator(app)
     httpserver.expect_request("/hook", method="POST").respond_with_data("", status=204)
     sign_in()

@@ -20,6 +20,7 @@ from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db as _db  # noqa: E402
 
+from .apps import make_app  # noqa: E402
 from .clients import Api, Browser, QueryCounter, sign_in  # noqa: E402
 from .factories import MONITOR_PASSWORD, PASSWORD, PLAIN_PASSWORD, create_operator  # noqa: E402
 from .pg import Cluster, HangingServer, free_port  # noqa: E402
@@ -93,22 +94,6 @@ def database_url(pg_cluster: Cluster | None) -> str:
         upgrade()
         _db.engine.dispose()
     return url
-
-
-def make_app(url: str, **config: Any) -> Flask:
-    """Create a test app on `url` with a clean set of tables."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, **config})
-    with app.app_context():
-        tables = [table.name for table in reversed(_db.metadata.sorted_tables)]
-        if _db.engine.dialect.name == "postgresql":
-            # audit_log refuses TRUNCATE by a trigger; a replica session fires no triggers.
-            _db.session.execute(_db.text("SET LOCAL session_replication_role = replica"))
-            _db.session.execute(_db.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                _db.session.execute(_db.text(f"DELETE FROM {table}"))
-        _db.session.commit()
-    return app
 
 
 @pytest.fixture

@@ -1,19 +1,42 @@
-"""Builders of test data, shared by the tests and the benchmarks: operators, sources, samples."""
+"""Builders of test data, shared by the tests and the benchmarks: operators, sources, samples,
+servers, destinations, alerts, channels and their deliveries."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from itertools import count
 from typing import Any
 
 from flask import Flask
 
 from rosetta_web.auth import services
 from rosetta_web.extensions import db
-from rosetta_web.models import SlotMetric, Source, SourceState, WalMetric
+from rosetta_web.models import (
+    Alert,
+    Channel,
+    Delivery,
+    Destination,
+    Notification,
+    Server,
+    SlotMetric,
+    Source,
+    SourceState,
+    WalMetric,
+)
+from rosetta_web.timeutil import utcnow
+
+from .constants import GIB
 
 PASSWORD = "correct-horse-battery"
 MONITOR_PASSWORD = "Monitor-Pass-9!"
 PLAIN_PASSWORD = "Plain-Pass-7!"
+# A webhook URL carrying a token in its path, and its signing secret: neither may ever be shown.
+HOOK_TOKEN = "T0K3Nzz9c1a8b7"
+HOOK_URL = f"https://hooks.example.com/services/{HOOK_TOKEN}"
+HOOK_SECRET = "s3cret-signing-key-0123456789"
+
+_alert_keys = count(1)
 
 
 def create_operator(
@@ -24,21 +47,30 @@ def create_operator(
         services.create_user(username, password, role)
 
 
+def _built(model: type[Any], columns: dict[str, Any], fields: dict[str, Any]) -> Any:
+    """Build `model` from `columns`, then set each of `fields` (properties that encrypt a
+    secret among them)."""
+    row = model(**columns)
+    for key, value in fields.items():
+        setattr(row, key, value)
+    return row
+
+
+def _store(app: Flask, build: Callable[[], Any]) -> int:
+    """Store the row `build` makes (inside the app: secrets are encrypted with its key); return
+    its id."""
+    with app.app_context():
+        row = build()
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+
 def new_source(name: str, **fields: Any) -> Source:
     """Build (not store) a source with placeholder connection settings, overridden by `fields`."""
-    source = Source(
-        name=name,
-        pg_host="h",
-        pg_port=5432,
-        pg_database="d",
-        pg_username="u",
-        publication_name="p",
-        replication_id=0,
-    )
-    source.pg_password = fields.pop("pg_password", "x")
-    for key, value in fields.items():
-        setattr(source, key, value)
-    return source
+    columns = {"pg_host": "h", "pg_port": 5432, "pg_database": "d", "pg_username": "u"}
+    columns |= {"publication_name": "p", "replication_id": 0}
+    return _built(Source, {"name": name, **columns}, {"pg_password": "x", **fields})
 
 
 def sampled_source(index: int, **state: Any) -> Source:
@@ -59,8 +91,9 @@ def add_source(
     slot_name: str = "rosetta_slot",
 ) -> int:
     """Register a source on 127.0.0.1:`port` the way the API does; return its id."""
-    with app.app_context():
-        source = new_source(
+    return _store(
+        app,
+        lambda: new_source(
             name,
             pg_host="127.0.0.1",
             pg_port=port,
@@ -69,10 +102,8 @@ def add_source(
             pg_password=password,
             publication_name=publication_name,
             slot_name=slot_name,
-        )
-        db.session.add(source)
-        db.session.commit()
-        return source.id
+        ),
+    )
 
 
 def wal_metric(source_id: int, recorded_at: datetime, **figures: Any) -> WalMetric:
@@ -97,3 +128,130 @@ def slot_metric(
         slot_name=slot_name,
         **{**defaults, **figures},
     )
+
+
+def new_state(source_id: int | None, **fields: Any) -> SourceState:
+    """Build (not store) a source's monitor state: OK, no failures, unless `fields` say."""
+    defaults: dict[str, Any] = {"status": "OK", "consecutive_failures": 0}
+    return SourceState(source_id=source_id, **{**defaults, **fields})
+
+
+def new_server(
+    address: str = "h:5432", system_identifier: str | None = "7000000000000000042", **fields: Any
+) -> Server:
+    """Build (not store) a PostgreSQL server as a sample identifies it."""
+    return Server(address=address, system_identifier=system_identifier, **fields)
+
+
+def new_destination(name: str = "d", **fields: Any) -> Destination:
+    """Build (not store) a Snowflake destination with placeholder settings, overridden by
+    `fields` (a passphrase among them, stored encrypted)."""
+    columns = {"snowflake_account": "a", "snowflake_user": "u", "snowflake_database": "db"}
+    columns |= {"snowflake_schema": "s", "snowflake_private_key_path": "k.p8"}
+    return _built(Destination, {"name": name, **columns}, fields)
+
+
+def new_alert(source_id: int | None, **fields: Any) -> Alert:
+    """Build (not store) an alert as the engine would: a firing retained_wal warning on slot
+    `orders` unless `fields` say otherwise; a resolved one resolved a minute ago."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "key": f"test:{next(_alert_keys)}",
+        "rule": "retained_wal",
+        "severity": "warning",
+        "state": "firing",
+        "source_id": source_id,
+        "source_name": "production-postgres",
+        "slot_name": "orders",
+        "value": 6.0 * GIB,
+        "threshold": 5.0 * GIB,
+        "message": "slot orders retains 6 GB",
+        "started_at": now - timedelta(minutes=10),
+        "evaluated_at": now,
+        **fields,
+    }
+    if values["state"] == "resolved":
+        values.setdefault("resolved_at", now - timedelta(minutes=1))
+    return Alert(**values)
+
+
+def add_alert(app: Flask, source_id: int | None, **fields: Any) -> int:
+    """Store an alert built by new_alert; return its id."""
+    return _store(app, lambda: new_alert(source_id, **fields))
+
+
+def new_channel(name: str, **fields: Any) -> Channel:
+    """Build (not store) a channel: a webhook for warnings and worse from every source, unless
+    `fields` say otherwise (its url and secret among them, stored encrypted)."""
+    columns = {"type": "webhook", "min_severity": "warning", "source_ids": []}
+    columns |= {key: fields.pop(key) for key in list(columns) if key in fields}
+    return _built(Channel, {"name": name, **columns}, fields)
+
+
+def add_channel(app: Flask, name: str = "seeded", **fields: Any) -> int:
+    """Store a webhook channel at HOOK_URL signed with HOOK_SECRET unless told; return its id."""
+    url, secret = fields.pop("url", HOOK_URL), fields.pop("secret", HOOK_SECRET)
+    return _store(app, lambda: new_channel(name, url=url, secret=secret, **fields))
+
+
+def new_delivery(channel_id: int, notification_id: int, **fields: Any) -> Delivery:
+    """Build (not store) one attempt to deliver a notification: a `test` sent now, unless told."""
+    defaults: dict[str, Any] = {
+        "event": "test",
+        "attempted_at": utcnow(),
+        "ok": True,
+        "duration_ms": 3,
+    }
+    return Delivery(
+        channel_id=channel_id, notification_id=notification_id, **{**defaults, **fields}
+    )
+
+
+def seed_alerting(app: Flask, source_id: int) -> None:
+    """Give every alerts GET something to show: an alert, a channel with a delivery and a
+    silence (for tests that call each documented GET with id 1)."""
+    add_alert(app, source_id)
+    channel_id = add_channel(app)
+    with app.app_context():
+        notification = Notification(channel_id=channel_id, event="test", payload={})
+        db.session.add(notification)
+        db.session.flush()
+        db.session.add(
+            new_delivery(channel_id, notification.id, ok=False, status_code=500, error="HTTP 500")
+        )
+        db.session.commit()
+
+
+def add_alerts(app: Flask) -> None:
+    """Store a firing alert with a long message, a resolved one, and a channel: the alert
+    pages' widest content."""
+    now = utcnow()
+    long_name = "a-source-with-a-rather-long-name"
+    with app.app_context():
+        for state in ("firing", "resolved"):
+            db.session.add(
+                new_alert(
+                    1,
+                    key=f"slot_inactive:layout:{state}",
+                    rule="slot_inactive",
+                    state=state,
+                    source_name=long_name,
+                    slot_name="a_replication_slot_with_a_long_name",
+                    value=45,
+                    threshold=30,
+                    message=f"slot `a_replication_slot_with_a_long_name` on {long_name}:5432 "
+                    "has had no consumer for 45 min (warning at 30 min)",
+                    started_at=now,
+                    resolved_at=now if state == "resolved" else None,
+                    evaluated_at=now,
+                )
+            )
+        db.session.add(
+            new_channel(
+                "pagerduty-for-the-platform-team",
+                type="apprise",
+                source_ids=[1],
+                url="pagerduty://integration-key-1234567890abcdef@api-key-abcdef1234567890",
+            )
+        )
+        db.session.commit()

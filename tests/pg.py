@@ -11,10 +11,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg2
+
+from .constants import MIB
 
 
 def _bindir() -> Path:
@@ -163,6 +167,122 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def psql(cluster: Cluster, query: Any, *args: Any, database: str = "shop") -> list[tuple[Any, ...]]:
+    """Run one statement (text or psycopg2.sql) as postgres; return its rows, none for a
+    command."""
+    with closing(cluster.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute(query, args or None)
+        return cur.fetchall() if cur.description else []
+
+
+def client_options(cluster: Cluster, database: str = "shop") -> list[str]:
+    """Return the command-line options of a PostgreSQL client connecting as postgres."""
+    return ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d", database]
+
+
+# Ways to write WAL: rows into shop's `orders`, or logical messages of 1 MB (no table grows).
+INSERT_ROWS = "INSERT INTO orders (note) SELECT md5(random()::text) FROM generate_series(1, 2000)"
+EMIT_MESSAGE = "SELECT pg_logical_emit_message(false, 'rosetta-test', repeat('x', 1048576))"
+
+
+def write_wal(
+    cluster: Cluster, megabytes: float, statement: str = INSERT_ROWS, database: str = "shop"
+) -> int:
+    """Write at least `megabytes` of WAL into `database`, `statement` at a time; return the
+    bytes written."""
+    with closing(cluster.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()")
+        start = cur.fetchone()[0]
+        while True:
+            cur.execute(statement)
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)::bigint", (start,))
+            written = int(cur.fetchone()[0])
+            if written >= megabytes * MIB:
+                return written
+
+
+def emit_wal(cluster: Cluster, megabytes: float) -> int:
+    """Write at least `megabytes` of WAL quickly, as logical messages; return the bytes."""
+    return write_wal(cluster, megabytes, EMIT_MESSAGE)
+
+
+def retained(cluster: Cluster, slot: str = "orders") -> int:
+    """What PostgreSQL says the slot retains: pg_wal_lsn_diff(current, restart_lsn)."""
+    return int(
+        psql(
+            cluster,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            slot,
+            database="postgres",
+        )[0][0]
+    )
+
+
+def recvlogical(
+    cluster: Cluster, slot: str, publication: str = "pub", database: str = "shop"
+) -> subprocess.Popen[bytes]:
+    """Start a real consumer on the slot, confirming every second, and wait until psql shows
+    it active."""
+    options = ["-o", "proto_version=1", "-o", f"publication_names={publication}"]
+    process = subprocess.Popen(
+        [str(cluster.bindir / "pg_recvlogical"), *client_options(cluster, database)]
+        + ["--slot", slot, "--start", "-f", "/dev/null", "-s", "1", "-F", "1", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    active = wait_for(
+        lambda: psql(
+            cluster, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active", slot
+        ),
+        timeout=10,
+    )
+    if not active:
+        process.terminate()
+        _, stderr = process.communicate(timeout=5)
+        raise AssertionError(f"pg_recvlogical did not connect: {stderr.decode()}")
+    return process
+
+
+@contextmanager
+def keep_size(cluster: Cluster, value: str) -> Iterator[None]:
+    """Set max_slot_wal_keep_size with ALTER SYSTEM while inside, waiting until it applies."""
+    psql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = %s", value)
+    psql(cluster, "SELECT pg_reload_conf()")
+    expected = psql(cluster, "SELECT pg_size_pretty(pg_size_bytes(%s))", value)[0][0]
+    assert wait_for(lambda: keep_size_now(cluster) == expected), "the reload did not apply"
+    try:
+        yield
+    finally:
+        psql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        psql(cluster, "SELECT pg_reload_conf()")
+        wait_for(lambda: psql(cluster, "SHOW max_slot_wal_keep_size")[0][0] == "-1")
+
+
+def keep_size_now(cluster: Cluster) -> str | None:
+    """Return max_slot_wal_keep_size as pg_size_pretty shows it; None when unlimited (-1)."""
+    setting = psql(cluster, "SHOW max_slot_wal_keep_size")[0][0]
+    if setting == "-1":
+        return None
+    return psql(cluster, "SELECT pg_size_pretty(pg_size_bytes(%s))", setting)[0][0]
+
+
+def lose_slot(cluster: Cluster, slot: str, timeout: float, statement: str = EMIT_MESSAGE) -> bool:
+    """Write WAL past a small max_slot_wal_keep_size, switching segments and checkpointing,
+    until psql shows the slot's wal_status lost; tell whether it did within `timeout`."""
+
+    def lost() -> bool:
+        write_wal(cluster, 17, statement)
+        psql(cluster, "SELECT pg_switch_wal()")
+        psql(cluster, "CHECKPOINT")
+        status = psql(
+            cluster, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", slot
+        )
+        return status == [("lost",)]
+
+    return bool(wait_for(lost, timeout=timeout, interval=0))
 
 
 class HangingServer:

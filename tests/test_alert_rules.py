@@ -11,7 +11,8 @@ import pytest
 from rosetta_web.alerting import rules, trends
 from rosetta_web.models import ALERT_SETTING_KEYS
 
-MB = 1024 * 1024
+from .constants import MB
+
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
@@ -65,6 +66,7 @@ def test_size_alerts_hold_until_ten_percent_below_their_threshold():
 
 
 def test_a_rule_set_to_null_is_off():
+    """With every rule null, even a huge retained figure fires nothing."""
     assert fire(10**12, {}) == []
 
 

@@ -34,11 +34,25 @@ from rosetta_web.models import ALERT_SETTING_KEYS, Alert, Channel, Delivery, Not
 from rosetta_web.monitor.rounds import run_round
 from rosetta_web.timeutil import utcnow
 
-from .factories import add_source
-from .pg import Cluster, free_port, wait_for
+from .apps import make_app
+from .constants import MB
+from .factories import add_source, new_channel, new_server, new_state
+from .pg import (
+    INSERT_ROWS,
+    Cluster,
+    emit_wal,
+    free_port,
+    lose_slot,
+    recvlogical,
+    retained,
+    wait_for,
+    write_wal,
+)
+from .pg import keep_size as pg_keep_size
+from .processes import start as start_python
+from .processes import stop as stop_python
 
 SECRET = "a-signing-secret-of-some-length"
-MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -73,34 +87,6 @@ def slot(cluster: Cluster) -> Iterator[str]:
     _sql(cluster, "SELECT pg_drop_replication_slot('orders')")
 
 
-def write_wal(
-    cluster: Cluster,
-    megabytes: float,
-    statement: str = "INSERT INTO orders (note) SELECT md5(random()::text) "
-    "FROM generate_series(1, 2000)",
-) -> None:
-    """Write at least `megabytes` of WAL into the shop database, `statement` at a time."""
-    with closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn()")
-        start = cur.fetchone()[0]
-        while True:
-            cur.execute(statement)
-            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (start,))
-            if cur.fetchone()[0] >= megabytes * MB:
-                return
-
-
-def retained(cluster: Cluster, slot: str = "orders") -> int:
-    """What PostgreSQL says the slot retains: pg_wal_lsn_diff(current, restart_lsn)."""
-    row = _sql(
-        cluster,
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        slot,
-    )
-    return int(row[0])
-
-
 def settings(app: Flask, **values: int | None) -> None:
     """Turn every rule off but those given."""
     with app.app_context():
@@ -111,13 +97,9 @@ def settings(app: Flask, **values: int | None) -> None:
 
 
 def channel(app: Flask, url: str, name: str = "hook", **fields: Any) -> int:
+    """Store a webhook channel to `url`, signed with SECRET unless told; return its id."""
     with app.app_context():
-        row = Channel(name=name, type=fields.pop("type", "webhook"), min_severity="warning")
-        row.url = url
-        row.secret = fields.pop("secret", SECRET)
-        row.source_ids = []
-        for key, value in fields.items():
-            setattr(row, key, value)
+        row = new_channel(name, url=url, secret=fields.pop("secret", SECRET), **fields)
         _db.session.add(row)
         _db.session.commit()
         return row.id
@@ -147,45 +129,6 @@ def received(server: HTTPServer) -> list[dict[str, Any]]:
 def receiver(httpserver: HTTPServer) -> HTTPServer:
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     return httpserver
-
-
-def recvlogical(cluster: Cluster, slot: str) -> subprocess.Popen[bytes]:
-    """Start a real consumer on the slot, confirming every second."""
-    process = subprocess.Popen(
-        [
-            str(cluster.bindir / "pg_recvlogical"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(cluster.port),
-            "-U",
-            "postgres",
-            "-d",
-            "shop",
-            "--slot",
-            slot,
-            "--start",
-            "-f",
-            "/dev/null",
-            "-s",
-            "1",
-            "-F",
-            "1",
-            "-o",
-            "proto_version=1",
-            "-o",
-            "publication_names=pub",
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert wait_for(
-        lambda: _sql(cluster, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", slot)[
-            0
-        ],
-        timeout=10,
-    ), "pg_recvlogical did not connect"
-    return process
 
 
 def _alerts(app: Flask) -> list[Alert]:
@@ -309,21 +252,11 @@ def test_lost_slot_is_critical(app, cluster, receiver):
     settings(app)  # every setting off: slot_wal_status has none, it is always on
     channel(app, receiver.url_for("/hook"))
     _sql(cluster, "SELECT pg_create_logical_replication_slot('doomed', 'pgoutput')")
-    _sql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
-    _sql(cluster, "SELECT pg_reload_conf()")
     try:
-
-        def lost() -> bool:
-            write_wal(cluster, 17)
-            _sql(cluster, "SELECT pg_switch_wal()")
-            _sql(cluster, "CHECKPOINT")
-            status = _sql(
-                cluster, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"
-            )[0]
-            return status == "lost"
-
-        assert wait_for(lost, timeout=60, interval=0), "the slot was never lost"
-        sample(app)
+        with pg_keep_size(cluster, "1MB"):
+            lost = lose_slot(cluster, "doomed", timeout=60, statement=INSERT_ROWS)
+            assert lost, "the slot was never lost"
+            sample(app)
         [alert] = _alerts(app)
         assert (alert.rule, alert.severity, alert.slot_name) == (
             "slot_wal_status",
@@ -333,8 +266,6 @@ def test_lost_slot_is_critical(app, cluster, receiver):
         assert "is lost" in alert.message and "REFRESH" in alert.message
         assert wait_for(lambda: len(receiver.log) == 1, timeout=10)
     finally:
-        _sql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
-        _sql(cluster, "SELECT pg_reload_conf()")
         _sql(cluster, "SELECT pg_drop_replication_slot('doomed')")
 
 
@@ -578,7 +509,6 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
     from rosetta_web.models import Source
 
     from .factories import PASSWORD
-    from .test_scheduler import _start
 
     source_id = _unreachable_source(app)
     settings(app, unreachable_rounds=2)
@@ -586,7 +516,7 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
     with app.app_context():
         token = services.create_token(services.create_user("alice", PASSWORD), "script")[1]
     port = free_port()
-    server = _start(
+    server = start_python(
         ["gunicorn", "wsgi:app", "--workers", "2", "--bind", f"127.0.0.1:{port}"], database_url
     )
     stop = threading.Event()
@@ -626,13 +556,7 @@ def test_two_gunicorn_workers_notify_each_transition_exactly_once(
         stop.set()
         for presser in pressers:
             presser.join(15)
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, err = server.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-            raise AssertionError(f"gunicorn did not stop: {err.decode()[-3000:]}") from None
+        stop_python(server, timeout=40, must_stop=True)
     assert [body["event"] for body in received(receiver)] == ["firing", "resolved"]
     with app.app_context():
         assert _db.session.scalar(_db.select(_db.func.count(Alert.id))) == 1
@@ -729,7 +653,7 @@ def _server_with_slot(app: Flask, **figures: Any) -> tuple[int, int]:
     from types import SimpleNamespace
 
     from rosetta_web.alerting import trends
-    from rosetta_web.models import Server, SourceState
+    from rosetta_web.models import SourceState
 
     source_id = add_source(app, "shop", free_port())
     with app.app_context():
@@ -745,13 +669,11 @@ def _server_with_slot(app: Flask, **figures: Any) -> tuple[int, int]:
             "safe_wal_size": None,
             **figures,
         }
-        server = Server(address="db:5432", system_identifier="42", last_sampled_at=now)
+        server = new_server("db:5432", "42", last_sampled_at=now)
         server.slot_trends = {"orders": trends.update(None, now, SimpleNamespace(**slot), 0)}
         _db.session.add(server)
         _db.session.flush()
-        state = _db.session.get(SourceState, source_id) or SourceState(
-            source_id=source_id, consecutive_failures=0
-        )
+        state = _db.session.get(SourceState, source_id) or new_state(source_id)
         _db.session.add(state)
         state.server_id = server.id
         state.status = "OK"
@@ -848,22 +770,11 @@ def test_a_resolved_is_never_delivered_before_its_firing(app, httpserver):
     assert events == ["firing", "firing", "resolved"]  # the 503, the retry, then resolved
 
 
-def emit_wal(cluster: Cluster, megabytes: float) -> None:
-    """Write at least `megabytes` of WAL quickly: logical messages of 1 MB each."""
-    write_wal(
-        cluster, megabytes, "SELECT pg_logical_emit_message(false, 'x', repeat('x', 1 << 20))"
-    )
-
-
 @pytest.fixture
 def keep_size(cluster: Cluster) -> Iterator[int]:
     """max_slot_wal_keep_size = 320 MB on the cluster: a slot past it is lost."""
-    _sql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = '320MB'")
-    _sql(cluster, "SELECT pg_reload_conf()")
-    assert wait_for(lambda: _sql(cluster, "SHOW max_slot_wal_keep_size")[0] == "320MB", timeout=5)
-    yield 320 * MB
-    _sql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
-    _sql(cluster, "SELECT pg_reload_conf()")
+    with pg_keep_size(cluster, "320MB"):
+        yield 320 * MB
 
 
 @pytest.mark.slow
@@ -1058,7 +969,7 @@ def test_a_resolved_says_what_resolved_it(app, browser):
     with app.app_context():
         from rosetta_web.models import SourceState
 
-        _db.session.add(SourceState(source_id=gone, consecutive_failures=5, status="ERROR"))
+        _db.session.add(new_state(gone, consecutive_failures=5, status="ERROR"))
         _db.session.commit()
     _, server_id = _server_with_slot(app, retained_bytes=40 * MB)
     with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
@@ -1145,8 +1056,6 @@ def test_a_process_killed_mid_send_leaves_a_repeat_with_the_same_delivery_id(
     repeats by it acts once; the log records the send that was recorded."""
     from werkzeug.wrappers import Response
 
-    from .test_scheduler import _start
-
     sender: dict[str, subprocess.Popen[str]] = {}
 
     def kill_the_sender_first(request: Any) -> Response:
@@ -1161,7 +1070,7 @@ def test_a_process_killed_mid_send_leaves_a_repeat_with_the_same_delivery_id(
     channel(app, httpserver.url_for("/hook"))
     with app.app_context():
         run_round_without_delivery(app)
-    sender["process"] = _start(["flask", "rosetta", "sample"], database_url)
+    sender["process"] = start_python(["flask", "rosetta", "sample"], database_url)
     try:
         sender["process"].communicate(timeout=60)
     finally:
@@ -1267,8 +1176,6 @@ def test_with_private_targets_off_a_name_that_resolves_to_this_machine_is_refuse
     address it resolves to; the delivery log says so and the receiver gets nothing. The same
     channel with the setting on is delivered, so it was the address that was refused."""
     from pytest_httpserver import HTTPServer as Receiver
-
-    from .conftest import make_app
 
     name = socket.gethostname()
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from itertools import count
 from typing import Any
 
 import pytest
@@ -13,15 +12,25 @@ from jsonschema import Draft202012Validator
 
 from rosetta_web.alerting.delivery import SIGNATURE_HEADER
 from rosetta_web.extensions import db
-from rosetta_web.models import Alert, Channel, Delivery, Notification, Source
+from rosetta_web.models import Alert, Channel, Notification, Source
 from rosetta_web.monitor.rounds import run_round
 from rosetta_web.timeutil import isoformat, utcnow
 
-from .factories import add_source, new_source
+from .apps import make_app
+from .clients import Api
+from .constants import ENVELOPE_KEYS, GIB
+from .factories import (
+    HOOK_SECRET,
+    HOOK_TOKEN,
+    HOOK_URL,
+    add_alert,
+    add_channel,
+    add_source,
+    new_source,
+    seed_alerting,
+)
 from .seed import SOURCE
 
-ENVELOPE_KEYS = {"error", "message", "details", "timestamp"}
-GIB = 1024**3
 DEFAULTS = {
     "retained_warning_bytes": 5 * GIB,
     "retained_critical_bytes": 10 * GIB,
@@ -31,79 +40,9 @@ DEFAULTS = {
     "forecast_hours": 6,
     "repeat_minutes": 60,
 }
-# A webhook URL carrying a token in its path, and its signing secret: neither may ever be shown.
-HOOK_TOKEN = "T0K3Nzz9c1a8b7"
-HOOK_URL = f"https://hooks.example.com/services/{HOOK_TOKEN}"
-HOOK_SECRET = "s3cret-signing-key-0123456789"
 WEBHOOK = {"name": "ops-hook", "type": "webhook", "url": HOOK_URL, "secret": HOOK_SECRET}
 SLACK_TOKEN = "TIiajkdnlazkcOXrIdevi7FQ"
 SLACK_URL = f"slack://T1JJ3T3L2/A1BRTD4JD/{SLACK_TOKEN}"
-
-_keys = count(1)
-
-
-def add_alert(app: Any, source_id: int | None, **fields: Any) -> int:
-    """Store an alert as the engine would; return its id."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "key": f"test:{next(_keys)}",
-        "rule": "retained_wal",
-        "severity": "warning",
-        "state": "firing",
-        "source_id": source_id,
-        "source_name": "production-postgres",
-        "slot_name": "orders",
-        "value": 6.0 * GIB,
-        "threshold": 5.0 * GIB,
-        "message": "slot orders retains 6 GB",
-        "started_at": now - timedelta(minutes=10),
-        "evaluated_at": now,
-        **fields,
-    }
-    if values["state"] == "resolved":
-        values.setdefault("resolved_at", now - timedelta(minutes=1))
-    with app.app_context():
-        alert = Alert(**values)
-        db.session.add(alert)
-        db.session.commit()
-        return alert.id
-
-
-def add_channel(app: Any, name: str = "seeded", **fields: Any) -> int:
-    """Store a webhook channel directly; return its id."""
-    with app.app_context():
-        channel = Channel(name=name, type="webhook", min_severity="warning", source_ids=[])
-        channel.url = fields.pop("url", HOOK_URL)
-        channel.secret = fields.pop("secret", HOOK_SECRET)
-        for key, value in fields.items():
-            setattr(channel, key, value)
-        db.session.add(channel)
-        db.session.commit()
-        return channel.id
-
-
-def seed_alerting(app: Any, source_id: int) -> None:
-    """Give every alerts GET something to show: an alert, a channel with a delivery and a
-    silence (for tests that call each documented GET with id 1)."""
-    add_alert(app, source_id)
-    channel_id = add_channel(app)
-    with app.app_context():
-        notification = Notification(channel_id=channel_id, event="test", payload={})
-        db.session.add(notification)
-        db.session.flush()
-        db.session.add(
-            Delivery(
-                channel_id=channel_id,
-                notification_id=notification.id,
-                event="test",
-                attempted_at=utcnow(),
-                ok=False,
-                status_code=500,
-                error="HTTP 500",
-                duration_ms=3,
-            )
-        )
-        db.session.commit()
 
 
 def fields_of(response: Any) -> dict[str, list[str]]:
@@ -782,9 +721,6 @@ def test_private_targets_are_allowed_unless_the_setting_refuses_them(api, databa
     ALERT_PRIVATE_TARGETS=false they (and localhost) are 422 saying so, and a public host is
     still saved."""
     from rosetta_web.auth import services
-
-    from .clients import Api
-    from .conftest import make_app
 
     for number, url in enumerate(PRIVATE_URLS):
         body = {**WEBHOOK, "name": f"relay-{number}", "url": url}

@@ -15,10 +15,11 @@ from sqlalchemy.exc import OperationalError
 from rosetta_web.alerting import trends
 from rosetta_web.alerting.settings import GIB
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Alert, AlertSettings, Channel, Server, Silence, Source, SourceState
+from rosetta_web.models import Alert, AlertSettings, Channel, Silence, Source
 from rosetta_web.timeutil import utcnow
 
-from .factories import new_source, slot_metric
+from .factories import add_alert as store_alert
+from .factories import new_server, new_source, new_state, slot_metric
 from .seed import SOURCE
 
 MIB = 1024**2
@@ -38,24 +39,16 @@ def add_alert(app, source_id: int | None, **fields: Any) -> int:
     """Store an alert as the engine would; firing retained_wal warning unless told."""
     now = utcnow()
     values: dict[str, Any] = {
-        "rule": "retained_wal",
-        "severity": "warning",
-        "state": "firing",
         "source_name": "shop",
-        "slot_name": "orders",
         "value": 6 * GIB,
         "threshold": 5 * GIB,
         "message": "slot `orders` on h:5432 retains 6144 MB of WAL (warning at 5120 MB)",
         "started_at": now - timedelta(minutes=30),
         "evaluated_at": now,
+        **fields,
     }
-    values.update(fields)
-    values.setdefault("key", f"{values['rule']}:test:{next(KEYS)}")
-    with app.app_context():
-        alert = Alert(source_id=source_id, **values)
-        _db.session.add(alert)
-        _db.session.commit()
-        return alert.id
+    values.setdefault("key", f"{values.get('rule', 'retained_wal')}:test:{next(KEYS)}")
+    return store_alert(app, source_id, **values)
 
 
 def add_silence(app, source_id: int, rule: str | None = None, hours: float = 1) -> int:
@@ -151,6 +144,7 @@ def test_acknowledge_in_place_and_by_form(browser, app):
 
 
 def test_acknowledging_a_resolved_alert_says_so(browser, app):
+    """Acknowledging a resolved alert says it resolved first; an unknown alert is a 404."""
     shop = add_source(app)
     alert = add_alert(app, shop, state="resolved", resolved_at=utcnow())
     row = text(browser.post(f"/alerts/{alert}/ack", headers=HX))
@@ -159,6 +153,7 @@ def test_acknowledging_a_resolved_alert_says_so(browser, app):
 
 
 def test_acknowledge_needs_the_csrf_token(browser, app):
+    """An acknowledge posted without the CSRF token is a 400 and records no one."""
     shop = add_source(app)
     alert = add_alert(app, shop)
     response = browser.client.post(f"/alerts/{alert}/ack")
@@ -202,6 +197,8 @@ def test_silence_from_the_row_in_place(browser, app):
 
 
 def test_silence_one_rule_from_the_row_without_htmx(browser, app):
+    """Without htmx, a row's silence stores one rule for the alert's own source (a source_id sent
+    along is ignored); a bad end date gives the whole page with the error."""
     shop = add_source(app)
     alert = add_alert(app, shop, rule="slot_inactive", value=45, threshold=30)
     prefix = f"alert-{alert}-"
@@ -305,6 +302,8 @@ def test_history_filters_and_pages(browser, app):
 
 
 def test_history_bad_filters_are_shown_beside_them(browser, app):
+    """Bad history filters (a date that is no date, an unknown rule, an end before the start) show
+    their errors beside them, with what was typed kept."""
     add_source(app)
     html = text(browser.get("/alerts/?start=yesterday&end=2026-01-01T00:00&rule=nope"))
     assert 'id="history-start-error">Enter a date and time' in html
@@ -318,6 +317,7 @@ def test_history_bad_filters_are_shown_beside_them(browser, app):
 
 
 def test_settings_page_shows_sizes_as_typed(browser, app):
+    """The settings page shows the byte thresholds as sizes (5 GB, 10 GB), not raw bytes."""
     html = text(browser.get("/alerts/settings"))
     assert re.search(r'<input id="retained_warning_bytes" [^>]*value="5 GB">', html)
     assert 'value="10 GB"' in html and 'name="slot_inactive_minutes"' in html
@@ -354,6 +354,8 @@ def test_settings_bad_input_beside_the_fields_with_input_kept(browser, app):
 
 
 def test_settings_saved_and_blank_turns_a_rule_off(browser, app):
+    """Saved settings are stored as bytes and minutes, a blank one as null (the rule off), and the
+    page says so with the sizes as typed."""
     data = {
         "retained_warning_bytes": "512 MB",
         "retained_critical_bytes": "2GB",
@@ -388,6 +390,8 @@ WEBHOOK = {
 
 
 def test_channel_bad_input_beside_the_fields_with_input_kept(browser, app):
+    """A bad webhook or Apprise URL and a short secret come back beside their fields with the input
+    kept (never the secret), and no channel is stored."""
     data = {**WEBHOOK, "url": "ftp://files.example.com/x", "secret": "short"}
     response = browser.post("/alerts/channels/new", data)
     html = text(response)
@@ -491,6 +495,8 @@ def test_send_a_test_notification_shows_the_outcome_in_place(browser, app, https
 
 
 def test_banner_on_every_page_counts_unsilenced_firing_alerts(browser, app):
+    """The banner on every page counts firing alerts by severity, acknowledged ones included, and
+    leaves out resolved and silenced ones."""
     shop, billing = add_source(app), add_source(app, "billing")
     html = text(browser.get("/"))
     assert banner(html) == ""
@@ -514,6 +520,7 @@ def test_banner_on_every_page_counts_unsilenced_firing_alerts(browser, app):
 
 
 def test_banner_is_one_query_and_never_on_error_pages(browser, app, count_queries):
+    """The banner's counts take one query; no banner shows on a 404 or when signed out."""
     from rosetta_web.alerts.services import banner_counts
 
     shop = add_source(app)
@@ -544,6 +551,7 @@ def test_banner_left_out_when_the_database_fails(browser, app, monkeypatch):
 
 
 def test_dashboard_poll_updates_the_banner_out_of_band(browser, app):
+    """The dashboard's htmx refresh carries the banner out of band, with its count."""
     add_alert(app, add_source(app))
     fragment = text(browser.get("/", headers=HX))
     assert '<div id="alert-banner" hx-swap-oob="true">' in fragment
@@ -554,6 +562,7 @@ def test_dashboard_poll_updates_the_banner_out_of_band(browser, app):
 
 
 def test_nav_has_alerts(browser):
+    """The nav marks Alerts as the current page on the settings and channels pages."""
     html = text(browser.get("/alerts/settings"))
     assert '<a href="/alerts/" aria-current="page">Alerts</a>' in html
     html = text(browser.get("/alerts/channels/"))
@@ -564,8 +573,7 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
     """Give a source a server whose last sample saw these slots, with their trends."""
     with app.app_context():
         now = utcnow()
-        server = Server(address="h:5432", system_identifier="7000000000000000042")
-        server.last_sampled_at = now
+        server = new_server(last_sampled_at=now)
         growths = {name: slot.pop("growth") for name, slot in slots.items()}
         _db.session.add(server)
         _db.session.flush()
@@ -578,20 +586,14 @@ def _sampled_slots(app, source_id: int, slots: dict[str, dict[str, Any]]) -> Non
             name: {**trends.update(None, now, row, None), "growth": growths[name]}
             for name, row in rows.items()
         }
-        _db.session.add(
-            SourceState(
-                source_id=source_id,
-                server_id=server.id,
-                status="OK",
-                consecutive_failures=0,
-                last_sampled_at=now,
-            )
-        )
+        _db.session.add(new_state(source_id, server_id=server.id, last_sampled_at=now))
         _db.session.add_all(rows.values())
         _db.session.commit()
 
 
 def test_source_page_shows_its_alerts_and_forecast(browser, app):
+    """A source's page shows its own firing and recently resolved alerts, the thresholds, and a
+    forecast for each growing slot (not the steady one)."""
     shop = add_source(app)
     _sampled_slots(
         app,
@@ -633,12 +635,15 @@ def test_source_page_shows_its_alerts_and_forecast(browser, app):
 
 
 def test_source_page_without_alerts(browser, app):
+    """A source with no alerts and no slots says nothing is firing and shows no forecasts."""
     shop = add_source(app)
     html = text(browser.get(f"/sources/{shop}"))
     assert 'id="source-nothing-firing"' in html and 'id="forecasts"' not in html
 
 
 def test_dashboard_summary_counts_and_soonest_forecast(browser, app):
+    """The dashboard's alerts card leaves silenced alerts out of its counts and names the slot
+    forecast to reach the critical threshold soonest."""
     shop = add_source(app)
     _sampled_slots(
         app,

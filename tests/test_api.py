@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from .constants import ENVELOPE_KEYS
 from .seed import DESTINATION, PIPELINE, SOURCE
-
-ENVELOPE_KEYS = {"error", "message", "details", "timestamp"}
 
 
 def _create_all(api):

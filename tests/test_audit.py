@@ -27,11 +27,10 @@ from rosetta_web.resources import DuplicateName
 from rosetta_web.sources.services import SOURCES
 from rosetta_web.timeutil import as_utc, utcnow
 
+from .apps import make_app
 from .clients import Browser, csrf_token, sign_in
-from .conftest import make_app
-from .factories import PASSWORD, create_operator, new_source
+from .factories import PASSWORD, add_alert, create_operator, new_source
 from .seed import DESTINATION, PASSPHRASE, PIPELINE, SOURCE
-from .test_alerts_api import add_alert
 
 CHANNEL = {
     "name": "on-call",

@@ -12,8 +12,8 @@ from rosetta_web.extensions import db as _db
 from rosetta_web.models import ApiToken, LoginFailure, User
 from rosetta_web.timeutil import utcnow
 
+from .apps import make_app
 from .clients import csrf_token, sign_in
-from .conftest import make_app
 from .factories import PASSWORD, create_operator
 
 

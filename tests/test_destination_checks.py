@@ -31,10 +31,11 @@ from rosetta_web.readiness.destination import (
     parse_host,
 )
 
+from .factories import new_destination
 from .pg import free_port
+from .seed import PASSPHRASE
 from .snowflake import FakeSnowflake, new_user, openssl_fingerprint, write_key
 
-PASSPHRASE = "Key-Passphrase-42!"
 CHECK_IDS = [
     "key_file",
     "private_key",
@@ -482,13 +483,12 @@ def test_the_list_shows_not_checked_before_any_check(app, browser):
     """A destination stored without a check (as before this feature) reads 'not checked'."""
     with app.app_context():
         _db.session.add(
-            Destination(
-                name="legacy",
+            new_destination(
+                "legacy",
                 snowflake_account="xy12345",
                 snowflake_user="U",
                 snowflake_database="D",
                 snowflake_schema="S",
-                snowflake_private_key_path="k.p8",
             )
         )
         _db.session.commit()

@@ -22,14 +22,13 @@ from werkzeug.serving import make_server
 
 from rosetta_web.auth import services
 
-from .factories import PASSWORD
+from .constants import ROOT
+from .factories import PASSWORD, add_alert, seed_alerting
 from .pg import free_port
 from .seed import DESTINATION, SOURCE
-from .test_alerts_api import add_alert, seed_alerting
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = os.environ.get("ROSETTA_FUZZ_EXAMPLES", "10")
 
 

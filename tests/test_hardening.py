@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
@@ -23,11 +22,10 @@ from rosetta_web.monitor.rounds import join_lanes, run_round
 from rosetta_web.monitor.scheduler import next_tick_at
 
 from .clients import csrf_token
-from .factories import PASSWORD, add_source
+from .constants import ROOT
+from .factories import PASSWORD, add_source, seed_alerting
 from .pg import Cluster, free_port
 from .seed import DESTINATION, PIPELINE, SOURCE
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("backend", ["app", "sqlite_app"])
@@ -309,8 +307,6 @@ def test_a_closed_port_is_said_in_rosettas_words(app):
 def test_a_body_nested_100000_deep_is_a_400_for_every_endpoint_that_reads_json(app, api, caplog):
     """Each operation the OpenAPI document gives a body answers a JSON body nested 100,000
     deep with a 400 envelope saying so, not a 500, and logs no traceback."""
-    from .test_alerts_api import seed_alerting
-
     assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
     assert api.post("/api/v1/destinations", json=DESTINATION).status_code == 201
     assert api.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201

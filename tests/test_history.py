@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Pipeline, SampleError, Server, Source, SourceState
+from rosetta_web.models import Pipeline, SampleError, Source
 from rosetta_web.monitor import history
 from rosetta_web.sparkline import draw, render
 from rosetta_web.timeutil import utcnow
 
-from .factories import add_source, sampled_source, slot_metric, wal_metric
+from .factories import (
+    add_source,
+    new_destination,
+    new_server,
+    new_state,
+    sampled_source,
+    slot_metric,
+    wal_metric,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # (seconds after T0, WAL directory bytes, retained bytes, WAL position bytes)
@@ -42,14 +50,14 @@ def _seed(app) -> int:
     """Store the samples as the monitor would, each with its rate since the one before."""
     source_id = add_source(app, "synthetic", 5432)
     with app.app_context():
-        server = Server(
-            address="127.0.0.1:5432",
-            system_identifier="7000000000000000001",
+        server = new_server(
+            "127.0.0.1:5432",
+            "7000000000000000001",
             last_sampled_at=T0 + timedelta(seconds=900),  # as the monitor keeps it
         )
         _db.session.add(server)
         _db.session.flush()
-        _db.session.add(SourceState(source_id=source_id, server_id=server.id, status="OK"))
+        _db.session.add(new_state(source_id, server_id=server.id))
         previous = None
         for offset, size, retained, position in SAMPLES:
             rate = None if previous is None else (position - previous[1]) / (offset - previous[0])
@@ -238,16 +246,7 @@ def test_dashboard_reads_in_constant_queries_worst_first(app, browser, count_que
 
 
 def _destination() -> int:
-    from rosetta_web.models import Destination
-
-    destination = Destination(
-        name="d",
-        snowflake_account="a",
-        snowflake_user="u",
-        snowflake_database="db",
-        snowflake_schema="s",
-        snowflake_private_key_path="k.p8",
-    )
+    destination = new_destination()
     _db.session.add(destination)
     _db.session.flush()
     return destination.id

@@ -11,9 +11,8 @@ from jsonschema import Draft202012Validator
 
 from rosetta_web.monitor.rounds import run_round
 
-from .factories import add_source
+from .factories import add_source, seed_alerting
 from .seed import DESTINATION, PIPELINE, SOURCE
-from .test_alerts_api import seed_alerting
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rosetta_web"
 

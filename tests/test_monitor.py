@@ -22,31 +22,7 @@ from rosetta_web.monitor.rounds import backoff_seconds, delete_expired, run_roun
 from rosetta_web.timeutil import utcnow
 
 from .factories import PLAIN_PASSWORD, add_source
-from .pg import free_port, wait_for
-
-
-def _slot_retained(conn) -> int:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
-            " FROM pg_replication_slots WHERE slot_name = 'rosetta_slot'"
-        )
-        return cur.fetchone()[0]
-
-
-def _write_wal(conn, megabytes: int) -> int:
-    """Insert rows until at least `megabytes` of WAL are written; return the bytes written."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn()")
-        start = cur.fetchone()[0]
-        written = 0
-        while written < megabytes * 1024 * 1024:
-            cur.execute(
-                "INSERT INTO orders (note) SELECT md5(random()::text) FROM generate_series(1, 5000)"
-            )
-            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)::bigint", (start,))
-            written = cur.fetchone()[0]
-        return written
+from .pg import free_port, retained, wait_for, write_wal
 
 
 def _state(app, source_id: int) -> SourceState:
@@ -59,17 +35,16 @@ def _state(app, source_id: int) -> SourceState:
 def test_sample_matches_what_postgres_reports(app, source_db):
     """retained_bytes and the WAL position agree with PostgreSQL's own figures."""
     source_id = add_source(app, "shop", source_db["port"])
-    conn = source_db["cluster"].connect("shop")
-    with closing(conn):
-        with app.app_context():
-            first = run_round(force=True)[0]
-        assert first.ok, first.error
-        written = _write_wal(conn, 4)
-        assert written > 4 * 1024 * 1024
-        before = _slot_retained(conn)
-        with app.app_context():
-            second = run_round(force=True)[0]
-        after = _slot_retained(conn)
+    cluster = source_db["cluster"]
+    with app.app_context():
+        first = run_round(force=True)[0]
+    assert first.ok, first.error
+    written = write_wal(cluster, 4)
+    assert written > 4 * 1024 * 1024
+    before = retained(cluster, "rosetta_slot")
+    with app.app_context():
+        second = run_round(force=True)[0]
+    after = retained(cluster, "rosetta_slot")
     assert second.ok, second.error
     assert before <= second.retained_bytes <= after
     assert second.wal_position_bytes - first.wal_position_bytes >= written

@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import timedelta
 from typing import Any
 
@@ -23,18 +23,29 @@ from rosetta_web.readiness.source import QUOTED_KEYWORDS, TITLES
 from rosetta_web.readiness.source import quote_ident as offline
 from rosetta_web.timeutil import utcnow
 
+from .constants import ENVELOPE_KEYS, GIB, MB
 from .factories import add_source
-from .pg import Cluster, HangingServer, free_port, wait_for
+from .pg import (
+    Cluster,
+    HangingServer,
+    client_options,
+    emit_wal,
+    free_port,
+    keep_size,
+    keep_size_now,
+    lose_slot,
+    psql,
+    recvlogical,
+    retained,
+    wait_for,
+)
 from .seed import DESTINATION
 
 pytestmark = pytest.mark.slow
 
-ENVELOPE_KEYS = {"error", "message", "details", "timestamp"}
 CDC_PASSWORD = "Cdc-Secret-7!"
 MIXED = "Mixed Case"
 MIXED_PASSWORD = "Mixed-Secret-3!"
-MB = 1024 * 1024
-GIB = 1024**3
 # What a check against an unreachable source may take beyond its timeout (name lookup, Flask).
 SLACK_S = 2.0
 TIMEOUT_S = 1
@@ -79,19 +90,6 @@ def replica() -> Iterator[Cluster]:
     cluster.stop()
 
 
-def psql(cluster: Cluster, query: Any, *args: Any, database: str = "shop") -> list[tuple[Any, ...]]:
-    """Run one statement (text or psycopg2.sql) as postgres; return its rows, none for a
-    command."""
-    with closing(cluster.connect(database)) as conn, conn.cursor() as cur:
-        cur.execute(query, args or None)
-        return cur.fetchall() if cur.description else []
-
-
-def _to(cluster: Cluster, database: str = "shop") -> list[str]:
-    """The command-line options of a PostgreSQL client connecting as postgres."""
-    return ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d", database]
-
-
 def apply_fix(cluster: Cluster, fix: str, database: str = "shop") -> None:
     """Paste a check's fix into psql as postgres, as the operator would; stop at an error."""
     subprocess.run(
@@ -101,7 +99,7 @@ def apply_fix(cluster: Cluster, fix: str, database: str = "shop") -> None:
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
-            *_to(cluster, database),
+            *client_options(cluster, database),
         ],
         input=fix,
         text=True,
@@ -152,49 +150,6 @@ def short_timeout(app: Any) -> int:
     return TIMEOUT_S
 
 
-@contextmanager
-def keep_size(cluster: Cluster, value: str) -> Iterator[None]:
-    """Set max_slot_wal_keep_size with ALTER SYSTEM while inside, waiting until it applies."""
-    psql(cluster, "ALTER SYSTEM SET max_slot_wal_keep_size = %s", value)
-    psql(cluster, "SELECT pg_reload_conf()")
-    expected = psql(cluster, "SELECT pg_size_pretty(pg_size_bytes(%s))", value)[0][0]
-    assert wait_for(lambda: _keep_size_now(cluster) == expected), "the reload did not apply"
-    try:
-        yield
-    finally:
-        psql(cluster, "ALTER SYSTEM RESET max_slot_wal_keep_size")
-        psql(cluster, "SELECT pg_reload_conf()")
-        wait_for(lambda: psql(cluster, "SHOW max_slot_wal_keep_size")[0][0] == "-1")
-
-
-def _keep_size_now(cluster: Cluster) -> str | None:
-    setting = psql(cluster, "SHOW max_slot_wal_keep_size")[0][0]
-    if setting == "-1":
-        return None
-    return psql(cluster, "SELECT pg_size_pretty(pg_size_bytes(%s))", setting)[0][0]
-
-
-def write_wal(cluster: Cluster, megabytes: float) -> None:
-    """Write at least `megabytes` of WAL (logical messages: no table grows)."""
-    start = psql(cluster, "SELECT pg_current_wal_lsn()")[0][0]
-    while psql(cluster, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", start)[0][0] < (
-        megabytes * MB
-    ):
-        psql(cluster, "SELECT pg_logical_emit_message(false, 'rosetta-test', repeat('x', 1048576))")
-
-
-def retained(cluster: Cluster, slot: str) -> int:
-    """What PostgreSQL says the slot retains: pg_wal_lsn_diff(current, restart_lsn)."""
-    return int(
-        psql(
-            cluster,
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-            "FROM pg_replication_slots WHERE slot_name = %s",
-            slot,
-        )[0][0]
-    )
-
-
 def slots(cluster: Cluster) -> list[tuple[Any, ...]]:
     """Every slot psql lists: name, type, plugin, database, active."""
     return psql(
@@ -225,28 +180,6 @@ def tables(cluster: Cluster) -> list[tuple[Any, ...]]:
         "SELECT schemaname::text, tablename::text FROM pg_tables "
         "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
     )
-
-
-def recvlogical(cluster: Cluster, slot: str, publication: str) -> subprocess.Popen[bytes]:
-    """Start a real consumer on the slot and wait until psql shows it active."""
-    options = ["-o", "proto_version=1", "-o", f"publication_names={publication}"]
-    process = subprocess.Popen(
-        [str(cluster.bindir / "pg_recvlogical"), *_to(cluster), "--slot", slot, "--start"]
-        + ["-f", "/dev/null", "-s", "1", "-F", "1", *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    active = wait_for(
-        lambda: psql(
-            cluster, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active", slot
-        ),
-        timeout=10,
-    )
-    if not active:
-        process.terminate()
-        _, stderr = process.communicate(timeout=5)
-        raise AssertionError(f"pg_recvlogical did not connect: {stderr.decode()}")
-    return process
 
 
 # Rosetta's side
@@ -487,17 +420,7 @@ def test_lost_slot_fails(api, shop):
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     with keep_size(shop, "1MB"):
-
-        def lost() -> bool:
-            write_wal(shop, 17)
-            psql(shop, "SELECT pg_switch_wal()")
-            psql(shop, "CHECKPOINT")
-            status = psql(
-                shop, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'cdc_slot'"
-            )
-            return status == [("lost",)]
-
-        assert wait_for(lost, timeout=30, interval=0), "the slot was never lost"
+        assert lose_slot(shop, "cdc_slot", timeout=30), "the slot was never lost"
         result = check(api, source_id)
     status = by_id(result)["slot_wal_status"]
     assert status["status"] == "fail"
@@ -532,12 +455,12 @@ def test_unlimited_keep_size_warns_with_twice_the_critical_threshold(api, shop):
     assert psql(shop, "SELECT pg_size_bytes(%s)", suggested) == [(2 * 3 * GIB,)]
     try:
         apply_fix(shop, keep["fix"])
-        assert wait_for(lambda: _keep_size_now(shop) == "6144 MB")
+        assert wait_for(lambda: keep_size_now(shop) == "6144 MB")
         assert statuses(check(api, source_id))["max_slot_wal_keep_size"] == "pass"
     finally:
         psql(shop, "ALTER SYSTEM RESET max_slot_wal_keep_size")
         psql(shop, "SELECT pg_reload_conf()")
-        wait_for(lambda: _keep_size_now(shop) is None)
+        wait_for(lambda: keep_size_now(shop) is None)
 
 
 def test_ready_source_passes_every_check_and_is_stored(api, shop):
@@ -724,7 +647,7 @@ def test_dropping_a_slot_frees_the_wal_it_retained(api, shop):
     """freed_bytes is what psql measured the slot retaining, between just before and just after
     the drop; psql no longer lists the slot."""
     psql(shop, "SELECT pg_create_logical_replication_slot('retainer', 'pgoutput')")
-    write_wal(shop, 3)
+    emit_wal(shop, 3)
     restart_lsn = psql(
         shop, "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'retainer'"
     )[0][0]
@@ -957,7 +880,7 @@ def test_drop_slot_page_shows_the_retained_wal_and_refuses_a_wrong_name(app, bro
     """The typed confirmation shows what psql says the slot retains; a wrong name comes back
     beside the field with the slot intact (psql); the right name drops it."""
     psql(shop, "SELECT pg_create_logical_replication_slot('retainer', 'pgoutput')")
-    write_wal(shop, 2)
+    emit_wal(shop, 2)
     source_id = add_source(app, "shop", shop.port, user="cdc", password=CDC_PASSWORD)
     pretty = (
         "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
@@ -1145,9 +1068,9 @@ def test_dropping_a_slot_an_older_one_outlives_frees_nothing(app, api, browser, 
     """Two slots, the older one retaining more (psql): dropping the younger reports what it
     retained and that nothing is freed, on the page and in the API."""
     psql(shop, "SELECT pg_create_logical_replication_slot('older', 'pgoutput')")
-    write_wal(shop, 2)
+    emit_wal(shop, 2)
     psql(shop, "SELECT pg_create_logical_replication_slot('younger', 'pgoutput')")
-    write_wal(shop, 1)
+    emit_wal(shop, 1)
     assert retained(shop, "older") > retained(shop, "younger")
     source_id = add(api, shop)
     page = browser.get(f"/sources/{source_id}/slots/younger/drop").get_data(as_text=True)
@@ -1290,7 +1213,7 @@ def test_audit_records_each_publication_and_slot_created_and_dropped(api, shop):
         "changes": {"slot": [None, "audited"], "slot_name": ["cdc_slot", "audited"]},
     }
 
-    write_wal(shop, 3)
+    emit_wal(shop, 3)
     [(restart_lsn,)] = psql(
         shop, "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'audited'"
     )

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
@@ -20,22 +19,10 @@ from rosetta_web.extensions import db as _db
 from rosetta_web.models import MonitorRound, WalMetric
 from rosetta_web.monitor.scheduler import MonitorScheduler
 
+from .constants import ROOT
 from .factories import add_source
 from .pg import Cluster, free_port, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-INTERVAL = 5
-
-
-def _env(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "WAL_MONITOR_INTERVAL_SECONDS": str(INTERVAL),
-        "WAL_MONITOR_TIMEOUT_SECONDS": "3",
-        "FLASK_APP": "wsgi",
-        **extra,
-    }
+from .processes import INTERVAL, process_env, start, stop
 
 
 def _rounds(app) -> list[MonitorRound]:
@@ -43,28 +30,6 @@ def _rounds(app) -> list[MonitorRound]:
         rounds = _db.session.scalars(_db.select(MonitorRound).order_by(MonitorRound.id)).all()
         _db.session.expunge_all()
         return rounds
-
-
-def _start(args: list[str], database_url: str) -> subprocess.Popen:
-    """Start `python -m ARGS` in the repository against the metadata database."""
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=_env(database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, err = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-    return err
 
 
 @pytest.mark.slow
@@ -79,7 +44,7 @@ def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, t
         with app.app_context():
             upgrade()
     source_id = add_source(app, "shop", source_db["port"])
-    server = _start(
+    server = start(
         ["gunicorn", "wsgi:app", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"],
         database_url,
     )
@@ -108,7 +73,7 @@ def test_gunicorn_workers_sample_once_per_tick_and_fail_over(request, backend, t
         waited = time.monotonic() - killed_at
         assert took_over, f"no other process took over in {waited:.1f} s"
     finally:
-        _stop(server)
+        stop(server)
 
 
 @pytest.mark.slow
@@ -118,7 +83,7 @@ def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_d
     routes = subprocess.run(
         [sys.executable, "-m", "flask", "routes"],
         cwd=ROOT,
-        env=_env(database_url),
+        env=process_env(database_url),
         capture_output=True,
         text=True,
         timeout=60,
@@ -127,12 +92,12 @@ def test_flask_run_samples_and_other_commands_do_not(app, database_url, source_d
     assert routes.returncode == 0 and "/api/v1/sources" in routes.stdout
     assert _rounds(app) == []
 
-    server = _start(["flask", "run", "--debug", "--port", str(free_port())], database_url)
+    server = start(["flask", "run", "--debug", "--port", str(free_port())], database_url)
     try:
         # The reloader's parent would have started its monitor before spawning the child.
         assert wait_for(lambda: _rounds(app), timeout=20), "flask run did not sample"
     finally:
-        err = _stop(server)
+        err = stop(server)
     assert err.count("WAL monitor scheduled every") == 1, err
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from ..factories import PASSWORD
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -49,3 +51,19 @@ def page(chromium: Any) -> Iterator[Any]:
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def sign_in(page: Any, live_server: str) -> Callable[..., None]:
+    """Return a function that signs in through the login form, as alice (whom create_operator
+    makes) unless told, and waits for the dashboard."""
+    from playwright.sync_api import expect
+
+    def sign_in(username: str = "alice", password: str = PASSWORD) -> None:
+        page.goto(live_server + "/login")
+        page.fill("#username", username)
+        page.fill("#password", password)
+        page.click("main button.primary")
+        expect(page.locator("h1")).to_have_text("Dashboard")
+
+    return sign_in

@@ -12,24 +12,14 @@ from playwright.sync_api import expect
 
 from rosetta_web.alerting.settings import load_settings
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Alert, SourceState
 from rosetta_web.timeutil import utcnow
 
-from ..factories import PASSWORD, add_source, create_operator, wal_metric
+from ..constants import MIB
+from ..factories import add_alert, add_source, create_operator, new_state, wal_metric
 from ..pg import free_port
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
-
-MIB = 1024**2
-
-
-def sign_in(page: Any, live_server: str) -> None:
-    page.goto(live_server + "/login")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("main button.primary")
-    expect(page.locator("h1")).to_have_text("Dashboard")
 
 
 def fire(app, source_id: int, name: str, **fields: Any) -> int:
@@ -37,27 +27,19 @@ def fire(app, source_id: int, name: str, **fields: Any) -> int:
     now = utcnow()
     values: dict[str, Any] = {
         "key": f"retained_wal:{source_id}:{fields.get('slot_name', 'orders')}:{now.timestamp()}",
-        "rule": "retained_wal",
-        "severity": "warning",
-        "state": "firing",
         "source_name": name,
-        "slot_name": "orders",
         "value": 6 * 1024**3,
         "threshold": 5 * 1024**3,
         "message": f"slot `orders` of {name} retains 6144 MB of WAL (warning at 5120 MB)",
         "started_at": now - timedelta(minutes=20),
         "evaluated_at": now,
+        **fields,
     }
-    values.update(fields)
-    with app.app_context():
-        alert = Alert(source_id=source_id, **values)
-        _db.session.add(alert)
-        _db.session.commit()
-        return alert.id
+    return add_alert(app, source_id, **values)
 
 
 @pytest.fixture
-def firing(app, live_server, page) -> dict[str, int]:
+def firing(app, live_server, page, sign_in) -> dict[str, int]:
     """Two sources, a critical alert on one and a warning on the other; signed in."""
     create_operator(app)
     shop = add_source(app, "shop", free_port())
@@ -72,7 +54,7 @@ def firing(app, live_server, page) -> dict[str, int]:
         message="slot `orders` of shop retains 11 GB of WAL (critical at 10 GB)",
     )
     warning = fire(app, billing, "billing", slot_name="events")
-    sign_in(page, live_server)
+    sign_in()
     return {"shop": shop, "billing": billing, "critical": critical, "warning": warning}
 
 
@@ -125,6 +107,8 @@ def test_acknowledge_in_place_keeps_the_order(firing, live_server, page):
 
 
 def test_a_silence_ending_in_the_past_is_refused_beside_the_field(firing, live_server, page):
+    """A silence ending in the past is refused under its field, the form left open with the input
+    kept, and the alert still counts in the banner."""
     page.goto(live_server + "/alerts/")
     box = f"#alert-{firing['warning']}-silence"
     page.click(f"{box} summary")
@@ -162,14 +146,7 @@ def _charted(app) -> int:
                 )
             )
         _db.session.add(
-            SourceState(
-                source_id=source_id,
-                status="OK",
-                consecutive_failures=0,
-                last_sampled_at=now,
-                retained_bytes=80 * MIB,
-                size_bytes=90 * MIB,
-            )
+            new_state(source_id, last_sampled_at=now, retained_bytes=80 * MIB, size_bytes=90 * MIB)
         )
         _db.session.commit()
     fire(
@@ -184,12 +161,12 @@ def _charted(app) -> int:
     return source_id
 
 
-def test_thresholds_and_alert_periods_on_the_chart(app, live_server, page):
+def test_thresholds_and_alert_periods_on_the_chart(app, live_server, page, sign_in):
     """The retained-WAL chart draws the warning and critical thresholds as horizontal lines
     and the periods alerts fired as shaded bands."""
     create_operator(app)
     source_id = _charted(app)
-    sign_in(page, live_server)
+    sign_in()
     page.goto(f"{live_server}/sources/{source_id}?range=6h")
     charts = page.locator("#wal-charts")
     expect(charts).to_have_attribute("data-range", "6h")
@@ -211,7 +188,7 @@ def test_thresholds_and_alert_periods_on_the_chart(app, live_server, page):
     assert not page.evaluate("document.getElementById('chart-rate').layout.shapes")
 
 
-def test_thresholds_far_above_the_data_are_named_not_drawn(app, live_server, page):
+def test_thresholds_far_above_the_data_are_named_not_drawn(app, live_server, page, sign_in):
     """With the defaults (5 GB / 10 GB) over 90 MB of data, the lines would flatten it: the
     chart names them instead."""
     create_operator(app)
@@ -220,16 +197,18 @@ def test_thresholds_far_above_the_data_are_named_not_drawn(app, live_server, pag
         settings = load_settings()
         settings.retained_warning_bytes, settings.retained_critical_bytes = 5 * 1024**3, None
         _db.session.commit()
-    sign_in(page, live_server)
+    sign_in()
     page.goto(f"{live_server}/sources/{source_id}?range=6h")
     expect(page.locator("#wal-charts")).to_have_attribute("data-thresholds", "")
     note = page.evaluate("document.getElementById('chart-wal').layout.annotations[0].text")
     assert note == "Alert thresholds above the chart: warning at 5 GB"
 
 
-def test_channel_form_bad_input_beside_the_fields(app, live_server, page):
+def test_channel_form_bad_input_beside_the_fields(app, live_server, page, sign_in):
+    """A webhook with an ftp URL and a short secret shows each error under its field with the input
+    kept; the secret field shows for webhooks only."""
     create_operator(app)
-    sign_in(page, live_server)
+    sign_in()
     page.goto(live_server + "/alerts/channels/new")
     page.fill("#name", "ops-hook")
     page.select_option("#type", "webhook")
@@ -250,9 +229,11 @@ def test_channel_form_bad_input_beside_the_fields(app, live_server, page):
     expect(page.locator("#secret")).to_be_visible()
 
 
-def test_settings_form_bad_input_beside_the_fields(app, live_server, page):
+def test_settings_form_bad_input_beside_the_fields(app, live_server, page, sign_in):
+    """Bad rule settings show each error under its field with the input kept; put right, they are
+    saved and the page says so."""
     create_operator(app)
-    sign_in(page, live_server)
+    sign_in()
     page.click("nav a:text('Alerts')")
     page.click(".tabs a:text('Rule settings')")
     expect(page.locator("#retained_warning_bytes")).to_have_value("5 GB")
@@ -276,10 +257,12 @@ def test_settings_form_bad_input_beside_the_fields(app, live_server, page):
     expect(page.locator("#slot_inactive_minutes")).to_have_value("")
 
 
-def test_send_a_test_notification_in_place(app, live_server, page, httpserver):
+def test_send_a_test_notification_in_place(app, live_server, page, httpserver, sign_in):
+    """Send test on a new channel delivers one webhook and shows the outcome and the delivery row
+    without leaving the page."""
     create_operator(app)
     httpserver.expect_request("/hook", method="POST").respond_with_data("", status=204)
-    sign_in(page, live_server)
+    sign_in()
     page.goto(live_server + "/alerts/channels/new")
     page.fill("#name", "ops-hook")
     page.fill("#url", httpserver.url_for("/hook"))

@@ -8,10 +8,10 @@ import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import SampleError, SourceState
+from rosetta_web.models import SampleError
 from rosetta_web.timeutil import utcnow
 
-from ..factories import PASSWORD, add_source, create_operator, wal_metric
+from ..factories import PASSWORD, add_source, create_operator, new_state, wal_metric
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -39,14 +39,7 @@ def _seed(app) -> int:
                 )
             )
         _db.session.add(
-            SourceState(
-                source_id=source_id,
-                status="OK",
-                consecutive_failures=0,
-                last_sampled_at=now,
-                retained_bytes=50_000_000,
-                size_bytes=2**30,
-            )
+            new_state(source_id, last_sampled_at=now, retained_bytes=50_000_000, size_bytes=2**30)
         )
         _db.session.commit()
     return source_id

@@ -9,11 +9,10 @@ import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Alert
 from rosetta_web.monitor.rounds import run_round
 from rosetta_web.timeutil import utcnow
 
-from ..factories import PASSWORD, add_source, create_operator
+from ..factories import add_source, create_operator, new_alert
 from ..pg import free_port
 from ..seed import DESTINATION
 
@@ -29,7 +28,7 @@ document.addEventListener('securitypolicyviolation', (e) => {
 """
 
 
-def test_every_page_works_under_the_policy(app, live_server, page, source_db):
+def test_every_page_works_under_the_policy(app, live_server, page, source_db, sign_in):
     """Pages, charts, the dashboard's refresh, htmx buttons and filters, and the confirm
     dialog all work with scripts from Rosetta alone; Chromium reports no CSP violation."""
     create_operator(app)
@@ -38,12 +37,10 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
     with app.app_context():
         run_round(force=True)
         now = utcnow()
-        alert = Alert(
+        alert = new_alert(
+            sampled,
             key="retained_wal:csp",
-            rule="retained_wal",
             severity="critical",
-            state="firing",
-            source_id=sampled,
             source_name="shop",
             slot_name="rosetta_slot",
             value=11 * 1024**3,
@@ -65,11 +62,7 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db):
         violations.extend(page.evaluate("window.__violations || []"))
         page.goto(live_server + path)
 
-    page.goto(live_server + "/login")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("main button.primary")
-    expect(page.locator("h1")).to_have_text("Dashboard")
+    sign_in()
     assert page.evaluate("htmx.config.allowEval") is False
 
     # The dashboard refreshes itself when the tab comes back: ui.js, not an eval'd filter.

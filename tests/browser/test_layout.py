@@ -9,14 +9,14 @@ from playwright.sync_api import expect
 
 from rosetta_web.monitor.rounds import run_round
 
-from ..factories import PASSWORD, add_source, create_operator
+from ..constants import PHONE
+from ..factories import add_alerts, add_source, create_operator
 from ..pg import free_port
 from ..seed import DESTINATION
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
 
-PHONE = {"width": 390, "height": 844}
 
 # WCAG contrast of an element's text on the first opaque background at or above it.
 CONTRAST_JS = """
@@ -51,17 +51,8 @@ OVERFLOW_JS = """
 """
 
 
-def sign_in(page: Any, live_server: str) -> None:
-    """Sign in through the login form as the operator create_operator made."""
-    page.goto(live_server + "/login")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("main button.primary")
-    expect(page.locator("h1")).to_have_text("Dashboard")
-
-
 @pytest.fixture
-def pipeline_row(app, live_server, page, ready_source) -> Any:
+def pipeline_row(app, live_server, page, ready_source, sign_in) -> Any:
     """Sign in, then add a destination and a (paused) pipeline on a source ready for CDC
     through the forms; yield its row."""
     create_operator(app)
@@ -74,7 +65,7 @@ def pipeline_row(app, live_server, page, ready_source) -> Any:
         publication_name=ready_source["publication_name"],
         slot_name=ready_source["slot_name"],
     )
-    sign_in(page, live_server)
+    sign_in()
     page.goto(live_server + "/destinations/new")
     for field, value in DESTINATION.items():
         page.fill(f"#{field}", value)
@@ -99,41 +90,6 @@ def dead_sources(app, *names: str) -> list[int]:
     dead = [sample for sample in samples if sample.source_id in ids]
     assert len(dead) == len(ids) and not any(sample.ok for sample in dead)
     return ids
-
-
-def add_alerts(app) -> None:
-    """A firing alert with a long message, a resolved one, and a channel: the alert pages'
-    widest content."""
-    from rosetta_web.extensions import db
-    from rosetta_web.models import Alert, Channel
-    from rosetta_web.timeutil import utcnow
-
-    now = utcnow()
-    long_name = "a-source-with-a-rather-long-name"
-    with app.app_context():
-        for state in ("firing", "resolved"):
-            db.session.add(
-                Alert(
-                    key=f"slot_inactive:layout:{state}",
-                    rule="slot_inactive",
-                    severity="warning",
-                    state=state,
-                    source_id=1,
-                    source_name=long_name,
-                    slot_name="a_replication_slot_with_a_long_name",
-                    value=45,
-                    threshold=30,
-                    message=f"slot `a_replication_slot_with_a_long_name` on {long_name}:5432 "
-                    "has had no consumer for 45 min (warning at 30 min)",
-                    started_at=now,
-                    resolved_at=now if state == "resolved" else None,
-                    evaluated_at=now,
-                )
-            )
-        channel = Channel(name="pagerduty-for-the-platform-team", type="apprise", source_ids=[1])
-        channel.url = "pagerduty://integration-key-1234567890abcdef@api-key-abcdef1234567890"
-        db.session.add(channel)
-        db.session.commit()
 
 
 def test_pages_fit_a_phone(app, pipeline_row, live_server, page):
@@ -224,11 +180,11 @@ def test_refresh_asks_for_confirmation_and_start_does_not(pipeline_row, page):
     assert len(asked) == 2  # Start asked nothing
 
 
-def test_opened_why_stays_open_when_the_dashboard_refreshes(app, live_server, page):
+def test_opened_why_stays_open_when_the_dashboard_refreshes(app, live_server, page, sign_in):
     """The poll's swap keeps the "why" the operator opened open, and the others closed."""
     create_operator(app)
     opened, closed = dead_sources(app, "dead-one", "dead-two")
-    sign_in(page, live_server)
+    sign_in()
     page.click(f"#why-{opened} summary")
     expect(page.locator(f"#why-{opened}")).to_have_attribute("open", "")
     page.evaluate("document.getElementById('dashboard-table').dataset.old = 'yes'")
@@ -240,10 +196,10 @@ def test_opened_why_stays_open_when_the_dashboard_refreshes(app, live_server, pa
     expect(page.locator(f"#why-{closed}")).not_to_have_attribute("open", "")
 
 
-def test_zero_badges_and_favicon(app, live_server, page):
+def test_zero_badges_and_favicon(app, live_server, page, sign_in):
     """Zero counts are readable (4.5:1, no opacity) in both themes; the favicon is served."""
     create_operator(app)
-    sign_in(page, live_server)
+    sign_in()
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
         badges = page.locator("#dashboard-summary .badge.zero").all()

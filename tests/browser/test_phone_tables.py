@@ -12,12 +12,12 @@ import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import Destination, Pipeline, Silence
+from rosetta_web.models import Pipeline, Silence
 from rosetta_web.sparkline import draw
 from rosetta_web.timeutil import utcnow
 
-from ..factories import add_source, create_operator, sampled_source
-from .test_layout import PHONE, add_alerts, sign_in
+from ..constants import PHONE
+from ..factories import add_alerts, add_source, create_operator, new_destination, sampled_source
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -118,14 +118,13 @@ def seed(app) -> None:
                 source.name = "production-orders-postgres-eu-west"
                 source.pg_host = LONG_HOST
             _db.session.add(source)
-        destination = Destination(
-            name="snowflake-production",
+        destination = new_destination(
+            "snowflake-production",
             snowflake_account="xy12345.us-east-1",
             snowflake_user="ETL_USER",
             snowflake_database="ANALYTICS",
             snowflake_schema="RAW_DATA",
             snowflake_warehouse="LOADING_WH",
-            snowflake_private_key_path="k.p8",
         )
         _db.session.add(destination)
         _db.session.flush()
@@ -151,10 +150,10 @@ def seed(app) -> None:
 
 
 @pytest.fixture
-def seeded(app, live_server, page) -> Any:
+def seeded(app, live_server, page, sign_in) -> Any:
     """Seed the list pages' data, sign in as alice (an admin), and yield the page."""
     seed(app)
-    sign_in(page, live_server)
+    sign_in()
     return page
 
 
@@ -236,13 +235,13 @@ def test_every_list_fits_a_phone_or_shows_it_scrolls(seeded, live_server):
                 assert hidden_columns(table) == [], (path, table.get_attribute("id"))
 
 
-def test_a_table_that_still_scrolls_fades_the_side_with_more(app, live_server, page):
+def test_a_table_that_still_scrolls_fades_the_side_with_more(app, live_server, page, sign_in):
     """Where a list is too wide and not yet cards (the sources' ten columns at 900 px), its box
     fades the edge that has more to see, follows the scrolling, and takes the keyboard's arrows;
     once the rows are cards (390 px) nothing scrolls and nothing fades."""
     create_operator(app)
     add_source(app, "orders", 5432)
-    sign_in(page, live_server)
+    sign_in()
     page.set_viewport_size({"width": 900, "height": 800})
     page.goto(live_server + "/sources/")
     box = page.locator("main .table-scroll")

@@ -15,7 +15,6 @@ from rosetta_web.monitor.rounds import run_round
 
 from ..factories import add_source, create_operator
 from ..pg import Cluster
-from .test_alerts import sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +47,9 @@ def doomed() -> Iterator[Cluster]:
         cluster.stop()
 
 
-def _slot_exists(cluster: Cluster) -> bool:
-    with closing(cluster.connect()) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'doomed'")
-        return bool(cur.fetchone()[0])
-
-
-def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, page, doomed):
-    """Check swaps the checklist in without a reload; the drop page shows what the slot
-    retains; a wrong name is refused beside the field and the slot survives; its name drops
-    it, and the source's page says what it retained."""
+@pytest.fixture
+def browse(app, doomed, sign_in) -> int:
+    """Register the source on the doomed cluster's database 'browse' and sign in; its id."""
     create_operator(app)
     source_id = add_source(
         app,
@@ -68,7 +60,21 @@ def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, pa
         publication_name="browse_pub",
         slot_name="doomed",
     )
-    sign_in(page, live_server)
+    sign_in()
+    return source_id
+
+
+def _slot_exists(cluster: Cluster) -> bool:
+    with closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'doomed'")
+        return bool(cur.fetchone()[0])
+
+
+def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, page, doomed, browse):
+    """Check swaps the checklist in without a reload; the drop page shows what the slot
+    retains; a wrong name is refused beside the field and the slot survives; its name drops
+    it, and the source's page says what it retained."""
+    source_id = browse
     page.goto(f"{live_server}/sources/{source_id}")
     expect(page.locator("#readiness-none")).to_be_visible()
     page.evaluate("window.marker = 'same page'")
@@ -104,22 +110,12 @@ def test_check_in_place_then_drop_a_slot_by_typing_its_name(app, live_server, pa
 
 
 def test_a_slot_dropped_through_psql_shows_at_the_next_round_and_is_made_again(
-    app, live_server, page, doomed
+    app, live_server, page, doomed, browse
 ):
     """Checked ready; the slot dropped through psql and a round run: the page, reloaded,
     shows the source not ready with the Create slot button, and its check's age; pressing it
     makes the slot (psql sees it) and the badge turns ready."""
-    create_operator(app)
-    source_id = add_source(
-        app,
-        "browse",
-        doomed.port,
-        user="postgres",
-        database="browse",
-        publication_name="browse_pub",
-        slot_name="doomed",
-    )
-    sign_in(page, live_server)
+    source_id = browse
     page.goto(f"{live_server}/sources/{source_id}")
     page.click("#check-button")
     expect(page.locator("#readiness .readiness-badge")).to_have_text("ready")

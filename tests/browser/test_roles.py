@@ -15,7 +15,7 @@ from ..seed import DESTINATION, PIPELINE, SOURCE
 pytestmark = pytest.mark.slow
 
 
-def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
+def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page, sign_in):
     """Sources, a source's page and the pipelines list, as a viewer: the figures and no New,
     Edit, Delete, Sample now, Check or status buttons."""
     with app.app_context():
@@ -25,11 +25,7 @@ def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
     assert admin.post("/api/v1/destinations", json=DESTINATION).status_code == 201
     assert admin.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201
     create_operator(app, "vic", role="viewer")
-    page.goto(live_server + "/login")
-    page.fill("#username", "vic")
-    page.fill("#password", PASSWORD)
-    page.click("main button.primary")
-    expect(page.locator("h1")).to_have_text("Dashboard")
+    sign_in("vic")
 
     page.goto(live_server + "/sources/")
     expect(page.locator("#sources-table")).to_contain_text(SOURCE["name"])
@@ -45,7 +41,7 @@ def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page):
     expect(page.locator("#account-role")).to_have_text("viewer")
 
 
-def test_an_admin_changes_an_accounts_role(app, live_server, page):
+def test_an_admin_changes_an_accounts_role(app, live_server, page, sign_in):
     """On /accounts an admin picks a new role for an account and sets it; the page shows it,
     the account's next request has that role, and the account's history in the audit log
     says who changed what; the log filters in place and names a bad filter beside it."""
@@ -53,10 +49,7 @@ def test_an_admin_changes_an_accounts_role(app, live_server, page):
     create_operator(app, "vic", role="viewer")
     with app.app_context():
         vic_id = services.find_user("vic").id
-    page.goto(live_server + "/login")
-    page.fill("#username", "ada")
-    page.fill("#password", PASSWORD)
-    page.click("main button.primary")
+    sign_in("ada")
     page.click("header >> text=Accounts")
     expect(page.locator("h1")).to_have_text("Accounts")
     row = page.locator(f"#account-{vic_id}")

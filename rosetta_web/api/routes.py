@@ -36,16 +36,16 @@ from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations import services as destinations
 from ..destinations.services import DESTINATIONS
-from ..errors import ApiError
+from ..errors import ApiError, NotFound
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_RULES, ALERT_SETTING_KEYS, ALERT_STATES, WalMetric
 from ..monitor import history
 from ..pipelines.services import PIPELINES, set_status
-from ..resources import NotFound, Resource
+from ..resources import Resource
 from ..sources import replication
 from ..sources.services import SOURCES, latest_slots, sample_now
-from ..timeutil import isoformat, utcnow
+from ..timeutil import ParameterError, isoformat, parse_moment, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body
 from .openapi import ALERT_PAGE_LIMIT, AUDIT_PAGE_LIMIT, MAX_PAGE, build_spec
@@ -180,7 +180,7 @@ def wal_history(entity_id: int) -> Response:
     max_points = _int_arg("max_points", history.DEFAULT_MAX_POINTS, 1, history.MAX_POINTS_LIMIT)
     try:
         win = history.window(request.args.get("start"), request.args.get("end"))
-    except history.HistoryParameterError as exc:
+    except ParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
     result = history.history(source, win, max_points)
     settings = effective_settings(source)
@@ -340,8 +340,8 @@ def _moment_arg(name: str, now: datetime) -> datetime | None:
     if not raw:
         return None
     try:
-        return history.parse_moment(name, raw, now)
-    except history.HistoryParameterError as exc:
+        return parse_moment(name, raw, now)
+    except ParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {name: [str(exc)]}}) from None
 
 

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
 
+from ..errors import NotFound
 from ..extensions import db
 from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
 from ..monitor.rounds import run_round
-from ..resources import NotFound, Resource
+from ..resources import Resource
 from ..timeutil import as_utc
 from .forms import SourceForm
 

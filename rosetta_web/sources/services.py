@@ -1,20 +1,26 @@
-"""Sources: their registry entry and what the pages and the API read about them."""
+"""Sources: their registry entry, what the pages and the API read about them, sampling one
+by hand, and what follows every round of samples (`after_round`)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
 
+from ..alerting import delivery, evaluation
 from ..errors import NotFound
 from ..extensions import db
 from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
-from ..monitor.rounds import run_round
+from ..monitor.probe import Sample
+from ..monitor.rounds import Round, sample_sources
 from ..resources import Resource
 from ..timeutil import as_utc
 from .forms import SourceForm
+
+log = logging.getLogger(__name__)
 
 CONNECTION_FIELDS = {"pg_host", "pg_port", "pg_database", "pg_username", "pg_password"}
 
@@ -104,7 +110,7 @@ def next_round_at(interval_s: int) -> datetime | None:
 
 def sample_now(source: Source) -> dict[str, Any]:
     """Sample the source by hand now; return the sample, or why it failed, and its state."""
-    samples = run_round(source_id=source.id, force=True)
+    samples = after_round(sample_sources(source_id=source.id))
     if not samples:  # deleted meanwhile
         raise NotFound(SOURCES.title, source.id)
     sample = samples[0]
@@ -118,3 +124,26 @@ def sample_now(source: Source) -> dict[str, Any]:
         "sample": metric.to_dict() if metric is not None else None,
         "monitor": state.to_dict() if state is not None else None,
     }
+
+
+def after_round(done: Round) -> list[Sample]:
+    """Act on a stored round, whoever sampled it: evaluate the alert rules, deliver what they
+    queued, check again the sources whose readiness it contradicts; return its samples.
+
+    Neither failing undoes the round, nor stops the other.
+    """
+    try:
+        # At the time it runs: a late lane must not go back in time.
+        if evaluation.evaluate():
+            delivery.kick()
+    except Exception:
+        log.exception("evaluating the alert rules failed; the next round evaluates them again")
+    # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
+    # sources again now. Imported here: sources.replication imports this module.
+    try:
+        from .replication import follow_round
+
+        follow_round(done.samples, done.started_at)
+    except Exception:
+        log.exception("checking sources whose slot or publication changed failed")
+    return done.samples

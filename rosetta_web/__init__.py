@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .extensions import db, migrate
     from .formatting import register_filters
     from .security import init_security
+    from .sparkline import render as render_sparkline
 
     load_dotenv()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
@@ -60,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_security(app)
     register_error_handlers(app)
     register_filters(app)
+    app.add_template_filter(render_sparkline, "sparkline")  # drawn with formatting's sizes
     app.url_map.converters["id"] = IdConverter
     _register_blueprints(app)
 

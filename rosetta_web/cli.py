@@ -166,9 +166,10 @@ def check(source_name: str | None) -> None:
 @click.option("--source", "source_name", help="Sample only this source (by name).")
 def sample(source_name: str | None) -> None:
     """Sample every source (or one) now, store the results and print them."""
-    from .monitor.rounds import run_round
+    from .monitor.rounds import sample_sources
+    from .sources.services import after_round
 
-    samples = run_round(source_name=source_name, force=True)
+    samples = after_round(sample_sources(name=source_name))
     if source_name and not samples:
         raise click.ClickException(f"no source named {source_name!r}")
     header = ("SOURCE", "STATUS", "WAL_DIR_BYTES", "RETAINED_BYTES", "SLOTS", "DURATION", "ERROR")
@@ -187,7 +188,7 @@ def sample(source_name: str | None) -> None:
     _print_table(header, rows)
     failed = sum(1 for s in samples if not s.ok)
     click.echo(f"{len(samples)} sampled, {failed} failed")
-    # The round evaluated the alert rules; deliver what they queued before exiting.
+    # after_round evaluated the alert rules; deliver what they queued before exiting.
     from .alerting.delivery import deliver_due
     from .alerts.services import banner_counts
 

@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from .errors import DomainError, DuplicateName, InUse
 from .forms import ConfirmForm, EntityForm, form_view
 from .htmx import render_page_or_fragment
 from .readiness import summary
-from .resources import DomainError, DuplicateName, InUse, Resource
+from .resources import Resource
 
 
 def entity_form(resource: Resource, entity: Any = None, **kwargs: Any) -> EntityForm:

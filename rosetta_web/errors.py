@@ -1,10 +1,16 @@
-"""The one JSON error envelope, and the handlers that answer every error with it."""
+"""The domain errors, the one JSON error envelope, and the handlers that answer every error
+with it.
+
+A domain error is a plain exception raised by a service (no request, no HTTP); an area may
+declare its own kinds in its services, as subclasses of `DomainError`.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Flask, Response, flash, g, jsonify, render_template, request
@@ -17,7 +23,6 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .extensions import db
-from .resources import DomainError, DuplicateName, InUse, NotFound
 from .timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,47 @@ ERROR_NAMES = {
     502: "SourceUnreachableError",
     503: "ServiceUnavailableError",
 }
+
+
+class DomainError(Exception):
+    """A rule of Rosetta's refused an operation; the message is for the operator.
+
+    The edge answers it with `status` (409 unless a kind says otherwise), its error name
+    (`error`, else the status's) and `details`.
+    """
+
+    status = 409
+    error: str | None = None
+    details: dict[str, Any] = {}  # noqa: RUF012 - read-only default; kinds set their own
+
+
+class NotFound(DomainError):
+    """No entity of that kind has that id."""
+
+    def __init__(self, entity_type: str, entity_id: Any) -> None:
+        super().__init__(f"{entity_type} with id '{entity_id}' not found")
+        self.entity_type = entity_type
+        self.entity_id = str(entity_id)
+
+
+class DuplicateName(DomainError):
+    """Another entity of the same kind already has the name."""
+
+    def __init__(self, label: str, name: str) -> None:
+        super().__init__(f"A {label} named '{name}' already exists")
+        self.field_message = f"A {label} named '{name}' already exists."
+
+
+class InUse(DomainError):
+    """Pipelines use the entity, so it cannot be deleted."""
+
+    def __init__(self, title: str, name: str, pipelines: Sequence[str]) -> None:
+        count = len(pipelines)
+        super().__init__(
+            f"{title} '{name}' is used by {count} pipeline{'s' if count != 1 else ''}; "
+            "delete or change them first"
+        )
+        self.pipelines = list(pipelines)
 
 
 class ApiError(Exception):

@@ -108,6 +108,3 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(utc, "utc")
     app.add_template_filter(from_iso, "from_iso")
     app.add_template_filter(duration_words, "duration")
-    from .sparkline import render
-
-    app.add_template_filter(render, "sparkline")

@@ -1,12 +1,12 @@
-"""Named entities (sources, destinations, pipelines): their registry and the domain errors.
+"""Named entities (sources, destinations, pipelines): their registry.
 
-No request and no HTTP here: views, the API and the CLI call these, and the error handlers
-turn the errors into the envelope at the edge.
+No request and no HTTP here: views, the API and the CLI call these; the domain errors they
+raise (errors.py) become the envelope at the edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,51 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .audit import services as audit
+from .errors import DuplicateName, InUse, NotFound
 from .extensions import db
 from .forms import MAX_INT, EntityForm, field_names
 from .models import Pipeline
 from .readiness import summary
-
-
-class DomainError(Exception):
-    """A rule of Rosetta's refused an operation; the message is for the operator.
-
-    The edge answers it with `status` (409 unless a kind says otherwise), its error name
-    (`error`, else the status's) and `details`.
-    """
-
-    status = 409
-    error: str | None = None
-    details: dict[str, Any] = {}  # noqa: RUF012 - read-only default; kinds set their own
-
-
-class NotFound(DomainError):
-    """No entity of that kind has that id."""
-
-    def __init__(self, entity_type: str, entity_id: Any) -> None:
-        super().__init__(f"{entity_type} with id '{entity_id}' not found")
-        self.entity_type = entity_type
-        self.entity_id = str(entity_id)
-
-
-class DuplicateName(DomainError):
-    """Another entity of the same kind already has the name."""
-
-    def __init__(self, label: str, name: str) -> None:
-        super().__init__(f"A {label} named '{name}' already exists")
-        self.field_message = f"A {label} named '{name}' already exists."
-
-
-class InUse(DomainError):
-    """Pipelines use the entity, so it cannot be deleted."""
-
-    def __init__(self, title: str, name: str, pipelines: Sequence[str]) -> None:
-        count = len(pipelines)
-        super().__init__(
-            f"{title} '{name}' is used by {count} pipeline{'s' if count != 1 else ''}; "
-            "delete or change them first"
-        )
-        self.pipelines = list(pipelines)
 
 
 def store_readiness(entity: Any, stored: dict[str, Any], audited: bool = False) -> None:

@@ -1,8 +1,13 @@
-"""Times as Rosetta keeps and shows them: aware UTC, ISO-8601 with a Z."""
+"""Times as Rosetta keeps and shows them (aware UTC, ISO-8601 with a Z) and reads them from
+the operator (ISO-8601, or relative like 24h)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
+
+RELATIVE = re.compile(r"^(\d{1,10})\s*([smhdw])$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def utcnow() -> datetime:
@@ -22,3 +27,27 @@ def isoformat(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return as_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+class ParameterError(ValueError):
+    """A parameter of a request (a time, a range) is wrong; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_moment(field: str, raw: str, now: datetime) -> datetime:
+    """Read an ISO-8601 time (UTC when no offset is given) or a relative one like '24h'."""
+    text = raw.strip()
+    match = RELATIVE.match(text.lower())
+    try:
+        if match:
+            return now - timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
+        return as_utc(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):  # unreadable, or past year 1 or 9999 in UTC
+        raise ParameterError(
+            field,
+            "Use an ISO-8601 time (2026-01-14T00:00:00Z) or a relative one like 24h, "
+            "between the years 1 and 9999.",
+        ) from None

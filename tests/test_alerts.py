@@ -31,7 +31,8 @@ from rosetta_web.alerting.settings import load_settings
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import pg_size_pretty
 from rosetta_web.models import ALERT_SETTING_KEYS, Alert, Channel, Delivery, Notification
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import sample_sources, scheduled_round
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
 from .apps import make_app
@@ -108,7 +109,7 @@ def channel(app: Flask, url: str, name: str = "hook", **fields: Any) -> int:
 def sample(app: Flask, manual: bool = True) -> None:
     """Run a round in this process, as the scheduler (manual=False) or Sample now does."""
     with app.app_context():
-        run_round(force=manual)
+        after_round(sample_sources() if manual else scheduled_round())
 
 
 def received(server: HTTPServer) -> list[dict[str, Any]]:
@@ -400,7 +401,7 @@ def run_round_without_delivery(app: Flask) -> None:
     kick = delivery.kick
     delivery.kick = lambda now=None: []  # type: ignore[assignment]
     try:
-        run_round()
+        after_round(scheduled_round())
     finally:
         delivery.kick = kick  # type: ignore[assignment]
 
@@ -422,7 +423,7 @@ def test_repeat_acknowledge_and_silence(app, receiver):
             )
 
     with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
-        run_round()
+        after_round(scheduled_round())
         traveller.shift(timedelta(minutes=30))
         evaluate()
         assert events() == ["firing"]
@@ -446,7 +447,7 @@ def test_repeat_acknowledge_and_silence(app, receiver):
             )
         )
         _db.session.commit()
-        run_round()
+        after_round(scheduled_round())
         silenced = _db.session.scalar(_db.select(Alert).where(Alert.source_id == other))
         assert silenced.state == "firing"
         assert events() == ["firing", "repeat"]
@@ -464,7 +465,7 @@ def test_each_transition_is_recorded_and_queued_once(request, backend, receiver)
     channel(app, receiver.url_for("/hook"))
     settings(app, unreachable_rounds=1)
     with app.app_context():
-        run_round()  # fails once: fires
+        after_round(scheduled_round())  # fails once: fires
         evaluate()
         evaluate()  # again: nothing new
         from rosetta_web.models import SourceState

@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from rosetta_web.alerting.delivery import SIGNATURE_HEADER
 from rosetta_web.extensions import db
 from rosetta_web.models import Alert, Channel, Notification, Source
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import sample_sources
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import isoformat, utcnow
 
 from .apps import make_app
@@ -580,7 +581,7 @@ def test_every_alerts_get_answers_its_documented_schema(app, api, source_db):
     their forecast."""
     source_id = add_source(app, "shop", source_db["port"])
     with app.app_context():
-        assert run_round(force=True)[0].ok
+        assert after_round(sample_sources())[0].ok
         db.session.add(new_source("never-sampled"))
         db.session.commit()
     seed_alerting(app, source_id)

@@ -21,9 +21,9 @@ from werkzeug.datastructures import MultiDict
 from rosetta_web.audit import services as audit
 from rosetta_web.auth import services as auth
 from rosetta_web.crud import entity_form
+from rosetta_web.errors import DuplicateName
 from rosetta_web.extensions import db
 from rosetta_web.models import AuditRecord, Source
-from rosetta_web.resources import DuplicateName
 from rosetta_web.sources.services import SOURCES
 from rosetta_web.timeutil import as_utc, utcnow
 

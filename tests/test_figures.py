@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import pg_size_pretty
 from rosetta_web.models import Source
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import sample_sources, scheduled_round
 from rosetta_web.monitor.scheduler import MonitorScheduler
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import isoformat, utcnow
 
 from .factories import MONITOR_PASSWORD, add_source
@@ -50,7 +51,7 @@ def test_two_databases_of_one_server_count_its_slots_once(
     shop = add_source(app, "shop", source_db["port"])
     shop2 = add_source(app, "shop2", source_db["port"], database=second_database)
     with app.app_context():
-        assert all(sample.ok for sample in run_round())
+        assert all(sample.ok for sample in after_round(scheduled_round()))
     total, inactive = _slots_on_server(source_db)
     assert total >= 1
 
@@ -98,7 +99,7 @@ def test_samples_come_back_at_their_own_times_with_their_values(app, api, source
     taken = []
     with app.app_context():
         for moment in moments:
-            (sample,) = run_round(force=True, now=moment)
+            (sample,) = after_round(sample_sources(now=moment))
             assert sample.ok, sample.error
             taken.append(sample)
     data = api.get(
@@ -125,7 +126,8 @@ def test_a_bucketed_range_ends_at_the_latest_sample_and_stays_put(app, api, sour
     start = utcnow().replace(microsecond=0) - timedelta(minutes=30)
     with app.app_context():
         for minute in range(1, 21):
-            (latest,) = run_round(force=True, now=start + timedelta(minutes=minute, seconds=13))
+            moment = start + timedelta(minutes=minute, seconds=13)
+            (latest,) = after_round(sample_sources(now=moment))
     query = {"start": isoformat(start), "end": isoformat(start + timedelta(minutes=25))}
     first = api.get(
         f"/api/v1/sources/{source_id}/wal-history", query_string={**query, "max_points": 5}
@@ -155,13 +157,13 @@ def test_a_failure_between_two_good_samples_is_a_null_point_with_its_error(app, 
             _db.session.commit()
 
     with app.app_context():
-        assert run_round(force=True, now=moments[0])[0].ok
+        assert after_round(sample_sources(now=moments[0]))[0].ok
     set_password("Wr0ng-Secret!")
     with app.app_context():
-        assert not run_round(force=True, now=moments[1])[0].ok
+        assert not after_round(sample_sources(now=moments[1]))[0].ok
     set_password(MONITOR_PASSWORD)
     with app.app_context():
-        assert run_round(force=True, now=moments[2])[0].ok
+        assert after_round(sample_sources(now=moments[2]))[0].ok
     data = api.get(
         f"/api/v1/sources/{source_id}/wal-history", query_string={"start": isoformat(start)}
     ).get_json()
@@ -240,8 +242,8 @@ def test_a_source_chart_has_only_its_own_sample_times(app, api, source_db, secon
     start = utcnow().replace(microsecond=0) - timedelta(minutes=10)
     both, alone = start + timedelta(minutes=1), start + timedelta(minutes=2)
     with app.app_context():
-        assert all(sample.ok for sample in run_round(force=True, now=both))
-        assert run_round(force=True, now=alone, source_id=shop2)[0].ok
+        assert all(sample.ok for sample in after_round(sample_sources(now=both)))
+        assert after_round(sample_sources(now=alone, source_id=shop2))[0].ok
 
     def times(source_id: int) -> list[str]:
         query = {"start": isoformat(start)}
@@ -274,8 +276,8 @@ def test_a_late_lane_never_rolls_a_servers_slots_back(app, api, source_db, secon
     now = utcnow().replace(microsecond=0)
     earlier = now - timedelta(seconds=30)
     with app.app_context():
-        assert run_round(force=True, now=now)[0].ok
-        assert run_round(force=True, now=earlier, source_id=late)[0].ok
+        assert after_round(sample_sources(now=now))[0].ok
+        assert after_round(sample_sources(now=earlier, source_id=late))[0].ok
         server = _db.session.scalar(_db.select(Server))
         assert isoformat(server.last_sampled_at) == isoformat(now)
         old = _db.select(_db.func.count(SlotMetric.id)).where(SlotMetric.recorded_at == earlier)

@@ -18,8 +18,9 @@ from rosetta_web import create_app
 from rosetta_web.config import ConfigError, load_config
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import MonitorRound, User
-from rosetta_web.monitor.rounds import join_lanes, run_round
+from rosetta_web.monitor.rounds import join_lanes, sample_sources
 from rosetta_web.monitor.scheduler import next_tick_at
+from rosetta_web.sources.services import after_round
 
 from .clients import csrf_token
 from .constants import ROOT
@@ -179,7 +180,7 @@ def test_the_server_message_is_shown_whole_whatever_the_password(app, source_db)
     own_name = add_source(app, "own-name", source_db["port"], "a", "a")
     app.config["WAL_MONITOR_MAX_RETRIES"] = 0
     with app.app_context():
-        run_round(force=True)
+        after_round(sample_sources())
         errors = {
             source.id: source.state.last_error for source in _db.session.scalars(_db.select(Source))
         }
@@ -298,7 +299,7 @@ def test_a_closed_port_is_said_in_rosettas_words(app):
     source_id = add_source(app, "closed", port)
     app.config["WAL_MONITOR_MAX_RETRIES"] = 0
     with app.app_context():
-        (sample,) = run_round(force=True)
+        (sample,) = after_round(sample_sources())
     assert sample.error.startswith(f"cannot connect to 127.0.0.1:{port}: ")
     assert "Connection refused. Is the server running" in sample.error
     assert source_id

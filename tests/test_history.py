@@ -12,7 +12,7 @@ from rosetta_web.extensions import db as _db
 from rosetta_web.models import Pipeline, SampleError, Source
 from rosetta_web.monitor import history
 from rosetta_web.sparkline import draw, render
-from rosetta_web.timeutil import utcnow
+from rosetta_web.timeutil import ParameterError, utcnow
 
 from .factories import (
     add_source,
@@ -165,9 +165,9 @@ def test_window_reads_relative_and_absolute_times():
     now = T0
     assert history.window("1h", None, now=now).start == now - timedelta(hours=1)
     assert history.window(None, None, now=now).start == now - timedelta(hours=24)
-    with pytest.raises(history.HistoryParameterError, match="end must be after start"):
+    with pytest.raises(ParameterError, match="end must be after start"):
         history.window("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z", now=now)
-    with pytest.raises(history.HistoryParameterError, match="ISO-8601"):
+    with pytest.raises(ParameterError, match="ISO-8601"):
         history.window("yesterday", None, now=now)
 
 

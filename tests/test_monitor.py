@@ -18,7 +18,13 @@ from rosetta_web.models import (
     SourceState,
     WalMetric,
 )
-from rosetta_web.monitor.rounds import backoff_seconds, delete_expired, run_round
+from rosetta_web.monitor.rounds import (
+    backoff_seconds,
+    delete_expired,
+    sample_sources,
+    scheduled_round,
+)
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
 from .factories import PLAIN_PASSWORD, add_source
@@ -37,13 +43,13 @@ def test_sample_matches_what_postgres_reports(app, source_db):
     source_id = add_source(app, "shop", source_db["port"])
     cluster = source_db["cluster"]
     with app.app_context():
-        first = run_round(force=True)[0]
+        first = after_round(sample_sources())[0]
     assert first.ok, first.error
     written = write_wal(cluster, 4)
     assert written > 4 * 1024 * 1024
     before = retained(cluster, "rosetta_slot")
     with app.app_context():
-        second = run_round(force=True)[0]
+        second = after_round(sample_sources())[0]
     after = retained(cluster, "rosetta_slot")
     assert second.ok, second.error
     assert before <= second.retained_bytes <= after
@@ -94,7 +100,7 @@ def test_role_without_pg_monitor_gets_null_wal_size_and_ok(app, source_db):
     """Without pg_monitor the WAL directory size is NULL, and that is not an error."""
     source_id = add_source(app, "plain", source_db["port"], "plain_user", PLAIN_PASSWORD)
     with app.app_context():
-        sample = run_round(force=True)[0]
+        sample = after_round(sample_sources())[0]
     assert sample.ok, sample.error
     assert sample.size_bytes is None and sample.retained_bytes is not None
     state = _state(app, source_id)
@@ -105,7 +111,7 @@ def test_wrong_password_is_an_error_that_never_shows_the_password(app, source_db
     """A wrong password records ERROR with the server's reason, without the password."""
     source_id = add_source(app, "badpass", source_db["port"], "plain_user", "Wr0ng-Secret!")
     with app.app_context():
-        sample = run_round(force=True)[0]
+        sample = after_round(sample_sources())[0]
     assert not sample.ok and sample.attempts == 1  # not retried: it would fail again
     state = _state(app, source_id)
     assert state.status == "ERROR" and "password authentication failed" in state.last_error
@@ -118,7 +124,7 @@ def test_closed_port_fails_quickly(app):
     source_id = add_source(app, "closed", free_port())
     started = time.monotonic()
     with app.app_context():
-        sample = run_round(force=True)[0]
+        sample = after_round(sample_sources())[0]
     assert time.monotonic() - started < 10  # far from the 20 s timeout
     assert not sample.ok and sample.attempts == 4  # the first try and three retries
     assert "Connection refused" in _state(app, source_id).last_error
@@ -131,7 +137,7 @@ def test_hanging_source_times_out_without_delaying_the_others(app, source_db, ha
     add_source(app, "shop", source_db["port"])
     started = time.monotonic()
     with app.app_context():
-        samples = {sample.name: sample for sample in run_round(force=True)}
+        samples = {sample.name: sample for sample in after_round(sample_sources())}
     elapsed = time.monotonic() - started
     assert samples["shop"].ok and samples["shop"].duration_ms < 2500  # not held up 3 s
     assert not samples["hangs"].ok and "timed out after 3 s" in samples["hangs"].error
@@ -150,7 +156,7 @@ def test_failing_source_backs_off_round_after_round(app, source_db):
 
     def round_at(minutes: float) -> list:
         with app.app_context():
-            return run_round(now=t0 + timedelta(minutes=minutes))
+            return after_round(scheduled_round(now=t0 + timedelta(minutes=minutes)))
 
     assert len(round_at(0)) == 1
     state = _state(app, source_id)
@@ -208,13 +214,13 @@ def test_sampling_by_hand_never_lengthens_the_backoff(app, runner):
     source_id = add_source(app, "dead", free_port())
     for _ in range(4):
         with app.app_context():
-            assert run_round(force=True)[0].status == "ERROR"
+            assert after_round(sample_sources())[0].status == "ERROR"
     result = runner.invoke(args=["rosetta", "sample", "--source", "dead"])
     assert result.output.splitlines()[1].split()[:2] == ["dead", "ERROR"]
     state = _state(app, source_id)
     assert (state.status, state.consecutive_failures, state.next_attempt_at) == ("ERROR", 0, None)
     with app.app_context():
-        assert len(run_round()) == 1  # due at once: the scheduled round tries it
+        assert len(after_round(scheduled_round())) == 1  # due at once: the scheduled round tries it
         assert _db.session.scalar(_db.select(_db.func.count(SampleError.id))) == 6
     assert _state(app, source_id).consecutive_failures == 1
 
@@ -224,7 +230,7 @@ def test_retention_deletes_old_rows_in_batches(app, source_db, monkeypatch):
     add_source(app, "shop", source_db["port"])
     with app.app_context():
         for days in (40, 35, 31, 0):
-            run_round(force=True, now=utcnow() - timedelta(days=days))
+            after_round(sample_sources(now=utcnow() - timedelta(days=days)))
     monkeypatch.setattr("rosetta_web.monitor.rounds.RETENTION_BATCH_ROWS", 2)
     with app.app_context():
         deleted = delete_expired(30)
@@ -242,7 +248,7 @@ def test_deleting_a_source_deletes_its_history(app, api, source_db):
     source_id = add_source(app, "shop", source_db["port"])
     other_id = add_source(app, "shop-too", source_db["port"])
     with app.app_context():
-        run_round(force=True)
+        after_round(sample_sources())
     assert api.delete(f"/api/v1/sources/{source_id}").status_code == 204
 
     def count(model):
@@ -293,7 +299,7 @@ def test_prometheus_metrics(app, api, source_db, public):
     add_source(app, "shop", source_db["port"])
     add_source(app, "closed", free_port())
     with app.app_context():
-        run_round()  # a scheduled round: the sampler's gauges describe those
+        after_round(scheduled_round())  # a scheduled round: the sampler's gauges describe those
     anonymous = app.test_client().get("/metrics")
     if not public:
         assert (
@@ -330,8 +336,8 @@ def test_api_exposes_samples_slots_and_state(app, api, source_db):
     """metrics/wal lists samples newest first; slots and the source carry the latest state."""
     source_id = add_source(app, "shop", source_db["port"])
     with app.app_context():
-        run_round(force=True, now=utcnow() - timedelta(minutes=5))
-        run_round(force=True)
+        after_round(sample_sources(now=utcnow() - timedelta(minutes=5)))
+        after_round(sample_sources())
     rows = api.get(f"/api/v1/metrics/wal?source_id={source_id}&limit=1").get_json()
     assert len(rows) == 1
     assert {"id", "source_id", "size_bytes", "recorded_at", "wal_position_bytes"} <= set(rows[0])
@@ -351,7 +357,7 @@ def test_pages_show_status_sizes_and_slots(app, browser, source_db):
     source_id = add_source(app, "shop", source_db["port"])
     add_source(app, "closed", free_port())
     with app.app_context():
-        run_round()
+        after_round(scheduled_round())
     listing = browser.get("/sources/").get_data(as_text=True)
     assert '<span class="badge monitor-ok"' in listing
     assert '<span class="badge monitor-error" title="cannot connect to 127.0.0.1:' in listing
@@ -374,7 +380,7 @@ def test_host_names_are_looked_up_within_the_budget(app, source_db):
         _db.session.get(Source, ok_id).pg_host = "localhost"
         _db.session.get(Source, bad_id).pg_host = "no-such-host.invalid"
         _db.session.commit()
-        samples = {s.name: s for s in run_round(force=True)}
+        samples = {s.name: s for s in after_round(sample_sources())}
     assert samples["by-name"].ok, samples["by-name"].error
     assert not samples["no-such-host"].ok
     assert "cannot look up no-such-host.invalid" in samples["no-such-host"].error
@@ -385,7 +391,7 @@ def test_fixing_a_source_clears_its_backoff(app, api, source_db):
     app.config["WAL_MONITOR_MAX_RETRIES"] = 0
     source_id = add_source(app, "fixme", free_port())
     with app.app_context():
-        run_round()
+        after_round(scheduled_round())
     assert _state(app, source_id).next_attempt_at is not None
     assert api.patch(f"/api/v1/sources/{source_id}", json={"slot_name": "other"}).status_code == 200
     assert _state(app, source_id).status == "ERROR"  # not a connection change: backoff stays
@@ -396,7 +402,7 @@ def test_fixing_a_source_clears_its_backoff(app, api, source_db):
     state = _state(app, source_id)
     assert (state.status, state.consecutive_failures, state.next_attempt_at) == ("PENDING", 0, None)
     with app.app_context():
-        assert run_round()[0].ok
+        assert after_round(scheduled_round())[0].ok
 
 
 def test_a_source_deleted_mid_round_costs_only_its_own_sample(app, api, source_db, hanging_server):
@@ -410,7 +416,7 @@ def test_a_source_deleted_mid_round_costs_only_its_own_sample(app, api, source_d
 
     def sample():
         with app.app_context():
-            done.append(run_round(force=True))
+            done.append(after_round(sample_sources()))
 
     worker = threading.Thread(target=sample)
     worker.start()

@@ -17,10 +17,11 @@ from psycopg2 import sql
 
 from rosetta_web.extensions import db
 from rosetta_web.models import Source
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import scheduled_round
 from rosetta_web.monitor.scheduler import MonitorScheduler
 from rosetta_web.readiness.source import QUOTED_KEYWORDS, TITLES
 from rosetta_web.readiness.source import quote_ident as offline
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
 from .constants import ENVELOPE_KEYS, GIB, MB
@@ -1478,7 +1479,7 @@ def test_quoting_without_a_connection_matches_quote_ident(shop):
 def round_now(app: Any) -> None:
     """Run one monitor round, as the scheduler's tick does."""
     with app.app_context():
-        run_round()
+        after_round(scheduled_round())
 
 
 def checked_at(api: Any, source_id: int) -> str:

@@ -17,7 +17,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from ..alerting.targets import url_refusal
-from ..alerting.urls import MASKS, apprise_plugin
+from ..channel_urls import MASKS, apprise_plugin
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm, SelectChoice, lowercase, name_rules, strip
 from ..models import ALERT_RULES, SEVERITIES, Channel, Source

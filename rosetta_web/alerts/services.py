@@ -15,6 +15,7 @@ from ..alerting.evaluation import attach_silences
 from ..alerting.rules import Settings
 from ..alerting.settings import AlertSettingsForm, load_settings
 from ..audit import services as audit
+from ..errors import DomainError, NotFound
 from ..extensions import db
 from ..forms import MAX_INT, EntityForm, SelectChoice
 from ..models import (
@@ -31,7 +32,7 @@ from ..models import (
     Source,
 )
 from ..monitor.history import MOMENT_WORDS
-from ..resources import DomainError, NotFound, Resource
+from ..resources import Resource
 from ..shapes import ChoiceArg, IntArg, TextArg
 from ..timeutil import as_utc, isoformat, utcnow
 from .forms import ChannelForm, SilenceForm

@@ -41,19 +41,19 @@ from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations import services as destinations
 from ..destinations.services import DESTINATIONS
-from ..errors import ApiError
+from ..errors import ApiError, NotFound
 from ..extensions import db
 from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
 from ..monitor.history import AlertSpan, Thresholds, WalHistory
 from ..pipelines.services import PIPELINES, set_status
-from ..resources import NotFound, Resource
+from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import replication
 from ..sources.forms import PublicationForm
 from ..sources.services import SOURCES, latest_slots, sample_now
-from ..timeutil import utcnow
+from ..timeutil import ParameterError, parse_moment, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body, publication_formdata
 from .openapi import build_spec
@@ -187,7 +187,7 @@ def wal_history(entity_id: int) -> Response:
         win = history.window(
             request.args.get(history.START.name), request.args.get(history.END.name)
         )
-    except history.HistoryParameterError as exc:
+    except ParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
     settings = effective_settings(source)
     answer = WalHistory(
@@ -306,8 +306,8 @@ def _moment_arg(name: str, now: datetime) -> datetime | None:
     if not raw:
         return None
     try:
-        return history.parse_moment(name, raw, now)
-    except history.HistoryParameterError as exc:
+        return parse_moment(name, raw, now)
+    except ParameterError as exc:
         raise ApiError(422, str(exc), {"fields": {name: [str(exc)]}}) from None
 
 

@@ -40,9 +40,8 @@ from ..models import (
     Source,
     User,
 )
-from ..monitor.history import HistoryParameterError, parse_moment
 from ..shapes import ChoiceArg, Declared, Described, IntArg, TextArg
-from ..timeutil import isoformat, utcnow
+from ..timeutil import ParameterError, isoformat, parse_moment, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +452,7 @@ def read_query(args: Mapping[str, str], now: datetime) -> AuditQuery:
         if name in values:
             try:
                 moments[name] = parse_moment(name, values[name], now)
-            except HistoryParameterError as exc:
+            except ParameterError as exc:
                 errors[name] = str(exc)
     since, until = moments["since"], moments["until"]
     if since is not None and until is not None and until <= since:

@@ -8,10 +8,10 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from ..crypto import decrypt_secret, encrypt_secret
+from ..errors import NotFound
 from ..extensions import db
 from ..forms import ConfirmForm, filled, form_view
 from ..models import ROLES, User
-from ..resources import NotFound
 from . import bp, services
 from .forms import NewAccountForm, RoleForm
 

@@ -15,9 +15,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..audit import services as audit
 from ..crypto import hash_token
+from ..errors import DomainError
 from ..extensions import db
 from ..models import ApiToken, Installation, LoginFailure, User
-from ..resources import DomainError
 from ..timeutil import as_utc, utcnow
 
 TOKEN_PREFIX = "rst_"

@@ -10,7 +10,6 @@ values and their error, so a chart breaks its line where sampling failed.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from ..extensions import db
 from ..forms import MAX_INT
 from ..models import ALERT_RULES, SEVERITIES, SampleError, SlotMetric, Source, WalMetric
 from ..shapes import Declared, Described, IntArg, Moment, TextArg
-from ..timeutil import as_utc, isoformat, utcnow
+from ..timeutil import ParameterError, as_utc, isoformat, parse_moment, utcnow
 
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000
@@ -35,32 +34,6 @@ MAX_POINTS = IntArg("max_points", minimum=1, maximum=MAX_POINTS_LIMIT, default=D
 # GET /metrics/wal: a source's newest samples.
 SOURCE_ID = IntArg("source_id", minimum=1, maximum=MAX_INT, required=True)
 SAMPLES_LIMIT = IntArg("limit", minimum=1, maximum=1000, default=100)
-RELATIVE = re.compile(r"^(\d{1,10})\s*([smhdw])$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class HistoryParameterError(ValueError):
-    """A parameter of the history request is wrong; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def parse_moment(field: str, raw: str, now: datetime) -> datetime:
-    """Read an ISO-8601 time (UTC when no offset is given) or a relative one like '24h'."""
-    text = raw.strip()
-    match = RELATIVE.match(text.lower())
-    try:
-        if match:
-            return now - timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
-        return as_utc(datetime.fromisoformat(text))
-    except (ValueError, OverflowError):  # unreadable, or past year 1 or 9999 in UTC
-        raise HistoryParameterError(
-            field,
-            "Use an ISO-8601 time (2026-01-14T00:00:00Z) or a relative one like 24h, "
-            "between the years 1 and 9999.",
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -78,12 +51,12 @@ def window(start: str | None, end: str | None, now: datetime | None = None) -> W
     try:
         start_at = parse_moment("start", start, now) if start else end_at - DEFAULT_RANGE
         start_at.timestamp()  # the buckets are counted in seconds since 1970
-    except HistoryParameterError:
+    except ParameterError:
         raise
     except (OverflowError, ValueError):
-        raise HistoryParameterError("start", "start is out of range.") from None
+        raise ParameterError("start", "start is out of range.") from None
     if end_at <= start_at:
-        raise HistoryParameterError("end", "end must be after start.")
+        raise ParameterError("end", "end must be after start.")
     return Window(start_at, end_at)
 
 

@@ -1,5 +1,11 @@
 """One sampling round: which sources are due, probing them, storing the results, backoff.
 
+Three entry points say which sources a round samples: `scheduled_round` (the due ones),
+`sample_sources` (by hand: all, or one by name or id) and `sample_new_sources` (the ones never
+attempted since they were saved). Each stores what it sampled and returns the `Round`; this
+module only stores. What follows a round (the alert rules, their notifications, readiness
+seen contradicted) is the caller's: `sources.services.after_round`.
+
 Also the daily retention of the history it stores.
 """
 
@@ -10,16 +16,18 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import CursorResult, delete, select, tuple_
+from sqlalchemy import CursorResult, Select, delete, select, tuple_
 from sqlalchemy.orm import undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
-from ..alerting import delivery, evaluation, trends
+from ..alerting import trends
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -41,6 +49,20 @@ MAX_BACKOFF_SECONDS = 900
 # restart, a failover) must not hide the recovery behind a backoff.
 RETRIED_AT_ONCE = 2
 RETENTION_BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class Round:
+    """A round as stored: its samples (each with its source's status once stored) and when it
+    started."""
+
+    samples: list[Sample]
+    started_at: datetime
+
+
+# What is done with a round once stored (`sources.services.after_round`), by its caller or by
+# the lane that stored it apart.
+AfterRound = Callable[[Round], object]
 
 
 def backoff_seconds(consecutive_failures: int, interval_s: int) -> int:
@@ -175,6 +197,137 @@ def _store_slots(
     server.slot_trends = updated
 
 
+def _existing(samples: list[Sample]) -> list[Sample]:
+    """Leave out the samples of sources deleted while they were sampled; the sources kept
+    cannot be deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer)."""
+    existing = set(
+        db.session.scalars(
+            select(Source.id)
+            .where(Source.id.in_([sample.source_id for sample in samples]))
+            .with_for_update(read=True, key_share=True)
+        )
+    )
+    return [sample for sample in samples if sample.source_id in existing]
+
+
+def _store_samples(
+    samples: list[Sample],
+    servers: dict[int, Server],
+    started_at: datetime,
+    interval_s: int,
+    manual: bool,
+) -> list[tuple[SourceState, WalMetric]]:
+    """Store each sample's figures or failure and its source's state (backoff, sparkline);
+    return the states with their new figures, whose ids the flush gives."""
+    states = {
+        state.source_id: state
+        for state in db.session.scalars(
+            select(SourceState).where(
+                SourceState.source_id.in_([sample.source_id for sample in samples])
+            )
+        )
+    }
+    metrics: list[tuple[SourceState, WalMetric]] = []
+    for sample in samples:
+        state = states.get(sample.source_id)
+        if state is None:
+            state = states[sample.source_id] = SourceState(
+                source_id=sample.source_id, consecutive_failures=0
+            )
+            db.session.add(state)
+        state.last_attempt_at = started_at
+        state.last_duration_ms = sample.duration_ms
+        if sample.ok:
+            figures = sample.figures()
+            metric = WalMetric(
+                **figures,
+                source_id=sample.source_id,
+                recorded_at=started_at,
+                wal_rate_bytes_per_second=wal_rate(state, started_at, sample.wal_position_bytes),
+            )
+            db.session.add(metric)
+            metrics.append((state, metric))
+            state.status = "OK"
+            state.last_sampled_at = started_at
+            state.last_error = None
+            state.consecutive_failures = 0
+            state.next_attempt_at = None
+            for name, value in figures.items():
+                setattr(state, name, value)
+            state.server_version = sample.server_version
+            state.in_recovery = sample.in_recovery
+            state.retained_history = sparkline.fold(
+                state.retained_history, started_at, sample.retained_bytes
+            )
+            state.retained_sparkline = sparkline.draw(state.retained_history)
+            state.server = servers[sample.source_id]
+        else:
+            error = (sample.error or "unknown error")[:500]
+            db.session.add(
+                SampleError(source_id=sample.source_id, recorded_at=started_at, error=error)
+            )
+            state.last_error = error
+            if not manual:
+                state.consecutive_failures = (state.consecutive_failures or 0) + 1
+                state.next_attempt_at = started_at + timedelta(
+                    seconds=backoff_seconds(state.consecutive_failures, interval_s)
+                )
+            state.status = status_after(state.consecutive_failures or 1)
+        sample.status = state.status
+    return metrics
+
+
+def _store_server_slots(
+    samples: list[Sample], servers: dict[int, Server], started_at: datetime
+) -> None:
+    """Store each server's slots and trends once a round, as its first good sample saw them:
+    also when a source sampled apart and one sampled with the round are two databases of it."""
+    previous = _previous_slots(list(servers.values()))
+    stored_servers: set[int] = set()
+    for sample in samples:
+        if not sample.ok:
+            continue
+        server = servers[sample.source_id]
+        # A lane that ends after a later round keeps that round's newer slots.
+        stored = server.last_sampled_at and as_utc(server.last_sampled_at) >= started_at
+        if server.id not in stored_servers and not stored:
+            stored_servers.add(server.id)
+            server.last_sampled_at = started_at
+            server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
+            _store_slots(server, sample.slots, previous, sample.wal_position_bytes, started_at)
+
+
+def _write_round_row(
+    samples: list[Sample],
+    started_at: datetime,
+    skipped: int,
+    sampling_s: float,
+    sampler: str,
+    manual: bool,
+    clock: float,
+) -> float:
+    """Write the round's row and commit the round; return the seconds storing took since
+    `clock`, the commit included (with many slot rows, most of it)."""
+    round_row = MonitorRound(
+        started_at=started_at,
+        sampling_ms=int(sampling_s * 1000),
+        sources=len(samples),
+        failures=sum(1 for sample in samples if not sample.ok),
+        skipped=skipped,
+        sampler=sampler[:255],
+        manual=manual,
+    )
+    round_row.storing_ms = int((time.monotonic() - clock) * 1000)
+    round_row.duration_ms = int(sampling_s * 1000) + round_row.storing_ms
+    db.session.add(round_row)
+    db.session.commit()
+    storing_s = time.monotonic() - clock
+    round_row.storing_ms = int(storing_s * 1000)
+    round_row.duration_ms = int((sampling_s + storing_s) * 1000)
+    db.session.commit()
+    return storing_s
+
+
 def record_round(
     samples: list[Sample],
     started_at: datetime,
@@ -188,130 +341,22 @@ def record_round(
 
     A manual round (sampled by hand) never lengthens a backoff; a good sample ends one.
     Return the seconds storing took, the commit included; the round's row says it too.
+    It only stores: what follows a round is the caller's (`sources.services.after_round`).
     """
     clock = time.monotonic()
     try:
-        # A source deleted while it was sampled is left out, and the sources kept cannot be
-        # deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer anyway).
-        existing = set(
-            db.session.scalars(
-                select(Source.id)
-                .where(Source.id.in_([sample.source_id for sample in samples]))
-                .with_for_update(read=True, key_share=True)
-            )
-        )
-        samples = [sample for sample in samples if sample.source_id in existing]
-        ids = [sample.source_id for sample in samples]
-        states = {
-            state.source_id: state
-            for state in db.session.scalars(
-                select(SourceState).where(SourceState.source_id.in_(ids))
-            )
-        }
+        samples = _existing(samples)
         servers = _servers(samples)
         db.session.flush()  # gives new servers their ids
-        previous = _previous_slots(list(servers.values()))
-        stored_servers: set[int] = set()
-        metrics: list[tuple[SourceState, WalMetric]] = []
-        for sample in samples:
-            state = states.get(sample.source_id)
-            if state is None:
-                state = states[sample.source_id] = SourceState(
-                    source_id=sample.source_id, consecutive_failures=0
-                )
-                db.session.add(state)
-            state.last_attempt_at = started_at
-            state.last_duration_ms = sample.duration_ms
-            if sample.ok:
-                figures = sample.figures()
-                metric = WalMetric(
-                    **figures,
-                    source_id=sample.source_id,
-                    recorded_at=started_at,
-                    wal_rate_bytes_per_second=wal_rate(
-                        state, started_at, sample.wal_position_bytes
-                    ),
-                )
-                db.session.add(metric)
-                metrics.append((state, metric))
-                state.status = "OK"
-                state.last_sampled_at = started_at
-                state.last_error = None
-                state.consecutive_failures = 0
-                state.next_attempt_at = None
-                for name, value in figures.items():
-                    setattr(state, name, value)
-                state.server_version = sample.server_version
-                state.in_recovery = sample.in_recovery
-                state.retained_history = sparkline.fold(
-                    state.retained_history, started_at, sample.retained_bytes
-                )
-                state.retained_sparkline = sparkline.draw(state.retained_history)
-                server = servers[sample.source_id]
-                state.server = server
-                # The server's slots, once a round: also when a source sampled apart and one
-                # sampled with the round are two databases of it.
-                # A lane that ends after a later round keeps that round's newer slots.
-                stored = server.last_sampled_at and as_utc(server.last_sampled_at) >= started_at
-                if server.id not in stored_servers and not stored:
-                    stored_servers.add(server.id)
-                    server.last_sampled_at = started_at
-                    server.max_slot_wal_keep_size = sample.max_slot_wal_keep_size
-                    _store_slots(
-                        server, sample.slots, previous, sample.wal_position_bytes, started_at
-                    )
-            else:
-                error = (sample.error or "unknown error")[:500]
-                db.session.add(
-                    SampleError(source_id=sample.source_id, recorded_at=started_at, error=error)
-                )
-                state.last_error = error
-                if not manual:
-                    state.consecutive_failures = (state.consecutive_failures or 0) + 1
-                    state.next_attempt_at = started_at + timedelta(
-                        seconds=backoff_seconds(state.consecutive_failures, interval_s)
-                    )
-                state.status = status_after(state.consecutive_failures or 1)
-            sample.status = state.status
+        metrics = _store_samples(samples, servers, started_at, interval_s, manual)
+        _store_server_slots(samples, servers, started_at)
         db.session.flush()  # gives the samples their ids
         for state, metric in metrics:
             state.latest_wal_metric_id = metric.id
-        round_row = MonitorRound(
-            started_at=started_at,
-            sampling_ms=int(sampling_s * 1000),
-            sources=len(samples),
-            failures=sum(1 for sample in samples if not sample.ok),
-            skipped=skipped,
-            sampler=sampler[:255],
-            manual=manual,
-        )
-        round_row.storing_ms = int((time.monotonic() - clock) * 1000)
-        round_row.duration_ms = int(sampling_s * 1000) + round_row.storing_ms
-        db.session.add(round_row)
-        db.session.commit()
-        # The commit is part of storing (with many slot rows, most of it): count it too.
-        storing_s = time.monotonic() - clock
-        round_row.storing_ms = int(storing_s * 1000)
-        round_row.duration_ms = int((sampling_s + storing_s) * 1000)
-        db.session.commit()
+        return _write_round_row(samples, started_at, skipped, sampling_s, sampler, manual, clock)
     except Exception:
         db.session.rollback()
         raise
-    # The alert rules see what was just stored; their failure never undoes the round.
-    try:
-        if evaluation.evaluate():  # at the time it runs: a late lane must not go back in time
-            delivery.kick()
-    except Exception:
-        log.exception("evaluating the alert rules failed; the next round evaluates them again")
-    # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
-    # sources again now. Imported here: sources.replication imports this module.
-    try:
-        from ..sources.replication import follow_round
-
-        follow_round(samples, started_at)
-    except Exception:
-        log.exception("checking sources whose slot or publication changed failed")
-    return storing_s
 
 
 def delete_expired(retention_days: int, now: datetime | None = None) -> int:
@@ -379,8 +424,11 @@ def join_lanes(timeout_s: float) -> None:
         lane.join(max(0.0, deadline - time.monotonic()))
 
 
-def _sample_apart(app: Flask, targets: list[Target], started_at: datetime) -> None:
-    """Sample suspect sources in their own lane and store them when they are done."""
+def _sample_apart(
+    app: Flask, targets: list[Target], started_at: datetime, then: AfterRound
+) -> None:
+    """Sample suspect sources in their own lane, store them when they are done, and hand
+    what was stored to `then`."""
     config = app.config
     clock = time.monotonic()
     try:
@@ -399,6 +447,7 @@ def _sample_apart(app: Flask, targets: list[Target], started_at: datetime) -> No
                 time.monotonic() - clock,
                 sampler_identity(),
             )
+            then(Round(samples, started_at))
     except Exception:
         log.exception("storing the sources sampled apart failed; the next round tries them")
     finally:
@@ -425,42 +474,71 @@ def sampler_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_round(
-    source_name: str | None = None,
-    force: bool = False,
-    now: datetime | None = None,
-    source_id: int | None = None,
-    new_only: bool = False,
-    apart: bool = False,
-) -> list[Sample]:
-    """Sample every due source (or one, by name or id), store the results, log one line.
+def _sources() -> Select[Source, SourceState]:
+    """Select the sources with their states, if any, by name."""
+    return select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
 
-    `force` samples by hand: every source named is sampled whatever its backoff, and a
-    failure is recorded without lengthening the backoff. `new_only` samples only the sources
-    never attempted since they were saved, and stores nothing when there are none.
+
+def _rows(stmt: Select[Source, SourceState]) -> list[tuple[Source, SourceState | None]]:
+    """Read the sources a round considers: those that failed or were slow last time first, so
+    a source that will hang waits out its timeout while the quick ones are sampled."""
+    rows = [(source, state) for source, state in db.session.execute(stmt)]
+    return sorted(rows, key=lambda row: _slow_first(row[1]))
+
+
+def scheduled_round(now: datetime | None = None, apart: AfterRound | None = None) -> Round:
+    """Sample every source that is due (not waiting out a backoff, not in a lane), store the
+    results, log one line.
 
     With `apart` (the scheduler's rounds), sources that failed or were slow last time are
     sampled in a lane of their own that the round does not wait for: they store their samples
-    when done, and are left out of the rounds that start meanwhile. However many hang, the
-    others are sampled and stored on time.
+    when done, hand them to `apart` (what the caller does with the round returned), and are
+    left out of the rounds that start meanwhile. However many hang, the others are sampled and
+    stored on time.
     """
-    config = current_app.config
-    interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
     now = now or utcnow()
-    clock = time.monotonic()
-    stmt = select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
-    if source_name is not None:
-        stmt = stmt.where(Source.name == source_name.lower())
+    return _round(_rows(_sources()), now, by_hand=False, apart=apart)
+
+
+def sample_sources(
+    name: str | None = None, source_id: int | None = None, now: datetime | None = None
+) -> Round:
+    """Sample by hand every source, or the one named (by name or id), store, log one line.
+
+    Every source named is sampled whatever its backoff, also while a lane waits on it, and a
+    failure is recorded without lengthening the backoff.
+    """
+    now = now or utcnow()
+    stmt = _sources()
+    if name is not None:
+        stmt = stmt.where(Source.name == name.lower())
     if source_id is not None:
         stmt = stmt.where(Source.id == source_id)
-    if new_only:
-        stmt = stmt.where(SourceState.source_id.is_(None) | SourceState.last_attempt_at.is_(None))
-    # Sources that failed or were slow last time start first: a source that will hang then
-    # waits out its timeout while the quick ones are sampled, instead of after them.
-    rows = sorted(db.session.execute(stmt).all(), key=lambda row: _slow_first(row[1]))
-    if new_only and not rows:
+    return _round(_rows(stmt), now, by_hand=True)
+
+
+def sample_new_sources(now: datetime | None = None) -> Round | None:
+    """Sample, as by hand, the sources never attempted since they were saved (new, or with a
+    new connection); store nothing and return None when there are none."""
+    now = now or utcnow()
+    stmt = _sources().where(SourceState.source_id.is_(None) | SourceState.last_attempt_at.is_(None))
+    rows = _rows(stmt)
+    if not rows:
         db.session.rollback()
-        return []
+        return None
+    return _round(rows, now, by_hand=True)
+
+
+def _round(
+    rows: list[tuple[Source, SourceState | None]],
+    now: datetime,
+    by_hand: bool,
+    apart: AfterRound | None = None,
+) -> Round:
+    """Sample the sources of `rows` that are due (all of them by hand), store, log one line."""
+    config = current_app.config
+    interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
+    clock = time.monotonic()
     timeout_s = config["WAL_MONITOR_TIMEOUT_SECONDS"]
     targets: list[Target] = []
     suspects: list[Target] = []
@@ -470,7 +548,7 @@ def run_round(
         in_flight = set(_in_flight)
     for source, state in rows:
         # By hand, a source is sampled even while its lane still waits on it.
-        if not force and (source.id in in_flight or not _due(state, now, interval_s)):
+        if not by_hand and (source.id in in_flight or not _due(state, now, interval_s)):
             skipped += 1
             continue
         try:
@@ -481,12 +559,15 @@ def run_round(
         (suspects if apart and _suspect(state, timeout_s) else targets).append(target)
     # Nothing is written while sources are sampled: the session holds no transaction open.
     db.session.rollback()
-    if suspects:
+    if suspects and apart is not None:
         with _in_flight_lock:
             _in_flight.update(target.source_id for target in suspects)
         app = cast("LocalProxy[Flask]", current_app)._get_current_object()
         lane = threading.Thread(
-            target=_sample_apart, args=(app, suspects, now), name="wal-sampler-apart", daemon=True
+            target=_sample_apart,
+            args=(app, suspects, now, apart),
+            name="wal-sampler-apart",
+            daemon=True,
         )
         with _in_flight_lock:
             _lanes[:] = [*(old for old in _lanes if old.is_alive()), lane]
@@ -499,7 +580,7 @@ def run_round(
     )
     sampling_s = time.monotonic() - clock
     storing_s = record_round(
-        samples, now, interval_s, skipped, sampling_s, sampler_identity(), manual=force
+        samples, now, interval_s, skipped, sampling_s, sampler_identity(), manual=by_hand
     )
     failures = sum(1 for sample in samples if not sample.ok)
     log.info(
@@ -520,4 +601,4 @@ def run_round(
             "storing_s": round(storing_s, 3),
         },
     )
-    return samples
+    return Round(samples, now)

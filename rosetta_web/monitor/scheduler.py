@@ -1,4 +1,8 @@
-"""Run the sampler on a schedule, in exactly one process among all that share the database."""
+"""Run the sampler on a schedule, in exactly one process among all that share the database.
+
+After each round it stores, the scheduler acts on it (`sources.services.after_round`): the
+round itself only stores.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from ..alerting import delivery
 from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import replication
+from ..sources.services import after_round
 from ..timeutil import utcnow
 from . import rounds
 
@@ -186,7 +191,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    rounds.run_round(apart=True)
+                    after_round(rounds.scheduled_round(apart=after_round))
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             # The metadata database is away: said once, not a traceback a tick.
@@ -203,7 +208,9 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    rounds.run_round(force=True, new_only=True)
+                    done = rounds.sample_new_sources()
+                    if done is not None:
+                        after_round(done)
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)

@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 from ..alerting.rules import Settings
 from ..alerting.settings import default_settings
 from ..audit import services as audit
+from ..errors import DomainError
 from ..extensions import db
 from ..formatting import duration_words, pg_size_pretty
 from ..models import AlertSettings, Pipeline, Source, SourceState
@@ -31,7 +32,7 @@ from ..readiness.source import (
     check_sources,
     slot_missing,
 )
-from ..resources import DomainError, store_readiness
+from ..resources import store_readiness
 from ..shapes import Declared, Described
 from ..timeutil import as_utc, utcnow
 from .services import SampleResult, sample_now

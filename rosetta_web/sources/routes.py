@@ -18,6 +18,7 @@ from ..alerts.services import (
     history,
 )
 from ..crud import register_crud_views
+from ..errors import DomainError
 from ..formatting import pg_size_pretty
 from ..forms import ConfirmForm, SelectChoice, form_view
 from ..htmx import go_to, is_htmx
@@ -25,7 +26,6 @@ from ..models import Source
 from ..readiness import summary
 from ..readiness.objects import Invalid, SourceUnreachable
 from ..readiness.source import slot_missing
-from ..resources import DomainError
 from ..timeutil import utcnow
 from . import bp, replication
 from .forms import DropForm, PublicationForm

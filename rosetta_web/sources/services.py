@@ -1,20 +1,27 @@
-"""Sources: their registry entry and what the pages and the API read about them."""
+"""Sources: their registry entry, what the pages and the API read about them, sampling one
+by hand, and what follows every round of samples (`after_round`)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
 
+from ..alerting import delivery, evaluation
+from ..errors import NotFound
 from ..extensions import db
 from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
-from ..monitor.rounds import run_round
-from ..resources import NotFound, Resource
+from ..monitor.probe import Sample
+from ..monitor.rounds import Round, sample_sources
+from ..resources import Resource
 from ..shapes import Declared
 from ..timeutil import as_utc
 from .forms import SourceForm
+
+log = logging.getLogger(__name__)
 
 CONNECTION_FIELDS = {"pg_host", "pg_port", "pg_database", "pg_username", "pg_password"}
 
@@ -116,7 +123,7 @@ class SampleResult(Declared):
 
 def sample_now(source: Source) -> SampleResult:
     """Sample the source by hand now; return the sample, or why it failed, and its state."""
-    samples = run_round(source_id=source.id, force=True)
+    samples = after_round(sample_sources(source_id=source.id))
     if not samples:  # deleted meanwhile
         raise NotFound(SOURCES.title, source.id)
     sample = samples[0]
@@ -125,3 +132,26 @@ def sample_now(source: Source) -> SampleResult:
     if sample.ok and state is not None and state.latest_wal_metric_id is not None:
         metric = db.session.get(WalMetric, state.latest_wal_metric_id)
     return SampleResult(ok=sample.ok, error=sample.error, sample=metric, monitor=state)
+
+
+def after_round(done: Round) -> list[Sample]:
+    """Act on a stored round, whoever sampled it: evaluate the alert rules, deliver what they
+    queued, check again the sources whose readiness it contradicts; return its samples.
+
+    Neither failing undoes the round, nor stops the other.
+    """
+    try:
+        # At the time it runs: a late lane must not go back in time.
+        if evaluation.evaluate():
+            delivery.kick()
+    except Exception:
+        log.exception("evaluating the alert rules failed; the next round evaluates them again")
+    # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
+    # sources again now. Imported here: sources.replication imports this module.
+    try:
+        from .replication import follow_round
+
+        follow_round(done.samples, done.started_at)
+    except Exception:
+        log.exception("checking sources whose slot or publication changed failed")
+    return done.samples

@@ -9,7 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import sample_sources
+from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
 from ..factories import add_source, create_operator, new_alert
@@ -35,7 +36,7 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db, si
     sampled = add_source(app, "shop", source_db["port"], user="postgres")  # ready to start
     add_source(app, "dead", free_port())
     with app.app_context():
-        run_round(force=True)
+        after_round(sample_sources())
         now = utcnow()
         alert = new_alert(
             sampled,

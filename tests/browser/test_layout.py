@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import sample_sources
+from rosetta_web.sources.services import after_round
 
 from ..constants import PHONE
 from ..factories import add_alerts, add_source, create_operator
@@ -86,7 +87,7 @@ def dead_sources(app, *names: str) -> list[int]:
     """Register sources on ports nothing listens on and sample them: each ends in ERROR."""
     ids = [add_source(app, name, free_port()) for name in names]
     with app.app_context():
-        samples = run_round(force=True)
+        samples = after_round(sample_sources())
     dead = [sample for sample in samples if sample.source_id in ids]
     assert len(dead) == len(ids) and not any(sample.ok for sample in dead)
     return ids

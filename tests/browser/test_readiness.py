@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from rosetta_web.monitor.rounds import run_round
+from rosetta_web.monitor.rounds import scheduled_round
+from rosetta_web.sources.services import after_round
 
 from ..factories import add_source, create_operator
 from ..pg import Cluster
@@ -125,7 +126,7 @@ def test_a_slot_dropped_through_psql_shows_at_the_next_round_and_is_made_again(
         cur.execute("SELECT pg_drop_replication_slot('doomed')")
     assert not _slot_exists(doomed)
     with app.app_context():
-        run_round()
+        after_round(scheduled_round())
     page.reload()
     expect(page.locator("#readiness .readiness-badge")).to_have_text("not ready")
     expect(page.locator("#readiness-checked")).to_contain_text("checked")

@@ -30,8 +30,8 @@ from ..models import (
     SourceState,
     WalMetric,
 )
+from ..postgres.connection import Sample, SlotSample, Target, sample_all
 from ..timeutil import as_utc, utcnow
-from .probe import Sample, SlotSample, Target, sample_all
 
 log = logging.getLogger(__name__)
 

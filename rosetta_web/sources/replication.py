@@ -19,11 +19,9 @@ from ..audit import services as audit
 from ..extensions import db
 from ..formatting import duration_words, pg_size_pretty
 from ..models import AlertSettings, Pipeline, Source, SourceState
-from ..monitor.probe import Sample
 from ..monitor.rounds import target_of
-from ..readiness import FAIL, PASS, Check, Readiness, skipped
-from ..readiness import objects as obj
-from ..readiness.source import (
+from ..postgres import replication_objects as obj
+from ..postgres.checks import (
     ORDER,
     TITLES,
     SourceTarget,
@@ -31,6 +29,8 @@ from ..readiness.source import (
     check_sources,
     slot_missing,
 )
+from ..postgres.connection import Sample
+from ..readiness import FAIL, PASS, Check, Readiness, skipped
 from ..resources import DomainError, store_readiness
 from ..timeutil import as_utc, utcnow
 from .services import sample_now

@@ -22,9 +22,9 @@ from ..formatting import pg_size_pretty
 from ..forms import ConfirmForm, SelectChoice, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Source
+from ..postgres.checks import slot_missing
+from ..postgres.replication_objects import Invalid, SourceUnreachable
 from ..readiness import summary
-from ..readiness.objects import Invalid, SourceUnreachable
-from ..readiness.source import slot_missing
 from ..resources import DomainError
 from ..timeutil import utcnow
 from . import bp, replication

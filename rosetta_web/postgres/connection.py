@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from . import queries
+from . import sampling_queries as queries
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""One sampling round: which sources are due, probing them, storing the results, backoff.
+"""One sampling round: which sources are due, sampling them (postgres/), storing the results,
+backoff.
 
 Also the daily retention of the history it stores.
 """
@@ -30,7 +31,8 @@ from ..models import (
     SourceState,
     WalMetric,
 )
-from ..postgres.connection import Sample, SlotSample, Target, sample_all
+from ..postgres.connection import Target
+from ..postgres.sampling import Sample, SlotSample, sample_all
 from ..timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -298,9 +300,9 @@ def record_round(
     except Exception:
         log.exception("evaluating the alert rules failed; the next round evaluates them again")
     # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
-    # sources again now. Imported here: sources.replication imports this module.
+    # sources again now. Imported here: sources.services imports this module.
     try:
-        from ..sources.replication import follow_round
+        from ..sources.services import follow_round
 
         follow_round(samples, started_at)
     except Exception:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 from ..alerting import delivery
 from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
-from ..sources import replication
+from ..sources import services as sources
 from ..timeutil import utcnow
 from . import rounds
 
@@ -247,7 +247,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    replication.recheck_stale()
+                    sources.recheck_stale()
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)

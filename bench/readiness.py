@@ -22,7 +22,7 @@ from flask_migrate import upgrade  # noqa: E402
 
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.sources.replication import check_all  # noqa: E402
+from rosetta_web.sources.services import check_all  # noqa: E402
 from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster, HangingServer  # noqa: E402
 

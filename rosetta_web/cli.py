@@ -137,7 +137,7 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
 def check(source_name: str | None) -> None:
     """Run every source's (or one's) readiness checks now, store and print them; exit 1 when
     a check fails."""
-    from .sources.replication import check_all
+    from .sources.services import check_all
 
     results = check_all(source_name)
     if source_name and not results:

@@ -76,6 +76,59 @@ def test_no_module_imports_another_areas_routes():
     assert routes_imports("from . import routes", "rosetta_web.sources", True) == []
 
 
+# What the work done on a source PostgreSQL never needs: a request, the ORM, the app's models.
+FORBIDDEN_IN_POSTGRES = ("flask", "flask_", "werkzeug", "sqlalchemy")
+FORBIDDEN_MODULES = ("rosetta_web.models", "rosetta_web.extensions")
+
+
+def flask_or_model_imports(source: str, module: str) -> list[str]:
+    """List what a module imports of Flask, SQLAlchemy, the models or the extensions."""
+    found = _imported_modules(source, module, False)
+    return sorted(
+        name
+        for name in found
+        if name.split(".")[0].startswith(FORBIDDEN_IN_POSTGRES)
+        or any(name == banned or name.startswith(f"{banned}.") for banned in FORBIDDEN_MODULES)
+    )
+
+
+def test_postgres_package_imports_no_flask_and_no_model():
+    """postgres/ (connecting, sampling, the checks, the DDL) imports no Flask and no model, so
+    the monitor, the readiness area, the sources area and the engine can all use it."""
+    paths = sorted((PACKAGE / "postgres").glob("*.py"))
+    assert {path.stem for path in paths} >= {
+        "__init__",
+        "connection",
+        "sampling",
+        "sampling_queries",
+        "checks",
+        "replication_objects",
+    }
+    offenders = {}
+    for path in paths:
+        module = f"rosetta_web.postgres.{path.stem}"
+        found = flask_or_model_imports(path.read_text(), module)
+        if found:
+            offenders[path.name] = found
+    assert offenders == {}
+    # The check sees the imports it forbids, relative and absolute alike.
+    module = "rosetta_web.postgres.checks"
+    assert flask_or_model_imports("from ..models import Source", module) == [
+        "rosetta_web.models",
+        "rosetta_web.models.Source",
+    ]
+    assert flask_or_model_imports("from ..extensions import db", module) == [
+        "rosetta_web.extensions",
+        "rosetta_web.extensions.db",
+    ]
+    assert flask_or_model_imports("import flask", module) == ["flask"]
+    assert flask_or_model_imports("from flask_login import current_user", module) == [
+        "flask_login",
+        "flask_login.current_user",
+    ]
+    assert flask_or_model_imports("from ..formatting import pg_size_pretty", module) == []
+
+
 def _inline(schema: Any, spec: dict[str, Any]) -> Any:
     """Replace every $ref to the document's components with the schema it names."""
     if isinstance(schema, dict):
@@ -131,7 +184,7 @@ SHARED_MODULES = {"models", "errors", "timeutil", "formatting", "forms", "channe
 # cycle fails the test, and so does an entry no import needs any more: prune it then.
 ALLOWED_CYCLE_EDGES = {
     # monitor.scheduler runs what follows a round and the daily readiness re-check, both
-    # sources' (sources.services.after_round, sources.replication.recheck_stale), while the
+    # sources' (sources.services.after_round, sources.services.recheck_stale), while the
     # sources area samples by hand through monitor.rounds. No module imports itself back
     # (scheduler -> sources -> rounds); the cycle is between areas only, and ends when the
     # scheduler stops being part of the monitor area.

@@ -88,7 +88,7 @@ def test_a_declared_answer_shows_exactly_what_its_schema_lists(app):
     """SlotDropped and the sample-now answer it holds come from one declaration: to_dict
     gives the fields the document requires, nested answers dumped, and nothing else."""
     from rosetta_web.shapes import shape_of
-    from rosetta_web.sources.replication import SlotDropped
+    from rosetta_web.sources.services import SlotDropped
     from rosetta_web.sources.services import SampleResult
 
     failed = SampleResult(ok=False, error="connection refused", sample=None, monitor=None)

@@ -19,8 +19,8 @@ from rosetta_web.extensions import db
 from rosetta_web.models import Source
 from rosetta_web.monitor.rounds import scheduled_round
 from rosetta_web.monitor.scheduler import MonitorScheduler
-from rosetta_web.readiness.source import QUOTED_KEYWORDS, TITLES
-from rosetta_web.readiness.source import quote_ident as offline
+from rosetta_web.postgres.checks import QUOTED_KEYWORDS, TITLES
+from rosetta_web.postgres.checks import quote_ident as offline
 from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 

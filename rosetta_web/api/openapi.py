@@ -31,7 +31,7 @@ from ..monitor import history
 from ..monitor.history import WalHistory
 from ..shapes import Shaped, TextArg, ref, shape_of
 from ..sources.forms import TABLE_NAME_MAX_LENGTH
-from ..sources.replication import SlotDropped
+from ..sources.services import SlotDropped
 from ..sources.services import SampleResult
 from .bodies import json_type
 

@@ -50,7 +50,7 @@ from ..monitor.history import AlertSpan, Thresholds, WalHistory
 from ..pipelines.services import PIPELINES, set_status
 from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
-from ..sources import replication
+from ..sources import services as sources
 from ..sources.forms import PublicationForm
 from ..sources.services import SOURCES, latest_slots, sample_now
 from ..timeutil import ParameterError, parse_moment, utcnow
@@ -210,7 +210,7 @@ def sample_source(entity_id: int) -> Response:
 @bp.post("/sources/<id:entity_id>/check")
 def check_source_now(entity_id: int) -> Response:
     """Run the source's readiness checks now; store and return the result."""
-    return jsonify(replication.check_now(SOURCES.get(entity_id), audited=True).to_dict())
+    return jsonify(sources.check_now(SOURCES.get(entity_id), audited=True).to_dict())
 
 
 @bp.post("/destinations/<id:entity_id>/check")
@@ -223,7 +223,7 @@ def check_destination(entity_id: int) -> Response:
 @bp.get("/sources/<id:entity_id>/tables")
 def source_tables(entity_id: int) -> Response:
     """List the tables of the source's database a publication can name (schema.table)."""
-    return jsonify(replication.tables(SOURCES.get(entity_id)))
+    return jsonify(sources.tables(SOURCES.get(entity_id)))
 
 
 def _optional_body() -> dict[str, Any]:
@@ -248,7 +248,7 @@ def create_publication(entity_id: int) -> tuple[Response, int]:
     form = PublicationForm(formdata=formdata, meta={"csrf": False})
     _checked(form, payload, {})
     tables = None if form.scope.data == "all" else list(form.tables.data or [])
-    replication.create_publication(source, tables)
+    sources.create_publication(source, tables)
     return jsonify({"publication": source.publication_name, "readiness": source.readiness}), 201
 
 
@@ -256,7 +256,7 @@ def create_publication(entity_id: int) -> tuple[Response, int]:
 def drop_publication(entity_id: int) -> Response:
     """Drop the source's publication; `confirm` must repeat its name."""
     source = SOURCES.get(entity_id)
-    replication.drop_publication(source, request.args.get("confirm"))
+    sources.drop_publication(source, request.args.get("confirm"))
     return jsonify({"dropped": source.publication_name, "readiness": source.readiness})
 
 
@@ -271,7 +271,7 @@ def create_slot(entity_id: int) -> tuple[Response, int]:
     if "slot_name" in payload and not isinstance(name, str):
         # null would make the default slot: leave slot_name out for that, as the schema says.
         raise _invalid({"slot_name": ["Send the slot's name as a string, or leave it out."]})
-    created = replication.create_slot(source, name)
+    created = sources.create_slot(source, name)
     return jsonify({"slot_name": created, "readiness": source.readiness}), 201
 
 
@@ -279,7 +279,7 @@ def create_slot(entity_id: int) -> tuple[Response, int]:
 def drop_slot(entity_id: int, slot_name: str) -> Response:
     """Drop an inactive slot of the source's server; `confirm` must repeat its name."""
     source = SOURCES.get(entity_id)
-    return jsonify(replication.drop_slot(source, slot_name, request.args.get("confirm")).to_dict())
+    return jsonify(sources.drop_slot(source, slot_name, request.args.get("confirm")).to_dict())
 
 
 @bp.get("/summary")

@@ -8,14 +8,19 @@ from ..alerts.context import firing_banner
 from ..htmx import render_page_or_fragment
 from ..timeutil import utcnow
 from . import bp
-from .services import dashboard_summary, server_slots, soonest_forecast, sources_worst_first
+from .services import (
+    dashboard_summary,
+    every_slot_worst_first,
+    soonest_forecast,
+    sources_worst_first,
+)
 
 
 @bp.get("/")
 def index() -> Response:
     """Show every source's health, worst first, the firing alerts and the soonest slot to
     fill up; htmx polls get the table and the counts."""
-    slots = server_slots()
+    slots = every_slot_worst_first()
     return render_page_or_fragment(
         "dashboard/index.html",
         "dashboard/_poll.html",

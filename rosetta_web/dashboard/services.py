@@ -57,7 +57,7 @@ def sources_worst_first() -> list[Row[Any]]:
     return list(db.session.execute(stmt))
 
 
-def server_slots() -> list[Row[Any]]:
+def every_slot_worst_first() -> list[Row[Any]]:
     """Return every slot of every server once, as its server's last sample saw it: worst first.
 
     Worst: lost, then unreserved (about to be lost), then the most WAL retained. Each row
@@ -131,7 +131,7 @@ def slot_dict(slot: Any) -> dict[str, Any]:
 
 def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
     """Count sources and pipelines by status and slots once per server; name the worst slot."""
-    slots = server_slots() if slots is None else slots
+    slots = every_slot_worst_first() if slots is None else slots
     statuses = dict.fromkeys(MONITOR_STATUSES, 0)
     stmt = (
         select(func.coalesce(SourceState.status, "PENDING"), func.count(Source.id))

@@ -1,4 +1,5 @@
-"""One sampling round: which sources are due, probing them, storing the results, backoff.
+"""One sampling round: which sources are due, sampling them (postgres/), storing the results,
+backoff.
 
 Three entry points say which sources a round samples: `scheduled_round` (the due ones),
 `sample_sources` (by hand: all, or one by name or id) and `sample_new_sources` (the ones never
@@ -38,8 +39,9 @@ from ..models import (
     SourceState,
     WalMetric,
 )
+from ..postgres.connection import Target
+from ..postgres.sampling import Sample, SlotSample, sample_all
 from ..timeutil import as_utc, utcnow
-from .probe import Sample, SlotSample, Target, sample_all
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ from sqlalchemy.pool import NullPool
 from ..alerting import delivery
 from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
-from ..sources import replication
-from ..sources.services import after_round
+from ..sources import services as sources
 from ..timeutil import utcnow
 from . import rounds
 
@@ -191,7 +190,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    after_round(rounds.scheduled_round(apart=after_round))
+                    sources.after_round(rounds.scheduled_round(apart=sources.after_round))
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             # The metadata database is away: said once, not a traceback a tick.
@@ -210,7 +209,7 @@ class MonitorScheduler:
                 if self.leadership.is_leader():
                     done = rounds.sample_new_sources()
                     if done is not None:
-                        after_round(done)
+                        sources.after_round(done)
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)
@@ -254,7 +253,7 @@ class MonitorScheduler:
         try:
             with self.app.app_context():
                 if self.leadership.is_leader():
-                    replication.recheck_stale()
+                    sources.recheck_stale()
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 from ..crud import register_crud_views
 from ..htmx import is_htmx
 from ..models import PIPELINE_STATUSES, Pipeline
-from ..sources.replication import SourceNotReady
+from ..sources.services import SourceNotReady
 from ..timeutil import utcnow
 from . import bp
 from .services import PIPELINES, disagreement, set_status, slot_activity

@@ -16,7 +16,7 @@ from ..formatting import duration_words
 from ..forms import EntityForm, SelectChoice
 from ..models import Destination, Pipeline, Server, SlotMetric, Source, SourceState
 from ..resources import Resource
-from ..sources.replication import require_ready
+from ..sources.services import require_ready
 from ..timeutil import as_utc
 from .forms import PipelineForm
 

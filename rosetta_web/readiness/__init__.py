@@ -1,7 +1,8 @@
 """Readiness checks: what a source or a destination lacks for CDC, and the exact fix.
 
-No request and no ORM here: the checks connect, look and report. The areas' services store
-the result and the pages, the API and the CLI show it.
+The checklist's types live here; a source's checks in postgres/checks.py, a destination's in
+destination.py. No request and no ORM: the checks connect, look and report. The areas' services
+store the result and the pages, the API and the CLI show it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from ..forms import (
     whole_number,
 )
 from ..models import Source
-from ..readiness.objects import identifier_error
+from ..postgres.replication_objects import identifier_error
 
 
 def identifier(form: Any, field: Any) -> None:

@@ -23,13 +23,13 @@ from ..formatting import pg_size_pretty
 from ..forms import ConfirmForm, SelectChoice, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Source
+from ..postgres.checks import slot_missing
+from ..postgres.replication_objects import Invalid, SourceUnreachable
 from ..readiness import summary
-from ..readiness.objects import Invalid, SourceUnreachable
-from ..readiness.source import slot_missing
 from ..timeutil import utcnow
-from . import bp, replication
+from . import bp, services
 from .forms import DropForm, PublicationForm
-from .services import SOURCES, next_round_at, sample_now, server_slots
+from .services import SOURCES, next_round_at, own_and_other_slots, sample_now
 
 register_crud_views(bp, SOURCES)
 
@@ -43,7 +43,7 @@ def detail(entity_id: int) -> str:
     its WAL charts, its slots, its connection."""
     source = SOURCES.get(entity_id)
     interval_s = current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
-    own_slots, other_slots = server_slots(source)
+    own_slots, other_slots = own_and_other_slots(source)
     attach_forecasts(source, own_slots + other_slots)
     settings = effective_settings(source)
     now = utcnow()
@@ -63,7 +63,7 @@ def detail(entity_id: int) -> str:
         server=source.state.server if source.state else None,
         slots=own_slots,
         other_slots=other_slots,
-        pipelines_by_slot=replication.pipelines_by_slot(source),
+        pipelines_by_slot=services.pipelines_by_slot(source),
         sample_form=ConfirmForm(),
         resource=SOURCES,
         next_round_at=next_round_at(interval_s),
@@ -110,7 +110,7 @@ def _readiness_context(source: Source) -> dict[str, Any]:
         "source": source,
         "readiness": source.readiness,
         "slot_missing": slot_missing(source.readiness),
-        "default_slot_name": replication.default_slot_name(source),
+        "default_slot_name": services.default_slot_name(source),
     }
 
 
@@ -122,7 +122,7 @@ def check(entity_id: int) -> Response | str:
     if not ConfirmForm().validate_on_submit():
         flash("The form expired before you sent it; press Check again.", "error")
         return go_to(url_for("sources.detail", entity_id=entity_id))
-    result = replication.check_now(source, audited=True)
+    result = services.check_now(source, audited=True)
     if is_htmx():
         return _readiness_panel(source)
     flash(f"Checked '{source.name}'. {summary(result.to_dict())}", "success")
@@ -142,13 +142,13 @@ def new_publication(entity_id: int) -> Response | tuple[str, int]:
     status = 200
     problem = None
     try:
-        form.tables.choices = [SelectChoice(name, name) for name in replication.tables(source)]
+        form.tables.choices = [SelectChoice(name, name) for name in services.tables(source)]
     except DomainError as exc:
         problem, status = str(exc), exc.status
     if problem is None and form.validate_on_submit():
         chosen = None if form.scope.data == "all" else list(form.tables.data or [])
         try:
-            replication.create_publication(source, chosen)
+            services.create_publication(source, chosen)
         except Invalid as exc:
             form.tables.errors = [str(exc)]
             status = exc.status
@@ -175,8 +175,8 @@ def drop_publication(entity_id: int) -> Response | tuple[str, int]:
     status, problem = 200, None
     if form.validate_on_submit():
         try:
-            replication.drop_publication(source, form.confirm.data)
-        except replication.ConfirmationMismatch as exc:
+            services.drop_publication(source, form.confirm.data)
+        except services.ConfirmationMismatch as exc:
             form.confirm.errors = [str(exc)]
             status = exc.status
         except DomainError as exc:
@@ -203,7 +203,7 @@ def create_slot(entity_id: int) -> Response:
         flash("The form expired before you sent it; press Create slot again.", "error")
         return _back(source)
     try:
-        name = replication.create_slot(source)
+        name = services.create_slot(source)
     except DomainError as exc:
         flash(f"Creating the slot failed: {exc}", "error")
     else:
@@ -220,8 +220,8 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
     status, problem, preview = 200, None, None
     if form.validate_on_submit():
         try:
-            dropped = replication.drop_slot(source, slot_name, form.confirm.data)
-        except replication.ConfirmationMismatch as exc:
+            dropped = services.drop_slot(source, slot_name, form.confirm.data)
+        except services.ConfirmationMismatch as exc:
             form.confirm.errors = [str(exc)]
             status = exc.status
         except DomainError as exc:
@@ -231,7 +231,7 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
             return redirect(url_for("sources.detail", entity_id=source.id), 303)
     if status != SourceUnreachable.status:  # out of reach: not a second wait for nothing
         try:
-            preview = replication.preview_slot_drop(source, slot_name)
+            preview = services.preview_slot_drop(source, slot_name)
         except DomainError as exc:
             if problem is None:
                 problem, status = str(exc), exc.status
@@ -246,7 +246,7 @@ def drop_slot(entity_id: int, slot_name: str) -> Response | tuple[str, int]:
     return page, status
 
 
-def dropped_words(dropped: replication.SlotDropped, source: Source) -> str:
+def dropped_words(dropped: services.SlotDropped, source: Source) -> str:
     """Say what a drop freed, and what the sample taken just after saw."""
     words = f"Dropped slot {dropped.dropped}"
     if dropped.retained_bytes is not None and dropped.freed_bytes is not None:

@@ -1,29 +1,61 @@
-"""Sources: their registry entry, what the pages and the API read about them, sampling one
-by hand, and what follows every round of samples (`after_round`)."""
+"""A source, the one service for it: its registry entry, what the pages and the API read about
+it, sampling it by hand and what follows every round of samples (`after_round`), its
+readiness checks stored (and gating pipelines), and its publication and slots created and
+dropped with its own credentials through postgres/."""
 
 from __future__ import annotations
 
 import logging
+import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
 
-from sqlalchemy import delete, func, select
+from flask import current_app
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import joinedload
 
 from ..alerting import delivery, evaluation
-from ..errors import NotFound
+from ..alerting.rules import Settings
+from ..alerting.settings import default_settings
+from ..audit import services as audit
+from ..errors import DomainError, NotFound
 from ..extensions import db
-from ..models import MonitorRound, Server, SlotMetric, Source, SourceState, WalMetric
-from ..monitor.probe import Sample
-from ..monitor.rounds import Round, sample_sources
-from ..resources import Resource
-from ..shapes import Declared
-from ..timeutil import as_utc
+from ..formatting import duration_words, pg_size_pretty
+from ..models import (
+    AlertSettings,
+    MonitorRound,
+    Pipeline,
+    Server,
+    SlotMetric,
+    Source,
+    SourceState,
+    WalMetric,
+)
+from ..monitor.rounds import Round, sample_sources, target_of
+from ..postgres import replication_objects as obj
+from ..postgres.checks import (
+    ORDER,
+    TITLES,
+    SourceTarget,
+    check_source,
+    check_sources,
+    slot_missing,
+)
+from ..postgres.sampling import Sample
+from ..readiness import FAIL, PASS, Check, Readiness, skipped
+from ..resources import Resource, store_readiness
+from ..shapes import Declared, Described
+from ..timeutil import as_utc, utcnow
 from .forms import SourceForm
 
 log = logging.getLogger(__name__)
 
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 CONNECTION_FIELDS = {"pg_host", "pg_port", "pg_database", "pg_username", "pg_password"}
+# A source whose readiness is older than this is checked again in the background.
+RECHECK_AFTER = timedelta(hours=24)
 
 
 def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
@@ -55,8 +87,6 @@ def _forget_a_server_left_alone(source: Source) -> None:
 
 def _check_after_save(source: Source) -> None:
     """Check a source as it is created or edited; a failing check never undoes the save."""
-    from .replication import check_now  # it samples through this module after a drop
-
     check_now(source)
 
 
@@ -72,7 +102,7 @@ SOURCES = Resource(
 )
 
 
-def server_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetric]]:
+def own_and_other_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetric]]:
     """Return the slots of the source's server as last sampled: its database's, then the rest.
 
     Every database of a server sees the same slots, and all of them fill the same disk; the
@@ -95,7 +125,7 @@ def server_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetric]]:
 
 def latest_slots(source: Source) -> list[SlotMetric]:
     """Return every slot of the source's server as last sampled, its own database's first."""
-    own, others = server_slots(source)
+    own, others = own_and_other_slots(source)
     return own + others
 
 
@@ -147,11 +177,388 @@ def after_round(done: Round) -> list[Sample]:
     except Exception:
         log.exception("evaluating the alert rules failed; the next round evaluates them again")
     # A slot or publication seen gone (or back) makes a stored readiness wrong: check those
-    # sources again now. Imported here: sources.replication imports this module.
+    # sources again now.
     try:
-        from .replication import follow_round
-
         follow_round(done.samples, done.started_at)
     except Exception:
         log.exception("checking sources whose slot or publication changed failed")
     return done.samples
+
+
+# Readiness
+
+
+class SourceNotReady(DomainError):
+    """A pipeline cannot start or refresh while its source fails a readiness check."""
+
+    error = "SourceNotReadyError"
+
+    def __init__(self, source: Source, readiness: Readiness) -> None:
+        failing = readiness.failing
+        super().__init__(
+            f"Source '{source.name}' is not ready for CDC: {', '.join(failing)} failed. "
+            "Its page says how to fix each."
+        )
+        self.details = {"source_id": source.id, "failing": failing}
+
+
+class ConfirmationMismatch(obj.Invalid):
+    """The name typed to confirm a drop is missing or is not the object's name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("confirm", f"Type the name, {name}, to confirm; nothing was dropped.")
+
+
+def _timeout() -> float:
+    return float(current_app.config["WAL_MONITOR_TIMEOUT_SECONDS"])
+
+
+def _spec(source: Source) -> SourceTarget | Readiness:
+    """What to check; for a password that cannot be decrypted, the failed result already."""
+    try:
+        target = target_of(source)
+    except ValueError as exc:
+        failed = Check("connection", FAIL, TITLES["connection"], f"Password: {exc}.")
+        return Readiness(
+            [
+                failed,
+                *skipped(
+                    [(i, TITLES[i]) for i in ORDER[1:]], "Not checked: Rosetta cannot connect."
+                ),
+            ]
+        )
+    critical = _critical_bytes(source)
+    return SourceTarget(
+        target, source.publication_name, source.slot_name, 2 * critical if critical else None
+    )
+
+
+def _critical_bytes(source: Source) -> int | None:
+    """The source's critical threshold, read without writing: a pipeline's save may be waiting
+    on this check with its changes pending (the settings row is made on its first write)."""
+    stored = db.session.get(AlertSettings, 1)
+    settings = Settings.merged(stored or default_settings(), source.alert_overrides)
+    return settings.retained_critical_bytes
+
+
+def readiness_of(source: Source) -> Readiness | None:
+    """Return the source's latest stored result, or None before its first check."""
+    return Readiness.from_dict(source.readiness) if source.readiness else None
+
+
+def check_now(source: Source, audited: bool = False) -> Readiness:
+    """Check the source now, store the result and return it; `audited`: an operator asked
+    for it, and the audit log records the check with its result."""
+    spec = _spec(source)
+    if isinstance(spec, Readiness):
+        return _store(source, spec, audited)
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()  # no transaction held open while the source answers
+    return _store(source, check_source(spec, _timeout()), audited)
+
+
+def _store(source: Source, result: Readiness, audited: bool) -> Readiness:
+    store_readiness(source, result.to_dict(), audited)
+    return result
+
+
+def check_all(name: str | None = None) -> list[tuple[Source, Readiness]]:
+    """Check every source (or the one named), concurrently as the sampler samples them."""
+    stmt = select(Source).order_by(Source.name)
+    if name is not None:
+        stmt = stmt.where(Source.name == name.strip().lower())  # as the form stores names
+    return _check_many(list(db.session.scalars(stmt)), audited=True)
+
+
+def _check_many(sources: list[Source], audited: bool) -> list[tuple[Source, Readiness]]:
+    """Check the sources concurrently (WAL_MONITOR_CONCURRENCY at a time); store each result."""
+    specs = [_spec(source) for source in sources]
+    db.session.rollback()  # no transaction held open while the sources answer
+    to_run = [spec for spec in specs if isinstance(spec, SourceTarget)]
+    ran = iter(check_sources(to_run, _timeout(), current_app.config["WAL_MONITOR_CONCURRENCY"]))
+    results = [spec if isinstance(spec, Readiness) else next(ran) for spec in specs]
+    for source, result in zip(sources, results, strict=True):
+        _store(source, result, audited)
+    return list(zip(sources, results, strict=True))
+
+
+def recheck_stale(now: datetime | None = None) -> list[tuple[Source, Readiness]]:
+    """Check again every source whose stored readiness is older than RECHECK_AFTER (or that
+    was never checked); the scheduler's leader runs this in the background."""
+    cutoff = (now or utcnow()) - RECHECK_AFTER
+    stale = [
+        source
+        for source in db.session.scalars(select(Source).order_by(Source.name))
+        if source.readiness is None
+        or as_utc(Readiness.from_dict(source.readiness).checked_at) < cutoff
+    ]
+    if not stale:
+        db.session.rollback()
+        return []
+    checked = _check_many(stale, audited=False)
+    log.info(
+        "readiness: checked again %d source(s) unchecked for %s; %d not ready",
+        len(checked),
+        duration_words(RECHECK_AFTER.total_seconds()),
+        sum(1 for _, result in checked if not result.ready),
+    )
+    return checked
+
+
+def _said_there(check: dict[str, Any] | None, missing: bool) -> bool | None:
+    """What a stored check said of its object: there (True), missing (False), or nothing
+    (not checked, or failed on the way, e.g. a timeout)."""
+    if check is None or check["status"] not in (PASS, FAIL):
+        return None
+    if check["status"] == PASS:
+        return True
+    return False if missing else None
+
+
+def _contradicted(source: Source, sample: Sample) -> list[str]:
+    """Say what a sample saw that the source's stored readiness denies: its slot or its
+    publication gone (or there again), its slot lost (or a new one in its place)."""
+    stored = source.readiness or {}
+    checks = {check["id"]: check for check in stored.get("checks", [])}
+    seen = []
+    slot = next((slot for slot in sample.slots if slot.slot_name == source.slot_name), None)
+    slot_check = checks.get("slot")
+    said = _said_there(slot_check, slot_missing(stored))
+    if said is None and slot_check is not None and slot_check["status"] == FAIL:
+        # Failed while there (of the wrong kind, or in another database): "Slot x is …".
+        said = str(slot_check["observed"]).startswith("Slot ") or None
+    if said is not None and said != (slot is not None):
+        seen.append(f"slot {source.slot_name} {'gone' if said else 'there'}")
+    status_check = checks.get("slot_wal_status")
+    usable = slot_check is not None and slot_check["status"] == PASS
+    if slot is not None and usable and status_check is not None:
+        lost = slot.wal_status == "lost"
+        if lost != (status_check["status"] == FAIL):
+            seen.append(f"slot {source.slot_name} {'lost' if lost else 'no longer lost'}")
+    publication = checks.get("publication")
+    missing = publication is not None and str(publication["observed"]).startswith("No publication ")
+    said = _said_there(publication, missing)
+    if said is not None and sample.publication_exists not in (None, said):
+        seen.append(f"publication {source.publication_name} {'gone' if said else 'there'}")
+    return seen
+
+
+def follow_round(samples: list[Sample], started_at: datetime) -> list[tuple[Source, Readiness]]:
+    """Check again at once each source whose stored readiness the round contradicts (its slot
+    or publication gone, or there again), so its badge and its buttons follow the server."""
+    sampled = {sample.source_id: sample for sample in samples if sample.ok}
+    if not sampled:
+        return []
+    stale = []
+    for source in db.session.scalars(select(Source).where(Source.id.in_(sampled))):
+        stored = source.readiness
+        # A check that ran after the round started may have seen more than the round did.
+        if not stored or as_utc(Readiness.from_dict(stored).checked_at) >= as_utc(started_at):
+            continue
+        seen = _contradicted(source, sampled[source.id])
+        if seen:
+            log.info(
+                "readiness of %s is stale (%s); checking it again", source.name, ", ".join(seen)
+            )
+            stale.append(source)
+    if not stale:
+        return []
+    return _check_many(stale, audited=False)
+
+
+def fresh_readiness(source: Source) -> Readiness:
+    """Return the source's result, checked again first when older than one monitor interval."""
+    stored = readiness_of(source)
+    interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
+    if stored is None or utcnow() - as_utc(stored.checked_at) > interval:
+        return check_now(source)
+    return stored
+
+
+def require_ready(source: Source) -> None:
+    """Raise SourceNotReady when the source (checked again if stale) fails a check."""
+    readiness = fresh_readiness(source)
+    if not readiness.ready:
+        raise SourceNotReady(source, readiness)
+
+
+# Replication objects
+
+
+def _session(source: Source) -> AbstractContextManager[obj.Session]:
+    try:
+        target = target_of(source)
+    except ValueError as exc:
+        raise obj.SourceUnreachable(str(exc)) from None
+    return obj.session(target, _timeout())
+
+
+def tables(source: Source) -> list[str]:
+    """List the tables a publication of the source's database can name (schema.table)."""
+    with _session(source) as s:
+        return [obj.qualified(schema, table) for schema, table in obj.list_tables(s)]
+
+
+def create_publication(source: Source, tables: list[str] | None) -> None:
+    """Create the source's publication for all tables (None) or the named ones, then check
+    the source again."""
+    name = source.publication_name
+    with audit.change("create_publication", source) as change:
+        error = obj.identifier_error(name)
+        if error is not None:
+            raise obj.Invalid("publication_name", error)
+        if tables is not None and not tables:
+            raise obj.Invalid("tables", "Choose at least one table, or all tables.")
+        with _session(source) as s:
+            if obj.publication_exists(s, name):
+                raise obj.SourceRefused(f'publication "{name}" already exists', "42710")
+            obj.create_publication(s, name, tables)
+        change.record(publication=[None, name], tables=[None, tables or "all tables"])
+        db.session.commit()
+    check_now(source)
+
+
+def drop_publication(source: Source, confirm: str | None) -> None:
+    """Drop the source's publication once its name is typed, then check the source again."""
+    name = source.publication_name
+    with audit.change("drop_publication", source) as change:
+        if confirm != name:
+            raise ConfirmationMismatch(name)
+        with _session(source) as s:
+            obj.drop_publication(s, name)
+        change.record(publication=[name, None])
+        db.session.commit()
+    check_now(source)
+
+
+def default_slot_name(source: Source) -> str:
+    """Name a new slot after its source: rosetta_ and the name in what slots allow."""
+    return ("rosetta_" + re.sub(r"[^a-z0-9_]", "_", source.name.lower()))[:63]
+
+
+def create_slot(source: Source, name: str | None = None) -> str:
+    """Create the source's logical slot (pgoutput); a name given becomes the source's slot.
+
+    Returns the slot's name. The source's record changes only once the server made the slot.
+    """
+    name = name or source.slot_name or default_slot_name(source)
+    with audit.change("create_slot", source) as change:
+        _valid_slot(name)
+        with _session(source) as s:
+            obj.create_slot(s, name)
+        source.slot_name = name
+        change.record(slot=[None, name])
+        db.session.commit()
+    check_now(source)
+    return name
+
+
+@dataclass(frozen=True)
+class SlotPreview:
+    """What the drop confirmation shows: the slot now, and who relies on it."""
+
+    info: obj.SlotInfo
+    pipelines: list[Pipeline]
+
+
+def _on_server_of(stmt: _Query, source: Source) -> _Query:
+    """Keep the sources on the source's server (slots belong to the server); the source
+    alone while its server is not known yet."""
+    server_id = source.state.server_id if source.state is not None else None
+    if server_id is None:
+        return stmt.where(Source.id == source.id)
+    return stmt.join(SourceState, SourceState.source_id == Source.id).where(
+        SourceState.server_id == server_id
+    )
+
+
+def pipelines_using(source: Source, slot_name: str) -> list[Pipeline]:
+    """The pipelines whose source (on this source's server) names the slot."""
+    stmt = select(Pipeline).join(Source).where(Source.slot_name == slot_name)
+    return list(db.session.scalars(_on_server_of(stmt, source).order_by(Pipeline.name)))
+
+
+def pipelines_by_slot(source: Source) -> dict[str, list[str]]:
+    """Map each slot of the source's server that a pipeline uses to those pipelines' names."""
+    stmt = select(Source.slot_name, Pipeline.name).join(Pipeline.source)
+    stmt = _on_server_of(stmt.where(Source.slot_name.is_not(None)), source)
+    used: dict[str, list[str]] = {}
+    for slot_name, pipeline in db.session.execute(stmt.order_by(Pipeline.name)):
+        used.setdefault(str(slot_name), []).append(pipeline)
+    return used
+
+
+def _valid_slot(name: str) -> None:
+    error = obj.slot_name_error(name)
+    if error is not None:
+        raise obj.Invalid("slot_name", error)
+
+
+def preview_slot_drop(source: Source, slot_name: str) -> SlotPreview:
+    """Read the slot from the server now, for the confirmation."""
+    _valid_slot(slot_name)
+    with _session(source) as s:
+        info = obj.slot_info(s, slot_name)
+    return SlotPreview(info, pipelines_using(source, slot_name))
+
+
+def _freed_words(dropped: obj.SlotInfo) -> str | None:
+    """Say what a drop freed, as the slot's page says it."""
+    if dropped.retained_bytes is None:
+        return None
+    return (
+        f"Freed {pg_size_pretty(dropped.frees_bytes)} of WAL; "
+        f"the slot retained {pg_size_pretty(dropped.retained_bytes)}."
+    )
+
+
+@dataclass(frozen=True)
+class SlotDropped(Declared):
+    """A slot dropped: its name, the WAL it retained and freed, and the source sampled just
+    after."""
+
+    api_name = "SlotDropped"
+
+    dropped: str
+    freed_bytes: Annotated[
+        int | None,
+        Described(
+            "What of that no other slot of the server needed: the WAL the drop lets "
+            "PostgreSQL remove or recycle at its next checkpoint"
+        ),
+    ]
+    retained_bytes: Annotated[
+        int | None,
+        Described(
+            "The WAL the slot retained when it was dropped (bytes, as "
+            "pg_wal_lsn_diff(current, restart_lsn))"
+        ),
+    ]
+    sample: SampleResult
+
+
+def drop_slot(source: Source, slot_name: str, confirm: str | None) -> SlotDropped:
+    """Drop a slot of the source's server once its name is typed; sample at once after."""
+    with audit.change("drop_slot", source) as change:
+        _valid_slot(slot_name)
+        if confirm != slot_name:
+            raise ConfirmationMismatch(slot_name)
+        with _session(source) as s:
+            dropped = obj.drop_slot(s, slot_name)
+        change.record(
+            message=_freed_words(dropped),
+            slot=[slot_name, None],
+            retained_bytes=[dropped.retained_bytes, None],
+            freed_bytes=[None, dropped.frees_bytes],
+        )
+        db.session.commit()
+    # Checked before the sample: the round then finds the stored result already true.
+    check_now(source)
+    sample = sample_now(source)
+    return SlotDropped(
+        dropped=slot_name,
+        freed_bytes=dropped.frees_bytes,
+        retained_bytes=dropped.retained_bytes,
+        sample=sample,
+    )

@@ -18,9 +18,9 @@ import psycopg2
 from psycopg2 import sql
 
 from ..formatting import pg_size_pretty
-from ..monitor.probe import SampleFailure, Target, connect, explain, run
-from . import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
-from .objects import TABLES
+from ..readiness import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
+from .connection import SampleFailure, Target, connect, explain, run
+from .replication_objects import TABLES
 
 # The roles that stand in for REPLICATION on managed services.
 CLOUD_REPLICATION_ROLES = ("rds_replication", "cloudsqlsuperuser", "azure_pg_admin")

@@ -20,7 +20,7 @@ import psycopg2
 from psycopg2 import sql
 
 from ..errors import DomainError
-from ..monitor.probe import SampleFailure, Target, connect, explain, one_line, run
+from .connection import SampleFailure, Target, connect, explain, one_line, run
 
 # What PostgreSQL allows in a replication slot's name (ReplicationSlotValidateName).
 SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")

@@ -88,8 +88,7 @@ def test_a_declared_answer_shows_exactly_what_its_schema_lists(app):
     """SlotDropped and the sample-now answer it holds come from one declaration: to_dict
     gives the fields the document requires, nested answers dumped, and nothing else."""
     from rosetta_web.shapes import shape_of
-    from rosetta_web.sources.services import SlotDropped
-    from rosetta_web.sources.services import SampleResult
+    from rosetta_web.sources.services import SampleResult, SlotDropped
 
     failed = SampleResult(ok=False, error="connection refused", sample=None, monitor=None)
     dropped = SlotDropped(dropped="old", freed_bytes=0, retained_bytes=8192, sample=failed)

@@ -31,8 +31,7 @@ from ..monitor import history
 from ..monitor.history import WalHistory
 from ..shapes import Shaped, TextArg, ref, shape_of
 from ..sources.forms import TABLE_NAME_MAX_LENGTH
-from ..sources.services import SlotDropped
-from ..sources.services import SampleResult
+from ..sources.services import SampleResult, SlotDropped
 from .bodies import json_type
 
 JSON = "application/json"

@@ -107,10 +107,10 @@ def _configure_logging(level: str, log_format: str) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from .alerts import bp as alerts_bp
-    from .alerts import channels_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
+    from .channels import bp as channels_bp
     from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
     from .errors import RETRY_AFTER_SECONDS, outage

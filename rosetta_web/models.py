@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -26,12 +26,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .alerting.trends import Forecast
-from .alerting.urls import mask_url
+from .channel_urls import mask_url
 from .crypto import decrypt_secret, encrypt_secret
 from .extensions import Model
 from .shapes import Computed, Shaped, ref
 from .timeutil import isoformat, utcnow
+
+if TYPE_CHECKING:  # only a type here: the engine that computes it reads the models
+    from .alerts.engine.trends import Forecast
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
 # Who may do what, least first: viewers read, operators run CDC, admins also manage accounts,
@@ -451,8 +453,8 @@ class Server(Model):
     max_slot_wal_keep_size: Mapped[str | None] = mapped_column(String(32))
     # When its slots were last stored: the latest slot rows carry this time.
     last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Per slot, what the alert rules need from earlier samples (rosetta_web/alerting/trends.py):
-    # the growth fitted to the last hour, and since when the consumer has confirmed nothing.
+    # Per slot, what the alert rules need from earlier samples (alerts/engine/trends.py): the
+    # growth fitted to the last hour, and since when the consumer has confirmed nothing.
     slot_trends: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSON)
     # Per slot, the last hour's [epoch seconds, retained bytes] that growth is fitted to. Only
     # the round that stores the slots reads them: not loaded with the server unless asked.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from rosetta_web.alerting import rules, trends
+from rosetta_web.alerts.engine import rules, trends
 from rosetta_web.models import ALERT_SETTING_KEYS
 
 MB = 1024 * 1024

@@ -12,12 +12,13 @@ from flask.sansio.app import App
 from flask.signals import before_render_template
 from jinja2 import Template
 
+from ..channels.services import last_deliveries
 from ..errors import DATABASE_UNAVAILABLE, outage
 from ..extensions import db
 from ..models import ALERT_RULES
 from ..timeutil import isoformat
 from . import display
-from .services import banner_counts, current_settings, last_deliveries
+from .services import banner_counts, current_settings
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,8 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ..alerting.settings import AlertSettingsForm
-from ..alerts.forms import SilenceForm
+from ..alerts.forms import AlertSettingsForm, SilenceForm
 from ..alerts.services import (
-    CHANNELS,
     AlertFilter,
     acknowledge,
     active_silences,
@@ -23,15 +21,14 @@ from ..alerts.services import (
     attach_forecasts,
     create_silence,
     current_settings,
-    deliveries,
     effective_settings,
     end_silence,
     get_alert,
     get_silence,
     save_settings,
-    test_channel,
 )
 from ..audit import services as audit
+from ..channels.services import CHANNELS, deliveries, test_channel
 from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations import services as destinations

@@ -19,7 +19,7 @@ from sqlalchemy.orm import undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
-from ..alerting import delivery, evaluation, trends
+from ..alerts.engine import delivery, evaluation, trends
 from ..extensions import db
 from ..models import (
     MonitorRound,

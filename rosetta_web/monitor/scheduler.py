@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from ..alerting import delivery
+from ..alerts.engine import delivery
 from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import replication

@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql import ColumnElement
 
-from ..alerting.trends import LatestSlot
+from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
 from ..extensions import db
 from ..formatting import duration_words

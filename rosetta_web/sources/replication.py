@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from flask import current_app
 from sqlalchemy import Select, select
 
-from ..alerting.rules import Settings
-from ..alerting.settings import default_settings
+from ..alerts.engine.rules import Settings
+from ..alerts.engine.settings import default_settings
 from ..audit import services as audit
 from ..extensions import db
 from ..formatting import duration_words, pg_size_pretty

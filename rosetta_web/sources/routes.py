@@ -9,7 +9,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from werkzeug.wrappers import Response
 
 from ..alerts.display import forecast_words
-from ..alerts.page_forms import row_silence_form
+from ..alerts.forms import row_silence_form
 from ..alerts.services import (
     AlertFilter,
     attach_forecasts,

@@ -34,11 +34,11 @@ from flask import Flask, current_app
 from sqlalchemy import func, or_, select, update
 from werkzeug.local import LocalProxy
 
-from ..errors import DATABASE_UNAVAILABLE
-from ..extensions import db
-from ..models import Alert, Channel, Delivery, Notification
-from ..resources import NotFound
-from ..timeutil import as_utc, utcnow
+from ...errors import DATABASE_UNAVAILABLE
+from ...extensions import db
+from ...models import Alert, Channel, Delivery, Notification
+from ...resources import NotFound
+from ...timeutil import as_utc, utcnow
 from . import targets
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,3 @@ from flask import Blueprint
 bp = Blueprint("alerts", __name__)
 
 from . import routes  # noqa: E402,F401
-from .context import register  # noqa: E402
-
-bp.record_once(lambda state: register(state.app))

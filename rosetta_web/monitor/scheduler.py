@@ -331,7 +331,7 @@ class MonitorScheduler:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         # A source being sampled gives up within its timeout; its result is stored after.
-        rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1)
+        rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1, self.app)
         self.leadership.release()
 
 

@@ -35,8 +35,8 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import event, func, insert, select  # noqa: E402
 
 from rosetta_web import create_app  # noqa: E402
-from rosetta_web.alerting import trends  # noqa: E402
-from rosetta_web.alerting.evaluation import evaluate  # noqa: E402
+from rosetta_web.alerts.engine import trends  # noqa: E402
+from rosetta_web.alerts.engine.evaluation import evaluate  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import (  # noqa: E402
     Alert,

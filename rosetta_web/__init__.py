@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, jsonify
-from sqlalchemy import text
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
-from werkzeug.wrappers import Response
 
 __version__ = "0.1.0"
 LOG_HANDLER_NAME = "rosetta"
@@ -20,14 +17,15 @@ LOG_HANDLER_NAME = "rosetta"
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Create the Rosetta app: settings from the environment, overridden by `config`."""
+    from .alerts.engine import delivery
     from .audit.services import watch as watch_audit
     from .config import engine_options, load_config
     from .crypto import fernet_for
     from .errors import refuse_long_urls, register_error_handlers, watch_database
     from .extensions import db, migrate
-    from .formatting import register_filters
+    from .monitor import workers
     from .security import init_security
-    from .sparkline import render as render_sparkline
+    from .templating import register_templating
 
     load_dotenv()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
@@ -42,6 +40,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["rosetta_fernet"] = fernet_for(
         app.config["SECRET_KEY"], app.config["ENCRYPTION_KEY"]
     )
+    # The app's own threads: the alert delivery pool, the sampling lanes and name lookups.
+    delivery.init_app(app)
+    workers.init_app(app)
 
     db.init_app(app)
     with app.app_context():
@@ -60,10 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     refuse_long_urls(app)  # first: a URL too long is refused before sign-in is asked for
     init_security(app)
     register_error_handlers(app)
-    register_filters(app)
-    app.add_template_filter(render_sparkline, "sparkline")  # drawn with formatting's sizes
     app.url_map.converters["id"] = IdConverter
     _register_blueprints(app)
+    register_templating(app)
 
     from .cli import register_cli
 
@@ -105,22 +105,28 @@ def _configure_logging(level: str, log_format: str) -> None:
     # Replace only our own handler, so create_app may run twice (tests) without doubling lines.
     root.handlers = [h for h in root.handlers if h.get_name() != LOG_HANDLER_NAME] + [handler]
     root.setLevel(level)
+    # urllib3 names each request's path at DEBUG, and a webhook's path may hold a token.
+    logging.getLogger("urllib3").setLevel(logging.INFO)
+    # Apprise writes whole URLs, tokens and all, in some of its log lines ("Unparseable URL
+    # ..."): none reaches Rosetta's log. Delivery captures its warnings for the delivery log.
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in apprise_log.handlers):
+        apprise_log.addHandler(logging.NullHandler())
 
 
 def _register_blueprints(app: Flask) -> None:
     from .alerts import bp as alerts_bp
-    from .alerts import channels_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
+    from .channels import bp as channels_bp
     from .dashboard import bp as dashboard_bp
     from .destinations import bp as destinations_bp
-    from .errors import RETRY_AFTER_SECONDS, outage
-    from .extensions import db
+    from .health import init_app as init_health
     from .monitor.prometheus import metrics
     from .pipelines import bp as pipelines_bp
     from .sources import bp as sources_bp
-    from .timeutil import isoformat, utcnow
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboard_bp)
@@ -132,31 +138,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(audit_bp, url_prefix="/audit")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.add_url_rule("/metrics", "metrics", metrics)
-
-    @app.get("/health")
-    def health() -> tuple[Response, int, dict[str, str]]:
-        """Report whether the metadata database answers, for load balancers."""
-        started = time.perf_counter()
-        try:
-            db.session.execute(text("SELECT 1"))
-            database = {
-                "status": "ok",
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-            }
-        except Exception as exc:  # any failure to answer is the check's answer, not a 500
-            outage.failed(exc)  # logged once per outage, however often a balancer asks
-            try:
-                db.session.rollback()
-            except Exception:
-                pass  # the connection is gone; the pool replaces it
-            database = {"status": "error", "error": type(exc).__name__}
-        ok = database["status"] == "ok"
-        body = {
-            "status": "ok" if ok else "error",
-            "version": __version__,
-            "timestamp": isoformat(utcnow()),
-            "checks": {"database": database},
-        }
-        if ok:
-            return jsonify(body), 200, {}
-        return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    init_health(app)

@@ -1,16 +1,14 @@
-"""Channel URLs as pages, the API and logs may show them: credentials and tokens masked."""
+"""Channel URLs as pages, the API and logs may show them: credentials and tokens masked.
+
+Shared by the Channel model (which stores the masked URL beside the encrypted one), the
+channel form and the alert engine's target checks; no Flask, no models. Apprise's own log
+lines, which may hold whole URLs, are kept out of Rosetta's log by the logging set-up
+(rosetta_web/__init__.py).
+"""
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import urlsplit
-
-# Apprise writes whole URLs, tokens and all, in some of its log lines ("Unparseable URL ..."):
-# none reaches Rosetta's log. Delivery captures its warnings for the delivery log instead.
-_apprise_log = logging.getLogger("apprise")
-_apprise_log.propagate = False
-_apprise_log.addHandler(logging.NullHandler())
-
 
 # Apprise's plain HTTP notifiers: their privacy form keeps the path, where tokens often are.
 GENERIC_SCHEMES = {"json", "jsons", "form", "forms", "xml", "xmls"}

@@ -189,7 +189,7 @@ def sample(source_name: str | None) -> None:
     failed = sum(1 for s in samples if not s.ok)
     click.echo(f"{len(samples)} sampled, {failed} failed")
     # after_round evaluated the alert rules; deliver what they queued before exiting.
-    from .alerting.delivery import deliver_due
+    from .alerts.engine.delivery import deliver_due
     from .alerts.services import banner_counts
 
     delivered = deliver_due()

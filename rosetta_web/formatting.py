@@ -1,10 +1,9 @@
-"""Template filters that show figures in an operator's units."""
+"""Show figures in an operator's units: the template filters (rosetta_web/templating.py
+registers them) and the messages that quote sizes and durations."""
 
 from __future__ import annotations
 
 from datetime import datetime
-
-from flask import Flask
 
 from .timeutil import as_utc, utcnow
 
@@ -98,13 +97,3 @@ def utc(moment: datetime | None) -> str:
 def from_iso(text: str | None) -> datetime | None:
     """Read a time stored in JSON as ISO-8601 ("…Z") back as a datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-def register_filters(app: Flask) -> None:
-    """Make the filters available to every template."""
-    app.add_template_filter(pg_size_pretty, "bytes")
-    app.add_template_filter(exact_bytes, "exact_bytes")
-    app.add_template_filter(relative_time, "ago")
-    app.add_template_filter(utc, "utc")
-    app.add_template_filter(from_iso, "from_iso")
-    app.add_template_filter(duration_words, "duration")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from flask import flash
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import Field, StringField
@@ -118,6 +119,15 @@ class BaseForm(FlaskForm):
 
 class ConfirmForm(BaseForm):
     """An empty form: a button whose POST carries only the CSRF token."""
+
+
+def confirmed_or_flash(again: str) -> bool:
+    """Tell whether the POST's CSRF token holds; if not, say that the form expired and what to
+    do `again` ("press Check again"), as every button does."""
+    if ConfirmForm().validate_on_submit():
+        return True
+    flash(f"The form expired before you sent it; {again}.", "error")
+    return False
 
 
 class EntityForm(BaseForm):

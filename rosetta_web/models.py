@@ -450,8 +450,8 @@ class Server(Model):
     max_slot_wal_keep_size: Mapped[str | None] = mapped_column(String(32))
     # When its slots were last stored: the latest slot rows carry this time.
     last_sampled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Per slot, what the alert rules need from earlier samples (rosetta_web/alerting/trends.py):
-    # the growth fitted to the last hour, and since when the consumer has confirmed nothing.
+    # Per slot, what the alert rules need from earlier samples (alerts/engine/trends.py): the
+    # growth fitted to the last hour, and since when the consumer has confirmed nothing.
     slot_trends: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSON)
     # Per slot, the last hour's [epoch seconds, retained bytes] that growth is fitted to. Only
     # the round that stores the slots reads them: not loaded with the server unless asked.
@@ -524,7 +524,7 @@ class SlotMetric(Shaped, Model):
     )
 
     # Not a column: set by whoever reads the slot for the API or a page (alerts services).
-    # An alerting.trends.Forecast, typed Any so that the models import no area.
+    # An alerts.engine.trends.Forecast, typed Any so that the models import no area.
     __allow_unmapped__ = True
     forecast: Any = None
 

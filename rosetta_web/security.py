@@ -72,7 +72,6 @@ def add_security_headers(app: Flask, response: Response) -> Response:
 def init_security(app: Flask) -> None:
     """Wire sign-in, bearer tokens, CSRF checks and the security headers into the app."""
     app.after_request(lambda response: add_security_headers(app, response))
-    app.add_template_global(can)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to continue."

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rosetta_web.alerting import rules, trends
+from rosetta_web.alerts.engine import rules, trends
 from rosetta_web.models import ALERT_SETTING_KEYS
 
 from .constants import MB

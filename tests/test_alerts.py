@@ -25,9 +25,9 @@ from flask import Flask
 from pytest_httpserver import HTTPServer
 from sqlalchemy.orm import undefer
 
-from rosetta_web.alerting import delivery
-from rosetta_web.alerting.evaluation import evaluate
-from rosetta_web.alerting.settings import load_settings
+from rosetta_web.alerts.engine import delivery
+from rosetta_web.alerts.engine.evaluation import evaluate
+from rosetta_web.alerts.engine.settings import load_settings
 from rosetta_web.extensions import db as _db
 from rosetta_web.formatting import pg_size_pretty
 from rosetta_web.models import ALERT_SETTING_KEYS, Alert, Channel, Delivery, Notification
@@ -653,7 +653,7 @@ def _server_with_slot(app: Flask, **figures: Any) -> tuple[int, int]:
     """A source on a server whose latest sample (now) saw one slot `orders` with `figures`."""
     from types import SimpleNamespace
 
-    from rosetta_web.alerting import trends
+    from rosetta_web.alerts.engine import trends
     from rosetta_web.models import SourceState
 
     source_id = add_source(app, "shop", free_port())
@@ -1136,7 +1136,7 @@ def test_a_send_the_metadata_database_could_not_store_is_stored_when_it_is_back(
     _unreachable_source(app)
     settings(app, unreachable_rounds=1)
     channel(app, httpserver.url_for("/hook"))
-    caplog.set_level(logging.INFO, logger="rosetta_web.alerting.delivery")
+    caplog.set_level(logging.INFO, logger="rosetta_web.alerts.engine.delivery")
     try:
         with time_machine.travel(utcnow(), tick=True) as traveller, app.app_context():
             run_round_without_delivery(app)
@@ -1161,7 +1161,7 @@ def test_a_send_the_metadata_database_could_not_store_is_stored_when_it_is_back(
     finally:
         with app.app_context():
             _db.engine.dispose()
-    said = [r.getMessage() for r in caplog.records if r.name == "rosetta_web.alerting.delivery"]
+    said = [r.getMessage() for r in caplog.records if r.name == delivery.__name__]
     assert len([m for m in said if "held in memory" in m]) == 1, said
     assert len([m for m in said if "stored what 1 send(s) did" in m]) == 1, said
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from rosetta_web.alerting.delivery import SIGNATURE_HEADER
+from rosetta_web.alerts.engine.delivery import SIGNATURE_HEADER
 from rosetta_web.extensions import db
 from rosetta_web.models import Alert, Channel, Notification, Source
 from rosetta_web.monitor.rounds import sample_sources
@@ -798,7 +798,7 @@ def test_a_redirect_is_not_delivery_for_a_webhook_or_an_apprise_channel(api, htt
 def test_a_test_notification_carries_its_delivery_id_in_the_body_and_a_header(app, api, httpserver):
     """The webhook gets `delivery_id` in its signed body and X-Rosetta-Delivery; an Apprise
     service gets it in its text; each is the notification's own, new for each test."""
-    from rosetta_web.alerting.delivery import DELIVERY_HEADER
+    from rosetta_web.alerts.engine.delivery import DELIVERY_HEADER
 
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     hook = httpserver.url_for("/hook")

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from rosetta_web.alerting import trends
-from rosetta_web.alerting.settings import GIB
+from rosetta_web.alerts.engine import trends
+from rosetta_web.alerts.engine.settings import GIB
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import Alert, AlertSettings, Channel, Silence, Source
 from rosetta_web.timeutil import utcnow
@@ -698,8 +698,8 @@ def test_every_page_says_the_same_forecast_as_the_alert(browser, app, api):
     the same time for one moment, counted from the sample the fit is from."""
     import time_machine
 
-    from rosetta_web.alerting.evaluation import evaluate
-    from rosetta_web.alerting.settings import load_settings
+    from rosetta_web.alerts.engine.evaluation import evaluate
+    from rosetta_web.alerts.engine.settings import load_settings
 
     shop = add_source(app)
     with time_machine.travel(utcnow(), tick=False) as traveller:

@@ -256,14 +256,14 @@ def test_a_source_chart_has_only_its_own_sample_times(app, api, source_db, secon
 
 def test_sampling_by_hand_while_the_lane_still_waits_on_the_source(app, api, source_db):
     """Sample now works while the scheduler's lane for slow sources still holds the source."""
-    from rosetta_web.monitor import rounds
+    from rosetta_web.monitor.workers import lanes
 
     source_id = add_source(app, "shop", source_db["port"])
-    rounds._in_flight.add(source_id)
+    lanes(app).in_flight.add(source_id)
     try:
         answer = api.post(f"/api/v1/sources/{source_id}/sample")
     finally:
-        rounds._in_flight.discard(source_id)
+        lanes(app).in_flight.discard(source_id)
     assert answer.status_code == 200 and answer.get_json()["ok"] is True
 
 

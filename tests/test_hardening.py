@@ -227,7 +227,7 @@ def test_a_hanging_source_never_delays_a_healthy_one(app, source_db, hanging_ser
         monitor.stop()
         # The hanging sources' lane ends within three timeouts: let it store before the next
         # test empties the tables under it.
-        join_lanes(30)
+        join_lanes(30, app)
     times = healthy_times()
     gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]  # after the first round
     print(f"healthy source's gaps beside three hanging ones at 5 s: {gaps}")

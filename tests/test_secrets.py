@@ -97,7 +97,7 @@ def test_a_changed_key_cannot_read_old_secrets(app, database_url, api):
 def test_channel_urls_and_secrets_are_never_shown_stored_or_logged(app, api, browser, caplog):
     """A Slack token in an Apprise URL and a webhook's signing secret: encrypted in the
     database, masked in pages and the API, absent from the delivery log and the log."""
-    from rosetta_web.alerting.delivery import send_test
+    from rosetta_web.alerts.engine.delivery import send_test
     from rosetta_web.models import Channel, Delivery
 
     caplog.set_level(logging.DEBUG)

@@ -1,12 +1,8 @@
-"""Alerts: the firing list and history, silences, channels and the rule settings."""
+"""Alerts: the firing list and history, silences and the rule settings; the engine that
+raises and delivers them is alerts/engine/ (the channels they go to are rosetta_web/channels/)."""
 
 from flask import Blueprint
 
 bp = Blueprint("alerts", __name__)
-# The notification channels: their list, form and delivery log, at /alerts/channels.
-channels_bp = Blueprint("channels", __name__)
 
-from . import channels, routes  # noqa: E402,F401
-from .context import register  # noqa: E402
-
-bp.record_once(lambda state: register(state.app))
+from . import routes  # noqa: E402,F401

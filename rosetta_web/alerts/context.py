@@ -1,23 +1,19 @@
 """What every template may use of alerts: the banner's counts, the rules' names, the global
-settings (as placeholders of a source's overrides), and the filters that word them."""
+settings (as placeholders of a source's overrides). rosetta_web/templating.py registers them,
+with the filters of display.py that word alerts."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, g
-from flask.sansio.app import App
-from flask.signals import before_render_template
 from jinja2 import Template
 
 from ..errors import DATABASE_UNAVAILABLE, outage
 from ..extensions import db
 from ..models import ALERT_RULES
-from ..timeutil import isoformat
-from . import display
-from .services import banner_counts, current_settings, last_deliveries
+from .services import banner_counts, current_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +43,12 @@ def template_helpers() -> dict[str, Any]:
         # The global rule settings: a source's overrides show them as placeholders.
         "global_alert_settings": current_settings,
         "alert_rules": ALERT_RULES,
-        "last_deliveries": last_deliveries,
     }
 
 
-def _no_banner_on_error_pages(
+def no_banner_on_error_pages(
     sender: Flask, template: Template, context: dict[str, Any], **extra: Any
 ) -> None:
     """Error pages query nothing: they may be answering a failed transaction or an outage."""
     if (template.name or "").startswith("errors/"):
         context["alert_banner"] = None
-
-
-FILTERS: dict[str, Callable[..., Any]] = {
-    "rule_label": display.rule_label,
-    "alert_measure": display.measure,
-    "size_input": display.size_input,
-    "ticks_to_code": display.ticks_to_code,
-    "iso": isoformat,
-}
-
-
-def register(app: App) -> None:
-    """Give every template the helpers and filters, and keep them off the error pages."""
-    app.context_processor(template_helpers)
-    for name, function in FILTERS.items():
-        app.add_template_filter(function, name)
-    before_render_template.connect(_no_banner_on_error_pages, app)

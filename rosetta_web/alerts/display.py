@@ -9,9 +9,9 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from ..alerting.trends import Forecast
 from ..formatting import duration_words, pg_size_pretty
 from ..timeutil import as_utc, utcnow
+from .engine.trends import Forecast
 
 # What each rule is called on the pages.
 RULE_LABELS = {

@@ -1,136 +1,154 @@
-"""The channel and silence forms, shared by the browser and the JSON API."""
+"""The alert forms, shared by the browser and the JSON API: the rule settings (the settings
+page, PUT /api/v1/alert-settings, and a source's overrides) and the silences, with the silence
+forms the pages show (on each firing alert, and the alerts page's own)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import current_app
-from wtforms import (
-    Field,
-    PasswordField,
-    SelectField,
-    SelectMultipleField,
-    StringField,
-)
-from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms import Field, Form, FormField, IntegerField, SelectField, StringField
+from wtforms.utils import unset_value
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.widgets import TextInput
 
-from ..alerting.targets import url_refusal
-from ..channel_urls import MASKS, apprise_plugin
-from ..extensions import db
-from ..forms import MAX_INT, BaseForm, EntityForm, SelectChoice, lowercase, name_rules, strip
-from ..models import ALERT_RULES, SEVERITIES, Channel, Source
+from ..forms import BaseForm, SelectChoice, strip
+from ..models import ALERT_RULES, Alert
 from ..timeutil import as_utc, utcnow
+from .display import rule_label
+from .services import source_names
+
+# pg_size_bytes's units (1024-based, as pg_size_pretty prints them).
+SIZE_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+MAX_BYTES = 2**63 - 1
+MAX_MINUTES = 60 * 24 * 365
 
 
-def _url_rules(form: ChannelForm, field: Field) -> None:
-    """A webhook takes an http(s) URL; anything else must be a URL Apprise reads; neither
-    may name a host a channel may not send to."""
-    if not field.data:
-        return
-    if any(mask in field.data for mask in MASKS):
-        raise ValidationError(
-            "This is a masked URL, as Rosetta shows one: enter the full URL (or leave the field "
-            "blank on edit to keep the stored one)."
-        )
-    if form.type.data == "webhook":
-        try:
-            parts = urlsplit(field.data)
-            scheme, hostname = parts.scheme, parts.hostname
-        except ValueError:  # a malformed [IPv6] host
-            scheme, hostname = "", None
-        if scheme not in {"http", "https"} or not hostname:
-            raise ValidationError("A webhook URL starts with http:// or https:// and names a host.")
-    elif apprise_plugin(field.data) is None:
-        raise ValidationError(
-            "Apprise cannot read this URL. Use a service URL from the Apprise wiki, e.g. "
-            "slack://TokenA/TokenB/TokenC or mailtos://user:password@smtp.example.com?to=ops@example.com."
-        )
-    allow_private = bool(current_app.config.get("ALERT_PRIVATE_TARGETS", True))
-    refused = url_refusal(form.type.data, field.data, allow_private)
-    if refused is not None:
-        host, reason = refused
-        raise ValidationError(f"Rosetta does not send to {host}: {reason}.")
+def parse_size(text: str) -> int:
+    """Read a size as PostgreSQL's pg_size_bytes does: '5 GB', '512MB', '1073741824'."""
+    match = SIZE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in SIZE_UNITS:
+        raise ValueError("Enter a size such as 5 GB, 500 MB or a number of bytes.")
+    return int(Decimal(match.group(1)) * SIZE_UNITS[unit])  # exact, however large
 
 
-class ChannelForm(EntityForm):
-    model = Channel
-    label = "channel"
-    # Write-only: never shown again; left blank on edit, the stored one is kept.
-    secret_fields = ("url", "secret")
-    required_secrets = ("url",)
+class SizeField(Field):
+    """A byte count, typed as a number of bytes or with a unit ('5 GB'); blank is None."""
 
-    name = StringField(
-        "Name",
-        filters=[lowercase],
-        validators=name_rules(),
-        description="Lowercase letters, digits, '-' and '_', e.g. ops-slack.",
+    widget = TextInput()
+    data: int | None
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        self.data = None
+        if valuelist and str(valuelist[0]).strip():
+            self.data = parse_size(str(valuelist[0]))  # a ValueError is the field's message
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return str(self.raw_data[0])
+        return "" if self.data is None else str(self.data)
+
+
+def _positive(label: str, maximum: int) -> list[Any]:
+    message = f"Enter a whole number of {label} from 1 to {maximum}, or leave it blank."
+    return [Optional(), NumberRange(1, maximum, message)]
+
+
+def _size_range(form: Any, field: Field) -> None:
+    if field.data is not None and not 1 <= field.data <= MAX_BYTES:
+        raise ValidationError("Enter a size of at least 1 byte.")
+
+
+class RuleSettingsForm(BaseForm):
+    """The seven rule settings. Blank turns a global rule off; in a source's overrides, blank
+    takes the global setting."""
+
+    retained_warning_bytes = SizeField(
+        "Retained WAL: warning at",
+        validators=[_size_range],
+        description="A slot retaining this much WAL warns: 5 GB, 500 MB, or bytes.",
     )
-    type = SelectField(
-        "Type",
-        choices=[
-            SelectChoice("webhook", "Webhook (signed JSON POST)"),
-            SelectChoice("apprise", "Apprise URL (Slack, Teams, e-mail, PagerDuty, ...)"),
-        ],
-        default="webhook",
+    retained_critical_bytes = SizeField(
+        "Retained WAL: critical at",
+        validators=[_size_range],
+        description="A slot retaining this much WAL is critical.",
     )
-    url = StringField(
-        "URL",
-        filters=[strip],
-        validators=[Length(max=2000), _url_rules],
-        description="Stored encrypted and shown masked. Leave blank on edit to keep it.",
+    slot_inactive_minutes = IntegerField(
+        "Slot without a consumer for (minutes)",
+        validators=_positive("minutes", MAX_MINUTES),
+        description="A slot nobody consumes keeps every byte of WAL written meanwhile.",
     )
-    secret = PasswordField(
-        "Signing secret",
-        validators=[Length(max=200)],
-        description=(
-            "Webhooks only: the receiver checks X-Rosetta-Signature with it. At least 16 "
-            "characters. Stored encrypted, never shown again."
-        ),
+    consumer_stalled_minutes = IntegerField(
+        "Consumer stalled for (minutes)",
+        validators=_positive("minutes", MAX_MINUTES),
+        description="Connected, but confirming nothing while WAL is written.",
     )
-    min_severity = SelectField(
-        "Minimum severity",
-        choices=[SelectChoice(severity) for severity in SEVERITIES],
-        default="warning",
+    unreachable_rounds = IntegerField(
+        "Source unreachable for (rounds)",
+        validators=_positive("rounds", 1000),
+        description="Failed sampling rounds in a row.",
     )
-    source_ids = SelectMultipleField(
-        "Only these sources",
-        coerce=int,
-        validate_choice=False,
-        default=[],
-        description="None chosen: every source.",
+    forecast_hours = IntegerField(
+        "Forecast: warn when critical or lost within (hours)",
+        validators=_positive("hours", 24 * 30),
+        description="From the slot's growth over the last hour; critical under 1 hour.",
     )
+    repeat_minutes = IntegerField(
+        "Repeat notifications every (minutes)",
+        validators=_positive("minutes", MAX_MINUTES),
+        description="While an alert fires unacknowledged.",
+    )
+
+    def check_thresholds(self, warning: int | None, critical: int | None) -> bool:
+        """Refuse a warning at or above its critical threshold, beside the warning field."""
+        if warning is not None and critical is not None and warning >= critical:
+            self.retained_warning_bytes.errors = [
+                *self.retained_warning_bytes.errors,
+                "The warning threshold must be below the critical one.",
+            ]
+            return False
+        return True
+
+
+class AlertSettingsForm(RuleSettingsForm):
+    """The global settings page and PUT /api/v1/alert-settings."""
 
     def validate(self, extra_validators: Any = None) -> bool:
-        stored = db.session.get(Channel, self.editing_id) if self.editing_id else None
-        if stored is not None and self.url.data == stored.masked_url:
-            self.url.data = ""  # the masked form sent back: keep the stored URL
         valid = super().validate(extra_validators)
-        if stored is not None and not self.url.data and self.type.data != stored.type:
-            self.url.errors = [*self.url.errors, "Enter the URL again when changing the type."]
-            valid = False
-        if self.type.data == "webhook":
-            secret = self.secret.data or ""
-            kept = stored is not None and stored.secret_encrypted and not secret
-            if not kept and len(secret) < 16:
-                self.secret.errors = [
-                    *self.secret.errors,
-                    "A webhook needs a signing secret of at least 16 characters.",
-                ]
-                valid = False
-        # A source deleted since the channel was saved stays listed (it matches nothing, and
-        # dropping it could turn "these sources" into "every source"); a new id must exist.
-        known = set(stored.source_ids or []) if stored is not None else set()
-        for source_id in set(self.source_ids.data or []) - known:
-            if not 0 < source_id <= MAX_INT or db.session.get(Source, source_id) is None:
-                self.source_ids.errors = [
-                    *self.source_ids.errors,
-                    f"No source with id {source_id}.",
-                ]
-                valid = False
-                break
-        return valid
+        return (
+            self.check_thresholds(
+                self.retained_warning_bytes.data, self.retained_critical_bytes.data
+            )
+            and valid
+        )
+
+
+class DictFormField(FormField):  # type: ignore[type-arg]
+    """A sub-form whose stored value is a dict (a JSON column): filled from its keys."""
+
+    def process(self, formdata: Any, data: Any = unset_value, extra_filters: Any = None) -> None:
+        if isinstance(data, dict):
+            data = SimpleNamespace(**data)
+        elif data is None:
+            data = SimpleNamespace()
+        super().process(formdata, data, extra_filters)
+
+
+class OverridesForm(Form):
+    """A source's alert overrides, as a sub-form of the source form (no CSRF of its own)."""
+
+    retained_warning_bytes = RuleSettingsForm.retained_warning_bytes
+    retained_critical_bytes = RuleSettingsForm.retained_critical_bytes
+    slot_inactive_minutes = RuleSettingsForm.slot_inactive_minutes
+    consumer_stalled_minutes = RuleSettingsForm.consumer_stalled_minutes
+    unreachable_rounds = RuleSettingsForm.unreachable_rounds
+    forecast_hours = RuleSettingsForm.forecast_hours
+    repeat_minutes = RuleSettingsForm.repeat_minutes
 
 
 class SilenceForm(BaseForm):
@@ -163,3 +181,41 @@ class SilenceForm(BaseForm):
         if moment <= utcnow():
             raise ValidationError("The silence must end in the future.")
         self.ends_at_value = moment
+
+
+# How long a silence lasts unless the operator says otherwise.
+DEFAULT_SILENCE = timedelta(hours=1)
+# As the silence's "Until" field shows a time (read back as UTC).
+MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+def _default_until() -> str:
+    return (utcnow() + DEFAULT_SILENCE).strftime(MINUTE_FORMAT)
+
+
+def row_silence_form(alert: Alert, submitted: bool = False) -> SilenceForm:
+    """Build the silence form on a firing alert: its rule (or every rule) of its source, for
+    an hour unless the operator says otherwise. `submitted` reads the request's form."""
+    kwargs: dict[str, Any] = {} if submitted else {"formdata": None}
+    form = SilenceForm(
+        prefix=f"alert-{alert.id}", data={"rule": alert.rule, "ends_at": _default_until()}, **kwargs
+    )
+    form.rule.choices = [
+        SelectChoice(alert.rule, f"{rule_label(alert.rule)} only"),
+        SelectChoice("", "Every rule of this source"),
+    ]
+    form.source_id.data = alert.source_id  # from the alert, never from the request
+    return form
+
+
+def page_silence_form(submitted: bool = False) -> SilenceForm:
+    """Build the alerts page's own silence form: any source, one rule or every rule."""
+    kwargs: dict[str, Any] = {} if submitted else {"formdata": None}
+    form = SilenceForm(data={"ends_at": _default_until()}, **kwargs)
+    form.source_id.choices = [SelectChoice(0, "— choose —")] + [
+        SelectChoice(id_, name) for id_, name in source_names().items()
+    ]
+    form.rule.choices = [SelectChoice("", "Every rule")] + [
+        SelectChoice(rule, rule_label(rule)) for rule in ALERT_RULES
+    ]
+    return form

@@ -12,15 +12,14 @@ from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..alerting.settings import DEFAULTS, AlertSettingsForm
 from ..forms import form_view
 from ..htmx import is_htmx, render_page_or_fragment
 from ..models import Alert
 from ..timeutil import as_utc
 from . import bp
 from .display import rule_label
-from .forms import SilenceForm
-from .page_forms import page_silence_form, row_silence_form
+from .engine.settings import DEFAULTS
+from .forms import AlertSettingsForm, SilenceForm, page_silence_form, row_silence_form
 from .services import (
     END,
     PAGE,

@@ -1,41 +1,38 @@
-"""Alerts: what the pages and the API read and change about alerts, silences, channels and
-the rule settings. The engine that raises them is rosetta_web/alerting/."""
+"""Alerts: what the pages and the API read and change about alerts, silences and the rule
+settings. The engine that raises them is rosetta_web/alerts/engine/."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select
 
-from ..alerting import trends
-from ..alerting.delivery import send_test
-from ..alerting.evaluation import attach_silences
-from ..alerting.rules import Settings
-from ..alerting.settings import AlertSettingsForm, load_settings
 from ..audit import services as audit
 from ..errors import DomainError, NotFound
 from ..extensions import db
-from ..forms import MAX_INT, EntityForm, SelectChoice
+from ..forms import MAX_INT
 from ..models import (
     ALERT_RULES,
     ALERT_SETTING_KEYS,
     ALERT_STATES,
     Alert,
     AlertSettings,
-    Channel,
-    Delivery,
-    Notification,
     Silence,
     SlotMetric,
     Source,
 )
 from ..monitor.history import MOMENT_WORDS
-from ..resources import Resource
 from ..shapes import ChoiceArg, IntArg, TextArg
 from ..timeutil import as_utc, isoformat, utcnow
-from .forms import ChannelForm, SilenceForm
+from .engine import trends
+from .engine.evaluation import attach_silences
+from .engine.rules import Settings
+from .engine.settings import load_settings
+
+if TYPE_CHECKING:  # the forms list sources through this module; only their types are read here
+    from .forms import AlertSettingsForm, SilenceForm
 
 PER_PAGE = 50
 # The alerts' filters and paging, as the API reads them and the history page too. Pages go
@@ -51,21 +48,6 @@ PAGE = IntArg("page", minimum=1, maximum=1_000_000, default=1)
 PAGE_SIZE = IntArg("per_page", minimum=1, maximum=500, default=PER_PAGE)
 ALERT_ARGS = (STATE, SOURCE_ID, RULE, START, END, PAGE, PAGE_SIZE)
 DELIVERIES_LIMIT = IntArg("limit", minimum=1, maximum=1000, default=50)
-
-
-def _source_choices(form: EntityForm) -> None:
-    """List the sources by name in the channel form's select."""
-    assert isinstance(form, ChannelForm)
-    form.source_ids.choices = [SelectChoice(id_, name) for id_, name in source_names().items()]
-
-
-CHANNELS = Resource(
-    model=Channel,
-    form_class=ChannelForm,
-    label="channel",
-    plural="channels",
-    prepare_form=_source_choices,
-)
 
 
 # Settings
@@ -195,13 +177,6 @@ def active_silences() -> list[Silence]:
     )
 
 
-def silence_choices(form: SilenceForm) -> None:
-    """List the sources by name in the silence form's select."""
-    form.source_id.choices = [SelectChoice(0, "— choose —")] + [
-        SelectChoice(id_, name) for id_, name in source_names().items()
-    ]
-
-
 def create_silence(form: SilenceForm, username: str) -> Silence:
     """Store a validated silence form."""
     source_id = form.source_id.data
@@ -249,26 +224,6 @@ def end_silence(silence: Silence) -> None:
         )
         db.session.delete(silence)
         db.session.commit()
-
-
-# Channels
-
-
-def deliveries(channel: Channel, limit: int = 50) -> list[Delivery]:
-    """Return a channel's delivery log, newest first."""
-    return list(
-        db.session.scalars(
-            select(Delivery)
-            .where(Delivery.channel_id == channel.id)
-            .order_by(Delivery.attempted_at.desc(), Delivery.id.desc())
-            .limit(limit)
-        )
-    )
-
-
-def test_channel(channel: Channel) -> Delivery:
-    """Send a test notification now; return how it went."""
-    return send_test(channel)
 
 
 # What a source's page and the API show of the forecast
@@ -357,34 +312,3 @@ def source_names() -> dict[int, str]:
     """Return every source's name by id, by name (the pages' filters and silences)."""
     rows = db.session.execute(select(Source.id, Source.name).order_by(Source.name))
     return {row.id: row.name for row in rows}
-
-
-def last_deliveries(channel_ids: list[int]) -> dict[int, Delivery]:
-    """Return each channel's latest delivery attempt, by channel id (the channel list)."""
-    if not channel_ids:
-        return {}
-    latest = (
-        select(Delivery.channel_id, func.max(Delivery.id).label("id"))
-        .where(Delivery.channel_id.in_(channel_ids))
-        .group_by(Delivery.channel_id)
-        .subquery()
-    )
-    rows = db.session.scalars(select(Delivery).join(latest, Delivery.id == latest.c.id))
-    return {delivery.channel_id: delivery for delivery in rows}
-
-
-def delivery_subjects(entries: list[Delivery]) -> dict[int, dict[str, Any]]:
-    """Return the alert each delivery attempt told of (from its notification), by delivery id."""
-    ids = {entry.notification_id for entry in entries}
-    if not ids:
-        return {}
-    payloads: dict[int, dict[str, Any]] = {
-        row.id: row.payload
-        for row in db.session.execute(
-            select(Notification.id, Notification.payload).where(Notification.id.in_(ids))
-        )
-    }
-    return {
-        entry.id: (payloads.get(entry.notification_id) or {}).get("alert") or {}
-        for entry in entries
-    }

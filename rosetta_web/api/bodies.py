@@ -16,7 +16,7 @@ from wtforms import (
     SelectMultipleField,
 )
 
-from ..alerting.settings import MAX_BYTES, SizeField
+from ..alerts.forms import MAX_BYTES, SizeField
 from ..errors import ApiError
 from ..forms import field_names, is_unicode
 from ..shapes import shape_of

@@ -11,7 +11,7 @@ from wtforms import Field, FormField, PasswordField, SelectField, SelectMultiple
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from .. import __version__
-from ..alerting.settings import MAX_BYTES, SizeField
+from ..alerts.forms import MAX_BYTES, SizeField
 from ..alerts.services import ALERT_ARGS, DELIVERIES_LIMIT
 from ..audit.services import CURSOR, FILTER_ARGS, LIMIT, AuditPage
 from ..auth.roles import SAFE_METHODS
@@ -635,8 +635,7 @@ def _response_schema(model: type[Shaped]) -> dict[str, Any]:
 
 
 def _alert_schemas() -> dict[str, Any]:
-    from ..alerting.settings import AlertSettingsForm
-    from ..alerts.forms import SilenceForm
+    from ..alerts.forms import AlertSettingsForm, SilenceForm
 
     schemas = {
         model.api_name: _response_schema(model)
@@ -659,7 +658,7 @@ def _alert_schemas() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    from ..alerts.forms import ChannelForm
+    from ..channels.forms import ChannelForm
     from ..destinations.forms import DestinationForm
     from ..pipelines.forms import PipelineForm
     from ..sources.forms import SourceForm

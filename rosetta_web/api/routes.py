@@ -10,10 +10,8 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ..alerting.settings import AlertSettingsForm
-from ..alerts.forms import SilenceForm
+from ..alerts.forms import AlertSettingsForm, SilenceForm
 from ..alerts.services import (
-    CHANNELS,
     DELIVERIES_LIMIT,
     PAGE,
     PAGE_SIZE,
@@ -28,15 +26,14 @@ from ..alerts.services import (
     attach_forecasts,
     create_silence,
     current_settings,
-    deliveries,
     effective_settings,
     end_silence,
     get_alert,
     get_silence,
     save_settings,
-    test_channel,
 )
 from ..audit import services as audit
+from ..channels.services import CHANNELS, deliveries, test_channel
 from ..crud import entity_form
 from ..dashboard.services import dashboard_summary
 from ..destinations import services as destinations

@@ -100,19 +100,3 @@ def export() -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="rosetta-audit-{stamp}.csv"'},
     )
-
-
-def history_url(target_type: str, target_id: int) -> str:
-    """The log filtered to one entity's history, for the entity's own page."""
-    return url_for("audit.index", target_type=target_type, target_id=target_id)
-
-
-def shown(value: Any) -> str:
-    """A before or after value as the page shows it: text as it is, the rest as JSON."""
-    if value is None:
-        return "—"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-bp.add_app_template_global(history_url)
-bp.add_app_template_filter(shown, "audit_value")

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from ..crypto import decrypt_secret, encrypt_secret
 from ..errors import NotFound
 from ..extensions import db
-from ..forms import ConfirmForm, filled, form_view
+from ..forms import ConfirmForm, confirmed_or_flash, filled, form_view
 from ..models import ROLES, User
 from . import bp, services
 from .forms import NewAccountForm, RoleForm
@@ -57,21 +57,15 @@ def accounts() -> Response | tuple[str, int]:
     return _page(form)
 
 
-def _expired(button: str) -> Response:
-    """Say that a form's CSRF token was missing or stale, as every other form does."""
-    flash(f"The form expired before you sent it; press {button} again.", "error")
-    return redirect(url_for("auth.accounts"), 303)
-
-
 @bp.post("/accounts/<id:user_id>/role")
 @form_view
 def account_role(user_id: int) -> Response | tuple[str, int]:
     """Change an account's role; the last enabled admin keeps theirs."""
     user = _account(user_id)
+    if not confirmed_or_flash("press Set role again"):
+        return redirect(url_for("auth.accounts"), 303)
     form = RoleForm()
     if not form.validate_on_submit():
-        if "csrf_token" in form.errors:
-            return _expired("Set role")
         flash(f"Choose a role for {user.username}: {', '.join(ROLES)}.", "error")
         return redirect(url_for("auth.accounts"), 303)
     try:
@@ -88,8 +82,8 @@ def account_role(user_id: int) -> Response | tuple[str, int]:
 def account_disable(user_id: int) -> Response | tuple[str, int]:
     """Disable an account: its sessions end and its API tokens are revoked."""
     user = _account(user_id)
-    if not ConfirmForm().validate_on_submit():
-        return _expired("Disable")
+    if not confirmed_or_flash("press Disable again"):
+        return redirect(url_for("auth.accounts"), 303)
     try:
         revoked = services.disable_user(user)
     except services.LastAdmin as exc:
@@ -110,8 +104,8 @@ def account_disable(user_id: int) -> Response | tuple[str, int]:
 def account_enable(user_id: int) -> Response:
     """Let a disabled account sign in again; the tokens its disabling revoked stay revoked."""
     user = _account(user_id)
-    if not ConfirmForm().validate_on_submit():
-        return _expired("Enable")
+    if not confirmed_or_flash("press Enable again"):
+        return redirect(url_for("auth.accounts"), 303)
     services.enable_user(user)
     flash(
         f"Enabled {user.username}. The API tokens its disabling revoked stay revoked: "
@@ -127,8 +121,8 @@ def account_reset(user_id: int) -> Response:
     """Give the account a new password, shown once; the user must change it at sign-in, and
     its API tokens stop until then."""
     user = _account(user_id)
-    if not ConfirmForm().validate_on_submit():
-        return _expired("Reset password")
+    if not confirmed_or_flash("press Reset password again"):
+        return redirect(url_for("auth.accounts"), 303)
     password = services.reset_password(user)
     # Carried, encrypted, to the page the redirect shows, which takes it out of the session.
     session["reset_password"] = (user.username, encrypt_secret(password))

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 from ..audit import services as audit
 from ..crypto import decrypt_secret, encrypt_secret
 from ..extensions import db
-from ..forms import MAX_INT, ConfirmForm, filled, form_view
+from ..forms import MAX_INT, ConfirmForm, confirmed_or_flash, filled, form_view
 from ..models import ApiToken, User
 from . import bp, services
 from .forms import LoginForm, PasswordChangeForm, TokenForm, UserForm
@@ -160,9 +160,7 @@ def revoke_token(token_id: int) -> Response:
     token = db.session.get(ApiToken, token_id) if 0 < token_id <= MAX_INT else None
     if token is None or token.user_id != current_user.id:
         abort(404)
-    if ConfirmForm().validate_on_submit():
+    if confirmed_or_flash("revoke the token again"):
         services.revoke_token(token)
         flash(f"Token '{token.name}' revoked.", "success")
-    else:
-        flash("The form expired before you sent it; revoke the token again.", "error")
     return redirect(url_for("auth.account"), 303)

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Row, case, func, select
 
-from ..alerting import trends
-from ..alerting.rules import Settings
 from ..alerts.display import ForecastWords, forecast_words
+from ..alerts.engine import trends
+from ..alerts.engine.rules import Settings
 from ..alerts.services import current_settings
 from ..extensions import db
 from ..models import (

@@ -6,7 +6,7 @@ from flask import flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
-from ..forms import ConfirmForm, form_view
+from ..forms import confirmed_or_flash, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Destination
 from ..readiness import summary
@@ -54,8 +54,7 @@ def detail(entity_id: int) -> str:
 def check(entity_id: int) -> Response | str:
     """Check the destination now; htmx gets back the readiness section, a browser its page."""
     destination = DESTINATIONS.get(entity_id)
-    if not ConfirmForm().validate_on_submit():
-        flash("The form expired before you sent it; press Check again.", "error")
+    if not confirmed_or_flash("press Check again"):
         return go_to(url_for("destinations.detail", entity_id=entity_id))
     result = check_destination_now(destination, audited=True)
     if is_htmx():

@@ -28,7 +28,7 @@ from sqlalchemy.orm import undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
-from ..alerting import trends
+from ..alerts.engine import trends
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -42,6 +42,7 @@ from ..models import (
 from ..postgres.connection import Target
 from ..postgres.sampling import Sample, SlotSample, sample_all
 from ..timeutil import as_utc, utcnow
+from .workers import lanes, resolver
 
 log = logging.getLogger(__name__)
 
@@ -411,19 +412,9 @@ def _suspect(state: SourceState | None, timeout_s: float) -> bool:
     return state.status != "OK" or (state.last_duration_ms or 0) >= timeout_s * 500
 
 
-# Sources being sampled in this process by a lane the round did not wait for, and its threads.
-_in_flight: set[int] = set()
-_in_flight_lock = threading.Lock()
-_lanes: list[threading.Thread] = []
-
-
-def join_lanes(timeout_s: float) -> None:
+def join_lanes(timeout_s: float, app: Flask | None = None) -> None:
     """Wait, at most `timeout_s`, for the lanes sampling apart to store what they sampled."""
-    deadline = time.monotonic() + timeout_s
-    with _in_flight_lock:
-        lanes = list(_lanes)
-    for lane in lanes:
-        lane.join(max(0.0, deadline - time.monotonic()))
+    lanes(app).join(timeout_s)
 
 
 def _sample_apart(
@@ -453,8 +444,9 @@ def _sample_apart(
     except Exception:
         log.exception("storing the sources sampled apart failed; the next round tries them")
     finally:
-        with _in_flight_lock:
-            _in_flight.difference_update(target.source_id for target in targets)
+        sampling_lanes = lanes(app)
+        with sampling_lanes.lock:
+            sampling_lanes.in_flight.difference_update(target.source_id for target in targets)
 
 
 def target_of(source: Source) -> Target:
@@ -468,6 +460,7 @@ def target_of(source: Source) -> Target:
         source.pg_username,
         source.pg_password,
         publication=source.publication_name,
+        resolver=resolver(),
     )
 
 
@@ -546,8 +539,9 @@ def _round(
     suspects: list[Target] = []
     unreadable: list[Sample] = []
     skipped = 0
-    with _in_flight_lock:
-        in_flight = set(_in_flight)
+    sampling_lanes = lanes()
+    with sampling_lanes.lock:
+        in_flight = set(sampling_lanes.in_flight)
     for source, state in rows:
         # By hand, a source is sampled even while its lane still waits on it.
         if not by_hand and (source.id in in_flight or not _due(state, now, interval_s)):
@@ -562,8 +556,8 @@ def _round(
     # Nothing is written while sources are sampled: the session holds no transaction open.
     db.session.rollback()
     if suspects and apart is not None:
-        with _in_flight_lock:
-            _in_flight.update(target.source_id for target in suspects)
+        with sampling_lanes.lock:
+            sampling_lanes.in_flight.update(target.source_id for target in suspects)
         app = cast("LocalProxy[Flask]", current_app)._get_current_object()
         lane = threading.Thread(
             target=_sample_apart,
@@ -571,8 +565,7 @@ def _round(
             name="wal-sampler-apart",
             daemon=True,
         )
-        with _in_flight_lock:
-            _lanes[:] = [*(old for old in _lanes if old.is_alive()), lane]
+        sampling_lanes.add(lane)
         lane.start()
     samples = unreadable + sample_all(
         targets,

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import click
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from ..alerting import delivery
+from ..alerts.engine import delivery
 from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import services as sources
@@ -43,6 +43,15 @@ NEW_SOURCE_SECONDS = 5
 DELIVERY_SECONDS = 5
 # How often sources whose readiness is older than a day are looked for.
 RECHECK_MINUTES = 15
+
+
+class Job(NamedTuple):
+    """One scheduled job: its id, what it runs, and the APScheduler trigger and arguments."""
+
+    id: str
+    function: Callable[[], None]
+    trigger: str
+    arguments: dict[str, Any]
 
 
 class Leadership:
@@ -260,6 +269,58 @@ class MonitorScheduler:
         except Exception:
             log.exception("checking stale readiness failed; the next run tries again")
 
+    def jobs(self, now: datetime) -> list[Job]:
+        """Declare the jobs, first runs counted from `now`."""
+        # Ticks on multiples of the interval since 1970: whichever process leads, and after
+        # a handover, samples land on the same grid, never one off it.
+        first_tick = next_tick_at(now, self.interval_s)
+        return [
+            Job(
+                "wal-sample",
+                self.tick,
+                "interval",
+                {"seconds": self.interval_s, "start_date": first_tick, "next_run_time": first_tick},
+            ),
+            # An operator who just saved a source wants to see it sampled, not wait for a round.
+            Job(
+                "wal-sample-new",
+                self.sample_new,
+                "interval",
+                {
+                    "seconds": NEW_SOURCE_SECONDS,
+                    "next_run_time": now + timedelta(seconds=NEW_SOURCE_SECONDS),
+                },
+            ),
+            # Any process may deliver: a notification is claimed before it is sent. Retries and
+            # what a process that died left behind are picked up here.
+            Job(
+                "alert-delivery",
+                self.deliver,
+                "interval",
+                {
+                    "seconds": DELIVERY_SECONDS,
+                    "next_run_time": now + timedelta(seconds=DELIVERY_SECONDS),
+                },
+            ),
+            Job(
+                "wal-retention",
+                self.expire,
+                "interval",
+                {"days": 1, "next_run_time": now + timedelta(minutes=1)},
+            ),
+            # A readiness checked a day ago may no longer be true (a setting, a role, a table).
+            Job(
+                "readiness-recheck",
+                self.recheck,
+                "interval",
+                {
+                    "minutes": RECHECK_MINUTES,
+                    "next_run_time": now + timedelta(minutes=2),
+                    "max_instances": 1,
+                },
+            ),
+        ]
+
     def start(self, blocking: bool = False) -> None:
         """Start the jobs; the first round runs at the next multiple of the interval.
 
@@ -278,51 +339,8 @@ class MonitorScheduler:
                 "misfire_grace_time": self.interval_s,
             },
         )
-        now = utcnow()
-        # Ticks on multiples of the interval since 1970: whichever process leads, and after
-        # a handover, samples land on the same grid, never one off it.
-        first_tick = next_tick_at(now, self.interval_s)
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=self.interval_s,
-            start_date=first_tick,
-            next_run_time=first_tick,
-            id="wal-sample",
-        )
-        # An operator who just saved a source wants to see it sampled, not wait for a round.
-        self.scheduler.add_job(
-            self.sample_new,
-            "interval",
-            seconds=NEW_SOURCE_SECONDS,
-            next_run_time=now + timedelta(seconds=NEW_SOURCE_SECONDS),
-            id="wal-sample-new",
-        )
-        # Any process may deliver: a notification is claimed before it is sent. Retries and
-        # what a process that died left behind are picked up here.
-        self.scheduler.add_job(
-            self.deliver,
-            "interval",
-            seconds=DELIVERY_SECONDS,
-            next_run_time=now + timedelta(seconds=DELIVERY_SECONDS),
-            id="alert-delivery",
-        )
-        self.scheduler.add_job(
-            self.expire,
-            "interval",
-            days=1,
-            next_run_time=now + timedelta(minutes=1),
-            id="wal-retention",
-        )
-        # A readiness checked a day ago may no longer be true (a setting, a role, a table).
-        self.scheduler.add_job(
-            self.recheck,
-            "interval",
-            minutes=RECHECK_MINUTES,
-            next_run_time=now + timedelta(minutes=2),
-            id="readiness-recheck",
-            max_instances=1,
-        )
+        for job in self.jobs(utcnow()):
+            self.scheduler.add_job(job.function, job.trigger, id=job.id, **job.arguments)
         log.info("WAL monitor scheduled every %d s", self.interval_s)
         if not blocking:
             atexit.register(self.stop)
@@ -337,7 +355,7 @@ class MonitorScheduler:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         # A source being sampled gives up within its timeout; its result is stored after.
-        rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1)
+        rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1, self.app)
         self.leadership.release()
 
 

@@ -7,7 +7,7 @@ from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
 from ..htmx import is_htmx
-from ..models import PIPELINE_STATUSES, Pipeline
+from ..models import PIPELINE_STATUSES
 from ..sources.services import SourceNotReady
 from ..timeutil import utcnow
 from . import bp
@@ -57,9 +57,3 @@ def detail(entity_id: int) -> str:
         disagreement=disagreement(pipeline, now),
         now=now,
     )
-
-
-@bp.app_template_global()
-def slot_disagreement(pipeline: Pipeline) -> str | None:
-    """Say, for the pipelines list, when a pipeline's wanted status and its slot disagree."""
-    return disagreement(pipeline, utcnow())

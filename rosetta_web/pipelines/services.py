@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql import ColumnElement
 
-from ..alerting.trends import LatestSlot
+from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
 from ..extensions import db
 from ..formatting import duration_words
@@ -17,7 +17,7 @@ from ..forms import EntityForm, SelectChoice
 from ..models import Destination, Pipeline, Server, SlotMetric, Source, SourceState
 from ..resources import Resource
 from ..sources.services import require_ready
-from ..timeutil import as_utc
+from ..timeutil import as_utc, utcnow
 from .forms import PipelineForm
 
 
@@ -142,3 +142,8 @@ def disagreement(pipeline: Pipeline, now: datetime) -> str | None:
         return f"{wanted} requested, no consumer"
     idle = duration_words((now - as_utc(since)).total_seconds())
     return f"{wanted} requested, no consumer for {idle}"
+
+
+def slot_disagreement(pipeline: Pipeline) -> str | None:
+    """Say, for the pipelines list, when a pipeline's wanted status and its slot disagree."""
+    return disagreement(pipeline, utcnow())

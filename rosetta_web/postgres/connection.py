@@ -21,8 +21,15 @@ APPLICATION_NAME = "rosetta-wal-monitor"
 # missing privileges. Connection failures and timeouts are worth retrying.
 PERMANENT_SQLSTATE_PREFIXES = ("28", "3D", "42")
 PERMANENT_MESSAGES = ("authentication failed", "does not exist", "no pg_hba.conf entry")
-# Name lookups run here so a slow resolver costs a source its own time budget, no more.
-_RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="wal-resolver")
+
+
+class Resolver:
+    """Threads that look host names up, so a slow resolver costs a source its own time budget,
+    no more. One per app (monitor/workers.py), handed to the connection on each Target."""
+
+    def __init__(self, workers: int = 8) -> None:
+        # Threads start on the first lookup of a name (an address needs none).
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wal-resolver")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Target:
     user: str
     password: str = field(repr=False)
     publication: str | None = None  # the source's publication, whose existence is sampled
+    # Where host names are looked up; without one, a lookup gets a thread of its own.
+    resolver: Resolver | None = field(default=None, repr=False, compare=False)
 
 
 class SampleFailure(Exception):
@@ -113,7 +122,9 @@ def run(
     return cursor
 
 
-def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | None:
+def _resolve(
+    host: str, port: int, deadline: float, timeout_s: float, resolver: Resolver | None = None
+) -> str | None:
     """Look a host name up within the deadline (libpq would block on it); None for an address."""
     if host.startswith("/"):  # a Unix socket directory
         return None
@@ -122,7 +133,8 @@ def _resolve(host: str, port: int, deadline: float, timeout_s: float) -> str | N
         return None
     except ValueError:
         pass
-    lookup = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    resolver = resolver or Resolver(workers=1)
+    lookup = resolver.executor.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         found = lookup.result(timeout=max(deadline - time.monotonic(), 0))
     except FutureTimeout:
@@ -145,7 +157,7 @@ def connect(target: Target, deadline: float, timeout_s: float, read_only: bool =
     Raises SampleFailure for a name lookup or a timeout, psycopg2.Error for the server's
     refusal (explain() words it).
     """
-    addresses = _resolve(target.host, target.port, deadline, timeout_s)
+    addresses = _resolve(target.host, target.port, deadline, timeout_s, target.resolver)
     remaining = max(deadline - time.monotonic(), 0.001)
     host = target.host
     hostaddr: str | None = None  # psycopg2 leaves None parameters out of the DSN

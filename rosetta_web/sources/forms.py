@@ -14,7 +14,8 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from ..alerting.settings import DictFormField, OverridesForm, load_settings
+from ..alerts.engine.settings import load_settings
+from ..alerts.forms import DictFormField, OverridesForm
 from ..formatting import pg_size_pretty
 from ..forms import (
     MAX_INT,

@@ -9,7 +9,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from werkzeug.wrappers import Response
 
 from ..alerts.display import forecast_words
-from ..alerts.page_forms import row_silence_form
+from ..alerts.forms import row_silence_form
 from ..alerts.services import (
     AlertFilter,
     attach_forecasts,
@@ -20,7 +20,7 @@ from ..alerts.services import (
 from ..crud import register_crud_views
 from ..errors import DomainError
 from ..formatting import pg_size_pretty
-from ..forms import ConfirmForm, SelectChoice, form_view
+from ..forms import ConfirmForm, SelectChoice, confirmed_or_flash, form_view
 from ..htmx import go_to, is_htmx
 from ..models import Source
 from ..postgres.checks import slot_missing
@@ -86,9 +86,7 @@ def detail(entity_id: int) -> str:
 def sample(entity_id: int) -> Response:
     """Sample the source now, then show its page with the outcome."""
     source = SOURCES.get(entity_id)
-    if not ConfirmForm().validate_on_submit():
-        flash("The form expired before you sent it; press Sample now again.", "error")
-    else:
+    if confirmed_or_flash("press Sample now again"):
         result = sample_now(source)
         if result.ok:
             flash(f"Sampled '{source.name}' just now.", "success")
@@ -119,8 +117,7 @@ def _readiness_context(source: Source) -> dict[str, Any]:
 def check(entity_id: int) -> Response | str:
     """Check the source now; htmx gets back the readiness section, a browser its page."""
     source = SOURCES.get(entity_id)
-    if not ConfirmForm().validate_on_submit():
-        flash("The form expired before you sent it; press Check again.", "error")
+    if not confirmed_or_flash("press Check again"):
         return go_to(url_for("sources.detail", entity_id=entity_id))
     result = services.check_now(source, audited=True)
     if is_htmx():
@@ -199,8 +196,7 @@ def drop_publication(entity_id: int) -> Response | tuple[str, int]:
 def create_slot(entity_id: int) -> Response:
     """Create the source's logical slot (pgoutput) on its server."""
     source = SOURCES.get(entity_id)
-    if not ConfirmForm().validate_on_submit():
-        flash("The form expired before you sent it; press Create slot again.", "error")
+    if not confirmed_or_flash("press Create slot again"):
         return _back(source)
     try:
         name = services.create_slot(source)

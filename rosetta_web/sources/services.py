@@ -16,9 +16,9 @@ from flask import current_app
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import joinedload
 
-from ..alerting import delivery, evaluation
-from ..alerting.rules import Settings
-from ..alerting.settings import default_settings
+from ..alerts.engine import delivery, evaluation
+from ..alerts.engine.rules import Settings
+from ..alerts.engine.settings import default_settings
 from ..audit import services as audit
 from ..errors import DomainError, NotFound
 from ..extensions import db

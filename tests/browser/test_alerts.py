@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from rosetta_web.alerting.settings import load_settings
+from rosetta_web.alerts.engine.settings import load_settings
 from rosetta_web.extensions import db as _db
 from rosetta_web.timeutil import utcnow
 

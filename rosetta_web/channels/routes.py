@@ -6,11 +6,12 @@ from __future__ import annotations
 from flask import make_response, render_template, request
 from werkzeug.wrappers import Response
 
+from ..alerts.services import source_names
 from ..crud import register_crud_views
 from ..htmx import is_htmx
 from ..models import Channel, Delivery
-from . import channels_bp as bp
-from .services import CHANNELS, deliveries, delivery_subjects, source_names, test_channel
+from . import bp
+from .services import CHANNELS, deliveries, delivery_subjects, test_channel
 
 register_crud_views(bp, CHANNELS)
 

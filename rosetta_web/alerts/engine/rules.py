@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..formatting import duration_words, pg_size_pretty
+from ...formatting import duration_words, pg_size_pretty
 from .trends import Forecast, SlotLike
 
 HYSTERESIS = 0.9

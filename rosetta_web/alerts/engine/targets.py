@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..channel_urls import apprise_plugin
+from ...channel_urls import apprise_plugin
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, Protocol
 
-from ..timeutil import as_utc
+from ...timeutil import as_utc
 
 WINDOW_SECONDS = 3600
 # The growth is fitted over each of these windows (the last 5 minutes, 15 minutes, the hour;

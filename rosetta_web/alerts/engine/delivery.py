@@ -11,7 +11,8 @@ so a send is repeated only when the process that made it died.
 
 Each channel is sent on its own thread: one that hangs holds up neither the sampling round nor
 the other channels. No channel follows a redirect (a send is delivered on a 2xx from the
-target itself), and none connects where targets.py forbids.
+target itself), and none connects where targets.py forbids. The threads, and what they are
+sending, are the app's DeliveryPool: made by create_app (init_app), kept in app.extensions.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from flask import Flask, current_app
 from sqlalchemy import func, or_, select, update
 from werkzeug.local import LocalProxy
 
-from ..errors import DATABASE_UNAVAILABLE, NotFound
-from ..extensions import db
-from ..models import Alert, Channel, Delivery, Notification
-from ..timeutil import as_utc, utcnow
+from ...errors import DATABASE_UNAVAILABLE, NotFound
+from ...extensions import db
+from ...models import Alert, Channel, Delivery, Notification
+from ...timeutil import as_utc, utcnow
 from . import targets
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,10 @@ DELIVERY_HEADER = "X-Rosetta-Delivery"
 # them the outcome is held in memory until it is back.
 RECORD_RETRY_SECONDS = (0.5, 2.0)
 
-# urllib3 names each request's path at DEBUG, and a webhook's path may hold a token.
-logging.getLogger("urllib3").setLevel(logging.INFO)
-
 WORKERS = 8
 # Notifications sent to one channel at the same time, at most.
 PER_CHANNEL = 2
-_executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="alert-delivery")
-_kick_lock = threading.Lock()
-# The deliveries this process has started and not finished, and the channel of each.
-_sending: dict[Future[bool], int] = {}
+EXTENSION = "rosetta_delivery"
 
 
 @dataclass(frozen=True)
@@ -259,11 +254,37 @@ class Attempt:
     duration_s: float
 
 
-_held_lock = threading.Lock()
-# The outcomes of sends that the metadata database was away to store, by app and
-# notification: written by the next kick before it claims anything, and meanwhile never
-# claimed (so never sent) again by this process.
-_held: dict[tuple[Flask, int], Attempt] = {}
+class DeliveryPool:
+    """One app's delivery threads and their bookkeeping in this process."""
+
+    def __init__(self, workers: int = WORKERS) -> None:
+        self.workers = workers
+        # Threads start on the first send, so an app that never delivers starts none.
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alert-delivery")
+        self.kick_lock = threading.Lock()
+        # The deliveries started and not finished, and the channel of each.
+        self.sending: dict[Future[bool], int] = {}
+        self.held_lock = threading.Lock()
+        # The outcomes of sends that the metadata database was away to store, by
+        # notification: written by the next kick before it claims anything, and meanwhile
+        # never claimed (so never sent) again by this process.
+        self.held: dict[int, Attempt] = {}
+
+    def done(self, future: Future[bool]) -> None:
+        """Forget a finished delivery."""
+        with self.kick_lock:
+            self.sending.pop(future, None)
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its delivery pool."""
+    app.extensions[EXTENSION] = DeliveryPool()
+
+
+def pool() -> DeliveryPool:
+    """Return the current app's delivery pool."""
+    found: DeliveryPool = current_app.extensions[EXTENSION]
+    return found
 
 
 def _app() -> Flask:
@@ -322,9 +343,10 @@ def _settle(attempt: Attempt, reraise: bool = False) -> Delivery | None:
 
 
 def _hold(attempt: Attempt) -> None:
-    with _held_lock:
-        first = not _held
-        _held[(_app(), attempt.notification_id)] = attempt
+    sends = pool()
+    with sends.held_lock:
+        first = not sends.held
+        sends.held[attempt.notification_id] = attempt
     if first:
         log.warning(
             "alert delivery: the metadata database is away; what each send did is held in "
@@ -334,15 +356,15 @@ def _hold(attempt: Attempt) -> None:
 
 def held() -> list[Attempt]:
     """Return the attempts this app's process holds in memory, not yet stored."""
-    app = _app()
-    with _held_lock:
-        return [attempt for (owner, _), attempt in _held.items() if owner is app]
+    sends = pool()
+    with sends.held_lock:
+        return list(sends.held.values())
 
 
 def write_held() -> int:
     """Store the attempts held while the metadata database was away; return how many.
     Raise if it is still away: the next kick tries again."""
-    app = _app()
+    sends = pool()
     written = 0
     for attempt in held():
         try:
@@ -356,8 +378,8 @@ def write_held() -> int:
                 "storing what alert notification %d's send did failed; it may be sent again",
                 attempt.notification_id,
             )
-        with _held_lock:
-            _held.pop((app, attempt.notification_id), None)
+        with sends.held_lock:
+            sends.held.pop(attempt.notification_id, None)
         written += 1
     if written:
         log.warning(
@@ -489,40 +511,37 @@ def kick(now: datetime | None = None) -> list[Future[bool]]:
     hangs holds up neither the others nor the notifications claimed after it. First store
     what sends did while the metadata database was away."""
     app = _app()
-    with _kick_lock:
+    sends = pool()
+    with sends.kick_lock:
         write_held()
-        room = WORKERS - len(_sending)
+        room = sends.workers - len(sends.sending)
         if room <= 0:
             return []
         busy: dict[int, int] = {}
-        for channel_id in _sending.values():
+        for channel_id in sends.sending.values():
             busy[channel_id] = busy.get(channel_id, 0) + 1
         claimed = claim_due(now or utcnow(), room, busy)
         futures = []
         for notification_id, channel_id, token in claimed:
-            future = _executor.submit(_deliver_in_context, app, notification_id, token)
-            _sending[future] = channel_id
+            future = sends.executor.submit(_deliver_in_context, app, notification_id, token)
+            sends.sending[future] = channel_id
             futures.append(future)
     for future in futures:
-        future.add_done_callback(_done)
+        future.add_done_callback(sends.done)
     return futures
-
-
-def _done(future: Future[bool]) -> None:
-    with _kick_lock:
-        _sending.pop(future, None)
 
 
 def deliver_due(timeout_s: float = WEBHOOK_TIMEOUT_SECONDS * 3) -> int:
     """Deliver what is due, and wait for it and for what this process is still sending (the
     CLI, before it exits); return how many were delivered."""
+    sends = pool()
     futures = set(kick())
-    with _kick_lock:
-        futures |= set(_sending)
+    with sends.kick_lock:
+        futures |= set(sends.sending)
     done, _ = wait(futures, timeout=timeout_s)
     if held():
         try:
-            with _kick_lock:
+            with sends.kick_lock:
                 write_held()
         except DATABASE_UNAVAILABLE:
             _rollback()

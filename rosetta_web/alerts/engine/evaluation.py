@@ -19,8 +19,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
-from ..extensions import db
-from ..models import (
+from ...extensions import db
+from ...models import (
     SEVERITIES,
     Alert,
     AlertSettings,
@@ -31,7 +31,7 @@ from ..models import (
     Source,
     SourceState,
 )
-from ..timeutil import as_utc, utcnow
+from ...timeutil import as_utc, utcnow
 from . import rules, trends
 from .settings import load_settings
 

@@ -11,7 +11,8 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
+
 LOG_HANDLER_NAME = "rosetta"
 
 

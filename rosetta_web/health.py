@@ -8,10 +8,10 @@ from flask import Flask, jsonify
 from sqlalchemy import text
 from werkzeug.wrappers import Response
 
-from . import __version__
 from .errors import RETRY_AFTER_SECONDS, outage
 from .extensions import db
 from .timeutil import isoformat, utcnow
+from .version import __version__
 
 
 def health() -> tuple[Response, int, dict[str, str]]:

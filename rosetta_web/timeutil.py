@@ -37,6 +37,10 @@ class ParameterError(ValueError):
         self.field = field
 
 
+# How the times parse_moment reads are described to API clients.
+MOMENT_WORDS = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
+
+
 def parse_moment(field: str, raw: str, now: datetime) -> datetime:
     """Read an ISO-8601 time (UTC when no offset is given) or a relative one like '24h'."""
     text = raw.strip()

@@ -189,9 +189,6 @@ ALLOWED_CYCLE_EDGES = {
     # (scheduler -> sources -> rounds); the cycle is between areas only, and ends when the
     # scheduler stops being part of the monitor area.
     ("monitor", "sources"),
-    # api.openapi reads __version__ from the package, whose create_app registers the api
-    # blueprint; ends when the OpenAPI rework (issue 18, item 4) reads it from elsewhere.
-    ("api", "rosetta_web"),
 }
 
 

@@ -23,9 +23,8 @@ from ..models import (
     SlotMetric,
     Source,
 )
-from ..monitor.history import MOMENT_WORDS
 from ..shapes import ChoiceArg, IntArg, TextArg
-from ..timeutil import as_utc, isoformat, utcnow
+from ..timeutil import MOMENT_WORDS, as_utc, isoformat, utcnow
 from .engine import trends
 from .engine.evaluation import attach_silences
 from .engine.rules import Settings

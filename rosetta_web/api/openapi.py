@@ -10,7 +10,6 @@ from flask_wtf import FlaskForm
 from wtforms import Field, FormField, PasswordField, SelectField, SelectMultipleField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
-from .. import __version__
 from ..alerts.forms import MAX_BYTES, SizeField
 from ..alerts.services import ALERT_ARGS, DELIVERIES_LIMIT
 from ..audit.services import CURSOR, FILTER_ARGS, LIMIT, AuditPage
@@ -32,6 +31,7 @@ from ..monitor.history import WalHistory
 from ..shapes import Shaped, TextArg, ref, shape_of
 from ..sources.forms import TABLE_NAME_MAX_LENGTH
 from ..sources.services import SampleResult, SlotDropped
+from ..version import __version__
 from .bodies import json_type
 
 JSON = "application/json"

@@ -22,12 +22,11 @@ from ..extensions import db
 from ..forms import MAX_INT
 from ..models import ALERT_RULES, SEVERITIES, SampleError, SlotMetric, Source, WalMetric
 from ..shapes import Declared, Described, IntArg, Moment, TextArg
-from ..timeutil import ParameterError, as_utc, isoformat, parse_moment, utcnow
+from ..timeutil import MOMENT_WORDS, ParameterError, as_utc, isoformat, parse_moment, utcnow
 
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
-MOMENT_WORDS = "ISO-8601 UTC (2026-01-14T00:00:00Z) or relative to now (30m, 24h, 7d)"
 START = TextArg("start", description=f"{MOMENT_WORDS}; default end minus 24h")
 END = TextArg("end", description=f"{MOMENT_WORDS}; default now")
 MAX_POINTS = IntArg("max_points", minimum=1, maximum=MAX_POINTS_LIMIT, default=DEFAULT_MAX_POINTS)

@@ -191,21 +191,29 @@ class MonitorScheduler:
         self.scheduler: BackgroundScheduler | BlockingScheduler | None = None
         self.delivery_outage = Outage("notifications wait", "alert delivery: ", log)
 
+    def _as_leader(self, work: Callable[[], object], failed: str) -> None:
+        """Run `work` in an app context if this process leads. A metadata outage is said once
+        (the leadership's outage); any other failure is logged with `failed`."""
+        try:
+            with self.app.app_context():
+                if self.leadership.is_leader():
+                    work()
+            self.leadership.answered()
+        except DATABASE_UNAVAILABLE as exc:
+            self.leadership.outage.failed(exc)
+        except Exception:
+            log.exception(failed)
+
     def tick(self) -> None:
         """Run one round if this process leads and the last round has finished."""
         if not self._round_lock.acquire(blocking=False):
             log.warning("WAL round still running after %d s; this tick is skipped", self.interval_s)
             return
         try:
-            with self.app.app_context():
-                if self.leadership.is_leader():
-                    sources.after_round(rounds.scheduled_round(apart=sources.after_round))
-            self.leadership.answered()
-        except DATABASE_UNAVAILABLE as exc:
-            # The metadata database is away: said once, not a traceback a tick.
-            self.leadership.outage.failed(exc)
-        except Exception:
-            log.exception("WAL round failed; the next tick will try again")
+            self._as_leader(
+                lambda: sources.after_round(rounds.scheduled_round(apart=sources.after_round)),
+                "WAL round failed; the next tick will try again",
+            )
         finally:
             self._round_lock.release()
 
@@ -213,17 +221,14 @@ class MonitorScheduler:
         """Sample the sources saved since the last round (new, or with a new connection)."""
         if not self._round_lock.acquire(blocking=False):
             return  # a round is running: it samples them
+
+        def sample() -> None:
+            done = rounds.sample_new_sources()
+            if done is not None:
+                sources.after_round(done)
+
         try:
-            with self.app.app_context():
-                if self.leadership.is_leader():
-                    done = rounds.sample_new_sources()
-                    if done is not None:
-                        sources.after_round(done)
-            self.leadership.answered()
-        except DATABASE_UNAVAILABLE as exc:
-            self.leadership.outage.failed(exc)
-        except Exception:
-            log.exception("sampling new sources failed; the next round will try them")
+            self._as_leader(sample, "sampling new sources failed; the next round will try them")
         finally:
             self._round_lock.release()
 
@@ -246,28 +251,15 @@ class MonitorScheduler:
             ("audit", audit.prune),
         ]
         for kind, expire in jobs:
-            try:  # each in an app context of its own: one failing does not stop the other
-                with self.app.app_context():
-                    if self.leadership.is_leader():
-                        expire()
-                self.leadership.answered()
-            except DATABASE_UNAVAILABLE as exc:
-                self.leadership.outage.failed(exc)
-            except Exception:
-                log.exception("%s retention failed; it runs again tomorrow", kind)
+            # Each in an app context of its own: one failing does not stop the other.
+            self._as_leader(expire, f"{kind} retention failed; it runs again tomorrow")
 
     def recheck(self) -> None:
         """Check again the sources whose readiness is older than a day, if this process
         leads; WAL_MONITOR_CONCURRENCY at a time."""
-        try:
-            with self.app.app_context():
-                if self.leadership.is_leader():
-                    sources.recheck_stale()
-            self.leadership.answered()
-        except DATABASE_UNAVAILABLE as exc:
-            self.leadership.outage.failed(exc)
-        except Exception:
-            log.exception("checking stale readiness failed; the next run tries again")
+        self._as_leader(
+            sources.recheck_stale, "checking stale readiness failed; the next run tries again"
+        )
 
     def jobs(self, now: datetime) -> list[Job]:
         """Declare the jobs, first runs counted from `now`."""

@@ -182,11 +182,13 @@ SELECT s.slot_name::text, s.slot_type, s.plugin::text, s.database::text, s.activ
 
 # The transaction writing the longest: a new slot waits for every one of them to end. A role
 # without pg_monitor sees only its own (backend_xid is hidden).
+# A client's transaction first: an autovacuum's with an xid ends by itself, a session left
+# open in a transaction does not, and that is the one to name.
 OLDEST_WRITER = """
 SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::int
   FROM pg_stat_activity
  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
- ORDER BY xact_start
+ ORDER BY backend_type <> 'client backend', xact_start
  LIMIT 1
 """
 

@@ -33,6 +33,17 @@ from .shapes import Computed, Shaped, ref
 from .timeutil import isoformat, utcnow
 
 PIPELINE_STATUSES = ("START", "PAUSE", "REFRESH")
+# What the engine that owns a pipeline says it is doing (issue 19; `stopped`: no engine owns it).
+ENGINE_STATES = (
+    "starting",
+    "snapshotting",
+    "streaming",
+    "refreshing",
+    "paused",
+    "retrying",
+    "failed",
+    "stopped",
+)
 # Who may do what, least first: viewers read, operators run CDC, admins also manage accounts,
 # alert channels and settings, and drop slots and publications.
 ROLES = ("viewer", "operator", "admin")
@@ -232,8 +243,59 @@ class Pipeline(Shaped, TimestampMixin, Model):
         String(10), default="PAUSE", info={"enum": PIPELINE_STATUSES}
     )
 
+    # REFRESH of some tables only ("schema.table" names); None: all of the publication's.
+    refresh_tables: Mapped[list[str] | None] = mapped_column(JSON)
+
     source: Mapped[Source] = relationship(back_populates="pipelines")
     destination: Mapped[Destination] = relationship(back_populates="pipelines")
+    run: Mapped[PipelineRun | None] = relationship(
+        back_populates="pipeline", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class PipelineRun(Model):
+    """What the engine that owns a pipeline is doing, written by that engine."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (CheckConstraint(f"state IN {ENGINE_STATES!r}", name="state"),)
+
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(20), info={"enum": ENGINE_STATES})
+    reason: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(255))  # host:pid of the engine process
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # of the current state
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_lsn: Mapped[int | None] = mapped_column(BigInteger)  # the last source LSN loaded
+
+    pipeline: Mapped[Pipeline] = relationship(back_populates="run")
+
+
+class PipelineError(Model):
+    """One failure or retry of a pipeline's engine, the last 50 of each pipeline kept."""
+
+    __tablename__ = "pipeline_errors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class EngineProcess(Model):
+    """A running `flask rosetta engine` process, seen by its heartbeat."""
+
+    __tablename__ = "engine_processes"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Why this process cannot run engines (no Java runtime, say); None when it can.
+    problem: Mapped[str | None] = mapped_column(Text)
 
 
 class User(UserMixin, Model):

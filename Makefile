@@ -8,7 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev chromium run test test-fast fuzz bench lint typecheck format
+# `make run` serves the dashboard and runs the engine beside it (both stop together).
+.PHONY: install install-dev chromium java run test test-fast fuzz bench lint typecheck format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +33,22 @@ chromium:
 	  { echo "Installing Chromium for the browser tests"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-run: install
-	$(BIN)/flask db upgrade
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+# The engine runs Debezium on Java 17; install Debian's runtime when there is no java. Without
+# it the dashboard still serves, and each pipeline's page says why its engine is not running.
+java:
+	@command -v java >/dev/null 2>&1 || \
+	  { echo "Installing a Java 17 runtime for the engine"; \
+	    { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      $(SUDO) apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } || \
+	    echo "Could not install Java: pipelines will not run until openjdk-17-jre-headless is installed"; }
 
-test: install-dev chromium
+run: install java
+	$(BIN)/flask db upgrade
+	$(BIN)/flask rosetta engine & engine=$$!; \
+	  trap 'kill $$engine 2>/dev/null; wait $$engine' EXIT; \
+	  $(BIN)/flask run --host $(HOST) --port $(PORT)
+
+test: install-dev chromium java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests that start subprocesses, servers or a browser (marked slow).

@@ -58,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         directory=os.path.join(app.root_path, os.pardir, "migrations"),
         render_as_batch=True,
         compare_type=True,
+        include_name=_not_offsets,
     )
     refuse_long_urls(app)  # first: a URL too long is refused before sign-in is asked for
     init_security(app)
@@ -75,6 +76,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if serving_with_flask_run():
         start_monitor(app)
     return app
+
+
+def _not_offsets(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave the engine's offsets tables (one per pipeline, not in the models) to the engine."""
+    return not (type_ == "table" and name is not None and name.startswith("rosetta_offsets_"))
 
 
 class IdConverter(IntegerConverter):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import cast
 
@@ -217,6 +219,34 @@ def scheduler() -> None:
         MonitorScheduler(app).start(blocking=True)
     except (KeyboardInterrupt, SystemExit):
         pass
+
+
+@rosetta_cli.command("engine")
+def engine() -> None:
+    """Run the pipelines' engines in the foreground until SIGTERM or Ctrl+C."""
+    import signal
+
+    from flask import current_app
+
+    from .engine.supervisor import Supervisor
+
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    supervisor = Supervisor(app)
+
+    def stop(signum: int, frame: object) -> None:
+        supervisor.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo(
+        f"Engine {supervisor.owner}: running the pipelines whose status is START or REFRESH "
+        f"(looking every {supervisor.settings.poll_s:g} s); SIGTERM or Ctrl+C stops"
+    )
+    supervisor.run_forever()
+    # The JVM's own threads must not hold the process: every engine is stopped by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def register_cli(app: Flask) -> None:

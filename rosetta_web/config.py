@@ -178,6 +178,14 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "WAL_MONITOR_TIMEOUT_SECONDS": timeout_s,
         "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
         "WAL_MONITOR_CONCURRENCY": _int(env, "WAL_MONITOR_CONCURRENCY", 32, minimum=1),
+        # The engine (flask rosetta engine): how often it looks at the pipelines, how it
+        # batches changes into one Snowflake load, how it retries, the JVM's heap.
+        "ENGINE_POLL_SECONDS": _int(env, "ENGINE_POLL_SECONDS", 2, minimum=1),
+        "ENGINE_BATCH_SECONDS": _int(env, "ENGINE_BATCH_SECONDS", 5, minimum=1),
+        "ENGINE_BATCH_ROWS": _int(env, "ENGINE_BATCH_ROWS", 20000, minimum=1),
+        "ENGINE_RETRY_MIN_SECONDS": _int(env, "ENGINE_RETRY_MIN_SECONDS", 30, minimum=1),
+        "ENGINE_RETRY_MAX_SECONDS": _int(env, "ENGINE_RETRY_MAX_SECONDS", 900, minimum=1),
+        "ENGINE_HEAP_MB": _int(env, "ENGINE_HEAP_MB", 512, minimum=64),
         "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),
         "AUDIT_RETENTION_DAYS": _int(env, "AUDIT_RETENTION_DAYS", 365, minimum=1),
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0, minimum=0),

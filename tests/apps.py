@@ -19,6 +19,11 @@ def make_app(url: str, **config: Any) -> Flask:
             # audit_log refuses TRUNCATE by a trigger; a replica session fires no triggers.
             db.session.execute(db.text("SET LOCAL session_replication_role = replica"))
             db.session.execute(db.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            # Pipelines' offsets, kept by the engine in tables of their own.
+            for (offsets,) in db.session.execute(
+                db.text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rosetta\\_offsets\\_%'")
+            ):
+                db.session.execute(db.text(f'DROP TABLE "{offsets}"'))
         else:
             for table in tables:
                 db.session.execute(db.text(f"DELETE FROM {table}"))

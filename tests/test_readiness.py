@@ -344,9 +344,10 @@ def test_missing_publication_fails_and_its_fix_creates_it(api, shop):
     assert again["publication_tables"]["observed"] == "2 table(s): public.orders, public.t."
 
 
-def test_published_table_without_a_key_warns_naming_it(api, shop):
-    """A published table with no primary key and REPLICA IDENTITY DEFAULT (psql shows both):
-    replica_identity warns naming it, with a quoted ALTER TABLE that makes it pass."""
+def test_published_table_without_a_key_fails_naming_it(api, shop):
+    """A published table with no primary key and REPLICA IDENTITY DEFAULT (psql shows both;
+    PostgreSQL then refuses the application's UPDATE and DELETE on it): replica_identity fails
+    naming it, with a quoted ALTER TABLE that makes it pass."""
     psql(shop, 'CREATE TABLE "Line Items" (note text)')
     try:
         psql(shop, 'CREATE PUBLICATION cdc_pub FOR TABLE orders, "Line Items"')
@@ -362,7 +363,7 @@ def test_published_table_without_a_key_warns_naming_it(api, shop):
             "2 table(s): public.Line Items, public.orders."
         )
         identity = result["replica_identity"]
-        assert identity["status"] == "warn"
+        assert identity["status"] == "fail"
         assert identity["observed"] == (
             "Updates and deletes of public.Line Items (no primary key) cannot replicate."
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 # What Debezium sends in place of an unchanged TOASTed column (unavailable.value.placeholder).
@@ -156,7 +156,7 @@ def decode(kind: str, value: Any, item_kind: str | None = None) -> Any:
     if kind == "io.debezium.time.ZonedTimestamp":
         if value in ("infinity", "-infinity"):
             return None
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
         return moment if _in_range(moment.date()) else None
     return value
 
@@ -191,7 +191,7 @@ def parse(key: str | None, value: str | None) -> Change | None:
     if key is not None:
         key_names = tuple(spec["field"] for spec in json.loads(key)["schema"]["fields"])
     columns: tuple[Column, ...] = ()
-    row = None
+    row: dict[str, Any] | None = None
     unchanged: set[str] = set()
     raw_row = payload.get(side)
     if raw_row is not None:

@@ -522,9 +522,11 @@ def _publication(
         f"ALTER TABLE {quoted_table} REPLICA IDENTITY FULL;" for _, _, _, quoted_table in lacking
     )
     checks.append(
+        # PostgreSQL refuses the application's own UPDATE and DELETE on such a table once it
+        # is published: a failure, not a warning.
         _check(
             "replica_identity",
-            WARN,
+            FAIL,
             f"Updates and deletes of {described} cannot replicate.",
             f"-- Add a primary key, or have PostgreSQL log whole old rows:\n{fixes}",
         )

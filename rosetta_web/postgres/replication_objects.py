@@ -323,3 +323,13 @@ def drop_slot(s: Session, name: str) -> SlotInfo:
             raise SlotActive(name, again.pid, again.application_name) from None
         raise
     return info
+
+
+def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
+    """Return the (schema, table) of every table the publication publishes, by name."""
+    rows = s.run(
+        "SELECT schemaname::text, tablename::text FROM pg_publication_tables "
+        "WHERE pubname = %s ORDER BY 1, 2",
+        (name,),
+    ).fetchall()
+    return [(schema, table) for schema, table in rows]

@@ -26,6 +26,8 @@ from ...models import (
     AlertSettings,
     Channel,
     Notification,
+    Pipeline,
+    PipelineRun,
     Server,
     Silence,
     Source,
@@ -151,6 +153,35 @@ class Findings:
     failures: dict[int, int]
 
 
+def _readers() -> dict[tuple[int, str], str]:
+    """Name, for each (server, slot), the pipeline that reads it and what it is doing."""
+    rows = db.session.execute(
+        select(
+            SourceState.server_id,
+            Source.slot_name,
+            Pipeline.name,
+            Pipeline.status,
+            Pipeline.updated_at,
+            PipelineRun.state,
+            PipelineRun.since,
+        )
+        .join(Source, Source.id == Pipeline.source_id)
+        .join(SourceState, SourceState.source_id == Source.id)
+        .outerjoin(PipelineRun, PipelineRun.pipeline_id == Pipeline.id)
+        .where(Source.slot_name.is_not(None), SourceState.server_id.is_not(None))
+        .order_by(Pipeline.status != "PAUSE", Pipeline.name)  # a running one wins
+    )
+    readers: dict[tuple[int, str], str] = {}
+    for row in rows:
+        if row.status == "PAUSE":
+            since = row.since if row.state == "paused" else row.updated_at
+            text = f"pipeline `{row.name}` is paused since {as_utc(since):%Y-%m-%d %H:%M} UTC"
+        else:
+            text = f"pipeline `{row.name}` ({row.status}) should be reading it"
+        readers[row.server_id, row.slot_name] = text
+    return readers
+
+
 def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> Findings:
     """Say what should be firing now, from every source's state and every server's slots."""
     sources = db.session.execute(
@@ -180,6 +211,7 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
     fresh = timedelta(
         seconds=2 * config["WAL_MONITOR_INTERVAL_SECONDS"] + config["WAL_MONITOR_TIMEOUT_SECONDS"]
     )
+    readers = _readers()
     stale: set[int] = set()
     seen: dict[tuple[int, str], tuple[rules.SlotFacts, rules.Settings]] = {}
     servers: dict[int, tuple[str, datetime]] = {}
@@ -211,6 +243,7 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
                 server_name=server.address,
                 source_id=owner.id,
                 source_name=owner.name,
+                reader=readers.get((server.id, name)),
             )
             seen[server.id, name] = (facts, own)
             found += rules.slot_findings(facts, own, firing, now)

@@ -94,6 +94,9 @@ class SlotFacts:
     server_name: str
     source_id: int
     source_name: str
+    # The pipeline that reads the slot, as a message tells it: "pipeline `x` is paused since
+    # …" or "pipeline `x` (START) should be reading it"; None when no pipeline does.
+    reader: str | None = None
 
 
 def slot_findings(
@@ -157,7 +160,8 @@ def slot_findings(
                 round(idle / 60, 1),
                 minutes,
                 f"{named()} has had no consumer for {duration_words(idle)} "
-                f"(warning at {minutes} min); it keeps every byte of WAL written meanwhile",
+                f"(warning at {minutes} min); it keeps every byte of WAL written meanwhile"
+                + (f"; {facts.reader}" if facts.reader else ""),
             )
 
     # The value says which: 1 unreserved, 2 lost (going from one to the other is told).
@@ -194,7 +198,8 @@ def slot_findings(
                 minutes,
                 f"{named()} has a consumer connected that has confirmed nothing for "
                 f"{duration_words(stalled)} while {pg_size_pretty(wal - wal_then)} of WAL was "
-                f"written (warning at {minutes} min)",
+                f"written (warning at {minutes} min)"
+                + (f"; {facts.reader}" if facts.reader else ""),
             )
 
     hours = settings.forecast_hours

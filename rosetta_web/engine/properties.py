@@ -1,0 +1,147 @@
+"""What one pipeline's Debezium engine is told: its source, its slot, its offsets, its batches.
+
+The properties live only in the engine's memory (a java.util.Properties): the source's
+password and the metadata database's are never written to a file or a command line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from .changes import UNCHANGED
+
+# Where Debezium keeps each pipeline's offsets on the metadata PostgreSQL: one table each,
+# because every save deletes the whole table; TEXT columns, because the default VARCHAR(1255)
+# overflows after an incremental snapshot of a dozen tables and Debezium then only warns.
+OFFSETS_TABLE = "rosetta_offsets_{}"
+OFFSETS_DDL = (
+    "CREATE TABLE %s (id VARCHAR(36) NOT NULL, offset_key TEXT, offset_val TEXT, "
+    "record_insert_ts TIMESTAMP NOT NULL, record_insert_seq INTEGER NOT NULL, PRIMARY KEY (id))"
+)
+# The heartbeat table an engine writes to when the source has it in the publication: its
+# change moves the slot while the published tables are idle and other tables are busy.
+HEARTBEAT_TABLE = "rosetta_heartbeat"
+# Where Debezium's notifications (an incremental snapshot's progress) reach the handler.
+NOTIFICATIONS = "rosetta.notifications"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the engine groups changes into one Snowflake load."""
+
+    seconds: float = 5.0
+    rows: int = 20_000
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Everything one pipeline's engine needs, read from the metadata database."""
+
+    pipeline_id: int
+    name: str
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+    publication: str = ""
+    slot: str = ""
+    tables: tuple[tuple[str, str], ...] = ()  # the publication's (schema, table), by name
+    heartbeat: bool = False  # the source's publication has the heartbeat table
+
+
+def table_pattern(schema: str, table: str) -> str:
+    """Match exactly one table in Debezium's table.include.list (a comma-separated regex list)."""
+    return re.escape(f"{schema}.{table}").replace(",", "\\x2c")
+
+
+def offset_storage(database_url: str, instance_path: str, pipeline_id: int) -> dict[str, str]:
+    """Say where the pipeline's offsets live: a table of the metadata PostgreSQL, or a file
+    under instance/ on SQLite."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        path = Path(instance_path) / "offsets" / f"pipeline-{pipeline_id}.dat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+            "offset.storage.file.filename": str(path),
+        }
+    jdbc = f"jdbc:postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+    properties = {
+        "offset.storage": "io.debezium.storage.jdbc.offset.JdbcOffsetBackingStore",
+        "offset.storage.jdbc.connection.url": jdbc,
+        "offset.storage.jdbc.table.name": OFFSETS_TABLE.format(pipeline_id),
+        "offset.storage.jdbc.table.ddl": OFFSETS_DDL,
+    }
+    if url.username:
+        properties["offset.storage.jdbc.connection.user"] = url.username
+    # Debezium requires one; a server that trusts the connection ignores it.
+    properties["offset.storage.jdbc.connection.password"] = str(url.password or "unused")
+    return properties
+
+
+def debezium_properties(
+    spec: PipelineSpec, offsets: dict[str, str], batching: Batching
+) -> dict[str, Any]:
+    """Return the pipeline's Debezium properties."""
+    rows = max(1, batching.rows)
+    tables = [table_pattern(schema, table) for schema, table in spec.tables]
+    properties: dict[str, Any] = {
+        # Each pipeline's own names: its MBeans, topics and offsets never collide.
+        "name": f"rosetta-pipeline-{spec.pipeline_id}",
+        "topic.prefix": f"rosetta_{spec.pipeline_id}",
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": spec.host,
+        "database.port": spec.port,
+        "database.user": spec.user,
+        "database.password": spec.password,
+        "database.dbname": spec.database,
+        "plugin.name": "pgoutput",
+        "publication.name": spec.publication,
+        "publication.autocreate.mode": "disabled",
+        "slot.name": spec.slot,
+        # Debezium does not read the list from the publication.
+        "table.include.list": ",".join(tables),
+        "snapshot.mode": "initial",
+        # A slot created again behind Rosetta's back (ahead of the offset) stops the pipeline.
+        "offset.mismatch.strategy": "trust_offset",
+        # A takeover after a host is lost waits for the source to free the slot (its
+        # wal_sender_timeout, 60 s by default): 24 tries 5 s apart outlast it.
+        "slot.max.retries": 24,
+        "slot.retry.delay.ms": 5_000,
+        "skipped.operations": "none",
+        "tombstones.on.delete": "false",
+        "decimal.handling.mode": "string",
+        "interval.handling.mode": "string",
+        "binary.handling.mode": "bytes",
+        "column.propagate.source.type": ".*",
+        "unavailable.value.placeholder": UNCHANGED,
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        # One load per batch: Debezium hands over what arrived within `seconds`, up to `rows`.
+        "poll.interval.ms": int(batching.seconds * 1000),
+        "max.batch.size": rows,
+        "max.queue.size": rows * 2 + 1,
+        # The handler loads each batch before it returns: commit its offset at once.
+        "offset.flush.interval.ms": 0,
+        "heartbeat.interval.ms": 10_000,
+        "signal.enabled.channels": "in-process",
+        "notification.enabled.channels": "sink",
+        "notification.sink.topic.name": NOTIFICATIONS,
+        "incremental.snapshot.allow.schema.changes": "true",
+        "read.only": "true",
+        **offsets,
+    }
+    if spec.heartbeat:
+        properties["table.include.list"] += "," + table_pattern("public", HEARTBEAT_TABLE)
+        properties["heartbeat.action.query"] = (
+            f"INSERT INTO public.{HEARTBEAT_TABLE} (slot_name, beat_at) "
+            f"VALUES ('{spec.slot}', now()) "
+            "ON CONFLICT (slot_name) DO UPDATE SET beat_at = excluded.beat_at"
+        )
+    return properties

@@ -1,0 +1,375 @@
+"""One pipeline's Debezium engine: run in a thread, each batch loaded into Snowflake before
+its offset is committed, drained or stopped on demand.
+
+Debezium calls `handle` with a batch (what arrived within the batch window, up to the batch
+size). The batch is loaded, retried with backoff while the destination is unavailable, and
+only then marked processed: Debezium commits the offset of what is marked, and the slot's
+confirmed position follows the committed offset, so the source frees WAL only for what is
+in Snowflake. A batch that can never load stops this pipeline alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..readiness.destination import SnowflakeTarget
+from ..timeutil import utcnow
+from .changes import Change, parse
+from .loader import BatchRefused, DestinationUnavailable, Loader, connect
+from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
+from .state import Recorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between tries: from `first_s`, doubling, up to `most_s`."""
+
+    first_s: float = 30.0
+    most_s: float = 900.0
+
+    def delay(self, attempt: int) -> float:
+        """Return the wait before try number `attempt` (1 is the first retry)."""
+        return float(min(self.most_s, self.first_s * 2 ** max(0, attempt - 1)))
+
+
+class Stopped(Exception):
+    """The batch in hand was not loaded because the pipeline stops."""
+
+
+@dataclass
+class Refresh:
+    """A REFRESH asked of a running engine: Debezium's incremental snapshot of `tables`."""
+
+    tables: list[tuple[str, str]]
+    signalled_at: Any = None  # the destination's clock when the snapshot was asked for
+    done: bool = False
+
+
+def _java_classes() -> Any:
+    """Define the Java interfaces' Python implementations (once the JVM runs)."""
+    import jpype
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$ChangeConsumer")
+    class Consumer:
+        def __init__(self, run: Run) -> None:
+            self.run = run
+
+        @jpype.JOverride
+        def handleBatch(self, records: Any, committer: Any) -> None:  # noqa: N802 - Java's
+            self.run.handle(records, committer)
+
+        @jpype.JOverride
+        def supportsTombstoneEvents(self) -> bool:  # noqa: N802 - Java's
+            return False
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
+    class Completion:
+        def __init__(self, run: Run) -> None:
+            self.run = run
+
+        @jpype.JOverride
+        def handle(self, success: bool, message: Any, error: Any) -> None:
+            self.run.completed(bool(success), str(message) if message is not None else "", error)
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
+    class Started:
+        def __init__(self, run: Run) -> None:
+            self.run = run
+
+        @jpype.JOverride
+        def taskStarted(self) -> None:  # noqa: N802 - Java's
+            self.run.task_started()
+
+        @jpype.JOverride
+        def pollingStarted(self) -> None:  # noqa: N802 - Java's
+            self.run.polling_started()
+
+    return Consumer, Completion, Started
+
+
+_classes: Any = None
+
+
+def _engine_classes() -> Any:
+    global _classes
+    if _classes is None:
+        _classes = _java_classes()
+    return _classes
+
+
+class Run:
+    """One pipeline's engine, from start to its end (stopped, drained, or failed)."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        properties: dict[str, Any],
+        destination: SnowflakeTarget,
+        recorder: Recorder,
+        backoff: Backoff,
+        timeout_s: float,
+        loader_factory: Callable[[SnowflakeTarget, float], Loader] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.properties = properties
+        self.destination = destination
+        self.recorder = recorder
+        self.backoff = backoff
+        self.timeout_s = timeout_s
+        self.loader_factory = loader_factory or _open_loader
+        self.loader: Loader | None = None
+        self.stopping = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.in_batch = threading.Lock()
+        self.refused: str | None = None  # why a batch can never load
+        self.outcome: str | None = None  # what the engine said when it ended
+        self.succeeded = False
+        self.engine: Any = None
+        self.thread: threading.Thread | None = None
+        self.state = "starting"
+        self.last_lsn: int | None = None
+        self.polling = threading.Event()
+        self.refresh: Refresh | None = None
+        self.on_refreshed: Callable[[Run], None] | None = None
+
+    @property
+    def pipeline_id(self) -> int:
+        return self.spec.pipeline_id
+
+    def start(self) -> None:
+        """Build the engine and run it in a thread of its own."""
+        import jpype
+
+        consumer_class, completion_class, started_class = _engine_classes()
+        properties = jpype.JClass("java.util.Properties")()
+        for key, value in self.properties.items():
+            properties.setProperty(str(key), str(value))
+        engine_class = jpype.JClass("io.debezium.engine.DebeziumEngine")
+        json_format = jpype.JClass("io.debezium.engine.format.Json")
+        self.engine = (
+            engine_class.create(json_format)
+            .using(properties)
+            .using(completion_class(self))
+            .using(started_class(self))
+            .notifying(consumer_class(self))
+            .build()
+        )
+        self.recorder.state(self.pipeline_id, "starting")
+        self.thread = threading.Thread(
+            target=self._run, name=f"pipeline-{self.pipeline_id}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.engine.run()
+        except Exception as exc:  # the engine's own failure, said by `completed` too
+            if self.outcome is None:
+                self.outcome = str(exc)
+        finally:
+            self._close_loader()
+            self.finished.set()
+
+    # ---- Debezium's callbacks, on the engine's threads ---------------------------------
+
+    def task_started(self) -> None:
+        """Debezium's task runs: the engine is started."""
+        self.started.set()
+        if self.state == "starting":
+            self.state = "streaming"
+            self.recorder.state(self.pipeline_id, "streaming", last_lsn=self.last_lsn)
+
+    def polling_started(self) -> None:
+        """Debezium's task polls: signals may be sent now."""
+        self.polling.set()
+        if self.refresh is not None and self.refresh.signalled_at is None:
+            self._signal_refresh()
+
+    def completed(self, success: bool, message: str, error: Any) -> None:
+        """Debezium's engine ended: keep why, for the supervisor to record and retry."""
+        self.succeeded = success
+        cause = message
+        if error is not None:
+            cause = str(error.getMessage() or error.toString())
+        self.outcome = cause or message
+
+    def handle(self, records: Any, committer: Any) -> None:
+        """Load one batch, then mark it processed so its offset is committed."""
+        with self.in_batch:
+            if self.stopping.is_set():
+                return  # not marked: replayed at the next start
+            changes: list[Change] = []
+            refreshed = False
+            for record in records:
+                if str(record.destination()) == NOTIFICATIONS:
+                    refreshed = self._notified(str(record.value())) or refreshed
+                    continue
+                key = record.key()
+                change = parse(
+                    str(key) if key is not None else None,
+                    str(record.value()) if record.value() is not None else None,
+                )
+                if change is not None and change.table.name != HEARTBEAT_TABLE:
+                    changes.append(change)
+            try:
+                if changes:
+                    self._load(changes)
+                if refreshed:
+                    self._sweep()
+            except Stopped:
+                return
+            for record in records:
+                committer.markProcessed(record)
+            committer.markBatchFinished()
+            self._after_batch(changes)
+
+    # ---- REFRESH -----------------------------------------------------------------------
+
+    def refresh_now(self, tables: list[tuple[str, str]]) -> None:
+        """Ask for an incremental snapshot of `tables`, once Debezium polls."""
+        if self.refresh is not None and not self.refresh.done:
+            return
+        self.refresh = Refresh(tables)
+        if self.polling.is_set():
+            self._signal_refresh()
+
+    def _signal_refresh(self) -> None:
+        import jpype
+
+        assert self.refresh is not None
+        if self.loader is None:
+            self.loader = self.loader_factory(self.destination, self.timeout_s)
+        # Rows the snapshot writes, and rows streamed meanwhile, are stamped after this.
+        self.refresh.signalled_at = self.loader.now()
+        signal = jpype.JClass("io.debezium.engine.DebeziumEngine$Signal")
+        signaler = self.engine.getSignaler()
+        # A snapshot left over from an earlier run of this pipeline would end first, and
+        # its sweep would remove rows this one has yet to write: stop it.
+        signaler.signal(
+            signal(str(uuid.uuid4()), "stop-snapshot", json.dumps({"type": "INCREMENTAL"}), None)
+        )
+        collections = [re.escape(f"{schema}.{table}") for schema, table in self.refresh.tables]
+        signaler.signal(
+            signal(
+                str(uuid.uuid4()),
+                "execute-snapshot",
+                json.dumps({"data-collections": collections, "type": "INCREMENTAL"}),
+                None,
+            )
+        )
+        self.state = "refreshing"
+        self.recorder.state(self.pipeline_id, "refreshing", last_lsn=self.last_lsn)
+
+    def _notified(self, value: str) -> bool:
+        """Read one of Debezium's notifications; True when our incremental snapshot is done."""
+        payload = json.loads(value).get("payload") or {}
+        log.info(
+            "pipeline %d: %s %s",
+            self.pipeline_id,
+            payload.get("aggregate_type"),
+            payload.get("type"),
+        )
+        return bool(
+            payload.get("aggregate_type") == "Incremental Snapshot"
+            and payload.get("type") == "COMPLETED"
+            and self.refresh is not None
+            and self.refresh.signalled_at is not None
+            and not self.refresh.done
+        )
+
+    def _sweep(self) -> None:
+        """Remove what the refresh did not write: rows that exist only at the destination."""
+        assert self.refresh is not None and self.loader is not None
+        for schema, table in self.refresh.tables:
+            self.loader.sweep(schema, table, self.refresh.signalled_at)
+        self.refresh.done = True
+        self.state = "streaming"
+        if self.on_refreshed is not None:
+            self.on_refreshed(self)
+
+    def _after_batch(self, changes: list[Change]) -> None:
+        if changes:
+            self.last_lsn = max(change.lsn for change in changes) or self.last_lsn
+        if self.state == "refreshing":
+            state = "refreshing"
+        elif any(c.snapshot not in (None, "false", "incremental", "last") for c in changes):
+            state = "snapshotting"
+        else:
+            state = "streaming"
+        if changes or state != self.state:
+            self.state = state
+            self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
+
+    def _load(self, changes: list[Change]) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self.loader is None:
+                    self.loader = self.loader_factory(self.destination, self.timeout_s)
+                self.loader.load(changes)
+                if attempt:
+                    self.recorder.state(self.pipeline_id, "streaming", last_lsn=self.last_lsn)
+                return
+            except DestinationUnavailable as exc:
+                self._close_loader()
+                attempt += 1
+                wait_s = self.backoff.delay(attempt)
+                next_try = utcnow() + timedelta(seconds=wait_s)
+                self.state = "retrying"
+                self.recorder.state(
+                    self.pipeline_id,
+                    "retrying",
+                    reason=f"Snowflake: {exc}",
+                    next_try_at=next_try,
+                    error=f"Loading failed, try {attempt}; next in {wait_s:.0f} s: {exc}",
+                )
+                if self.stopping.wait(wait_s):
+                    raise Stopped() from None
+            except BatchRefused as exc:
+                self.refused = str(exc)
+                self.recorder.state(
+                    self.pipeline_id, "failed", reason=self.refused, error=self.refused
+                )
+                raise
+
+    def _close_loader(self) -> None:
+        if self.loader is not None:
+            self.loader.close()
+            self.loader = None
+
+    # ---- The supervisor's side ---------------------------------------------------------
+
+    def stop(self, drain: bool, timeout_s: float = 60.0) -> None:
+        """Stop the engine: with `drain`, the batch in flight is loaded and committed first;
+        without, at once (a retry's wait is cut short either way)."""
+        self.stopping.set()
+        deadline = time.monotonic() + timeout_s
+        if not self.started.is_set():  # closing a starting engine can fail: wait for it
+            while not (self.started.is_set() or self.finished.is_set()):
+                if time.monotonic() > deadline:
+                    break
+                self.finished.wait(0.2)
+        if drain and self.in_batch.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self.in_batch.release()
+        if self.engine is not None and not self.finished.is_set():
+            try:
+                self.engine.close()
+            except Exception as exc:  # closed already, or never started
+                log.info("pipeline %d: close: %s", self.pipeline_id, exc)
+        self.finished.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _open_loader(target: SnowflakeTarget, timeout_s: float) -> Loader:
+    return Loader(connect(target, timeout_s), target.database, target.schema)

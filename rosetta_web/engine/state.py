@@ -1,0 +1,148 @@
+"""What the engine writes of each pipeline it owns: its state, its errors, its own heartbeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from datetime import datetime
+
+from flask import Flask
+from sqlalchemy import delete, select, update
+
+from ..errors import DATABASE_UNAVAILABLE
+from ..extensions import db
+from ..models import EngineProcess, Pipeline, PipelineError, PipelineRun
+from ..timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# How many errors and retries are kept per pipeline.
+ERRORS_KEPT = 50
+# Debezium puts its whole configuration, passwords included, in some of its errors.
+CONFIGURATION = re.compile(r"\{[^{}]*connector\.class=[^{}]*\}")
+PASSWORD = re.compile(r"(password\s*=\s*)[^,}\s]*", re.IGNORECASE)
+MESSAGE_CHARS = 2000
+
+
+def scrub(message: str, secrets: set[str]) -> str:
+    """Cut Debezium's configuration out of a message, and every secret in it."""
+    message = PASSWORD.sub(r"\1********", CONFIGURATION.sub("(configuration)", message))
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "********")
+    return message[:MESSAGE_CHARS]
+
+
+def process_identity() -> str:
+    """Name this engine process: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Recorder:
+    """Write pipeline states from any thread of the engine process, each in its own session."""
+
+    def __init__(self, app: Flask, owner: str) -> None:
+        self.app = app
+        self.owner = owner
+        self.secrets: set[str] = set()  # passwords the engines were given, never written
+
+    def state(
+        self,
+        pipeline_id: int,
+        state: str,
+        reason: str | None = None,
+        next_try_at: datetime | None = None,
+        last_lsn: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the pipeline's state (and an error or retry to keep); never raise."""
+        reason = scrub(reason, self.secrets) if reason is not None else None
+        error = scrub(error, self.secrets) if error is not None else None
+        with self.app.app_context():
+            try:
+                self._write(pipeline_id, state, reason, next_try_at, last_lsn, error)
+            except DATABASE_UNAVAILABLE as exc:
+                db.session.rollback()
+                log.warning("pipeline %d: state %s not recorded: %s", pipeline_id, state, exc)
+            finally:
+                db.session.remove()
+
+    def _write(
+        self,
+        pipeline_id: int,
+        state: str,
+        reason: str | None,
+        next_try_at: datetime | None,
+        last_lsn: int | None,
+        error: str | None,
+    ) -> None:
+        if db.session.get(Pipeline, pipeline_id) is None:
+            return  # deleted meanwhile
+        now = utcnow()
+        run = db.session.get(PipelineRun, pipeline_id)
+        if run is None:
+            run = PipelineRun(pipeline_id=pipeline_id, state=state, since=now)
+            db.session.add(run)
+        elif run.state != state or run.owner != self.owner:
+            run.since = now
+        run.state = state
+        run.reason = reason
+        run.owner = self.owner if state != "stopped" else None
+        run.next_try_at = next_try_at
+        run.updated_at = now
+        if last_lsn is not None:
+            run.last_lsn = last_lsn
+        if error is not None:
+            log.warning("pipeline %d: %s", pipeline_id, error)
+            db.session.add(PipelineError(pipeline_id=pipeline_id, at=now, message=error))
+            db.session.flush()
+            kept = (
+                select(PipelineError.id)
+                .where(PipelineError.pipeline_id == pipeline_id)
+                .order_by(PipelineError.at.desc(), PipelineError.id.desc())
+                .limit(ERRORS_KEPT)
+            )
+            db.session.execute(
+                delete(PipelineError).where(
+                    PipelineError.pipeline_id == pipeline_id, PipelineError.id.not_in(kept)
+                )
+            )
+        db.session.commit()
+
+    def refreshed(self, pipeline_id: int) -> None:
+        """A REFRESH is done: the pipeline goes back to START; never raise."""
+        with self.app.app_context():
+            try:
+                db.session.execute(
+                    update(Pipeline)
+                    .where(Pipeline.id == pipeline_id, Pipeline.status == "REFRESH")
+                    .values(status="START", refresh_tables=None)
+                )
+                db.session.commit()
+            except DATABASE_UNAVAILABLE as exc:
+                db.session.rollback()
+                log.warning("pipeline %d: refresh done, START not recorded: %s", pipeline_id, exc)
+            finally:
+                db.session.remove()
+
+    def alive(self, problem: str | None, started_at: datetime) -> None:
+        """Say that this process runs (and what keeps it from running engines); may raise
+        DATABASE_UNAVAILABLE."""
+        row = db.session.get(EngineProcess, self.owner)
+        now = utcnow()
+        if row is None:
+            row = EngineProcess(id=self.owner, started_at=started_at)
+            db.session.add(row)
+        row.seen_at = now
+        row.problem = problem
+        db.session.commit()
+
+    def gone(self) -> None:
+        """Say that this process stops; never raise."""
+        try:
+            db.session.execute(delete(EngineProcess).where(EngineProcess.id == self.owner))
+            db.session.commit()
+        except DATABASE_UNAVAILABLE:
+            db.session.rollback()

@@ -1,0 +1,464 @@
+"""The engine process: which pipelines it owns, starting and stopping their engines.
+
+Any number of engine processes share the pipelines. Each running pipeline is owned by one
+process at a time: on PostgreSQL, the holder of an advisory lock keyed by the pipeline on
+the metadata database; on SQLite, the one process holding a file lock beside the database.
+A lock lives as long as its connection, so an owner that dies (kill -9) frees its pipelines
+and another process takes them at its next look. An owner whose lock connection fails stops
+its engines at once, before another process can take them (fencing).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from flask import Flask
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import joinedload
+from sqlalchemy.pool import NullPool
+
+from ..destinations.services import target_of as destination_target
+from ..errors import DATABASE_UNAVAILABLE, Outage
+from ..extensions import db
+from ..models import Pipeline
+from ..monitor.rounds import target_of as source_target
+from ..postgres.replication_objects import publication_tables, session
+from ..readiness import Readiness
+from ..sources.services import fresh_readiness
+from ..timeutil import as_utc, utcnow
+from . import jvm
+from .properties import (
+    HEARTBEAT_TABLE,
+    OFFSETS_TABLE,
+    Batching,
+    PipelineSpec,
+    debezium_properties,
+    offset_storage,
+)
+from .runner import Backoff, Run
+from .state import Recorder, process_identity
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_lock(key1, key2) namespace for pipelines: "ROSE"; key2 is the pipeline's id.
+PIPELINE_LOCK_SPACE = 0x524F5345
+RUNNING = ("START", "REFRESH")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The engine's settings, read from the app's configuration."""
+
+    poll_s: float
+    batching: Batching
+    backoff: Backoff
+    heap_mb: int
+    timeout_s: float
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Settings:
+        """Read the settings from the app's configuration."""
+        return cls(
+            poll_s=float(config["ENGINE_POLL_SECONDS"]),
+            batching=Batching(
+                seconds=float(config["ENGINE_BATCH_SECONDS"]), rows=int(config["ENGINE_BATCH_ROWS"])
+            ),
+            backoff=Backoff(
+                float(config["ENGINE_RETRY_MIN_SECONDS"]), float(config["ENGINE_RETRY_MAX_SECONDS"])
+            ),
+            heap_mb=int(config["ENGINE_HEAP_MB"]),
+            timeout_s=float(config["WAL_MONITOR_TIMEOUT_SECONDS"]),
+        )
+
+
+class Ownership:
+    """Which pipelines this process owns."""
+
+    def __init__(self, app: Flask) -> None:
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
+        self.engine: Engine | None = None
+        self.connection: Connection | None = None
+        self.lock_file: IO[str] | None = None
+        self.lock_path = os.path.join(app.instance_path, "engine.lock")
+        self.owned: set[int] = set()
+        if url.startswith("postgresql"):
+            self.engine = create_engine(
+                url,
+                poolclass=NullPool,
+                connect_args={
+                    "connect_timeout": 10,
+                    "application_name": "rosetta-engine",
+                    # The owner notices a dead lock connection within ~25 s, the server a
+                    # dead owner within ~60 s (then another process may take over).
+                    "keepalives": 1,
+                    "keepalives_idle": 10,
+                    "keepalives_interval": 5,
+                    "keepalives_count": 3,
+                    "options": (
+                        "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+                        "-c tcp_keepalives_count=3 -c tcp_user_timeout=60000"
+                    ),
+                },
+            )
+
+    def held(self) -> bool:
+        """Confirm the lock connection (or file lock) still holds; False: every pipeline owned
+        is lost and its engine must stop now."""
+        if self.engine is None:
+            return self.lock_file is not None or self._take_file()
+        if self.connection is None:
+            try:
+                self.connection = self.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            except DATABASE_UNAVAILABLE:
+                return False
+            self.owned.clear()
+            return True
+        try:
+            self.connection.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            self._drop_connection()
+            return False
+
+    def _drop_connection(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.invalidate()
+                self.connection.close()
+            except Exception:  # a dead connection; its locks are gone with it
+                pass
+        self.connection = None
+        self.owned.clear()
+
+    def _take_file(self) -> bool:
+        os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+        lock_file = open(self.lock_path, "a")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.close()
+            return False
+        self.lock_file = lock_file
+        return True
+
+    def take(self, pipeline_id: int) -> bool:
+        """Take the pipeline if no other process owns it."""
+        if pipeline_id in self.owned:
+            return True
+        if self.engine is None:
+            taken = self.lock_file is not None
+        else:
+            if self.connection is None:
+                return False
+            taken = bool(
+                self.connection.execute(
+                    text("SELECT pg_try_advisory_lock(:space, :id)"),
+                    {"space": PIPELINE_LOCK_SPACE, "id": pipeline_id},
+                ).scalar()
+            )
+        if taken:
+            self.owned.add(pipeline_id)
+        return taken
+
+    def release(self, pipeline_id: int) -> None:
+        """Let another process take the pipeline."""
+        if pipeline_id not in self.owned:
+            return
+        self.owned.discard(pipeline_id)
+        if self.connection is not None:
+            try:
+                self.connection.execute(
+                    text("SELECT pg_advisory_unlock(:space, :id)"),
+                    {"space": PIPELINE_LOCK_SPACE, "id": pipeline_id},
+                )
+            except Exception:
+                self._drop_connection()
+
+    def close(self) -> None:
+        """Release everything."""
+        self._drop_connection()
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.lock_file is not None:
+            self.lock_file.close()
+            self.lock_file = None
+
+
+@dataclass
+class Waiting:
+    """A pipeline this process owns whose engine is not running: until when, and why."""
+
+    until: datetime | None  # None: failed for good, until its status is set again
+    attempts: int
+    failed_at: datetime
+
+
+class Supervisor:
+    """Run the engines of the pipelines this process owns."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.settings = Settings.of(app.config)
+        self.owner = process_identity()
+        self.recorder = Recorder(app, self.owner)
+        self.ownership = Ownership(app)
+        self.runs: dict[int, Run] = {}
+        self.waiting: dict[int, Waiting] = {}
+        self.started_at = utcnow()
+        self.problem = jvm.java_problem()
+        self.stop_event = threading.Event()
+        self.outage = Outage("not running pipelines", "Engine: ", log)
+
+    # ---- The loop ----------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Look at the pipelines every poll interval until stopped."""
+        if self.problem is None:
+            try:
+                jvm.start(self.settings.heap_mb)
+            except Exception as exc:
+                self.problem = f"The Java runtime cannot start: {exc}"
+        if self.problem is not None:
+            log.error("Engine: %s", self.problem)
+        while not self.stop_event.is_set():
+            self.tick()
+            self.stop_event.wait(self.settings.poll_s)
+        self.shutdown()
+
+    def tick(self) -> None:
+        """Take, start, retry and stop pipelines as their wanted statuses say."""
+        with self.app.app_context():
+            try:
+                self._tick()
+                self.outage.answered()
+            except DATABASE_UNAVAILABLE as exc:
+                db.session.rollback()
+                self.outage.failed(exc)
+            finally:
+                db.session.remove()
+
+    def _tick(self) -> None:
+        if not self.ownership.held():
+            if self.runs or self.waiting:
+                log.warning("Engine: lost the metadata database; stopping every engine now")
+            self._fence()
+            self.recorder.alive(self.problem, self.started_at)  # raises in an outage
+            return
+        self.recorder.alive(self.problem, self.started_at)
+        wanted = {
+            pipeline.id: pipeline
+            for pipeline in db.session.scalars(
+                select(Pipeline)
+                .where(Pipeline.status.in_(RUNNING))
+                .options(joinedload(Pipeline.source), joinedload(Pipeline.destination))
+            )
+        }
+        for pipeline_id in list(self.runs) + list(self.waiting):
+            if pipeline_id not in wanted:
+                self._let_go(pipeline_id)
+        for run in list(self.runs.values()):
+            if run.finished.is_set():
+                self._ended(run)
+        for pipeline_id, pipeline in wanted.items():
+            running = self.runs.get(pipeline_id)
+            if running is not None:
+                self._follow_refresh(running, pipeline)
+                continue
+            waiting = self.waiting.get(pipeline_id)
+            if waiting is not None:
+                changed = as_utc(pipeline.updated_at) > waiting.failed_at
+                if waiting.until is None and not changed:
+                    continue
+                if waiting.until is not None and utcnow() < waiting.until and not changed:
+                    continue
+            elif self.problem is not None:
+                continue  # an engine process that can run engines takes it
+            if self.problem is not None or not self.ownership.take(pipeline_id):
+                continue
+            self._start(pipeline, waiting)
+
+    def _follow_refresh(self, run: Run, pipeline: Pipeline) -> None:
+        """Ask a running engine for the REFRESH its pipeline wants, once per request."""
+        if pipeline.status != "REFRESH":
+            if run.refresh is not None and run.refresh.done:
+                run.refresh = None  # a later REFRESH is a new one
+            return
+        if run.refresh is None:
+            run.refresh_now(refresh_tables(pipeline, run.spec))
+
+    def _start(self, pipeline: Pipeline, waiting: Waiting | None) -> None:
+        try:
+            why = cannot_run(pipeline)
+        except Exception as exc:  # the checks themselves could not run
+            why = f"Cannot check the source: {exc}"
+        if why is not None:
+            self._retry_later(pipeline.id, why, waiting)
+            return
+        try:
+            spec = self._spec(pipeline)
+            destination = destination_target(pipeline.destination)
+        except Exception as exc:  # the source unreachable, a secret unreadable
+            self._retry_later(pipeline.id, f"Cannot start: {exc}", waiting)
+            return
+        offsets = offset_storage(
+            self.app.config["SQLALCHEMY_DATABASE_URI"], self.app.instance_path, pipeline.id
+        )
+        properties = debezium_properties(spec, offsets, self.settings.batching)
+        self.recorder.secrets.update(
+            value for key, value in properties.items() if key.endswith("password")
+        )
+        run = Run(
+            spec,
+            properties,
+            destination,
+            self.recorder,
+            self.settings.backoff,
+            self.settings.timeout_s,
+        )
+        run.on_refreshed = lambda done: self.recorder.refreshed(done.pipeline_id)
+        if pipeline.status == "REFRESH":
+            run.refresh_now(refresh_tables(pipeline, spec))
+        try:
+            run.start()
+        except Exception as exc:
+            self._retry_later(pipeline.id, f"The engine did not start: {exc}", waiting)
+            return
+        self.runs[pipeline.id] = run
+        self.waiting.pop(pipeline.id, None)
+        log.info("Engine: pipeline %s (%d) started", pipeline.name, pipeline.id)
+
+    def _spec(self, pipeline: Pipeline) -> PipelineSpec:
+        source = pipeline.source
+        if not source.slot_name:
+            raise ValueError(f"source {source.name} names no replication slot")
+        target = source_target(source)
+        with session(target, self.settings.timeout_s) as s:
+            tables = publication_tables(s, source.publication_name)
+        if not tables:
+            raise ValueError(f"publication {source.publication_name} publishes no table")
+        return PipelineSpec(
+            pipeline_id=pipeline.id,
+            name=pipeline.name,
+            host=target.host,
+            port=target.port,
+            database=target.database,
+            user=target.user,
+            password=target.password,
+            publication=source.publication_name,
+            slot=source.slot_name,
+            tables=tuple(t for t in tables if t != ("public", HEARTBEAT_TABLE)),
+            heartbeat=("public", HEARTBEAT_TABLE) in tables,
+        )
+
+    def _retry_later(self, pipeline_id: int, reason: str, waiting: Waiting | None) -> None:
+        attempts = (waiting.attempts if waiting else 0) + 1
+        wait_s = self.settings.backoff.delay(attempts)
+        until = utcnow() + timedelta(seconds=wait_s)
+        self.waiting[pipeline_id] = Waiting(until, attempts, utcnow())
+        self.recorder.state(
+            pipeline_id,
+            "retrying",
+            reason=reason,
+            next_try_at=until,
+            error=f"{reason} (try {attempts}; next in {wait_s:.0f} s)",
+        )
+
+    def _ended(self, run: Run) -> None:
+        """Record why an engine ended on its own, and when it is tried again."""
+        del self.runs[run.pipeline_id]
+        if run.refused is not None:
+            self.waiting[run.pipeline_id] = Waiting(None, 0, utcnow())
+            return  # recorded as failed by the run
+        reason = run.outcome or "the engine stopped"
+        self._retry_later(run.pipeline_id, f"The engine stopped: {reason}", None)
+
+    def _let_go(self, pipeline_id: int) -> None:
+        """Drain and stop a pipeline that is paused or deleted, and release it."""
+        run = self.runs.pop(pipeline_id, None)
+        self.waiting.pop(pipeline_id, None)
+        if run is not None:
+            run.stop(drain=True)
+        self.ownership.release(pipeline_id)
+        pipeline = db.session.get(Pipeline, pipeline_id)
+        if pipeline is not None:
+            self.recorder.state(pipeline_id, "paused", last_lsn=run.last_lsn if run else None)
+            log.info("Engine: pipeline %s (%d) paused", pipeline.name, pipeline_id)
+        else:
+            drop_offsets(self.app, pipeline_id)
+
+    def _fence(self) -> None:
+        """Stop every engine at once: another process may own their pipelines now."""
+        for run in self.runs.values():
+            run.stop(drain=False, timeout_s=10)
+        self.runs.clear()
+        self.waiting.clear()
+
+    def shutdown(self) -> None:
+        """Drain and stop every engine, release every pipeline, say this process is gone."""
+        runs = list(self.runs.values())
+        stoppers = [
+            threading.Thread(target=run.stop, kwargs={"drain": True, "timeout_s": 30})
+            for run in runs
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(35)
+        with self.app.app_context():
+            for run in runs:
+                self.recorder.state(run.pipeline_id, "stopped", reason="its engine process stopped")
+            self.recorder.gone()
+            db.session.remove()
+        self.runs.clear()
+        self.ownership.close()
+
+
+def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, str]]:
+    """Return the tables a REFRESH re-reads: the ones named, or all the publication's."""
+    if not pipeline.refresh_tables:
+        return list(spec.tables)
+    named = {name for name in pipeline.refresh_tables}
+    return [table for table in spec.tables if f"{table[0]}.{table[1]}" in named]
+
+
+def cannot_run(pipeline: Pipeline) -> str | None:
+    """Say why a pipeline must not start: its source fails a readiness check (checked again
+    when stale), or its destination failed its last check; None when it may."""
+    source = pipeline.source
+    readiness = fresh_readiness(source)
+    if not readiness.ready:
+        return (
+            f"Source {source.name} fails its readiness checks ({', '.join(readiness.failing)}); "
+            "its page says how to fix each."
+        )
+    stored = pipeline.destination.readiness
+    if stored is not None and not Readiness.from_dict(stored).ready:
+        failing = ", ".join(Readiness.from_dict(stored).failing)
+        return (
+            f"Destination {pipeline.destination.name} failed its checks ({failing}); "
+            "its page says how to fix each."
+        )
+    return None
+
+
+def drop_offsets(app: Flask, pipeline_id: int) -> None:
+    """Forget a deleted pipeline's offsets: its table on PostgreSQL, its file on SQLite."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("postgresql"):
+        with app.app_context():
+            table = OFFSETS_TABLE.format(int(pipeline_id))
+            db.session.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            db.session.commit()
+    else:
+        path = os.path.join(app.instance_path, "offsets", f"pipeline-{int(pipeline_id)}.dat")
+        if os.path.exists(path):
+            os.remove(path)

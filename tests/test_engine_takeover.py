@@ -1,0 +1,110 @@
+"""Engine processes share the pipelines: one owner at a time, a takeover after kill -9 with
+nothing lost or applied twice, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .engine import Engine, Setup
+from .pg import Cluster
+
+pytestmark = pytest.mark.slow
+
+ITEMS = ["CREATE TABLE items (id bigint PRIMARY KEY, note text, amount numeric(12,2))"]
+ALL_ITEMS = "SELECT id, note, amount FROM items ORDER BY id"
+ALL_ITEMS_DESTINATION = "SELECT ID, NOTE, AMOUNT FROM ITEMS ORDER BY ID"
+
+
+@pytest.fixture(scope="module")
+def takeover_cluster() -> Iterator[Cluster]:
+    """A source cluster of this module's own."""
+    cluster = Cluster("rosetta-takeover").start()
+    yield cluster
+    cluster.stop()
+
+
+def test_kill_9_of_the_owner_and_the_other_process_takes_over(
+    app, takeover_cluster, snowflake, database_url
+):
+    """Two engine processes: the pipeline is owned by one. kill -9 of that one while the
+    source keeps writing: the other takes the pipeline over within 30 s, and the destination
+    equals the source with no row twice."""
+    s = Setup(app, takeover_cluster, snowflake, ITEMS, snowflake.host_setting)
+    s.sql("INSERT INTO items SELECT g, 'n ' || g, g FROM generate_series(1, 2000) g")
+    engines = [Engine(database_url), Engine(database_url)]
+    writing = threading.Event()
+    writing.set()
+
+    def write() -> None:
+        n = 2000
+        while writing.is_set():
+            n += 1
+            s.sql(
+                f"INSERT INTO items VALUES ({n}, 'streamed', {n})",
+                f"UPDATE items SET note = 'touched {n}' WHERE id = {n % 2000 + 1}",
+                f"DELETE FROM items WHERE id = {n - 1500}" if n % 7 == 0 else "SELECT 1",
+            )
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        s.set_status("START")
+        run = s.wait_state("streaming", "snapshotting", timeout=90)
+        owner = next(e for e in engines if run.owner and run.owner.endswith(e.owner_suffix))
+        survivor = next(e for e in engines if e is not owner)
+        writer.start()
+        s.wait_equal("SELECT count(*) > 0 FROM items", "SELECT count(*) > 0 FROM ITEMS")
+        time.sleep(3)  # let batches flow, then crash mid-stream
+        owner.kill()
+        killed_at = time.monotonic()
+
+        def taken_over() -> bool:
+            current = s.run()
+            return bool(
+                current
+                and current.owner
+                and current.owner.endswith(survivor.owner_suffix)
+                and current.state == "streaming"
+            )
+
+        from .pg import wait_for
+
+        assert wait_for(taken_over, timeout=30, interval=0.25), survivor.output()[-3000:]
+        took_s = time.monotonic() - killed_at
+        time.sleep(2)
+        writing.clear()
+        writer.join()
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+        ((rows, keys),) = s.snowflake_rows("SELECT count(*), count(DISTINCT ID) FROM ITEMS")
+        assert rows == keys
+        print(f"taken over in {took_s:.1f} s")
+    finally:
+        writing.clear()
+        s.set_status("PAUSE")
+        s.wait_state("paused", "stopped", timeout=60)
+        for engine in engines:
+            if engine.process.poll() is None:
+                assert engine.stop() == 0, engine.output()[-3000:]
+
+
+def test_sigterm_stops_the_engine_and_says_its_pipelines_stopped(
+    app, takeover_cluster, snowflake, database_url
+):
+    """SIGTERM: the process exits 0 within seconds, and its pipeline reads `stopped`."""
+    s = Setup(app, takeover_cluster, snowflake, ITEMS, snowflake.host_setting)
+    s.sql("INSERT INTO items VALUES (1, 'a', 1)")
+    own = Engine(database_url)
+    try:
+        s.set_status("START")
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+    finally:
+        started = time.monotonic()
+        assert own.stop(timeout=40) == 0, own.output()[-3000:]
+        stopped_s = time.monotonic() - started
+    run = s.run()
+    assert run is not None and run.state == "stopped", run and run.state
+    assert stopped_s < 30

@@ -1,5 +1,5 @@
 """Builders of test data, shared by the tests and the benchmarks: operators, sources, samples,
-servers, destinations, alerts, channels and their deliveries."""
+servers, destinations, alerts, channels and their deliveries, and Debezium changes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask
 
 from rosetta_web.auth import services
+from rosetta_web.engine.changes import Change, Column, TableName
 from rosetta_web.extensions import db
 from rosetta_web.models import (
     Alert,
@@ -255,3 +256,53 @@ def add_alerts(app: Flask) -> None:
             )
         )
         db.session.commit()
+
+
+def new_change(
+    table: str,
+    op: str,
+    row: dict[str, Any] | None,
+    columns: dict[str, str | tuple[str, int, int]],
+    key: tuple[str, ...] = ("id",),
+    lsn: int = 1,
+    unchanged: frozenset[str] = frozenset(),
+) -> Change:
+    """Build a Change as changes.parse reads one: `columns` maps each name to its PostgreSQL
+    type (INT4, TEXT, MOOD...) or to (NUMERIC, precision, scale); `table` is schema.name."""
+    schema, _, name = table.partition(".")
+    built = []
+    for column, spec in columns.items():
+        pg_type, length, scale = spec if isinstance(spec, tuple) else (spec, None, None)
+        built.append(Column(column, pg_type, _KINDS.get(pg_type, "string"), True, length, scale))
+    return Change(
+        table=TableName(schema, name),
+        op=op,
+        key=key,
+        columns=tuple(built),
+        row=row,
+        lsn=lsn,
+        committed_ms=lsn,
+        unchanged=unchanged,
+    )
+
+
+# Debezium's kind of value for each PostgreSQL type the tests use (changes.py reads it).
+_KINDS = {
+    "INT2": "int16",
+    "INT4": "int32",
+    "INT8": "int64",
+    "FLOAT4": "float",
+    "FLOAT8": "double",
+    "BOOL": "boolean",
+    "BYTEA": "bytes",
+    "DATE": "io.debezium.time.Date",
+    "TIME": "io.debezium.time.MicroTime",
+    "TIMESTAMP": "io.debezium.time.MicroTimestamp",
+    "TIMESTAMPTZ": "io.debezium.time.ZonedTimestamp",
+    "JSON": "io.debezium.data.Json",
+    "JSONB": "io.debezium.data.Json",
+    "UUID": "io.debezium.data.Uuid",
+    "MOOD": "io.debezium.data.Enum",
+    "_TEXT": "array",
+    "_INT4": "array",
+}

@@ -459,33 +459,10 @@ def _login_and_use(
     done: list[Check],
 ) -> None:
     """Log in with the key, then check each object the destination names; append to `done`."""
-    logger = logging.getLogger("snowflake.connector")
-    if logger.level == logging.NOTSET:  # unless the operator configured it; before the
-        logger.setLevel(CONNECTOR_LOG_LEVEL)  # import, which logs what it found installed
-    seconds = max(1, round(deadline - time.monotonic()))
     started = time.monotonic()
     try:
-        import snowflake.connector
-
-        conn = snowflake.connector.connect(
-            account=target.account,
-            user=target.user,
-            auth_class=_key_pair_login(key, deadline),
-            host=endpoint.host,
-            port=endpoint.port,
-            protocol=endpoint.protocol,
-            application="Rosetta",
-            # Each HTTP request's connect and read timeout (the login's too: see
-            # _key_pair_login, which also decides its retry, so login_timeout is not used),
-            # and how long any other request, retries included, may take: a query still
-            # running then is cancelled.
-            socket_timeout=seconds,
-            network_timeout=seconds,
-            # Zero skips the probes of cloud metadata endpoints (169.254.169.254 and the like)
-            # the connector sends at each login to report its platform: off-cloud they only
-            # wait for their own timeout. The environment-only checks still run.
-            platform_detection_timeout_seconds=0.0,
-        )
+        seconds = max(1, round(deadline - time.monotonic()))
+        conn = _open(target, key, endpoint, deadline, seconds)
     except Exception as exc:  # the connector's errors, and any other it lets through
         done.append(_login_failure(exc, target, key, endpoint, timeout_s))
         return
@@ -511,6 +488,63 @@ def _login_and_use(
             conn.close(retry=False)  # one logout request, not three
         except Exception:  # the checks are done; a failed logout changes none of them
             pass
+
+
+def connect(
+    target: SnowflakeTarget, timeout_s: float, query_timeout_s: float | None = None
+) -> SnowflakeConnection:
+    """Log in to the destination with its key pair within `timeout_s` seconds.
+
+    Each later request waits `timeout_s` for an answer; a query (its polling and retries
+    included) may run `query_timeout_s`, or as long as it takes when None. Raise ValueError
+    when its key file, key or Host setting cannot be used (the message says what the
+    readiness checks say), or the connector's error when the login fails.
+    """
+    deadline = time.monotonic() + timeout_s
+    path = os.path.abspath(target.private_key_path)
+    raw, file_check = _read_key_file(path)
+    if raw is None:
+        raise ValueError(file_check.observed)
+    key, key_check = _load_key(raw, path, target)
+    if key is None:
+        raise ValueError(key_check.observed)
+    endpoint = parse_host(target.host, target.account)
+    return _open(target, key, endpoint, deadline, query_timeout_s)
+
+
+def _open(
+    target: SnowflakeTarget,
+    key: rsa.RSAPrivateKey,
+    endpoint: Endpoint,
+    deadline: float,
+    network_timeout_s: float | None,
+) -> SnowflakeConnection:
+    """Open the connector's session with the key, its login bounded by the deadline."""
+    logger = logging.getLogger("snowflake.connector")
+    if logger.level == logging.NOTSET:  # unless the operator configured it; before the
+        logger.setLevel(CONNECTOR_LOG_LEVEL)  # import, which logs what it found installed
+    seconds = max(1, round(deadline - time.monotonic()))
+    import snowflake.connector
+
+    return snowflake.connector.connect(
+        account=target.account,
+        user=target.user,
+        auth_class=_key_pair_login(key, deadline),
+        host=endpoint.host,
+        port=endpoint.port,
+        protocol=endpoint.protocol,
+        application="Rosetta",
+        # Each HTTP request's connect and read timeout (the login's too: see
+        # _key_pair_login, which also decides its retry, so login_timeout is not used),
+        # and how long any other request, retries included, may take: a query still
+        # running then is cancelled.
+        socket_timeout=seconds,
+        network_timeout=network_timeout_s,
+        # Zero skips the probes of cloud metadata endpoints (169.254.169.254 and the like)
+        # the connector sends at each login to report its platform: off-cloud they only
+        # wait for their own timeout. The environment-only checks still run.
+        platform_detection_timeout_seconds=0.0,
+    )
 
 
 def _key_pair_login(key: rsa.RSAPrivateKey, deadline: float) -> AuthByKeyPair:

@@ -184,6 +184,39 @@ class Loader:
                 report.tables[target_table_name(table)] = counts
         return report
 
+    def sweep(self, table: TableName, written_since: datetime) -> int:
+        """Delete the target's rows no load has written since `written_since` (what a REFRESH
+        did not find at the source); return how many. Raise DestinationUnavailable or
+        BatchRefused as load does."""
+        import snowflake.connector
+
+        target = f"{self._schema_sql}.{quote(target_table_name(table))}"
+        try:
+            with self._cursor() as cur:
+                if not self._stored_columns(cur, target_table_name(table)):
+                    return 0
+                cur.execute(
+                    f"DELETE FROM {target} WHERE {quote(SYNCED_AT_COLUMN)} < %s::TIMESTAMP_TZ",
+                    (written_since.astimezone(UTC).isoformat(),),
+                )
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
+        except snowflake.connector.Error as exc:
+            if _refusal(exc):
+                raise BatchRefused(table, _words(exc)) from exc
+            self._session_ready = False
+            raise DestinationUnavailable(f"Snowflake failed sweeping {table}: {exc}") from exc
+        except OSError as exc:
+            self._session_ready = False
+            raise DestinationUnavailable(f"Snowflake failed sweeping {table}: {exc}") from exc
+
+    def close(self) -> None:
+        """Log out; never raise (the session may be gone already)."""
+        try:
+            self.conn.close(retry=False)
+        except Exception:  # a connection already broken has nothing left to close
+            pass
+
     @contextmanager
     def _cursor(self) -> Iterator[SnowflakeCursor]:
         cur = self.conn.cursor()

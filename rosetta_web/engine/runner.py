@@ -23,8 +23,8 @@ from typing import Any
 
 from ..readiness.destination import SnowflakeTarget
 from ..timeutil import utcnow
-from .changes import Change, parse
-from .loader import BatchRefused, DestinationUnavailable, Loader, connect
+from .changes import Change, TableName, parse
+from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
 from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
 from .state import Recorder
 
@@ -249,10 +249,8 @@ class Run:
         import jpype
 
         assert self.refresh is not None
-        if self.loader is None:
-            self.loader = self.loader_factory(self.destination, self.timeout_s)
         # Rows the snapshot writes, and rows streamed meanwhile, are stamped after this.
-        self.refresh.signalled_at = self.loader.now()
+        self.refresh.signalled_at = utcnow()
         signal = jpype.JClass("io.debezium.engine.DebeziumEngine$Signal")
         signaler = self.engine.getSignaler()
         # A snapshot left over from an earlier run of this pipeline would end first, and
@@ -291,10 +289,12 @@ class Run:
 
     def _sweep(self) -> None:
         """Remove what the refresh did not write: rows that exist only at the destination."""
-        assert self.refresh is not None and self.loader is not None
-        for schema, table in self.refresh.tables:
-            self.loader.sweep(schema, table, self.refresh.signalled_at)
-        self.refresh.done = True
+        refresh = self.refresh
+        assert refresh is not None
+        for schema, table in refresh.tables:
+            name = TableName(schema, table)
+            self._with_retries(lambda loader: loader.sweep(name, refresh.signalled_at))  # noqa: B023
+        refresh.done = True
         self.state = "streaming"
         if self.on_refreshed is not None:
             self.on_refreshed(self)
@@ -313,13 +313,19 @@ class Run:
             self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
 
     def _load(self, changes: list[Change]) -> None:
+        self._with_retries(lambda loader: loader.load(changes))
+
+    def _with_retries(self, work: Callable[[Loader], Any]) -> None:
+        """Do `work` with the loader, retried with backoff while the destination is
+        unavailable; a refusal fails the pipeline; raise Stopped when it stops meanwhile."""
         attempt = 0
         while True:
             try:
                 if self.loader is None:
                     self.loader = self.loader_factory(self.destination, self.timeout_s)
-                self.loader.load(changes)
+                work(self.loader)
                 if attempt:
+                    self.state = "streaming"
                     self.recorder.state(self.pipeline_id, "streaming", last_lsn=self.last_lsn)
                 return
             except DestinationUnavailable as exc:
@@ -372,4 +378,4 @@ class Run:
 
 
 def _open_loader(target: SnowflakeTarget, timeout_s: float) -> Loader:
-    return Loader(connect(target, timeout_s), target.database, target.schema)
+    return Loader(open_destination(target, timeout_s), target.database, target.schema)

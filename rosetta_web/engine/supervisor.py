@@ -29,7 +29,12 @@ from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..extensions import db
 from ..models import Pipeline
 from ..monitor.rounds import target_of as source_target
-from ..postgres.replication_objects import publication_tables, session
+from ..postgres.replication_objects import (
+    SourceRefused,
+    add_heartbeat_table,
+    publication_tables,
+    session,
+)
 from ..readiness import Readiness
 from ..sources.services import fresh_readiness
 from ..timeutil import as_utc, utcnow
@@ -343,6 +348,16 @@ class Supervisor:
         target = source_target(source)
         with session(target, self.settings.timeout_s) as s:
             tables = publication_tables(s, source.publication_name)
+            if tables and ("public", HEARTBEAT_TABLE) not in tables:
+                try:
+                    add_heartbeat_table(s, source.publication_name, HEARTBEAT_TABLE)
+                    tables.append(("public", HEARTBEAT_TABLE))
+                except SourceRefused as exc:
+                    log.warning(
+                        "Engine: pipeline %s runs without a heartbeat table: %s",
+                        pipeline.name,
+                        exc,
+                    )
         if not tables:
             raise ValueError(f"publication {source.publication_name} publishes no table")
         return PipelineSpec(

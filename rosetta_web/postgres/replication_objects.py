@@ -333,3 +333,25 @@ def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
         (name,),
     ).fetchall()
     return [(schema, table) for schema, table in rows]
+
+
+HEARTBEAT_DDL = (
+    "CREATE TABLE IF NOT EXISTS public.{table} "
+    "(slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL)"
+)
+
+
+def add_heartbeat_table(s: Session, publication: str, table: str) -> None:
+    """Create the engine's heartbeat table and publish it (a FOR ALL TABLES publication has
+    it already); raise SourceRefused when the role may not."""
+    s.run(HEARTBEAT_DDL.format(table=table))
+    row = s.run("SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,))
+    found = row.fetchone()
+    if found is None:
+        raise PublicationNotFound(publication)
+    if not found[0]:
+        s.run(
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE public.{}").format(
+                sql.Identifier(publication), sql.Identifier(table)
+            )
+        )

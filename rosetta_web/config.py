@@ -186,6 +186,7 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "ENGINE_RETRY_MIN_SECONDS": _int(env, "ENGINE_RETRY_MIN_SECONDS", 30, minimum=1),
         "ENGINE_RETRY_MAX_SECONDS": _int(env, "ENGINE_RETRY_MAX_SECONDS", 900, minimum=1),
         "ENGINE_HEAP_MB": _int(env, "ENGINE_HEAP_MB", 512, minimum=64),
+        "ENGINE_QUERY_TIMEOUT_SECONDS": _int(env, "ENGINE_QUERY_TIMEOUT_SECONDS", 120, minimum=5),
         "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),
         "AUDIT_RETENTION_DAYS": _int(env, "AUDIT_RETENTION_DAYS", 365, minimum=1),
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0, minimum=0),

@@ -21,7 +21,9 @@ def make_app(url: str, **config: Any) -> Flask:
             db.session.execute(db.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
             # Pipelines' offsets, kept by the engine in tables of their own.
             for (offsets,) in db.session.execute(
-                db.text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rosetta\\_offsets\\_%'")
+                db.text(
+                    "SELECT tablename FROM pg_tables WHERE tablename LIKE 'rosetta\\_offsets\\_%'"
+                )
             ):
                 db.session.execute(db.text(f'DROP TABLE "{offsets}"'))
         else:

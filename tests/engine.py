@@ -34,6 +34,7 @@ ENGINE_SETTINGS = {
     "ENGINE_RETRY_MIN_SECONDS": "2",
     "ENGINE_RETRY_MAX_SECONDS": "4",
     "ENGINE_HEAP_MB": "256",
+    "ENGINE_QUERY_TIMEOUT_SECONDS": "10",
 }
 _names = itertools.count(1)
 

@@ -135,12 +135,16 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def open_destination(target: SnowflakeTarget, timeout_s: float) -> SnowflakeConnection:
-    """Log in to the destination with its key pair; raise DestinationUnavailable if it fails."""
+def open_destination(
+    target: SnowflakeTarget, timeout_s: float, query_timeout_s: float
+) -> SnowflakeConnection:
+    """Log in to the destination with its key pair; raise DestinationUnavailable if it fails.
+    A statement that has not answered within `query_timeout_s` (retries included) fails as
+    unavailable, so a destination cut off mid-load is retried, not waited on for ever."""
     import snowflake.connector
 
     try:
-        return connect(target, timeout_s)
+        return connect(target, timeout_s, query_timeout_s)
     except (ValueError, OSError, snowflake.connector.Error) as exc:
         raise DestinationUnavailable(f"cannot log in to Snowflake: {exc}") from exc
 

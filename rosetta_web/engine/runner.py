@@ -119,7 +119,7 @@ class Run:
         recorder: Recorder,
         backoff: Backoff,
         timeout_s: float,
-        loader_factory: Callable[[SnowflakeTarget, float], Loader] | None = None,
+        query_timeout_s: float,
     ) -> None:
         self.spec = spec
         self.properties = properties
@@ -127,7 +127,7 @@ class Run:
         self.recorder = recorder
         self.backoff = backoff
         self.timeout_s = timeout_s
-        self.loader_factory = loader_factory or _open_loader
+        self.query_timeout_s = query_timeout_s
         self.loader: Loader | None = None
         self.stopping = threading.Event()
         self.started = threading.Event()
@@ -304,8 +304,8 @@ class Run:
             self.last_lsn = max(change.lsn for change in changes) or self.last_lsn
         if self.state == "refreshing":
             state = "refreshing"
-        elif any(c.snapshot not in (None, "false", "incremental", "last") for c in changes):
-            state = "snapshotting"
+        elif changes and changes[-1].snapshot not in (None, "false", "incremental", "last"):
+            state = "snapshotting"  # the initial snapshot goes on past this batch
         else:
             state = "streaming"
         if changes or state != self.state:
@@ -322,7 +322,9 @@ class Run:
         while True:
             try:
                 if self.loader is None:
-                    self.loader = self.loader_factory(self.destination, self.timeout_s)
+                    self.loader = _open_loader(
+                        self.destination, self.timeout_s, self.query_timeout_s
+                    )
                 work(self.loader)
                 if attempt:
                     self.state = "streaming"
@@ -377,5 +379,6 @@ class Run:
         self.finished.wait(max(0.0, deadline - time.monotonic()))
 
 
-def _open_loader(target: SnowflakeTarget, timeout_s: float) -> Loader:
-    return Loader(open_destination(target, timeout_s), target.database, target.schema)
+def _open_loader(target: SnowflakeTarget, timeout_s: float, query_timeout_s: float) -> Loader:
+    connection = open_destination(target, timeout_s, query_timeout_s)
+    return Loader(connection, target.database, target.schema)

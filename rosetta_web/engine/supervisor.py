@@ -66,6 +66,7 @@ class Settings:
     backoff: Backoff
     heap_mb: int
     timeout_s: float
+    query_timeout_s: float
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> Settings:
@@ -80,6 +81,7 @@ class Settings:
             ),
             heap_mb=int(config["ENGINE_HEAP_MB"]),
             timeout_s=float(config["WAL_MONITOR_TIMEOUT_SECONDS"]),
+            query_timeout_s=float(config["ENGINE_QUERY_TIMEOUT_SECONDS"]),
         )
 
 
@@ -328,6 +330,7 @@ class Supervisor:
             self.recorder,
             self.settings.backoff,
             self.settings.timeout_s,
+            self.settings.query_timeout_s,
         )
         run.on_refreshed = lambda done: self.recorder.refreshed(done.pipeline_id)
         if pipeline.status == "REFRESH":
@@ -421,13 +424,13 @@ class Supervisor:
         """Drain and stop every engine, release every pipeline, say this process is gone."""
         runs = list(self.runs.values())
         stoppers = [
-            threading.Thread(target=run.stop, kwargs={"drain": True, "timeout_s": 30})
+            threading.Thread(target=run.stop, kwargs={"drain": True, "timeout_s": 15})
             for run in runs
         ]
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
-            stopper.join(35)
+            stopper.join(20)
         with self.app.app_context():
             for run in runs:
                 self.recorder.state(run.pipeline_id, "stopped", reason="its engine process stopped")

@@ -226,6 +226,16 @@ class Pipeline(Shaped, TimestampMixin, Model):
         "source_id",
         "destination_id",
         "status",
+        Computed(
+            "refresh_tables",
+            {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "REFRESH of these tables only (schema.table); null: all of them",
+            },
+            lambda pipeline: pipeline.refresh_tables,
+        ),
+        Computed("engine", ref("EngineState"), lambda pipeline: _engine_of(pipeline)),
         "created_at",
         "updated_at",
     )
@@ -251,6 +261,13 @@ class Pipeline(Shaped, TimestampMixin, Model):
     run: Mapped[PipelineRun | None] = relationship(
         back_populates="pipeline", cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+def _engine_of(pipeline: Pipeline) -> dict[str, Any]:
+    """What the engine does with the pipeline, as its API shape shows it."""
+    from .pipelines.services import engine_state  # the rule lives with the pipelines' others
+
+    return engine_state(pipeline).to_dict()
 
 
 class PipelineRun(Model):

@@ -265,6 +265,14 @@ def engine_state(pipeline: Pipeline, engines: Engines | None = None) -> EngineSt
     return EngineState(state, reason, None, None, None, None, last_lsn)
 
 
+def _engine_shown(pipeline: Pipeline) -> dict[str, object]:
+    """Return the pipeline's engine state as its API shape shows it."""
+    return engine_state(pipeline).to_dict()
+
+
+Pipeline.engine_of = _engine_shown
+
+
 @dataclass(frozen=True)
 class EngineError:
     """One failure or retry its engine recorded."""

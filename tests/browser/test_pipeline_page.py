@@ -116,3 +116,32 @@ def test_pipeline_page_follows_its_engine_at_desktop_and_phone_width(
     _shot(page, "pipelines-list-390")
     page.set_viewport_size({"width": 1280, "height": 900})
     _shot(page, "pipelines-list-1280")
+
+
+def test_a_stopped_pipeline_says_why_in_the_list_and_on_its_page(app, live_server, page, sign_in):
+    """With no engine process running, the list's Engine cell and the page say to start one,
+    and the long reason stays inside the screen at desktop and phone width."""
+    create_operator(app)
+    with app.app_context():
+        _db.session.add(
+            Pipeline(
+                name="billing-to-snowflake",
+                source=new_source("billing-postgres"),
+                destination=new_destination("snowflake-finance"),
+                status="START",
+            )
+        )
+        _db.session.commit()
+    sign_in()
+    for width in (1280, PHONE["width"]):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server}/pipelines/")
+        cell = page.locator("#pipelines-table tbody tr").first.locator(".engine-cell")
+        expect(cell.locator(".badge")).to_have_text("stopped")
+        expect(cell).to_contain_text("start `flask rosetta engine`")
+        assert page.evaluate(OVERFLOW_JS) == []
+        _shot(page, f"pipelines-stopped-{width}")
+        page.goto(f"{live_server}/pipelines/1")
+        expect(page.locator("#engine-reason")).to_contain_text("No engine process is running")
+        assert page.evaluate(OVERFLOW_JS) == []
+        _shot(page, f"pipeline-stopped-{width}")

@@ -51,7 +51,7 @@ class SourceBusy(DomainError):
 
     error = "SourceBusyError"
 
-    def __init__(self, pipeline: Pipeline, other: Pipeline, source: Source) -> None:
+    def __init__(self, other: Pipeline, source: Source) -> None:
         slot = f" ({source.slot_name})" if source.slot_name else ""
         super().__init__(
             f"Pipeline '{other.name}' already runs on source '{source.name}' ({other.status}): "
@@ -73,7 +73,7 @@ def require_runnable(pipeline: Pipeline) -> None:
         stmt = stmt.where(Pipeline.id != pipeline.id)
     other = db.session.scalars(stmt.order_by(Pipeline.name).limit(1)).first()
     if other is not None:
-        raise SourceBusy(pipeline, other, source)
+        raise SourceBusy(other, source)
     sources.require_ready(source)
     destinations.require_ready(destination)
 
@@ -148,6 +148,7 @@ class PublicationUnreadable(DomainError):
 def _published(source: Source, tables: list[str]) -> list[str]:
     """Return the tables named, once each, after making sure the publication lists each."""
     wanted = list(dict.fromkeys(tables))
+    db.session.commit()  # nothing pending here; no transaction held open while the source answers
     try:
         listed = set(sources.publication_tables(source))
     except (obj.SourceUnreachable, obj.SourceRefused) as exc:

@@ -97,3 +97,10 @@ def utc(moment: datetime | None) -> str:
 def from_iso(text: str | None) -> datetime | None:
     """Read a time stored in JSON as ISO-8601 ("…Z") back as a datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def lsn_text(position: int | None) -> str:
+    """Write a WAL position (bytes since 0/0) as PostgreSQL writes an LSN, X/Y in hex; None as —."""
+    if position is None:
+        return "—"
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"

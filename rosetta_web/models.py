@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -226,6 +227,16 @@ class Pipeline(Shaped, TimestampMixin, Model):
         "source_id",
         "destination_id",
         "status",
+        Computed(
+            "refresh_tables",
+            {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "REFRESH of these tables only (schema.table); null: all of them",
+            },
+            lambda pipeline: pipeline.refresh_tables,
+        ),
+        Computed("engine", ref("EngineState"), lambda pipeline: Pipeline.engine_of(pipeline)),
         "created_at",
         "updated_at",
     )
@@ -251,6 +262,10 @@ class Pipeline(Shaped, TimestampMixin, Model):
     run: Mapped[PipelineRun | None] = relationship(
         back_populates="pipeline", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    # What the engine does with a pipeline, as the API shows it. The rule lives with the
+    # pipelines' others, in pipelines/services.py, which sets this: models imports no area.
+    engine_of: ClassVar[Callable[[Pipeline], dict[str, Any]]]
 
 
 class PipelineRun(Model):

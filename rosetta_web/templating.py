@@ -18,7 +18,7 @@ from .alerts import context as alerts_context
 from .alerts import display as alerts_display
 from .audit import display as audit_display
 from .channels.services import last_deliveries
-from .pipelines.services import slot_disagreement
+from .pipelines.services import engine_state, slot_disagreement
 from .security import can
 from .timeutil import isoformat
 
@@ -29,6 +29,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "utc": formatting.utc,
     "from_iso": formatting.from_iso,
     "duration": formatting.duration_words,
+    "lsn": formatting.lsn_text,
     "sparkline": sparkline.render,
     "rule_label": alerts_display.rule_label,
     "alert_measure": alerts_display.measure,
@@ -42,6 +43,7 @@ GLOBALS: dict[str, Callable[..., Any]] = {
     "can": can,
     "history_url": audit_display.history_url,
     "slot_disagreement": slot_disagreement,
+    "engine_state": engine_state,
     "last_deliveries": last_deliveries,
 }
 

@@ -209,3 +209,20 @@ def snowflake() -> Iterator[Any]:
             "CREATE SCHEMA IF NOT EXISTS ANALYTICS.RAW_DATA",
         )
         yield server
+
+
+@pytest.fixture(scope="session")
+def ready_destination(snowflake: Any, tmp_path_factory: Any) -> dict[str, Any]:
+    """The API body of a destination that passes every readiness check: the test Snowflake
+    server, a key file of its own and a user with that key registered."""
+    from .seed import DESTINATION
+    from .snowflake import new_user, write_key
+
+    key_path = tmp_path_factory.mktemp("ready-destination") / "rsa_key.p8"
+    user = new_user(snowflake, write_key(key_path))
+    return {
+        **DESTINATION,
+        "snowflake_user": user,
+        "snowflake_private_key_path": str(key_path),
+        "snowflake_host": snowflake.host_setting,
+    }

@@ -16,9 +16,9 @@ def _create_all(api):
     assert api.post("/api/v1/pipelines", json={**PIPELINE, "status": "PAUSE"}).status_code == 201
 
 
-def test_seed_bodies_are_accepted_verbatim(api, ready_source):
+def test_seed_bodies_are_accepted_verbatim(api, ready_source, ready_destination):
     """The three curl bodies of GETTING_STARTED.md create a source, destination and pipeline;
-    the pipeline's START waits until its source is ready."""
+    the pipeline's START waits until its source is ready, then until its destination is."""
     source = api.post("/api/v1/sources", json=SOURCE)
     assert source.status_code == 201
     assert source.headers["Location"] == "/api/v1/sources/1"
@@ -35,14 +35,24 @@ def test_seed_bodies_are_accepted_verbatim(api, ready_source):
     assert api.get("/api/v1/pipelines").get_json() == []
     connection = {k: v for k, v in ready_source.items() if k != "name"}
     assert api.patch("/api/v1/sources/1", json=connection).get_json()["readiness"]["ready"]
+    refused = api.post("/api/v1/pipelines", json=PIPELINE)
+    assert refused.status_code == 409
+    assert refused.get_json()["error"] == "DestinationNotReadyError"
+    assert refused.get_json()["details"] == {"destination_id": 1, "failing": ["key_file"]}
+    ready = {k: v for k, v in ready_destination.items() if k != "name"}
+    assert api.patch("/api/v1/destinations/1", json=ready).get_json()["readiness"]["ready"]
     pipeline = api.post("/api/v1/pipelines", json=PIPELINE)
     assert pipeline.status_code == 201
-    assert pipeline.get_json() | {"created_at": None, "updated_at": None} == {
+    body = pipeline.get_json()
+    assert body["engine"]["state"] == "stopped"
+    assert body | {"created_at": None, "updated_at": None, "engine": None} == {
         "id": 1,
         "name": "production-to-snowflake",
         "source_id": 1,
         "destination_id": 1,
         "status": "START",
+        "refresh_tables": None,
+        "engine": None,
         "created_at": None,
         "updated_at": None,
     }
@@ -77,9 +87,9 @@ def test_list_get_put_patch_delete(api):
     assert api.get("/api/v1/sources/1").status_code == 404
 
 
-def test_pipeline_actions(api, ready_source):
+def test_pipeline_actions(api, ready_source, ready_destination):
     """start, pause and refresh set the pipeline's desired status; start and refresh only
-    while the source passes its readiness checks, pause always."""
+    while the source and the destination pass their readiness checks, pause always."""
     _create_all(api)
     for action in ("start", "refresh"):
         refused = api.post(f"/api/v1/pipelines/1/{action}")
@@ -88,6 +98,11 @@ def test_pipeline_actions(api, ready_source):
         assert refused.get_json()["details"]["failing"][0] == "connection"
     assert api.get("/api/v1/pipelines/1").get_json()["status"] == "PAUSE"
     api.patch("/api/v1/sources/1", json={k: v for k, v in ready_source.items() if k != "name"})
+    refused = api.post("/api/v1/pipelines/1/start")
+    assert refused.status_code == 409 and refused.get_json()["error"] == "DestinationNotReadyError"
+    api.patch(
+        "/api/v1/destinations/1", json={k: v for k, v in ready_destination.items() if k != "name"}
+    )
     for action, status in (("pause", "PAUSE"), ("refresh", "REFRESH"), ("start", "START")):
         response = api.post(f"/api/v1/pipelines/1/{action}")
         assert response.status_code == 200 and response.get_json()["status"] == status

@@ -8,9 +8,9 @@ from rosetta_web.models import Pipeline
 from .seed import DESTINATION, SOURCE
 
 
-def _setup(browser, source=SOURCE):
+def _setup(browser, source=SOURCE, destination=DESTINATION):
     assert browser.post("/sources/new", source).status_code == 303
-    assert browser.post("/destinations/new", DESTINATION).status_code == 303
+    assert browser.post("/destinations/new", destination).status_code == 303
 
 
 def test_selects_list_names_and_pipeline_defaults_to_pause(browser, app):
@@ -38,9 +38,9 @@ def test_pipeline_form_requires_a_source(browser):
     assert "Choose a source." in html
 
 
-def test_status_button_swaps_only_its_row(browser, app, ready_source):
+def test_status_button_swaps_only_its_row(browser, app, ready_source, ready_destination):
     """An htmx status change answers with that pipeline's row alone, showing the new status."""
-    _setup(browser, {**SOURCE, **ready_source, "name": SOURCE["name"]})
+    _setup(browser, {**SOURCE, **ready_source, "name": SOURCE["name"]}, ready_destination)
     browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
     response = browser.client.post(
         "/pipelines/1/status",
@@ -121,10 +121,12 @@ def test_pipeline_list_queries_do_not_grow_with_pipelines(browser, app, count_qu
     assert len(thirty.statements) == len(one.statements)
 
 
-def test_edit_and_delete_a_pipeline_through_the_forms(browser, app, ready_source):
+def test_edit_and_delete_a_pipeline_through_the_forms(
+    browser, app, ready_source, ready_destination
+):
     """A pipeline's form edits its name, source and status; delete removes it. START on a
     source that is not ready is refused on the form, the operator's input kept."""
-    _setup(browser)
+    _setup(browser, destination=ready_destination)
     browser.post("/sources/new", {**SOURCE, **ready_source, "name": "staging-postgres"})
     browser.post("/pipelines/new", {"name": "prod-to-sf", "source_id": "1", "destination_id": "1"})
     form = browser.get("/pipelines/1/edit").get_data(as_text=True)

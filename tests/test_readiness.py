@@ -751,8 +751,10 @@ def test_drop_on_an_unreachable_source_is_a_502_within_the_timeout(
 # Pipelines follow the truth
 
 
-def _pipeline(api: Any, source_id: int) -> int:
-    destination = api.post("/api/v1/destinations", json=DESTINATION)
+def _pipeline(api: Any, source_id: int, destination_body: dict[str, Any] = DESTINATION) -> int:
+    """A paused pipeline from the source to a new destination (one that fails its checks
+    unless `destination_body` is a ready one); return its id."""
+    destination = api.post("/api/v1/destinations", json=destination_body)
     assert destination.status_code == 201, destination.get_json()
     pipeline = api.post(
         "/api/v1/pipelines",
@@ -767,12 +769,12 @@ def _pipeline(api: Any, source_id: int) -> int:
     return int(pipeline.get_json()["id"])
 
 
-def test_pipeline_starts_only_once_its_source_is_ready(api, shop):
+def test_pipeline_starts_only_once_its_source_is_ready(api, shop, ready_destination):
     """Its slot missing (psql): start and refresh are 409 SourceNotReadyError listing `slot`,
     pause is allowed; once the slot is created through the API, start works."""
     psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
     source_id = add(api, shop)
-    pipeline_id = _pipeline(api, source_id)
+    pipeline_id = _pipeline(api, source_id, ready_destination)
     assert slots(shop) == []
     for action in ("start", "refresh"):
         body = error(
@@ -963,7 +965,7 @@ def test_create_slot_button_makes_the_sources_slot(app, api, browser, shop):
     assert 'class="check check-pass" id="check-slot" data-status="pass"' in html
 
 
-def test_pipeline_page_and_list_say_what_its_slot_does(app, api, browser, shop):
+def test_pipeline_page_and_list_say_what_its_slot_does(app, api, browser, shop, ready_destination):
     """START with no consumer: the list says for how long and the page says none connected;
     once pg_recvlogical reads the slot, the page says connected since the first sample that
     saw it so; PAUSE with the consumer still there is said too. The readiness badges show
@@ -971,7 +973,7 @@ def test_pipeline_page_and_list_say_what_its_slot_does(app, api, browser, shop):
     psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
-    pipeline_id = _pipeline(api, source_id)
+    pipeline_id = _pipeline(api, source_id, ready_destination)
     assert api.post(f"/api/v1/pipelines/{pipeline_id}/start").status_code == 200
     assert api.post(f"/api/v1/sources/{source_id}/sample").get_json()["ok"]
     listing = browser.get("/pipelines/").get_data(as_text=True)

@@ -187,8 +187,10 @@ def _entity_operations(title: str, plural: str) -> dict[str, dict[str, Any]]:
     conflict = "DuplicateNameError: the name is taken"
     if plural == "pipelines":
         conflict += (
-            "; or SourceNotReadyError: START and REFRESH wait for the source to pass its "
-            "readiness checks (details.failing lists the failing ones)"
+            "; or SourceBusyError: another pipeline on the same source is START or REFRESH; or "
+            "SourceNotReadyError or DestinationNotReadyError: START and REFRESH wait for the "
+            "source and the destination to pass their readiness checks (details.failing lists "
+            "the failing ones)"
         )
     invalid = {
         "400": _error("The body is not a JSON object"),
@@ -239,23 +241,48 @@ def _operations() -> dict[str, dict[str, Any]]:
         ("Channel", "channels"),
     ):
         operations.update(_entity_operations(title, plural))
+    run_refusals = (
+        "SourceBusyError: another pipeline on the same source is START or REFRESH (they would "
+        "share its replication slot; details.pipeline names it); SourceNotReadyError or "
+        "DestinationNotReadyError: start and refresh wait for the source and the destination "
+        "to pass their readiness checks (details.failing lists the failing check ids); a result "
+        "older than one monitor interval is checked again first"
+    )
     operations["api.pipeline_action"] = {
-        "summary": "Set a pipeline's desired status to START, PAUSE or REFRESH",
+        "summary": "Set a pipeline's desired status to START or PAUSE",
         "parameters": [
             {
                 "name": "action",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "enum": ["start", "pause", "refresh"]},
+                "schema": {"type": "string", "enum": ["start", "pause"]},
             },
         ],
         "responses": {
             "200": _json(ref("Pipeline"), "The pipeline"),
             "404": _error("No such pipeline"),
+            "409": _error(run_refusals + ". pause is always allowed"),
+        },
+    }
+    operations["api.refresh_pipeline"] = {
+        "summary": "Set a pipeline's desired status to REFRESH: the engine snapshots the tables "
+        "listed again (each one of the source's publication), or all of them without a body",
+        "requestBody": {
+            "required": False,
+            "content": {JSON: {"schema": ref("RefreshInput")}},
+        },
+        "responses": {
+            "200": _json(ref("Pipeline"), "The pipeline, its refresh_tables set"),
+            "400": _error("The body is not a JSON object"),
+            "404": _error("No such pipeline"),
             "409": _error(
-                "SourceNotReadyError: start and refresh wait for the source to pass its "
-                "readiness checks (details.failing lists the failing check ids); a result older "
-                "than one monitor interval is checked again first. pause is always allowed"
+                run_refusals + "; or PublicationUnreadableError: tables were listed and the "
+                "source could not be asked which tables its publication lists"
+            ),
+            "415": _error("The body is not JSON"),
+            "422": _error(
+                "tables is not a list of names, or names tables the publication does not list "
+                "(details.unknown lists them)"
             ),
         },
     }
@@ -498,6 +525,19 @@ def _readiness_schemas() -> dict[str, Any]:
                 },
             },
         },
+        "RefreshInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": '{"tables": ["public.orders"]}; {} or no body: every table',
+            "properties": {
+                "tables": {
+                    "type": ["array", "null"],
+                    "minItems": 1,
+                    "items": {"type": "string", "minLength": 1},
+                    "description": "Tables of the source's publication, as schema.table",
+                },
+            },
+        },
         "SlotInput": {
             "type": "object",
             "additionalProperties": False,
@@ -673,7 +713,10 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
-    for shown in (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory):
+    from ..pipelines.services import EngineState
+
+    shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
+    for shown in (*shown_shapes, EngineState):
         schemas[shown.api_name] = shape_of(shown).schema()
     slot = ref("Slot")["$ref"]
     schemas["SlotSummary"] = {

@@ -44,7 +44,7 @@ from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
 from ..monitor.history import AlertSpan, Thresholds, WalHistory
-from ..pipelines.services import PIPELINES, set_status
+from ..pipelines.services import PIPELINES, refresh, set_status
 from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import services as sources
@@ -135,10 +135,28 @@ for _resource in (SOURCES, DESTINATIONS, PIPELINES, CHANNELS):
     _register(_resource)
 
 
-@bp.post("/pipelines/<id:entity_id>/<any(start, pause, refresh):action>")
+@bp.post("/pipelines/<id:entity_id>/<any(start, pause):action>")
 def pipeline_action(entity_id: int, action: str) -> Response:
-    """Set a pipeline's desired status to START, PAUSE or REFRESH."""
+    """Set a pipeline's desired status to START or PAUSE."""
     return jsonify(set_status(PIPELINES.get(entity_id), action.upper()).to_dict())
+
+
+@bp.post("/pipelines/<id:entity_id>/refresh")
+def refresh_pipeline(entity_id: int) -> Response:
+    """Set a pipeline's desired status to REFRESH: of the tables listed, or of all."""
+    pipeline = PIPELINES.get(entity_id)
+    payload = _optional_body()
+    _refuse_unknown(payload, ("tables",))
+    tables = payload.get("tables")
+    if tables is not None and (
+        not isinstance(tables, list)
+        or not tables
+        or not all(isinstance(name, str) and name for name in tables)
+    ):
+        raise _invalid(
+            {"tables": ['Send a non-empty list of table names ("schema.table"), or leave it out.']}
+        )
+    return jsonify(refresh(pipeline, tables).to_dict())
 
 
 def _arg_error(exc: ArgError) -> ApiError:

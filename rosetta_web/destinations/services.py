@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
 
+from ..errors import DomainError
 from ..extensions import db
 from ..models import Destination
 from ..readiness import FAIL, PASS, Check, Readiness, skipped
 from ..readiness.destination import REMOTE_CHECKS, SnowflakeTarget, check_destination
 from ..resources import Resource, store_readiness
+from ..timeutil import as_utc, utcnow
 from .forms import DestinationForm
 
 
@@ -51,12 +54,46 @@ def check_destination_now(destination: Destination, audited: bool = False) -> Re
             ]
         )
     else:
-        # No transaction stays open while Snowflake answers (up to the timeout).
-        db.session.commit()
+        # No transaction stays open while Snowflake answers (up to the timeout), unless a
+        # pipeline's save waits on this very check: its changes must not be written before.
+        session = db.session
+        if not (session.new or session.dirty or session.deleted):
+            session.commit()
         timeout_s = float(current_app.config["WAL_MONITOR_TIMEOUT_SECONDS"])
         result = Readiness(check_destination(target, timeout_s))
     store_readiness(destination, result.to_dict(), audited)
     return result
+
+
+class DestinationNotReady(DomainError):
+    """A pipeline cannot start or refresh while its destination fails a readiness check."""
+
+    error = "DestinationNotReadyError"
+
+    def __init__(self, destination: Destination, readiness: Readiness) -> None:
+        failing = readiness.failing
+        super().__init__(
+            f"Destination '{destination.name}' is not ready to load: {', '.join(failing)} "
+            "failed. Its page says how to fix each."
+        )
+        self.details = {"destination_id": destination.id, "failing": failing}
+
+
+def fresh_readiness(destination: Destination) -> Readiness:
+    """Return the destination's result, checked again first when older than one monitor
+    interval (or never checked)."""
+    stored = Readiness.from_dict(destination.readiness) if destination.readiness else None
+    interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
+    if stored is None or utcnow() - as_utc(stored.checked_at) > interval:
+        return check_destination_now(destination)
+    return stored
+
+
+def require_ready(destination: Destination) -> None:
+    """Raise DestinationNotReady when the destination (checked again if stale) fails a check."""
+    readiness = fresh_readiness(destination)
+    if not readiness.ready:
+        raise DestinationNotReady(destination, readiness)
 
 
 def stored_fingerprint(stored: dict[str, Any] | None) -> str | None:

@@ -1,37 +1,67 @@
-"""Pipeline pages: list, create, edit, delete, and the status buttons."""
+"""Pipeline pages: list, create, edit, delete, the status buttons and the engine's state."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
+from ..destinations.services import DestinationNotReady
+from ..errors import DomainError
 from ..htmx import is_htmx
-from ..models import PIPELINE_STATUSES
+from ..models import PIPELINE_STATUSES, Pipeline
 from ..sources.services import SourceNotReady
 from ..timeutil import utcnow
 from . import bp
-from .services import PIPELINES, disagreement, set_status, slot_activity
+from .services import (
+    PIPELINES,
+    SourceBusy,
+    disagreement,
+    engine_errors,
+    engine_state,
+    set_status,
+    slot_activity,
+)
 
 register_crud_views(bp, PIPELINES)
 
 
+def _refusal_link(exc: DomainError, pipeline: Pipeline) -> str | None:
+    """Where the operator fixes what refused the status: the checks or the other pipeline."""
+    if isinstance(exc, SourceNotReady):
+        return url_for("sources.detail", entity_id=pipeline.source_id, _anchor="readiness")
+    if isinstance(exc, DestinationNotReady):
+        return url_for(
+            "destinations.detail", entity_id=pipeline.destination_id, _anchor="readiness"
+        )
+    if isinstance(exc, SourceBusy):
+        return url_for("pipelines.detail", entity_id=exc.details["pipeline_id"])
+    return None
+
+
 @bp.route("/<id:entity_id>/status", methods=["POST"])
 def change_status(entity_id: int) -> Response | str:
-    """Start, pause or refresh a pipeline; htmx gets back only its row."""
+    """Start, pause or refresh a pipeline; htmx gets back only its row, a plain post goes
+    back to the list, or to the pipeline's page when it came from there."""
     pipeline = PIPELINES.get(entity_id)
     status = request.form.get("status", "").upper()
     if status not in PIPELINE_STATUSES:
         abort(400, f"Status must be one of {', '.join(PIPELINE_STATUSES)}.")
-    refusal = None
+    refusal = refusal_url = None
     try:
         set_status(pipeline, status)
-    except SourceNotReady as exc:
-        refusal = str(exc)
+    except (SourceNotReady, DestinationNotReady, SourceBusy) as exc:
+        refusal, refusal_url = str(exc), _refusal_link(exc, pipeline)
     if is_htmx():
         response: Response = make_response(
             render_template(
-                "pipelines/_row.html", pipeline=pipeline, resource=PIPELINES, refusal=refusal
+                "pipelines/_row.html",
+                pipeline=pipeline,
+                resource=PIPELINES,
+                refusal=refusal,
+                refusal_url=refusal_url,
             )
         )
     else:
@@ -39,21 +69,42 @@ def change_status(entity_id: int) -> Response | str:
             flash(f"Pipeline '{pipeline.name}' stays {pipeline.status}: {refusal}", "error")
         else:
             flash(f"Pipeline '{pipeline.name}' set to {status}.", "success")
-        response = redirect(url_for("pipelines.index"), 303)
+        back = (
+            url_for("pipelines.detail", entity_id=pipeline.id)
+            if request.form.get("back") == "detail"
+            else url_for("pipelines.index")
+        )
+        response = redirect(back, 303)
     response.vary.add("HX-Request")
     return response
 
 
+def _engine_context(pipeline: Pipeline, now: datetime) -> dict[str, object]:
+    """What the engine section shows: the state, the last errors and when it was read."""
+    return {
+        "pipeline": pipeline,
+        "engine": engine_state(pipeline),
+        "errors": engine_errors(pipeline),
+        "now": now,
+    }
+
+
 @bp.get("/<id:entity_id>")
 def detail(entity_id: int) -> str:
-    """Show a pipeline: what it wants, and what its slot is actually doing."""
+    """Show a pipeline: what it wants, what its engine does, and what its slot is doing."""
     pipeline = PIPELINES.get(entity_id)
     now = utcnow()
     return render_template(
         "pipelines/detail.html",
-        pipeline=pipeline,
         resource=PIPELINES,
         activity=slot_activity(pipeline),
         disagreement=disagreement(pipeline, now),
-        now=now,
+        **_engine_context(pipeline, now),
     )
+
+
+@bp.get("/<id:entity_id>/engine")
+def engine(entity_id: int) -> str:
+    """Return the pipeline's engine section alone, for its page's poll."""
+    pipeline = PIPELINES.get(entity_id)
+    return render_template("pipelines/_engine.html", **_engine_context(pipeline, utcnow()))

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Annotated
 
+from flask import g
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql import ColumnElement
 
 from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
+from ..destinations import services as destinations
+from ..errors import DomainError
 from ..extensions import db
 from ..formatting import duration_words
 from ..forms import EntityForm, SelectChoice
-from ..models import Destination, Pipeline, Server, SlotMetric, Source, SourceState
+from ..models import (
+    ENGINE_STATES,
+    Destination,
+    EngineProcess,
+    Pipeline,
+    PipelineError,
+    Server,
+    SlotMetric,
+    Source,
+    SourceState,
+)
+from ..postgres import replication_objects as obj
 from ..resources import Resource
-from ..sources.services import require_ready
+from ..shapes import Declared, Described
+from ..sources import services as sources
 from ..timeutil import as_utc, utcnow
 from .forms import PipelineForm
 
@@ -30,13 +46,46 @@ def _fill_choices(form: EntityForm) -> None:
         field.choices = placeholder + [SelectChoice(row.id, row.name) for row in rows]
 
 
+class SourceBusy(DomainError):
+    """Another pipeline already runs on the source: two would share its replication slot."""
+
+    error = "SourceBusyError"
+
+    def __init__(self, other: Pipeline, source: Source) -> None:
+        slot = f" ({source.slot_name})" if source.slot_name else ""
+        super().__init__(
+            f"Pipeline '{other.name}' already runs on source '{source.name}' ({other.status}): "
+            f"the two would share its replication slot{slot}. Pause '{other.name}' first."
+        )
+        self.details = {"source_id": source.id, "pipeline_id": other.id, "pipeline": other.name}
+
+
+def require_runnable(pipeline: Pipeline) -> None:
+    """Raise why the pipeline may not START or REFRESH: another pipeline runs on its source
+    (SourceBusy), its source fails a readiness check (SourceNotReady), or its destination
+    does (DestinationNotReady); the cheap rule first, then the ones that ask the servers."""
+    source = db.session.get(Source, pipeline.source_id)
+    destination = db.session.get(Destination, pipeline.destination_id)
+    if source is None or destination is None:
+        return  # the form's own checks name the missing one
+    stmt = select(Pipeline).where(Pipeline.source_id == source.id, Pipeline.status.in_(RUNNING))
+    if pipeline.id is not None:
+        stmt = stmt.where(Pipeline.id != pipeline.id)
+    other = db.session.scalars(stmt.order_by(Pipeline.name).limit(1)).first()
+    if other is not None:
+        raise SourceBusy(other, source)
+    sources.require_ready(source)
+    destinations.require_ready(destination)
+
+
 def _ready_to_run(pipeline: Pipeline, changed: set[str]) -> None:
-    """A save that makes a pipeline START or REFRESH waits for its source's readiness too."""
-    if changed & {"status", "source_id"} and pipeline.status in RUNNING:
+    """A save that makes a pipeline START or REFRESH waits for the same verdict as a status
+    button (require_runnable); a status set by a save refreshes all tables."""
+    if "status" in changed:
+        pipeline.refresh_tables = None
+    if changed & {"status", "source_id", "destination_id"} and pipeline.status in RUNNING:
         with db.session.no_autoflush:  # nothing of the save is written before the verdict
-            source = db.session.get(Source, pipeline.source_id)
-            if source is not None:
-                require_ready(source)
+            require_runnable(pipeline)
 
 
 PIPELINES = Resource(
@@ -47,6 +96,7 @@ PIPELINES = Resource(
     list_options=(
         joinedload(Pipeline.source).joinedload(Source.state).joinedload(SourceState.server),
         joinedload(Pipeline.destination),
+        joinedload(Pipeline.run),
     ),
     prepare_form=_fill_choices,
     before_commit=_ready_to_run,
@@ -56,16 +106,191 @@ PIPELINES = Resource(
 RUNNING = ("START", "REFRESH")
 
 
-def set_status(pipeline: Pipeline, status: str) -> Pipeline:
-    """Change the pipeline's desired status; START and REFRESH only while its source passes
-    its readiness checks (SourceNotReady), PAUSE always."""
+def set_status(pipeline: Pipeline, status: str, tables: list[str] | None = None) -> Pipeline:
+    """Change the pipeline's desired status; START and REFRESH only when require_runnable
+    lets them, PAUSE always. `tables`: REFRESH only these, each a table of the source's
+    publication ("schema.table"); None: all of them."""
     with audit.change(status.lower(), pipeline) as change:
         if status in RUNNING:
-            require_ready(pipeline.source)
+            require_runnable(pipeline)
+        if status == "REFRESH" and tables is not None:
+            tables = _published(pipeline.source, tables)
         pipeline.status = status
+        pipeline.refresh_tables = tables if status == "REFRESH" else None
         change.record()
         db.session.commit()
     return pipeline
+
+
+def refresh(pipeline: Pipeline, tables: list[str] | None = None) -> Pipeline:
+    """Ask for a REFRESH of the tables named (each one of the publication's), or of all."""
+    return set_status(pipeline, "REFRESH", tables)
+
+
+class UnknownTables(DomainError):
+    """A REFRESH named tables its source's publication does not list."""
+
+    status = 422
+    error = "ValidationError"
+
+    def __init__(self, unknown: list[str], publication: str) -> None:
+        message = f"Not tables of publication {publication}: {', '.join(unknown)}."
+        super().__init__(message)
+        self.details = {"fields": {"tables": [message]}, "unknown": unknown}
+
+
+class PublicationUnreadable(DomainError):
+    """The source could not be asked which tables its publication lists."""
+
+    error = "PublicationUnreadableError"
+
+
+def _published(source: Source, tables: list[str]) -> list[str]:
+    """Return the tables named, once each, after making sure the publication lists each."""
+    wanted = list(dict.fromkeys(tables))
+    db.session.commit()  # nothing pending here; no transaction held open while the source answers
+    try:
+        listed = set(sources.publication_tables(source))
+    except (obj.SourceUnreachable, obj.SourceRefused) as exc:
+        raise PublicationUnreadable(
+            f"The tables of publication {source.publication_name} could not be read from "
+            f"source '{source.name}': {exc}. Refresh all tables, or try again once the source "
+            "answers."
+        ) from None
+    unknown = [name for name in wanted if name not in listed]
+    if unknown:
+        raise UnknownTables(unknown, source.publication_name)
+    return wanted
+
+
+# What the engine is doing, as the operator sees it
+
+# An engine process not seen for this long has stopped (it beats every few seconds).
+ENGINE_SEEN_WITHIN = timedelta(seconds=30)
+NO_ENGINE = "No engine process is running: start `flask rosetta engine` (make run starts it)."
+INSTALL_JAVA = "Install a Java runtime (`apt-get install openjdk-17-jre-headless`), then restart"
+ERRORS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class EngineState(Declared):
+    """What the engine does with a pipeline: the row its engine writes while it owns it, or
+    `stopped` (`paused` when PAUSE is wanted) with why when no live engine does."""
+
+    api_name = "EngineState"
+
+    state: Annotated[
+        str, Described("What the engine is doing", {"type": "string", "enum": list(ENGINE_STATES)})
+    ]
+    reason: Annotated[str | None, Described("Why, when it is not streaming")]
+    owner: Annotated[str | None, Described("The engine process that owns it: host:pid")]
+    since: Annotated[datetime | None, Described("Since when it has been in this state")]
+    updated_at: Annotated[datetime | None, Described("When its engine last wrote it")]
+    next_try_at: Annotated[datetime | None, Described("When retrying: the next attempt")]
+    last_lsn: Annotated[
+        int | None, Described("The last source WAL position loaded, bytes since 0/0")
+    ]
+
+    @property
+    def retrying(self) -> bool:
+        """Tell whether the engine waits to try again."""
+        return self.state == "retrying"
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engine processes seen within ENGINE_SEEN_WITHIN of `now`."""
+
+    now: datetime
+    live: dict[str, str | None]  # id (host:pid) → its problem, None when it can run pipelines
+
+
+def live_engines(now: datetime | None = None) -> Engines:
+    """Read which engine processes are alive; once per app context (a request) unless `now`
+    is given, so a list of pipelines asks once."""
+    if now is None and "rosetta_engines" in g:
+        cached: Engines = g.rosetta_engines
+        return cached
+    at = now or utcnow()
+    rows = db.session.execute(
+        select(EngineProcess.id, EngineProcess.problem).where(
+            EngineProcess.seen_at >= at - ENGINE_SEEN_WITHIN
+        )
+    )
+    engines = Engines(at, {row.id: row.problem for row in rows})
+    if now is None:
+        g.rosetta_engines = engines
+    return engines
+
+
+def _with_fix(problem: str) -> str:
+    """Add how to fix the problems the engine is known to report."""
+    text = problem.rstrip()
+    if "java" in text.lower() and "apt-get" not in text:
+        text = f"{text.rstrip('.')}. {INSTALL_JAVA} `flask rosetta engine`."
+    return text
+
+
+def engine_state(pipeline: Pipeline, engines: Engines | None = None) -> EngineState:
+    """Say what the engine does with the pipeline: its run while a live engine owns it (or
+    its engine wrote it within ENGINE_SEEN_WITHIN), else paused or stopped with why."""
+    engines = engines or live_engines()
+    run = pipeline.run
+    last_lsn = run.last_lsn if run is not None else None
+    if run is not None and (
+        run.owner in engines.live or as_utc(run.updated_at) >= engines.now - ENGINE_SEEN_WITHIN
+    ):
+        return EngineState(
+            state=run.state,
+            reason=run.reason,
+            owner=run.owner,
+            since=as_utc(run.since),
+            updated_at=as_utc(run.updated_at),
+            next_try_at=as_utc(run.next_try_at) if run.next_try_at is not None else None,
+            last_lsn=last_lsn,
+        )
+    if pipeline.status == "PAUSE":
+        state, reason = "paused", "PAUSE requested: no engine reads its slot."
+    elif not engines.live:
+        state, reason = "stopped", NO_ENGINE
+    elif all(problem for problem in engines.live.values()):
+        problems = dict.fromkeys(_with_fix(str(p)) for p in engines.live.values())
+        state, reason = "stopped", " ".join(problems)
+    else:
+        count = len(engines.live)
+        state = "stopped"
+        reason = (
+            f"No engine has taken it up yet ({count} engine process"
+            f"{'es' if count != 1 else ''} running): one takes it within seconds."
+        )
+    return EngineState(state, reason, None, None, None, None, last_lsn)
+
+
+def _engine_shown(pipeline: Pipeline) -> dict[str, object]:
+    """Return the pipeline's engine state as its API shape shows it."""
+    return engine_state(pipeline).to_dict()
+
+
+Pipeline.engine_of = _engine_shown
+
+
+@dataclass(frozen=True)
+class EngineError:
+    """One failure or retry its engine recorded."""
+
+    at: datetime
+    message: str
+
+
+def engine_errors(pipeline: Pipeline, limit: int = ERRORS_SHOWN) -> list[EngineError]:
+    """Return the pipeline's last errors, newest first."""
+    stmt = (
+        select(PipelineError.at, PipelineError.message)
+        .where(PipelineError.pipeline_id == pipeline.id)
+        .order_by(PipelineError.at.desc(), PipelineError.id.desc())
+        .limit(limit)
+    )
+    return [EngineError(as_utc(row.at), row.message) for row in db.session.execute(stmt)]
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,15 @@ def list_tables(s: Session) -> list[tuple[str, str]]:
     return [(schema, table) for schema, table in s.run(TABLES).fetchall()]
 
 
+def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
+    """Return the (schema, table) of every table the publication lists, by name."""
+    rows = s.run(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
+        (name,),
+    ).fetchall()
+    return [(schema, table) for schema, table in rows]
+
+
 def qualified(schema: str, table: str) -> str:
     """Name a table as the pages and the API do: schema.table, unquoted."""
     return f"{schema}.{table}"

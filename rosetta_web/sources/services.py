@@ -400,6 +400,13 @@ def tables(source: Source) -> list[str]:
         return [obj.qualified(schema, table) for schema, table in obj.list_tables(s)]
 
 
+def publication_tables(source: Source) -> list[str]:
+    """List the tables the source's publication names (schema.table), read from the source."""
+    with _session(source) as s:
+        pairs = obj.publication_tables(s, source.publication_name)
+    return [obj.qualified(schema, table) for schema, table in pairs]
+
+
 def create_publication(source: Source, tables: list[str] | None) -> None:
     """Create the source's publication for all tables (None) or the named ones, then check
     the source again."""

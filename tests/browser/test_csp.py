@@ -15,7 +15,6 @@ from rosetta_web.timeutil import utcnow
 
 from ..factories import add_source, create_operator, new_alert
 from ..pg import free_port
-from ..seed import DESTINATION
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,9 @@ document.addEventListener('securitypolicyviolation', (e) => {
 """
 
 
-def test_every_page_works_under_the_policy(app, live_server, page, source_db, sign_in):
+def test_every_page_works_under_the_policy(
+    app, live_server, page, source_db, ready_destination, sign_in
+):
     """Pages, charts, the dashboard's refresh, htmx buttons and filters, and the confirm
     dialog all work with scripts from Rosetta alone; Chromium reports no CSP violation."""
     create_operator(app)
@@ -91,17 +92,17 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db, si
     expect(page.locator("#sources-table tbody tr")).to_have_count(1)
 
     goto("/destinations/new")
-    for name, value in DESTINATION.items():
+    for name, value in ready_destination.items():
         page.fill(f"#{name}", value)
     page.click("main button.primary")
     goto("/pipelines/new")
     page.fill("#name", "p1")
     page.select_option("#source_id", label="shop")
-    page.select_option("#destination_id", label=DESTINATION["name"])
+    page.select_option("#destination_id", label=ready_destination["name"])
     page.click("main button.primary")
     row = page.locator("#pipelines-table tbody tr").first
     row.locator("button", has_text="Start").click()
-    expect(row.locator(".badge")).to_have_text("START")
+    expect(row.locator(".status-cell .badge")).to_have_text("START")
     goto("/pipelines/1")
     expect(page.locator("#slot-consumer")).to_contain_text("none connected")
     goto("/pipelines/")
@@ -109,9 +110,9 @@ def test_every_page_works_under_the_policy(app, live_server, page, source_db, si
     expect(row.locator(".disagreement")).to_contain_text("START requested, no consumer for")
     page.on("dialog", lambda dialog: dialog.accept())
     row.locator("button", has_text="Refresh").click()
-    expect(page.locator("#pipelines-table tbody tr").first.locator(".badge")).to_have_text(
-        "REFRESH"
-    )
+    expect(
+        page.locator("#pipelines-table tbody tr").first.locator(".status-cell .badge")
+    ).to_have_text("REFRESH")
 
     # The alert pages: the banner, Acknowledge and Silence in place, the history's filters,
     # the settings, a channel with its test notification.

@@ -60,7 +60,7 @@ def test_setup_login_create_source_and_start_pipeline(live_server, page):
     page.select_option("#destination_id", label="snowflake-production")
     page.click("main button.primary")
     row = page.locator("#pipeline-1")
-    expect(row.locator(".badge")).to_have_text("PAUSE")
+    expect(row.locator(".status-cell .badge")).to_have_text("PAUSE")
 
     page.evaluate("window.marker = 'same page'")
     row.locator("button", has_text="Start").click()
@@ -68,6 +68,6 @@ def test_setup_login_create_source_and_start_pipeline(live_server, page):
     expect(page.locator("#pipeline-1 .row-refusal")).to_contain_text(
         "Source 'production-postgres' is not ready for CDC: connection failed."
     )
-    expect(page.locator("#pipeline-1 .badge")).to_have_text("PAUSE")
+    expect(page.locator("#pipeline-1 .status-cell .badge")).to_have_text("PAUSE")
     # htmx swapped the row: no navigation happened.
     assert page.evaluate("window.marker") == "same page"

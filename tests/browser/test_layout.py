@@ -13,7 +13,6 @@ from rosetta_web.sources.services import after_round
 from ..constants import PHONE
 from ..factories import add_alerts, add_source, create_operator
 from ..pg import free_port
-from ..seed import DESTINATION
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -53,7 +52,7 @@ OVERFLOW_JS = """
 
 
 @pytest.fixture
-def pipeline_row(app, live_server, page, ready_source, sign_in) -> Any:
+def pipeline_row(app, live_server, page, ready_source, ready_destination, sign_in) -> Any:
     """Sign in, then add a destination and a (paused) pipeline on a source ready for CDC
     through the forms; yield its row."""
     create_operator(app)
@@ -68,10 +67,10 @@ def pipeline_row(app, live_server, page, ready_source, sign_in) -> Any:
     )
     sign_in()
     page.goto(live_server + "/destinations/new")
-    for field, value in DESTINATION.items():
+    for field, value in ready_destination.items():
         page.fill(f"#{field}", value)
     page.click("main button.primary")
-    expect(page.locator(".flash")).to_contain_text("created")
+    expect(page.locator(".flash")).to_contain_text("Ready")
     page.goto(live_server + "/pipelines/new")
     page.fill("#name", "prod-to-sf")
     page.select_option("#source_id", label="production-postgres")
@@ -79,7 +78,7 @@ def pipeline_row(app, live_server, page, ready_source, sign_in) -> Any:
     page.select_option("#status", "PAUSE")
     page.click("main button.primary")
     row = page.locator("#pipelines-table tbody tr").first
-    expect(row.locator(".badge")).to_have_text("PAUSE")
+    expect(row.locator(".status-cell .badge")).to_have_text("PAUSE")
     return row
 
 
@@ -135,7 +134,7 @@ def test_status_button_keeps_keyboard_focus_after_the_row_swap(pipeline_row, pag
     page.evaluate(f"document.getElementById('{row_id}').dataset.old = 'yes'")
     page.focus(f"#{row_id}-start")
     page.keyboard.press("Enter")
-    expect(page.locator(f"#{row_id} .badge")).to_have_text("START")
+    expect(page.locator(f"#{row_id} .status-cell .badge")).to_have_text("START")
     # htmx replaced the row, and gave the new row's Start button the focus.
     expect(page.locator(f"#{row_id}")).not_to_have_attribute("data-old", "yes")
     expect(page.locator(f"#{row_id}-start")).to_be_focused()
@@ -145,7 +144,7 @@ def test_status_button_keeps_keyboard_focus_after_the_row_swap(pipeline_row, pag
     page.keyboard.press("Tab")
     expect(page.locator(f"#{row_id}-pause")).to_be_focused()
     page.keyboard.press("Enter")
-    expect(page.locator(f"#{row_id} .badge")).to_have_text("PAUSE")
+    expect(page.locator(f"#{row_id} .status-cell .badge")).to_have_text("PAUSE")
     expect(page.locator(f"#{row_id}-pause")).to_be_focused()
 
 
@@ -168,16 +167,16 @@ def test_refresh_asks_for_confirmation_and_start_does_not(pipeline_row, page):
     page.click(f"#{row_id}-refresh")
     assert len(asked) == 1 and "snapshot" in asked[0]
     page.wait_for_timeout(300)  # a request, had one been sent, would have swapped the row
-    expect(page.locator(f"#{row_id} .badge")).to_have_text("PAUSE")
+    expect(page.locator(f"#{row_id} .status-cell .badge")).to_have_text("PAUSE")
 
     page.once("dialog", answer(True))
     page.click(f"#{row_id}-refresh")
-    expect(page.locator(f"#{row_id} .badge")).to_have_text("REFRESH")
+    expect(page.locator(f"#{row_id} .status-cell .badge")).to_have_text("REFRESH")
     assert len(asked) == 2
 
     page.on("dialog", answer(False))
     page.click(f"#{row_id}-start")
-    expect(page.locator(f"#{row_id} .badge")).to_have_text("START")
+    expect(page.locator(f"#{row_id} .status-cell .badge")).to_have_text("START")
     assert len(asked) == 2  # Start asked nothing
 
 

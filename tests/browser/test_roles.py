@@ -35,7 +35,7 @@ def test_a_viewer_sees_no_button_to_change_anything(app, live_server, page, sign
     expect(page.locator("#readiness")).to_contain_text("not ready")
     expect(page.get_by_role("button")).to_have_text(["Sign out"])
     page.goto(live_server + "/pipelines/")
-    expect(page.locator("#pipeline-1 .badge")).to_have_text("PAUSE")
+    expect(page.locator("#pipeline-1 .status-cell .badge")).to_have_text("PAUSE")
     expect(page.locator("#pipeline-1 button")).to_have_count(0)
     page.goto(live_server + "/account")
     expect(page.locator("#account-role")).to_have_text("viewer")

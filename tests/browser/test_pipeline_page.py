@@ -1,0 +1,147 @@
+"""In a real Chromium: a pipeline's page shows its engine's state, follows it as the engine
+writes a new one, and fits a desktop and a phone screen."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from rosetta_web.extensions import db as _db
+from rosetta_web.models import EngineProcess, Pipeline, PipelineError, PipelineRun
+from rosetta_web.timeutil import utcnow
+
+from ..constants import PHONE
+from ..factories import create_operator, new_destination, new_source
+
+pytestmark = pytest.mark.slow
+
+# Set ROSETTA_SHOTS to a folder to keep screenshots (desktop and phone width).
+SHOTS = os.environ.get("ROSETTA_SHOTS")
+OWNER = "etl-host-1:4242"
+# Elements past the screen's right edge, outside a box that scrolls on purpose.
+OVERFLOW_JS = """
+() => Array.from(document.querySelectorAll('body *'))
+  .filter((el) => el.getBoundingClientRect().right > innerWidth + 0.5)
+  .filter((el) => !el.closest('.table-scroll'))
+  .map((el) => el.tagName + '#' + el.id + '.' + el.className)
+"""
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/{name}.png", full_page=True)
+
+
+def _retrying_pipeline(app: Any) -> int:
+    """A START pipeline whose live engine retries it, with three errors (one long)."""
+    now = utcnow()
+    with app.app_context():
+        pipeline = Pipeline(
+            name="orders-to-snowflake",
+            source=new_source("orders-postgres"),
+            destination=new_destination("snowflake-analytics"),
+            status="START",
+        )
+        _db.session.add(pipeline)
+        _db.session.add(EngineProcess(id=OWNER, started_at=now - timedelta(hours=1), seen_at=now))
+        _db.session.flush()
+        _db.session.add(
+            PipelineRun(
+                pipeline_id=pipeline.id,
+                state="retrying",
+                reason="Snowflake refused the login: JWT token is invalid",
+                owner=OWNER,
+                since=now - timedelta(minutes=4),
+                updated_at=now,
+                next_try_at=now + timedelta(minutes=2),
+                last_lsn=0x16_B374D848,
+            )
+        )
+        long_message = "snowflake.connector.errors.DatabaseError: 250001 (08001): " + "x" * 300
+        for minutes, message in ((9, "connection reset by peer"), (4, long_message)):
+            _db.session.add(
+                PipelineError(
+                    pipeline_id=pipeline.id, at=now - timedelta(minutes=minutes), message=message
+                )
+            )
+        _db.session.commit()
+        return pipeline.id
+
+
+def test_pipeline_page_follows_its_engine_at_desktop_and_phone_width(
+    app, live_server, page, sign_in
+):
+    """The page shows the engine retrying with its reason, owner, next try, last LSN and
+    errors, fits 1280 and 390 px without spilling past the screen, and shows `streaming`
+    once the engine writes it, without a reload."""
+    create_operator(app)
+    pipeline_id = _retrying_pipeline(app)
+    sign_in()
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server}/pipelines/{pipeline_id}")
+    expect(page.locator("#engine-state .badge")).to_have_text("retrying")
+    expect(page.locator("#engine-reason")).to_contain_text("JWT token is invalid")
+    expect(page.locator("#engine-owner")).to_have_text(OWNER)
+    expect(page.locator("#engine-next-try")).to_contain_text("in 1 min")
+    expect(page.locator("#engine-lsn")).to_have_text("16/B374D848")
+    expect(page.locator("#engine-errors tbody tr")).to_have_count(2)
+    expect(page.locator("#engine-errors tbody tr").first).to_contain_text("250001")
+    assert page.evaluate(OVERFLOW_JS) == []
+    _shot(page, "pipeline-retrying-1280")
+
+    page.set_viewport_size(PHONE)
+    assert page.evaluate(OVERFLOW_JS) == []
+    widths = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+    assert widths[0] <= widths[1], widths
+    _shot(page, "pipeline-retrying-390")
+
+    with app.app_context():
+        run = _db.session.get(PipelineRun, pipeline_id)
+        run.state, run.reason, run.next_try_at = "streaming", None, None
+        run.updated_at = utcnow()
+        _db.session.commit()
+    # The section asks again every 5 s while the tab is visible.
+    expect(page.locator("#engine-state .badge")).to_have_text("streaming", timeout=12_000)
+    expect(page.locator("#engine-next-try")).to_have_count(0)
+    _shot(page, "pipeline-streaming-390")
+
+    page.goto(f"{live_server}/pipelines/")
+    row = page.locator(f"#pipeline-{pipeline_id}")
+    expect(row.locator(".engine-cell .badge")).to_have_text("streaming")
+    assert page.evaluate(OVERFLOW_JS) == []
+    _shot(page, "pipelines-list-390")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _shot(page, "pipelines-list-1280")
+
+
+def test_a_stopped_pipeline_says_why_in_the_list_and_on_its_page(app, live_server, page, sign_in):
+    """With no engine process running, the list's Engine cell and the page say to start one,
+    and the long reason stays inside the screen at desktop and phone width."""
+    create_operator(app)
+    with app.app_context():
+        _db.session.add(
+            Pipeline(
+                name="billing-to-snowflake",
+                source=new_source("billing-postgres"),
+                destination=new_destination("snowflake-finance"),
+                status="START",
+            )
+        )
+        _db.session.commit()
+    sign_in()
+    for width in (1280, PHONE["width"]):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server}/pipelines/")
+        cell = page.locator("#pipelines-table tbody tr").first.locator(".engine-cell")
+        expect(cell.locator(".badge")).to_have_text("stopped")
+        expect(cell).to_contain_text("start `flask rosetta engine`")
+        assert page.evaluate(OVERFLOW_JS) == []
+        _shot(page, f"pipelines-stopped-{width}")
+        page.goto(f"{live_server}/pipelines/1")
+        expect(page.locator("#engine-reason")).to_contain_text("No engine process is running")
+        assert page.evaluate(OVERFLOW_JS) == []
+        _shot(page, f"pipeline-stopped-{width}")

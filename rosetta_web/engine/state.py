@@ -7,14 +7,16 @@ import os
 import re
 import socket
 from datetime import datetime
+from pathlib import Path
 
-from flask import Flask
-from sqlalchemy import delete, select, update
+from flask import Flask, current_app
+from sqlalchemy import delete, select, text, update
 
 from ..errors import DATABASE_UNAVAILABLE
 from ..extensions import db
 from ..models import EngineProcess, Pipeline, PipelineError, PipelineRun
 from ..timeutil import utcnow
+from .properties import OFFSETS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,17 @@ def scrub(message: str, secrets: set[str]) -> str:
         if secret:
             message = message.replace(secret, "********")
     return message[:MESSAGE_CHARS]
+
+
+def forget_offsets(pipeline_id: int) -> None:
+    """Forget a deleted pipeline's offsets in the session's transaction: its table on
+    PostgreSQL, its file on SQLite."""
+    if db.engine.dialect.name == "postgresql":
+        table = OFFSETS_TABLE.format(int(pipeline_id))
+        db.session.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    else:
+        path = Path(current_app.instance_path) / "offsets" / f"pipeline-{int(pipeline_id)}.dat"
+        path.unlink(missing_ok=True)
 
 
 def process_identity() -> str:

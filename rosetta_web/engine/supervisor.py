@@ -41,14 +41,13 @@ from ..timeutil import as_utc, utcnow
 from . import jvm
 from .properties import (
     HEARTBEAT_TABLE,
-    OFFSETS_TABLE,
     Batching,
     PipelineSpec,
     debezium_properties,
     offset_storage,
 )
 from .runner import Backoff, Run
-from .state import Recorder, process_identity
+from .state import Recorder, forget_offsets, process_identity
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +410,8 @@ class Supervisor:
             self.recorder.state(pipeline_id, "paused", last_lsn=run.last_lsn if run else None)
             log.info("Engine: pipeline %s (%d) paused", pipeline.name, pipeline_id)
         else:
-            drop_offsets(self.app, pipeline_id)
+            forget_offsets(pipeline_id)
+            db.session.commit()
 
     def _fence(self) -> None:
         """Stop every engine at once: another process may own their pipelines now."""
@@ -466,17 +466,3 @@ def cannot_run(pipeline: Pipeline) -> str | None:
             "its page says how to fix each."
         )
     return None
-
-
-def drop_offsets(app: Flask, pipeline_id: int) -> None:
-    """Forget a deleted pipeline's offsets: its table on PostgreSQL, its file on SQLite."""
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    if url.startswith("postgresql"):
-        with app.app_context():
-            table = OFFSETS_TABLE.format(int(pipeline_id))
-            db.session.execute(text(f"DROP TABLE IF EXISTS {table}"))
-            db.session.commit()
-    else:
-        path = os.path.join(app.instance_path, "offsets", f"pipeline-{int(pipeline_id)}.dat")
-        if os.path.exists(path):
-            os.remove(path)

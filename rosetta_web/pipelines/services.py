@@ -14,6 +14,7 @@ from sqlalchemy.sql import ColumnElement
 from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
 from ..destinations import services as destinations
+from ..engine.state import forget_offsets
 from ..errors import DomainError
 from ..extensions import db
 from ..formatting import duration_words
@@ -100,6 +101,8 @@ PIPELINES = Resource(
     ),
     prepare_form=_fill_choices,
     before_commit=_ready_to_run,
+    # A pipeline made again later gets a new id: it starts with a snapshot, not these.
+    before_delete=lambda pipeline: forget_offsets(pipeline.id),
 )
 
 # The statuses that ask a consumer to read the source's slot.

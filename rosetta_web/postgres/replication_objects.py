@@ -334,16 +334,6 @@ def drop_slot(s: Session, name: str) -> SlotInfo:
     return info
 
 
-def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
-    """Return the (schema, table) of every table the publication publishes, by name."""
-    rows = s.run(
-        "SELECT schemaname::text, tablename::text FROM pg_publication_tables "
-        "WHERE pubname = %s ORDER BY 1, 2",
-        (name,),
-    ).fetchall()
-    return [(schema, table) for schema, table in rows]
-
-
 HEARTBEAT_DDL = (
     "CREATE TABLE IF NOT EXISTS public.{table} "
     "(slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL)"

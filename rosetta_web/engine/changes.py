@@ -40,6 +40,14 @@ SOURCE_SCALE = "__debezium.source.column.scale"
 EPOCH = datetime(1970, 1, 1)
 FIRST_DAY = date(1, 1, 1)
 LAST_DAY = date(9999, 12, 31)
+# Debezium sends a numeric NaN as "NAN", infinity as POSITIVE_INFINITY; psql writes them so.
+NUMERIC_WORDS = {
+    "NAN": "NaN",
+    "INFINITY": "Infinity",
+    "-INFINITY": "-Infinity",
+    "POSITIVE_INFINITY": "Infinity",
+    "NEGATIVE_INFINITY": "-Infinity",
+}
 # Debezium's names for a change: create, update, delete, read (snapshot), truncate.
 OPS = ("c", "u", "d", "r", "t")
 
@@ -203,7 +211,10 @@ def parse(key: str | None, value: str | None) -> Change | None:
                 unchanged.add(column.name)
                 row[column.name] = None
             else:
-                row[column.name] = decode(column.kind, raw, column.item_kind)
+                value = decode(column.kind, raw, column.item_kind)
+                if column.pg_type == "NUMERIC" and isinstance(value, str):
+                    value = NUMERIC_WORDS.get(value.upper(), value)  # as PostgreSQL spells them
+                row[column.name] = value
     return Change(
         table=table,
         op=op,

@@ -199,8 +199,9 @@ class Loader:
             with self._cursor() as cur:
                 if not self._stored_columns(cur, target_table_name(table)):
                     return 0
+                synced = quote(SYNCED_AT_COLUMN)  # NULL: a row no load wrote
                 cur.execute(
-                    f"DELETE FROM {target} WHERE {quote(SYNCED_AT_COLUMN)} < %s::TIMESTAMP_TZ",
+                    f"DELETE FROM {target} WHERE {synced} IS NULL OR {synced} < %s::TIMESTAMP_TZ",
                     (written_since.astimezone(UTC).isoformat(),),
                 )
                 row = cur.fetchone()

@@ -108,3 +108,51 @@ def test_sigterm_stops_the_engine_and_says_its_pipelines_stopped(
     run = s.run()
     assert run is not None and run.state == "stopped", run and run.state
     assert stopped_s < 30
+
+
+def test_source_restart_and_metadata_outage_lose_nothing(app, takeover_cluster, snowflake):
+    """The source restarted mid-stream, then the metadata database stopped for 20 s (the
+    engine stops its engines at once: it can no longer prove it owns them): after each, the
+    pipeline resumes by itself and the destination equals the source."""
+    from flask_migrate import upgrade
+
+    from rosetta_web import create_app
+    from rosetta_web.extensions import db
+
+    from .apps import make_app
+
+    meta = Cluster("rosetta-meta").start()
+    try:
+        url = meta.create_database("rosetta_meta")
+        with create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True}).app_context():
+            upgrade()
+        own_app = make_app(url)
+        s = Setup(own_app, takeover_cluster, snowflake, ITEMS, snowflake.host_setting)
+        s.sql("INSERT INTO items SELECT g, 'n', g FROM generate_series(1, 100) g")
+        engine = Engine(url)
+        try:
+            s.set_status("START")
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+            s.wait_state("streaming")
+            takeover_cluster.halt()
+            time.sleep(3)  # the source is down
+            takeover_cluster.resume()
+            s.sql("INSERT INTO items SELECT g, 'restarted', g FROM generate_series(101, 200) g")
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+
+            meta.halt()
+            s.sql("INSERT INTO items SELECT g, 'metadata down', g FROM generate_series(201, 300) g")
+            time.sleep(20)  # the metadata database's outage
+            meta.resume()
+            s.sql("UPDATE items SET note = 'metadata back' WHERE id <= 50")
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+            ((rows, keys),) = s.snowflake_rows("SELECT count(*), count(DISTINCT ID) FROM ITEMS")
+            assert rows == keys == 300
+            output = engine.output()
+            assert "lost the metadata database; stopping every engine now" in output
+        finally:
+            assert engine.stop() == 0, engine.output()[-3000:]
+            with own_app.app_context():
+                db.engine.dispose()
+    finally:
+        meta.stop()

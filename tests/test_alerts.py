@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ from rosetta_web.timeutil import utcnow
 
 from .apps import make_app
 from .constants import MB
-from .factories import add_source, new_channel, new_server, new_state
+from .factories import add_source, new_channel, new_destination, new_server, new_state
 from .pg import (
     INSERT_ROWS,
     Cluster,
@@ -1210,3 +1210,36 @@ def test_with_private_targets_off_a_name_that_resolves_to_this_machine_is_refuse
         receiver.stop()
         with strict.app_context():
             _db.engine.dispose()
+
+
+def test_a_slot_alert_names_the_paused_pipeline_that_reads_the_slot(app):
+    """A slot without a consumer because its pipeline is paused: the alert names the pipeline
+    and says since when it is paused (as the engine recorded it)."""
+    from datetime import datetime
+
+    from rosetta_web.models import Pipeline, PipelineRun, Source
+
+    settings(app, slot_inactive_minutes=10)
+    source_id, server_id = _server_with_slot(app)
+    paused_at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    with app.app_context():
+        _db.session.get(Source, source_id).slot_name = "orders"
+        destination = new_destination("warehouse")
+        _db.session.add(destination)
+        _db.session.flush()
+        pipeline = Pipeline(
+            name="nightly", source_id=source_id, destination_id=destination.id, status="PAUSE"
+        )
+        _db.session.add(pipeline)
+        _db.session.flush()
+        _db.session.add(
+            PipelineRun(
+                pipeline_id=pipeline.id, state="paused", since=paused_at, updated_at=paused_at
+            )
+        )
+        _db.session.commit()
+        _resample(app, server_id, inactive_since=(utcnow() - timedelta(minutes=30)).timestamp())
+        evaluate()
+    [alert] = _alerts(app)
+    assert alert.rule == "slot_inactive"
+    assert alert.message.endswith("; pipeline `nightly` is paused since 2026-12-01 09:30 UTC")

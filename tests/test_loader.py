@@ -417,7 +417,7 @@ def test_an_unreachable_destination_is_unavailable_not_refused(tmp_path):
         host=f"http://127.0.0.1:{free_port()}",
     )
     with pytest.raises(DestinationUnavailable) as down:
-        open_destination(target, timeout_s=5)
+        open_destination(target, timeout_s=5, query_timeout_s=10)
     assert "refused" in str(down.value).lower() or "connect" in str(down.value).lower()
 
 
@@ -433,6 +433,6 @@ def test_a_key_pair_login_opens_a_session_the_loader_loads_through(snowflake, tm
         private_key_path=str(tmp_path / "rsa_key.p8"),
         host=snowflake.host_setting,
     )
-    with closing(open_destination(target, timeout_s=10)) as session:
+    with closing(open_destination(target, timeout_s=10, query_timeout_s=30)) as session:
         Loader(session, DATABASE, SCHEMA).load([item(table, "c", 1, "a", 1)])
         assert rows(session, table, "ID, NAME") == [(1, "a")]

@@ -56,7 +56,7 @@ def page(chromium: Any) -> Iterator[Any]:
 @pytest.fixture
 def sign_in(page: Any, live_server: str) -> Callable[..., None]:
     """Return a function that signs in through the login form, as alice (whom create_operator
-    makes) unless told, and waits for the dashboard."""
+    makes) unless told, and waits for the dashboard and its scripts."""
     from playwright.sync_api import expect
 
     def sign_in(username: str = "alice", password: str = PASSWORD) -> None:
@@ -65,5 +65,6 @@ def sign_in(page: Any, live_server: str) -> Callable[..., None]:
         page.fill("#password", password)
         page.click("main button.primary")
         expect(page.locator("h1")).to_have_text("Dashboard")
+        page.wait_for_load_state("load")  # its deferred scripts (htmx) have run
 
     return sign_in

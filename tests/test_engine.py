@@ -374,3 +374,43 @@ def test_refresh_repairs_rows_changed_by_hand_at_the_destination(
 
     assert wait_for(back_to_start, timeout=60, interval=0.5), engine.output()[-4000:]
     s.wait_state("streaming")
+
+
+def test_a_slot_created_again_behind_its_back_stops_the_pipeline_until_refresh(
+    app, engine, engine_cluster, snowflake
+):
+    """The slot dropped and created again while the pipeline was paused (changes in between
+    are gone from it): START fails saying so and offering REFRESH, rather than skip them;
+    REFRESH copies every table again, removes what the source no longer has, and goes back
+    to START."""
+    s = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
+    s.sql("INSERT INTO items SELECT g, 'n', g FROM generate_series(1, 100) g")
+    s.set_status("START")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    s.set_status("PAUSE")
+    s.wait_state("paused", timeout=30)
+    s.sql(
+        f"SELECT pg_drop_replication_slot('{s.slot}')",
+        "DELETE FROM items WHERE id <= 10",
+        "INSERT INTO items VALUES (500, 'while the slot was gone', 5)",
+        f"SELECT pg_create_logical_replication_slot('{s.slot}', 'pgoutput')",
+        "INSERT INTO items VALUES (501, 'after it came back', 5)",
+    )
+    s.set_status("START")
+    run = s.wait_state("failed", timeout=60)
+    assert run.reason is not None and "REFRESH copies every table again" in run.reason
+    assert s.snowflake_rows("SELECT count(*) FROM ITEMS") == [(100,)]
+    s.set_status("REFRESH")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+    from rosetta_web.extensions import db
+    from rosetta_web.models import Pipeline
+
+    def back_to_start() -> bool:
+        with app.app_context():
+            status = db.session.get(Pipeline, s.pipeline_id).status
+            db.session.remove()
+            return status == "START"
+
+    assert wait_for(back_to_start, timeout=60, interval=0.5), engine.output()[-4000:]
+    s.sql("INSERT INTO items VALUES (502, 'streamed again', 5)")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)

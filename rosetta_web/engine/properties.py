@@ -36,6 +36,7 @@ class Batching:
 
     seconds: float = 5.0
     rows: int = 20_000
+    queue_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def debezium_properties(
         "poll.interval.ms": int(batching.seconds * 1000),
         "max.batch.size": rows,
         "max.queue.size": rows * 2 + 1,
+        # Memory, whatever the rows' width: a batch also ends when its queue holds this much.
+        "max.queue.size.in.bytes": batching.queue_bytes,
         # The handler loads each batch before it returns: commit its offset at once.
         "offset.flush.interval.ms": 0,
         "heartbeat.interval.ms": 10_000,

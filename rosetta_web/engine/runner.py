@@ -49,11 +49,13 @@ class Stopped(Exception):
 
 @dataclass
 class Refresh:
-    """A REFRESH asked of a running engine: Debezium's incremental snapshot of `tables`."""
+    """A REFRESH asked of a running engine: Debezium's incremental snapshot of `tables`, or
+    (`initial`) the initial snapshot of an engine started without offsets."""
 
     tables: list[tuple[str, str]]
-    signalled_at: Any = None  # the destination's clock when the snapshot was asked for
+    signalled_at: Any = None  # when the snapshot was asked for: rows loaded later are newer
     done: bool = False
+    initial: bool = False
 
 
 def _java_classes() -> Any:
@@ -245,6 +247,11 @@ class Run:
         if self.polling.is_set():
             self._signal_refresh()
 
+    def copy_again(self, tables: list[tuple[str, str]]) -> None:
+        """Start from no offsets: the initial snapshot copies `tables` again, then what it
+        did not write is swept as a REFRESH's is."""
+        self.refresh = Refresh(tables, signalled_at=utcnow(), initial=True)
+
     def _signal_refresh(self) -> None:
         import jpype
 
@@ -271,7 +278,7 @@ class Run:
         self.recorder.state(self.pipeline_id, "refreshing", last_lsn=self.last_lsn)
 
     def _notified(self, value: str) -> bool:
-        """Read one of Debezium's notifications; True when our incremental snapshot is done."""
+        """Read one of Debezium's notifications; True when our REFRESH's snapshot is done."""
         payload = json.loads(value).get("payload") or {}
         log.info(
             "pipeline %d: %s %s",
@@ -279,13 +286,11 @@ class Run:
             payload.get("aggregate_type"),
             payload.get("type"),
         )
-        return bool(
-            payload.get("aggregate_type") == "Incremental Snapshot"
-            and payload.get("type") == "COMPLETED"
-            and self.refresh is not None
-            and self.refresh.signalled_at is not None
-            and not self.refresh.done
-        )
+        refresh = self.refresh
+        if refresh is None or refresh.signalled_at is None or refresh.done:
+            return False
+        kind = "Initial Snapshot" if refresh.initial else "Incremental Snapshot"
+        return bool(payload.get("aggregate_type") == kind and payload.get("type") == "COMPLETED")
 
     def _sweep(self) -> None:
         """Remove what the refresh did not write: rows that exist only at the destination."""

@@ -73,7 +73,9 @@ class Settings:
         return cls(
             poll_s=float(config["ENGINE_POLL_SECONDS"]),
             batching=Batching(
-                seconds=float(config["ENGINE_BATCH_SECONDS"]), rows=int(config["ENGINE_BATCH_ROWS"])
+                seconds=float(config["ENGINE_BATCH_SECONDS"]),
+                rows=int(config["ENGINE_BATCH_ROWS"]),
+                queue_bytes=int(config["ENGINE_QUEUE_MB"]) * 1024 * 1024,
             ),
             backoff=Backoff(
                 float(config["ENGINE_RETRY_MIN_SECONDS"]), float(config["ENGINE_RETRY_MAX_SECONDS"])
@@ -332,7 +334,11 @@ class Supervisor:
             self.settings.query_timeout_s,
         )
         run.on_refreshed = lambda done: self.recorder.refreshed(done.pipeline_id)
-        if pipeline.status == "REFRESH":
+        if pipeline.status == "REFRESH" and _slot_was_lost(pipeline):
+            forget_offsets(pipeline.id)  # start over: snapshot everything, sweep the rest
+            db.session.commit()
+            run.copy_again(list(spec.tables))
+        elif pipeline.status == "REFRESH":
             run.refresh_now(refresh_tables(pipeline, spec))
         try:
             run.start()
@@ -396,6 +402,12 @@ class Supervisor:
             self.waiting[run.pipeline_id] = Waiting(None, 0, utcnow())
             return  # recorded as failed by the run
         reason = run.outcome or "the engine stopped"
+        if SLOT_BEHIND in reason:
+            # Retrying cannot help: the changes after the last loaded position are gone.
+            self.waiting[run.pipeline_id] = Waiting(None, 0, utcnow())
+            lost = SLOT_LOST.format(slot=run.spec.slot)
+            self.recorder.state(run.pipeline_id, "failed", reason=lost, error=lost)
+            return
         self._retry_later(run.pipeline_id, f"The engine stopped: {reason}", None)
 
     def _let_go(self, pipeline_id: int) -> None:
@@ -438,6 +450,25 @@ class Supervisor:
             db.session.remove()
         self.runs.clear()
         self.ownership.close()
+
+
+# What Debezium says when the slot no longer holds the changes after the stored offset.
+SLOT_BEHIND = "is no longer available on the server"
+SLOT_LOST = (
+    "The slot {slot} no longer holds the changes after the last position loaded (it was "
+    "dropped and created again, or lost its WAL): what changed in between cannot be streamed. "
+    "REFRESH copies every table again."
+)
+
+
+def _slot_was_lost(pipeline: Pipeline) -> bool:
+    run = pipeline.run
+    return bool(
+        run is not None
+        and run.state == "failed"
+        and run.reason is not None
+        and run.reason.startswith(SLOT_LOST.split("{slot}")[0])
+    )
 
 
 def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, str]]:

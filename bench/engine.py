@@ -313,6 +313,18 @@ def streaming(
 # ---- 3. Memory of five pipelines -------------------------------------------------------------
 
 
+class OutOfMemory(Exception):
+    """The engine's JVM ran out of heap: its pipelines fail and retry for ever."""
+
+
+def healthy(engine: Engine) -> bool:
+    """Raise OutOfMemory as soon as the engine's log says its JVM heap ran out."""
+    failures = engine.output().count("java.lang.OutOfMemoryError")
+    if failures:
+        raise OutOfMemory(f"{failures} java.lang.OutOfMemoryError in the engine's log")
+    return True
+
+
 def five_pipelines(
     app: Flask,
     cluster: Cluster,
@@ -339,8 +351,8 @@ def five_pipelines(
         setup.set_status("START")
     for setup in setups:
         if not wait_for(
-            lambda s=setup: destination_count(s, "ITEMS") >= rows,
-            timeout=max(600, rows * 5 / 200),
+            lambda s=setup: healthy(engine) and destination_count(s, "ITEMS") >= rows,
+            timeout=max(300, rows * 5 / 1000),
             interval=1,
         ):
             raise RuntimeError(f"pipeline {setup.pipeline_id}: snapshot incomplete")
@@ -453,21 +465,24 @@ def run(
         engine = Engine(database_url, **settings)
         engines.append(engine)
         started = time.monotonic()
-        streamed = five_pipelines(
-            app,
-            cluster,
-            snowflake,
-            engine,
-            args.memory_rows,
-            args.memory_seconds,
-            args.memory_rate,
-        )
+        try:
+            streamed = five_pipelines(
+                app,
+                cluster,
+                snowflake,
+                engine,
+                args.memory_rows,
+                args.memory_seconds,
+                args.memory_rate,
+            )
+            outcome = f"done in {time.monotonic() - started:.0f} s ({streamed:,} changes streamed)"
+        except OutOfMemory as exc:
+            outcome = f"FAILED after {time.monotonic() - started:.0f} s: {exc}"
         peak = peak_rss_bytes(engine.process.pid)
         print(
-            f"   done in {time.monotonic() - started:.0f} s ({streamed:,} changes "
-            f"streamed); peak RSS (VmHWM): {peak / 1024**2:,.0f} MB "
+            f"   {outcome}; peak RSS (VmHWM): {peak / 1024**2:,.0f} MB "
             f"(target <= 1 GB: {'met' if peak <= GIB else 'MISSED'}); "
-            f"ENGINE_HEAP_MB={args.heap_mb}"
+            f"ENGINE_HEAP_MB={args.heap_mb}, ENGINE_BATCH_ROWS={args.batch_rows}"
         )
 
 

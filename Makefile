@@ -66,6 +66,7 @@ bench: install-dev
 	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/readiness.py
+	$(BIN)/python bench/engine.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -43,8 +43,9 @@ class Engine:
     """One `flask rosetta engine` process against the metadata database."""
 
     def __init__(self, database_url: str, **settings: str) -> None:
+        """Start the process; `settings` replace or add to ENGINE_SETTINGS."""
         self.log = Path(tempfile.mkdtemp(prefix="rosetta-engine-")) / "engine.log"
-        env = process_env(database_url, **ENGINE_SETTINGS, **settings)
+        env = process_env(database_url, **{**ENGINE_SETTINGS, **settings})
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flask", "rosetta", "engine"],

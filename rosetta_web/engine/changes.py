@@ -182,32 +182,85 @@ def _unchanged(column: Column, raw: Any) -> bool:
     return bool(raw == UNCHANGED)
 
 
+# Debezium's JSON converter writes {"schema":…,"payload":…}: the schema first, then the
+# payload. A table's schema repeats in each of its events, so it is read once.
+SCHEMA_START = '{"schema":'
+PAYLOAD_START = ',"payload":'
+SCHEMAS_KEPT = 512
+
+
+class Reader:
+    """Read Debezium's JSON events into Changes, each distinct schema parsed once."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[str, tuple[Column, ...]]] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}
+
+    def parse(self, key: str | None, value: str | None) -> Change | None:
+        """Read one event; None for what carries no change (a tombstone, a heartbeat)."""
+        if value is None:
+            return None
+        schema_text, payload = _split(value)
+        payload = json.loads(payload)
+        op = payload.get("op")
+        if op not in OPS:
+            return None
+        sides = self._values.get(schema_text)
+        if sides is None:
+            fields = json.loads(schema_text)["fields"]
+            sides = {
+                spec["field"]: tuple(_column(column) for column in spec["fields"])
+                for spec in fields
+                if spec["field"] in ("before", "after")
+            }
+            self._remember(self._values, schema_text, sides)
+        key_names: tuple[str, ...] = ()
+        if key is not None:
+            key_schema, _ = _split(key)
+            found = self._keys.get(key_schema)
+            if found is None:
+                found = tuple(spec["field"] for spec in json.loads(key_schema)["fields"])
+                self._remember(self._keys, key_schema, found)
+            key_names = found
+        return _change(payload, op, sides, key_names)
+
+    @staticmethod
+    def _remember(cache: dict[str, Any], text: str, read: Any) -> None:
+        if len(cache) >= SCHEMAS_KEPT:
+            cache.clear()
+        cache[text] = read
+
+
+def _split(text: str) -> tuple[str, str]:
+    """Cut a converter's JSON into its schema's text and its payload's."""
+    cut = text.find(PAYLOAD_START)
+    if not text.startswith(SCHEMA_START) or cut < 0 or not text.endswith("}"):
+        raise ValueError(f"not a Debezium JSON event with its schema: {text[:80]!r}")
+    return text[len(SCHEMA_START) : cut], text[cut + len(PAYLOAD_START) : -1]
+
+
 def parse(key: str | None, value: str | None) -> Change | None:
     """Read one Debezium JSON event; None for what carries no change (a tombstone)."""
-    if value is None:
-        return None
-    event = json.loads(value)
-    payload = event["payload"]
-    op = payload.get("op")
-    if op not in OPS:
-        return None
+    return Reader().parse(key, value)
+
+
+def _change(
+    payload: dict[str, Any], op: str, sides: dict[str, tuple[Column, ...]], key: tuple[str, ...]
+) -> Change:
     source = payload["source"]
-    table = TableName(source["schema"], source["table"])
-    envelope = {spec["field"]: spec for spec in event["schema"]["fields"]}
     side = "before" if op == "d" else "after"
-    key_names: tuple[str, ...] = ()
-    if key is not None:
-        key_names = tuple(spec["field"] for spec in json.loads(key)["schema"]["fields"])
     columns: tuple[Column, ...] = ()
     row: dict[str, Any] | None = None
     unchanged: set[str] = set()
     raw_row = payload.get(side)
     if raw_row is not None:
-        columns = tuple(_column(spec) for spec in envelope[side]["fields"])
+        columns = sides[side]
         row = {}
         for column in columns:
             raw = raw_row.get(column.name)
-            if _unchanged(column, raw):
+            if raw is None:
+                row[column.name] = None
+            elif _unchanged(column, raw):
                 unchanged.add(column.name)
                 row[column.name] = None
             else:
@@ -216,9 +269,9 @@ def parse(key: str | None, value: str | None) -> Change | None:
                     value = NUMERIC_WORDS.get(value.upper(), value)  # as PostgreSQL spells them
                 row[column.name] = value
     return Change(
-        table=table,
+        table=TableName(source["schema"], source["table"]),
         op=op,
-        key=key_names,
+        key=key,
         columns=columns,
         row=row,
         lsn=int(source.get("lsn") or 0),

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..readiness.destination import SnowflakeTarget
 from ..timeutil import utcnow
-from .changes import Change, TableName, parse
+from .changes import Change, Reader, TableName
 from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
 from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
 from .state import Recorder
@@ -142,6 +142,7 @@ class Run:
         self.thread: threading.Thread | None = None
         self.state = "starting"
         self.last_lsn: int | None = None
+        self.reader = Reader()  # JVM strings arrive as str (convertStrings)
         self.polling = threading.Event()
         self.refresh: Refresh | None = None
         self.on_refreshed: Callable[[Run], None] | None = None
@@ -215,14 +216,11 @@ class Run:
             changes: list[Change] = []
             refreshed = False
             for record in records:
-                if str(record.destination()) == NOTIFICATIONS:
-                    refreshed = self._notified(str(record.value())) or refreshed
+                value = record.value()
+                if record.destination() == NOTIFICATIONS:
+                    refreshed = self._notified(value) or refreshed
                     continue
-                key = record.key()
-                change = parse(
-                    str(key) if key is not None else None,
-                    str(record.value()) if record.value() is not None else None,
-                )
+                change = self.reader.parse(record.key(), value)
                 if change is not None and change.table.name != HEARTBEAT_TABLE:
                     changes.append(change)
             try:

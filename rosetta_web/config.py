@@ -181,9 +181,9 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         # The engine (flask rosetta engine): how often it looks at the pipelines, how it
         # batches changes into one Snowflake load, how it retries, the JVM's heap.
         "ENGINE_POLL_SECONDS": _int(env, "ENGINE_POLL_SECONDS", 2, minimum=1),
-        "ENGINE_BATCH_SECONDS": _int(env, "ENGINE_BATCH_SECONDS", 5, minimum=1),
-        "ENGINE_BATCH_ROWS": _int(env, "ENGINE_BATCH_ROWS", 20000, minimum=1),
-        "ENGINE_QUEUE_MB": _int(env, "ENGINE_QUEUE_MB", 32, minimum=1),
+        "ENGINE_BATCH_SECONDS": _int(env, "ENGINE_BATCH_SECONDS", 2, minimum=1),
+        "ENGINE_BATCH_ROWS": _int(env, "ENGINE_BATCH_ROWS", 10000, minimum=1),
+        "ENGINE_QUEUE_MB": _int(env, "ENGINE_QUEUE_MB", 16, minimum=1),
         "ENGINE_RETRY_MIN_SECONDS": _int(env, "ENGINE_RETRY_MIN_SECONDS", 30, minimum=1),
         "ENGINE_RETRY_MAX_SECONDS": _int(env, "ENGINE_RETRY_MAX_SECONDS", 900, minimum=1),
         "ENGINE_HEAP_MB": _int(env, "ENGINE_HEAP_MB", 512, minimum=64),

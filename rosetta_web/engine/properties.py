@@ -34,9 +34,9 @@ NOTIFICATIONS = "rosetta.notifications"
 class Batching:
     """How the engine groups changes into one Snowflake load."""
 
-    seconds: float = 5.0
-    rows: int = 20_000
-    queue_bytes: int = 32 * 1024 * 1024
+    seconds: float
+    rows: int
+    queue_bytes: int
 
 
 @dataclass(frozen=True)

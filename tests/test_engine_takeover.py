@@ -156,3 +156,53 @@ def test_source_restart_and_metadata_outage_lose_nothing(app, takeover_cluster, 
                 db.engine.dispose()
     finally:
         meta.stop()
+
+
+def test_on_sqlite_one_engine_runs_the_pipelines_and_another_waits_to_take_over(
+    app, takeover_cluster, snowflake, tmp_path
+):
+    """On the embedded SQLite database one engine process runs every pipeline, its offsets in
+    a file beside the database; a second process waits, and takes over after kill -9 of the
+    first, resuming from those offsets with no row twice."""
+    from flask_migrate import upgrade
+
+    from rosetta_web import create_app
+
+    from .apps import make_app
+
+    url = f"sqlite:///{tmp_path / 'rosetta.db'}"
+    with create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True}).app_context():
+        upgrade()
+    own_app = make_app(url)
+    s = Setup(own_app, takeover_cluster, snowflake, ITEMS, snowflake.host_setting)
+    s.sql("INSERT INTO items SELECT g, 'n', g FROM generate_series(1, 200) g")
+    first = Engine(url)
+    second = None
+    try:
+        s.set_status("START")
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+        run = s.wait_state("streaming")
+        assert run.owner is not None and run.owner.endswith(first.owner_suffix)
+        offsets = tmp_path / "offsets" / f"pipeline-{s.pipeline_id}.dat"
+        assert offsets.exists() and offsets.stat().st_size > 0
+        second = Engine(url)
+        s.sql("INSERT INTO items SELECT g, 'later', g FROM generate_series(201, 300) g")
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+        assert s.run().owner.endswith(first.owner_suffix)  # type: ignore[union-attr]
+        first.kill()
+        s.sql("UPDATE items SET note = 'after the crash' WHERE id <= 20")
+
+        def taken_over() -> bool:
+            current = s.run()
+            return bool(current and current.owner and current.owner.endswith(second.owner_suffix))
+
+        from .pg import wait_for
+
+        assert wait_for(taken_over, timeout=30, interval=0.25), second.output()[-3000:]
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+        ((rows, keys),) = s.snowflake_rows("SELECT count(*), count(DISTINCT ID) FROM ITEMS")
+        assert rows == keys == 300
+    finally:
+        for engine in (first, second):
+            if engine is not None and engine.process.poll() is None:
+                assert engine.stop() == 0, engine.output()[-3000:]

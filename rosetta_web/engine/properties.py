@@ -61,12 +61,12 @@ def table_pattern(schema: str, table: str) -> str:
     return re.escape(f"{schema}.{table}").replace(",", "\\x2c")
 
 
-def offset_storage(database_url: str, instance_path: str, pipeline_id: int) -> dict[str, str]:
-    """Say where the pipeline's offsets live: a table of the metadata PostgreSQL, or a file
-    under instance/ on SQLite."""
+def offset_storage(database_url: str, folder: Path | None, pipeline_id: int) -> dict[str, str]:
+    """Say where the pipeline's offsets live: a table of the metadata PostgreSQL, or a file in
+    `folder` (beside the SQLite database) otherwise."""
     url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        path = Path(instance_path) / "offsets" / f"pipeline-{pipeline_id}.dat"
+    if folder is not None:
+        path = folder / f"pipeline-{pipeline_id}.dat"
         path.parent.mkdir(parents=True, exist_ok=True)
         return {
             "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",

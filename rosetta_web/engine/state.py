@@ -9,7 +9,7 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import delete, select, text, update
 
 from ..errors import DATABASE_UNAVAILABLE
@@ -37,15 +37,24 @@ def scrub(message: str, secrets: set[str]) -> str:
     return message[:MESSAGE_CHARS]
 
 
+def offsets_folder() -> Path | None:
+    """Return where offsets are files: `offsets/` beside the SQLite database file; None when
+    they are tables of the metadata PostgreSQL."""
+    if db.engine.dialect.name == "postgresql":
+        return None
+    database = db.engine.url.database
+    return Path(database).resolve().parent / "offsets" if database else None
+
+
 def forget_offsets(pipeline_id: int) -> None:
     """Forget a deleted pipeline's offsets in the session's transaction: its table on
     PostgreSQL, its file on SQLite."""
-    if db.engine.dialect.name == "postgresql":
+    folder = offsets_folder()
+    if folder is None:
         table = OFFSETS_TABLE.format(int(pipeline_id))
         db.session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     else:
-        path = Path(current_app.instance_path) / "offsets" / f"pipeline-{int(pipeline_id)}.dat"
-        path.unlink(missing_ok=True)
+        (folder / f"pipeline-{int(pipeline_id)}.dat").unlink(missing_ok=True)
 
 
 def process_identity() -> str:

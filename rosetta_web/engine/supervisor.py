@@ -47,7 +47,7 @@ from .properties import (
     offset_storage,
 )
 from .runner import Backoff, Run
-from .state import Recorder, forget_offsets, process_identity
+from .state import Recorder, forget_offsets, offsets_folder, process_identity
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ class Ownership:
         self.engine: Engine | None = None
         self.connection: Connection | None = None
         self.lock_file: IO[str] | None = None
-        self.lock_path = os.path.join(app.instance_path, "engine.lock")
+        with app.app_context():
+            folder = offsets_folder()  # beside the SQLite database, where its offsets are
+        self.lock_path = os.path.join(str(folder or app.instance_path), "engine.lock")
         self.owned: set[int] = set()
         if url.startswith("postgresql"):
             self.engine = create_engine(
@@ -318,7 +320,7 @@ class Supervisor:
             self._retry_later(pipeline.id, f"Cannot start: {exc}", waiting)
             return
         offsets = offset_storage(
-            self.app.config["SQLALCHEMY_DATABASE_URI"], self.app.instance_path, pipeline.id
+            self.app.config["SQLALCHEMY_DATABASE_URI"], offsets_folder(), pipeline.id
         )
         properties = debezium_properties(spec, offsets, self.settings.batching)
         self.recorder.secrets.update(

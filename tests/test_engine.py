@@ -414,3 +414,29 @@ def test_a_slot_created_again_behind_its_back_stops_the_pipeline_until_refresh(
     assert wait_for(back_to_start, timeout=60, interval=0.5), engine.output()[-4000:]
     s.sql("INSERT INTO items VALUES (502, 'streamed again', 5)")
     s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+
+
+def test_a_batch_that_can_never_load_fails_its_pipeline_alone(
+    app, engine, engine_cluster, snowflake
+):
+    """A column's type changed at the source into one its Snowflake column cannot hold: that
+    pipeline fails, naming the table and the column, and loads nothing more; another
+    pipeline of the same engine goes on streaming."""
+    broken = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
+    healthy = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
+    for s in (broken, healthy):
+        s.sql("INSERT INTO items SELECT g, 'n', g FROM generate_series(1, 20) g")
+        s.set_status("START")
+    for s in (broken, healthy):
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    broken.sql(
+        "ALTER TABLE items ALTER COLUMN amount TYPE text",
+        "INSERT INTO items VALUES (21, 'text now', 'twenty-one')",
+    )
+    run = broken.wait_state("failed", timeout=60)
+    assert run.reason is not None
+    assert "public.items" in run.reason and "amount" in run.reason, run.reason
+    healthy.sql("INSERT INTO items VALUES (21, 'still streaming', 21)")
+    healthy.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    assert healthy.run().state == "streaming"  # type: ignore[union-attr]
+    assert broken.snowflake_rows("SELECT count(*) FROM ITEMS") == [(20,)]

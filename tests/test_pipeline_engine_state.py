@@ -190,12 +190,15 @@ def test_errors_are_listed_newest_first(app, browser):
 
 
 def test_the_engine_section_polls_without_inline_script(app, browser):
-    """The page includes the engine section that its route returns alone; it asks again on
-    the app's refresh event (sent every few seconds while the tab is visible)."""
+    """The page includes its live part (wanted status, buttons, engine, slot) that its route
+    returns alone; it asks again on the app's refresh event (sent every few seconds while
+    the tab is visible), so the header's status never contradicts the engine's."""
     pipeline_id = _pipeline(app)
     page = browser.get(f"/pipelines/{pipeline_id}").get_data(as_text=True)
     section = _engine_section(browser, pipeline_id)
-    assert section.lstrip().startswith('<section id="engine"')
+    assert section.lstrip().startswith('<div id="pipeline-live"')
+    for part in ('<section id="engine"', 'id="status-buttons"', 'id="slot-activity"', "<h1>"):
+        assert part in section
     assert "<html" not in section
     assert f'hx-get="/pipelines/{pipeline_id}/engine"' in page
     assert 'hx-trigger="rosetta:refresh" data-refresh-seconds="5"' in section

@@ -140,7 +140,8 @@ class Run:
         self.succeeded = False
         self.engine: Any = None
         self.thread: threading.Thread | None = None
-        self.state = "starting"
+        self.state = self.recorded = "starting"
+        self.snapshot_done = False  # the initial snapshot, when there is one, is complete
         self.last_lsn: int | None = None
         self.reader = Reader()  # JVM strings arrive as str (convertStrings)
         self.polling = threading.Event()
@@ -188,11 +189,9 @@ class Run:
     # ---- Debezium's callbacks, on the engine's threads ---------------------------------
 
     def task_started(self) -> None:
-        """Debezium's task runs: the engine is started."""
+        """Debezium's task runs: the engine is started (it says `starting` until its first
+        batch or its snapshot's first notification says what it does)."""
         self.started.set()
-        if self.state == "starting":
-            self.state = "streaming"
-            self.recorder.state(self.pipeline_id, "streaming", last_lsn=self.last_lsn)
 
     def polling_started(self) -> None:
         """Debezium's task polls: signals may be sent now."""
@@ -272,8 +271,7 @@ class Run:
                 None,
             )
         )
-        self.state = "refreshing"
-        self.recorder.state(self.pipeline_id, "refreshing", last_lsn=self.last_lsn)
+        self._record("refreshing")
 
     def _notified(self, value: str) -> bool:
         """Read one of Debezium's notifications; True when our REFRESH's snapshot is done."""
@@ -284,6 +282,11 @@ class Run:
             payload.get("aggregate_type"),
             payload.get("type"),
         )
+        if payload.get("aggregate_type") == "Initial Snapshot":
+            if payload.get("type") == "COMPLETED":
+                self.snapshot_done = True
+            elif self.state != "refreshing":
+                self._record("snapshotting")
         refresh = self.refresh
         if refresh is None or refresh.signalled_at is None or refresh.done:
             return False
@@ -298,21 +301,30 @@ class Run:
             name = TableName(schema, table)
             self._with_retries(lambda loader: loader.sweep(name, refresh.signalled_at))  # noqa: B023
         refresh.done = True
-        self.state = "streaming"
+        self.snapshot_done = True
+        self._record("streaming")
         if self.on_refreshed is not None:
             self.on_refreshed(self)
 
     def _after_batch(self, changes: list[Change]) -> None:
         if changes:
             self.last_lsn = max(change.lsn for change in changes) or self.last_lsn
+        if any(change.snapshot in (None, "false", "last") for change in changes):
+            self.snapshot_done = True
         if self.state == "refreshing":
             state = "refreshing"
         elif changes and changes[-1].snapshot not in (None, "false", "incremental", "last"):
             state = "snapshotting"  # the initial snapshot goes on past this batch
+        elif self.state == "snapshotting" and not self.snapshot_done:
+            state = "snapshotting"
         else:
             state = "streaming"
-        if changes or state != self.state:
-            self.state = state
+        self._record(state, always=bool(changes))
+
+    def _record(self, state: str, always: bool = False) -> None:
+        """Record the state when it changes (or `always`, with the last LSN loaded)."""
+        if always or state != self.recorded:
+            self.state = self.recorded = state
             self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
 
     def _load(self, changes: list[Change]) -> None:
@@ -322,6 +334,7 @@ class Run:
         """Do `work` with the loader, retried with backoff while the destination is
         unavailable; a refusal fails the pipeline; raise Stopped when it stops meanwhile."""
         attempt = 0
+        doing = self.state  # what it goes back to saying once the destination answers
         while True:
             try:
                 if self.loader is None:
@@ -330,15 +343,14 @@ class Run:
                     )
                 work(self.loader)
                 if attempt:
-                    self.state = "streaming"
-                    self.recorder.state(self.pipeline_id, "streaming", last_lsn=self.last_lsn)
+                    self._record(doing)
                 return
             except DestinationUnavailable as exc:
                 self._close_loader()
                 attempt += 1
                 wait_s = self.backoff.delay(attempt)
                 next_try = utcnow() + timedelta(seconds=wait_s)
-                self.state = "retrying"
+                self.state = self.recorded = "retrying"
                 self.recorder.state(
                     self.pipeline_id,
                     "retrying",
@@ -350,6 +362,7 @@ class Run:
                     raise Stopped() from None
             except BatchRefused as exc:
                 self.refused = str(exc)
+                self.state = self.recorded = "failed"
                 self.recorder.state(
                     self.pipeline_id, "failed", reason=self.refused, error=self.refused
                 )

@@ -111,7 +111,7 @@ class Recorder:
             run.since = now
         run.state = state
         run.reason = reason
-        run.owner = self.owner if state != "stopped" else None
+        run.owner = self.owner if state not in ("stopped", "paused") else None
         run.next_try_at = next_try_at
         run.updated_at = now
         if last_lsn is not None:

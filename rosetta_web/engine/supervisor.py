@@ -437,6 +437,7 @@ class Supervisor:
     def shutdown(self) -> None:
         """Drain and stop every engine, release every pipeline, say this process is gone."""
         runs = list(self.runs.values())
+        log.info("Engine: stopping; draining %d pipeline(s)", len(runs))
         stoppers = [
             threading.Thread(target=run.stop, kwargs={"drain": True, "timeout_s": 15})
             for run in runs
@@ -452,6 +453,7 @@ class Supervisor:
             db.session.remove()
         self.runs.clear()
         self.ownership.close()
+        log.info("Engine: stopped")
 
 
 # What Debezium says when the slot no longer holds the changes after the stored offset.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
@@ -79,12 +77,18 @@ def change_status(entity_id: int) -> Response | str:
     return response
 
 
-def _engine_context(pipeline: Pipeline, now: datetime) -> dict[str, object]:
-    """What the engine section shows: the state, the last errors and when it was read."""
+def _live(pipeline: Pipeline) -> dict[str, object]:
+    """What the live part of its page shows: the engine's state and last errors, the slot
+    and whether it agrees with the wanted status, and when it was read."""
+    now = utcnow()
+    engine = engine_state(pipeline)
+    activity = slot_activity(pipeline)
     return {
         "pipeline": pipeline,
-        "engine": engine_state(pipeline),
+        "engine": engine,
         "errors": engine_errors(pipeline),
+        "activity": activity,
+        "disagreement": disagreement(pipeline, now, engine, activity.sampled_at),
         "now": now,
     }
 
@@ -93,18 +97,11 @@ def _engine_context(pipeline: Pipeline, now: datetime) -> dict[str, object]:
 def detail(entity_id: int) -> str:
     """Show a pipeline: what it wants, what its engine does, and what its slot is doing."""
     pipeline = PIPELINES.get(entity_id)
-    now = utcnow()
-    return render_template(
-        "pipelines/detail.html",
-        resource=PIPELINES,
-        activity=slot_activity(pipeline),
-        disagreement=disagreement(pipeline, now),
-        **_engine_context(pipeline, now),
-    )
+    return render_template("pipelines/detail.html", resource=PIPELINES, **_live(pipeline))
 
 
 @bp.get("/<id:entity_id>/engine")
 def engine(entity_id: int) -> str:
-    """Return the pipeline's engine section alone, for its page's poll."""
+    """Return the live part of the pipeline's page alone, for its page's poll."""
     pipeline = PIPELINES.get(entity_id)
-    return render_template("pipelines/_engine.html", **_engine_context(pipeline, utcnow()))
+    return render_template("pipelines/_live.html", **_live(pipeline))

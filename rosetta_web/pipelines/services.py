@@ -349,10 +349,17 @@ def slot_activity(pipeline: Pipeline) -> SlotActivity:
     return SlotActivity(name, server.last_sampled_at, slot, connected_since)
 
 
-def disagreement(pipeline: Pipeline, now: datetime) -> str | None:
+def disagreement(
+    pipeline: Pipeline,
+    now: datetime,
+    engine: EngineState | None = None,
+    sampled_at: datetime | None = None,
+) -> str | None:
     """Say when the wanted status and the slot disagree: START or REFRESH wanted with no
-    consumer, or PAUSE wanted with one still connected; None when they agree or nothing is
-    known yet."""
+    consumer, or PAUSE wanted with one still connected; None when they agree, nothing is
+    known yet, or the `engine` said after the slot's sample (`sampled_at`) that it complied."""
+    if engine is not None and _engine_complied(pipeline.status, engine, sampled_at):
+        return None
     name, server, slot = _latest(pipeline)
     if server is None or server.last_sampled_at is None:
         return None
@@ -370,6 +377,16 @@ def disagreement(pipeline: Pipeline, now: datetime) -> str | None:
         return f"{wanted} requested, no consumer"
     idle = duration_words((now - as_utc(since)).total_seconds())
     return f"{wanted} requested, no consumer for {idle}"
+
+
+def _engine_complied(wanted: str, engine: EngineState, sampled_at: datetime | None) -> bool:
+    """Tell whether the engine said, after the slot's last sample, that it does what is
+    wanted: reads the slot for START or REFRESH, or has stopped for PAUSE."""
+    if sampled_at is None or engine.updated_at is None or engine.updated_at <= sampled_at:
+        return False
+    if wanted == "PAUSE":
+        return engine.state in ("paused", "stopped")
+    return engine.state in ("snapshotting", "streaming", "refreshing")
 
 
 def slot_disagreement(pipeline: Pipeline) -> str | None:

@@ -103,10 +103,15 @@ def test_pipeline_page_follows_its_engine_at_desktop_and_phone_width(
         run = _db.session.get(PipelineRun, pipeline_id)
         run.state, run.reason, run.next_try_at = "streaming", None, None
         run.updated_at = utcnow()
+        # Another operator pauses it meanwhile.
+        _db.session.get(Pipeline, pipeline_id).status = "PAUSE"
         _db.session.commit()
-    # The section asks again every 5 s while the tab is visible.
+    # The live part asks again every 5 s while the tab is visible: the header's status and
+    # its buttons with the engine's state.
     expect(page.locator("#engine-state .badge")).to_have_text("streaming", timeout=12_000)
     expect(page.locator("#engine-next-try")).to_have_count(0)
+    expect(page.locator("h1 .badge")).to_have_text("PAUSE")
+    expect(page.locator("#status-pause")).to_have_attribute("aria-disabled", "true")
     _shot(page, "pipeline-streaming-390")
 
     page.goto(f"{live_server}/pipelines/")

@@ -45,7 +45,7 @@ java:
 run: install java
 	$(BIN)/flask db upgrade
 	$(BIN)/flask rosetta engine & engine=$$!; \
-	  trap 'kill $$engine 2>/dev/null; wait $$engine' EXIT; \
+	  trap 'kill $$engine 2>/dev/null; wait $$engine' EXIT INT TERM; \
 	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 test: install-dev chromium java

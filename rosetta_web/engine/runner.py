@@ -145,6 +145,7 @@ class Run:
         self.last_lsn: int | None = None
         self.reader = Reader()  # JVM strings arrive as str (convertStrings)
         self.polling = threading.Event()
+        self.signalling = threading.Lock()
         self.refresh: Refresh | None = None
         self.on_refreshed: Callable[[Run], None] | None = None
 
@@ -252,9 +253,12 @@ class Run:
     def _signal_refresh(self) -> None:
         import jpype
 
-        assert self.refresh is not None
-        # Rows the snapshot writes, and rows streamed meanwhile, are stamped after this.
-        self.refresh.signalled_at = utcnow()
+        with self.signalling:  # the supervisor's thread and Debezium's may both get here
+            refresh = self.refresh
+            if refresh is None or refresh.signalled_at is not None:
+                return
+            # Rows the snapshot writes, and rows streamed meanwhile, are stamped after this.
+            refresh.signalled_at = utcnow()
         signal = jpype.JClass("io.debezium.engine.DebeziumEngine$Signal")
         signaler = self.engine.getSignaler()
         # A snapshot left over from an earlier run of this pipeline would end first, and
@@ -262,7 +266,7 @@ class Run:
         signaler.signal(
             signal(str(uuid.uuid4()), "stop-snapshot", json.dumps({"type": "INCREMENTAL"}), None)
         )
-        collections = [re.escape(f"{schema}.{table}") for schema, table in self.refresh.tables]
+        collections = [re.escape(f"{schema}.{table}") for schema, table in refresh.tables]
         signaler.signal(
             signal(
                 str(uuid.uuid4()),

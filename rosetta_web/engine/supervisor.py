@@ -253,6 +253,9 @@ class Supervisor:
             except DATABASE_UNAVAILABLE as exc:
                 db.session.rollback()
                 self.outage.failed(exc)
+            except Exception:  # a fault of one look must not end the process and its engines
+                db.session.rollback()
+                log.exception("Engine: looking at the pipelines failed; looking again")
             finally:
                 db.session.remove()
 
@@ -304,6 +307,8 @@ class Supervisor:
             return
         if run.refresh is None:
             run.refresh_now(refresh_tables(pipeline, run.spec))
+        elif run.refresh.done:
+            self.recorder.refreshed(pipeline.id)  # its first word was lost in an outage
 
     def _start(self, pipeline: Pipeline, waiting: Waiting | None) -> None:
         try:

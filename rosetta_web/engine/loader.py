@@ -197,8 +197,9 @@ class Loader:
         target = f"{self._schema_sql}.{quote(target_table_name(table))}"
         try:
             with self._cursor() as cur:
-                if not self._stored_columns(cur, target_table_name(table)):
-                    return 0
+                stored = self._stored_columns(cur, target_table_name(table))
+                if not stored or OP_COLUMN in stored:
+                    return 0  # none yet, or a keyless table's history: nothing is swept
                 synced = quote(SYNCED_AT_COLUMN)  # NULL: a row no load wrote
                 cur.execute(
                     f"DELETE FROM {target} WHERE {synced} IS NULL OR {synced} < %s::TIMESTAMP_TZ",

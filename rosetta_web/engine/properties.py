@@ -26,6 +26,8 @@ OFFSETS_DDL = (
 # The heartbeat table an engine writes to when the source has it in the publication: its
 # change moves the slot while the published tables are idle and other tables are busy.
 HEARTBEAT_TABLE = "rosetta_heartbeat"
+# What the offset store is given for a metadata database that asks for no password.
+UNUSED_PASSWORD = "unused"
 # Where Debezium's notifications (an incremental snapshot's progress) reach the handler.
 NOTIFICATIONS = "rosetta.notifications"
 
@@ -82,7 +84,7 @@ def offset_storage(database_url: str, folder: Path | None, pipeline_id: int) -> 
     if url.username:
         properties["offset.storage.jdbc.connection.user"] = url.username
     # Debezium requires one; a server that trusts the connection ignores it.
-    properties["offset.storage.jdbc.connection.password"] = str(url.password or "unused")
+    properties["offset.storage.jdbc.connection.password"] = str(url.password or UNUSED_PASSWORD)
     return properties
 
 

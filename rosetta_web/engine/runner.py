@@ -26,7 +26,7 @@ from ..timeutil import utcnow
 from .changes import Change, Reader, TableName
 from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
 from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
-from .state import Recorder
+from .state import Recorder, scrub
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Refresh:
     signalled_at: Any = None  # when the snapshot was asked for: rows loaded later are newer
     done: bool = False
     initial: bool = False
+    started: bool = False  # Debezium said this snapshot started (a leftover's end is not ours)
 
 
 def _java_classes() -> Any:
@@ -137,7 +138,6 @@ class Run:
         self.in_batch = threading.Lock()
         self.refused: str | None = None  # why a batch can never load
         self.outcome: str | None = None  # what the engine said when it ended
-        self.succeeded = False
         self.engine: Any = None
         self.thread: threading.Thread | None = None
         self.state = self.recorded = "starting"
@@ -146,6 +146,8 @@ class Run:
         self.reader = Reader()  # JVM strings arrive as str (convertStrings)
         self.polling = threading.Event()
         self.signalling = threading.Lock()
+        self.recording = threading.RLock()  # the state, from Debezium's and the supervisor's
+        self.attempts = 0  # failed starts before this one
         self.refresh: Refresh | None = None
         self.on_refreshed: Callable[[Run], None] | None = None
 
@@ -202,7 +204,6 @@ class Run:
 
     def completed(self, success: bool, message: str, error: Any) -> None:
         """Debezium's engine ended: keep why, for the supervisor to record and retry."""
-        self.succeeded = success
         cause = message
         if error is not None:
             cause = str(error.getMessage() or error.toString())
@@ -295,7 +296,11 @@ class Run:
         if refresh is None or refresh.signalled_at is None or refresh.done:
             return False
         kind = "Initial Snapshot" if refresh.initial else "Incremental Snapshot"
-        return bool(payload.get("aggregate_type") == kind and payload.get("type") == "COMPLETED")
+        if payload.get("aggregate_type") != kind:
+            return False
+        if payload.get("type") == "STARTED":
+            refresh.started = True
+        return bool(refresh.started and payload.get("type") == "COMPLETED")
 
     def _sweep(self) -> None:
         """Remove what the refresh did not write: rows that exist only at the destination."""
@@ -315,6 +320,11 @@ class Run:
             self.last_lsn = max(change.lsn for change in changes) or self.last_lsn
         if any(change.snapshot in (None, "false", "last") for change in changes):
             self.snapshot_done = True
+        with self.recording:
+            self._record(self._doing(changes), always=bool(changes))
+
+    def _doing(self, changes: list[Change]) -> str:
+        """Say what the engine does after a batch of `changes`."""
         if self.state == "refreshing":
             state = "refreshing"
         elif changes and changes[-1].snapshot not in (None, "false", "incremental", "last"):
@@ -323,13 +333,14 @@ class Run:
             state = "snapshotting"
         else:
             state = "streaming"
-        self._record(state, always=bool(changes))
+        return state
 
     def _record(self, state: str, always: bool = False) -> None:
         """Record the state when it changes (or `always`, with the last LSN loaded)."""
-        if always or state != self.recorded:
-            self.state = self.recorded = state
-            self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
+        with self.recording:
+            if always or state != self.recorded:
+                self.state = self.recorded = state
+                self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
 
     def _load(self, changes: list[Change]) -> None:
         self._with_retries(lambda loader: loader.load(changes))
@@ -395,7 +406,11 @@ class Run:
             try:
                 self.engine.close()
             except Exception as exc:  # closed already, or never started
-                log.info("pipeline %d: close: %s", self.pipeline_id, exc)
+                log.info(
+                    "pipeline %d: close: %s",
+                    self.pipeline_id,
+                    scrub(str(exc), self.recorder.secrets),
+                )
         self.finished.wait(max(0.0, deadline - time.monotonic()))
 
 

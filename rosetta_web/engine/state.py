@@ -26,13 +26,14 @@ ERRORS_KEPT = 50
 CONFIGURATION = re.compile(r"\{[^{}]*connector\.class=[^{}]*\}")
 PASSWORD = re.compile(r"(password\s*=\s*)[^,}\s]*", re.IGNORECASE)
 MESSAGE_CHARS = 2000
+SECRET_MIN_CHARS = 4
 
 
 def scrub(message: str, secrets: set[str]) -> str:
     """Cut Debezium's configuration out of a message, and every secret in it."""
     message = PASSWORD.sub(r"\1********", CONFIGURATION.sub("(configuration)", message))
     for secret in secrets:
-        if secret:
+        if len(secret) >= SECRET_MIN_CHARS:  # a shorter one would mask parts of figures
             message = message.replace(secret, "********")
     return message[:MESSAGE_CHARS]
 
@@ -44,6 +45,20 @@ def offsets_folder() -> Path | None:
         return None
     database = db.engine.url.database
     return Path(database).resolve().parent / "offsets" if database else None
+
+
+def offsets_exist(pipeline_id: int) -> bool:
+    """Tell whether the pipeline has stored offsets (a position to resume from)."""
+    folder = offsets_folder()
+    if folder is None:
+        table = OFFSETS_TABLE.format(int(pipeline_id))
+        if not db.session.execute(
+            text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}
+        ).scalar():
+            return False
+        return bool(db.session.execute(text(f"SELECT EXISTS (SELECT 1 FROM {table})")).scalar())
+    path = folder / f"pipeline-{int(pipeline_id)}.dat"
+    return path.exists() and path.stat().st_size > 0
 
 
 def forget_offsets(pipeline_id: int) -> None:

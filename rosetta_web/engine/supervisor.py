@@ -41,13 +41,20 @@ from ..timeutil import as_utc, utcnow
 from . import jvm
 from .properties import (
     HEARTBEAT_TABLE,
+    UNUSED_PASSWORD,
     Batching,
     PipelineSpec,
     debezium_properties,
     offset_storage,
 )
 from .runner import Backoff, Run
-from .state import Recorder, forget_offsets, offsets_folder, process_identity
+from .state import (
+    Recorder,
+    forget_offsets,
+    offsets_exist,
+    offsets_folder,
+    process_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,7 @@ class Ownership:
                     "keepalives_idle": 10,
                     "keepalives_interval": 5,
                     "keepalives_count": 3,
+                    "tcp_user_timeout": 25_000,  # unacknowledged data, too, fails in 25 s
                     "options": (
                         "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
                         "-c tcp_keepalives_count=3 -c tcp_user_timeout=60000"
@@ -190,8 +198,8 @@ class Ownership:
                     text("SELECT pg_advisory_unlock(:space, :id)"),
                     {"space": PIPELINE_LOCK_SPACE, "id": pipeline_id},
                 )
-            except Exception:
-                self._drop_connection()
+            except Exception as exc:  # the next look finds the connection dead and fences
+                log.warning("Engine: could not release pipeline %d: %s", pipeline_id, exc)
 
     def close(self) -> None:
         """Release everything."""
@@ -305,10 +313,13 @@ class Supervisor:
             if run.refresh is not None and run.refresh.done:
                 run.refresh = None  # a later REFRESH is a new one
             return
+        if run.refresh is not None and run.refresh.done:
+            if as_utc(pipeline.updated_at) <= run.refresh.signalled_at:
+                self.recorder.refreshed(pipeline.id)  # its first word was lost in an outage
+                return
+            run.refresh = None  # REFRESH asked again since that one
         if run.refresh is None:
             run.refresh_now(refresh_tables(pipeline, run.spec))
-        elif run.refresh.done:
-            self.recorder.refreshed(pipeline.id)  # its first word was lost in an outage
 
     def _start(self, pipeline: Pipeline, waiting: Waiting | None) -> None:
         try:
@@ -329,8 +340,12 @@ class Supervisor:
         )
         properties = debezium_properties(spec, offsets, self.settings.batching)
         self.recorder.secrets.update(
-            value for key, value in properties.items() if key.endswith("password")
+            value
+            for key, value in properties.items()
+            if key.endswith("password") and value != UNUSED_PASSWORD
         )
+        if destination.passphrase:
+            self.recorder.secrets.add(destination.passphrase)
         run = Run(
             spec,
             properties,
@@ -341,10 +356,9 @@ class Supervisor:
             self.settings.query_timeout_s,
         )
         run.on_refreshed = lambda done: self.recorder.refreshed(done.pipeline_id)
-        if pipeline.status == "REFRESH" and _slot_was_lost(pipeline):
-            forget_offsets(pipeline.id)  # start over: snapshot everything, sweep the rest
-            db.session.commit()
-            run.copy_again(list(spec.tables))
+        run.attempts = waiting.attempts if waiting is not None else 0
+        if pipeline.status == "REFRESH" and not offsets_exist(pipeline.id):
+            run.copy_again(list(spec.tables))  # no offsets: snapshot everything, sweep the rest
         elif pipeline.status == "REFRESH":
             run.refresh_now(refresh_tables(pipeline, spec))
         try:
@@ -410,12 +424,17 @@ class Supervisor:
             return  # recorded as failed by the run
         reason = run.outcome or "the engine stopped"
         if SLOT_BEHIND in reason:
-            # Retrying cannot help: the changes after the last loaded position are gone.
+            # Retrying cannot help: the changes after the last loaded position are gone, and
+            # so is the use of those offsets: the next start copies every table.
             self.waiting[run.pipeline_id] = Waiting(None, 0, utcnow())
+            forget_offsets(run.pipeline_id)
+            db.session.commit()
             lost = SLOT_LOST.format(slot=run.spec.slot)
             self.recorder.state(run.pipeline_id, "failed", reason=lost, error=lost)
             return
-        self._retry_later(run.pipeline_id, f"The engine stopped: {reason}", None)
+        # An engine that never got to load is retried with a longer wait each time.
+        before = None if run.polling.is_set() else Waiting(None, run.attempts, utcnow())
+        self._retry_later(run.pipeline_id, f"The engine stopped: {reason}", before)
 
     def _let_go(self, pipeline_id: int) -> None:
         """Drain and stop a pipeline that is paused or deleted, and release it."""
@@ -468,16 +487,6 @@ SLOT_LOST = (
     "dropped and created again, or lost its WAL): what changed in between cannot be streamed. "
     "REFRESH copies every table again."
 )
-
-
-def _slot_was_lost(pipeline: Pipeline) -> bool:
-    run = pipeline.run
-    return bool(
-        run is not None
-        and run.state == "failed"
-        and run.reason is not None
-        and run.reason.startswith(SLOT_LOST.split("{slot}")[0])
-    )
 
 
 def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, str]]:

@@ -23,7 +23,6 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key")
@@ -37,7 +36,7 @@ from rosetta_web.models import EngineProcess, Pipeline  # noqa: E402
 from tests.apps import make_app  # noqa: E402
 from tests.engine import ENGINE_SETTINGS, Engine, Setup  # noqa: E402
 from tests.pg import Cluster, client_options, wait_for  # noqa: E402
-from tests.snowflake import ADMIN, FakeSnowflake, fake_snowflake  # noqa: E402
+from tests.snowflake import FakeSnowflake, fake_snowflake  # noqa: E402
 
 NARROW = "CREATE TABLE items (id bigint PRIMARY KEY, v int, note text)"
 FILL_NARROW = "INSERT INTO items SELECT g, g % 1000, 'n' || g FROM generate_series(1, {}) g"
@@ -47,23 +46,6 @@ EVENTS = (
 )
 FILL_EVENTS = "INSERT INTO events (id, v) SELECT g, 0 FROM generate_series(1, {}) g"
 GIB = 1024**3
-
-
-def admin_connection(server: FakeSnowflake) -> Any:
-    """Open a password login to fakesnow, as tests/snowflake.py's execute does, and keep it."""
-    import snowflake.connector
-
-    return snowflake.connector.connect(
-        account="fakesnow",
-        user=ADMIN,
-        password="admin-password",
-        host="127.0.0.1",
-        port=server.port,
-        protocol="http",
-        login_timeout=10,
-        network_timeout=60,
-        platform_detection_timeout_seconds=0.0,
-    )
 
 
 def destination_count(setup: Setup, table: str) -> int:
@@ -131,7 +113,7 @@ def floor(cluster: Cluster, snowflake: FakeSnowflake, setup: Setup, rows: int) -
     seconds."""
     folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     csv_path = folder / "items.csv"
-    conn = admin_connection(snowflake)
+    conn = snowflake.connect(network_timeout=60)
     try:
         with closing(conn.cursor()) as cur:
             cur.execute(f"USE SCHEMA ANALYTICS.{setup.schema}")
@@ -243,7 +225,7 @@ class Poller(threading.Thread):
 
     def run(self) -> None:
         try:
-            conn = admin_connection(self.snowflake)
+            conn = self.snowflake.connect(network_timeout=60)
             with closing(conn), closing(conn.cursor()) as cur:
                 cur.execute(f"USE SCHEMA ANALYTICS.{self.schema}")
                 while not self.stop.is_set():

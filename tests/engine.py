@@ -232,6 +232,32 @@ class Setup:
             db.session.remove()
             return run
 
+    def status(self) -> str:
+        """The pipeline's wanted status, as stored now."""
+        with self.app.app_context():
+            pipeline = db.session.get(Pipeline, self.pipeline_id)
+            assert pipeline is not None
+            status = pipeline.status
+            db.session.remove()
+            return status
+
+    def owned_by(self, engine: Engine, *states: str) -> bool:
+        """Tell whether `engine` owns the pipeline (in one of `states`, when given)."""
+        run = self.run()
+        return bool(
+            run is not None
+            and run.owner is not None
+            and run.owner.endswith(engine.owner_suffix)
+            and (not states or run.state in states)
+        )
+
+    def destination_max_id(self, table: str = "ITEMS") -> int:
+        """The highest ID loaded into a destination table; 0 before its first load."""
+        try:
+            return int(self.snowflake_rows(f"SELECT coalesce(max(ID), 0) FROM {table}")[0][0])
+        except Exception:  # not created yet
+            return 0
+
     def wait_state(self, *states: str, timeout: float = 60) -> PipelineRun:
         """Wait until the engine records one of `states`."""
         found = wait_for(

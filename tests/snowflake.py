@@ -120,11 +120,11 @@ class FakeSnowflake:
                 self.process.kill()
                 self.process.wait()
 
-    def execute(self, *statements: str) -> list[list[tuple[Any, ...]]]:
-        """Run statements as an administrator would (a password login), return their rows."""
+    def connect(self, network_timeout: int = 10) -> Any:
+        """Open an administrator's session (a password login); the caller closes it."""
         import snowflake.connector
 
-        conn = snowflake.connector.connect(
+        return snowflake.connector.connect(
             account="fakesnow",
             user=ADMIN,
             password="admin-password",
@@ -132,11 +132,15 @@ class FakeSnowflake:
             port=self.port,
             protocol="http",
             login_timeout=10,
-            network_timeout=10,
+            network_timeout=network_timeout,
             platform_detection_timeout_seconds=0.0,
             # The server registers the key an ALTER USER sets; fakesnow then answers it.
             session_parameters={"nop_regexes": [ALTER_USER_NOP]},
         )
+
+    def execute(self, *statements: str) -> list[list[tuple[Any, ...]]]:
+        """Run statements as an administrator would (a password login), return their rows."""
+        conn = self.connect()
         with closing(conn), closing(conn.cursor()) as cur:
             results = []
             for statement in statements:

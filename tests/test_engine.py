@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import sleep
 
 import pytest
 
@@ -135,7 +136,7 @@ def test_destination_down_then_back_is_caught_up_with_nothing_lost(
         run = s.wait_state("retrying", timeout=60)
         assert run.next_try_at is not None and run.reason
         s.sql("UPDATE items SET note = 'also during' WHERE id <= 5")
-        wait_for(lambda: False, timeout=20, interval=1)  # the outage lasts 20 s
+        sleep(20)  # the outage lasts 20 s: a duration, not a wait for an event
         assert s.snowflake_rows("SELECT count(*) FROM ITEMS") == [(50,)]
         proxy.restore()
         s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=60)
@@ -347,8 +348,6 @@ def test_refresh_repairs_rows_changed_by_hand_at_the_destination(
     """REFRESH of a table whose destination rows were deleted, changed and added by hand:
     the table is equal to the source again, streaming went on meanwhile, and the status goes
     back to START by itself."""
-    from rosetta_web.extensions import db
-    from rosetta_web.models import Pipeline
 
     s = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
     s.sql("INSERT INTO items SELECT g, 'n ' || g, g FROM generate_series(1, 300) g")
@@ -366,13 +365,9 @@ def test_refresh_repairs_rows_changed_by_hand_at_the_destination(
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{engine.output()[-4000:]}") from None
 
-    def back_to_start() -> bool:
-        with app.app_context():
-            status = db.session.get(Pipeline, s.pipeline_id).status
-            db.session.remove()
-            return status == "START"
-
-    assert wait_for(back_to_start, timeout=60, interval=0.5), engine.output()[-4000:]
+    assert wait_for(lambda: s.status() == "START", timeout=60, interval=0.5), engine.output()[
+        -4000:
+    ]
     s.wait_state("streaming")
 
 
@@ -387,6 +382,10 @@ def test_a_slot_created_again_behind_its_back_stops_the_pipeline_until_refresh(
     s.sql("INSERT INTO items SELECT g, 'n', g FROM generate_series(1, 100) g")
     s.set_status("START")
     s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    # A pipeline that has streamed since its snapshot: Debezium 3.6 does not notice a slot
+    # created again when its offset is still the snapshot's (see the closing note).
+    s.sql("INSERT INTO items VALUES (101, 'streamed', 1)")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
     s.set_status("PAUSE")
     s.wait_state("paused", timeout=30)
     s.sql(
@@ -399,19 +398,12 @@ def test_a_slot_created_again_behind_its_back_stops_the_pipeline_until_refresh(
     s.set_status("START")
     run = s.wait_state("failed", timeout=60)
     assert run.reason is not None and "REFRESH copies every table again" in run.reason
-    assert s.snowflake_rows("SELECT count(*) FROM ITEMS") == [(100,)]
+    assert s.snowflake_rows("SELECT count(*) FROM ITEMS") == [(101,)]
     s.set_status("REFRESH")
     s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
-    from rosetta_web.extensions import db
-    from rosetta_web.models import Pipeline
-
-    def back_to_start() -> bool:
-        with app.app_context():
-            status = db.session.get(Pipeline, s.pipeline_id).status
-            db.session.remove()
-            return status == "START"
-
-    assert wait_for(back_to_start, timeout=60, interval=0.5), engine.output()[-4000:]
+    assert wait_for(lambda: s.status() == "START", timeout=60, interval=0.5), engine.output()[
+        -4000:
+    ]
     s.sql("INSERT INTO items VALUES (502, 'streamed again', 5)")
     s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from .engine import Engine, Setup
-from .pg import Cluster
+from .pg import Cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +38,18 @@ def test_kill_9_of_the_owner_and_the_other_process_takes_over(
     engines = [Engine(database_url), Engine(database_url)]
     writing = threading.Event()
     writing.set()
+    written = [2000]  # the last id inserted
 
     def write() -> None:
-        n = 2000
         while writing.is_set():
-            n += 1
+            n = written[0] + 1
             s.sql(
                 f"INSERT INTO items VALUES ({n}, 'streamed', {n})",
                 f"UPDATE items SET note = 'touched {n}' WHERE id = {n % 2000 + 1}",
                 f"DELETE FROM items WHERE id = {n - 1500}" if n % 7 == 0 else "SELECT 1",
             )
-            time.sleep(0.02)
+            written[0] = n
+            time.sleep(0.02)  # a steady trickle of transactions, not a wait
 
     writer = threading.Thread(target=write, daemon=True)
     try:
@@ -57,25 +58,17 @@ def test_kill_9_of_the_owner_and_the_other_process_takes_over(
         owner = next(e for e in engines if run.owner and run.owner.endswith(e.owner_suffix))
         survivor = next(e for e in engines if e is not owner)
         writer.start()
-        s.wait_equal("SELECT count(*) > 0 FROM items", "SELECT count(*) > 0 FROM ITEMS")
-        time.sleep(3)  # let batches flow, then crash mid-stream
+        # Crash mid-stream: once several streamed batches are in, while more keep coming.
+        assert wait_for(lambda: s.destination_max_id() > 2050, timeout=60, interval=0.25)
         owner.kill()
         killed_at = time.monotonic()
-
-        def taken_over() -> bool:
-            current = s.run()
-            return bool(
-                current
-                and current.owner
-                and current.owner.endswith(survivor.owner_suffix)
-                and current.state == "streaming"
-            )
-
-        from .pg import wait_for
-
-        assert wait_for(taken_over, timeout=30, interval=0.25), survivor.output()[-3000:]
+        assert wait_for(lambda: s.owned_by(survivor, "streaming"), timeout=30, interval=0.25), (
+            survivor.output()[-3000:]
+        )
         took_s = time.monotonic() - killed_at
-        time.sleep(2)
+        # The survivor loads what was written after the takeover, then the writer stops.
+        since_takeover = written[0]
+        assert wait_for(lambda: s.destination_max_id() > since_takeover, timeout=60, interval=0.25)
         writing.clear()
         writer.join()
         s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
@@ -188,17 +181,13 @@ def test_on_sqlite_one_engine_runs_the_pipelines_and_another_waits_to_take_over(
         second = Engine(url)
         s.sql("INSERT INTO items SELECT g, 'later', g FROM generate_series(201, 300) g")
         s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
-        assert s.run().owner.endswith(first.owner_suffix)  # type: ignore[union-attr]
+        assert s.owned_by(first)
         first.kill()
         s.sql("UPDATE items SET note = 'after the crash' WHERE id <= 20")
 
-        def taken_over() -> bool:
-            current = s.run()
-            return bool(current and current.owner and current.owner.endswith(second.owner_suffix))
-
-        from .pg import wait_for
-
-        assert wait_for(taken_over, timeout=30, interval=0.25), second.output()[-3000:]
+        assert wait_for(lambda: s.owned_by(second), timeout=30, interval=0.25), second.output()[
+            -3000:
+        ]
         s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
         ((rows, keys),) = s.snowflake_rows("SELECT count(*), count(DISTINCT ID) FROM ITEMS")
         assert rows == keys == 300

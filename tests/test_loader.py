@@ -41,19 +41,7 @@ ITEM = {"id": "INT4", "name": "TEXT", "body": "TEXT"}
 @pytest.fixture(scope="module")
 def conn(snowflake: Any) -> Any:
     """A session logged in as the tests' administrator, as FakeSnowflake.execute logs in."""
-    from snowflake.connector import connect
-
-    connection = connect(
-        account="fakesnow",
-        user="LOADER",
-        password="unused",
-        host="127.0.0.1",
-        port=snowflake.port,
-        protocol="http",
-        login_timeout=10,
-        network_timeout=30,
-        platform_detection_timeout_seconds=0.0,
-    )
+    connection = snowflake.connect(network_timeout=30)
     yield connection
     connection.close()
 

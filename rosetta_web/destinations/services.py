@@ -7,13 +7,11 @@ from typing import Any
 
 from flask import current_app
 
-from ..errors import DomainError
 from ..extensions import db
 from ..models import Destination
-from ..readiness import FAIL, PASS, Check, Readiness, skipped
+from ..readiness import FAIL, PASS, Check, NotReady, Readiness, fresh, skipped
 from ..readiness.destination import REMOTE_CHECKS, SnowflakeTarget, check_destination
 from ..resources import Resource, store_readiness
-from ..timeutil import as_utc, utcnow
 from .forms import DestinationForm
 
 
@@ -65,28 +63,20 @@ def check_destination_now(destination: Destination, audited: bool = False) -> Re
     return result
 
 
-class DestinationNotReady(DomainError):
+class DestinationNotReady(NotReady):
     """A pipeline cannot start or refresh while its destination fails a readiness check."""
 
     error = "DestinationNotReadyError"
 
     def __init__(self, destination: Destination, readiness: Readiness) -> None:
-        failing = readiness.failing
-        super().__init__(
-            f"Destination '{destination.name}' is not ready to load: {', '.join(failing)} "
-            "failed. Its page says how to fix each."
-        )
-        self.details = {"destination_id": destination.id, "failing": failing}
+        super().__init__("Destination", destination, "to load", readiness)
 
 
 def fresh_readiness(destination: Destination) -> Readiness:
     """Return the destination's result, checked again first when older than one monitor
     interval (or never checked)."""
-    stored = Readiness.from_dict(destination.readiness) if destination.readiness else None
     interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
-    if stored is None or utcnow() - as_utc(stored.checked_at) > interval:
-        return check_destination_now(destination)
-    return stored
+    return fresh(destination.readiness, lambda: check_destination_now(destination), interval)
 
 
 def require_ready(destination: Destination) -> None:

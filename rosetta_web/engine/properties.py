@@ -7,12 +7,13 @@ password and the metadata database's are never written to a file or a command li
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from ..postgres.connection import Target
 from .changes import UNCHANGED
 
 # Where Debezium keeps each pipeline's offsets on the metadata PostgreSQL: one table each,
@@ -47,11 +48,7 @@ class PipelineSpec:
 
     pipeline_id: int
     name: str
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
+    source: Target  # where and as whom Debezium reads the source
     publication: str = ""
     slot: str = ""
     tables: tuple[tuple[str, str], ...] = ()  # the publication's (schema, table), by name
@@ -99,11 +96,11 @@ def debezium_properties(
         "name": f"rosetta-pipeline-{spec.pipeline_id}",
         "topic.prefix": f"rosetta_{spec.pipeline_id}",
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "database.hostname": spec.host,
-        "database.port": spec.port,
-        "database.user": spec.user,
-        "database.password": spec.password,
-        "database.dbname": spec.database,
+        "database.hostname": spec.source.host,
+        "database.port": spec.source.port,
+        "database.user": spec.source.user,
+        "database.password": spec.source.password,
+        "database.dbname": spec.source.database,
         "plugin.name": "pgoutput",
         "publication.name": spec.publication,
         "publication.autocreate.mode": "disabled",

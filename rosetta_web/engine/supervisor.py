@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import joinedload
 from sqlalchemy.pool import NullPool
 
-from ..destinations.services import target_of as destination_target
+from ..destinations import services as destinations
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..extensions import db
 from ..models import Pipeline
@@ -35,8 +35,8 @@ from ..postgres.replication_objects import (
     publication_tables,
     session,
 )
-from ..readiness import Readiness
-from ..sources.services import fresh_readiness
+from ..readiness import NotReady
+from ..sources import services as sources
 from ..timeutil import as_utc, utcnow
 from . import jvm
 from .properties import (
@@ -331,7 +331,7 @@ class Supervisor:
             return
         try:
             spec = self._spec(pipeline)
-            destination = destination_target(pipeline.destination)
+            destination = destinations.target_of(pipeline.destination)
         except Exception as exc:  # the source unreachable, a secret unreadable
             self._retry_later(pipeline.id, f"Cannot start: {exc}", waiting)
             return
@@ -392,11 +392,7 @@ class Supervisor:
         return PipelineSpec(
             pipeline_id=pipeline.id,
             name=pipeline.name,
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            user=target.user,
-            password=target.password,
+            source=target,
             publication=source.publication_name,
             slot=source.slot_name,
             tables=tuple(t for t in tables if t != ("public", HEARTBEAT_TABLE)),
@@ -498,20 +494,11 @@ def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, st
 
 
 def cannot_run(pipeline: Pipeline) -> str | None:
-    """Say why a pipeline must not start: its source fails a readiness check (checked again
-    when stale), or its destination failed its last check; None when it may."""
-    source = pipeline.source
-    readiness = fresh_readiness(source)
-    if not readiness.ready:
-        return (
-            f"Source {source.name} fails its readiness checks ({', '.join(readiness.failing)}); "
-            "its page says how to fix each."
-        )
-    stored = pipeline.destination.readiness
-    if stored is not None and not Readiness.from_dict(stored).ready:
-        failing = ", ".join(Readiness.from_dict(stored).failing)
-        return (
-            f"Destination {pipeline.destination.name} failed its checks ({failing}); "
-            "its page says how to fix each."
-        )
+    """Say why a pipeline must not start: its source or its destination fails a readiness
+    check (checked again when stale), as START itself is refused; None when it may."""
+    try:
+        sources.require_ready(pipeline.source)
+        destinations.require_ready(pipeline.destination)
+    except NotReady as exc:
+        return str(exc)
     return None

@@ -7,12 +7,14 @@ store the result and the pages, the API and the CLI show it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from ..errors import DomainError
 from ..formatting import from_iso
-from ..timeutil import isoformat, utcnow
+from ..timeutil import as_utc, isoformat, utcnow
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 STATUSES = (PASS, WARN, FAIL, SKIP)
@@ -87,3 +89,26 @@ def summary(stored: dict[str, Any] | None) -> str:
 def skipped(checks: list[tuple[str, str]], why: str) -> list[Check]:
     """Mark checks that could not run, saying why."""
     return [Check(check_id, SKIP, title, why) for check_id, title in checks]
+
+
+def fresh(
+    stored: dict[str, Any] | None, check_again: Callable[[], Readiness], max_age: timedelta
+) -> Readiness:
+    """Return a stored result, or `check_again()`'s when there is none or it is older than
+    `max_age`."""
+    kept = Readiness.from_dict(stored) if stored else None
+    if kept is None or utcnow() - as_utc(kept.checked_at) > max_age:
+        return check_again()
+    return kept
+
+
+class NotReady(DomainError):
+    """A pipeline cannot start or refresh while its source or destination fails a check."""
+
+    def __init__(self, kind: str, entity: Any, purpose: str, readiness: Readiness) -> None:
+        failing = readiness.failing
+        super().__init__(
+            f"{kind} '{entity.name}' is not ready {purpose}: {', '.join(failing)} failed. "
+            "Its page says how to fix each."
+        )
+        self.details = {f"{kind.lower()}_id": entity.id, "failing": failing}

@@ -20,7 +20,7 @@ from ..alerts.engine import delivery, evaluation
 from ..alerts.engine.rules import Settings
 from ..alerts.engine.settings import default_settings
 from ..audit import services as audit
-from ..errors import DomainError, NotFound
+from ..errors import NotFound
 from ..extensions import db
 from ..formatting import duration_words, pg_size_pretty
 from ..models import (
@@ -44,7 +44,7 @@ from ..postgres.checks import (
     slot_missing,
 )
 from ..postgres.sampling import Sample
-from ..readiness import FAIL, PASS, Check, Readiness, skipped
+from ..readiness import FAIL, PASS, Check, NotReady, Readiness, fresh, skipped
 from ..resources import Resource, store_readiness
 from ..shapes import Declared, Described
 from ..timeutil import as_utc, utcnow
@@ -188,18 +188,13 @@ def after_round(done: Round) -> list[Sample]:
 # Readiness
 
 
-class SourceNotReady(DomainError):
+class SourceNotReady(NotReady):
     """A pipeline cannot start or refresh while its source fails a readiness check."""
 
     error = "SourceNotReadyError"
 
     def __init__(self, source: Source, readiness: Readiness) -> None:
-        failing = readiness.failing
-        super().__init__(
-            f"Source '{source.name}' is not ready for CDC: {', '.join(failing)} failed. "
-            "Its page says how to fix each."
-        )
-        self.details = {"source_id": source.id, "failing": failing}
+        super().__init__("Source", source, "for CDC", readiness)
 
 
 class ConfirmationMismatch(obj.Invalid):
@@ -369,11 +364,8 @@ def follow_round(samples: list[Sample], started_at: datetime) -> list[tuple[Sour
 
 def fresh_readiness(source: Source) -> Readiness:
     """Return the source's result, checked again first when older than one monitor interval."""
-    stored = readiness_of(source)
     interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
-    if stored is None or utcnow() - as_utc(stored.checked_at) > interval:
-        return check_now(source)
-    return stored
+    return fresh(source.readiness, lambda: check_now(source), interval)
 
 
 def require_ready(source: Source) -> None:

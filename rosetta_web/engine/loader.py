@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..readiness.destination import SnowflakeTarget, connect
@@ -165,56 +166,74 @@ class Loader:
         Raise BatchRefused for a batch Snowflake will never load, DestinationUnavailable
         when Snowflake cannot be reached (the batch may then be loaded again as it is).
         """
-        import snowflake.connector
-
         by_table: dict[TableName, list[Change]] = {}
         for change in changes:
             by_table.setdefault(change.table, []).append(change)
         synced_at = datetime.now(UTC).isoformat()
         report = LoadReport()
         for table, table_changes in by_table.items():
-            try:
-                with self._cursor() as cur:
-                    counts = self._load_table(cur, table, table_changes, synced_at)
-            except snowflake.connector.Error as exc:
-                if _refusal(exc):
-                    raise BatchRefused(table, _words(exc)) from exc
-                self._session_ready = False
-                raise DestinationUnavailable(f"Snowflake failed loading {table}: {exc}") from exc
-            except OSError as exc:  # the connector lets some network errors through
-                self._session_ready = False
-                raise DestinationUnavailable(f"Snowflake failed loading {table}: {exc}") from exc
+            with self._statements(table, "loading") as cur:
+                counts = self._load_table(cur, table, table_changes, synced_at)
             if counts is not None:
                 report.tables[target_table_name(table)] = counts
         return report
+
+    def copy_table(
+        self,
+        table: TableName,
+        columns: Sequence[Column],
+        key: tuple[str, ...],
+        files: Sequence[Path],
+        lsn: int,
+        synced_at: datetime,
+    ) -> int:
+        """Replace the target's rows with a bulk copy of the source table: `files` of gzipped
+        JSON arrays, an item per column staged as `load` stages it. Return the rows loaded.
+        Raise DestinationUnavailable or BatchRefused as load does (nothing half done is left:
+        the target changes in one statement)."""
+        name = target_table_name(table)
+        target = f"{self._schema_sql}.{quote(name)}"
+        with self._statements(table, "copying") as cur:
+            stored = self._stored_columns(cur, name)
+            if stored:
+                self._evolve(cur, table, target, stored, list(columns))
+            else:
+                self._create(cur, target, list(columns), key)
+            path = f"{STAGE}/{uuid.uuid4().hex}/"
+            for file in files:
+                cur.execute(f"PUT '{_file_url(str(file))}' @{path} AUTO_COMPRESS=FALSE")
+            _fill_raw(cur, path if files else None)
+            names = [quote(snowflake_name(c.name)) for c in columns]
+            values = [_item_cast(c, i) for i, c in enumerate(columns)]
+            if not key:
+                names.append(quote(OP_COLUMN))
+                values.append("'r'")
+            names += [quote(LSN_COLUMN), quote(SYNCED_AT_COLUMN)]
+            values += [str(int(lsn)), "%s::TIMESTAMP_TZ"]
+            cur.execute(
+                f"INSERT OVERWRITE INTO {target} ({', '.join(names)}) "
+                f"SELECT {', '.join(values)} FROM {RAW_TABLE}",
+                (synced_at.astimezone(UTC).isoformat(),),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
 
     def sweep(self, table: TableName, written_since: datetime) -> int:
         """Delete the target's rows no load has written since `written_since` (what a REFRESH
         did not find at the source); return how many. Raise DestinationUnavailable or
         BatchRefused as load does."""
-        import snowflake.connector
-
         target = f"{self._schema_sql}.{quote(target_table_name(table))}"
-        try:
-            with self._cursor() as cur:
-                stored = self._stored_columns(cur, target_table_name(table))
-                if not stored or OP_COLUMN in stored:
-                    return 0  # none yet, or a keyless table's history: nothing is swept
-                synced = quote(SYNCED_AT_COLUMN)  # NULL: a row no load wrote
-                cur.execute(
-                    f"DELETE FROM {target} WHERE {synced} IS NULL OR {synced} < %s::TIMESTAMP_TZ",
-                    (written_since.astimezone(UTC).isoformat(),),
-                )
-                row = cur.fetchone()
-                return int(row[0]) if row else 0
-        except snowflake.connector.Error as exc:
-            if _refusal(exc):
-                raise BatchRefused(table, _words(exc)) from exc
-            self._session_ready = False
-            raise DestinationUnavailable(f"Snowflake failed sweeping {table}: {exc}") from exc
-        except OSError as exc:
-            self._session_ready = False
-            raise DestinationUnavailable(f"Snowflake failed sweeping {table}: {exc}") from exc
+        with self._statements(table, "sweeping") as cur:
+            stored = self._stored_columns(cur, target_table_name(table))
+            if not stored or OP_COLUMN in stored:
+                return 0  # none yet, or a keyless table's history: nothing is swept
+            synced = quote(SYNCED_AT_COLUMN)  # NULL: a row no load wrote
+            cur.execute(
+                f"DELETE FROM {target} WHERE {synced} IS NULL OR {synced} < %s::TIMESTAMP_TZ",
+                (written_since.astimezone(UTC).isoformat(),),
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
 
     def close(self) -> None:
         """Log out; never raise (the session may be gone already)."""
@@ -235,6 +254,24 @@ class Loader:
             yield cur
         finally:
             cur.close()
+
+    @contextmanager
+    def _statements(self, table: TableName, doing: str) -> Iterator[SnowflakeCursor]:
+        """A cursor whose failures say whether Snowflake refused (BatchRefused) or could not
+        answer (DestinationUnavailable, the session then opened again)."""
+        import snowflake.connector
+
+        try:
+            with self._cursor() as cur:
+                yield cur
+        except snowflake.connector.Error as exc:
+            if _refusal(exc):
+                raise BatchRefused(table, _words(exc)) from exc
+            self._session_ready = False
+            raise DestinationUnavailable(f"Snowflake failed {doing} {table}: {exc}") from exc
+        except OSError as exc:  # the connector lets some network errors through
+            self._session_ready = False
+            raise DestinationUnavailable(f"Snowflake failed {doing} {table}: {exc}") from exc
 
     def _load_table(
         self, cur: SnowflakeCursor, table: TableName, changes: list[Change], synced_at: str
@@ -357,10 +394,8 @@ class Loader:
                     line = _line(table, columns, types, key, values, synced_at)
                     line |= {"op": op, "lsn": lsn, "group": group}
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            location = "file://" + file.replace("\\", "/").replace("'", "\\'")
-            cur.execute(f"PUT '{location}' @{path} AUTO_COMPRESS=FALSE")
-        cur.execute(f"CREATE OR REPLACE TEMPORARY TABLE {RAW_TABLE} (V VARIANT)")
-        cur.execute(f"COPY INTO {RAW_TABLE} FROM @{path} FILE_FORMAT=(TYPE=JSON) PURGE=TRUE")
+            cur.execute(f"PUT '{_file_url(file)}' @{path} AUTO_COMPRESS=FALSE")
+        _fill_raw(cur, path)
         staging = quote(STAGING_PREFIX + target_table_name(table))
         declared = [
             f"{quote(snowflake_name(c.name))} {t.declared}"
@@ -373,10 +408,31 @@ class Loader:
             f"{quote(GROUP_COLUMN)} INTEGER",
         ]
         cur.execute(f"CREATE OR REPLACE TEMPORARY TABLE {staging} ({', '.join(declared)})")
-        casts = [t.cast(f"c{i}") for i, t in enumerate(types)]
+        casts = [t.cast(f'V:"c{i}"') for i, t in enumerate(types)]
         casts += ['V:"op"::VARCHAR', 'V:"lsn"::NUMBER(20,0)', 'V:"at"::TIMESTAMP_TZ']
         casts.append('V:"group"::INTEGER')
         cur.execute(f"INSERT INTO {staging} SELECT {', '.join(casts)} FROM {RAW_TABLE}")
+
+
+def _item_cast(column: Column, position: int) -> str:
+    """Return the SQL reading a column from a copied row's JSON array: a JSON null there is
+    NULL (an ARRAY would keep it as a JSON null)."""
+    wanted = snowflake_type(column)
+    item = f"V[{position}]"
+    return wanted.cast(f"STRIP_NULL_VALUE({item})" if wanted.family == "ARRAY" else item)
+
+
+def _fill_raw(cur: SnowflakeCursor, path: str | None) -> None:
+    """Fill the session's raw VARIANT table from the JSON files PUT under `path` (empty when
+    None), the files then removed from the stage."""
+    cur.execute(f"CREATE OR REPLACE TEMPORARY TABLE {RAW_TABLE} (V VARIANT)")
+    if path is not None:
+        cur.execute(f"COPY INTO {RAW_TABLE} FROM @{path} FILE_FORMAT=(TYPE=JSON) PURGE=TRUE")
+
+
+def _file_url(path: str) -> str:
+    """Return a local file's URL as PUT reads it, quotes escaped."""
+    return "file://" + path.replace("\\", "/").replace("'", "\\'")
 
 
 def _refusal(exc: Exception) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..readiness.destination import SnowflakeTarget
 from ..timeutil import utcnow
+from .bulk import Copied, CopyFailed, InitialCopy, slots_full
 from .changes import Change, Reader, TableName
 from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
 from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
@@ -150,29 +151,16 @@ class Run:
         self.attempts = 0  # failed starts before this one
         self.refresh: Refresh | None = None
         self.on_refreshed: Callable[[Run], None] | None = None
+        self.first_copy = False  # no offsets: the tables are copied before streaming
+        self.copying: InitialCopy | None = None
 
     @property
     def pipeline_id(self) -> int:
         return self.spec.pipeline_id
 
     def start(self) -> None:
-        """Build the engine and run it in a thread of its own."""
-        import jpype
-
-        consumer_class, completion_class, started_class = _engine_classes()
-        properties = jpype.JClass("java.util.Properties")()
-        for key, value in self.properties.items():
-            properties.setProperty(str(key), str(value))
-        engine_class = jpype.JClass("io.debezium.engine.DebeziumEngine")
-        json_format = jpype.JClass("io.debezium.engine.format.Json")
-        self.engine = (
-            engine_class.create(json_format)
-            .using(properties)
-            .using(completion_class(self))
-            .using(started_class(self))
-            .notifying(consumer_class(self))
-            .build()
-        )
+        """Run the pipeline in a thread of its own: its first copy when it has no offsets,
+        then Debezium's engine."""
         self.recorder.state(self.pipeline_id, "starting")
         self.thread = threading.Thread(
             target=self._run, name=f"pipeline-{self.pipeline_id}", daemon=True
@@ -181,13 +169,85 @@ class Run:
 
     def _run(self) -> None:
         try:
-            self.engine.run()
+            if self.first_copy:
+                self._copy_first()
+            if not self.stopping.is_set():
+                self.engine = self._build()
+                self.engine.run()
+        except Stopped:
+            pass
+        except CopyFailed as exc:
+            if not self.stopping.is_set():
+                self.outcome = f"the initial copy failed: {exc}"
+        except BatchRefused:
+            pass  # recorded as failed by _with_retries
         except Exception as exc:  # the engine's own failure, said by `completed` too
             if self.outcome is None:
                 self.outcome = str(exc)
         finally:
             self._close_loader()
             self.finished.set()
+
+    def _build(self) -> Any:
+        import jpype
+
+        consumer_class, completion_class, started_class = _engine_classes()
+        properties = jpype.JClass("java.util.Properties")()
+        for key, value in self.properties.items():
+            properties.setProperty(str(key), str(value))
+        engine_class = jpype.JClass("io.debezium.engine.DebeziumEngine")
+        json_format = jpype.JClass("io.debezium.engine.format.Json")
+        return (
+            engine_class.create(json_format)
+            .using(properties)
+            .using(completion_class(self))
+            .using(started_class(self))
+            .notifying(consumer_class(self))
+            .build()
+        )
+
+    def _copy_first(self) -> None:
+        """Copy every table in bulk at one exact point and move the slot there, so Debezium
+        streams what follows without a snapshot of its own; leave the copy to Debezium's
+        snapshot when a table cannot be copied so, or no slot is to spare for the copy."""
+        copy = InitialCopy(self.spec.source, self.spec.slot, list(self.spec.tables), self.timeout_s)
+        planned = copy.plan()
+        if isinstance(planned, str):
+            log.info(
+                "pipeline %d: Debezium's snapshot copies the tables: %s", self.pipeline_id, planned
+            )
+            return
+        refresh = self.refresh if self.refresh is not None and self.refresh.initial else None
+        self.copying = copy
+        self._record("refreshing" if refresh is not None else "snapshotting")
+        synced_at = utcnow()
+
+        def load(copied: Copied, lsn: int) -> None:
+            one = copied.planned
+            self._with_retries(
+                lambda loader: loader.copy_table(
+                    one.table, one.columns, one.key, copied.files, lsn, synced_at
+                )
+            )
+
+        try:
+            self.last_lsn = copy.run(planned, load)
+        except CopyFailed as exc:
+            if not slots_full(exc):
+                raise
+            log.warning(
+                "pipeline %d: Debezium's snapshot copies the tables: %s", self.pipeline_id, exc
+            )
+            return
+        finally:
+            self.copying = None
+        self.properties["snapshot.mode"] = "no_data"
+        self.snapshot_done = True
+        if refresh is not None:  # everything is copied again: nothing is left to sweep
+            refresh.done = True
+            if self.on_refreshed is not None:
+                self.on_refreshed(self)
+        self._record("starting", always=True)
 
     # ---- Debezium's callbacks, on the engine's threads ---------------------------------
 
@@ -247,8 +307,9 @@ class Run:
             self._signal_refresh()
 
     def copy_again(self, tables: list[tuple[str, str]]) -> None:
-        """Start from no offsets: the initial snapshot copies `tables` again, then what it
-        did not write is swept as a REFRESH's is."""
+        """Start from no offsets: the first copy copies `tables` again. In bulk the tables then
+        hold exactly the copy; by Debezium's snapshot, what it did not write is swept as a
+        REFRESH's is."""
         self.refresh = Refresh(tables, signalled_at=utcnow(), initial=True)
 
     def _signal_refresh(self) -> None:
@@ -351,6 +412,8 @@ class Run:
         attempt = 0
         doing = self.state  # what it goes back to saying once the destination answers
         while True:
+            if self.stopping.is_set() and self.copying is not None:
+                raise Stopped()  # a copy is done again at the next start
             try:
                 if self.loader is None:
                     self.loader = _open_loader(
@@ -395,6 +458,9 @@ class Run:
         without, at once (a retry's wait is cut short either way)."""
         self.stopping.set()
         deadline = time.monotonic() + timeout_s
+        copying = self.copying
+        if copying is not None:
+            copying.cancel()
         if not self.started.is_set():  # closing a starting engine can fail: wait for it
             while not (self.started.is_set() or self.finished.is_set()):
                 if time.monotonic() > deadline:

@@ -357,8 +357,9 @@ class Supervisor:
         )
         run.on_refreshed = lambda done: self.recorder.refreshed(done.pipeline_id)
         run.attempts = waiting.attempts if waiting is not None else 0
-        if pipeline.status == "REFRESH" and not offsets_exist(pipeline.id):
-            run.copy_again(list(spec.tables))  # no offsets: snapshot everything, sweep the rest
+        run.first_copy = not offsets_exist(pipeline.id)
+        if pipeline.status == "REFRESH" and run.first_copy:
+            run.copy_again(list(spec.tables))  # no offsets: copy everything again
         elif pipeline.status == "REFRESH":
             run.refresh_now(refresh_tables(pipeline, spec))
         try:

@@ -68,9 +68,8 @@ class SnowflakeType:
     scale: int | None = None
     length: int | None = None  # of a VARCHAR(n)
 
-    def cast(self, field: str) -> str:
-        """Return the SQL reading this type from the staged VARIANT's field `field`."""
-        value = f'V:"{field}"'
+    def cast(self, value: str) -> str:
+        """Return the SQL reading this type from `value`, a VARIANT: V:"c0", V[0]."""
         if self.family == "BINARY":
             return f"TO_BINARY({value}::VARCHAR, 'HEX')"
         if self.family == "VARIANT":

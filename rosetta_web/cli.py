@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import cast
 
@@ -238,15 +240,31 @@ def engine() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    click.echo(
-        f"Engine {supervisor.owner}: running the pipelines whose status is START or REFRESH "
-        f"(looking every {supervisor.settings.poll_s:g} s); SIGTERM or Ctrl+C stops"
+    # Log lines rather than echoes and bare tracebacks (a library's thread that fails): with
+    # LOG_FORMAT=json, every line the engine writes is JSON.
+    threading.excepthook = _log_thread_exception
+    logging.getLogger(__name__).info(
+        "Engine %s: running the pipelines whose status is START or REFRESH (looking every "
+        "%g s); SIGTERM or Ctrl+C stops",
+        supervisor.owner,
+        supervisor.settings.poll_s,
     )
     supervisor.run_forever()
     # The JVM's own threads must not hold the process: every engine is stopped by now.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Log what ended a thread, as Python's default hook would print it."""
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger(__name__).error(
+        "Exception in thread %s",
+        args.thread.name if args.thread is not None else "?",
+        exc_info=args.exc_value,
+    )
 
 
 def register_cli(app: Flask) -> None:

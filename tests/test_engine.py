@@ -30,8 +30,8 @@ def engine_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def engine_process(database_url: str) -> Iterator[Engine]:
-    """One engine process (one JVM start) shared by the tests of this module."""
-    engine = Engine(database_url)
+    """One engine process (one JVM start) shared by the tests of this module, logging JSON."""
+    engine = Engine(database_url, LOG_FORMAT="json")
     yield engine
     assert engine.stop() == 0, engine.output()[-3000:]
 
@@ -178,6 +178,77 @@ def test_secrets_stay_out_of_the_engine_log_command_line_and_files(
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert "password=" not in engine.output().replace("password=********", "")
+
+
+def test_debeziums_log_lines_come_out_as_rosettas_json_without_secrets(
+    app, engine, engine_cluster, snowflake
+):
+    """The engine runs with LOG_FORMAT=json: every line it writes is one JSON object, and
+    Debezium's lines are among them under their Java logger's name, its configuration cut to
+    a mention. A source password that Debezium writes in clear (here it is also the role's
+    name) is in none of them. When the source ends Debezium's replication connection, its
+    error comes as one line with the Java stack trace."""
+    from rosetta_web.extensions import db
+    from rosetta_web.models import Source
+
+    s = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
+    secret = "s3cret_role_password_91"
+    s.sql(
+        f"CREATE ROLE {secret} LOGIN REPLICATION PASSWORD '{secret}'",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {secret}",
+        "INSERT INTO items VALUES (1, 'one', 1)",
+    )
+    with app.app_context():
+        source = db.session.get(Source, s.source_id)
+        source.pg_username = source.pg_password = secret
+        db.session.commit()
+    s.set_status("START")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    s.wait_state("streaming")
+    s.sql(
+        f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+        f"WHERE slot_name = '{s.slot}'"
+    )
+    debezium = "rosetta_web.engine.java.io.debezium."
+
+    def records() -> list[dict]:
+        lines = engine.output().splitlines()
+        for line in lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                raise AssertionError(f"not a JSON line: {line!r}") from None
+        return [json.loads(line) for line in lines]
+
+    def failure() -> dict | None:
+        return next(
+            (
+                r
+                for r in records()
+                if r["level"] == "ERROR" and r["logger"].startswith(debezium) and "exc_info" in r
+            ),
+            None,
+        )
+
+    error = wait_for(failure, timeout=30, interval=0.25)
+    assert error, engine.output()[-4000:]
+    assert error["logger"] == debezium + "pipeline.ErrorHandler", error
+    assert error["exc_info"].startswith("org.postgresql.util.PSQLException: "), error
+    assert "\n\tat org.postgresql.core.v3.QueryExecutorImpl.readFromCopy(" in error["exc_info"]
+    said = {(r["logger"], r["level"], r["message"]) for r in records()}
+    task = debezium + "connector.postgresql.PostgresConnectorTask"
+    assert any(
+        logger == task and level == "INFO" and message.startswith("user '********' connected ")
+        for logger, level, message in said
+    ), sorted(said)
+    assert (
+        debezium + "connector.common.BaseSourceTask",
+        "INFO",
+        "Starting PostgresConnectorTask with (configuration)",
+    ) in said
+    output = engine.output()
+    assert secret not in output
+    assert "password=" not in output.replace("password=********", "")
 
 
 EVERY_TYPE = [

@@ -1,9 +1,11 @@
-"""The engine's Java virtual machine: found, started once per process, with Debezium's jars."""
+"""The engine's Java virtual machine: found, started once per process, with Debezium's jars,
+its log events sent through Python's logging."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -31,8 +33,9 @@ def java_problem() -> str | None:
     return None
 
 
-def start(heap_mb: int) -> None:
-    """Start the JVM with Debezium's jars and a heap of `heap_mb` MiB, unless it runs."""
+def start(heap_mb: int, secrets: Collection[str] = ()) -> None:
+    """Start the JVM with Debezium's jars and a heap of `heap_mb` MiB, unless it runs; its
+    log events go to Python's logging, without `secrets`."""
     import jpype
 
     with _started:
@@ -49,6 +52,8 @@ def start(heap_mb: int) -> None:
             f"-Xmx{heap_mb}m",
             "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            # One log4j2 configuration for every class loader: Python's appender is in it.
+            "-Dlog4j2.contextSelector=org.apache.logging.log4j.core.selector.BasicContextSelector",
             # Debezium's connectors register MBeans; nothing here reads them remotely.
             "-Dcom.sun.management.jmxremote=false",
             classpath=[str(jar) for jar in sorted(libs.glob("*.jar"))],
@@ -56,3 +61,6 @@ def start(heap_mb: int) -> None:
             # The engine's own threads stop on SIGTERM; the JVM must not keep the process.
             interrupt=False,
         )
+        from .javalog import send_java_logging_to_python
+
+        send_java_logging_to_python(secrets)

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -24,18 +25,27 @@ log = logging.getLogger(__name__)
 ERRORS_KEPT = 50
 # Debezium puts its whole configuration, passwords included, in some of its errors.
 CONFIGURATION = re.compile(r"\{[^{}]*connector\.class=[^{}]*\}")
+# ... and its task lists it, one property a line, in its log when it starts.
+CONFIGURATION_LINES = re.compile(r"configuration:(?:\n {3}[^\n]*)+")
 PASSWORD = re.compile(r"(password\s*=\s*)[^,}\s]*", re.IGNORECASE)
 MESSAGE_CHARS = 2000
 SECRET_MIN_CHARS = 4
 
 
-def scrub(message: str, secrets: set[str]) -> str:
-    """Cut Debezium's configuration out of a message, and every secret in it."""
-    message = PASSWORD.sub(r"\1********", CONFIGURATION.sub("(configuration)", message))
-    for secret in secrets:
+def scrub(message: str, secrets: Collection[str]) -> str:
+    """Cut Debezium's configuration out of a message, and every secret in it; keep it short."""
+    return mask(message, secrets)[:MESSAGE_CHARS]
+
+
+def mask(text: str, secrets: Collection[str]) -> str:
+    """Cut Debezium's configuration out of a text, and every secret in it."""
+    text = CONFIGURATION_LINES.sub("(configuration)", CONFIGURATION.sub("(configuration)", text))
+    text = PASSWORD.sub(r"\1********", text)
+    # A copy: the supervisor adds secrets while Debezium's threads log.
+    for secret in tuple(secrets):
         if len(secret) >= SECRET_MIN_CHARS:  # a shorter one would mask parts of figures
-            message = message.replace(secret, "********")
-    return message[:MESSAGE_CHARS]
+            text = text.replace(secret, "********")
+    return text
 
 
 def offsets_folder() -> Path | None:

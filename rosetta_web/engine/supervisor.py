@@ -242,7 +242,7 @@ class Supervisor:
         """Look at the pipelines every poll interval until stopped."""
         if self.problem is None:
             try:
-                jvm.start(self.settings.heap_mb)
+                jvm.start(self.settings.heap_mb, self.recorder.secrets)
             except Exception as exc:
                 self.problem = f"The Java runtime cannot start: {exc}"
         if self.problem is not None:

@@ -100,7 +100,9 @@ def snapshot(
     started = time.monotonic()
     setup.set_status("START")
     done = wait_for(
-        lambda: destination_count(setup, "ITEMS") >= rows, timeout=max(600, rows / 500), interval=1
+        lambda: destination_count(setup, "ITEMS") >= rows,
+        timeout=max(600, rows / 500),
+        interval=0.2,
     )
     elapsed = time.monotonic() - started
     if not done:
@@ -404,6 +406,11 @@ def run(
         engine_s, setup = snapshot(app, cluster, snowflake, args.rows)
         engine_rate = args.rows / engine_s
         print(f"   engine: {engine_s:.1f} s, {engine_rate:,.0f} rows/s", flush=True)
+        for line in engine.output().splitlines():
+            if "rosetta_web.engine" in line and "java" not in line:
+                print("DEBUG " + line[:200])
+            if "Initial copy of" in line:
+                print("   engine says: " + line.split("Initial copy of", 1)[1].strip(), flush=True)
         pause_all(app)
         setup.wait_state("paused", "stopped", timeout=120)
         steps = floor(cluster, snowflake, setup, args.rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, date, datetime, time
@@ -95,6 +96,132 @@ def test_start_snapshots_then_streams_and_the_copy_is_equal(app, engine, engine_
     run = s.wait_state("streaming")
     assert run.owner is not None and run.owner.endswith(engine.owner_suffix)
     assert run.last_lsn is not None and run.last_lsn > 0
+
+
+class Writer(threading.Thread):
+    """Write the source without pause until told to stop: inserts, updates and deletes of
+    `items`, inserts into the keyless `history`, each commit its own."""
+
+    def __init__(self, cluster: Cluster, database: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.database = database
+        self.stop = threading.Event()
+        self.commits = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with closing(self.cluster.connect(self.database)) as conn, conn.cursor() as cur:
+                next_id = 1_000_000
+                while not self.stop.is_set():
+                    cur.execute(
+                        "INSERT INTO items VALUES (%s, 'written', 1); "
+                        "INSERT INTO history VALUES (%s, 'written'); "
+                        "UPDATE items SET note = 'updated ' || %s WHERE id = %s; "
+                        "DELETE FROM items WHERE id = %s",
+                        (next_id, next_id, next_id, next_id % 10_000, (next_id * 7) % 10_000),
+                    )
+                    next_id += 1
+                    self.commits += 1
+                    sleep(0.005)
+        except BaseException as exc:  # said by the test
+            self.error = exc
+
+
+def test_the_first_copy_is_exact_while_the_source_is_written(
+    app, engine, engine_cluster, snowflake
+):
+    """START while the source is written without pause: the first copy is taken in bulk and
+    what was written before, during and after it arrives exactly once: the keyed table is
+    equal, and the keyless table's history holds each source row once, none missing."""
+    s = Setup(
+        app,
+        engine_cluster,
+        snowflake,
+        ITEMS
+        + [
+            "CREATE TABLE history (id bigint, note text)",
+            "ALTER TABLE history REPLICA IDENTITY FULL",
+            "INSERT INTO history SELECT g, 'before' FROM generate_series(1, 20000) g",
+        ],
+        snowflake.host_setting,
+    )
+    writer = Writer(engine_cluster, s.database)
+    writer.start()
+    try:
+        assert wait_for(lambda: writer.commits > 20, timeout=10)
+        s.set_status("START")
+        s.wait_state("streaming")
+        written = writer.commits
+        assert wait_for(lambda: writer.commits > written + 50, timeout=30)
+    finally:
+        writer.stop.set()
+        writer.join()
+    assert writer.error is None, writer.error
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    s.wait_equal(
+        "SELECT id, note FROM history ORDER BY id",
+        "SELECT ID, NOTE FROM HISTORY WHERE _ROSETTA_OP IN ('r', 'c') ORDER BY ID, NOTE",
+    )
+    assert "Initial copy of public.items: " in engine.output()  # in bulk, not by Debezium
+
+
+def test_pause_during_the_first_copy_stops_it_and_leaves_nothing_behind(
+    app, engine, engine_cluster, snowflake
+):
+    """PAUSE while the first copy waits on the source (a session holds a table's lock, and
+    with it a transaction the copy's snapshot waits for): the copy is cancelled at once, its
+    connections and temporary slot are gone, and the next START copies the table whole."""
+    s = Setup(app, engine_cluster, snowflake, ITEMS, snowflake.host_setting)
+    copying = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rosetta-engine-copy' "
+        "AND datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    left = (
+        "SELECT (SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = 'rosetta-engine-copy'), "
+        "(SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'rosetta_copy_%')"
+    )
+    with closing(engine_cluster.connect(s.database)) as locker, locker.cursor() as cur:
+        cur.execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        s.set_status("START")
+        assert wait_for(lambda: s.sql(copying) == [(1,)], timeout=60)
+        assert s.run().state == "snapshotting"
+        s.set_status("PAUSE")
+        try:
+            s.wait_state("paused", timeout=15)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{engine.output()[-5000:]}") from None
+        assert wait_for(lambda: s.sql(left) == [(0, 0)], timeout=10), s.sql(left)
+        cur.execute("ROLLBACK")
+    s.set_status("START")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+
+
+def test_a_type_the_bulk_copy_cannot_write_is_left_to_debeziums_snapshot(
+    app, engine, engine_cluster, snowflake
+):
+    """A table with a column type the bulk copy does not write (inet): Debezium's own
+    snapshot copies the tables, and the engine's log says why."""
+    s = Setup(
+        app,
+        engine_cluster,
+        snowflake,
+        [
+            "CREATE TABLE hosts (id int PRIMARY KEY, address inet)",
+            "INSERT INTO hosts SELECT g, '10.0.0.1'::inet + g FROM generate_series(1, 200) g",
+        ],
+        snowflake.host_setting,
+    )
+    s.set_status("START")
+    s.wait_equal(
+        "SELECT id, host(address) FROM hosts ORDER BY id",
+        "SELECT ID, ADDRESS FROM HOSTS ORDER BY ID",
+    )
+    assert "Debezium's snapshot copies the tables: public.hosts column address is inet" in (
+        engine.output()
+    )
 
 
 def test_pause_drains_and_start_brings_what_changed_meanwhile(

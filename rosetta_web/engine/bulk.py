@@ -262,7 +262,7 @@ class InitialCopy:
         self.timeout_s = timeout_s
         self.folder = folder
         self.lsn: int | None = None  # where the copy stands, once taken
-        self._reading: Any = None  # the connection a cancel interrupts
+        self._busy: list[Any] = []  # the connections a cancel interrupts
         self._cancelled = threading.Event()
 
     def plan(self) -> list[Planned] | str:
@@ -284,7 +284,7 @@ class InitialCopy:
         with self._exported() as (lsn, snapshot), closing(self._connect()) as conn:
             self.lsn = lsn
             self._advance(lsn)
-            self._reading = conn
+            self._busy.append(conn)
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
@@ -292,27 +292,29 @@ class InitialCopy:
                 for one in planned:
                     started = time.monotonic()
                     copied = self._write(cur, one)
-                    log.info(
-                        "Initial copy of %s: %d rows read in %.1f s",
-                        one.table,
-                        copied.rows,
-                        time.monotonic() - started,
-                    )
+                    read_s = time.monotonic() - started
                     try:
                         load(copied, lsn)
                     finally:
                         for file in copied.files:
                             file.unlink(missing_ok=True)
+                    log.info(
+                        "Initial copy of %s: %d rows, read in %.1f s, loaded in %.1f s",
+                        one.table,
+                        copied.rows,
+                        read_s,
+                        time.monotonic() - started - read_s,
+                    )
             conn.rollback()
         return lsn
 
     def cancel(self) -> None:
-        """Interrupt the table being read (from another thread)."""
+        """Interrupt what the copy waits for (from another thread): the temporary slot, which
+        waits for the source's running transactions, or the table being read."""
         self._cancelled.set()
-        reading = self._reading
-        if reading is not None:
+        for conn in list(self._busy):
             with suppress(psycopg2.Error):
-                reading.cancel()
+                conn.cancel()
 
     def _write(self, cur: Any, one: Planned) -> Copied:
         if self._cancelled.is_set():
@@ -340,6 +342,7 @@ class InitialCopy:
         except psycopg2.Error as exc:
             raise CopyFailed(f"cannot open a replication connection: {_words(exc)}") from exc
         with closing(conn):
+            self._busy.append(conn)
             name = f"rosetta_copy_{uuid.uuid4().hex[:16]}"
             try:
                 with conn.cursor() as cur:
@@ -348,6 +351,8 @@ class InitialCopy:
                     )
                     row = cur.fetchone()
             except psycopg2.Error as exc:
+                if self._cancelled.is_set():
+                    raise CopyFailed("stopped") from None
                 raise CopyFailed(f"cannot create a temporary slot: {_words(exc)}") from exc
             high, low = str(row[1]).split("/")
             yield (int(high, 16) << 32) + int(low, 16), str(row[2])

@@ -219,10 +219,15 @@ class Run:
             return
         refresh = self.refresh if self.refresh is not None and self.refresh.initial else None
         self.copying = copy
+        # Log in to Snowflake while PostgreSQL writes the first table (a failure is retried
+        # by the first load).
+        login = threading.Thread(target=self._open_quietly, daemon=True)
+        login.start()
         self._record("refreshing" if refresh is not None else "snapshotting")
         synced_at = utcnow()
 
         def load(copied: Copied, lsn: int) -> None:
+            login.join()
             one = copied.planned
             self._with_retries(
                 lambda loader: loader.copy_table(
@@ -445,6 +450,12 @@ class Run:
                     self.pipeline_id, "failed", reason=self.refused, error=self.refused
                 )
                 raise
+
+    def _open_quietly(self) -> None:
+        try:
+            self.loader = _open_loader(self.destination, self.timeout_s, self.query_timeout_s)
+        except DestinationUnavailable:
+            pass  # said by the load that tries again
 
     def _close_loader(self) -> None:
         if self.loader is not None:

@@ -30,9 +30,12 @@ from ..extensions import db
 from ..models import Pipeline
 from ..monitor.rounds import target_of as source_target
 from ..postgres.replication_objects import (
+    HEARTBEAT_SCHEMA,
+    HEARTBEAT_TABLE,
     SourceRefused,
     add_heartbeat_table,
-    publication_tables,
+    published_tables,
+    qualified,
     session,
 )
 from ..readiness import NotReady
@@ -40,7 +43,6 @@ from ..sources import services as sources
 from ..timeutil import as_utc, utcnow
 from . import jvm
 from .properties import (
-    HEARTBEAT_TABLE,
     UNUSED_PASSWORD,
     Batching,
     PipelineSpec,
@@ -375,19 +377,25 @@ class Supervisor:
         if not source.slot_name:
             raise ValueError(f"source {source.name} names no replication slot")
         target = source_target(source)
+        heartbeat = (HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)
         with session(target, self.settings.timeout_s) as s:
-            tables = publication_tables(s, source.publication_name)
-            if tables and ("public", HEARTBEAT_TABLE) not in tables:
+            published = [
+                table
+                for table in published_tables(s, source.publication_name)
+                if (table.schema, table.table) != heartbeat
+            ]
+            if published:
+                # The source's `heartbeat` check passed (START waits for it): the role may
+                # create and publish the table, unless that changed since.
                 try:
-                    add_heartbeat_table(s, source.publication_name, HEARTBEAT_TABLE)
-                    tables.append(("public", HEARTBEAT_TABLE))
+                    add_heartbeat_table(s, source.publication_name)
                 except SourceRefused as exc:
-                    log.warning(
-                        "Engine: pipeline %s runs without a heartbeat table: %s",
-                        pipeline.name,
-                        exc,
-                    )
-        if not tables:
+                    raise SourceRefused(
+                        f"the heartbeat table {qualified(*heartbeat)} cannot be created or "
+                        f"published: {exc}. The source's heartbeat check gives the SQL to run.",
+                        exc.details["sqlstate"],
+                    ) from None
+        if not published:
             raise ValueError(f"publication {source.publication_name} publishes no table")
         return PipelineSpec(
             pipeline_id=pipeline.id,
@@ -395,8 +403,8 @@ class Supervisor:
             source=target,
             publication=source.publication_name,
             slot=source.slot_name,
-            tables=tuple(t for t in tables if t != ("public", HEARTBEAT_TABLE)),
-            heartbeat=("public", HEARTBEAT_TABLE) in tables,
+            tables=tuple((table.schema, table.table) for table in published),
+            heartbeat=True,
         )
 
     def _retry_later(self, pipeline_id: int, reason: str, waiting: Waiting | None) -> None:
@@ -490,7 +498,7 @@ def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, st
     if not pipeline.refresh_tables:
         return list(spec.tables)
     named = {name for name in pipeline.refresh_tables}
-    return [table for table in spec.tables if f"{table[0]}.{table[1]}" in named]
+    return [table for table in spec.tables if qualified(*table) in named]
 
 
 def cannot_run(pipeline: Pipeline) -> str | None:

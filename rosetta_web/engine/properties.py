@@ -51,6 +51,8 @@ class PipelineSpec:
     slot: str = ""
     tables: tuple[tuple[str, str], ...] = ()  # the publication's (schema, table), by name
     heartbeat: bool = False  # the source's publication has the heartbeat table
+    # Those of `tables` without a primary key: loaded append-only, never REFRESHed.
+    keyless: frozenset[tuple[str, str]] = frozenset()
 
 
 def table_pattern(schema: str, table: str) -> str:

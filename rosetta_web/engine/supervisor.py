@@ -49,7 +49,7 @@ from .properties import (
     debezium_properties,
     offset_storage,
 )
-from .runner import Backoff, Run
+from .runner import Backoff, Refresh, Run
 from .state import (
     Recorder,
     forget_offsets,
@@ -321,7 +321,18 @@ class Supervisor:
                 return
             run.refresh = None  # REFRESH asked again since that one
         if run.refresh is None:
-            run.refresh_now(refresh_tables(pipeline, run.spec))
+            self._refresh(run, pipeline)
+
+    def _refresh(self, run: Run, pipeline: Pipeline) -> None:
+        """Ask the engine for an incremental snapshot of the tables the REFRESH re-reads; with
+        none (each one named or published lacks a primary key) it is done at once."""
+        tables = refresh_tables(pipeline, run.spec)
+        if tables:
+            run.refresh_now(tables)
+            return
+        log.info("Engine: pipeline %s: no table with a primary key to refresh", pipeline.name)
+        run.refresh = Refresh([], signalled_at=utcnow(), done=True)
+        self.recorder.refreshed(pipeline.id)
 
     def _start(self, pipeline: Pipeline, waiting: Waiting | None) -> None:
         try:
@@ -362,7 +373,7 @@ class Supervisor:
         if pipeline.status == "REFRESH" and not offsets_exist(pipeline.id):
             run.copy_again(list(spec.tables))  # no offsets: snapshot everything, sweep the rest
         elif pipeline.status == "REFRESH":
-            run.refresh_now(refresh_tables(pipeline, spec))
+            self._refresh(run, pipeline)
         try:
             run.start()
         except Exception as exc:
@@ -405,6 +416,9 @@ class Supervisor:
             slot=source.slot_name,
             tables=tuple((table.schema, table.table) for table in published),
             heartbeat=True,
+            keyless=frozenset(
+                (table.schema, table.table) for table in published if not table.has_primary_key
+            ),
         )
 
     def _retry_later(self, pipeline_id: int, reason: str, waiting: Waiting | None) -> None:
@@ -494,11 +508,14 @@ SLOT_LOST = (
 
 
 def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, str]]:
-    """Return the tables a REFRESH re-reads: the ones named, or all the publication's."""
+    """Return the tables a REFRESH re-reads: the ones named, or all the publication's; never
+    one without a primary key (its destination is an append-only history that a REFRESH
+    cannot repair, and Debezium's incremental snapshot would only skip it with a warning)."""
+    keyed = [table for table in spec.tables if table not in spec.keyless]
     if not pipeline.refresh_tables:
-        return list(spec.tables)
-    named = {name for name in pipeline.refresh_tables}
-    return [table for table in spec.tables if qualified(*table) in named]
+        return keyed
+    named = set(pipeline.refresh_tables)
+    return [table for table in keyed if qualified(*table) in named]
 
 
 def cannot_run(pipeline: Pipeline) -> str | None:

@@ -245,11 +245,6 @@ def list_tables(s: Session) -> list[tuple[str, str]]:
     return [(schema, table) for schema, table in s.run(TABLES).fetchall()]
 
 
-def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
-    """Return the (schema, table) of every table the publication lists, by name."""
-    return [(table.schema, table.table) for table in published_tables(s, name)]
-
-
 @dataclass(frozen=True)
 class PublishedTable:
     """A table a publication lists, and whether it has a primary key (Debezium keys its

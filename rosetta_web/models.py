@@ -236,6 +236,17 @@ class Pipeline(Shaped, TimestampMixin, Model):
             },
             lambda pipeline: pipeline.refresh_tables,
         ),
+        Computed(
+            "refresh_skipped",
+            {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "Tables a REFRESH of all of them leaves out (schema.table): "
+                "they have no primary key, so their destination is an append-only history "
+                "that REFRESH cannot repair; null when none is left out",
+            },
+            lambda pipeline: pipeline.refresh_skipped,
+        ),
         Computed("engine", ref("EngineState"), lambda pipeline: Pipeline.engine_of(pipeline)),
         "created_at",
         "updated_at",
@@ -256,6 +267,8 @@ class Pipeline(Shaped, TimestampMixin, Model):
 
     # REFRESH of some tables only ("schema.table" names); None: all of the publication's.
     refresh_tables: Mapped[list[str] | None] = mapped_column(JSON)
+    # What a REFRESH of all of them leaves out: its tables without a primary key.
+    refresh_skipped: Mapped[list[str] | None] = mapped_column(JSON)
 
     source: Mapped[Source] = relationship(back_populates="pipelines")
     destination: Mapped[Destination] = relationship(back_populates="pipelines")

@@ -18,7 +18,7 @@ from .alerts import context as alerts_context
 from .alerts import display as alerts_display
 from .audit import display as audit_display
 from .channels.services import last_deliveries
-from .pipelines.services import engine_state, slot_disagreement
+from .pipelines.services import engine_state, skipped_words, slot_disagreement
 from .security import can
 from .timeutil import isoformat
 
@@ -44,6 +44,7 @@ GLOBALS: dict[str, Callable[..., Any]] = {
     "history_url": audit_display.history_url,
     "slot_disagreement": slot_disagreement,
     "engine_state": engine_state,
+    "skipped_words": skipped_words,
     "last_deliveries": last_deliveries,
 }
 

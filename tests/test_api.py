@@ -52,6 +52,7 @@ def test_seed_bodies_are_accepted_verbatim(api, ready_source, ready_destination)
         "destination_id": 1,
         "status": "START",
         "refresh_tables": None,
+        "refresh_skipped": None,
         "engine": None,
         "created_at": None,
         "updated_at": None,

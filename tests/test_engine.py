@@ -575,6 +575,47 @@ def test_refresh_repairs_rows_changed_by_hand_at_the_destination(
     s.wait_state("streaming")
 
 
+def test_refresh_of_every_table_leaves_a_keyless_tables_history_alone(
+    app, engine, engine_cluster, snowflake
+):
+    """REFRESH of every table, beside items a table without a primary key (REPLICA IDENTITY
+    FULL): items is repaired, the keyless table's append-only history keeps exactly the rows
+    it had, the status goes back to START, and both tables go on streaming. No incremental
+    snapshot of the keyless table is asked for: Debezium would skip it, warning so."""
+    s = Setup(
+        app,
+        engine_cluster,
+        snowflake,
+        [ITEMS[0], "CREATE TABLE events (note text)", "ALTER TABLE events REPLICA IDENTITY FULL"],
+        snowflake.host_setting,
+    )
+    s.sql(
+        "INSERT INTO items SELECT g, 'n ' || g, g FROM generate_series(1, 100) g",
+        "INSERT INTO events VALUES ('first'), ('second')",
+    )
+    history = "SELECT NOTE, _ROSETTA_OP FROM EVENTS ORDER BY NOTE"
+    s.set_status("START")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    s.wait_equal("SELECT note, 'r' FROM events ORDER BY note", history)
+    s.wait_state("streaming")
+    s.snowflake_rows("DELETE FROM ITEMS WHERE ID <= 10")
+    s.set_status("REFRESH")
+    try:
+        s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+        assert wait_for(lambda: s.status() == "START", timeout=60, interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{engine.output()[-4000:]}") from None
+    assert s.snowflake_rows(history) == [("first", "r"), ("second", "r")]
+    assert "Incremental snapshot for table 'public.events' skipped" not in engine.output()
+    s.sql("INSERT INTO events VALUES ('third')", "INSERT INTO items VALUES (101, 'new', 1)")
+    s.wait_equal(
+        "SELECT * FROM (VALUES ('first', 'r'), ('second', 'r'), ('third', 'c')) v ORDER BY 1",
+        history,
+    )
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    assert s.run().state == "streaming"
+
+
 def test_a_slot_created_again_behind_its_back_stops_the_pipeline_until_refresh(
     app, engine, engine_cluster, snowflake
 ):

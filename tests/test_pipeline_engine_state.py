@@ -9,10 +9,14 @@ rows directly, as `flask rosetta engine` does.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
+from rosetta_web.engine.supervisor import Supervisor, refresh_tables
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import (
     AuditRecord,
@@ -24,7 +28,9 @@ from rosetta_web.models import (
 )
 from rosetta_web.timeutil import utcnow
 
+from .constants import ENVELOPE_KEYS
 from .factories import _store, new_destination, new_source
+from .pg import Cluster, psql
 from .seed import DESTINATION
 
 OWNER = "etl-host-1:4242"
@@ -342,6 +348,230 @@ def test_refresh_of_tables_when_the_source_cannot_be_read(
     assert "The tables of publication ready_pub could not be read" in body["message"]
     with app.app_context():
         assert _db.session.get(Pipeline, 1).status == "PAUSE"
+
+
+# ---- REFRESH and tables without a primary key -------------------------------------------
+
+KEYLESS = (
+    "no primary key, so its destination is an append-only history (a row per change), which "
+    "REFRESH cannot repair"
+)
+
+
+@pytest.fixture(scope="module")
+def keyless_cluster() -> Iterator[Cluster]:
+    """A logical cluster whose database `mixed` has accounts (a primary key) and events and
+    audit_trail (none, REPLICA IDENTITY FULL), published all together (mixed_pub) and the
+    keyless ones alone (history_pub), with a slot."""
+    cluster = Cluster("rosetta-keyless").start()
+    cluster.create_database("mixed")
+    with closing(cluster.connect("mixed")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text)")
+        for table in ("events", "audit_trail"):
+            cur.execute(f"CREATE TABLE {table} (at timestamptz, note text)")
+            cur.execute(f"ALTER TABLE {table} REPLICA IDENTITY FULL")
+        cur.execute("CREATE PUBLICATION mixed_pub FOR ALL TABLES")
+        cur.execute("CREATE PUBLICATION history_pub FOR TABLE events, audit_trail")
+        cur.execute("SELECT pg_create_logical_replication_slot('mixed_slot', 'pgoutput')")
+    yield cluster
+    cluster.stop()
+
+
+def _keyless_pair(api, cluster, destination, publication="mixed_pub"):
+    """A source on the keyless cluster (signed in as postgres, ready), the destination given,
+    and a paused pipeline between them (id 1)."""
+    source = {
+        "name": "mixed-postgres",
+        "pg_host": "127.0.0.1",
+        "pg_port": cluster.port,
+        "pg_database": "mixed",
+        "pg_username": "postgres",
+        "pg_password": "unused-trust-auth",
+        "publication_name": publication,
+        "slot_name": "mixed_slot",
+    }
+    assert api.post("/api/v1/sources", json=source).status_code == 201
+    assert api.get("/api/v1/sources/1").get_json()["readiness"]["ready"] is True
+    assert api.post("/api/v1/destinations", json=destination).status_code == 201
+    body = {"name": "mixed-to-sf", "source_id": 1, "destination_id": 1, "status": "PAUSE"}
+    assert api.post("/api/v1/pipelines", json=body).status_code == 201
+
+
+def _keys(cluster):
+    """psql's word on each table of mixed: whether it has a primary key, its replica identity."""
+    return psql(
+        cluster,
+        "SELECT c.relname::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+        "AND i.indisprimary), c.relreplident::text FROM pg_class c "
+        "WHERE c.relname IN ('accounts', 'events', 'audit_trail') ORDER BY 1",
+        database="mixed",
+    )
+
+
+def test_refresh_naming_a_keyless_table_is_refused(app, api, keyless_cluster, ready_destination):
+    """events has no primary key (psql): naming it, alone or beside accounts, is a 422 in the
+    error envelope naming it and why, the status and tables unchanged and the refusal
+    audited; naming accounts alone is a REFRESH of accounts."""
+    assert _keys(keyless_cluster) == [
+        ("accounts", True, "d"),
+        ("audit_trail", False, "f"),
+        ("events", False, "f"),
+    ]
+    _keyless_pair(api, keyless_cluster, ready_destination)
+    message = (
+        f"REFRESH cannot take public.events: {KEYLESS}. Name tables with a primary key, or "
+        "leave tables out to refresh every table that has one."
+    )
+    for tables in (["public.events"], ["public.accounts", "public.events"]):
+        refused = api.post("/api/v1/pipelines/1/refresh", json={"tables": tables})
+        body = refused.get_json()
+        assert refused.status_code == 422 and set(body) == ENVELOPE_KEYS, body
+        assert body["error"] == "ValidationError"
+        assert body["message"] == message
+        assert body["details"] == {"fields": {"tables": [message]}, "keyless": ["public.events"]}
+    both = api.post(
+        "/api/v1/pipelines/1/refresh", json={"tables": ["public.audit_trail", "public.events"]}
+    ).get_json()
+    assert both["details"]["keyless"] == ["public.audit_trail", "public.events"]
+    pipeline = api.get("/api/v1/pipelines/1").get_json()
+    assert (pipeline["status"], pipeline["refresh_tables"]) == ("PAUSE", None)
+    with app.app_context():
+        refusals = _db.session.scalars(
+            select(AuditRecord.message)
+            .where(AuditRecord.action == "refresh", AuditRecord.outcome == "refused")
+            .order_by(AuditRecord.id)
+        ).all()
+    assert len(refusals) == 3 and refusals[0] == message
+
+    chosen = api.post("/api/v1/pipelines/1/refresh", json={"tables": ["public.accounts"]})
+    assert chosen.status_code == 200, chosen.get_json()
+    assert (chosen.get_json()["refresh_tables"], chosen.get_json()["refresh_skipped"]) == (
+        ["public.accounts"],
+        None,
+    )
+
+
+def test_refresh_of_all_tables_skips_the_keyless_ones_and_says_so(
+    app, api, browser, keyless_cluster, ready_destination
+):
+    """REFRESH without tables: the API answers which tables it leaves out and why, the page
+    and the status button's message say it, a save setting REFRESH does the same, and START
+    forgets it."""
+    _keyless_pair(api, keyless_cluster, ready_destination)
+    refreshed = api.post("/api/v1/pipelines/1/refresh")
+    assert refreshed.status_code == 200, refreshed.get_json()
+    body = refreshed.get_json()
+    assert (body["status"], body["refresh_tables"]) == ("REFRESH", None)
+    assert body["refresh_skipped"] == ["public.audit_trail", "public.events"]
+    said = f"Skipped public.audit_trail, public.events: {KEYLESS}."
+    section = _text(_engine_section(browser, 1))
+    assert f"Wanted REFRESH of every table with a primary key {said}" in section
+
+    assert api.post("/api/v1/pipelines/1/start").get_json()["refresh_skipped"] is None
+    button = browser.post("/pipelines/1/status", {"status": "REFRESH", "back": "detail"})
+    assert button.status_code == 303
+    page = browser.get("/pipelines/1").get_data(as_text=True)
+    assert f"Pipeline &#39;mixed-to-sf&#39; set to REFRESH. {said}" in page
+    row = browser.client.post(
+        "/pipelines/1/status",
+        data={"status": "REFRESH"},
+        headers={"HX-Request": "true", "X-CSRFToken": browser.token},
+    ).get_data(as_text=True)
+    assert f'<span class="refresh-skipped">{said}</span>' in row
+
+    assert api.post("/api/v1/pipelines/1/pause").get_json()["refresh_skipped"] is None
+    patched = api.patch("/api/v1/pipelines/1", json={"status": "REFRESH"})
+    assert patched.status_code == 200, patched.get_json()
+    assert patched.get_json()["refresh_skipped"] == ["public.audit_trail", "public.events"]
+    with app.app_context():
+        stored = _db.session.get(Pipeline, 1)
+        assert (stored.status, stored.refresh_skipped) == (
+            "REFRESH",
+            ["public.audit_trail", "public.events"],
+        )
+
+
+def test_refresh_of_a_publication_without_a_keyed_table_is_refused(
+    app, api, browser, keyless_cluster, ready_destination
+):
+    """history_pub lists only tables without a primary key: REFRESH has nothing to re-read,
+    409 NothingToRefreshError naming them; the status button says so in its row."""
+    _keyless_pair(api, keyless_cluster, ready_destination, publication="history_pub")
+    refused = api.post("/api/v1/pipelines/1/refresh")
+    body = refused.get_json()
+    assert refused.status_code == 409 and set(body) == ENVELOPE_KEYS, body
+    assert body["error"] == "NothingToRefreshError"
+    assert body["details"] == {"keyless": ["public.audit_trail", "public.events"]}
+    assert body["message"].startswith(
+        "No table of publication history_pub has a primary key: REFRESH has nothing to re-read."
+    )
+    row = browser.client.post(
+        "/pipelines/1/status",
+        data={"status": "REFRESH"},
+        headers={"HX-Request": "true", "X-CSRFToken": browser.token},
+    ).get_data(as_text=True)
+    assert "No table of publication history_pub has a primary key" in row
+    assert api.get("/api/v1/pipelines/1").get_json()["status"] == "PAUSE"
+
+
+class _AskedRun:
+    """What the supervisor asks of a running engine, without Debezium: the REFRESHes."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.refresh = None
+        self.asked = []
+
+    def refresh_now(self, tables):
+        self.asked.append(tables)
+
+
+def test_the_engine_never_signals_a_snapshot_of_a_keyless_table(
+    app, api, keyless_cluster, ready_destination
+):
+    """The engine reads which tables have a primary key from the source's catalog when it
+    starts: a REFRESH of all, or of tables named before a key was dropped, signals only those
+    with one; with none left, it signals nothing and the status goes back to START."""
+    _keyless_pair(api, keyless_cluster, ready_destination)
+    supervisor = Supervisor(app)
+    with app.app_context():
+        pipeline = _db.session.get(Pipeline, 1)
+        spec = supervisor._spec(pipeline)
+        assert spec.tables == (
+            ("public", "accounts"),
+            ("public", "audit_trail"),
+            ("public", "events"),
+        )
+        assert spec.keyless == {("public", "audit_trail"), ("public", "events")}
+        assert spec.heartbeat
+        for named, signalled in (
+            (None, [("public", "accounts")]),
+            (["public.accounts", "public.events"], [("public", "accounts")]),
+            (["public.events"], []),
+        ):
+            pipeline.refresh_tables = named
+            assert refresh_tables(pipeline, spec) == signalled
+
+        # events named when it still had a key, which it has lost since: nothing is signalled.
+        pipeline.status, pipeline.refresh_tables = "REFRESH", ["public.events"]
+        _db.session.commit()
+        run = _AskedRun(spec)
+        supervisor._follow_refresh(run, pipeline)
+        assert run.asked == [] and run.refresh.done
+        _db.session.expire_all()
+        assert (pipeline.status, pipeline.refresh_tables) == ("START", None)
+
+        pipeline.status, pipeline.refresh_tables = "REFRESH", None
+        _db.session.commit()
+        run = _AskedRun(spec)
+        supervisor._follow_refresh(run, pipeline)
+        assert run.asked == [[("public", "accounts")]]
+    supervisor.ownership.close()
+    assert psql(
+        keyless_cluster,
+        "SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'mixed_pub' ORDER BY 1",
+        database="mixed",
+    ) == [("accounts",), ("audit_trail",), ("events",), ("rosetta_heartbeat",)]
 
 
 def test_the_page_has_start_pause_and_refresh(app, browser):

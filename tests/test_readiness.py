@@ -15,12 +15,15 @@ import pytest
 import time_machine
 from psycopg2 import sql
 
+from rosetta_web.engine.properties import Batching, PipelineSpec, debezium_properties
 from rosetta_web.extensions import db
 from rosetta_web.models import Source
 from rosetta_web.monitor.rounds import scheduled_round
 from rosetta_web.monitor.scheduler import MonitorScheduler
 from rosetta_web.postgres.checks import QUOTED_KEYWORDS, TITLES
 from rosetta_web.postgres.checks import quote_ident as offline
+from rosetta_web.postgres.connection import Target
+from rosetta_web.postgres.replication_objects import add_heartbeat_table, session
 from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
@@ -76,6 +79,9 @@ def logical() -> Iterator[Cluster]:
         cur.execute("INSERT INTO t VALUES (1), (2)")
         cur.execute(f"CREATE ROLE cdc LOGIN REPLICATION PASSWORD '{CDC_PASSWORD}'")
         cur.execute("GRANT pg_monitor TO cdc")
+        # cdc may create the heartbeat table, and own a publication (see `publish`).
+        cur.execute("GRANT CREATE ON DATABASE shop TO cdc")
+        cur.execute("GRANT CREATE ON SCHEMA public TO cdc")
     yield cluster
     cluster.stop()
 
@@ -109,6 +115,13 @@ def apply_fix(cluster: Cluster, fix: str, database: str = "shop") -> None:
     )
 
 
+def publish(cluster: Cluster) -> None:
+    """Publish orders as cdc_pub, owned by cdc as one made with Create publication would be:
+    cdc may then create the heartbeat table and add it to it (the `heartbeat` check passes)."""
+    psql(cluster, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    psql(cluster, "ALTER PUBLICATION cdc_pub OWNER TO cdc")
+
+
 def _clean(cluster: Cluster) -> None:
     """Drop every slot (its consumer stopped first) and every publication of shop."""
     psql(
@@ -120,6 +133,7 @@ def _clean(cluster: Cluster) -> None:
     psql(cluster, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
     for (name,) in psql(cluster, "SELECT pubname::text FROM pg_publication"):
         psql(cluster, sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+    psql(cluster, "DROP TABLE IF EXISTS public.rosetta_heartbeat")
 
 
 @pytest.fixture
@@ -335,6 +349,7 @@ def test_missing_publication_fails_and_its_fix_creates_it(api, shop):
     assert "FOR ALL TABLES;" not in publication["fix"]
     assert statuses(result)["publication_tables"] == "skip"
     assert statuses(result)["replica_identity"] == "skip"
+    assert statuses(result)["heartbeat"] == "skip"
 
     apply_fix(shop, publication["fix"])
     assert publications(shop) == [("Cdc Pub", False)]
@@ -384,9 +399,171 @@ def test_published_table_without_a_key_fails_naming_it(api, shop):
         psql(shop, 'DROP TABLE "Line Items"')
 
 
+# The engine's heartbeat table, for a role that is no superuser
+
+WRITER = "Beat Writer"
+WRITER_PASSWORD = "Beat-Secret-5!"
+HEARTBEAT_DDL_SHOWN = (
+    "CREATE TABLE IF NOT EXISTS public.rosetta_heartbeat "
+    "(slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL);"
+)
+FIX_HEAD = (
+    "-- As a superuser: the heartbeat table, published, and writable by the source's role\n"
+    "-- (its upsert needs SELECT, INSERT and UPDATE).\n"
+)
+
+
+@pytest.fixture
+def writer(logical: Cluster) -> Iterator[str]:
+    """A role "Beat Writer" (quotes needed) that may do nothing but sign in."""
+    psql(logical, f"CREATE ROLE \"{WRITER}\" LOGIN PASSWORD '{WRITER_PASSWORD}'")
+    yield WRITER
+    psql(logical, "DROP TABLE IF EXISTS public.rosetta_heartbeat")
+    psql(logical, f'DROP OWNED BY "{WRITER}"')  # its publication, its grants
+    psql(logical, f'DROP ROLE "{WRITER}"')
+
+
+def as_writer(cluster: Cluster) -> Target:
+    """Where and as whom the engine reaches the source, signed in as the writer."""
+    return Target(0, "shop", "127.0.0.1", cluster.port, "shop", WRITER, WRITER_PASSWORD)
+
+
+def heartbeat_privileges(cluster: Cluster) -> tuple[Any, ...]:
+    """psql's word on the writer: may it SELECT, INSERT, UPDATE the table; is it published."""
+    return psql(
+        cluster,
+        "SELECT has_table_privilege(%s, 'public.rosetta_heartbeat', 'SELECT'), "
+        "has_table_privilege(%s, 'public.rosetta_heartbeat', 'INSERT'), "
+        "has_table_privilege(%s, 'public.rosetta_heartbeat', 'UPDATE'), "
+        "EXISTS (SELECT 1 FROM pg_publication_tables WHERE tablename = 'rosetta_heartbeat')",
+        WRITER,
+        WRITER,
+        WRITER,
+    )[0]
+
+
+def start_and_beat(cluster: Cluster, publication: str) -> None:
+    """Do as START does, as the writer: make sure of the heartbeat table, then run the
+    engine's own heartbeat query twice (an insert, then an update of its row)."""
+    with session(as_writer(cluster), 5) as s:
+        add_heartbeat_table(s, publication)
+        add_heartbeat_table(s, publication)  # a second START finds it all done
+        spec = PipelineSpec(0, "p", as_writer(cluster), publication, "cdc_slot", heartbeat=True)
+        beat = debezium_properties(spec, {}, Batching(1, 1, 1))["heartbeat.action.query"]
+        s.run(beat)
+        s.run(beat)
+    assert psql(cluster, "SELECT slot_name FROM public.rosetta_heartbeat") == [("cdc_slot",)]
+
+
+@pytest.mark.parametrize(
+    ("setup", "lacking", "fix"),
+    [
+        (
+            ['CREATE PUBLICATION "Cdc Pub" FOR TABLE orders'],
+            "public.rosetta_heartbeat does not exist and Beat Writer may not create tables in "
+            "schema public; Beat Writer may not add it to publication Cdc Pub (it does not own "
+            "the publication)",
+            HEARTBEAT_DDL_SHOWN + "\n"
+            'ALTER PUBLICATION "Cdc Pub" ADD TABLE public.rosetta_heartbeat;\n'
+            'GRANT SELECT, INSERT, UPDATE ON public.rosetta_heartbeat TO "Beat Writer";',
+        ),
+        (
+            [
+                'CREATE PUBLICATION "Cdc Pub" FOR ALL TABLES',
+                HEARTBEAT_DDL_SHOWN,
+                'GRANT INSERT, UPDATE ON public.rosetta_heartbeat TO "Beat Writer"',
+            ],
+            "Beat Writer may not write to it",
+            'GRANT SELECT, INSERT, UPDATE ON public.rosetta_heartbeat TO "Beat Writer";',
+        ),
+        (
+            [
+                f'GRANT CREATE ON DATABASE shop TO "{WRITER}"',
+                'CREATE PUBLICATION "Cdc Pub" FOR TABLE orders',
+                f'ALTER PUBLICATION "Cdc Pub" OWNER TO "{WRITER}"',
+                HEARTBEAT_DDL_SHOWN,
+                'GRANT SELECT, INSERT, UPDATE ON public.rosetta_heartbeat TO "Beat Writer"',
+            ],
+            "Beat Writer may not add it to publication Cdc Pub (it does not own the table)",
+            'ALTER PUBLICATION "Cdc Pub" ADD TABLE public.rosetta_heartbeat;',
+        ),
+    ],
+    ids=["nothing", "not-writable", "not-published"],
+)
+def test_heartbeat_the_role_may_not_set_up_fails_with_the_sql_that_makes_it_pass(
+    api, shop, writer, setup, lacking, fix
+):
+    """A role that may not create, publish or write to the heartbeat table (psql says which):
+    `heartbeat` fails naming what is lacking, with exactly the SQL needed, quoted as
+    quote_ident() quotes; run by a superuser, it makes the check pass, and START's part and
+    the engine's heartbeat query then work as that role."""
+    for statement in setup:
+        psql(shop, statement)
+    source_id = add(
+        api, shop, pg_username=writer, pg_password=WRITER_PASSWORD, publication_name="Cdc Pub"
+    )
+    result = check(api, source_id)
+    heartbeat = by_id(result)["heartbeat"]
+    assert heartbeat["status"] == "fail" and "heartbeat" in failing(result)
+    assert heartbeat["observed"] == (
+        "The engine's heartbeat (which moves the slot while the published tables are idle) "
+        f"cannot run: {lacking}."
+    )
+    assert heartbeat["fix"] == FIX_HEAD + fix
+    assert quote_ident(shop, writer) == '"Beat Writer"'
+
+    apply_fix(shop, heartbeat["fix"])
+    assert heartbeat_privileges(shop) == (True, True, True, True)
+    again = by_id(check(api, source_id))["heartbeat"]
+    assert again["status"] == "pass", again
+    assert again["observed"] == (
+        "public.rosetta_heartbeat is in publication Cdc Pub and Beat Writer may write to it."
+    )
+    start_and_beat(shop, "Cdc Pub")
+
+
+@pytest.mark.parametrize("all_tables", [False, True], ids=["owned-publication", "all-tables"])
+def test_heartbeat_the_role_may_create_passes_and_start_creates_it(api, shop, writer, all_tables):
+    """A role with CREATE on schema public and a publication it owns (or one FOR ALL TABLES,
+    which lists every table): `heartbeat` passes saying START creates the table, which the
+    check itself does not (psql); START's part, as that role, creates and publishes it, and
+    the check then finds it there."""
+    psql(shop, f'GRANT CREATE ON SCHEMA public TO "{writer}"')
+    if all_tables:
+        psql(shop, 'CREATE PUBLICATION "Cdc Pub" FOR ALL TABLES')
+        how = "publication Cdc Pub is FOR ALL TABLES, so it lists it at once"
+    else:
+        psql(shop, f'GRANT CREATE ON DATABASE shop TO "{writer}"')
+        psql(shop, 'CREATE PUBLICATION "Cdc Pub" FOR TABLE orders')
+        psql(shop, f'ALTER PUBLICATION "Cdc Pub" OWNER TO "{writer}"')
+        how = "adds it to publication Cdc Pub"
+    source_id = add(
+        api, shop, pg_username=writer, pg_password=WRITER_PASSWORD, publication_name="Cdc Pub"
+    )
+    heartbeat = by_id(check(api, source_id))["heartbeat"]
+    assert heartbeat == {
+        "id": "heartbeat",
+        "status": "pass",
+        "title": "The engine's heartbeat table is published and writable",
+        "observed": "public.rosetta_heartbeat does not exist yet: START creates it (Beat Writer "
+        f"may create tables in schema public) and {how}.",
+        "fix": None,
+    }
+    assert psql(shop, "SELECT to_regclass('public.rosetta_heartbeat') IS NULL") == [(True,)]
+
+    start_and_beat(shop, "Cdc Pub")
+    assert psql(
+        shop, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'rosetta_heartbeat'"
+    ) == [(writer,)]
+    assert heartbeat_privileges(shop) == (True, True, True, True)
+    again = by_id(check(api, source_id))["heartbeat"]
+    assert again["status"] == "pass"
+    assert again["observed"].startswith("public.rosetta_heartbeat is in publication Cdc Pub")
+
+
 def test_slot_in_another_database_fails(api, shop):
     """The source's slot exists but psql shows it in database other: `slot` fails saying so."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(
         shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')", database="other"
     )
@@ -418,7 +595,7 @@ def test_slot_of_the_wrong_kind_offers_no_create_button(app, api, browser, shop)
 def test_lost_slot_fails(api, shop):
     """max_slot_wal_keep_size 1MB and WAL written past it until psql shows wal_status lost:
     slot_wal_status fails with the drop-and-recreate fix."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     with keep_size(shop, "1MB"):
@@ -468,7 +645,7 @@ def test_unlimited_keep_size_warns_with_twice_the_critical_threshold(api, shop):
 def test_ready_source_passes_every_check_and_is_stored(api, shop):
     """Publication, pgoutput slot in its database, a role with REPLICATION and pg_monitor, a
     bounded max_slot_wal_keep_size: every check passes, and GET shows the stored result."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     with keep_size(shop, "1GB"):
@@ -589,7 +766,7 @@ def test_publication_of_an_unknown_table_is_refused_and_nothing_created(api, sho
 def test_publication_drop_needs_its_name(api, shop):
     """Dropping the publication without its name typed, or with another, is a 422 and psql
     still lists it."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     source_id = add(api, shop, pg_username="postgres", pg_password="x")
     path = f"/api/v1/sources/{source_id}/publication"
     for query in ({}, {"confirm": "cdc_pu"}):
@@ -772,7 +949,7 @@ def _pipeline(api: Any, source_id: int, destination_body: dict[str, Any] = DESTI
 def test_pipeline_starts_only_once_its_source_is_ready(api, shop, ready_destination):
     """Its slot missing (psql): start and refresh are 409 SourceNotReadyError listing `slot`,
     pause is allowed; once the slot is created through the API, start works."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     source_id = add(api, shop)
     pipeline_id = _pipeline(api, source_id, ready_destination)
     assert slots(shop) == []
@@ -794,7 +971,7 @@ def test_pipeline_starts_only_once_its_source_is_ready(api, shop, ready_destinat
 def test_start_checks_a_stale_result_again(api, shop, app):
     """A ready result older than one monitor interval is not trusted: the slot dropped since
     (psql), start is refused; pause still works."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     assert check(api, source_id)["ready"] is True
@@ -809,7 +986,7 @@ def test_start_checks_a_stale_result_again(api, shop, app):
 
 def test_patching_status_to_start_is_refused_too(api, shop):
     """PATCH {"status": "START"} is a start like any other: refused while the source fails."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     source_id = add(api, shop)
     pipeline_id = _pipeline(api, source_id)
     response = api.patch(f"/api/v1/pipelines/{pipeline_id}", json={"status": "START"})
@@ -827,7 +1004,7 @@ def test_cli_check_exits_1_on_a_failing_source_and_0_on_a_ready_one(api, shop, r
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     broken_id = add(api, shop, name="broken", publication_name="missing_pub")
     add(api, shop, name="ready-one")
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
 
     broken = runner.invoke(args=["rosetta", "check", "--source", "broken"])
     assert broken.exit_code == 1, broken.output
@@ -970,7 +1147,7 @@ def test_pipeline_page_and_list_say_what_its_slot_does(app, api, browser, shop, 
     once pg_recvlogical reads the slot, the page says connected since the first sample that
     saw it so; PAUSE with the consumer still there is said too. The readiness badges show
     in the sources list and on the dashboard."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     pipeline_id = _pipeline(api, source_id, ready_destination)
@@ -1091,7 +1268,7 @@ def test_dropping_a_slot_an_older_one_outlives_frees_nothing(app, api, browser, 
 def test_a_query_that_times_out_keeps_the_checks_done_before_it(api, shop, short_timeout):
     """pg_publication_rel locked (psql): the checks up to the publication's stand, the
     publication check fails with the timeout, the rest are skipped saying why."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     source_id = add(api, shop)
     with closing(shop.connect("shop")) as locker, locker.cursor() as cur:
         cur.execute("BEGIN")
@@ -1271,7 +1448,7 @@ def test_audit_records_each_publication_and_slot_created_and_dropped(api, shop):
 def test_audit_records_a_drop_with_the_wrong_name_as_refused(api, shop):
     """A slot's or publication's drop confirmed with another name: a 422 and one refused
     record with the form's words and no changes; psql still lists both objects."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('keeper', 'pgoutput')")
     source_id = add(api, shop)
     who = by_the_tests_token(source_id)
@@ -1495,7 +1672,7 @@ def test_slot_dropped_through_psql_turns_the_source_not_ready_at_the_next_round(
     """Ready with its slot; a round that sees nothing new checks nothing; the slot dropped
     through psql, the next round turns the page not ready with the Create slot button; the
     slot created again through psql, the next round makes it ready again."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     assert api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["ready"] is True
@@ -1530,7 +1707,7 @@ def test_publication_dropped_through_psql_turns_the_source_not_ready_at_the_next
 ):
     """Ready with its publication; dropped through psql, the next round turns the page not
     ready, failing `publication`, with the Create publication button."""
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     source_id = add(api, shop)
     assert api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]["ready"] is True
@@ -1552,7 +1729,7 @@ def test_a_source_unchecked_for_a_day_is_checked_again_by_the_leader(app, api, s
     start = utcnow()
     with time_machine.travel(start, tick=True):
         stale_id = add(api, shop, name="stale")  # no publication nor slot yet: not ready
-    psql(shop, "CREATE PUBLICATION cdc_pub FOR TABLE orders")
+    publish(shop)
     psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
     with time_machine.travel(start + timedelta(hours=23), tick=True):
         fresh_id = add(api, shop, name="fresh")

@@ -266,23 +266,33 @@ def _operations() -> dict[str, dict[str, Any]]:
     }
     operations["api.refresh_pipeline"] = {
         "summary": "Set a pipeline's desired status to REFRESH: the engine snapshots the tables "
-        "listed again (each one of the source's publication), or all of them without a body",
+        "listed again (each one of the source's publication, with a primary key), or without "
+        "a body all of them that have a primary key. A table without one is loaded as an "
+        "append-only history, which REFRESH cannot repair: a REFRESH of all leaves it out "
+        "(refresh_skipped lists it), and naming it is refused",
         "requestBody": {
             "required": False,
             "content": {JSON: {"schema": ref("RefreshInput")}},
         },
         "responses": {
-            "200": _json(ref("Pipeline"), "The pipeline, its refresh_tables set"),
+            "200": _json(
+                ref("Pipeline"),
+                "The pipeline, its refresh_tables set (null: all), and refresh_skipped the "
+                "tables without a primary key a REFRESH of all leaves out",
+            ),
             "400": _error("The body is not a JSON object"),
             "404": _error("No such pipeline"),
             "409": _error(
-                run_refusals + "; or PublicationUnreadableError: tables were listed and the "
-                "source could not be asked which tables its publication lists"
+                run_refusals + "; or PublicationUnreadableError: the source could not be asked "
+                "which tables its publication lists and which have a primary key; or "
+                "NothingToRefreshError: no table was listed and no table of the publication "
+                "has a primary key (details.keyless lists them)"
             ),
             "415": _error("The body is not JSON"),
             "422": _error(
-                "tables is not a list of names, or names tables the publication does not list "
-                "(details.unknown lists them)"
+                "tables is not a list of names, names tables the publication does not list "
+                "(details.unknown lists them), or names tables without a primary key "
+                "(details.keyless lists them)"
             ),
         },
     }
@@ -528,13 +538,15 @@ def _readiness_schemas() -> dict[str, Any]:
         "RefreshInput": {
             "type": "object",
             "additionalProperties": False,
-            "description": '{"tables": ["public.orders"]}; {} or no body: every table',
+            "description": '{"tables": ["public.orders"]}; {} or no body: every table with a '
+            "primary key",
             "properties": {
                 "tables": {
                     "type": ["array", "null"],
                     "minItems": 1,
                     "items": {"type": "string", "minLength": 1},
-                    "description": "Tables of the source's publication, as schema.table",
+                    "description": "Tables of the source's publication, as schema.table, "
+                    "each with a primary key",
                 },
             },
         },

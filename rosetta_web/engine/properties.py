@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ..postgres.connection import Target
+from ..postgres.replication_objects import HEARTBEAT_SCHEMA, HEARTBEAT_TABLE
 from .changes import UNCHANGED
 
 # Where Debezium keeps each pipeline's offsets on the metadata PostgreSQL: one table each,
@@ -24,9 +25,6 @@ OFFSETS_DDL = (
     "CREATE TABLE %s (id VARCHAR(36) NOT NULL, offset_key TEXT, offset_val TEXT, "
     "record_insert_ts TIMESTAMP NOT NULL, record_insert_seq INTEGER NOT NULL, PRIMARY KEY (id))"
 )
-# The heartbeat table an engine writes to when the source has it in the publication: its
-# change moves the slot while the published tables are idle and other tables are busy.
-HEARTBEAT_TABLE = "rosetta_heartbeat"
 # What the offset store is given for a metadata database that asks for no password.
 UNUSED_PASSWORD = "unused"
 # Where Debezium's notifications (an incremental snapshot's progress) reach the handler.
@@ -53,6 +51,8 @@ class PipelineSpec:
     slot: str = ""
     tables: tuple[tuple[str, str], ...] = ()  # the publication's (schema, table), by name
     heartbeat: bool = False  # the source's publication has the heartbeat table
+    # Those of `tables` without a primary key: loaded append-only, never REFRESHed.
+    keyless: frozenset[tuple[str, str]] = frozenset()
 
 
 def table_pattern(schema: str, table: str) -> str:
@@ -140,9 +140,9 @@ def debezium_properties(
         **offsets,
     }
     if spec.heartbeat:
-        properties["table.include.list"] += "," + table_pattern("public", HEARTBEAT_TABLE)
+        properties["table.include.list"] += "," + table_pattern(HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)
         properties["heartbeat.action.query"] = (
-            f"INSERT INTO public.{HEARTBEAT_TABLE} (slot_name, beat_at) "
+            f"INSERT INTO {HEARTBEAT_SCHEMA}.{HEARTBEAT_TABLE} (slot_name, beat_at) "
             f"VALUES ('{spec.slot}', now()) "
             "ON CONFLICT (slot_name) DO UPDATE SET beat_at = excluded.beat_at"
         )

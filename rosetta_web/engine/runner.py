@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..postgres.replication_objects import HEARTBEAT_TABLE
 from ..readiness.destination import SnowflakeTarget
 from ..timeutil import utcnow
 from .bulk import Copied, CopyFailed, InitialCopy, slots_full
 from .changes import Change, Reader, TableName
 from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
-from .properties import HEARTBEAT_TABLE, NOTIFICATIONS, PipelineSpec
+from .properties import NOTIFICATIONS, PipelineSpec
 from .state import Recorder, scrub
 
 log = logging.getLogger(__name__)

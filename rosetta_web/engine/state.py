@@ -165,7 +165,7 @@ class Recorder:
                 db.session.execute(
                     update(Pipeline)
                     .where(Pipeline.id == pipeline_id, Pipeline.status == "REFRESH")
-                    .values(status="START", refresh_tables=None)
+                    .values(status="START", refresh_tables=None, refresh_skipped=None)
                 )
                 db.session.commit()
             except DATABASE_UNAVAILABLE as exc:

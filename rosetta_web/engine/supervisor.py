@@ -30,9 +30,12 @@ from ..extensions import db
 from ..models import Pipeline
 from ..monitor.rounds import target_of as source_target
 from ..postgres.replication_objects import (
+    HEARTBEAT_SCHEMA,
+    HEARTBEAT_TABLE,
     SourceRefused,
     add_heartbeat_table,
-    publication_tables,
+    published_tables,
+    qualified,
     session,
 )
 from ..readiness import NotReady
@@ -40,14 +43,13 @@ from ..sources import services as sources
 from ..timeutil import as_utc, utcnow
 from . import jvm
 from .properties import (
-    HEARTBEAT_TABLE,
     UNUSED_PASSWORD,
     Batching,
     PipelineSpec,
     debezium_properties,
     offset_storage,
 )
-from .runner import Backoff, Run
+from .runner import Backoff, Refresh, Run
 from .state import (
     Recorder,
     forget_offsets,
@@ -319,7 +321,18 @@ class Supervisor:
                 return
             run.refresh = None  # REFRESH asked again since that one
         if run.refresh is None:
-            run.refresh_now(refresh_tables(pipeline, run.spec))
+            self._refresh(run, pipeline)
+
+    def _refresh(self, run: Run, pipeline: Pipeline) -> None:
+        """Ask the engine for an incremental snapshot of the tables the REFRESH re-reads; with
+        none (each one named or published lacks a primary key) it is done at once."""
+        tables = refresh_tables(pipeline, run.spec)
+        if tables:
+            run.refresh_now(tables)
+            return
+        log.info("Engine: pipeline %s: no table with a primary key to refresh", pipeline.name)
+        run.refresh = Refresh([], signalled_at=utcnow(), done=True)
+        self.recorder.refreshed(pipeline.id)
 
     def _start(self, pipeline: Pipeline, waiting: Waiting | None) -> None:
         try:
@@ -361,7 +374,7 @@ class Supervisor:
         if pipeline.status == "REFRESH" and run.first_copy:
             run.copy_again(list(spec.tables))  # no offsets: copy everything again
         elif pipeline.status == "REFRESH":
-            run.refresh_now(refresh_tables(pipeline, spec))
+            self._refresh(run, pipeline)
         try:
             run.start()
         except Exception as exc:
@@ -376,19 +389,25 @@ class Supervisor:
         if not source.slot_name:
             raise ValueError(f"source {source.name} names no replication slot")
         target = source_target(source)
+        heartbeat = (HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)
         with session(target, self.settings.timeout_s) as s:
-            tables = publication_tables(s, source.publication_name)
-            if tables and ("public", HEARTBEAT_TABLE) not in tables:
+            published = [
+                table
+                for table in published_tables(s, source.publication_name)
+                if (table.schema, table.table) != heartbeat
+            ]
+            if published:
+                # The source's `heartbeat` check passed (START waits for it): the role may
+                # create and publish the table, unless that changed since.
                 try:
-                    add_heartbeat_table(s, source.publication_name, HEARTBEAT_TABLE)
-                    tables.append(("public", HEARTBEAT_TABLE))
+                    add_heartbeat_table(s, source.publication_name)
                 except SourceRefused as exc:
-                    log.warning(
-                        "Engine: pipeline %s runs without a heartbeat table: %s",
-                        pipeline.name,
-                        exc,
-                    )
-        if not tables:
+                    raise SourceRefused(
+                        f"the heartbeat table {qualified(*heartbeat)} cannot be created or "
+                        f"published: {exc}. The source's heartbeat check gives the SQL to run.",
+                        exc.details["sqlstate"],
+                    ) from None
+        if not published:
             raise ValueError(f"publication {source.publication_name} publishes no table")
         return PipelineSpec(
             pipeline_id=pipeline.id,
@@ -396,8 +415,11 @@ class Supervisor:
             source=target,
             publication=source.publication_name,
             slot=source.slot_name,
-            tables=tuple(t for t in tables if t != ("public", HEARTBEAT_TABLE)),
-            heartbeat=("public", HEARTBEAT_TABLE) in tables,
+            tables=tuple((table.schema, table.table) for table in published),
+            heartbeat=True,
+            keyless=frozenset(
+                (table.schema, table.table) for table in published if not table.has_primary_key
+            ),
         )
 
     def _retry_later(self, pipeline_id: int, reason: str, waiting: Waiting | None) -> None:
@@ -487,11 +509,14 @@ SLOT_LOST = (
 
 
 def refresh_tables(pipeline: Pipeline, spec: PipelineSpec) -> list[tuple[str, str]]:
-    """Return the tables a REFRESH re-reads: the ones named, or all the publication's."""
+    """Return the tables a REFRESH re-reads: the ones named, or all the publication's; never
+    one without a primary key (its destination is an append-only history that a REFRESH
+    cannot repair, and Debezium's incremental snapshot would only skip it with a warning)."""
+    keyed = [table for table in spec.tables if table not in spec.keyless]
     if not pipeline.refresh_tables:
-        return list(spec.tables)
-    named = {name for name in pipeline.refresh_tables}
-    return [table for table in spec.tables if f"{table[0]}.{table[1]}" in named]
+        return keyed
+    named = set(pipeline.refresh_tables)
+    return [table for table in keyed if qualified(*table) in named]
 
 
 def cannot_run(pipeline: Pipeline) -> str | None:

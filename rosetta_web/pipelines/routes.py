@@ -15,11 +15,14 @@ from ..timeutil import utcnow
 from . import bp
 from .services import (
     PIPELINES,
+    NothingToRefresh,
+    PublicationUnreadable,
     SourceBusy,
     disagreement,
     engine_errors,
     engine_state,
     set_status,
+    skipped_words,
     slot_activity,
 )
 
@@ -50,7 +53,13 @@ def change_status(entity_id: int) -> Response | str:
     refusal = refusal_url = None
     try:
         set_status(pipeline, status)
-    except (SourceNotReady, DestinationNotReady, SourceBusy) as exc:
+    except (
+        SourceNotReady,
+        DestinationNotReady,
+        SourceBusy,
+        NothingToRefresh,
+        PublicationUnreadable,
+    ) as exc:
         refusal, refusal_url = str(exc), _refusal_link(exc, pipeline)
     if is_htmx():
         response: Response = make_response(
@@ -66,7 +75,10 @@ def change_status(entity_id: int) -> Response | str:
         if refusal:
             flash(f"Pipeline '{pipeline.name}' stays {pipeline.status}: {refusal}", "error")
         else:
-            flash(f"Pipeline '{pipeline.name}' set to {status}.", "success")
+            skipped = (
+                f" {skipped_words(pipeline.refresh_skipped)}" if pipeline.refresh_skipped else ""
+            )
+            flash(f"Pipeline '{pipeline.name}' set to {status}.{skipped}", "success")
         back = (
             url_for("pipelines.detail", entity_id=pipeline.id)
             if request.form.get("back") == "detail"

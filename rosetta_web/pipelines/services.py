@@ -81,12 +81,16 @@ def require_runnable(pipeline: Pipeline) -> None:
 
 def _ready_to_run(pipeline: Pipeline, changed: set[str]) -> None:
     """A save that makes a pipeline START or REFRESH waits for the same verdict as a status
-    button (require_runnable); a status set by a save refreshes all tables."""
+    button (require_runnable); a status set by a save refreshes all tables (those with a
+    primary key, as the status button's REFRESH does)."""
     if "status" in changed:
-        pipeline.refresh_tables = None
+        pipeline.refresh_tables = pipeline.refresh_skipped = None
     if changed & {"status", "source_id", "destination_id"} and pipeline.status in RUNNING:
         with db.session.no_autoflush:  # nothing of the save is written before the verdict
             require_runnable(pipeline)
+            source = db.session.get(Source, pipeline.source_id)
+            if "status" in changed and pipeline.status == "REFRESH" and source is not None:
+                _, pipeline.refresh_skipped = _to_refresh(source, None)
 
 
 PIPELINES = Resource(
@@ -112,22 +116,38 @@ RUNNING = ("START", "REFRESH")
 def set_status(pipeline: Pipeline, status: str, tables: list[str] | None = None) -> Pipeline:
     """Change the pipeline's desired status; START and REFRESH only when require_runnable
     lets them, PAUSE always. `tables`: REFRESH only these, each a table of the source's
-    publication ("schema.table"); None: all of them."""
+    publication ("schema.table") with a primary key; None: all of those with one (the
+    others are stored as `refresh_skipped`)."""
     with audit.change(status.lower(), pipeline) as change:
         if status in RUNNING:
             require_runnable(pipeline)
-        if status == "REFRESH" and tables is not None:
-            tables = _published(pipeline.source, tables)
+        skipped = None
+        if status == "REFRESH":
+            tables, skipped = _to_refresh(pipeline.source, tables)
         pipeline.status = status
         pipeline.refresh_tables = tables if status == "REFRESH" else None
+        pipeline.refresh_skipped = skipped
         change.record()
         db.session.commit()
     return pipeline
 
 
 def refresh(pipeline: Pipeline, tables: list[str] | None = None) -> Pipeline:
-    """Ask for a REFRESH of the tables named (each one of the publication's), or of all."""
+    """Ask for a REFRESH of the tables named (each one of the publication's, with a primary
+    key), or of all those with a primary key."""
     return set_status(pipeline, "REFRESH", tables)
+
+
+# Why REFRESH leaves a table without a primary key alone, as the pages and the API say it.
+KEYLESS_WHY = (
+    "no primary key, so its destination is an append-only history (a row per change), "
+    "which REFRESH cannot repair"
+)
+
+
+def skipped_words(skipped: list[str]) -> str:
+    """Say which tables a REFRESH of all leaves out, and why."""
+    return f"Skipped {', '.join(skipped)}: {KEYLESS_WHY}."
 
 
 class UnknownTables(DomainError):
@@ -142,28 +162,76 @@ class UnknownTables(DomainError):
         self.details = {"fields": {"tables": [message]}, "unknown": unknown}
 
 
+class KeylessTables(DomainError):
+    """A REFRESH named tables without a primary key: each is loaded as an append-only
+    history, which a REFRESH cannot repair."""
+
+    status = 422
+    error = "ValidationError"
+
+    def __init__(self, keyless: list[str]) -> None:
+        message = (
+            f"REFRESH cannot take {', '.join(keyless)}: {KEYLESS_WHY}. Name tables with a "
+            "primary key, or leave tables out to refresh every table that has one."
+        )
+        super().__init__(message)
+        self.details = {"fields": {"tables": [message]}, "keyless": keyless}
+
+
+class NothingToRefresh(DomainError):
+    """Every table of the publication lacks a primary key: a REFRESH would re-read none."""
+
+    error = "NothingToRefreshError"
+
+    def __init__(self, keyless: list[str], publication: str) -> None:
+        super().__init__(
+            f"No table of publication {publication} has a primary key: REFRESH has nothing "
+            f"to re-read. {', '.join(keyless)} {'has' if len(keyless) == 1 else 'have'} no "
+            "primary key, so each is loaded as an append-only history (a row per change), "
+            "which REFRESH cannot repair."
+        )
+        self.details = {"keyless": keyless}
+
+
 class PublicationUnreadable(DomainError):
     """The source could not be asked which tables its publication lists."""
 
     error = "PublicationUnreadableError"
 
 
-def _published(source: Source, tables: list[str]) -> list[str]:
-    """Return the tables named, once each, after making sure the publication lists each."""
-    wanted = list(dict.fromkeys(tables))
-    db.session.commit()  # nothing pending here; no transaction held open while the source answers
+def _to_refresh(
+    source: Source, tables: list[str] | None
+) -> tuple[list[str] | None, list[str] | None]:
+    """Return what a REFRESH re-reads (the tables named, once each; None: all those with a
+    primary key) and what it leaves out (the publication's tables without one, when none are
+    named), after asking the source which tables its publication lists and which have a
+    primary key (the catalog, as the replica_identity check reads it)."""
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()  # no transaction held open while the source answers
     try:
-        listed = set(sources.publication_tables(source))
+        published = sources.published_tables(source)
     except (obj.SourceUnreachable, obj.SourceRefused) as exc:
         raise PublicationUnreadable(
             f"The tables of publication {source.publication_name} could not be read from "
-            f"source '{source.name}': {exc}. Refresh all tables, or try again once the source "
-            "answers."
+            f"source '{source.name}': {exc}. REFRESH reads which of them have a primary key "
+            "first: try again once the source answers."
         ) from None
+    keyless = [table.name for table in published if not table.has_primary_key]
+    if tables is None:
+        heartbeat = obj.qualified(obj.HEARTBEAT_SCHEMA, obj.HEARTBEAT_TABLE)
+        if keyless and all(t.name == heartbeat or t.name in keyless for t in published):
+            raise NothingToRefresh(keyless, source.publication_name)
+        return None, keyless or None
+    wanted = list(dict.fromkeys(tables))
+    listed = {table.name for table in published}
     unknown = [name for name in wanted if name not in listed]
     if unknown:
         raise UnknownTables(unknown, source.publication_name)
-    return wanted
+    named_keyless = [name for name in wanted if name in keyless]
+    if named_keyless:
+        raise KeylessTables(named_keyless)
+    return wanted, None
 
 
 # What the engine is doing, as the operator sees it

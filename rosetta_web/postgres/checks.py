@@ -20,7 +20,7 @@ from psycopg2 import sql
 from ..formatting import pg_size_pretty
 from ..readiness import FAIL, PASS, SKIP, WARN, Check, Readiness, skipped
 from .connection import SampleFailure, Target, connect, explain, run
-from .replication_objects import TABLES
+from .replication_objects import HEARTBEAT_DDL, HEARTBEAT_SCHEMA, HEARTBEAT_TABLE, TABLES
 
 # The roles that stand in for REPLICATION on managed services.
 CLOUD_REPLICATION_ROLES = ("rds_replication", "cloudsqlsuperuser", "azure_pg_admin")
@@ -62,6 +62,7 @@ TITLES = {
     "publication": "The publication exists",
     "publication_tables": "The publication lists tables",
     "replica_identity": "Published tables can replicate updates and deletes",
+    "heartbeat": "The engine's heartbeat table is published and writable",
     "slot": "The replication slot",
     "slot_wal_status": "The slot's WAL is reserved",
     "wal_directory_access": "The role may size the WAL directory",
@@ -103,6 +104,28 @@ SELECT t.schemaname::text, t.tablename::text, c.relreplident::text,
   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
  WHERE t.pubname = %s
  ORDER BY 1, 2
+"""
+
+# What decides whether the engine's heartbeat can run: the table, the publication listing it,
+# what the role may do with each (a superuser may do everything; owning is being, or
+# inheriting from, the owner).
+HEARTBEAT_FACTS = """
+SELECT c.oid IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_publication_tables t
+                WHERE t.pubname = %(publication)s AND t.schemaname = %(schema)s
+                  AND t.tablename = %(table)s),
+       c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT')
+         AND has_table_privilege(c.oid, 'INSERT') AND has_table_privilege(c.oid, 'UPDATE'),
+       c.oid IS NOT NULL AND pg_has_role(c.relowner, 'USAGE'),
+       n.oid IS NOT NULL,
+       n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE'),
+       p.oid IS NOT NULL AND pg_has_role(p.pubowner, 'USAGE'),
+       quote_ident(%(schema)s),
+       quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)
+  FROM (SELECT 1) AS one
+  LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
+  LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = %(table)s
+  LEFT JOIN pg_publication p ON p.pubname = %(publication)s
 """
 
 # The tables a publication of the database can list (those the publication page offers), each
@@ -329,6 +352,15 @@ def _checks(
     checks.append(_senders_free(max_senders, used_senders))
     publication = (spec.publication, quoted_publication)
     checks.extend(_publication(conn, role, publication, all_tables, deadline, timeout_s))
+    if all_tables is not None:
+        facts = run(
+            conn,
+            HEARTBEAT_FACTS,
+            deadline,
+            timeout_s,
+            {"publication": spec.publication, "schema": HEARTBEAT_SCHEMA, "table": HEARTBEAT_TABLE},
+        ).fetchone()
+        checks.append(_heartbeat(role, publication, all_tables, _HeartbeatFacts(*facts)))
     checks.extend(_slot(q, spec.slot, slot, target.database))
     checks.append(_waldir(role, may_list_waldir))
     checks.append(_keep_size(keep_size, spec.suggested_keep_bytes))
@@ -458,7 +490,7 @@ def _publication(
                 _create_publication(quoted, role.superuser, tables),
             ),
             *skipped(
-                [(i, TITLES[i]) for i in ("publication_tables", "replica_identity")],
+                [(i, TITLES[i]) for i in ("publication_tables", "replica_identity", "heartbeat")],
                 "Not checked: the publication does not exist.",
             ),
         ]
@@ -532,6 +564,101 @@ def _publication(
         )
     )
     return checks
+
+
+@dataclass(frozen=True)
+class _HeartbeatFacts:
+    """The heartbeat table as the source's role sees it (HEARTBEAT_FACTS)."""
+
+    exists: bool
+    published: bool
+    writable: bool  # SELECT, INSERT and UPDATE: the heartbeat's upsert needs all three
+    owns_table: bool
+    schema_exists: bool
+    may_create: bool  # CREATE on the schema
+    owns_publication: bool
+    quoted_schema: str
+    quoted_table: str
+
+
+def _heartbeat(
+    role: _Role, publication: tuple[str, str], all_tables: bool, facts: _HeartbeatFacts
+) -> Check:
+    """Say whether START can give the engine its heartbeat: the table there, published and
+    writable, or the role able to make it so (START creates and publishes it); else the SQL
+    an administrator runs.
+
+    Adding a table to a publication takes owning both (or a superuser); a FOR ALL TABLES
+    publication lists the table as soon as it exists.
+    """
+    name, quoted_publication = publication
+    table = f"{HEARTBEAT_SCHEMA}.{HEARTBEAT_TABLE}"
+    in_publication = facts.published or (all_tables and facts.exists)
+    may_publish = all_tables or (
+        facts.owns_publication and (facts.owns_table if facts.exists else True)
+    )
+    if facts.exists and facts.writable:
+        if in_publication:
+            return _check(
+                "heartbeat",
+                PASS,
+                f"{table} is in publication {name} and {role.name} may write to it.",
+            )
+        if may_publish:
+            return _check(
+                "heartbeat",
+                PASS,
+                f"{table} exists and {role.name} may write to it; START adds it to "
+                f"publication {name}.",
+            )
+    if not facts.exists and facts.may_create and may_publish:
+        where = (
+            f"publication {name} is FOR ALL TABLES, so it lists it at once"
+            if all_tables
+            else f"adds it to publication {name}"
+        )
+        return _check(
+            "heartbeat",
+            PASS,
+            f"{table} does not exist yet: START creates it ({role.name} may create tables in "
+            f"schema {HEARTBEAT_SCHEMA}) and {where}.",
+        )
+    lacking = []
+    if not facts.schema_exists:
+        lacking.append(f"schema {HEARTBEAT_SCHEMA} does not exist")
+    elif not facts.exists:
+        lacking.append(
+            f"{table} does not exist"
+            + (
+                ""
+                if facts.may_create
+                else f" and {role.name} may not create tables in schema {HEARTBEAT_SCHEMA}"
+            )
+        )
+    if not may_publish:
+        owned = "the table" if facts.owns_publication else "the publication"
+        lacking.append(
+            f"{role.name} may not add it to publication {name} (it does not own {owned})"
+        )
+    if facts.exists and not facts.writable:
+        lacking.append(f"{role.name} may not write to it")
+    fix = []
+    if not facts.schema_exists:
+        fix.append(f"CREATE SCHEMA {facts.quoted_schema};")
+    if not facts.exists:
+        fix.append(HEARTBEAT_DDL.format(facts.quoted_table) + ";")
+    if not in_publication and not all_tables:
+        fix.append(f"ALTER PUBLICATION {quoted_publication} ADD TABLE {facts.quoted_table};")
+    if not (facts.exists and facts.writable):
+        fix.append(f"GRANT SELECT, INSERT, UPDATE ON {facts.quoted_table} TO {role.quoted};")
+    return _check(
+        "heartbeat",
+        FAIL,
+        f"The engine's heartbeat (which moves the slot while the published tables are idle) "
+        f"cannot run: {'; '.join(lacking)}.",
+        "-- As a superuser: the heartbeat table, published, and writable by the source's role\n"
+        "-- (its upsert needs SELECT, INSERT and UPDATE).\n" + "\n".join(fix),
+    )
 
 
 NO_SLOT = "The source names no replication slot."

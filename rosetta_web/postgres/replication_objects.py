@@ -245,13 +245,38 @@ def list_tables(s: Session) -> list[tuple[str, str]]:
     return [(schema, table) for schema, table in s.run(TABLES).fetchall()]
 
 
-def publication_tables(s: Session, name: str) -> list[tuple[str, str]]:
-    """Return the (schema, table) of every table the publication lists, by name."""
-    rows = s.run(
-        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
-        (name,),
-    ).fetchall()
-    return [(schema, table) for schema, table in rows]
+@dataclass(frozen=True)
+class PublishedTable:
+    """A table a publication lists, and whether it has a primary key (Debezium keys its
+    changes by it; a table without one is loaded as an append-only history)."""
+
+    schema: str
+    table: str
+    has_primary_key: bool
+
+    @property
+    def name(self) -> str:
+        """Name it as the pages and the API do: schema.table."""
+        return qualified(self.schema, self.table)
+
+
+# Each table the publication lists, with whether it has a primary key, as the readiness
+# check's PUBLISHED_TABLES decides it.
+PUBLISHED_KEYS = """
+SELECT t.schemaname::text, t.tablename::text,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+  FROM pg_publication_tables t
+  JOIN pg_namespace n ON n.nspname = t.schemaname
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+ WHERE t.pubname = %s
+ ORDER BY t.schemaname, t.tablename
+"""
+
+
+def published_tables(s: Session, name: str) -> list[PublishedTable]:
+    """Return every table the publication lists, by name, each saying whether it has a
+    primary key."""
+    return [PublishedTable(*row) for row in s.run(PUBLISHED_KEYS, (name,)).fetchall()]
 
 
 def qualified(schema: str, table: str) -> str:
@@ -334,23 +359,46 @@ def drop_slot(s: Session, name: str) -> SlotInfo:
     return info
 
 
+# The table an engine's heartbeat writes to: its change, published, moves the slot while the
+# published tables are idle and other tables are busy. One row per slot writing to it.
+HEARTBEAT_SCHEMA = "public"
+HEARTBEAT_TABLE = "rosetta_heartbeat"
+# {} is the table's name, quoted: sql.Identifier when the engine runs it, the server's
+# quote_ident() in a readiness check's fix.
 HEARTBEAT_DDL = (
-    "CREATE TABLE IF NOT EXISTS public.{table} "
-    "(slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS {} (slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL)"
 )
+# Whether the heartbeat table exists, and whether the publication lists it.
+HEARTBEAT_PUBLISHED = """
+SELECT p.puballtables,
+       to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)) IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_publication_tables t
+                WHERE t.pubname = p.pubname AND t.schemaname = %(schema)s
+                  AND t.tablename = %(table)s)
+  FROM pg_publication p
+ WHERE p.pubname = %(publication)s
+"""
 
 
-def add_heartbeat_table(s: Session, publication: str, table: str) -> None:
-    """Create the engine's heartbeat table and publish it (a FOR ALL TABLES publication has
-    it already); raise SourceRefused when the role may not."""
-    s.run(HEARTBEAT_DDL.format(table=table))
-    row = s.run("SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,))
-    found = row.fetchone()
+def add_heartbeat_table(s: Session, publication: str) -> None:
+    """Create the engine's heartbeat table when it is missing and add it to the publication
+    when the publication does not list it (a FOR ALL TABLES one lists it once it exists);
+    raise SourceRefused when the role may not.
+
+    Each statement runs only when needed: CREATE TABLE IF NOT EXISTS needs CREATE on the
+    schema even when the table exists, and a table added twice is an error.
+    """
+    found = s.run(
+        HEARTBEAT_PUBLISHED,
+        {"schema": HEARTBEAT_SCHEMA, "table": HEARTBEAT_TABLE, "publication": publication},
+    ).fetchone()
     if found is None:
         raise PublicationNotFound(publication)
-    if not found[0]:
+    all_tables, exists, published = found
+    table = sql.Identifier(HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)
+    if not exists:
+        s.run(sql.SQL(HEARTBEAT_DDL).format(table))
+    if not all_tables and not published:
         s.run(
-            sql.SQL("ALTER PUBLICATION {} ADD TABLE public.{}").format(
-                sql.Identifier(publication), sql.Identifier(table)
-            )
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), table)
         )

@@ -392,11 +392,11 @@ def tables(source: Source) -> list[str]:
         return [obj.qualified(schema, table) for schema, table in obj.list_tables(s)]
 
 
-def publication_tables(source: Source) -> list[str]:
-    """List the tables the source's publication names (schema.table), read from the source."""
+def published_tables(source: Source) -> list[obj.PublishedTable]:
+    """List the tables the source's publication names, each saying whether it has a primary
+    key, read from the source."""
     with _session(source) as s:
-        pairs = obj.publication_tables(s, source.publication_name)
-    return [obj.qualified(schema, table) for schema, table in pairs]
+        return obj.published_tables(s, source.publication_name)
 
 
 def create_publication(source: Source, tables: list[str] | None) -> None:

@@ -322,7 +322,10 @@ def test_debeziums_log_lines_come_out_as_rosettas_json_without_secrets(
     secret = "s3cret_role_password_91"
     s.sql(
         f"CREATE ROLE {secret} LOGIN REPLICATION PASSWORD '{secret}'",
+        # The heartbeat table, made ready by a superuser as its readiness check says.
+        "CREATE TABLE rosetta_heartbeat (slot_name text PRIMARY KEY, beat_at timestamptz NOT NULL)",
         f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {secret}",
+        f"GRANT INSERT, UPDATE ON rosetta_heartbeat TO {secret}",
         "INSERT INTO items VALUES (1, 'one', 1)",
     )
     with app.app_context():

@@ -128,7 +128,9 @@ class CopyFailed(Exception):
 
 @dataclass(frozen=True)
 class Planned:
-    """One table to copy: its columns as the stream will describe them, its key, its SELECT."""
+    """One table to copy: its columns as the stream will describe them, its key, and the
+    SELECT writing each row as a JSON object `{"r": [...]}`, an array item per column (the
+    object, because a file of one bare array reads as an array of rows to some readers)."""
 
     table: TableName
     columns: tuple[Column, ...]
@@ -184,7 +186,7 @@ def plan_table(table: TableName, catalog: list[tuple[Any, ...]]) -> Planned | st
         if key_position:
             keyed.append((key_position, name))
     source = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-    select = sql.SQL("SELECT json_build_array({}) FROM {}{}").format(
+    select = sql.SQL("""SELECT '{{"r":' || json_build_array({}) || '}}' FROM {}{}""").format(
         sql.SQL(", ").join(items),
         sql.SQL("" if relkind == "p" else "ONLY "),  # a partitioned table: all its partitions
         source,

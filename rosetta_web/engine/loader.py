@@ -188,7 +188,7 @@ class Loader:
         synced_at: datetime,
     ) -> int:
         """Replace the target's rows with a bulk copy of the source table: `files` of gzipped
-        JSON arrays, an item per column staged as `load` stages it. Return the rows loaded.
+        JSON lines `{"r": [...]}`, an array item per column staged as `load` stages it. Return the rows loaded.
         Raise DestinationUnavailable or BatchRefused as load does (nothing half done is left:
         the target changes in one statement)."""
         name = target_table_name(table)
@@ -415,10 +415,10 @@ class Loader:
 
 
 def _item_cast(column: Column, position: int) -> str:
-    """Return the SQL reading a column from a copied row's JSON array: a JSON null there is
-    NULL (an ARRAY would keep it as a JSON null)."""
+    """Return the SQL reading a column from a copied row's array: a JSON null there is NULL
+    (an ARRAY would keep it as a JSON null)."""
     wanted = snowflake_type(column)
-    item = f"V[{position}]"
+    item = f'V:"r"[{position}]'
     return wanted.cast(f"STRIP_NULL_VALUE({item})" if wanted.family == "ARRAY" else item)
 
 

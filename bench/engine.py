@@ -407,8 +407,6 @@ def run(
         engine_rate = args.rows / engine_s
         print(f"   engine: {engine_s:.1f} s, {engine_rate:,.0f} rows/s", flush=True)
         for line in engine.output().splitlines():
-            if "rosetta_web.engine" in line and "java" not in line:
-                print("DEBUG " + line[:200])
             if "Initial copy of" in line:
                 print("   engine says: " + line.split("Initial copy of", 1)[1].strip(), flush=True)
         pause_all(app)

@@ -21,10 +21,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    event,
     false,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .channel_urls import mask_url
@@ -279,6 +281,19 @@ class Pipeline(Shaped, TimestampMixin, Model):
     # What the engine does with a pipeline, as the API shows it. The rule lives with the
     # pipelines' others, in pipelines/services.py, which sets this: models imports no area.
     engine_of: ClassVar[Callable[[Pipeline], dict[str, Any]]]
+
+
+# The channel engine processes LISTEN on (PostgreSQL): a pipeline added, changed or deleted
+# wakes them at once instead of at their next look.
+ENGINE_CHANNEL = "rosetta_pipelines"
+
+
+@event.listens_for(Pipeline, "after_insert")
+@event.listens_for(Pipeline, "after_update")
+@event.listens_for(Pipeline, "after_delete")
+def _wake_engines(_mapper: Mapper[Pipeline], connection: Connection, _pipeline: Pipeline) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"NOTIFY {ENGINE_CHANNEL}")  # sent when the change commits
 
 
 class PipelineRun(Model):

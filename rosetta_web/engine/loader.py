@@ -188,9 +188,9 @@ class Loader:
         synced_at: datetime,
     ) -> int:
         """Replace the target's rows with a bulk copy of the source table: `files` of gzipped
-        JSON lines `{"r": [...]}`, an array item per column staged as `load` stages it. Return the rows loaded.
-        Raise DestinationUnavailable or BatchRefused as load does (nothing half done is left:
-        the target changes in one statement)."""
+        JSON lines `{"r": [...]}`, an array item per column staged as `load` stages it.
+        Return the rows loaded. Raise DestinationUnavailable or BatchRefused as load does
+        (nothing half done is left: the target changes in one statement)."""
         name = target_table_name(table)
         target = f"{self._schema_sql}.{quote(name)}"
         with self._statements(table, "copying") as cur:

@@ -14,10 +14,13 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from select import select as select_fds
 from typing import IO, Any
 
+import psycopg2
 from flask import Flask
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Connection, Engine
@@ -27,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from ..destinations import services as destinations
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..extensions import db
-from ..models import Pipeline
+from ..models import ENGINE_CHANNEL, Pipeline
 from ..monitor.rounds import target_of as source_target
 from ..postgres.replication_objects import (
     HEARTBEAT_SCHEMA,
@@ -62,6 +65,8 @@ log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock(key1, key2) namespace for pipelines: "ROSE"; key2 is the pipeline's id.
 PIPELINE_LOCK_SPACE = 0x524F5345
+# How often a wait for a change looks whether the process is asked to stop.
+STOP_CHECK_S = 0.25
 RUNNING = ("START", "REFRESH")
 
 
@@ -138,7 +143,9 @@ class Ownership:
                 self.connection = self.engine.connect().execution_options(
                     isolation_level="AUTOCOMMIT"
                 )
+                self.connection.exec_driver_sql(f"LISTEN {ENGINE_CHANNEL}")
             except DATABASE_UNAVAILABLE:
+                self._drop_connection()
                 return False
             self.owned.clear()
             return True
@@ -148,6 +155,33 @@ class Ownership:
         except Exception:
             self._drop_connection()
             return False
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        """Wait up to `seconds` for a pipeline to change (a NOTIFY on the lock connection;
+        on SQLite, only the time), or for `stop`."""
+        deadline = time.monotonic() + seconds
+        raw: Any = None  # psycopg2's connection: its socket, its notifies
+        if self.connection is not None:
+            raw = self.connection.connection.dbapi_connection
+            if raw is not None and raw.notifies:  # heard during the last look
+                raw.notifies.clear()
+                return
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if raw is None:
+                stop.wait(min(left, STOP_CHECK_S))
+                continue
+            try:
+                ready, _, _ = select_fds([raw], [], [], min(left, STOP_CHECK_S))
+                if ready:
+                    raw.poll()
+                    if raw.notifies:
+                        raw.notifies.clear()
+                        return
+            except (OSError, ValueError, psycopg2.Error):
+                return  # the next look finds the connection dead
 
     def _drop_connection(self) -> None:
         if self.connection is not None:
@@ -251,7 +285,7 @@ class Supervisor:
             log.error("Engine: %s", self.problem)
         while not self.stop_event.is_set():
             self.tick()
-            self.stop_event.wait(self.settings.poll_s)
+            self.ownership.wait(self.settings.poll_s, self.stop_event)
         self.shutdown()
 
     def tick(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from rosetta_web.auth import services
-from rosetta_web.engine.changes import Change, Column, TableName
+from rosetta_web.engine.changes import Change, Column, TableName, kind_of
 from rosetta_web.extensions import db
 from rosetta_web.models import (
     Alert,
@@ -273,7 +273,8 @@ def new_change(
     built = []
     for column, spec in columns.items():
         pg_type, length, scale = spec if isinstance(spec, tuple) else (spec, None, None)
-        built.append(Column(column, pg_type, _KINDS.get(pg_type, "string"), True, length, scale))
+        kind = kind_of(pg_type, enum=pg_type == "MOOD")  # the tests' one enum type
+        built.append(Column(column, pg_type, kind, True, length, scale))
     return Change(
         table=TableName(schema, name),
         op=op,
@@ -284,25 +285,3 @@ def new_change(
         committed_ms=lsn,
         unchanged=unchanged,
     )
-
-
-# Debezium's kind of value for each PostgreSQL type the tests use (changes.py reads it).
-_KINDS = {
-    "INT2": "int16",
-    "INT4": "int32",
-    "INT8": "int64",
-    "FLOAT4": "float",
-    "FLOAT8": "double",
-    "BOOL": "boolean",
-    "BYTEA": "bytes",
-    "DATE": "io.debezium.time.Date",
-    "TIME": "io.debezium.time.MicroTime",
-    "TIMESTAMP": "io.debezium.time.MicroTimestamp",
-    "TIMESTAMPTZ": "io.debezium.time.ZonedTimestamp",
-    "JSON": "io.debezium.data.Json",
-    "JSONB": "io.debezium.data.Json",
-    "UUID": "io.debezium.data.Uuid",
-    "MOOD": "io.debezium.data.Enum",
-    "_TEXT": "array",
-    "_INT4": "array",
-}

@@ -393,6 +393,23 @@ def test_a_value_snowflake_refuses_refuses_the_batch(loader, conn, table):
     assert rows(conn, table, '"ID"') == [(1,)]
 
 
+def test_a_schema_missing_at_the_destination_is_retried_not_refused(conn, table):
+    """The destination's schema dropped (as a revoked grant or a suspended warehouse, the
+    operator's to fix): the batch is unavailable, not refused, and loads once it is back."""
+    schema = f"GONE_{uuid.uuid4().hex[:8].upper()}"
+    loader = Loader(conn, DATABASE, schema)
+    with pytest.raises(DestinationUnavailable) as unavailable:
+        loader.load([item(table, "c", 1, "a", 1)])
+    assert schema in str(unavailable.value)
+    with closing(conn.cursor()) as cur:
+        cur.execute(f"CREATE SCHEMA {DATABASE}.{schema}")
+    loader.load([item(table, "c", 1, "a", 1)])
+    target = target_table_name(TableName(*table.split(".")))
+    with closing(conn.cursor()) as cur:
+        cur.execute(f"SELECT ID, NAME FROM {DATABASE}.{schema}.{target}")
+        assert cur.fetchall() == [(1, "a")]
+
+
 def test_an_unreachable_destination_is_unavailable_not_refused(tmp_path):
     """A closed port: the login fails as DestinationUnavailable, which the engine retries."""
     write_key(tmp_path / "rsa_key.p8")

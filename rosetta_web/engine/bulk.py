@@ -3,10 +3,11 @@ loads them with one PUT, COPY INTO and INSERT, and Debezium then streams from th
 the copy saw.
 
 Debezium's own snapshot reads every row through the engine, one event at a time, at a few
-thousand rows a second. Here PostgreSQL does the reading: `COPY (SELECT json_build_array(…))
-TO STDOUT` writes each row in the very form the loader stages a streamed row (the typemap's
-values, one array item per column), gzipped into files beside the engine, then loaded into the
-target table in one statement (`INSERT OVERWRITE`: the table holds exactly the copy after it).
+thousand rows a second. Here PostgreSQL does the reading: `COPY (SELECT …) TO STDOUT` writes
+each row as a JSON line `{"r": [...]}` holding its values in the very form the loader stages a
+streamed row's (the typemap's), one array item per column, gzipped into files in the temporary
+directory, then loaded into the target table in one statement (`INSERT OVERWRITE`: the table
+holds exactly the copy after it).
 
 Exactness comes from PostgreSQL: a temporary logical slot created with EXPORT_SNAPSHOT names
 an LSN and a snapshot that sees exactly the transactions committed before it. Every table is
@@ -22,6 +23,7 @@ pipeline to Debezium's own snapshot, as does a source with no replication slot t
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -38,7 +40,8 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from ..postgres.connection import Target
-from .changes import Column, TableName
+from .changes import Column, TableName, kind_of
+from .typemap import snowflake_type
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +85,6 @@ BULK_TYPES = {
     "JSONB": _TEXT,
 }
 NUMBER_WORDS = "CASE WHEN {c} IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE {c}::text END"
-ENUM = "io.debezium.data.Enum"
-# Debezium's kind of value for a source type, where the type map looks at it.
-_KINDS = {
-    "INT2": "int16",
-    "INT4": "int32",
-    "INT8": "int64",
-    "FLOAT4": "float",
-    "FLOAT8": "double",
-    "BOOL": "boolean",
-    "BYTEA": "bytes",
-}
 # A file's share of a table, before gzip: Snowflake loads files of this size in parallel.
 FILE_BYTES = 128 * 1024 * 1024
 WRITE_BYTES = 1024 * 1024
@@ -140,9 +132,10 @@ class Planned:
 
 @dataclass(frozen=True)
 class Copied:
-    """One table written out: its files (gzipped JSON lines) and rows."""
+    """One table written out: its files (gzipped JSON lines) in their folder, and rows."""
 
     planned: Planned
+    folder: Path
     files: list[Path]
     rows: int
 
@@ -171,15 +164,8 @@ def plan_table(table: TableName, catalog: list[tuple[Any, ...]]) -> Planned | st
         length, scale = numeric_size(typmod) if pg_type == "NUMERIC" else (None, None)
         if scale is not None and scale < 0:
             return f"{table} column {name} is numeric with a negative scale"
-        column = Column(
-            name=name,
-            pg_type=pg_type,
-            kind=ENUM if typtype == "e" else "array" if pg_type.startswith("_") else
-            _KINDS.get(pg_type, "string"),
-            length=length,
-            scale=scale,
-        )  # fmt: skip
-        if pg_type == "NUMERIC" and _snowflake_number(column):
+        column = Column(name, pg_type, kind_of(pg_type, typtype == "e"), length=length, scale=scale)
+        if pg_type == "NUMERIC" and snowflake_type(column).family == "NUMBER":
             expression = NUMBER_WORDS
         columns.append(column)
         items.append(sql.SQL(expression).format(c=sql.Identifier(name)))
@@ -192,12 +178,6 @@ def plan_table(table: TableName, catalog: list[tuple[Any, ...]]) -> Planned | st
         source,
     )
     return Planned(table, tuple(columns), tuple(name for _, name in sorted(keyed)), select)
-
-
-def _snowflake_number(column: Column) -> bool:
-    from .typemap import snowflake_type
-
-    return snowflake_type(column).family == "NUMBER"
 
 
 class _Files:
@@ -256,28 +236,29 @@ class InitialCopy:
         slot: str,
         tables: list[tuple[str, str]],
         timeout_s: float,
-        folder: Path | None = None,
     ) -> None:
         self.source = source
         self.slot = slot
         self.tables = [TableName(schema, name) for schema, name in tables]
         self.timeout_s = timeout_s
-        self.folder = folder
         self.lsn: int | None = None  # where the copy stands, once taken
         self._busy: list[Any] = []  # the connections a cancel interrupts
         self._cancelled = threading.Event()
 
     def plan(self) -> list[Planned] | str:
-        """Plan every table's copy; a string says why Debezium's snapshot must do it."""
-        with closing(self._connect()) as conn, conn.cursor() as cur:
-            planned: list[Planned] = []
-            for table in self.tables:
-                cur.execute(CATALOG, (table.schema, table.name))
-                one = plan_table(table, cur.fetchall())
-                if isinstance(one, str):
-                    return one
-                planned.append(one)
-            conn.rollback()
+        """Plan every table's copy; a string says why Debezium's snapshot must do it. Raise
+        CopyFailed when the source cannot be read."""
+        planned: list[Planned] = []
+        try:
+            with closing(self._connect()) as conn, conn.cursor() as cur:
+                for table in self.tables:
+                    cur.execute(CATALOG, (table.schema, table.name))
+                    one = plan_table(table, cur.fetchall())
+                    if isinstance(one, str):
+                        return one
+                    planned.append(one)
+        except psycopg2.Error as exc:
+            raise CopyFailed(f"cannot read the tables' columns: {_words(exc)}") from exc
         return planned
 
     def run(self, planned: list[Planned], load: Callable[[Copied, int], None]) -> int:
@@ -298,8 +279,7 @@ class InitialCopy:
                     try:
                         load(copied, lsn)
                     finally:
-                        for file in copied.files:
-                            file.unlink(missing_ok=True)
+                        shutil.rmtree(copied.folder, ignore_errors=True)
                     log.info(
                         "Initial copy of %s: %d rows, read in %.1f s, loaded in %.1f s",
                         one.table,
@@ -321,7 +301,7 @@ class InitialCopy:
     def _write(self, cur: Any, one: Planned) -> Copied:
         if self._cancelled.is_set():
             raise CopyFailed("stopped")
-        folder = Path(tempfile.mkdtemp(prefix="rosetta-copy-", dir=self.folder))
+        folder = Path(tempfile.mkdtemp(prefix="rosetta-copy-"))
         sink = _Files(folder, uuid.uuid4().hex)
         try:
             statement = sql.SQL("COPY ({}) TO STDOUT {}").format(one.select, sql.SQL(AS_IS))
@@ -329,12 +309,11 @@ class InitialCopy:
             sink.close()
         except psycopg2.Error as exc:
             sink.close()
-            for file in sink.files:
-                file.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
             if self._cancelled.is_set():
                 raise CopyFailed("stopped") from None
             raise CopyFailed(f"reading {one.table}: {_words(exc)}") from exc
-        return Copied(one, sink.files, sink.rows)
+        return Copied(one, folder, sink.files, sink.rows)
 
     @contextmanager
     def _exported(self) -> Iterator[tuple[int, str]]:

@@ -48,6 +48,34 @@ NUMERIC_WORDS = {
     "POSITIVE_INFINITY": "Infinity",
     "NEGATIVE_INFINITY": "-Infinity",
 }
+# Debezium's kind of value (its event's field schema name, else its type) for a PostgreSQL
+# type, as `column.propagate.source.type` names it; an enum's is ENUM, an array's "array".
+ENUM = "io.debezium.data.Enum"
+KINDS = {
+    "INT2": "int16",
+    "INT4": "int32",
+    "INT8": "int64",
+    "FLOAT4": "float",
+    "FLOAT8": "double",
+    "BOOL": "boolean",
+    "BYTEA": "bytes",
+    "DATE": "io.debezium.time.Date",
+    "TIME": "io.debezium.time.MicroTime",
+    "TIMESTAMP": "io.debezium.time.MicroTimestamp",
+    "TIMESTAMPTZ": "io.debezium.time.ZonedTimestamp",
+    "JSON": "io.debezium.data.Json",
+    "JSONB": "io.debezium.data.Json",
+    "UUID": "io.debezium.data.Uuid",
+}
+
+
+def kind_of(pg_type: str, enum: bool = False) -> str:
+    """Return Debezium's kind of value for a source type (`enum`: a type of the enum kind)."""
+    if enum:
+        return ENUM
+    return "array" if pg_type.startswith("_") else KINDS.get(pg_type, "string")
+
+
 # Debezium's names for a change: create, update, delete, read (snapshot), truncate.
 OPS = ("c", "u", "d", "r", "t")
 

@@ -58,6 +58,8 @@ UPSERTS = ("c", "u", "r")
 _FOLDED = re.compile(r"[a-z_][a-z0-9_$]*")
 # Errors that end a session rather than refuse a statement: expired or unknown session.
 _SESSION_GONE = {390104, 390111, 390112, 390114}
+# SQLSTATE classes of a refused value: data exception (22), integrity constraint (23).
+DATA_SQLSTATE_CLASSES = ("22", "23")
 
 
 class DestinationUnavailable(Exception):
@@ -436,13 +438,16 @@ def _file_url(path: str) -> str:
 
 
 def _refusal(exc: Exception) -> bool:
-    """Tell whether Snowflake refused a statement (for good) rather than failed to answer."""
+    """Tell whether Snowflake refused the batch's data (for good: a value it cannot cast or
+    hold) rather than failed to take it now. A suspended warehouse, a revoked grant or a
+    dropped schema is not a refusal: the batch loads once the operator has fixed it."""
     from snowflake.connector import errors
 
     if getattr(exc, "errno", None) in _SESSION_GONE:
         return False
-    refusals = (errors.ProgrammingError, errors.IntegrityError, errors.DataError)
-    return isinstance(exc, refusals + (errors.NotSupportedError,))
+    if str(getattr(exc, "sqlstate", None) or "")[:2] in DATA_SQLSTATE_CLASSES:
+        return True
+    return isinstance(exc, errors.IntegrityError | errors.DataError | errors.NotSupportedError)
 
 
 def _words(exc: Exception) -> str:

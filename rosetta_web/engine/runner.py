@@ -247,6 +247,7 @@ class Run:
             return
         finally:
             self.copying = None
+            login.join()  # its session, if it opens one late, is closed when the run ends
         self.properties["snapshot.mode"] = "no_data"
         self.snapshot_done = True
         if refresh is not None:  # everything is copied again: nothing is left to sweep

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .changes import Column
+from .changes import ENUM, Column
 
 MAX_NUMBER_DIGITS = 38
 # Snowflake's largest VARCHAR (bytes of UTF-8) and BINARY values.
@@ -94,7 +94,7 @@ def snowflake_type(column: Column) -> SnowflakeType:
     """Return the Snowflake type that holds this source column."""
     pg_type = column.pg_type
     declared = INTEGER_TYPES.get(pg_type)
-    if declared is None and column.kind == "io.debezium.data.Enum":
+    if declared is None and column.kind == ENUM:
         declared = "VARCHAR"
     if pg_type == "NUMERIC":
         precision, scale = column.length or 0, column.scale or 0

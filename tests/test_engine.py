@@ -98,6 +98,36 @@ def test_start_snapshots_then_streams_and_the_copy_is_equal(app, engine, engine_
     assert run.last_lsn is not None and run.last_lsn > 0
 
 
+def test_the_connector_config_seeds_the_engines_committed_offset(
+    app, api, engine, engine_cluster, snowflake
+):
+    """Once the engine streams, the Kafka Connect answer holds its committed offset as the
+    PATCH /connectors/<name>/offsets body (the connector's partition, an LSN within the
+    source's WAL), and the source's password appears nowhere in it."""
+    s = Setup(app, engine_cluster, snowflake, ITEMS[:1], snowflake.host_setting)
+    s.sql("INSERT INTO items VALUES (1, 'one', 1)")
+    s.set_status("START")
+    s.wait_state("streaming")
+    s.sql("INSERT INTO items VALUES (2, 'two', 2)")
+    s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
+    url = f"/api/v1/pipelines/{s.pipeline_id}/connector-config"
+
+    def seeded() -> dict | None:
+        body = api.get(url).get_json()
+        return body if body["offsets"] is not None else None
+
+    body = wait_for(seeded, timeout=30, interval=0.5)
+    assert body, api.get(url).get_json()
+    assert "trusted-anyway" not in api.get(url).get_data(as_text=True)
+    assert body["offsets_missing"] is None
+    ((entry,),) = [body["offsets"]["offsets"]]
+    assert entry["partition"] == {"server": f"rosetta_{s.pipeline_id}"}
+    ((current,),) = s.sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+    assert 0 < entry["offset"]["lsn"] <= current
+    assert body["config"]["slot.name"] == s.slot
+    assert body["config"]["snapshot.mode"] == "no_data"
+
+
 class Writer(threading.Thread):
     """Write the source without pause until told to stop: inserts, updates and deletes of
     `items`, inserts into the keyless `history`, each commit its own."""

@@ -296,6 +296,23 @@ def _operations() -> dict[str, dict[str, Any]]:
             ),
         },
     }
+    operations["api.pipeline_connector_config"] = {
+        "summary": "The pipeline as Kafka Connect connectors: the Debezium source connector "
+        "(POST /connectors) continuing where the engine stopped (snapshot.mode=no_data, a "
+        "signal table), the committed offset to seed it with (PATCH /connectors/<name>/"
+        "offsets, the connector stopped), and the Snowflake sink connector beside it, which "
+        "Rosetta does not validate. Secrets are config-provider references, never values. "
+        "Reads the publication's tables from the source",
+        "responses": {
+            "200": _json(ref("ConnectorConfig"), "The connectors and the offsets"),
+            "404": _error("No such pipeline"),
+            "409": _error(
+                "NotExportableError: the source names no slot, or its publication no table; "
+                "or PublicationUnreadableError: the source could not be asked which tables "
+                "its publication lists"
+            ),
+        },
+    }
     operations.update(_readiness_operations())
     operations["api.wal_metrics"] = {
         "summary": "List a source's newest WAL samples, newest first",
@@ -725,10 +742,10 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
-    from ..pipelines.services import EngineState
+    from ..pipelines.services import ConnectorConfig, EngineState
 
     shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
-    for shown in (*shown_shapes, EngineState):
+    for shown in (*shown_shapes, EngineState, ConnectorConfig):
         schemas[shown.api_name] = shape_of(shown).schema()
     slot = ref("Slot")["$ref"]
     schemas["SlotSummary"] = {

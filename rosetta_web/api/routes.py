@@ -44,7 +44,7 @@ from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
 from ..monitor.history import AlertSpan, Thresholds, WalHistory
-from ..pipelines.services import PIPELINES, refresh, set_status
+from ..pipelines.services import PIPELINES, connector_config, refresh, set_status
 from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import services as sources
@@ -157,6 +157,13 @@ def refresh_pipeline(entity_id: int) -> Response:
             {"tables": ['Send a non-empty list of table names ("schema.table"), or leave it out.']}
         )
     return jsonify(refresh(pipeline, tables).to_dict())
+
+
+@bp.get("/pipelines/<id:entity_id>/connector-config")
+def pipeline_connector_config(entity_id: int) -> Response:
+    """Return the pipeline as Kafka Connect connectors: the Debezium source (secrets only as
+    references), the offsets to seed it with, and the Snowflake sink beside it."""
+    return jsonify(connector_config(PIPELINES.get(entity_id)).to_dict())
 
 
 def _arg_error(exc: ArgError) -> ApiError:

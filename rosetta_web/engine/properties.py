@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ..postgres.connection import Target
-from ..postgres.replication_objects import HEARTBEAT_SCHEMA, HEARTBEAT_TABLE
+from ..postgres.replication_objects import HEARTBEAT_SCHEMA, HEARTBEAT_TABLE, PublishedTable
 from .changes import UNCHANGED
 
 # Where Debezium keeps each pipeline's offsets on the metadata PostgreSQL: one table each,
@@ -53,6 +53,30 @@ class PipelineSpec:
     heartbeat: bool = False  # the source's publication has the heartbeat table
     # Those of `tables` without a primary key: loaded append-only, never REFRESHed.
     keyless: frozenset[tuple[str, str]] = frozenset()
+
+
+def pipeline_spec(
+    pipeline_id: int,
+    name: str,
+    source: Target,
+    publication: str,
+    slot: str,
+    published: list[PublishedTable],
+    heartbeat: bool,
+) -> PipelineSpec:
+    """Describe a pipeline from its source's publication as read from the source: its tables
+    (the heartbeat table aside), and which of them have no primary key."""
+    tables = [t for t in published if (t.schema, t.table) != (HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)]
+    return PipelineSpec(
+        pipeline_id=pipeline_id,
+        name=name,
+        source=source,
+        publication=publication,
+        slot=slot,
+        tables=tuple((table.schema, table.table) for table in tables),
+        heartbeat=heartbeat,
+        keyless=frozenset((t.schema, t.table) for t in tables if not t.has_primary_key),
+    )
 
 
 def table_pattern(schema: str, table: str) -> str:

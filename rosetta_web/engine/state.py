@@ -71,6 +71,26 @@ def offsets_exist(pipeline_id: int) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
+def stored_offsets(pipeline_id: int) -> list[tuple[str | None, str | None]] | None:
+    """Return the pipeline's committed offsets as Debezium's JdbcOffsetBackingStore wrote
+    them, `(offset_key, offset_val)` in the order written (none: never committed); None when
+    they are a file of Java-serialized bytes (SQLite), which is not read here."""
+    if offsets_folder() is not None:
+        return None
+    table = OFFSETS_TABLE.format(int(pipeline_id))
+    if not db.session.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar():
+        return []
+    # Each save deletes the table and inserts every partition's offset: what is there is one
+    # save's, in the order of record_insert_seq.
+    rows = db.session.execute(
+        text(
+            f"SELECT offset_key, offset_val FROM {table} "
+            "ORDER BY record_insert_ts, record_insert_seq"
+        )
+    )
+    return [(row.offset_key, row.offset_val) for row in rows]
+
+
 def forget_offsets(pipeline_id: int) -> None:
     """Forget a deleted pipeline's offsets in the session's transaction: its table on
     PostgreSQL, its file on SQLite."""

@@ -51,6 +51,7 @@ from .properties import (
     PipelineSpec,
     debezium_properties,
     offset_storage,
+    pipeline_spec,
 )
 from .runner import Backoff, Refresh, Run
 from .state import (
@@ -425,12 +426,17 @@ class Supervisor:
         target = source_target(source)
         heartbeat = (HEARTBEAT_SCHEMA, HEARTBEAT_TABLE)
         with session(target, self.settings.timeout_s) as s:
-            published = [
-                table
-                for table in published_tables(s, source.publication_name)
-                if (table.schema, table.table) != heartbeat
-            ]
-            if published:
+            published = published_tables(s, source.publication_name)
+            spec = pipeline_spec(
+                pipeline.id,
+                pipeline.name,
+                target,
+                source.publication_name,
+                source.slot_name,
+                published,
+                heartbeat=True,
+            )
+            if spec.tables:
                 # The source's `heartbeat` check passed (START waits for it): the role may
                 # create and publish the table, unless that changed since.
                 try:
@@ -441,20 +447,9 @@ class Supervisor:
                         f"published: {exc}. The source's heartbeat check gives the SQL to run.",
                         exc.details["sqlstate"],
                     ) from None
-        if not published:
+        if not spec.tables:
             raise ValueError(f"publication {source.publication_name} publishes no table")
-        return PipelineSpec(
-            pipeline_id=pipeline.id,
-            name=pipeline.name,
-            source=target,
-            publication=source.publication_name,
-            slot=source.slot_name,
-            tables=tuple((table.schema, table.table) for table in published),
-            heartbeat=True,
-            keyless=frozenset(
-                (table.schema, table.table) for table in published if not table.has_primary_key
-            ),
-        )
+        return spec
 
     def _retry_later(self, pipeline_id: int, reason: str, waiting: Waiting | None) -> None:
         attempts = (waiting.attempts if waiting else 0) + 1

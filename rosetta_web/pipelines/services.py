@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from flask import g
 from sqlalchemy import func, or_, select
@@ -14,7 +14,9 @@ from sqlalchemy.sql import ColumnElement
 from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
 from ..destinations import services as destinations
-from ..engine.state import forget_offsets
+from ..engine import connect
+from ..engine.properties import pipeline_spec
+from ..engine.state import forget_offsets, stored_offsets
 from ..errors import DomainError
 from ..extensions import db
 from ..formatting import duration_words
@@ -31,6 +33,8 @@ from ..models import (
     SourceState,
 )
 from ..postgres import replication_objects as obj
+from ..postgres.connection import Target
+from ..readiness.destination import parse_host
 from ..resources import Resource
 from ..shapes import Declared, Described
 from ..sources import services as sources
@@ -460,3 +464,183 @@ def _engine_complied(wanted: str, engine: EngineState, sampled_at: datetime | No
 def slot_disagreement(pipeline: Pipeline) -> str | None:
     """Say, for the pipelines list, when a pipeline's wanted status and its slot disagree."""
     return disagreement(pipeline, utcnow())
+
+
+# The pipeline as a Kafka Connect connector, for a fleet that outgrows one machine
+
+_CONNECTOR_SCHEMA = {
+    "type": "object",
+    "required": ["name", "config"],
+    "properties": {
+        "name": {"type": "string"},
+        "config": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_OFFSETS_SCHEMA = {
+    "type": ["object", "null"],
+    "required": ["offsets"],
+    "properties": {
+        "offsets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["partition", "offset"],
+                "properties": {"partition": {"type": "object"}, "offset": {"type": "object"}},
+            },
+        }
+    },
+}
+
+
+class NotExportable(DomainError):
+    """The pipeline cannot run as a connector yet: its source names no slot, or its
+    publication no table."""
+
+    error = "NotExportableError"
+
+
+@dataclass(frozen=True)
+class ConnectorConfig(Declared):
+    """The pipeline's Debezium source connector as Kafka Connect takes it, the offsets to seed
+    it with, and the Snowflake sink connector beside it; secrets only as references."""
+
+    api_name = "ConnectorConfig"
+
+    name: Annotated[str, Described("The source connector's name, as in POST /connectors")]
+    config: Annotated[
+        dict[str, str],
+        Described(
+            "The source connector's configuration: the engine's Debezium properties with "
+            "Kafka Connect's offset storage, snapshot.mode=no_data, a signal table, and the "
+            "password as a config-provider reference",
+            {"type": "object", "additionalProperties": {"type": "string"}},
+        ),
+    ]
+    offsets: Annotated[
+        dict[str, Any] | None,
+        Described(
+            "The body of PATCH /connectors/<name>/offsets: the engine's committed offset; null "
+            "when there is none to give (offsets_missing says why)",
+            _OFFSETS_SCHEMA,
+        ),
+    ]
+    offsets_missing: Annotated[str | None, Described("Why offsets is null")]
+    secrets_file: Annotated[
+        str, Described("The properties file the references read (FileConfigProvider)")
+    ]
+    secret_keys: Annotated[list[str], Described("The keys that file must hold")]
+    sink: Annotated[
+        dict[str, Any],
+        Described(
+            "The Snowflake Kafka connector's sink configuration for the same topics and "
+            "tables; not validated by Rosetta",
+            _CONNECTOR_SCHEMA,
+        ),
+    ]
+    sink_validated: Annotated[bool, Described("Always false: Rosetta does not check the sink")]
+    notes: Annotated[list[str], Described("What to do before moving the pipeline")]
+
+
+def _sink_target(destination: Destination) -> connect.SinkTarget:
+    """Say where the sink loads, from the destination's settings (no secret read)."""
+    try:
+        endpoint = parse_host(destination.snowflake_host, destination.snowflake_account)
+    except ValueError:  # a malformed Host setting: the account's own host
+        endpoint = parse_host(None, destination.snowflake_account)
+    return connect.SinkTarget(
+        destination_id=destination.id,
+        url=f"{endpoint.host}:{endpoint.port}",
+        user=destination.snowflake_user,
+        database=destination.snowflake_database,
+        schema=destination.snowflake_schema,
+        role=destination.snowflake_role,
+        has_passphrase=bool(destination.snowflake_private_key_passphrase_encrypted),
+    )
+
+
+def connector_config(pipeline: Pipeline) -> ConnectorConfig:
+    """Return the pipeline as Kafka Connect connectors, after asking its source which tables
+    its publication lists (the engine's table list); raise NotExportable or
+    PublicationUnreadable when that cannot be said."""
+    source = pipeline.source
+    if not source.slot_name:
+        raise NotExportable(
+            f"Source '{source.name}' names no replication slot: the connector would have none "
+            "to continue from. Set its slot first."
+        )
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()  # no transaction held open while the source answers
+    try:
+        published = sources.published_tables(source)
+    except (obj.SourceUnreachable, obj.SourceRefused) as exc:
+        raise PublicationUnreadable(
+            f"The tables of publication {source.publication_name} could not be read from "
+            f"source '{source.name}': {exc}. The connector lists them: try again once the "
+            "source answers."
+        ) from None
+    heartbeat = (obj.HEARTBEAT_SCHEMA, obj.HEARTBEAT_TABLE)
+    # The password never enters the configuration: the connector reads it from the file.
+    target = Target(
+        source.id,
+        source.name,
+        source.pg_host,
+        source.pg_port,
+        source.pg_database,
+        source.pg_username,
+        password="",
+    )
+    spec = pipeline_spec(
+        pipeline.id,
+        pipeline.name,
+        target,
+        source.publication_name,
+        source.slot_name,
+        published,
+        heartbeat=any((t.schema, t.table) == heartbeat for t in published),
+    )
+    if not spec.tables:
+        raise NotExportable(f"Publication {source.publication_name} publishes no table.")
+    source_connector = connect.source_connector(spec)
+    rows = stored_offsets(pipeline.id)
+    entries = connect.offsets_to_seed(rows) if rows else []
+    offsets_missing = None
+    if rows is None:
+        offsets_missing = (
+            "On SQLite the engine's offsets are a file of Java-serialized bytes, which Rosetta "
+            "does not read. Seed none: with snapshot.mode=no_data Debezium starts from the "
+            "slot's confirmed position, which follows the engine's last committed offset."
+        )
+    elif not entries:
+        offsets_missing = (
+            "The engine has committed no offset for this pipeline: it has not copied its "
+            "tables yet (never started, or its offsets were dropped). With snapshot.mode="
+            "no_data the connector would skip that first copy: START the pipeline in Rosetta "
+            "until it streams, or set snapshot.mode to initial."
+        )
+    sink = connect.sink_connector(spec, _sink_target(pipeline.destination))
+    keys = [connect.password_key(pipeline.id)]
+    keys += [
+        value.split(":")[-1].rstrip("}")
+        for value in sink["config"].values()
+        if value.startswith("${file:")
+    ]
+    notes = [
+        "PAUSE the pipeline in Rosetta, and wait for its state to say paused, before the "
+        "connector starts: two consumers must never read the slot.",
+        f"Create the signal table and add it to the publication: {connect.SIGNAL_DDL}; "
+        f"ALTER PUBLICATION {source.publication_name} ADD TABLE "
+        f"{connect.SIGNAL_SCHEMA}.{connect.SIGNAL_TABLE} (not for FOR ALL TABLES).",
+        connect.SINK_NOT_VALIDATED,
+    ]
+    return ConnectorConfig(
+        name=source_connector["name"],
+        config=source_connector["config"],
+        offsets={"offsets": entries} if entries else None,
+        offsets_missing=offsets_missing,
+        secrets_file=connect.SECRETS_FILE,
+        secret_keys=keys,
+        sink=sink,
+        sink_validated=False,
+        notes=notes,
+    )

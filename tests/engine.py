@@ -289,6 +289,15 @@ class Setup:
                 f"{[(a, b) for a, b in zip(source, destination, strict=False) if a != b][:5]}"
             )
 
+    def offsets_committed(self) -> bool:
+        """Tell whether the engine has committed an offset for the pipeline (streams from it)."""
+        from rosetta_web.engine.state import offsets_exist
+
+        with self.app.app_context():
+            committed = offsets_exist(self.pipeline_id)
+            db.session.remove()
+            return committed
+
     def slot_confirmed(self) -> tuple[bool, int]:
         """The slot's active flag and how far its confirmed position is behind, as psql says."""
         (row,) = self.sql(

@@ -242,6 +242,7 @@ class InitialCopy:
         self.tables = [TableName(schema, name) for schema, name in tables]
         self.timeout_s = timeout_s
         self.lsn: int | None = None  # where the copy stands, once taken
+        self.rows = 0  # copied so far
         self._busy: list[Any] = []  # the connections a cancel interrupts
         self._cancelled = threading.Event()
 
@@ -276,6 +277,7 @@ class InitialCopy:
                     started = time.monotonic()
                     copied = self._write(cur, one)
                     read_s = time.monotonic() - started
+                    self.rows += copied.rows
                     try:
                         load(copied, lsn)
                     finally:

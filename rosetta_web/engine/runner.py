@@ -254,7 +254,15 @@ class Run:
             refresh.done = True
             if self.on_refreshed is not None:
                 self.on_refreshed(self)
-        self._record("starting", always=True)
+        with self.recording:
+            self.state = self.recorded = "starting"
+            self.recorder.state(
+                self.pipeline_id,
+                "starting",
+                reason=f"The first copy is loaded ({copy.rows:,} rows of {len(planned)} "
+                f"tables); Debezium starts streaming from where it was taken.",
+                last_lsn=self.last_lsn,
+            )
 
     # ---- Debezium's callbacks, on the engine's threads ---------------------------------
 
@@ -264,8 +272,11 @@ class Run:
         self.started.set()
 
     def polling_started(self) -> None:
-        """Debezium's task polls: signals may be sent now."""
+        """Debezium's task polls: signals may be sent now, and after a first copy in bulk the
+        engine streams."""
         self.polling.set()
+        if self.snapshot_done and self.state == "starting":
+            self._record("streaming")
         if self.refresh is not None and self.refresh.signalled_at is None:
             self._signal_refresh()
 

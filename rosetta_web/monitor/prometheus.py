@@ -7,24 +7,13 @@ from datetime import datetime
 
 from flask import Response, request
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.orm import joinedload
 
 from ..extensions import db
-from ..models import (
-    ENGINE_STATES,
-    SEVERITIES,
-    Alert,
-    MonitorRound,
-    Pipeline,
-    PipelineTable,
-    Server,
-    SlotMetric,
-    Source,
-    SourceState,
-)
+from ..models import SEVERITIES, Alert, MonitorRound, Server, SlotMetric, Source, SourceState
 from ..timeutil import as_utc
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
@@ -65,54 +54,6 @@ class MonitorCollector:
         yield from self._slots()
         yield from self._sampler()
         yield from self._alerts()
-        yield from self._pipelines()
-
-    def _pipelines(self) -> Iterator[Metric]:
-        # One series per pipeline, labelled by its name as a source's are by its name; the
-        # lag only while a live engine owns it (an old figure would read as current).
-        from ..pipelines.services import engine_state, live_engines
-
-        lag_seconds = GaugeMetricFamily(
-            "rosetta_pipeline_lag_seconds",
-            "Now minus the source commit time of the last change loaded; 0 when caught up",
-            labels=["pipeline"],
-        )
-        lag_bytes = GaugeMetricFamily(
-            "rosetta_pipeline_lag_bytes",
-            "The source's WAL position minus the last LSN loaded (pg_wal_lsn_diff)",
-            labels=["pipeline"],
-        )
-        rows = CounterMetricFamily(
-            "rosetta_pipeline_rows",
-            "Rows loaded since the first copy, as MERGE counted them",
-            labels=["pipeline", "table", "op"],
-        )
-        state = GaugeMetricFamily(
-            "rosetta_pipeline_state",
-            "1 for what the pipeline's engine is doing",
-            labels=["pipeline", "state"],
-        )
-        engines = live_engines()
-        pipelines = db.session.scalars(
-            select(Pipeline).options(joinedload(Pipeline.run)).order_by(Pipeline.name)
-        ).all()
-        for pipeline in pipelines:
-            engine = engine_state(pipeline, engines)
-            for name in ENGINE_STATES:
-                state.add_metric([pipeline.name, name], 1 if engine.state == name else 0)
-            run = pipeline.run
-            if engine.owner is None or run is None:
-                continue
-            if run.lag_seconds is not None:
-                lag_seconds.add_metric([pipeline.name], run.lag_seconds)
-            if run.lag_bytes is not None:
-                lag_bytes.add_metric([pipeline.name], run.lag_bytes)
-        names = {pipeline.id: pipeline.name for pipeline in pipelines}
-        for table in db.session.scalars(select(PipelineTable)):
-            for op in ("inserted", "updated", "deleted"):
-                key = [names[table.pipeline_id], table.table_name, op]
-                rows.add_metric(key, getattr(table, op))
-        yield from (lag_seconds, lag_bytes, rows, state)
 
     def _alerts(self) -> Iterator[Metric]:
         firing = GaugeMetricFamily(
@@ -214,9 +155,11 @@ def _epoch(moment: datetime) -> float:
     return as_utc(moment).timestamp()
 
 
-def metrics() -> Response:
-    """Serve the monitor's figures for Prometheus."""
+def metrics(*others: Collector) -> Response:
+    """Serve the monitor's figures for Prometheus, and those of the `others` collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector())
+    for collector in others:
+        registry.register(collector)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), content_type=content_type)

@@ -133,6 +133,7 @@ def _register_blueprints(app: Flask) -> None:
     from .health import init_app as init_health
     from .monitor.prometheus import metrics
     from .pipelines import bp as pipelines_bp
+    from .pipelines.metrics import PipelineCollector
     from .sources import bp as sources_bp
 
     app.register_blueprint(auth_bp)
@@ -144,5 +145,6 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(channels_bp, url_prefix="/alerts/channels")
     app.register_blueprint(audit_bp, url_prefix="/audit")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
-    app.add_url_rule("/metrics", "metrics", metrics)
+    # The monitor's series and the pipelines': /metrics is served by the app, which knows both.
+    app.add_url_rule("/metrics", "metrics", lambda: metrics(PipelineCollector()))
     init_health(app)

@@ -312,8 +312,63 @@ class PipelineRun(Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_lsn: Mapped[int | None] = mapped_column(BigInteger)  # the last source LSN loaded
+    # The source's current WAL position minus last_lsn when last written (pg_wal_lsn_diff).
+    lag_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Now minus the source commit time of the last change loaded; 0 when caught up and idle.
+    lag_seconds: Mapped[float | None] = mapped_column(Float)
 
     pipeline: Mapped[Pipeline] = relationship(back_populates="run")
+
+
+# A table's first copy: not begun, being copied, copied.
+SNAPSHOT_STATES = ("pending", "copying", "done")
+
+
+class PipelineTable(Model):
+    """What a pipeline moved of one source table, in total, written by its engine."""
+
+    __tablename__ = "pipeline_tables"
+
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True
+    )
+    table_name: Mapped[str] = mapped_column(String(255), primary_key=True)  # schema.table
+    snapshot: Mapped[str | None] = mapped_column(String(10), info={"enum": SNAPSHOT_STATES})
+    snapshot_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    inserted: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_change_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PipelineMinute(Model):
+    """Rows a pipeline loaded into one table within one minute (by MERGE's counts)."""
+
+    __tablename__ = "pipeline_minutes"
+    __table_args__ = (
+        Index("ux_pipeline_minutes", "pipeline_id", "minute", "table_name", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # its start, in UTC
+    table_name: Mapped[str] = mapped_column(String(255))
+    inserted: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PipelineLag(Model):
+    """A pipeline's highest lag within one minute, as its engine wrote it."""
+
+    __tablename__ = "pipeline_lags"
+    __table_args__ = (Index("ux_pipeline_lags", "pipeline_id", "minute", unique=True),)
+
+    id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lag_seconds: Mapped[float | None] = mapped_column(Float)
+    lag_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PipelineError(Model):

@@ -711,3 +711,90 @@ def test_a_batch_that_can_never_load_fails_its_pipeline_alone(
     healthy.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)
     assert healthy.run().state == "streaming"  # type: ignore[union-attr]
     assert broken.snowflake_rows("SELECT count(*) FROM ITEMS") == [(20,)]
+
+
+def _lsn_text(lsn: int) -> str:
+    """Write an LSN as PostgreSQL does: X/Y."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def test_progress_counts_what_was_done_and_the_lag_falls_to_zero(
+    app, api, engine, engine_cluster, snowflake
+):
+    """After START and some inserts, updates and deletes, /progress shows per table what was
+    done at the source (and the first copy's rows), lag_bytes as psql's pg_wal_lsn_diff gives
+    it and lag_seconds 0 once the source is idle (the heartbeat says the engine caught up);
+    /progress/history has the minute's rows, /metrics the series, /summary the state."""
+    s = Setup(
+        app,
+        engine_cluster,
+        snowflake,
+        [
+            "CREATE TABLE items (id bigint PRIMARY KEY, note text)",
+            "INSERT INTO items SELECT g, 'first' FROM generate_series(1, 300) g",
+        ],
+        snowflake.host_setting,
+    )
+    s.set_status("START")
+    s.wait_state("streaming")
+    s.sql(
+        "INSERT INTO items SELECT g, 'new' FROM generate_series(301, 350) g",
+        "UPDATE items SET note = 'changed' WHERE id <= 20",
+        "DELETE FROM items WHERE id BETWEEN 21 AND 30",
+    )
+    url = f"/api/v1/pipelines/{s.pipeline_id}/progress"
+
+    def items() -> dict:
+        tables = {row["table"]: row for row in api.get(url).get_json()["tables"]}
+        return tables.get("public.items") or {}
+
+    def counted() -> bool:
+        found = items()
+        return (found.get("inserted"), found.get("updated"), found.get("deleted")) == (50, 20, 10)
+
+    assert wait_for(counted, timeout=60, interval=0.5), api.get(url).get_json()
+    table = items()
+    assert table["snapshot"] == "done" and table["snapshot_rows"] == 300
+    assert table["last_change_at"] is not None
+
+    def caught_up_as_psql_says() -> dict | bool:
+        progress = api.get(url).get_json()
+        if progress["lag_seconds"] != 0 or progress["lag_bytes"] is None:
+            return False
+        ((diff,),) = s.sql(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), "
+            f"'{_lsn_text(progress['last_lsn'])}')::bigint"
+        )
+        # Equal once no WAL was written between the engine's read and psql's (the heartbeat
+        # writes every 10 s: the wait ends in a quiet moment).
+        return diff == progress["lag_bytes"] and progress
+
+    progress = wait_for(caught_up_as_psql_says, timeout=60, interval=0.5)
+    assert progress, api.get(url).get_json()
+    assert progress["state"] == "streaming" and progress["owner"].endswith(engine.owner_suffix)
+    assert 0 <= progress["lag_bytes"] < 1024 * 1024
+
+    history = api.get(f"{url}/history?range=1h").get_json()
+    assert history["bucket_seconds"] == 60 and history["times"]
+    totals = [sum(history[op]) for op in ("inserted", "updated", "deleted")]
+    assert totals == [50, 20, 10]
+    # Each minute's highest lag: the one the changes above were loaded in is over 0.
+    assert len(history["lag_seconds"]) == len(history["times"]) == len(history["lag_bytes"])
+    assert history["lag_seconds"][-1] is not None and history["lag_bytes"][-1] is not None
+
+    metrics = api.get("/metrics").get_data(as_text=True)
+    with app.app_context():
+        from rosetta_web.extensions import db
+        from rosetta_web.models import Pipeline
+
+        name = db.session.get(Pipeline, s.pipeline_id).name
+    labels = f'pipeline="{name}",table="public.items"'
+    assert f'rosetta_pipeline_rows_total{{op="inserted",{labels}}} 50.0' in metrics
+    assert f'rosetta_pipeline_rows_total{{op="updated",{labels}}} 20.0' in metrics
+    assert f'rosetta_pipeline_rows_total{{op="deleted",{labels}}} 10.0' in metrics
+    assert f'rosetta_pipeline_state{{pipeline="{name}",state="streaming"}} 1.0' in metrics
+    assert re.search(rf'rosetta_pipeline_lag_bytes{{pipeline="{name}"}} \d', metrics)
+    assert re.search(rf'rosetta_pipeline_lag_seconds{{pipeline="{name}"}} ', metrics)
+    summary = api.get("/api/v1/summary").get_json()
+    assert summary["pipelines_by_state"]["streaming"] >= 1
+    assert summary["worst_lag"] is not None

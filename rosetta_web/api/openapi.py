@@ -354,6 +354,30 @@ def _operations() -> dict[str, dict[str, Any]]:
             "422": _error("end before start, an unreadable time, or max_points out of range"),
         },
     }
+    from ..pipelines import progress
+
+    operations["api.pipeline_progress"] = {
+        "summary": "A pipeline's progress as the engine that owns it records it (every 10 s at "
+        "least): state, owner, lag in bytes and seconds, rows per table, the last errors",
+        "responses": {
+            "200": _json(ref("Progress"), "The progress"),
+            "404": _error("No such pipeline"),
+        },
+    }
+    operations["api.pipeline_progress_history"] = {
+        "summary": "A pipeline's rows loaded per minute (by operation, all tables) and its "
+        "highest lag, over a range: one bucket a minute, or wider ones (whole minutes) so "
+        "that there are no more than max_points",
+        "parameters": [
+            arg.parameter()
+            for arg in (progress.RANGE, history.START, history.END, history.MAX_POINTS)
+        ],
+        "responses": {
+            "200": _json(ref("ProgressHistory"), "The series"),
+            "404": _error("No such pipeline"),
+            "422": _error("end before start, an unreadable time, or a range not offered"),
+        },
+    }
     operations.update(_alert_operations())
     operations["metrics"] = {
         "summary": "The monitor's figures in Prometheus text format "
@@ -742,10 +766,11 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
+    from ..pipelines.progress import Progress, ProgressHistory
     from ..pipelines.services import ConnectorConfig, EngineState
 
     shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
-    for shown in (*shown_shapes, EngineState, ConnectorConfig):
+    for shown in (*shown_shapes, EngineState, ConnectorConfig, Progress, ProgressHistory):
         schemas[shown.api_name] = shape_of(shown).schema()
     slot = ref("Slot")["$ref"]
     schemas["SlotSummary"] = {
@@ -767,7 +792,14 @@ def _schemas() -> dict[str, Any]:
     schemas["Summary"] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["sources", "slots", "pipelines", "worst_slot"],
+        "required": [
+            "sources",
+            "slots",
+            "pipelines",
+            "worst_slot",
+            "pipelines_by_state",
+            "worst_lag",
+        ],
         "properties": {
             "sources": {**counts, "description": "by monitor status"},
             "slots": {
@@ -778,6 +810,28 @@ def _schemas() -> dict[str, Any]:
             },
             "pipelines": {**counts, "description": "by desired status"},
             "worst_slot": {"oneOf": [{"type": "null"}, ref("SlotSummary")]},
+            "pipelines_by_state": {
+                **counts,
+                "description": "by what their engines are doing (stopped: no engine owns it)",
+            },
+            "worst_lag": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["pipeline_id", "pipeline", "lag_seconds", "lag_bytes"],
+                        "properties": {
+                            "pipeline_id": {"type": "integer"},
+                            "pipeline": {"type": "string"},
+                            "lag_seconds": {"type": "number"},
+                            "lag_bytes": {"type": ["integer", "null"]},
+                        },
+                    },
+                ],
+                "description": "the pipeline furthest behind in seconds of those a live "
+                "engine owns; null when none",
+            },
         },
     }
     schemas["Health"] = {

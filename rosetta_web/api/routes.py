@@ -44,6 +44,7 @@ from ..forms import MAX_INT, BaseForm, EntityForm
 from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
 from ..monitor.history import AlertSpan, Thresholds, WalHistory
+from ..pipelines import progress
 from ..pipelines.services import PIPELINES, connector_config, refresh, set_status
 from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
@@ -221,6 +222,28 @@ def wal_history(entity_id: int) -> Response:
         alert_spans=[AlertSpan(**span) for span in alert_spans(source, win.start, win.end)],
     )
     return jsonify(answer.to_dict())
+
+
+@bp.get("/pipelines/<id:entity_id>/progress")
+def pipeline_progress(entity_id: int) -> Response:
+    """Return a pipeline's progress as its engine records it: state, lag, tables, errors."""
+    return jsonify(progress.pipeline_progress(PIPELINES.get(entity_id)).to_dict())
+
+
+@bp.get("/pipelines/<id:entity_id>/progress/history")
+def pipeline_progress_history(entity_id: int) -> Response:
+    """Return a pipeline's rows per minute (by operation) and its lag over a range."""
+    pipeline = PIPELINES.get(entity_id)
+    range_name = _optional(progress.RANGE)
+    max_points = _number(history.MAX_POINTS)
+    now = utcnow()
+    end = _moment_arg(history.END.name, now) or now
+    start = _moment_arg(history.START.name, now)
+    try:
+        win = progress.progress_window(range_name, start, end)
+    except ParameterError as exc:
+        raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
+    return jsonify(progress.progress_history(pipeline, win, max_points).to_dict())
 
 
 @bp.post("/sources/<id:entity_id>/sample")

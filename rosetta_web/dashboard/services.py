@@ -21,6 +21,7 @@ from ..models import (
     Source,
     SourceState,
 )
+from ..pipelines import progress
 from ..timeutil import isoformat, utcnow
 
 FAILING = ("ERROR", "BACKOFF")
@@ -130,7 +131,8 @@ def slot_dict(slot: Any) -> dict[str, Any]:
 
 
 def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
-    """Count sources and pipelines by status and slots once per server; name the worst slot."""
+    """Count sources and pipelines by status (and by engine state) and slots once per server;
+    name the worst slot and the pipeline furthest behind."""
     slots = every_slot_worst_first() if slots is None else slots
     statuses = dict.fromkeys(MONITOR_STATUSES, 0)
     stmt = (
@@ -147,6 +149,8 @@ def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
         "slots": {"total": len(slots), "inactive": sum(1 for slot in slots if not slot.active)},
         "pipelines": pipelines,
         "worst_slot": slot_dict(slots[0]) if slots else None,
+        "pipelines_by_state": progress.pipelines_by_state(),
+        "worst_lag": progress.worst_lag(),
     }
 
 

@@ -262,9 +262,15 @@ class InitialCopy:
             raise CopyFailed(f"cannot read the tables' columns: {_words(exc)}") from exc
         return planned
 
-    def run(self, planned: list[Planned], load: Callable[[Copied, int], None]) -> int:
-        """Copy each planned table and `load` it (with the copy's LSN), all from one snapshot;
-        move the slot to that LSN; return it. Raise CopyFailed, or what `load` raises."""
+    def run(
+        self,
+        planned: list[Planned],
+        load: Callable[[Copied, int], None],
+        starting: Callable[[Planned], None] | None = None,
+    ) -> int:
+        """Copy each planned table and `load` it (with the copy's LSN), all from one snapshot,
+        saying to `starting` which table is read next; move the slot to that LSN; return it.
+        Raise CopyFailed, or what `load` raises."""
         with self._exported() as (lsn, snapshot), closing(self._connect()) as conn:
             self.lsn = lsn
             self._advance(lsn)
@@ -274,6 +280,8 @@ class InitialCopy:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 cur.execute(SESSION)
                 for one in planned:
+                    if starting is not None:
+                        starting(one)
                     started = time.monotonic()
                     copied = self._write(cur, one)
                     read_s = time.monotonic() - started

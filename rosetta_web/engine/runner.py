@@ -24,13 +24,18 @@ from typing import Any
 from ..postgres.replication_objects import HEARTBEAT_TABLE
 from ..readiness.destination import SnowflakeTarget
 from ..timeutil import utcnow
-from .bulk import Copied, CopyFailed, InitialCopy, slots_full
+from .bulk import Copied, CopyFailed, InitialCopy, Planned, slots_full
 from .changes import Change, Reader, TableName
-from .loader import BatchRefused, DestinationUnavailable, Loader, open_destination
+from .loader import BatchRefused, DestinationUnavailable, Loader, LoadReport, open_destination
+from .progress import Tally
 from .properties import NOTIFICATIONS, PipelineSpec
 from .state import Recorder, scrub
 
 log = logging.getLogger(__name__)
+
+# Where Debezium sends its heartbeat records (topic.heartbeat.prefix's default, then the
+# pipeline's topic.prefix): they carry no change, but say that Debezium read all before them.
+HEARTBEATS = "__debezium-heartbeat."
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class Run:
         self.on_refreshed: Callable[[Run], None] | None = None
         self.first_copy = False  # no offsets: the tables are copied before streaming
         self.copying: InitialCopy | None = None
+        self.progress = Tally(spec.pipeline_id, spec.source)  # written by a ProgressWriter
 
     @property
     def pipeline_id(self) -> int:
@@ -213,6 +219,8 @@ class Run:
         snapshot when a table cannot be copied so, or no slot is to spare for the copy."""
         copy = InitialCopy(self.spec.source, self.spec.slot, list(self.spec.tables), self.timeout_s)
         planned = copy.plan()
+        for schema, table in self.spec.tables:
+            self.progress.snapshot(f"{schema}.{table}", "pending", 0)
         if isinstance(planned, str):
             log.info(
                 "pipeline %d: Debezium's snapshot copies the tables: %s", self.pipeline_id, planned
@@ -235,9 +243,14 @@ class Run:
                     one.table, one.columns, one.key, copied.files, lsn, synced_at
                 )
             )
+            self.progress.snapshot(str(one.table), "done", copied.rows)
+
+        def starting(one: Planned) -> None:
+            self.progress.snapshot(str(one.table), "copying")
 
         try:
-            self.last_lsn = copy.run(planned, load)
+            self.last_lsn = copy.run(planned, load, starting)
+            self.progress.copied_at(self.last_lsn)
         except CopyFailed as exc:
             if not slots_full(exc):
                 raise
@@ -294,17 +307,31 @@ class Run:
                 return  # not marked: replayed at the next start
             changes: list[Change] = []
             refreshed = False
+            # A heartbeat with no change after it: Debezium has read everything before it.
+            caught_up = False
+            beat: Change | None = None  # the last change of the heartbeat table
             for record in records:
                 value = record.value()
-                if record.destination() == NOTIFICATIONS:
+                destination = str(record.destination())
+                if destination == NOTIFICATIONS:
                     refreshed = self._notified(value) or refreshed
                     continue
+                if destination.startswith(HEARTBEATS):
+                    caught_up = True
+                    continue
                 change = self.reader.parse(record.key(), value)
-                if change is not None and change.table.name != HEARTBEAT_TABLE:
+                if change is None:
+                    continue
+                if change.table.name == HEARTBEAT_TABLE:
+                    beat, caught_up = change, True
+                else:
                     changes.append(change)
+                    caught_up = False
+            if changes:
+                self.progress.receiving()
             try:
                 if changes:
-                    self._load(changes)
+                    self.progress.loaded(self._load(changes), changes)
                 if refreshed:
                     self._sweep()
             except Stopped:
@@ -312,7 +339,7 @@ class Run:
             for record in records:
                 committer.markProcessed(record)
             committer.markBatchFinished()
-            self._after_batch(changes)
+            self._after_batch(changes, beat, caught_up)
 
     # ---- REFRESH -----------------------------------------------------------------------
 
@@ -339,6 +366,8 @@ class Run:
                 return
             # Rows the snapshot writes, and rows streamed meanwhile, are stamped after this.
             refresh.signalled_at = utcnow()
+        for schema, table in refresh.tables:
+            self.progress.snapshot(f"{schema}.{table}", "pending", 0)
         signal = jpype.JClass("io.debezium.engine.DebeziumEngine$Signal")
         signaler = self.engine.getSignaler()
         # A snapshot left over from an earlier run of this pipeline would end first, and
@@ -369,6 +398,7 @@ class Run:
         if payload.get("aggregate_type") == "Initial Snapshot":
             if payload.get("type") == "COMPLETED":
                 self.snapshot_done = True
+                self.progress.snapshot_done()
             elif self.state != "refreshing":
                 self._record("snapshotting")
         refresh = self.refresh
@@ -390,17 +420,26 @@ class Run:
             self._with_retries(lambda loader: loader.sweep(name, refresh.signalled_at))  # noqa: B023
         refresh.done = True
         self.snapshot_done = True
+        self.progress.snapshot_done()
         self._record("streaming")
         if self.on_refreshed is not None:
             self.on_refreshed(self)
 
-    def _after_batch(self, changes: list[Change]) -> None:
-        if changes:
-            self.last_lsn = max(change.lsn for change in changes) or self.last_lsn
+    def _after_batch(self, changes: list[Change], beat: Change | None, caught_up: bool) -> None:
+        # The heartbeat table's change is committed with the batch: the offset passes it.
+        passed = [*changes, beat] if beat is not None else changes
+        if passed:
+            self.last_lsn = max(change.lsn for change in passed) or self.last_lsn
         if any(change.snapshot in (None, "false", "last") for change in changes):
+            if not self.snapshot_done and self.state == "snapshotting":
+                self.progress.snapshot_done()
             self.snapshot_done = True
+        self.progress.passed(
+            self.last_lsn, beat.committed_ms if beat is not None else None, caught_up
+        )
         with self.recording:
-            self._record(self._doing(changes), always=bool(changes))
+            # The last LSN goes with the progress, written every few seconds.
+            self._record(self._doing(changes))
 
     def _doing(self, changes: list[Change]) -> str:
         """Say what the engine does after a batch of `changes`."""
@@ -421,8 +460,15 @@ class Run:
                 self.state = self.recorded = state
                 self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
 
-    def _load(self, changes: list[Change]) -> None:
-        self._with_retries(lambda loader: loader.load(changes))
+    def _load(self, changes: list[Change]) -> LoadReport:
+        report = LoadReport()
+
+        def load(loader: Loader) -> None:
+            nonlocal report
+            report = loader.load(changes)
+
+        self._with_retries(load)
+        return report
 
     def _with_retries(self, work: Callable[[Loader], Any]) -> None:
         """Do `work` with the loader, retried with backoff while the destination is

@@ -45,6 +45,7 @@ from ..readiness import NotReady
 from ..sources import services as sources
 from ..timeutil import as_utc, utcnow
 from . import jvm
+from .progress import ProgressWriter, Tally
 from .properties import (
     UNUSED_PASSWORD,
     Batching,
@@ -272,6 +273,20 @@ class Supervisor:
         self.problem = jvm.java_problem()
         self.stop_event = threading.Event()
         self.outage = Outage("not running pipelines", "Engine: ", log)
+        self.ended: list[Tally] = []  # tallies of engines stopped since the last write
+        self.ending = threading.Lock()
+        self.progress = ProgressWriter(app, self._tallies, self.settings.timeout_s)
+
+    def _stopped(self, run: Run) -> None:
+        with self.ending:
+            self.ended.append(run.progress)
+
+    def _tallies(self) -> list[Tally]:
+        """Return the progress to write: each running engine's, and once more the stopped
+        ones' (what they loaded since the last write)."""
+        with self.ending:
+            ended, self.ended = self.ended, []
+        return ended + [run.progress for run in list(self.runs.values())]
 
     # ---- The loop ----------------------------------------------------------------------
 
@@ -284,6 +299,7 @@ class Supervisor:
                 self.problem = f"The Java runtime cannot start: {exc}"
         if self.problem is not None:
             log.error("Engine: %s", self.problem)
+        self.progress.start()
         while not self.stop_event.is_set():
             self.tick()
             self.ownership.wait(self.settings.poll_s, self.stop_event)
@@ -467,6 +483,7 @@ class Supervisor:
     def _ended(self, run: Run) -> None:
         """Record why an engine ended on its own, and when it is tried again."""
         del self.runs[run.pipeline_id]
+        self._stopped(run)
         if run.refused is not None:
             self.waiting[run.pipeline_id] = Waiting(None, 0, utcnow())
             return  # recorded as failed by the run
@@ -490,6 +507,7 @@ class Supervisor:
         self.waiting.pop(pipeline_id, None)
         if run is not None:
             run.stop(drain=True)
+            self._stopped(run)
         self.ownership.release(pipeline_id)
         pipeline = db.session.get(Pipeline, pipeline_id)
         if pipeline is not None:
@@ -502,7 +520,7 @@ class Supervisor:
     def _fence(self) -> None:
         """Stop every engine at once: another process may own their pipelines now."""
         for run in self.runs.values():
-            run.stop(drain=False, timeout_s=10)
+            run.stop(drain=False, timeout_s=10)  # its tally is not written: not ours now
         self.runs.clear()
         self.waiting.clear()
 
@@ -518,6 +536,10 @@ class Supervisor:
             stopper.start()
         for stopper in stoppers:
             stopper.join(20)
+        for run in runs:
+            self._stopped(run)
+        self.runs.clear()
+        self.progress.stop()  # writes what they loaded last
         with self.app.app_context():
             for run in runs:
                 self.recorder.state(run.pipeline_id, "stopped", reason="its engine process stopped")

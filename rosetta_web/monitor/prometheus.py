@@ -9,6 +9,7 @@ from flask import Response, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from ..extensions import db
@@ -154,9 +155,11 @@ def _epoch(moment: datetime) -> float:
     return as_utc(moment).timestamp()
 
 
-def metrics() -> Response:
-    """Serve the monitor's figures for Prometheus."""
+def metrics(*others: Collector) -> Response:
+    """Serve the monitor's figures for Prometheus, and those of the `others` collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector())
+    for collector in others:
+        registry.register(collector)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), content_type=content_type)

@@ -32,6 +32,8 @@ from ..alerts.engine import trends
 from ..extensions import db
 from ..models import (
     MonitorRound,
+    PipelineLag,
+    PipelineMinute,
     SampleError,
     Server,
     SlotMetric,
@@ -371,6 +373,9 @@ def delete_expired(retention_days: int, now: datetime | None = None) -> int:
         (SampleError, SampleError.recorded_at),
         (WalMetric, WalMetric.recorded_at),
         (MonitorRound, MonitorRound.started_at),
+        # The engine's per-minute progress is kept as long as the WAL history it is charted by.
+        (PipelineMinute, PipelineMinute.minute),
+        (PipelineLag, PipelineLag.minute),
     ):
         while True:
             batch = (

@@ -36,3 +36,11 @@ WAL_DIRECTORY_BYTES = "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()
 # Whether the source's publication exists (publications belong to a database, not the server):
 # a stored readiness that says otherwise is stale.
 PUBLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)"
+
+# The current position alone, as SAMPLE reads it: the engine's lag in bytes is this minus the
+# last LSN it loaded, read when the lag is written.
+POSITION = """
+SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()
+                            THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+                            ELSE pg_current_wal_lsn() END, '0/0')::bigint
+"""

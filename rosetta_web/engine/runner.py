@@ -389,7 +389,8 @@ class Run:
     def _notified(self, value: str) -> bool:
         """Read one of Debezium's notifications; True when our REFRESH's snapshot is done."""
         payload = json.loads(value).get("payload") or {}
-        log.info(
+        log.log(
+            logging.DEBUG if payload.get("type") == "IN_PROGRESS" else logging.INFO,  # per chunk
             "pipeline %d: %s %s",
             self.pipeline_id,
             payload.get("aggregate_type"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -32,8 +32,8 @@ from ..models import (
     Source,
     SourceState,
 )
+from ..monitor.rounds import target_of
 from ..postgres import replication_objects as obj
-from ..postgres.connection import Target
 from ..readiness.destination import parse_host
 from ..resources import Resource
 from ..shapes import Declared, Described
@@ -203,6 +203,22 @@ class PublicationUnreadable(DomainError):
     error = "PublicationUnreadableError"
 
 
+def _published(source: Source, then: str) -> list[obj.PublishedTable]:
+    """Ask the source which tables its publication lists, and which have a primary key (the
+    catalog, as the replica_identity check reads it); PublicationUnreadable says `then` when
+    it does not answer."""
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()  # no transaction held open while the source answers
+    try:
+        return sources.published_tables(source)
+    except (obj.SourceUnreachable, obj.SourceRefused) as exc:
+        raise PublicationUnreadable(
+            f"The tables of publication {source.publication_name} could not be read from "
+            f"source '{source.name}': {exc}. {then}"
+        ) from None
+
+
 def _to_refresh(
     source: Source, tables: list[str] | None
 ) -> tuple[list[str] | None, list[str] | None]:
@@ -210,17 +226,10 @@ def _to_refresh(
     primary key) and what it leaves out (the publication's tables without one, when none are
     named), after asking the source which tables its publication lists and which have a
     primary key (the catalog, as the replica_identity check reads it)."""
-    session = db.session
-    if not (session.new or session.dirty or session.deleted):
-        session.commit()  # no transaction held open while the source answers
-    try:
-        published = sources.published_tables(source)
-    except (obj.SourceUnreachable, obj.SourceRefused) as exc:
-        raise PublicationUnreadable(
-            f"The tables of publication {source.publication_name} could not be read from "
-            f"source '{source.name}': {exc}. REFRESH reads which of them have a primary key "
-            "first: try again once the source answers."
-        ) from None
+    published = _published(
+        source,
+        "REFRESH reads which of them have a primary key first: try again once the source answers.",
+    )
     keyless = [table.name for table in published if not table.has_primary_key]
     if tables is None:
         heartbeat = obj.qualified(obj.HEARTBEAT_SCHEMA, obj.HEARTBEAT_TABLE)
@@ -568,28 +577,13 @@ def connector_config(pipeline: Pipeline) -> ConnectorConfig:
             f"Source '{source.name}' names no replication slot: the connector would have none "
             "to continue from. Set its slot first."
         )
-    session = db.session
-    if not (session.new or session.dirty or session.deleted):
-        session.commit()  # no transaction held open while the source answers
-    try:
-        published = sources.published_tables(source)
-    except (obj.SourceUnreachable, obj.SourceRefused) as exc:
-        raise PublicationUnreadable(
-            f"The tables of publication {source.publication_name} could not be read from "
-            f"source '{source.name}': {exc}. The connector lists them: try again once the "
-            "source answers."
-        ) from None
+    published = _published(source, "The connector lists them: try again once the source answers.")
     heartbeat = (obj.HEARTBEAT_SCHEMA, obj.HEARTBEAT_TABLE)
     # The password never enters the configuration: the connector reads it from the file.
-    target = Target(
-        source.id,
-        source.name,
-        source.pg_host,
-        source.pg_port,
-        source.pg_database,
-        source.pg_username,
-        password="",
-    )
+    try:
+        target = replace(target_of(source), password="")
+    except ValueError as exc:  # its stored password cannot be read (another SECRET_KEY)
+        raise NotExportable(str(exc)) from None
     spec = pipeline_spec(
         pipeline.id,
         pipeline.name,

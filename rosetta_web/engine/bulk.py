@@ -241,7 +241,6 @@ class InitialCopy:
         self.slot = slot
         self.tables = [TableName(schema, name) for schema, name in tables]
         self.timeout_s = timeout_s
-        self.lsn: int | None = None  # where the copy stands, once taken
         self.rows = 0  # copied so far
         self._busy: list[Any] = []  # the connections a cancel interrupts
         self._cancelled = threading.Event()
@@ -272,7 +271,6 @@ class InitialCopy:
         saying to `starting` which table is read next; move the slot to that LSN; return it.
         Raise CopyFailed, or what `load` raises."""
         with self._exported() as (lsn, snapshot), closing(self._connect()) as conn:
-            self.lsn = lsn
             self._advance(lsn)
             self._busy.append(conn)
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)

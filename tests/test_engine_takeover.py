@@ -191,7 +191,8 @@ def test_on_sqlite_one_engine_runs_the_pipelines_and_another_waits_to_take_over(
         run = s.wait_state("streaming")
         assert run.owner is not None and run.owner.endswith(first.owner_suffix)
         offsets = tmp_path / "offsets" / f"pipeline-{s.pipeline_id}.dat"
-        assert offsets.exists() and offsets.stat().st_size > 0
+        # Beside the database, once the first batch after the copy commits one.
+        assert wait_for(lambda: offsets.exists() and offsets.stat().st_size > 0, timeout=30)
         second = Engine(url)
         s.sql("INSERT INTO items SELECT g, 'later', g FROM generate_series(201, 300) g")
         s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION)

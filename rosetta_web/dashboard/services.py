@@ -14,8 +14,6 @@ from ..alerts.services import current_settings
 from ..extensions import db
 from ..models import (
     MONITOR_STATUSES,
-    PIPELINE_STATUSES,
-    Pipeline,
     Server,
     SlotMetric,
     Source,
@@ -141,16 +139,14 @@ def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
         .group_by(func.coalesce(SourceState.status, "PENDING"))
     )
     statuses.update({status: count for status, count in db.session.execute(stmt)})
-    pipelines = dict.fromkeys(PIPELINE_STATUSES, 0)
-    stmt = select(Pipeline.status, func.count(Pipeline.id)).group_by(Pipeline.status)
-    pipelines.update({status: count for status, count in db.session.execute(stmt)})
+    pipelines, by_state, worst_lag = progress.pipeline_summary()
     return {
         "sources": statuses,
         "slots": {"total": len(slots), "inactive": sum(1 for slot in slots if not slot.active)},
         "pipelines": pipelines,
         "worst_slot": slot_dict(slots[0]) if slots else None,
-        "pipelines_by_state": progress.pipelines_by_state(),
-        "worst_lag": progress.worst_lag(),
+        "pipelines_by_state": by_state,
+        "worst_lag": worst_lag,
     }
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import joinedload
 from ..extensions import db
 from ..models import (
     ENGINE_STATES,
+    PIPELINE_STATUSES,
     SNAPSHOT_STATES,
     Pipeline,
     PipelineLag,
@@ -241,31 +242,27 @@ def progress_history(pipeline: Pipeline, win: Window, max_points: int) -> Progre
     )
 
 
-def pipelines_by_state() -> dict[str, int]:
-    """Count the pipelines by what their engines are doing (stopped when none owns one)."""
+def pipeline_summary() -> tuple[dict[str, int], dict[str, int], dict[str, Any] | None]:
+    """Count the pipelines by wanted status and by what their engines are doing (stopped
+    when none owns one), and name the one furthest behind in seconds among those a live
+    engine owns: two queries, however many pipelines."""
     engines = live_engines()
-    counts = dict.fromkeys(ENGINE_STATES, 0)
+    by_status = dict.fromkeys(PIPELINE_STATUSES, 0)
+    by_state = dict.fromkeys(ENGINE_STATES, 0)
+    behind: list[tuple[float, int, str, PipelineRun]] = []
     for pipeline in db.session.scalars(select(Pipeline).options(joinedload(Pipeline.run))):
-        counts[engine_state(pipeline, engines).state] += 1
-    return counts
-
-
-def worst_lag() -> dict[str, Any] | None:
-    """Name the pipeline furthest behind in seconds among those a live engine owns."""
-    engines = live_engines()
-    stmt = (
-        select(Pipeline.id, Pipeline.name, PipelineRun.lag_seconds, PipelineRun.lag_bytes)
-        .join(PipelineRun)
-        .where(PipelineRun.owner.in_(list(engines.live)), PipelineRun.lag_seconds.is_not(None))
-        .order_by(PipelineRun.lag_seconds.desc(), PipelineRun.lag_bytes.desc(), Pipeline.name)
-        .limit(1)
-    )
-    row = db.session.execute(stmt).first()
-    if row is None:
-        return None
-    return {
-        "pipeline_id": row.id,
-        "pipeline": row.name,
-        "lag_seconds": row.lag_seconds,
-        "lag_bytes": row.lag_bytes,
+        by_status[pipeline.status] += 1
+        by_state[engine_state(pipeline, engines).state] += 1
+        run = pipeline.run
+        if run is not None and run.owner in engines.live and run.lag_seconds is not None:
+            behind.append((-run.lag_seconds, -(run.lag_bytes or 0), pipeline.name, run))
+    if not behind:
+        return by_status, by_state, None
+    _, _, name, run = min(behind, key=lambda one: one[:3])
+    worst = {
+        "pipeline_id": run.pipeline_id,
+        "pipeline": name,
+        "lag_seconds": run.lag_seconds,
+        "lag_bytes": run.lag_bytes,
     }
+    return by_status, by_state, worst

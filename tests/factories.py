@@ -18,7 +18,9 @@ from rosetta_web.models import (
     Channel,
     Delivery,
     Destination,
+    EngineProcess,
     Notification,
+    Pipeline,
     Server,
     SlotMetric,
     Source,
@@ -284,4 +286,38 @@ def new_change(
         lsn=lsn,
         committed_ms=lsn,
         unchanged=unchanged,
+    )
+
+
+# The engine process the pages' tests say owns their pipelines (host:pid).
+ENGINE_OWNER = "etl-host-1:4242"
+
+
+def add_pipeline(app: Flask, status: str = "START", name: str = "orders-to-sf") -> int:
+    """Store a source, a destination and a pipeline between them; return the pipeline's id."""
+    with app.app_context():
+        pipeline = Pipeline(
+            name=name,
+            source=new_source(f"{name}-src"),
+            destination=new_destination(f"{name}-dst"),
+            status=status,
+        )
+        db.session.add(pipeline)
+        db.session.commit()
+        return pipeline.id
+
+
+def add_engine_process(
+    app: Flask, id: str = ENGINE_OWNER, seen_ago_s: float = 2, problem: str | None = None
+) -> None:
+    """Store an engine process's heartbeat, as the engine writes it."""
+    now = utcnow()
+    _store(
+        app,
+        lambda: EngineProcess(
+            id=id,
+            started_at=now - timedelta(minutes=10),
+            seen_at=now - timedelta(seconds=seen_ago_s),
+            problem=problem,
+        ),
     )

@@ -20,7 +20,6 @@ from rosetta_web.engine.supervisor import Supervisor, refresh_tables
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import (
     AuditRecord,
-    EngineProcess,
     Pipeline,
     PipelineError,
     PipelineRun,
@@ -29,36 +28,10 @@ from rosetta_web.models import (
 from rosetta_web.timeutil import utcnow
 
 from .constants import ENVELOPE_KEYS
-from .factories import _store, new_destination, new_source
+from .factories import ENGINE_OWNER as OWNER
+from .factories import add_engine_process, add_pipeline
 from .pg import Cluster, psql
 from .seed import DESTINATION
-
-OWNER = "etl-host-1:4242"
-
-
-def _pipeline(app, status="START", name="orders-to-sf"):
-    """Store a source, a destination and a pipeline between them; return the pipeline's id."""
-    with app.app_context():
-        source = new_source(f"{name}-src")
-        destination = new_destination(f"{name}-dst")
-        pipeline = Pipeline(name=name, source=source, destination=destination, status=status)
-        _db.session.add(pipeline)
-        _db.session.commit()
-        return pipeline.id
-
-
-def _engine_process(app, id=OWNER, seen_ago_s=2, problem=None):
-    """Store an engine process's heartbeat, as the engine writes it."""
-    now = utcnow()
-    _store(
-        app,
-        lambda: EngineProcess(
-            id=id,
-            started_at=now - timedelta(minutes=10),
-            seen_at=now - timedelta(seconds=seen_ago_s),
-            problem=problem,
-        ),
-    )
 
 
 def _run(app, pipeline_id, state, **fields):
@@ -88,8 +61,8 @@ def _text(html):
 def test_no_engine_process_says_how_to_start_one(app, api, browser):
     """With no engine process seen in the last 30 s (one stopped 5 min ago), a START pipeline
     is stopped and the page, the list and the API say to start `flask rosetta engine`."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app, seen_ago_s=300)
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app, seen_ago_s=300)
     engine = api.get(f"/api/v1/pipelines/{pipeline_id}").get_json()["engine"]
     assert engine["state"] == "stopped" and engine["owner"] is None
     assert engine["reason"].startswith("No engine process is running: start `flask rosetta engine`")
@@ -104,8 +77,8 @@ def test_no_engine_process_says_how_to_start_one(app, api, browser):
 def test_engine_without_java_says_how_to_install_it(app, api, browser):
     """When every live engine process reports a problem (no Java), the pipeline is stopped
     with that problem and the command that installs a Java runtime."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app, problem="Java runtime not found")
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app, problem="Java runtime not found")
     engine = api.get(f"/api/v1/pipelines/{pipeline_id}").get_json()["engine"]
     assert engine["state"] == "stopped"
     assert engine["reason"].startswith("Java runtime not found.")
@@ -115,7 +88,7 @@ def test_engine_without_java_says_how_to_install_it(app, api, browser):
 
 def test_paused_pipeline_without_engine_is_paused(app, api):
     """PAUSE with no engine owning the pipeline is `paused`, not a fault."""
-    pipeline_id = _pipeline(app, status="PAUSE")
+    pipeline_id = add_pipeline(app, status="PAUSE")
     engine = api.get(f"/api/v1/pipelines/{pipeline_id}").get_json()["engine"]
     assert (engine["state"], engine["reason"]) == (
         "paused",
@@ -126,8 +99,8 @@ def test_paused_pipeline_without_engine_is_paused(app, api):
 def test_streaming_shows_owner_since_and_last_lsn(app, api, browser):
     """A live engine's streaming run shows its owner, since when, and the last LSN loaded as
     PostgreSQL writes it (X/Y); the API gives the same figures."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app)
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app)
     since = utcnow().replace(microsecond=0) - timedelta(minutes=3)
     _run(app, pipeline_id, "streaming", since=since, last_lsn=0x16_B374D848)
     engine = api.get(f"/api/v1/pipelines/{pipeline_id}").get_json()["engine"]
@@ -144,8 +117,8 @@ def test_streaming_shows_owner_since_and_last_lsn(app, api, browser):
 
 def test_retrying_shows_the_next_try_and_failed_its_reason(app, api, browser):
     """A retrying run shows its reason and when it tries next; a failed one its reason."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app)
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app)
     next_try = utcnow() + timedelta(seconds=90)
     _run(app, pipeline_id, "retrying", reason="Snowflake login timed out", next_try_at=next_try)
     html = _engine_section(browser, pipeline_id)
@@ -169,8 +142,8 @@ def test_retrying_shows_the_next_try_and_failed_its_reason(app, api, browser):
 def test_a_run_whose_engine_died_is_stopped_but_keeps_its_last_lsn(app, api):
     """A run last written 5 min ago by a process no longer seen is no engine's: stopped with
     the no-engine reason, the last LSN it loaded still shown."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app, seen_ago_s=300)
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app, seen_ago_s=300)
     old = utcnow() - timedelta(minutes=5)
     _run(app, pipeline_id, "streaming", updated_at=old, last_lsn=4096)
     engine = api.get(f"/api/v1/pipelines/{pipeline_id}").get_json()["engine"]
@@ -181,7 +154,7 @@ def test_a_run_whose_engine_died_is_stopped_but_keeps_its_last_lsn(app, api):
 
 def test_errors_are_listed_newest_first(app, browser):
     """The page lists the engine's last errors, newest first, with their times."""
-    pipeline_id = _pipeline(app)
+    pipeline_id = add_pipeline(app)
     now = utcnow()
     with app.app_context():
         for minutes, message in ((30, "first: slot busy"), (5, "third: newest"), (20, "second")):
@@ -199,7 +172,7 @@ def test_the_engine_section_polls_without_inline_script(app, browser):
     """The page includes its live part (wanted status, buttons, engine, slot) that its route
     returns alone; it asks again on the app's refresh event (sent every few seconds while
     the tab is visible), so the header's status never contradicts the engine's."""
-    pipeline_id = _pipeline(app)
+    pipeline_id = add_pipeline(app)
     page = browser.get(f"/pipelines/{pipeline_id}").get_data(as_text=True)
     section = _engine_section(browser, pipeline_id)
     assert section.lstrip().startswith('<div id="pipeline-live"')
@@ -213,12 +186,12 @@ def test_the_engine_section_polls_without_inline_script(app, browser):
 
 def test_pipeline_list_queries_do_not_grow_with_engine_state(app, browser, count_queries):
     """The engine column asks for the live engines once per page, not once per row."""
-    _pipeline(app, name="p-0")
-    _engine_process(app)
+    add_pipeline(app, name="p-0")
+    add_engine_process(app)
     with count_queries() as one:
         browser.get("/pipelines/")
     for i in range(1, 10):
-        pipeline_id = _pipeline(app, name=f"p-{i}")
+        pipeline_id = add_pipeline(app, name=f"p-{i}")
         _run(app, pipeline_id, "streaming")
     with count_queries() as ten:
         html = browser.get("/pipelines/").get_data(as_text=True)
@@ -577,7 +550,7 @@ def test_the_engine_never_signals_a_snapshot_of_a_keyless_table(
 def test_the_page_has_start_pause_and_refresh(app, browser):
     """The pipeline's page has the three status buttons, REFRESH asking first; the current
     status's button sends nothing."""
-    pipeline_id = _pipeline(app, status="PAUSE")
+    pipeline_id = add_pipeline(app, status="PAUSE")
     page = browser.get(f"/pipelines/{pipeline_id}").get_data(as_text=True)
     assert 'id="status-start" type="submit"' in page
     assert 'id="status-pause" type="button" aria-disabled="true"' in page

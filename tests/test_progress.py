@@ -17,7 +17,8 @@ from rosetta_web.monitor import rounds
 from rosetta_web.postgres.connection import Target
 from rosetta_web.timeutil import utcnow
 
-from .test_pipeline_engine_state import OWNER, _engine_process, _pipeline
+from .factories import ENGINE_OWNER as OWNER
+from .factories import add_engine_process, add_pipeline
 
 SOURCE = Target(1, "s", "127.0.0.1", 5432, "shop", "u", "p")
 ITEMS = TableName("public", "items")
@@ -41,8 +42,8 @@ def _written(app, pipeline_id: int, tally: Tally, lag_bytes: int | None = None) 
 def test_writes_add_up_in_totals_and_minutes(app, api):
     """Two writes of what two batches loaded add up: the table's totals and its minute show
     the sum, the first copy's rows stay as copied, and /progress shows the lag written."""
-    pipeline_id = _pipeline(app)
-    _engine_process(app)
+    pipeline_id = add_pipeline(app)
+    add_engine_process(app)
     now = utcnow()
     with app.app_context():
         _db.session.add(
@@ -82,7 +83,7 @@ def test_writes_add_up_in_totals_and_minutes(app, api):
 
 def test_history_refuses_an_unknown_range(app, api):
     """range takes the WAL charts' values only; another is a 422 naming it."""
-    pipeline_id = _pipeline(app)
+    pipeline_id = add_pipeline(app)
     answer = api.get(f"/api/v1/pipelines/{pipeline_id}/progress/history?range=2h")
     assert answer.status_code == 422
     assert "range" in answer.get_json()["details"]["fields"]
@@ -93,7 +94,7 @@ def test_history_refuses_an_unknown_range(app, api):
 def test_expiry_deletes_minutes_older_than_the_retention(app):
     """The WAL retention job deletes progress minutes (rows and lag) older than its days and
     keeps the newer ones."""
-    pipeline_id = _pipeline(app)
+    pipeline_id = add_pipeline(app)
     tally = Tally(pipeline_id, SOURCE)
     now = utcnow()
     with app.app_context():

@@ -300,9 +300,16 @@ class Supervisor:
         if self.problem is not None:
             log.error("Engine: %s", self.problem)
         self.progress.start()
+        self.tick()
+        log.info(
+            "Engine: took the pipelines it may run; it looks again every %g s%s",
+            self.settings.poll_s,
+            ", and at once when a pipeline changes" if self.ownership.engine else "",
+        )
         while not self.stop_event.is_set():
-            self.tick()
             self.ownership.wait(self.settings.poll_s, self.stop_event)
+            if not self.stop_event.is_set():
+                self.tick()
         self.shutdown()
 
     def tick(self) -> None:

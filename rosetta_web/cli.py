@@ -25,7 +25,9 @@ from .timeutil import isoformat
 
 users_cli = AppGroup("users", help="Manage accounts and their roles.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens for scripts.")
-rosetta_cli = AppGroup("rosetta", help="Run the WAL monitor.")
+rosetta_cli = AppGroup(
+    "rosetta", help="Run the WAL monitor and the engine; check, sample and verify."
+)
 
 
 def _user_or_fail(username: str) -> User:
@@ -202,6 +204,80 @@ def sample(source_name: str | None) -> None:
         f"alerts firing: {counts['critical']} critical, {counts['warning']} warning; "
         f"{delivered} notification{'s' if delivered != 1 else ''} sent"
     )
+
+
+@rosetta_cli.command("verify")
+@click.argument("pipeline_name")
+@click.option(
+    "--sample-keys",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Keys compared per table (every key of a table under 10,000 rows).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.IntRange(1),
+    default=3600,
+    show_default=True,
+    help="Seconds to wait for the result.",
+)
+def verify(pipeline_name: str, sample_keys: int, wait_s: int) -> None:
+    """Ask an engine process to verify a pipeline, wait and print what it found; exit 1 when
+    a table differs, 2 when Verify failed or gave no answer in time."""
+    import time
+
+    from .errors import DomainError
+    from .models import Pipeline, PipelineVerification
+    from .pipelines import verify as verifying
+
+    pipeline = db.session.scalars(select(Pipeline).where(Pipeline.name == pipeline_name)).first()
+    if pipeline is None:
+        raise click.ClickException(f"no pipeline named {pipeline_name!r}")
+    try:
+        verification, new = verifying.request_verify(pipeline, sample_keys)
+    except DomainError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None
+    click.echo(
+        f"Verify {verification.id} of {pipeline.name} "
+        + ("asked for" if new else "already under way")
+        + "; waiting for an engine process to do it."
+    )
+    deadline = time.monotonic() + wait_s
+    found: PipelineVerification | None = verification
+    while found is not None and found.state == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+        db.session.expire_all()
+        found = db.session.get(PipelineVerification, verification.id)
+    if found is None or found.state == "running":
+        click.echo(f"No result within {wait_s} s: GET /api/v1/pipelines/{pipeline.id}/verify")
+        raise SystemExit(2)
+    result = verifying.shown(found)
+    rows = [
+        (
+            t.table,
+            _bytes(t.source_rows),
+            _bytes(t.destination_rows),
+            str(t.sampled),
+            str(t.differing_keys),
+            "yes" if t.ok else "NO",
+        )
+        for t in result.tables
+    ]
+    _print_table(("TABLE", "SOURCE ROWS", "DESTINATION ROWS", "SAMPLED", "DIFFERING", "SAME"), rows)
+    for t in result.tables:
+        for one in t.differing:
+            click.echo(f"{t.table} {one.key}: {one.problem} ({', '.join(one.columns)})")
+        if t.note:
+            click.echo(f"{t.table}: {t.note}")
+    if result.state == "failed":
+        click.echo(f"Verify failed: {result.message}", err=True)
+        raise SystemExit(2)
+    click.echo("The destination is the same." if result.ok else "The destination differs.")
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @rosetta_cli.command("scheduler")

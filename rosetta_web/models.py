@@ -384,6 +384,39 @@ class PipelineError(Model):
     message: Mapped[str] = mapped_column(Text)
 
 
+# A Verify: asked for and under way (in an engine process), done, or failed.
+VERIFY_STATES = ("running", "done", "failed")
+
+
+class PipelineVerification(Model):
+    """One Verify of a pipeline: asked for by an operator, done by an engine process."""
+
+    __tablename__ = "pipeline_verifications"
+    __table_args__ = (
+        CheckConstraint(f"state IN {VERIFY_STATES!r}", name="state"),
+        Index("ix_pipeline_verifications_pipeline_id", "pipeline_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(10), info={"enum": VERIFY_STATES})
+    sample_keys: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # asked for
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(255))  # the engine process doing it
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    tables: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    message: Mapped[str | None] = mapped_column(Text)  # why it failed, or what to know
+
+
+@event.listens_for(PipelineVerification, "after_insert")
+def _wake_verifiers(
+    _mapper: Mapper[PipelineVerification], connection: Connection, _one: PipelineVerification
+) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"NOTIFY {ENGINE_CHANNEL}")
+
+
 class EngineProcess(Model):
     """A running `flask rosetta engine` process, seen by its heartbeat."""
 
@@ -1050,6 +1083,7 @@ AUDIT_ACTIONS = (
     "revoke_token",
     "set_role",
     "disable_user",
+    "verify",
 )
 AUDIT_TARGET_TYPES = (
     "source",

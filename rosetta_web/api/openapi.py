@@ -296,6 +296,33 @@ def _operations() -> dict[str, dict[str, Any]]:
             ),
         },
     }
+    operations["api.verify_pipeline"] = {
+        "summary": "Ask an engine process to verify the pipeline: for each table, the row "
+        "counts at both ends and a value-by-value comparison of a random sample of keys "
+        "(every key of a table under 10,000 rows), a differing key read again once the "
+        "pipeline has loaded past the position it was read at. A Verify already under way "
+        "is returned as it is",
+        "requestBody": {
+            "required": False,
+            "content": {JSON: {"schema": ref("VerifyInput")}},
+        },
+        "responses": {
+            "202": _json(ref("Verification"), "Asked for: the result at GET …/verify"),
+            "400": _error("The body is not a JSON object"),
+            "404": _error("No such pipeline"),
+            "409": _error("NoEngineError: no engine process runs, and Verify runs in one"),
+            "415": _error("The body is not JSON"),
+            "422": _error("sample_keys is not a whole number from 1 to 100,000"),
+        },
+    }
+    operations["api.pipeline_verification"] = {
+        "summary": "The pipeline's last Verify: running, done (ok says whether every table is "
+        "the same at both ends) or failed (message says why)",
+        "responses": {
+            "200": _json(ref("Verification"), "The Verify"),
+            "404": _error("No such pipeline, or it has not been verified yet"),
+        },
+    }
     operations["api.pipeline_connector_config"] = {
         "summary": "The pipeline as Kafka Connect connectors: the Debezium source connector "
         "(POST /connectors) continuing where the engine stopped (snapshot.mode=no_data, a "
@@ -576,6 +603,20 @@ def _readiness_schemas() -> dict[str, Any]:
                 },
             },
         },
+        "VerifyInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": '{"sample_keys": 1000}; {} or no body: 1,000 keys per table',
+            "properties": {
+                "sample_keys": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 100_000,
+                    "description": "Keys compared per table (every key of a table under "
+                    "10,000 rows)",
+                },
+            },
+        },
         "RefreshInput": {
             "type": "object",
             "additionalProperties": False,
@@ -768,9 +809,11 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
     from ..pipelines.progress import Progress, ProgressHistory
     from ..pipelines.services import ConnectorConfig, EngineState
+    from ..pipelines.verify import Verification
 
     shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
-    for shown in (*shown_shapes, EngineState, ConnectorConfig, Progress, ProgressHistory):
+    answers = (EngineState, ConnectorConfig, Progress, ProgressHistory, Verification)
+    for shown in (*shown_shapes, *answers):
         schemas[shown.api_name] = shape_of(shown).schema()
     slot = ref("Slot")["$ref"]
     schemas["SlotSummary"] = {

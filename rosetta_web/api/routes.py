@@ -45,6 +45,7 @@ from ..models import ALERT_SETTING_KEYS, WalMetric
 from ..monitor import history
 from ..monitor.history import AlertSpan, Thresholds, WalHistory
 from ..pipelines import progress
+from ..pipelines import verify as verifying
 from ..pipelines.services import PIPELINES, connector_config, refresh, set_status
 from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
@@ -158,6 +159,38 @@ def refresh_pipeline(entity_id: int) -> Response:
             {"tables": ['Send a non-empty list of table names ("schema.table"), or leave it out.']}
         )
     return jsonify(refresh(pipeline, tables).to_dict())
+
+
+@bp.post("/pipelines/<id:entity_id>/verify")
+def verify_pipeline(entity_id: int) -> tuple[Response, int]:
+    """Ask an engine process to compare the pipeline's destination with its source: 202, and
+    the result at GET …/verify (a Verify under way is returned as it is)."""
+    pipeline = PIPELINES.get(entity_id)
+    payload = _optional_body()
+    _refuse_unknown(payload, ("sample_keys",))
+    sample_keys = payload.get("sample_keys", verifying.SAMPLE_KEYS)
+    if (
+        not isinstance(sample_keys, int)
+        or isinstance(sample_keys, bool)
+        or not 1 <= sample_keys <= verifying.MAX_SAMPLE_KEYS
+    ):
+        raise _invalid(
+            {"sample_keys": [f"Send a whole number from 1 to {verifying.MAX_SAMPLE_KEYS:,}."]}
+        )
+    verification, _new = verifying.request_verify(pipeline, sample_keys)
+    response = jsonify(verifying.shown(verification).to_dict())
+    response.headers["Location"] = url_for("api.pipeline_verification", entity_id=pipeline.id)
+    return response, 202
+
+
+@bp.get("/pipelines/<id:entity_id>/verify")
+def pipeline_verification(entity_id: int) -> Response:
+    """Return the pipeline's last Verify: under way, done or failed."""
+    pipeline = PIPELINES.get(entity_id)
+    verification = verifying.latest(pipeline)
+    if verification is None:
+        raise ApiError(404, f"Pipeline '{pipeline.name}' has not been verified yet.")
+    return jsonify(verifying.shown(verification).to_dict())
 
 
 @bp.get("/pipelines/<id:entity_id>/connector-config")

@@ -127,7 +127,15 @@ class Planned:
     table: TableName
     columns: tuple[Column, ...]
     key: tuple[str, ...]
-    select: sql.Composed
+    items: tuple[sql.Composable, ...]  # each column's array item, as the stream stages it
+    relation: sql.Composed  # the table to read: ONLY it, or a partitioned table's partitions
+
+    @property
+    def select(self) -> sql.Composed:
+        """The SELECT writing every row as its JSON object."""
+        return sql.SQL("""SELECT '{{"r":' || json_build_array({}) || '}}' FROM {}""").format(
+            sql.SQL(", ").join(self.items), self.relation
+        )
 
 
 @dataclass(frozen=True)
@@ -171,13 +179,22 @@ def plan_table(table: TableName, catalog: list[tuple[Any, ...]]) -> Planned | st
         items.append(sql.SQL(expression).format(c=sql.Identifier(name)))
         if key_position:
             keyed.append((key_position, name))
-    source = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
-    select = sql.SQL("""SELECT '{{"r":' || json_build_array({}) || '}}' FROM {}{}""").format(
-        sql.SQL(", ").join(items),
-        sql.SQL("" if relkind == "p" else "ONLY "),  # a partitioned table: all its partitions
-        source,
+    return Planned(
+        table,
+        tuple(columns),
+        tuple(name for _, name in sorted(keyed)),
+        tuple(items),
+        relation_of(table, relkind),
     )
-    return Planned(table, tuple(columns), tuple(name for _, name in sorted(keyed)), select)
+
+
+def relation_of(table: TableName, relkind: str) -> sql.Composed:
+    """Return the table as a FROM reads it: ONLY it, or a partitioned table's partitions."""
+    return sql.SQL("{}{}.{}").format(
+        sql.SQL("" if relkind == "p" else "ONLY "),
+        sql.Identifier(table.schema),
+        sql.Identifier(table.name),
+    )
 
 
 class _Files:

@@ -237,6 +237,57 @@ class Loader:
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
+    # ---- What Verify reads --------------------------------------------------------------
+
+    def stored_columns(self, table: TableName) -> dict[str, StoredColumn]:
+        """Return the target's columns by stored name; empty when it does not exist."""
+        with self._statements(table, "reading") as cur:
+            return self._stored_columns(cur, target_table_name(table))
+
+    def count(self, table: TableName) -> int:
+        """Return how many rows the target holds."""
+        with self._statements(table, "counting") as cur:
+            cur.execute(f"SELECT count(*) FROM {self._target(table)}")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def sample_keys(self, table: TableName, key: Sequence[str], rows: int) -> list[tuple[Any, ...]]:
+        """Return the keys of about `rows` rows of the target, chosen at random."""
+        names = ", ".join(quote(snowflake_name(name)) for name in key)
+        with self._statements(table, "sampling") as cur:
+            cur.execute(f"SELECT {names} FROM {self._target(table)} SAMPLE ({int(rows)} ROWS)")
+            return [tuple(row) for row in cur.fetchall()]
+
+    def read_rows(
+        self,
+        table: TableName,
+        columns: Sequence[str],
+        key: Sequence[str],
+        keys: Sequence[tuple[Any, ...]] | None,
+    ) -> list[tuple[Any, ...]]:
+        """Return the target's `columns` (stored names) of the rows with these `keys` (values
+        of the `key` columns, source names), or of every row when `keys` is None."""
+        listed = ", ".join(quote(name) for name in columns)
+        statement = f"SELECT {listed} FROM {self._target(table)}"
+        params: list[Any] = []
+        if keys is not None:
+            if not keys:
+                return []
+            names = [quote(snowflake_name(name)) for name in key]
+            one = "(" + ", ".join(["%s"] * len(names)) + ")"
+            statement += (
+                f" WHERE ({', '.join(names)}) IN ({', '.join([one] * len(keys))})"
+                if len(names) > 1
+                else f" WHERE {names[0]} IN ({', '.join(['%s'] * len(keys))})"
+            )
+            params = [value for values in keys for value in values]
+        with self._statements(table, "reading") as cur:
+            cur.execute(statement, params or None)
+            return [tuple(row) for row in cur.fetchall()]
+
+    def _target(self, table: TableName) -> str:
+        return f"{self._schema_sql}.{quote(target_table_name(table))}"
+
     def close(self) -> None:
         """Log out; never raise (the session may be gone already)."""
         try:

@@ -62,6 +62,7 @@ from .state import (
     offsets_folder,
     process_identity,
 )
+from .verifying import Verifications
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,9 @@ class Supervisor:
         self.ended: list[Tally] = []  # tallies of engines stopped since the last write
         self.ending = threading.Lock()
         self.progress = ProgressWriter(app, self._tallies, self.settings.timeout_s)
+        self.verifications = Verifications(
+            app, self.owner, self.settings.timeout_s, self.settings.query_timeout_s
+        )
 
     def _stopped(self, run: Run) -> None:
         with self.ending:
@@ -366,6 +370,7 @@ class Supervisor:
             if self.problem is not None or not self.ownership.take(pipeline_id):
                 continue
             self._start(pipeline, waiting)
+        self.verifications.poll()
 
     def _follow_refresh(self, run: Run, pipeline: Pipeline) -> None:
         """Ask a running engine for the REFRESH its pipeline wants, once per request."""
@@ -535,6 +540,7 @@ class Supervisor:
         """Drain and stop every engine, release every pipeline, say this process is gone."""
         runs = list(self.runs.values())
         log.info("Engine: stopping; draining %d pipeline(s)", len(runs))
+        self.verifications.stop()
         stoppers = [
             threading.Thread(target=run.stop, kwargs={"drain": True, "timeout_s": 15})
             for run in runs

@@ -13,11 +13,14 @@ from ..models import PIPELINE_STATUSES, Pipeline
 from ..sources.services import SourceNotReady
 from ..timeutil import utcnow
 from . import bp
+from . import verify as verifying
 from .services import (
     PIPELINES,
+    KeylessTables,
     NothingToRefresh,
     PublicationUnreadable,
     SourceBusy,
+    UnknownTables,
     disagreement,
     engine_errors,
     engine_state,
@@ -51,14 +54,18 @@ def change_status(entity_id: int) -> Response | str:
     if status not in PIPELINE_STATUSES:
         abort(400, f"Status must be one of {', '.join(PIPELINE_STATUSES)}.")
     refusal = refusal_url = None
+    # A REFRESH of the tables Verify found different names them; else of every table.
+    tables = request.form.getlist("tables") if status == "REFRESH" else []
     try:
-        set_status(pipeline, status)
+        set_status(pipeline, status, tables or None)
     except (
         SourceNotReady,
         DestinationNotReady,
         SourceBusy,
         NothingToRefresh,
         PublicationUnreadable,
+        UnknownTables,
+        KeylessTables,
     ) as exc:
         refusal, refusal_url = str(exc), _refusal_link(exc, pipeline)
     if is_htmx():
@@ -109,7 +116,11 @@ def _live(pipeline: Pipeline) -> dict[str, object]:
 def detail(entity_id: int) -> str:
     """Show a pipeline: what it wants, what its engine does, and what its slot is doing."""
     pipeline = PIPELINES.get(entity_id)
-    return render_template("pipelines/detail.html", resource=PIPELINES, **_live(pipeline))
+    return render_template(
+        "pipelines/detail.html",
+        resource=PIPELINES,
+        **{**_live(pipeline), **_verification(pipeline)},
+    )
 
 
 @bp.get("/<id:entity_id>/engine")
@@ -117,3 +128,36 @@ def engine(entity_id: int) -> str:
     """Return the live part of the pipeline's page alone, for its page's poll."""
     pipeline = PIPELINES.get(entity_id)
     return render_template("pipelines/_live.html", **_live(pipeline))
+
+
+def _verification(pipeline: Pipeline, refusal: str | None = None) -> dict[str, object]:
+    """What the Verify part of its page shows: the last Verify, or why one was refused."""
+    verification = verifying.latest(pipeline)
+    return {
+        "pipeline": pipeline,
+        "verification": verifying.shown(verification) if verification else None,
+        "verify_refusal": refusal,
+    }
+
+
+@bp.post("/<id:entity_id>/verify")
+def verify(entity_id: int) -> Response | str:
+    """Ask an engine process to verify the pipeline; htmx gets back the Verify part of the
+    page, a plain post goes back to the page."""
+    pipeline = PIPELINES.get(entity_id)
+    refusal = None
+    try:
+        verifying.request_verify(pipeline)
+    except verifying.NoEngine as exc:
+        refusal = str(exc)
+    if is_htmx():
+        return render_template("pipelines/_verify.html", **_verification(pipeline, refusal))
+    if refusal:
+        flash(refusal, "error")
+    return redirect(url_for("pipelines.detail", entity_id=pipeline.id, _anchor="verify"), 303)
+
+
+@bp.get("/<id:entity_id>/verification")
+def verification(entity_id: int) -> str:
+    """Return the Verify part of the pipeline's page alone, for its poll while one runs."""
+    return render_template("pipelines/_verify.html", **_verification(PIPELINES.get(entity_id)))

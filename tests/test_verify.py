@@ -366,9 +366,7 @@ def test_the_verify_button_says_why_it_is_refused_and_keeps_the_page(app, browse
     assert "Verifying…" in html
 
 
-def test_a_verify_that_found_a_difference_names_it_and_offers_refresh_of_that_table(
-    app, browser
-):
+def test_a_verify_that_found_a_difference_names_it_and_offers_refresh_of_that_table(app, browser):
     """The page shows each table's counts and keys compared, names the key that differs and
     how, and offers a REFRESH of that table alone, which the button asks for."""
     pipeline_id = add_pipeline(app, status="PAUSE")

@@ -1,5 +1,5 @@
-"""Time the engine (issue 19): a snapshot against this machine's floor, streaming lag, and the
-peak memory of one engine process running five pipelines.
+"""Time the engine: a snapshot against this machine's floor, Verify of what it copied, streaming
+lag, and the peak memory of one engine process running five pipelines.
 
 Run by hand from the repository root (it starts its own PostgreSQL cluster, fakesnow and
 `flask rosetta engine` processes); the defaults are the issue's figures, smaller ones make a
@@ -32,7 +32,7 @@ from flask_migrate import upgrade  # noqa: E402
 
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import EngineProcess, Pipeline  # noqa: E402
+from rosetta_web.models import EngineProcess, Pipeline, PipelineVerification  # noqa: E402
 from tests.apps import make_app  # noqa: E402
 from tests.engine import ENGINE_SETTINGS, Engine, Setup  # noqa: E402
 from tests.pg import Cluster, client_options, wait_for  # noqa: E402
@@ -84,6 +84,49 @@ def pause_all(app: Flask) -> None:
     with app.app_context():
         db.session.execute(db.update(Pipeline).values(status="PAUSE"))
         db.session.commit()
+
+
+# ---- 1b. Verify --------------------------------------------------------------------------------
+
+
+def source_reads(setup: Setup) -> tuple[int, int, int, int]:
+    """The source table's reads so far, as pg_stat_user_tables counts them: sequential scans,
+    rows they read, index scans, rows fetched through the index."""
+    (row,) = setup.sql(
+        "SELECT seq_scan, seq_tup_read, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0) "
+        "FROM pg_stat_user_tables WHERE relname = 'items'"
+    )
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def verify(app: Flask, setup: Setup, sample_keys: int) -> tuple[float, dict, tuple[int, ...]]:
+    """Verify the streaming pipeline by the engine process, as the button asks for it; return
+    the seconds it took, its result and what it read of the source table."""
+    from rosetta_web.pipelines import verify as verifying
+
+    before = source_reads(setup)
+    with app.app_context():
+        pipeline = db.session.get(Pipeline, setup.pipeline_id)
+        assert pipeline is not None
+        verification, _ = verifying.request_verify(pipeline, sample_keys)
+        verification_id = verification.id
+        db.session.remove()
+    started = time.monotonic()
+
+    def result() -> dict | None:
+        with app.app_context():
+            one = db.session.get(PipelineVerification, verification_id)
+            shown = verifying.shown(one).to_dict() if one is not None else None
+            db.session.remove()
+        return shown if shown is not None and shown["state"] != "running" else None
+
+    found = wait_for(result, timeout=1800, interval=0.5)
+    elapsed = time.monotonic() - started
+    if not found:
+        raise RuntimeError(f"Verify gave no result after {elapsed:.0f} s")
+    time.sleep(1.5)  # the verifier's sessions have ended: their counts are in the statistics
+    after = source_reads(setup)
+    return elapsed, found, tuple(b - a for a, b in zip(before, after, strict=True))
 
 
 # ---- 1. Snapshot against the floor -----------------------------------------------------------
@@ -420,6 +463,25 @@ def run(
             + ")"
         )
         print(f"   ratio engine/floor: {engine_rate / floor_rate:.2f} (target >= 0.5)")
+        if "verify" not in skip:
+            setup.set_status("START")
+            setup.wait_state("streaming", timeout=300)
+            print(f"1b. Verify of the {args.rows:,} rows, the pipeline streaming ...", flush=True)
+            verify_s, found, reads = verify(app, setup, args.sample_keys)
+            (table,) = found["tables"]
+            print(
+                f"   {verify_s:.1f} s: {found['state']}, ok={found['ok']}; "
+                f"{table['source_rows']:,} rows at the source, {table['destination_rows']:,} at "
+                f"the destination, {table['sampled']:,} keys compared, "
+                f"{table['differing_keys']} differing"
+            )
+            print(
+                f"   source table read: {reads[0]} sequential scans reading {reads[1]:,} rows "
+                f"({reads[1] / args.rows:.2f} x the table: the count and the sampled pages), "
+                f"{reads[2]:,} index probes fetching {reads[3]:,} rows",
+                flush=True,
+            )
+            pause_all(app)
         print(
             f"   engine process peak RSS so far: "
             f"{peak_rss_bytes(engine.process.pid) / 1024**2:,.0f} MB",
@@ -489,7 +551,10 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=int, default=2, help="ENGINE_BATCH_SECONDS")
     parser.add_argument("--batch-rows", type=int, default=10000, help="ENGINE_BATCH_ROWS")
     parser.add_argument("--heap-mb", type=int, default=512, help="ENGINE_HEAP_MB")
-    parser.add_argument("--skip", choices=("snapshot", "streaming", "memory"), action="append")
+    parser.add_argument("--sample-keys", type=int, default=1000, help="Verify's keys per table")
+    parser.add_argument(
+        "--skip", choices=("snapshot", "streaming", "memory", "verify"), action="append"
+    )
     args = parser.parse_args()
     settings = {
         "ENGINE_BATCH_SECONDS": str(args.batch_seconds),

@@ -58,6 +58,8 @@ ALERT_RULES = (
     "consumer_stalled",
     "source_unreachable",
     "exhaustion_forecast",
+    "pipeline_failed",
+    "pipeline_lag",
 )
 SEVERITIES = ("warning", "critical")
 ALERT_STATES = ("firing", "resolved")
@@ -71,6 +73,9 @@ ALERT_SETTING_KEYS = (
     "consumer_stalled_minutes",
     "unreachable_rounds",
     "forecast_hours",
+    "pipeline_failed_minutes",
+    "pipeline_lag_warning_seconds",
+    "pipeline_lag_critical_seconds",
     "repeat_minutes",
 )
 # History tables grow without bound on PostgreSQL; SQLite only autoincrements INTEGER keys.
@@ -810,6 +815,17 @@ class AlertSettings(Shaped, Model):
         doc="A slot forecast to reach the critical threshold, or to be lost, within this many "
         "hours raises a warning (critical under 1 h)",
     )
+    pipeline_failed_minutes: Mapped[int | None] = mapped_column(
+        Integer,
+        doc="A pipeline whose engine failed, or has been retrying this long, raises a critical "
+        "alert",
+    )
+    pipeline_lag_warning_seconds: Mapped[int | None] = mapped_column(
+        Integer, doc="A pipeline this far behind its source (seconds) raises a warning"
+    )
+    pipeline_lag_critical_seconds: Mapped[int | None] = mapped_column(
+        Integer, doc="A pipeline this far behind its source (seconds) raises a critical alert"
+    )
     repeat_minutes: Mapped[int | None] = mapped_column(
         Integer, doc="Notify again this often while an alert fires unacknowledged"
     )
@@ -818,7 +834,8 @@ class AlertSettings(Shaped, Model):
 
 
 class Alert(Shaped, Model):
-    """One alert: a rule firing for a slot of a server, or for a source, until it resolves."""
+    """One alert: a rule firing for a slot of a server, a source or a pipeline, until it
+    resolves."""
 
     __tablename__ = "alerts"
     api_name = "Alert"
@@ -869,18 +886,22 @@ class Alert(Shaped, Model):
     silenced_until: datetime | None = None
 
     id: Mapped[int] = mapped_column(BIGINT_ID, primary_key=True)
-    # (rule, server, slot) or (rule, source): what makes two evaluations the same alert.
+    # (rule, server, slot), (rule, source) or (rule, pipeline): what makes two evaluations the
+    # same alert.
     key: Mapped[str] = mapped_column(String(200))
     rule: Mapped[str] = mapped_column(String(32), info={"enum": ALERT_RULES})
     severity: Mapped[str] = mapped_column(String(10), info={"enum": SEVERITIES})
     state: Mapped[str] = mapped_column(String(10), info={"enum": ALERT_STATES})
     source_id: Mapped[int | None] = mapped_column(
         ForeignKey("sources.id", ondelete="SET NULL"),
-        doc="The source it is about; for a slot, the source on the slot's database",
+        doc="The source it is about; for a slot, the source on the slot's database; for a "
+        "pipeline, the pipeline's source",
     )
     source_name: Mapped[str] = mapped_column(String(255))
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
-    slot_name: Mapped[str | None] = mapped_column(String(63), doc="Null for a source's alert")
+    slot_name: Mapped[str | None] = mapped_column(
+        String(63), doc="Null for a source's or a pipeline's alert"
+    )
     value: Mapped[float | None] = mapped_column(
         Float,
         doc="What was measured, in the threshold's unit (slot_wal_status: 1 unreserved, 2 lost)",

@@ -272,3 +272,139 @@ def test_inactive_since_read_back_naive_from_sqlite_is_utc_whatever_the_local_zo
         monkeypatch.delenv("TZ")
         time.tzset()
     assert stored == naive.replace(tzinfo=UTC).timestamp()
+
+
+# Pipelines
+
+
+def pipeline(**fields: object) -> rules.PipelineFacts:
+    """A START pipeline `orders-to-sf` of source 7 `shop`, streaming, owned, caught up."""
+    values: dict = {
+        "pipeline_id": 3,
+        "name": "orders-to-sf",
+        "wanted": "START",
+        "state": "streaming",
+        "reason": None,
+        "since": NOW - timedelta(hours=1),
+        "owned": True,
+        "lag_seconds": 0.0,
+        "lag_bytes": 0,
+        "source_id": 7,
+        "source_name": "shop",
+        **fields,
+    }
+    return rules.PipelineFacts(**values)
+
+
+def test_a_failed_pipeline_is_critical_at_once_and_retrying_only_after_its_minutes():
+    """Failed fires at once; retrying only once it has lasted pipeline_failed_minutes, and
+    then holds while the pipeline goes between retrying and failed; paused or off, never."""
+    on = settings(pipeline_failed_minutes=15)
+    key = rules.pipeline_key("pipeline_failed", 3)
+    failed = pipeline(state="failed", reason="Snowflake refused", since=NOW - timedelta(minutes=2))
+    [finding] = rules.pipeline_findings(failed, on, {}, NOW)
+    assert (finding.rule, finding.key, finding.severity) == ("pipeline_failed", key, "critical")
+    assert key == "pipeline_failed:pipeline:3" and rules.pipeline_of(key) == 3
+    assert (finding.source_id, finding.source_name, finding.slot_name) == (7, "shop", None)
+    assert finding.message == "pipeline `orders-to-sf` failed 2 min ago: Snowflake refused"
+    assert (finding.value, finding.threshold) == (2.0, None)
+
+    retrying = pipeline(
+        state="retrying", reason="Snowflake: 503", since=NOW - timedelta(minutes=14)
+    )
+    assert rules.pipeline_findings(retrying, on, {}, NOW) == []
+    # Back to retrying after failing: its time starts afresh, but a firing alert holds.
+    assert rules.pipeline_findings(retrying, on, {key: "critical"}, NOW)[0].key == key
+    late = pipeline(state="retrying", reason="Snowflake: 503", since=NOW - timedelta(minutes=16))
+    [finding] = rules.pipeline_findings(late, on, {}, NOW)
+    assert finding.message == (
+        "pipeline `orders-to-sf` has been retrying for 16 min (critical at 15 min): Snowflake: 503"
+    )
+    assert (finding.value, finding.threshold) == (16.0, 15)
+    assert rules.pipeline_findings(pipeline(state="failed", wanted="PAUSE"), on, {}, NOW) == []
+    assert rules.pipeline_findings(failed, settings(), {}, NOW) == []
+
+
+def test_pipeline_lag_warns_escalates_and_holds_until_ten_percent_below():
+    """Lag in seconds against the warning and critical thresholds, with the size rules'
+    hysteresis; the message says the lag in words and bytes; an unowned pipeline's figure
+    (no live engine measures it) fires nothing."""
+    on = settings(pipeline_lag_warning_seconds=300, pipeline_lag_critical_seconds=1800)
+    key = rules.pipeline_key("pipeline_lag", 3)
+
+    def lag(seconds: float, firing: dict[str, str] | None = None, **fields: object) -> list:
+        facts = pipeline(lag_seconds=seconds, lag_bytes=64 * MB, **fields)
+        return rules.pipeline_findings(facts, on, firing or {}, NOW)
+
+    assert lag(299) == []
+    [warning] = lag(320)
+    assert (warning.rule, warning.key, warning.severity, warning.threshold) == (
+        "pipeline_lag",
+        key,
+        "warning",
+        300,
+    )
+    assert warning.message == (
+        "pipeline `orders-to-sf` is 5 min and 64 MB of WAL behind its source (warning at 5 min)"
+    )
+    assert lag(1800, {key: "warning"})[0].severity == "critical"
+    assert lag(1650, {key: "critical"})[0].severity == "critical"  # over 90 % of 1800
+    assert lag(1650, {key: "warning"})[0].severity == "warning"
+    assert lag(280, {key: "warning"})[0].severity == "warning"  # over 90 % of 300
+    assert lag(260, {key: "warning"}) == []
+    assert lag(5000, owned=False) == []
+    assert rules.pipeline_findings(pipeline(lag_seconds=5000), settings(), {}, NOW) == []
+
+
+def test_what_resolved_a_pipeline_alert_is_said_in_its_own_words():
+    """Streaming again, paused, no longer behind, no engine to measure it, deleted."""
+    on = settings(
+        pipeline_failed_minutes=15,
+        pipeline_lag_warning_seconds=300,
+        pipeline_lag_critical_seconds=1800,
+    )
+    said = rules.resolved_pipeline_message
+    assert said("pipeline_failed", "p", pipeline(), on) == "pipeline `p` is streaming"
+    assert (
+        said("pipeline_failed", "p", pipeline(wanted="PAUSE", state="paused"), on)
+        == "pipeline `p`: PAUSE requested, and it is paused"
+    )
+    assert (
+        said("pipeline_lag", "p", pipeline(lag_seconds=90.0), on)
+        == "pipeline `p` is 1 min behind its source now (warning at 5 min)"
+    )
+    stopped = pipeline(state="stopped", reason="No engine process is running.", owned=False)
+    assert said("pipeline_lag", "p", stopped, on) == (
+        "pipeline `p` is stopped: No engine process is running.; no engine reads it, so its "
+        "lag is not measured"
+    )
+    assert said("pipeline_lag", "p", None, None) == "pipeline `p` was deleted"
+    message = "pipeline `orders-to-sf` failed 2 min ago: x"
+    assert rules.pipeline_named(message, 3) == "orders-to-sf"
+    assert rules.pipeline_of("retained_wal:server:1:slot:orders") is None
+
+
+def test_slot_messages_name_the_pipeline_that_should_read_the_slot():
+    """slot_inactive and consumer_stalled end with the pipeline reading the slot, when one
+    does; without one, they say nothing of pipelines."""
+    slot = FakeSlot(active=False)
+    reader = "pipeline `orders-to-sf` (START) should be reading it"
+    common = {
+        "wal_status": "reserved",
+        "forecast": trends.NO_FORECAST,
+        "server_id": 1,
+        "server_name": "db:5432",
+        "source_id": 7,
+        "source_name": "shop",
+    }
+    idle = rules.SlotFacts(slot, NOW - timedelta(minutes=40), trend={}, reader=reader, **common)
+    [inactive] = rules.slot_findings(idle, settings(slot_inactive_minutes=30), {}, NOW)
+    assert inactive.rule == "slot_inactive" and inactive.message.endswith(f"; {reader}")
+    unread = rules.SlotFacts(slot, NOW - timedelta(minutes=40), trend={}, **common)
+    [inactive] = rules.slot_findings(unread, settings(slot_inactive_minutes=30), {}, NOW)
+    assert "pipeline" not in inactive.message
+    stalled_since = (NOW - timedelta(minutes=40)).timestamp()
+    trend = {"flush_since": stalled_since, "wal": 5 * MB, "wal_at_flush": MB}
+    stalled = rules.SlotFacts(FakeSlot(active=True), None, trend=trend, reader=reader, **common)
+    [finding] = rules.slot_findings(stalled, settings(consumer_stalled_minutes=30), {}, NOW)
+    assert finding.rule == "consumer_stalled" and finding.message.endswith(f"; {reader}")

@@ -36,8 +36,15 @@ from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
 from .apps import make_app
-from .constants import MB
-from .factories import add_source, new_channel, new_destination, new_server, new_state
+from .constants import GIB, MB
+from .factories import (
+    ENGINE_OWNER,
+    add_source,
+    new_channel,
+    new_destination,
+    new_server,
+    new_state,
+)
 from .pg import (
     INSERT_ROWS,
     Cluster,
@@ -1243,3 +1250,310 @@ def test_a_slot_alert_names_the_paused_pipeline_that_reads_the_slot(app):
     [alert] = _alerts(app)
     assert alert.rule == "slot_inactive"
     assert alert.message.endswith("; pipeline `nightly` is paused since 2026-12-01 09:30 UTC")
+
+
+# Pipelines: what their engine says they are doing
+
+
+def _pipeline(app: Flask, name: str, source_id: int, status: str = "START") -> int:
+    """Store a pipeline from the source to a destination of its own; return its id."""
+    from rosetta_web.models import Pipeline
+
+    with app.app_context():
+        pipeline = Pipeline(
+            name=name,
+            source_id=source_id,
+            destination=new_destination(f"{name}-dst"),
+            status=status,
+        )
+        _db.session.add(pipeline)
+        _db.session.commit()
+        return pipeline.id
+
+
+def _engine_says(app: Flask, pipeline_id: int, state: str, **fields: Any) -> None:
+    """Write, now, what the engine that owns the pipeline writes every few seconds: its
+    heartbeat, and the pipeline's run (the state's `since` kept while the state holds)."""
+    from rosetta_web.models import EngineProcess, PipelineRun
+
+    now = utcnow()
+    with app.app_context():
+        engine = _db.session.get(EngineProcess, ENGINE_OWNER)
+        if engine is None:
+            _db.session.add(EngineProcess(id=ENGINE_OWNER, started_at=now, seen_at=now))
+        else:
+            engine.seen_at = now
+        run = _db.session.get(PipelineRun, pipeline_id)
+        if run is None:
+            run = PipelineRun(pipeline_id=pipeline_id, state=state, since=now)
+            _db.session.add(run)
+        elif run.state != state:
+            run.since = now
+        run.state, run.owner, run.updated_at = state, ENGINE_OWNER, now
+        for name, value in fields.items():
+            setattr(run, name, value)
+        _db.session.commit()
+
+
+REFUSED = "Snowflake refused the batch: Insufficient privileges on table ORDERS"
+
+
+def test_a_failed_pipeline_is_critical_at_once_and_resolves_when_it_streams_again(app, receiver):
+    """The engine says failed: the scheduled round's evaluation fires pipeline_failed, keyed by
+    the pipeline and on its source; the webhook names the pipeline, its state, for how long
+    and why; streaming again resolves it, and the receiver hears that too."""
+    source_id = add_source(app, "shop", free_port())
+    pipeline_id = _pipeline(app, "orders-to-sf", source_id)
+    settings(app, pipeline_failed_minutes=15)
+    channel(app, receiver.url_for("/hook"))
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        _engine_says(app, pipeline_id, "streaming", lag_seconds=0.0, lag_bytes=0)
+        sample(app, manual=False)
+        assert _alerts(app) == []
+        _engine_says(app, pipeline_id, "failed", reason=REFUSED)
+        traveller.shift(timedelta(minutes=3))
+        _engine_says(app, pipeline_id, "failed", reason=REFUSED)
+        sample(app, manual=False)  # the next round: it fires within this one evaluation
+        [alert] = _alerts(app)
+        assert (alert.rule, alert.severity, alert.state) == (
+            "pipeline_failed",
+            "critical",
+            "firing",
+        )
+        assert alert.key == f"pipeline_failed:pipeline:{pipeline_id}"
+        assert (alert.source_id, alert.source_name, alert.slot_name) == (source_id, "shop", None)
+        assert alert.message == f"pipeline `orders-to-sf` failed 3 min ago: {REFUSED}"
+        with app.app_context():
+            delivery.deliver_due()
+        traveller.shift(timedelta(minutes=1))
+        _engine_says(app, pipeline_id, "streaming", reason=None)
+        sample(app, manual=False)
+        with app.app_context():
+            delivery.deliver_due()
+    [alert] = _alerts(app)
+    assert alert.state == "resolved"
+    assert alert.resolved_message == "pipeline `orders-to-sf` is streaming"
+    fired, resolved = received(receiver)
+    assert (fired["event"], resolved["event"]) == ("firing", "resolved")
+    assert fired["alert"]["rule"] == "pipeline_failed"
+    assert "pipeline `orders-to-sf` failed 3 min ago" in fired["alert"]["message"]
+    assert fired["url"].endswith(f"/sources/{source_id}")
+    assert resolved["alert"]["resolved_message"] == "pipeline `orders-to-sf` is streaming"
+
+
+def test_retrying_is_critical_only_after_pipeline_failed_minutes(app):
+    """A pipeline retrying for 14 minutes fires nothing; at 16 it is critical, the message
+    saying for how long and why."""
+    pipeline_id = _pipeline(app, "orders-to-sf", add_source(app, "shop", free_port()))
+    settings(app, pipeline_failed_minutes=15)
+    why = "Snowflake: 503 Service Unavailable"
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        _engine_says(app, pipeline_id, "retrying", reason=why)
+        traveller.shift(timedelta(minutes=14))
+        _engine_says(app, pipeline_id, "retrying", reason=why)
+        evaluate()
+        assert _alerts(app) == []
+        traveller.shift(timedelta(minutes=2))
+        _engine_says(app, pipeline_id, "retrying", reason=why)
+        evaluate()
+    [alert] = _alerts(app)
+    assert (alert.rule, alert.severity, alert.value, alert.threshold) == (
+        "pipeline_failed",
+        "critical",
+        16.0,
+        15.0,
+    )
+    assert alert.message == (
+        f"pipeline `orders-to-sf` has been retrying for 16 min (critical at 15 min): {why}"
+    )
+
+
+def test_pipeline_lag_warns_escalates_and_resolves_with_hysteresis(app, receiver):
+    """Lag over the warning, then the critical threshold: one alert told twice; back under
+    critical but within 10 % it stays critical, then warning; under the warning but within
+    10 % it holds, and below that it resolves, saying the lag now."""
+    pipeline_id = _pipeline(app, "orders-to-sf", add_source(app, "shop", free_port()))
+    settings(app, pipeline_lag_warning_seconds=300, pipeline_lag_critical_seconds=1800)
+    channel(app, receiver.url_for("/hook"))
+    seen = []
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        for lag_s in (120, 320, 1900, 1700, 1500, 280, 200):
+            traveller.shift(timedelta(minutes=1))
+            _engine_says(app, pipeline_id, "streaming", lag_seconds=lag_s, lag_bytes=64 * MB)
+            evaluate()
+            [alert] = _alerts(app) or [None]
+            seen.append(None if alert is None else (alert.state, alert.severity))
+    assert seen == [
+        None,
+        ("firing", "warning"),
+        ("firing", "critical"),
+        ("firing", "critical"),
+        ("firing", "warning"),
+        ("firing", "warning"),
+        ("resolved", "warning"),
+    ]
+    [alert] = _alerts(app)
+    assert alert.key == f"pipeline_lag:pipeline:{pipeline_id}"
+    assert alert.resolved_message == (
+        "pipeline `orders-to-sf` is 3 min behind its source now (warning at 5 min)"
+    )
+    assert _events(app) == [
+        (
+            "firing",
+            "pipeline `orders-to-sf` is 5 min and 64 MB of WAL behind its source (warning at "
+            "5 min)",
+        ),
+        (
+            "firing",
+            "pipeline `orders-to-sf` is 31 min and 64 MB of WAL behind its source (critical at "
+            "30 min)",
+        ),
+        (
+            "resolved",
+            "pipeline `orders-to-sf` is 4 min and 64 MB of WAL behind its source (warning at "
+            "5 min)",
+        ),
+    ]
+
+
+def test_a_source_override_sets_its_pipelines_thresholds(app):
+    """Two sources' pipelines equally behind and retrying: the one whose source raises the lag
+    warning stays quiet, and the one whose source lowers the retrying minutes fires first."""
+    from rosetta_web.models import Source
+
+    shop = _pipeline(app, "shop-to-sf", add_source(app, "shop", free_port()))
+    crm_source = add_source(app, "crm", free_port())
+    crm = _pipeline(app, "crm-to-sf", crm_source)
+    settings(
+        app,
+        pipeline_failed_minutes=15,
+        pipeline_lag_warning_seconds=300,
+        pipeline_lag_critical_seconds=1800,
+    )
+    with app.app_context():
+        _db.session.get(Source, crm_source).alert_overrides = {
+            "pipeline_lag_warning_seconds": 900,
+            "pipeline_failed_minutes": 5,
+        }
+        _db.session.commit()
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        for pipeline_id in (shop, crm):
+            _engine_says(app, pipeline_id, "streaming", lag_seconds=600)
+        evaluate()
+        assert [(a.rule, a.source_name) for a in _alerts(app)] == [("pipeline_lag", "shop")]
+        for pipeline_id in (shop, crm):
+            _engine_says(app, pipeline_id, "retrying", reason="Snowflake: timeout", lag_seconds=0)
+        traveller.shift(timedelta(minutes=6))
+        for pipeline_id in (shop, crm):
+            _engine_says(app, pipeline_id, "retrying", reason="Snowflake: timeout", lag_seconds=0)
+        evaluate()
+    firing = [(a.rule, a.source_name) for a in _alerts(app) if a.state == "firing"]
+    assert firing == [("pipeline_failed", "crm")]
+    [failed] = [a for a in _alerts(app) if a.rule == "pipeline_failed"]
+    assert "(critical at 5 min)" in failed.message
+
+
+def test_each_pipeline_alerts_apart_a_paused_one_not_and_a_deleted_ones_resolves(app):
+    """Two failed pipelines of one source raise two alerts; a failed one that is paused
+    (PAUSE wanted) raises none; deleting a pipeline resolves its alert, saying so."""
+    from rosetta_web.models import Pipeline
+
+    source_id = add_source(app, "shop", free_port())
+    orders = _pipeline(app, "orders-to-sf", source_id)
+    items = _pipeline(app, "items-to-sf", source_id)
+    archive = _pipeline(app, "archive-to-sf", source_id, status="PAUSE")
+    settings(app, pipeline_failed_minutes=15)
+    with app.app_context():
+        for pipeline_id in (orders, items, archive):
+            _engine_says(app, pipeline_id, "failed", reason=REFUSED)
+        evaluate()
+        assert {a.key for a in _alerts(app)} == {
+            f"pipeline_failed:pipeline:{orders}",
+            f"pipeline_failed:pipeline:{items}",
+        }
+        _db.session.delete(_db.session.get(Pipeline, items))
+        _db.session.commit()
+        evaluate()
+    by_key = {a.key: a for a in _alerts(app)}
+    assert by_key[f"pipeline_failed:pipeline:{orders}"].state == "firing"
+    gone = by_key[f"pipeline_failed:pipeline:{items}"]
+    assert (gone.state, gone.resolved_message) == ("resolved", "pipeline `items-to-sf` was deleted")
+
+
+def test_a_pipeline_counts_only_while_its_engine_is_alive(app):
+    """An engine that stops beating: its pipeline's last words (behind, failed) no longer
+    count, and the alerts they raised resolve, saying the pipeline is stopped and why."""
+    source_id = add_source(app, "shop", free_port())
+    behind = _pipeline(app, "orders-to-sf", source_id)
+    failed = _pipeline(app, "items-to-sf", source_id)
+    settings(
+        app,
+        pipeline_failed_minutes=15,
+        pipeline_lag_warning_seconds=300,
+        pipeline_lag_critical_seconds=1800,
+    )
+    with time_machine.travel(utcnow(), tick=False) as traveller, app.app_context():
+        _engine_says(app, behind, "streaming", lag_seconds=2000, lag_bytes=GIB)
+        _engine_says(app, failed, "failed", reason=REFUSED, lag_seconds=2000)
+        evaluate()
+        assert sorted((a.rule, a.severity) for a in _alerts(app)) == [
+            ("pipeline_failed", "critical"),
+            ("pipeline_lag", "critical"),
+            ("pipeline_lag", "critical"),
+        ]
+        traveller.shift(timedelta(minutes=5))  # not a word from the engine since
+        evaluate()
+    said = {(a.rule, a.key.rsplit(":", 1)[1]): a for a in _alerts(app)}
+    assert all(a.state == "resolved" for a in said.values())
+    assert said["pipeline_lag", str(behind)].resolved_message.startswith(
+        "pipeline `orders-to-sf` is stopped: No engine process is running"
+    )
+    assert said["pipeline_lag", str(behind)].resolved_message.endswith(
+        "; no engine reads it, so its lag is not measured"
+    )
+    assert said["pipeline_failed", str(failed)].resolved_message.startswith(
+        "pipeline `items-to-sf` is stopped: No engine process is running"
+    )
+
+
+def test_pipeline_rules_read_every_pipeline_in_a_constant_number_of_queries(app, count_queries):
+    """An evaluation with 20 pipelines runs as many statements as with one: one query reads
+    every pipeline with its run and source, one the live engines."""
+    source_id = add_source(app, "shop", free_port())
+    settings(app, pipeline_failed_minutes=15, pipeline_lag_warning_seconds=300)
+    _engine_says(app, _pipeline(app, "p-00", source_id), "streaming", lag_seconds=1.0)
+
+    def statements() -> int:
+        with app.app_context():
+            evaluate()  # the first evaluation of a new state fires; the second is steady
+            with count_queries() as counted:
+                evaluate()
+        return len(counted.statements)
+
+    one = statements()
+    for index in range(1, 20):
+        _engine_says(app, _pipeline(app, f"p-{index:02d}", source_id), "streaming", lag_seconds=1.0)
+    assert statements() == one
+
+
+@pytest.mark.slow
+def test_a_slot_without_consumer_names_the_pipeline_that_should_read_it(app, cluster, slot):
+    """A real slot nobody reads: slot_inactive says nothing of pipelines while none uses the
+    slot; once a START pipeline's source names it, the message names that pipeline."""
+    source_id = add_source(
+        app, "shop", cluster.port, user="postgres", password="unused", slot_name="orders"
+    )
+    settings(app, slot_inactive_minutes=10)
+    with time_machine.travel(utcnow(), tick=False) as traveller:
+        sample(app)
+        traveller.shift(timedelta(minutes=11))
+        sample(app)
+        [alert] = _alerts(app)
+        assert (alert.rule, alert.slot_name) == ("slot_inactive", "orders")
+        assert "pipeline" not in alert.message
+        _pipeline(app, "orders-to-sf", source_id)
+        traveller.shift(timedelta(minutes=1))
+        sample(app)
+    [alert] = _alerts(app)
+    assert alert.state == "firing"
+    assert alert.message.endswith("; pipeline `orders-to-sf` (START) should be reading it")

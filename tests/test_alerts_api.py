@@ -39,6 +39,9 @@ DEFAULTS = {
     "consumer_stalled_minutes": 30,
     "unreachable_rounds": 3,
     "forecast_hours": 6,
+    "pipeline_failed_minutes": 15,
+    "pipeline_lag_warning_seconds": 300,
+    "pipeline_lag_critical_seconds": 1800,
     "repeat_minutes": 60,
 }
 WEBHOOK = {"name": "ops-hook", "type": "webhook", "url": HOOK_URL, "secret": HOOK_SECRET}
@@ -86,6 +89,11 @@ def test_alert_settings_read_replace_and_turn_off(api):
         ({"repeat_minutes": 0}, "repeat_minutes"),
         ({"forecast_hours": 24 * 30 + 1}, "forecast_hours"),
         ({"unreachable_rounds": 1.5}, "unreachable_rounds"),
+        ({"pipeline_failed_minutes": 0}, "pipeline_failed_minutes"),
+        ({"pipeline_lag_warning_seconds": 1800}, "pipeline_lag_warning_seconds"),  # = critical
+        ({"pipeline_lag_critical_seconds": 60}, "pipeline_lag_warning_seconds"),  # < warning
+        ({"pipeline_lag_critical_seconds": "30 min"}, "pipeline_lag_critical_seconds"),
+        ({"pipeline_lag_warning_seconds": -300}, "pipeline_lag_warning_seconds"),
         ({"unreachable_rounds": True}, "unreachable_rounds"),
         ({"retained_critical_bytes": "5 GB"}, "retained_critical_bytes"),  # browser only
         ({"retained_critical_bytes": 0}, "retained_critical_bytes"),
@@ -114,8 +122,12 @@ def test_alert_settings_put_needs_every_key(api):
 
 
 def test_source_alert_overrides_round_trip(api):
-    """alert_overrides takes any of the seven keys; GET shows all seven, null for global."""
-    overrides = {"retained_warning_bytes": 1 * GIB, "slot_inactive_minutes": 5}
+    """alert_overrides takes any of the ten keys; GET shows all ten, null for global."""
+    overrides = {
+        "retained_warning_bytes": 1 * GIB,
+        "slot_inactive_minutes": 5,
+        "pipeline_lag_warning_seconds": 60,
+    }
     created = api.post("/api/v1/sources", json={**SOURCE, "alert_overrides": overrides})
     assert created.status_code == 201, created.get_json()
     expected = dict.fromkeys(DEFAULTS) | overrides
@@ -156,6 +168,16 @@ def test_source_alert_overrides_round_trip(api):
             "alert_overrides.retained_warning_bytes",
         ),
         ({"retained_warning_bytes": 10 * GIB}, "alert_overrides.retained_warning_bytes"),
+        # The pipeline lag warning against the critical one: its own, or the global (1800 s).
+        (
+            {"pipeline_lag_warning_seconds": 600, "pipeline_lag_critical_seconds": 300},
+            "alert_overrides.pipeline_lag_warning_seconds",
+        ),
+        (
+            {"pipeline_lag_warning_seconds": 1800},
+            "alert_overrides.pipeline_lag_warning_seconds",
+        ),
+        ({"pipeline_failed_minutes": 0}, "alert_overrides.pipeline_failed_minutes"),
         ([1], "alert_overrides"),
         ("5 GB", "alert_overrides"),
     ],
@@ -440,6 +462,34 @@ def test_alerts_list_filters_orders_and_pages(app, api):
 def test_alerts_list_bad_parameters_are_422_naming_them(api, query, field):
     """Unknown or invalid values answer 422 naming the parameter."""
     assert field in fields_of(api.get(f"/api/v1/alerts?{query}"))
+
+
+def test_pipeline_alerts_are_listed_by_rule_as_their_schema_says_and_silenced(app, api):
+    """A pipeline's alert (no slot, on its source) is listed with ?rule=, answers the Alert
+    schema, and a silence of its rule is taken."""
+    assert api.post("/api/v1/sources", json=SOURCE).status_code == 201
+    add_alert(
+        app,
+        1,
+        key="pipeline_lag:pipeline:4",
+        rule="pipeline_lag",
+        slot_name=None,
+        value=1900.0,
+        threshold=1800.0,
+        severity="critical",
+        message="pipeline `orders-to-sf` is 31 min behind its source (critical at 30 min)",
+    )
+    add_alert(app, 1)  # a slot's, left out by the filter
+    spec = api.get("/api/v1/openapi.json").get_json()
+    listed = api.get("/api/v1/alerts?rule=pipeline_lag")
+    assert listed.status_code == 200
+    [alert] = listed.get_json()
+    assert (alert["rule"], alert["slot_name"], alert["source_id"]) == ("pipeline_lag", None, 1)
+    assert _schema_check(spec, {"$ref": "#/components/schemas/Alert"}, alert) == []
+    assert "pipeline_failed" in spec["components"]["schemas"]["Alert"]["properties"]["rule"]["enum"]
+    ends_at = isoformat(utcnow() + timedelta(hours=1))
+    body = {"source_id": 1, "rule": "pipeline_failed", "ends_at": ends_at}
+    assert api.post("/api/v1/silences", json=body).status_code == 201
 
 
 def test_acknowledge_firing_and_resolved_alerts(app, api):

@@ -734,3 +734,134 @@ def test_every_page_says_the_same_forecast_as_the_alert(browser, app, api):
         [slot] = api.get(f"/api/v1/sources/{shop}/slots").get_json()
     eta = sampled + timedelta(hours=GIB / (300 * MIB))
     assert slot["eta_lost"] == eta.isoformat().replace("+00:00", "Z")
+
+
+# Pipelines
+
+
+def test_settings_refuse_bad_pipeline_values_beside_their_fields_with_input_kept(browser, app):
+    """The pipeline settings: zero minutes, text for seconds and a lag warning at or above its
+    critical threshold each come back beside the field, as typed, and nothing is stored; good
+    values are stored, and blank turns a rule off."""
+    browser.get("/alerts/settings")  # the row, with the defaults
+    data = {
+        "retained_warning_bytes": "5 GB",
+        "retained_critical_bytes": "10 GB",
+        "slot_inactive_minutes": "30",
+        "consumer_stalled_minutes": "30",
+        "unreachable_rounds": "3",
+        "forecast_hours": "6",
+        "pipeline_failed_minutes": "0",
+        "pipeline_lag_warning_seconds": "1800",
+        "pipeline_lag_critical_seconds": "600",
+        "repeat_minutes": "60",
+    }
+    html = text(browser.post("/alerts/settings", data))
+    assert 'id="pipeline_failed_minutes-error">Enter a whole number of minutes from 1' in html
+    assert (
+        'id="pipeline_lag_warning_seconds-error">The warning threshold must be below the '
+        "critical one." in html
+    )
+    assert re.search(r'<input [^>]*id="pipeline_failed_minutes" [^>]*value="0"', html)
+    assert re.search(r'<input [^>]*id="pipeline_lag_warning_seconds" [^>]*value="1800"', html)
+    assert re.search(r'<input [^>]*id="pipeline_lag_critical_seconds" [^>]*value="600"', html)
+    html = text(browser.post("/alerts/settings", {**data, "pipeline_lag_critical_seconds": "½ h"}))
+    assert 'id="pipeline_lag_critical_seconds-error">' in html and 'value="½ h"' in html
+    with app.app_context():
+        stored = _db.session.get(AlertSettings, 1)
+        assert (
+            stored.pipeline_failed_minutes,
+            stored.pipeline_lag_warning_seconds,
+            stored.pipeline_lag_critical_seconds,
+        ) == (15, 300, 1800)
+    good = {
+        **data,
+        "pipeline_failed_minutes": "",
+        "pipeline_lag_warning_seconds": "60",
+        "pipeline_lag_critical_seconds": "600",
+    }
+    assert browser.post("/alerts/settings", good).status_code == 303
+    with app.app_context():
+        stored = _db.session.get(AlertSettings, 1)
+        assert (
+            stored.pipeline_failed_minutes,
+            stored.pipeline_lag_warning_seconds,
+            stored.pipeline_lag_critical_seconds,
+        ) == (None, 60, 600)
+    page = text(browser.get("/alerts/settings"))
+    assert 'placeholder="blank: off; default 15"' in page
+    assert "Pipeline behind: warning at (seconds)" in page
+
+
+def test_source_form_overrides_a_pipeline_threshold_against_the_global_one(browser, app):
+    """A source's pipeline lag warning at or above the global critical threshold is refused
+    beside the field, saying whose threshold it is; under it, it is saved."""
+    form = text(browser.get("/sources/new"))
+    assert 'name="alert_overrides-pipeline_lag_warning_seconds"' in form
+    assert 'placeholder="global: 300"' in form and 'placeholder="global: 1800"' in form
+    data = {**SOURCE, "alert_overrides-pipeline_lag_warning_seconds": "2400"}
+    html = text(browser.post("/sources/new", data))
+    assert (
+        'id="alert_overrides-pipeline_lag_warning_seconds-error">The warning threshold must be '
+        "below the critical one (the global: 1800 seconds)." in html
+    )
+    assert 'value="2400"' in html
+    data["alert_overrides-pipeline_lag_critical_seconds"] = "3600"
+    assert browser.post("/sources/new", data).status_code == 303
+    with app.app_context():
+        source = _db.session.scalars(select(Source)).one()
+        assert source.alert_overrides["pipeline_lag_warning_seconds"] == 2400
+        assert source.alert_overrides["pipeline_lag_critical_seconds"] == 3600
+        assert source.alert_overrides["pipeline_failed_minutes"] is None
+
+
+def test_pipeline_alerts_show_their_labels_and_measures(browser, app):
+    """The alerts page names the pipeline rules and says their figures in words; the source
+    page of a source with a pipeline says when its pipelines alert."""
+    from .factories import new_destination
+
+    shop = add_source(app)
+    with app.app_context():
+        from rosetta_web.models import Pipeline
+
+        _db.session.add(
+            Pipeline(
+                name="orders-to-sf",
+                source_id=shop,
+                destination=new_destination("warehouse"),
+                status="START",
+            )
+        )
+        _db.session.commit()
+    add_alert(
+        app,
+        shop,
+        rule="pipeline_lag",
+        severity="critical",
+        slot_name=None,
+        value=1900.0,
+        threshold=1800.0,
+        message="pipeline `orders-to-sf` is 31 min behind its source (critical at 30 min)",
+    )
+    add_alert(
+        app,
+        shop,
+        rule="pipeline_failed",
+        severity="critical",
+        slot_name=None,
+        value=3.0,
+        threshold=None,
+        message="pipeline `orders-to-sf` failed 3 min ago: refused",
+    )
+    html = text(browser.get("/alerts/"))
+    firing = html[html.index('id="firing-list"') : html.index('id="silences"')]
+    assert "Pipeline behind</strong>" in firing and "Pipeline failed</strong>" in firing
+    assert "31 min behind (critical at 30 min)" in firing
+    assert "failed for 3 min" in firing
+    assert "pipeline <code>orders-to-sf</code> failed 3 min ago" in firing
+    page = text(browser.get(f"/sources/{shop}"))
+    assert (
+        '<span id="pipeline-thresholds">Its pipelines: critical when failed or retrying for '
+        "15 min; behind their source, warning at 5 min and critical at 30 min.</span>" in page
+    )
+    assert 'id="pipeline-thresholds"' not in text(browser.get(f"/sources/{add_source(app, 'x')}"))

@@ -469,7 +469,9 @@ def test_viewers_and_operators_read_the_alert_settings_as_text(app):
     assert admin.get("/alerts/settings").status_code == 200
     form = {
         name: value
-        for name, value in zip(names, ("5 GB", "10 GB", "", "30", "1", "6", "60"), strict=True)
+        for name, value in zip(
+            names, ("5 GB", "10 GB", "", "30", "1", "6", "15", "300", "", "60"), strict=True
+        )
     }
     assert admin.post("/alerts/settings", form).status_code == 303
     admin_page = admin.get("/alerts/settings").get_data(as_text=True)
@@ -486,6 +488,9 @@ def test_viewers_and_operators_read_the_alert_settings_as_text(app):
             "consumer_stalled_minutes": "30 minutes",
             "unreachable_rounds": "1 round",
             "forecast_hours": "6 hours",
+            "pipeline_failed_minutes": "15 minutes",
+            "pipeline_lag_warning_seconds": "300 seconds",
+            "pipeline_lag_critical_seconds": "off",
             "repeat_minutes": "60 minutes",
         }, role
         assert "<dt>Repeat notifications every</dt>" in page

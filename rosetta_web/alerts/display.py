@@ -21,6 +21,8 @@ RULE_LABELS = {
     "consumer_stalled": "Consumer stalled",
     "source_unreachable": "Source unreachable",
     "exhaustion_forecast": "Disk forecast",
+    "pipeline_failed": "Pipeline failed",
+    "pipeline_lag": "Pipeline behind",
 }
 
 SIZE_STEPS = (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("kB", 1024))
@@ -41,6 +43,27 @@ def rule_label(rule: str | None) -> str:
     if rule is None:
         return "every rule"
     return RULE_LABELS.get(rule, rule)
+
+
+def pipeline_rules_words(settings: Any) -> str:
+    """Say when a source's pipelines alert, from its settings in effect."""
+    minutes = settings.pipeline_failed_minutes
+    failed = (
+        f"critical when failed or retrying for {_minutes(minutes)}"
+        if minutes is not None
+        else "the failed pipeline rule is off"
+    )
+    warning = settings.pipeline_lag_warning_seconds
+    critical = settings.pipeline_lag_critical_seconds
+    if warning is None and critical is None:
+        behind = "the pipeline lag rule is off"
+    else:
+        shown = [
+            f"{severity} at {duration_words(threshold) if threshold is not None else 'off'}"
+            for severity, threshold in (("warning", warning), ("critical", critical))
+        ]
+        behind = f"behind their source, {' and '.join(shown)}"
+    return f"Its pipelines: {failed}; {behind}."
 
 
 TICKED = re.compile(r"`([^`]+)`")
@@ -74,6 +97,13 @@ def measure(alert: Any) -> str:
     if alert.rule == "exhaustion_forecast":
         limit = f" (warns within {int(threshold)} h)" if threshold else ""
         return f"about {duration_words(value * 3600)} left{limit}"
+    if alert.rule == "pipeline_failed":  # a threshold only for retrying: failed fires at once
+        if threshold is None:
+            return f"failed for {_minutes(value)}"
+        return f"retrying for {_minutes(value)} ({severity} at {_minutes(threshold)})"
+    if alert.rule == "pipeline_lag":
+        limit = f" ({severity} at {duration_words(threshold)})" if threshold else ""
+        return f"{duration_words(value)} behind{limit}"
     return f"{value:g}" + (f" (threshold {threshold:g})" if threshold is not None else "")
 
 

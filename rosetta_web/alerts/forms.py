@@ -15,6 +15,7 @@ from wtforms.utils import unset_value
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 from wtforms.widgets import TextInput
 
+from ..formatting import pg_size_pretty
 from ..forms import BaseForm, SelectChoice, strip
 from ..models import ALERT_RULES, Alert
 from ..timeutil import as_utc, utcnow
@@ -26,6 +27,7 @@ SIZE_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**
 SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 MAX_BYTES = 2**63 - 1
 MAX_MINUTES = 60 * 24 * 365
+MAX_SECONDS = 60 * MAX_MINUTES
 
 
 def parse_size(text: str) -> int:
@@ -64,8 +66,16 @@ def _size_range(form: Any, field: Field) -> None:
         raise ValidationError("Enter a size of at least 1 byte.")
 
 
+# Each warning threshold and its critical one: the warning must be below.
+THRESHOLD_PAIRS = (
+    ("retained_warning_bytes", "retained_critical_bytes"),
+    ("pipeline_lag_warning_seconds", "pipeline_lag_critical_seconds"),
+)
+WARNING_BELOW = "The warning threshold must be below the critical one."
+
+
 class RuleSettingsForm(BaseForm):
-    """The seven rule settings. Blank turns a global rule off; in a source's overrides, blank
+    """The ten rule settings. Blank turns a global rule off; in a source's overrides, blank
     takes the global setting."""
 
     retained_warning_bytes = SizeField(
@@ -98,21 +108,52 @@ class RuleSettingsForm(BaseForm):
         validators=_positive("hours", 24 * 30),
         description="From the slot's growth over the last hour; critical under 1 hour.",
     )
+    pipeline_failed_minutes = IntegerField(
+        "Pipeline failed, or retrying for (minutes)",
+        validators=_positive("minutes", MAX_MINUTES),
+        description="A pipeline whose engine failed is critical at once; one retrying, after "
+        "this long. Not for a paused pipeline.",
+    )
+    pipeline_lag_warning_seconds = IntegerField(
+        "Pipeline behind: warning at (seconds)",
+        validators=_positive("seconds", MAX_SECONDS),
+        description="How far behind its source a pipeline's last loaded change is: 300 is "
+        "5 minutes.",
+    )
+    pipeline_lag_critical_seconds = IntegerField(
+        "Pipeline behind: critical at (seconds)",
+        validators=_positive("seconds", MAX_SECONDS),
+        description="1800 is 30 minutes.",
+    )
     repeat_minutes = IntegerField(
         "Repeat notifications every (minutes)",
         validators=_positive("minutes", MAX_MINUTES),
         description="While an alert fires unacknowledged.",
     )
 
-    def check_thresholds(self, warning: int | None, critical: int | None) -> bool:
-        """Refuse a warning at or above its critical threshold, beside the warning field."""
-        if warning is not None and critical is not None and warning >= critical:
-            self.retained_warning_bytes.errors = [
-                *self.retained_warning_bytes.errors,
-                "The warning threshold must be below the critical one.",
-            ]
-            return False
-        return True
+
+def warning_not_below(form: Form, global_settings: Any = None) -> bool:
+    """Refuse each warning at or above its critical threshold, beside the warning field. With
+    `global_settings` (a source's overrides), a blank threshold is the global one, and the
+    message says whose critical threshold it is."""
+    valid = True
+    for warning_name, critical_name in THRESHOLD_PAIRS:
+        warning_field, critical_field = form[warning_name], form[critical_name]
+        warning, critical = warning_field.data, critical_field.data
+        if global_settings is not None:
+            warning = warning if warning is not None else getattr(global_settings, warning_name)
+            critical = critical if critical is not None else getattr(global_settings, critical_name)
+        if warning is None or critical is None or warning < critical:
+            continue
+        message = WARNING_BELOW
+        if global_settings is not None:
+            whose = "this source" if critical_field.data is not None else "the global"
+            shown = pg_size_pretty(critical) if warning_name.endswith("_bytes") else critical
+            unit = "" if warning_name.endswith("_bytes") else " seconds"
+            message = f"{WARNING_BELOW[:-1]} ({whose}: {shown}{unit})."
+        warning_field.errors = [*warning_field.errors, message]
+        valid = False
+    return valid
 
 
 class AlertSettingsForm(RuleSettingsForm):
@@ -120,12 +161,7 @@ class AlertSettingsForm(RuleSettingsForm):
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
-        return (
-            self.check_thresholds(
-                self.retained_warning_bytes.data, self.retained_critical_bytes.data
-            )
-            and valid
-        )
+        return warning_not_below(self) and valid
 
 
 class DictFormField(FormField):  # type: ignore[type-arg]
@@ -148,6 +184,9 @@ class OverridesForm(Form):
     consumer_stalled_minutes = RuleSettingsForm.consumer_stalled_minutes
     unreachable_rounds = RuleSettingsForm.unreachable_rounds
     forecast_hours = RuleSettingsForm.forecast_hours
+    pipeline_failed_minutes = RuleSettingsForm.pipeline_failed_minutes
+    pipeline_lag_warning_seconds = RuleSettingsForm.pipeline_lag_warning_seconds
+    pipeline_lag_critical_seconds = RuleSettingsForm.pipeline_lag_critical_seconds
     repeat_minutes = RuleSettingsForm.repeat_minutes
 
 

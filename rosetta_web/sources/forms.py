@@ -15,8 +15,7 @@ from wtforms.validators import (
 )
 
 from ..alerts.engine.settings import load_settings
-from ..alerts.forms import DictFormField, OverridesForm
-from ..formatting import pg_size_pretty
+from ..alerts.forms import DictFormField, OverridesForm, warning_not_below
 from ..forms import (
     MAX_INT,
     NO_SPACE,
@@ -120,19 +119,7 @@ class SourceForm(EntityForm):
     def validate(self, extra_validators: Any = None) -> bool:
         """Run the checks, then hold the overrides' thresholds against the global ones."""
         valid = super().validate(extra_validators)
-        overrides = self.alert_overrides.form
-        settings = load_settings()
-        warning = overrides.retained_warning_bytes.data or settings.retained_warning_bytes
-        critical = overrides.retained_critical_bytes.data or settings.retained_critical_bytes
-        if warning is not None and critical is not None and warning >= critical:
-            overrides.retained_warning_bytes.errors = [
-                *overrides.retained_warning_bytes.errors,
-                "The warning threshold must be below the critical one "
-                f"({'this source' if overrides.retained_critical_bytes.data else 'the global'}: "
-                f"{pg_size_pretty(critical)}).",
-            ]
-            valid = False
-        return valid
+        return warning_not_below(self.alert_overrides.form, load_settings()) and valid
 
 
 TABLE_NAME_MAX_LENGTH = 300  # the longest schema.table a publication is asked for

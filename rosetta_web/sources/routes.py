@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..alerts.display import forecast_words
+from ..alerts.display import forecast_words, pipeline_rules_words
 from ..alerts.forms import row_silence_form
 from ..alerts.services import (
     AlertFilter,
@@ -71,6 +71,7 @@ def detail(entity_id: int) -> str:
         interval=timedelta(seconds=interval_s),
         alert_settings=settings,
         overrides={k: v for k, v in (source.alert_overrides or {}).items() if v is not None},
+        pipeline_rules=pipeline_rules_words(settings) if source.pipelines else None,
         forecasts=forecasts,
         firing=firing,
         silence_forms={alert.id: row_silence_form(alert) for alert in firing},

@@ -240,6 +240,7 @@ def test_settings_form_bad_input_beside_the_fields(app, live_server, page, sign_
     page.fill("#retained_warning_bytes", "20 GB")
     page.fill("#slot_inactive_minutes", "0")
     page.fill("#repeat_minutes", "-15")
+    page.fill("#pipeline_lag_warning_seconds", "1800")  # the critical one's default
     page.click("#settings-form button.primary")
     expect(page.locator("#retained_warning_bytes-error")).to_have_text(
         "The warning threshold must be below the critical one."
@@ -248,13 +249,19 @@ def test_settings_form_bad_input_beside_the_fields(app, live_server, page, sign_
     expect(page.locator("#repeat_minutes-error")).to_contain_text("from 1 to")
     expect(page.locator("#retained_warning_bytes")).to_have_value("20 GB")
     expect(page.locator("#repeat_minutes")).to_have_value("-15")
+    expect(page.locator("#pipeline_lag_warning_seconds-error")).to_have_text(
+        "The warning threshold must be below the critical one."
+    )
+    expect(page.locator("#pipeline_lag_warning_seconds")).to_have_value("1800")
     # Put right: saved, and the page says so.
     page.fill("#retained_warning_bytes", "2 GB")
     page.fill("#slot_inactive_minutes", "")
     page.fill("#repeat_minutes", "45")
+    page.fill("#pipeline_lag_warning_seconds", "600")
     page.click("#settings-form button.primary")
     expect(page.locator(".flash")).to_have_text("Alert settings saved.")
     expect(page.locator("#slot_inactive_minutes")).to_have_value("")
+    expect(page.locator("#pipeline_lag_warning_seconds")).to_have_value("600")
 
 
 def test_send_a_test_notification_in_place(app, live_server, page, httpserver, sign_in):

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import flag_modified
 
 from ...extensions import db
@@ -27,7 +28,6 @@ from ...models import (
     Channel,
     Notification,
     Pipeline,
-    PipelineRun,
     Server,
     Silence,
     Source,
@@ -143,7 +143,8 @@ class Findings:
     """What should fire now; each source's settings (the global ones with its overrides);
     the servers not sampled lately, whose slot alerts stay as they are; and what the rules
     saw, to say what resolved an alert: every slot of a fresh server (by server and slot
-    name), each server's address and last sample, and each source's failures."""
+    name), each server's address and last sample, each source's failures, and every
+    pipeline (by id) with its source's settings."""
 
     found: list[rules.Finding]
     merged: dict[int, rules.Settings]
@@ -151,35 +152,58 @@ class Findings:
     slots: dict[tuple[int, str], tuple[rules.SlotFacts, rules.Settings]]
     servers: dict[int, tuple[str, datetime]]
     failures: dict[int, int]
+    pipelines: dict[int, tuple[rules.PipelineFacts, rules.Settings]]
 
 
-def _readers() -> dict[tuple[int, str], str]:
-    """Name, for each (server, slot), the pipeline that reads it and what it is doing."""
+def _pipelines(
+    now: datetime,
+) -> tuple[list[rules.PipelineFacts], dict[tuple[int, str], str]]:
+    """Read every pipeline with its run and source in one query (and the live engines in
+    another): what its engine is doing, and, for each (server, slot), the pipeline that
+    reads that slot and what it is doing."""
+    # Imported here: the pipelines area imports the sources area, which imports this module.
+    from ...pipelines.services import engine_state, live_engines
+
+    engines = live_engines(now)
     rows = db.session.execute(
-        select(
-            SourceState.server_id,
-            Source.slot_name,
-            Pipeline.name,
-            Pipeline.status,
-            Pipeline.updated_at,
-            PipelineRun.state,
-            PipelineRun.since,
-        )
+        select(Pipeline, Source.name, Source.slot_name, SourceState.server_id)
         .join(Source, Source.id == Pipeline.source_id)
-        .join(SourceState, SourceState.source_id == Source.id)
-        .outerjoin(PipelineRun, PipelineRun.pipeline_id == Pipeline.id)
-        .where(Source.slot_name.is_not(None), SourceState.server_id.is_not(None))
-        .order_by(Pipeline.status != "PAUSE", Pipeline.name)  # a running one wins
+        .outerjoin(SourceState, SourceState.source_id == Source.id)
+        .options(joinedload(Pipeline.run))
+        .order_by(Pipeline.status != "PAUSE", Pipeline.name)  # a running reader wins
     )
+    found: list[rules.PipelineFacts] = []
     readers: dict[tuple[int, str], str] = {}
-    for row in rows:
-        if row.status == "PAUSE":
-            since = row.since if row.state == "paused" else row.updated_at
-            text = f"pipeline `{row.name}` is paused since {as_utc(since):%Y-%m-%d %H:%M} UTC"
+    for pipeline, source_name, slot_name, server_id in rows:
+        run = pipeline.run
+        engine = engine_state(pipeline, engines)
+        # Its figures count while a live engine owns it (engine_state gives that owner).
+        measured = run if engine.owner is not None else None
+        found.append(
+            rules.PipelineFacts(
+                pipeline_id=pipeline.id,
+                name=pipeline.name,
+                wanted=pipeline.status,
+                state=engine.state,
+                reason=engine.reason,
+                since=engine.since,
+                owned=measured is not None,
+                lag_seconds=measured.lag_seconds if measured is not None else None,
+                lag_bytes=measured.lag_bytes if measured is not None else None,
+                source_id=pipeline.source_id,
+                source_name=source_name,
+            )
+        )
+        if slot_name is None or server_id is None:
+            continue
+        if pipeline.status == "PAUSE":
+            paused = run is not None and run.state == "paused"
+            since = run.since if run is not None and paused else pipeline.updated_at
+            text = f"pipeline `{pipeline.name}` is paused since {as_utc(since):%Y-%m-%d %H:%M} UTC"
         else:
-            text = f"pipeline `{row.name}` ({row.status}) should be reading it"
-        readers[row.server_id, row.slot_name] = text
-    return readers
+            text = f"pipeline `{pipeline.name}` ({pipeline.status}) should be reading it"
+        readers[server_id, slot_name] = text
+    return found, readers
 
 
 def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> Findings:
@@ -211,7 +235,7 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
     fresh = timedelta(
         seconds=2 * config["WAL_MONITOR_INTERVAL_SECONDS"] + config["WAL_MONITOR_TIMEOUT_SECONDS"]
     )
-    readers = _readers()
+    pipelines, readers = _pipelines(now)
     stale: set[int] = set()
     seen: dict[tuple[int, str], tuple[rules.SlotFacts, rules.Settings]] = {}
     servers: dict[int, tuple[str, datetime]] = {}
@@ -247,12 +271,26 @@ def findings(settings: AlertSettings, firing: dict[str, str], now: datetime) -> 
             )
             seen[server.id, name] = (facts, own)
             found += rules.slot_findings(facts, own, firing, now)
+    # A pipeline's alerts belong to its source, whose overrides apply.
+    by_pipeline: dict[int, tuple[rules.PipelineFacts, rules.Settings]] = {}
+    for pipeline in pipelines:
+        own = merged.get(pipeline.source_id) or rules.Settings.merged(settings, None)
+        by_pipeline[pipeline.pipeline_id] = (pipeline, own)
+        found += rules.pipeline_findings(pipeline, own, firing, now)
     failures = {row.id: row.consecutive_failures or 0 for row in sources}
-    return Findings(found, merged, stale, seen, servers, failures)
+    return Findings(found, merged, stale, seen, servers, failures, by_pipeline)
 
 
 def resolution(alert: Alert, result: Findings, now: datetime) -> str:
     """Say what resolved an alert, in its own words, from what this evaluation saw."""
+    pipeline_id = rules.pipeline_of(alert.key)
+    if pipeline_id is not None:
+        pipeline, its = result.pipelines.get(pipeline_id, (None, None))
+        if pipeline is None:  # deleted: its last message still names it
+            name = rules.pipeline_named(alert.message, pipeline_id)
+        else:
+            name = pipeline.name
+        return rules.resolved_pipeline_message(alert.rule, name, pipeline, its)
     if alert.slot_name is None:
         source = alert.source_id
         return rules.resolved_source_message(

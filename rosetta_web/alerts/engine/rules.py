@@ -1,12 +1,13 @@
 """The alert rules: what fires, at which severity, with which message. No Flask, no ORM.
 
-Each rule looks at one slot of a server, or at one source, and says what should be firing
-now. The rules that measure a size or a time hold a firing alert until the value is 10 %
-back on the safe side (hysteresis), so a value hovering at the line does not flap.
+Each rule looks at one slot of a server, one source or one pipeline, and says what should be
+firing now. The rules that measure a size or a time hold a firing alert until the value is
+10 % back on the safe side (hysteresis), so a value hovering at the line does not flap.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -33,6 +34,9 @@ class Settings:
     consumer_stalled_minutes: int | None
     unreachable_rounds: int | None
     forecast_hours: int | None
+    pipeline_failed_minutes: int | None
+    pipeline_lag_warning_seconds: int | None
+    pipeline_lag_critical_seconds: int | None
     repeat_minutes: int | None
 
     @classmethod
@@ -74,11 +78,28 @@ def source_key(rule: str, source_id: int) -> str:
     return f"{rule}:source:{source_id}"
 
 
+def pipeline_key(rule: str, pipeline_id: int) -> str:
+    """Key a pipeline's alert: one per pipeline, however many share its source."""
+    return f"{rule}:pipeline:{pipeline_id}"
+
+
 def _reached(value: float, threshold: int | None, held: bool) -> bool:
     """Tell whether a value is at its threshold, or (for an alert already firing) within 10 %."""
     if threshold is None:
         return False
     return value >= (threshold * HYSTERESIS if held else threshold)
+
+
+def _graded(
+    value: float, critical: int | None, warning: int | None, was: str | None
+) -> tuple[str, int] | None:
+    """Say which severity a size or a time reaches, and at which threshold: critical holds
+    only a critical alert (`was`), warning any firing one; None when neither is reached."""
+    for severity, threshold in (("critical", critical), ("warning", warning)):
+        keeps = was == "critical" if severity == "critical" else was is not None
+        if threshold is not None and _reached(value, threshold, keeps):
+            return severity, threshold
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,23 +153,22 @@ def slot_findings(
 
     retained = slot.retained_bytes
     if retained is not None:
-        was = held("retained_wal")
-        for severity, threshold in (
-            ("critical", settings.retained_critical_bytes),
-            ("warning", settings.retained_warning_bytes),
-        ):
-            # Critical holds only a critical alert; warning holds any firing one.
-            keeps = was == "critical" if severity == "critical" else was is not None
-            if threshold is not None and _reached(retained, threshold, keeps):
-                add(
-                    "retained_wal",
-                    severity,
-                    retained,
-                    threshold,
-                    f"{named()} retains {pg_size_pretty(retained)} of WAL "
-                    f"({severity} at {pg_size_pretty(threshold)})",
-                )
-                break
+        graded = _graded(
+            retained,
+            settings.retained_critical_bytes,
+            settings.retained_warning_bytes,
+            held("retained_wal"),
+        )
+        if graded is not None:
+            severity, threshold = graded
+            add(
+                "retained_wal",
+                severity,
+                retained,
+                threshold,
+                f"{named()} retains {pg_size_pretty(retained)} of WAL "
+                f"({severity} at {pg_size_pretty(threshold)})",
+            )
 
     minutes = settings.slot_inactive_minutes
     if minutes is not None and not slot.active and facts.inactive_since is not None:
@@ -246,6 +266,142 @@ def source_findings(
             source_name,
         )
     ]
+
+
+@dataclass(frozen=True)
+class PipelineFacts:
+    """One pipeline as the rules see it: what is wanted of it, what its engine says it is
+    doing (engine_state's words), and its source."""
+
+    pipeline_id: int
+    name: str
+    wanted: str  # START, PAUSE or REFRESH
+    state: str
+    reason: str | None
+    since: datetime | None  # of the state, as its engine wrote it
+    owned: bool  # a live engine owns it: its lag is measured
+    lag_seconds: float | None
+    lag_bytes: int | None
+    source_id: int
+    source_name: str
+
+
+def pipeline_findings(
+    facts: PipelineFacts, settings: Settings, firing: Mapping[str, str], now: datetime
+) -> list[Finding]:
+    """Say which pipeline rules fire for one pipeline; `firing` maps a firing key to its
+    severity."""
+    found: list[Finding] = []
+    named = f"pipeline `{facts.name}`"
+
+    def add(
+        rule: str, severity: str, value: float | None, threshold: float | None, text: str
+    ) -> None:
+        key = pipeline_key(rule, facts.pipeline_id)
+        found.append(
+            Finding(rule, key, severity, value, threshold, text, facts.source_id, facts.source_name)
+        )
+
+    minutes = settings.pipeline_failed_minutes
+    if minutes is not None and facts.wanted != "PAUSE" and facts.state in ("failed", "retrying"):
+        lasted = (now - facts.since).total_seconds() if facts.since is not None else 0.0
+        why = facts.reason or "its engine gave no reason"
+        # Once firing, it holds while the pipeline goes from failed to retrying and back
+        # (each change starts the state's time afresh): it resolves when the pipeline runs.
+        held = pipeline_key("pipeline_failed", facts.pipeline_id) in firing
+        if facts.state == "failed":
+            add(
+                "pipeline_failed",
+                "critical",
+                round(lasted / 60, 1),
+                None,
+                f"{named} failed {duration_words(lasted)} ago: {why}",
+            )
+        elif held or lasted >= minutes * 60:
+            add(
+                "pipeline_failed",
+                "critical",
+                round(lasted / 60, 1),
+                minutes,
+                f"{named} has been retrying for {duration_words(lasted)} (critical at "
+                f"{minutes} min): {why}",
+            )
+
+    lag = facts.lag_seconds
+    if facts.owned and lag is not None:
+        graded = _graded(
+            lag,
+            settings.pipeline_lag_critical_seconds,
+            settings.pipeline_lag_warning_seconds,
+            firing.get(pipeline_key("pipeline_lag", facts.pipeline_id)),
+        )
+        if graded is not None:
+            severity, threshold = graded
+            behind = duration_words(lag)
+            if facts.lag_bytes is not None:
+                behind += f" and {pg_size_pretty(facts.lag_bytes)} of WAL"
+            add(
+                "pipeline_lag",
+                severity,
+                round(lag, 1),
+                threshold,
+                f"{named} is {behind} behind its source ({severity} at "
+                f"{duration_words(threshold)})",
+            )
+    return found
+
+
+NAMED_PIPELINE = re.compile(r"pipeline `([^`]+)`")
+
+
+def pipeline_named(message: str | None, pipeline_id: int | None) -> str:
+    """Name a pipeline as an alert's message does (a deleted pipeline's alert knows no more)."""
+    match = NAMED_PIPELINE.search(message or "")
+    return match.group(1) if match else f"#{pipeline_id}"
+
+
+def pipeline_of(key: str) -> int | None:
+    """Return the pipeline an alert's key is about, or None for a slot's or source's key."""
+    _, kind, number = (key.split(":", 2) + ["", ""])[:3]
+    return int(number) if kind == "pipeline" and number.isdigit() else None
+
+
+def resolved_pipeline_message(
+    rule: str,
+    name: str,
+    facts: PipelineFacts | None,
+    settings: Settings | None,
+) -> str:
+    """Say what resolved a pipeline's alert, from what its engine says now (None: the
+    pipeline was deleted)."""
+    named = f"pipeline `{name}`"
+    if facts is None or settings is None:
+        return f"{named} was deleted"
+    state = f"{named} is {facts.state}"
+    if facts.state == "stopped" and facts.reason:
+        state += f": {facts.reason}"
+    if rule == "pipeline_failed":
+        if facts.wanted == "PAUSE":
+            return f"{named}: PAUSE requested, and it is {facts.state}"
+        if settings.pipeline_failed_minutes is None:
+            return f"{named}: the failed pipeline rule is off"
+        return state
+    if rule == "pipeline_lag":
+        lag = facts.lag_seconds
+        if not facts.owned:
+            return f"{state}; no engine reads it, so its lag is not measured"
+        if lag is None:
+            return f"{state}; its lag is not known yet"
+        warning = settings.pipeline_lag_warning_seconds
+        threshold = warning or settings.pipeline_lag_critical_seconds
+        if threshold is None:
+            return f"{named}: the pipeline lag rule is off"
+        severity = "warning" if warning else "critical"
+        return (
+            f"{named} is {duration_words(lag)} behind its source now ({severity} at "
+            f"{duration_words(threshold)})"
+        )
+    return f"{named}: {rule} no longer fires"
 
 
 def _goal(settings: Settings, what: str) -> str:

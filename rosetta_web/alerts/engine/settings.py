@@ -20,6 +20,9 @@ DEFAULTS: dict[str, int | None] = {
     "consumer_stalled_minutes": 30,
     "unreachable_rounds": 3,
     "forecast_hours": 6,
+    "pipeline_failed_minutes": 15,
+    "pipeline_lag_warning_seconds": 5 * 60,
+    "pipeline_lag_critical_seconds": 30 * 60,
     "repeat_minutes": 60,
 }
 

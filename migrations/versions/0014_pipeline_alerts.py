@@ -3,14 +3,14 @@
 An installation that upgrades gets both rules on, with their defaults, as a new one does.
 
 Revision ID: 0014
-Revises: 0015 (written beside 0015_verify, which was merged first: one line of migrations)
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0015"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -767,7 +767,7 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
     from ..pipelines.progress import Progress, ProgressHistory
-    from ..pipelines.services import ConnectorConfig, EngineState
+    from ..pipelines.services import BEHIND_SECONDS, ConnectorConfig, EngineState
 
     shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
     for shown in (*shown_shapes, EngineState, ConnectorConfig, Progress, ProgressHistory):
@@ -798,6 +798,7 @@ def _schemas() -> dict[str, Any]:
             "pipelines",
             "worst_slot",
             "pipelines_by_state",
+            "pipelines_behind",
             "worst_lag",
         ],
         "properties": {
@@ -813,6 +814,12 @@ def _schemas() -> dict[str, Any]:
             "pipelines_by_state": {
                 **counts,
                 "description": "by what their engines are doing (stopped: no engine owns it)",
+            },
+            "pipelines_behind": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "pipelines a live engine owns that are more than "
+                f"{int(BEHIND_SECONDS)} s behind (the pipeline_lag alert's default warning)",
             },
             "worst_lag": {
                 "oneOf": [

@@ -107,6 +107,7 @@ PIPELINES = Resource(
         joinedload(Pipeline.destination),
         joinedload(Pipeline.run),
     ),
+    order_listed=lambda pipelines: worst_first(pipelines),  # the page's; the API's by name
     prepare_form=_fill_choices,
     before_commit=_ready_to_run,
     # A pipeline made again later gets a new id: it starts with a snapshot, not these.
@@ -348,6 +349,51 @@ def engine_state(pipeline: Pipeline, engines: Engines | None = None) -> EngineSt
             f"{'es' if count != 1 else ''} running): one takes it within seconds."
         )
     return EngineState(state, reason, None, None, None, None, last_lsn)
+
+
+# A pipeline is behind when its lag is over this. It stands for the pipeline_lag alert's
+# warning threshold (pipeline_lag_warning_seconds, default 5 min) until that setting exists;
+# then the dashboard's count should read the setting instead.
+BEHIND_SECONDS = 300.0
+# The engine states of a pipeline in trouble, listed first (worst first).
+TROUBLE_STATES = ("failed", "retrying")
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far behind the source a pipeline's engine is, as it last wrote it."""
+
+    seconds: float | None  # None: not known yet (no change or heartbeat loaded)
+    bytes: int | None
+
+    @property
+    def behind(self) -> bool:
+        """Tell whether the lag is over BEHIND_SECONDS."""
+        return self.seconds is not None and self.seconds > BEHIND_SECONDS
+
+
+def current_lag(pipeline: Pipeline, engine: EngineState | None = None) -> Lag | None:
+    """Return the pipeline's lag while a live engine owns it (`engine`: what engine_state
+    said of it), None otherwise: an old figure would read as current."""
+    engine = engine or engine_state(pipeline)
+    run = pipeline.run
+    if engine.owner is None or run is None:
+        return None
+    return Lag(run.lag_seconds, run.lag_bytes)
+
+
+def worst_first(pipelines: list[Pipeline]) -> list[Pipeline]:
+    """Order pipelines worst first: failed, then retrying, then the furthest behind in
+    seconds (those with no lag known last), then by name."""
+
+    def key(pipeline: Pipeline) -> tuple[int, float, str]:
+        engine = engine_state(pipeline)
+        lag = current_lag(pipeline, engine)
+        trouble = TROUBLE_STATES.index(engine.state) if engine.state in TROUBLE_STATES else 2
+        seconds = lag.seconds if lag is not None and lag.seconds is not None else -1.0
+        return trouble, -seconds, pipeline.name
+
+    return sorted(pipelines, key=key)
 
 
 def _engine_shown(pipeline: Pipeline) -> dict[str, object]:

@@ -33,7 +33,7 @@ def register_crud_views(bp: Blueprint, resource: Resource) -> None:
         return render_page_or_fragment(
             f"{templates}/index.html",
             f"{templates}/_table.html",
-            items=resource.search(search),
+            items=resource.order_listed(resource.search(search)),
             q=search,
             resource=resource,
         )

@@ -87,6 +87,23 @@ def duration_words(seconds: float) -> str:
     return f"about {years} year{'s' if years != 1 else ''}"
 
 
+def lag_words(seconds: float | None) -> str:
+    """Say how far behind a pipeline is in time: '0 s — caught up', 'under 1 s', '4 s',
+    '12 min'; '—' when not known."""
+    if seconds is None:
+        return "—"
+    if seconds <= 0:
+        return "0 s — caught up"
+    if seconds < 1:
+        return "under 1 s"
+    return duration_words(seconds)
+
+
+def thousands(value: int | None) -> str:
+    """Write a count with thousands separators: '1,234,567'; None as —."""
+    return "—" if value is None else f"{int(value):,}"
+
+
 def utc(moment: datetime | None) -> str:
     """Format a moment as 'YYYY-MM-DD HH:MM:SS UTC'."""
     if moment is None:

@@ -50,6 +50,8 @@ class Resource:
     label: str  # "source", as an operator says it
     plural: str  # "sources": the blueprint, template folder and URL segment
     list_options: tuple[Any, ...] = ()
+    # The list page's order of what search() found (by name): pipelines list worst first.
+    order_listed: Callable[[list[Any]], list[Any]] = field(default=lambda items: items)
     prepare_form: Callable[[EntityForm], None] = field(default=lambda form: None)
     # Called before a save commits, with the names of the fields the save changed.
     before_commit: Callable[[Any, set[str]], None] = field(default=lambda entity, changed: None)

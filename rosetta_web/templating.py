@@ -18,7 +18,8 @@ from .alerts import context as alerts_context
 from .alerts import display as alerts_display
 from .audit import display as audit_display
 from .channels.services import last_deliveries
-from .pipelines.services import engine_state, skipped_words, slot_disagreement
+from .engines import engine_state
+from .pipelines.services import current_lag, skipped_words, slot_disagreement
 from .security import can
 from .timeutil import isoformat
 
@@ -29,6 +30,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "utc": formatting.utc,
     "from_iso": formatting.from_iso,
     "duration": formatting.duration_words,
+    "lag": formatting.lag_words,
+    "thousands": formatting.thousands,
     "lsn": formatting.lsn_text,
     "sparkline": sparkline.render,
     "rule_label": alerts_display.rule_label,
@@ -44,6 +47,7 @@ GLOBALS: dict[str, Callable[..., Any]] = {
     "history_url": audit_display.history_url,
     "slot_disagreement": slot_disagreement,
     "engine_state": engine_state,
+    "current_lag": current_lag,
     "skipped_words": skipped_words,
     "last_deliveries": last_deliveries,
 }

@@ -185,8 +185,9 @@ def test_the_engine_section_polls_without_inline_script(app, browser):
 
 
 def test_pipeline_list_queries_do_not_grow_with_engine_state(app, browser, count_queries):
-    """The engine column asks for the live engines once per page, not once per row."""
-    add_pipeline(app, name="p-0")
+    """The engine and lag columns ask for the live engines (and the lag alert's settings) once
+    per page, not once per row."""
+    _run(app, add_pipeline(app, name="p-0"), "streaming")
     add_engine_process(app)
     with count_queries() as one:
         browser.get("/pipelines/")
@@ -195,7 +196,7 @@ def test_pipeline_list_queries_do_not_grow_with_engine_state(app, browser, count
         _run(app, pipeline_id, "streaming")
     with count_queries() as ten:
         html = browser.get("/pipelines/").get_data(as_text=True)
-    assert html.count("engine-streaming") == 9
+    assert html.count("engine-streaming") == 10
     assert len(ten.statements) == len(one.statements)
 
 

@@ -807,8 +807,9 @@ def _schemas() -> dict[str, Any]:
         schemas[f"{shape.name}Input"] = form_schema(form_class, "create")
         schemas[f"{shape.name}Replace"] = form_schema(form_class, "replace")
         schemas[f"{shape.name}Patch"] = form_schema(form_class, "patch")
+    from ..engines import EngineState
     from ..pipelines.progress import Progress, ProgressHistory
-    from ..pipelines.services import ConnectorConfig, EngineState
+    from ..pipelines.services import ConnectorConfig
     from ..pipelines.verify import Verification
 
     shown_shapes = (WalMetric, SlotMetric, SourceState, SampleResult, SlotDropped, WalHistory)
@@ -841,6 +842,7 @@ def _schemas() -> dict[str, Any]:
             "pipelines",
             "worst_slot",
             "pipelines_by_state",
+            "pipelines_behind",
             "worst_lag",
         ],
         "properties": {
@@ -856,6 +858,12 @@ def _schemas() -> dict[str, Any]:
             "pipelines_by_state": {
                 **counts,
                 "description": "by what their engines are doing (stopped: no engine owns it)",
+            },
+            "pipelines_behind": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "pipelines a live engine owns that are behind by more than "
+                "their pipeline_lag alert's warning threshold",
             },
             "worst_lag": {
                 "oneOf": [

@@ -6,6 +6,7 @@ from werkzeug.wrappers import Response
 
 from ..alerts.context import firing_banner
 from ..htmx import render_page_or_fragment
+from ..pipelines.services import alert_settings
 from ..timeutil import utcnow
 from . import bp
 from .services import (
@@ -30,4 +31,5 @@ def index() -> Response:
         alert_counts=firing_banner(),  # the banner's, queried once
         soonest=soonest_forecast(slots),
         refreshed_at=utcnow(),
+        behind_seconds=alert_settings().pipeline_lag_warning_seconds,
     )

@@ -129,8 +129,8 @@ def slot_dict(slot: Any) -> dict[str, Any]:
 
 
 def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
-    """Count sources and pipelines by status (and by engine state) and slots once per server;
-    name the worst slot and the pipeline furthest behind."""
+    """Count sources and pipelines by status (and by engine state, and those behind) and slots
+    once per server; name the worst slot and the pipeline furthest behind."""
     slots = every_slot_worst_first() if slots is None else slots
     statuses = dict.fromkeys(MONITOR_STATUSES, 0)
     stmt = (
@@ -139,14 +139,15 @@ def dashboard_summary(slots: list[Any] | None = None) -> dict[str, Any]:
         .group_by(func.coalesce(SourceState.status, "PENDING"))
     )
     statuses.update({status: count for status, count in db.session.execute(stmt)})
-    pipelines, by_state, worst_lag = progress.pipeline_summary()
+    pipelines = progress.pipeline_summary()
     return {
         "sources": statuses,
         "slots": {"total": len(slots), "inactive": sum(1 for slot in slots if not slot.active)},
-        "pipelines": pipelines,
+        "pipelines": pipelines.by_status,
         "worst_slot": slot_dict(slots[0]) if slots else None,
-        "pipelines_by_state": by_state,
-        "worst_lag": worst_lag,
+        "pipelines_by_state": pipelines.by_state,
+        "pipelines_behind": pipelines.behind,
+        "worst_lag": pipelines.worst_lag,
     }
 
 

@@ -18,10 +18,10 @@ from flask import Flask
 from sqlalchemy import or_, select, update
 
 from ..destinations import services as destinations
+from ..engines import live_engines
 from ..extensions import db
 from ..models import Pipeline, PipelineRun, PipelineVerification
 from ..monitor.rounds import target_of as source_target
-from ..pipelines.services import live_engines
 from ..postgres.replication_objects import (
     HEARTBEAT_SCHEMA,
     HEARTBEAT_TABLE,

@@ -8,9 +8,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
+from ..engines import engine_state, live_engines
 from ..extensions import db
 from ..models import ENGINE_STATES, Pipeline, PipelineTable
-from .services import engine_state, live_engines
 
 
 class PipelineCollector:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from sqlalchemy import Float, func, literal, select
 from sqlalchemy.orm import joinedload
 
+from ..engines import engine_state, live_engines
 from ..extensions import db
 from ..models import (
     ENGINE_STATES,
@@ -25,7 +26,7 @@ from ..models import (
 from ..monitor.history import Window, _epoch, _whole
 from ..shapes import ChoiceArg, Declared, Described
 from ..timeutil import ParameterError, as_utc
-from .services import engine_errors, engine_state, live_engines
+from .services import engine_errors, lag_warning_seconds
 
 # The chart's ranges, as the WAL charts offer them.
 RANGES = {
@@ -104,6 +105,33 @@ class Progress(Declared):
     errors: Annotated[
         list[ProgressError], Described("The last 50 errors and retries, newest first")
     ]
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    """Where a first copy (snapshotting) or a REFRESH (refreshing) stands."""
+
+    tables_done: int
+    tables: int
+    rows: int
+
+
+def copy_progress(pipeline: Pipeline, progress: Progress) -> CopyProgress | None:
+    """Count the tables copied of those the copy takes, and the rows copied so far, while
+    the engine is snapshotting or refreshing; None otherwise. A REFRESH of named tables counts
+    those alone; one of all leaves out the tables it skipped (no primary key)."""
+    if progress.state not in ("snapshotting", "refreshing"):
+        return None
+    taken = [t for t in progress.tables if t.snapshot is not None]
+    if progress.state == "refreshing" and pipeline.refresh_tables:
+        taken = [t for t in taken if t.table in pipeline.refresh_tables]
+    elif progress.state == "refreshing" and pipeline.refresh_skipped:
+        taken = [t for t in taken if t.table not in pipeline.refresh_skipped]
+    return CopyProgress(
+        tables_done=sum(1 for t in taken if t.snapshot == "done"),
+        tables=len(taken),
+        rows=sum(t.snapshot_rows for t in taken),
+    )
 
 
 def pipeline_progress(pipeline: Pipeline) -> Progress:
@@ -242,22 +270,38 @@ def progress_history(pipeline: Pipeline, win: Window, max_points: int) -> Progre
     )
 
 
-def pipeline_summary() -> tuple[dict[str, int], dict[str, int], dict[str, Any] | None]:
-    """Count the pipelines by wanted status and by what their engines are doing (stopped
-    when none owns one), and name the one furthest behind in seconds among those a live
-    engine owns: two queries, however many pipelines."""
+@dataclass(frozen=True)
+class PipelineSummary:
+    """The pipelines counted for the dashboard and the API's summary."""
+
+    by_status: dict[str, int]  # by wanted status
+    by_state: dict[str, int]  # by what their engines do (stopped when none owns one)
+    behind: int  # owned by a live engine and over its pipeline_lag warning threshold
+    worst_lag: dict[str, Any] | None  # the one furthest behind in seconds
+
+
+def pipeline_summary() -> PipelineSummary:
+    """Count the pipelines by wanted status, by what their engines are doing (stopped when
+    none owns one) and how many are behind, and name the one furthest behind in seconds among
+    those a live engine owns: two queries, however many pipelines."""
     engines = live_engines()
     by_status = dict.fromkeys(PIPELINE_STATUSES, 0)
     by_state = dict.fromkeys(ENGINE_STATES, 0)
     behind: list[tuple[float, int, str, PipelineRun]] = []
-    for pipeline in db.session.scalars(select(Pipeline).options(joinedload(Pipeline.run))):
+    count = 0
+    pipelines = db.session.scalars(
+        select(Pipeline).options(joinedload(Pipeline.run), joinedload(Pipeline.source))
+    )
+    for pipeline in pipelines:
         by_status[pipeline.status] += 1
         by_state[engine_state(pipeline, engines).state] += 1
         run = pipeline.run
         if run is not None and run.owner in engines.live and run.lag_seconds is not None:
             behind.append((-run.lag_seconds, -(run.lag_bytes or 0), pipeline.name, run))
+            warning = lag_warning_seconds(pipeline.source)
+            count += warning is not None and run.lag_seconds > warning
     if not behind:
-        return by_status, by_state, None
+        return PipelineSummary(by_status, by_state, count, None)
     _, _, name, run = min(behind, key=lambda one: one[:3])
     worst = {
         "pipeline_id": run.pipeline_id,
@@ -265,4 +309,4 @@ def pipeline_summary() -> tuple[dict[str, int], dict[str, int], dict[str, Any] |
         "lag_seconds": run.lag_seconds,
         "lag_bytes": run.lag_bytes,
     }
-    return by_status, by_state, worst
+    return PipelineSummary(by_status, by_state, count, worst)

@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response
 
 from ..crud import register_crud_views
 from ..destinations.services import DestinationNotReady
+from ..engines import engine_state
 from ..errors import DomainError
 from ..htmx import is_htmx
 from ..models import PIPELINE_STATUSES, Pipeline
@@ -14,6 +15,7 @@ from ..sources.services import SourceNotReady
 from ..timeutil import utcnow
 from . import bp
 from . import verify as verifying
+from .progress import copy_progress, pipeline_progress
 from .services import (
     PIPELINES,
     KeylessTables,
@@ -21,9 +23,9 @@ from .services import (
     PublicationUnreadable,
     SourceBusy,
     UnknownTables,
+    current_lag,
     disagreement,
-    engine_errors,
-    engine_state,
+    lag_warning_seconds,
     set_status,
     skipped_words,
     slot_activity,
@@ -97,15 +99,20 @@ def change_status(entity_id: int) -> Response | str:
 
 
 def _live(pipeline: Pipeline) -> dict[str, object]:
-    """What the live part of its page shows: the engine's state and last errors, the slot
-    and whether it agrees with the wanted status, and when it was read."""
+    """What the live part of its page shows: the engine's state, lag and last errors, each
+    table's rows, the copy's progress, the slot and whether it agrees with the wanted status,
+    and when it was read."""
     now = utcnow()
     engine = engine_state(pipeline)
+    progress = pipeline_progress(pipeline)
     activity = slot_activity(pipeline)
     return {
         "pipeline": pipeline,
         "engine": engine,
-        "errors": engine_errors(pipeline),
+        "progress": progress,
+        "lag": current_lag(pipeline, engine),
+        "copy": copy_progress(pipeline, progress),
+        "errors": progress.errors,
         "activity": activity,
         "disagreement": disagreement(pipeline, now, engine, activity.sampled_at),
         "now": now,
@@ -114,11 +121,14 @@ def _live(pipeline: Pipeline) -> dict[str, object]:
 
 @bp.get("/<id:entity_id>")
 def detail(entity_id: int) -> str:
-    """Show a pipeline: what it wants, what its engine does, and what its slot is doing."""
+    """Show a pipeline: what it wants, what its engine does and moved, its chart of rows and
+    lag over the range in the URL, and what its slot is doing."""
     pipeline = PIPELINES.get(entity_id)
     return render_template(
         "pipelines/detail.html",
         resource=PIPELINES,
+        current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
+        behind_seconds=lag_warning_seconds(pipeline.source),
         **{**_live(pipeline), **_verification(pipeline)},
     )
 

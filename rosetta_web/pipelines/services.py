@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from flask import g
@@ -11,20 +11,22 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql import ColumnElement
 
+from ..alerts.engine.rules import Settings as AlertRuleSettings
+from ..alerts.engine.settings import default_settings
 from ..alerts.engine.trends import LatestSlot
 from ..audit import services as audit
 from ..destinations import services as destinations
 from ..engine import connect
 from ..engine.properties import pipeline_spec
 from ..engine.state import forget_offsets, stored_offsets
+from ..engines import EngineState, engine_state
 from ..errors import DomainError
 from ..extensions import db
 from ..formatting import duration_words
 from ..forms import EntityForm, SelectChoice
 from ..models import (
-    ENGINE_STATES,
+    AlertSettings,
     Destination,
-    EngineProcess,
     Pipeline,
     PipelineError,
     Server,
@@ -107,6 +109,7 @@ PIPELINES = Resource(
         joinedload(Pipeline.destination),
         joinedload(Pipeline.run),
     ),
+    order_listed=lambda pipelines: worst_first(pipelines),  # the page's; the API's by name
     prepare_form=_fill_choices,
     before_commit=_ready_to_run,
     # A pipeline made again later gets a new id: it starts with a snapshot, not these.
@@ -247,107 +250,71 @@ def _to_refresh(
     return wanted, None
 
 
-# What the engine is doing, as the operator sees it
+# What the engine is doing, as the operator sees it: rosetta_web/engines.py
 
-# An engine process not seen for this long has stopped (it beats every few seconds).
-ENGINE_SEEN_WITHIN = timedelta(seconds=30)
-NO_ENGINE = "No engine process is running: start `flask rosetta engine` (make run starts it)."
-INSTALL_JAVA = "Install a Java runtime (`apt-get install openjdk-17-jre-headless`), then restart"
 ERRORS_SHOWN = 50
 
 
+# The engine states of a pipeline in trouble, listed first (worst first).
+TROUBLE_STATES = ("failed", "retrying")
+
+
+def alert_settings() -> AlertSettings:
+    """Return the global alert settings (the defaults, unsaved, before they are first stored),
+    read once per app context (a request)."""
+    if "rosetta_alert_settings" not in g:
+        g.rosetta_alert_settings = db.session.get(AlertSettings, 1) or default_settings()
+    settings: AlertSettings = g.rosetta_alert_settings
+    return settings
+
+
+def lag_warning_seconds(source: Source) -> int | None:
+    """Return the lag over which a pipeline of `source` is behind: its pipeline_lag alert's
+    warning threshold (the global setting, or the source's override); None when that is off."""
+    merged = AlertRuleSettings.merged(alert_settings(), source.alert_overrides)
+    return merged.pipeline_lag_warning_seconds
+
+
 @dataclass(frozen=True)
-class EngineState(Declared):
-    """What the engine does with a pipeline: the row its engine writes while it owns it, or
-    `stopped` (`paused` when PAUSE is wanted) with why when no live engine does."""
+class Lag:
+    """How far behind the source a pipeline's engine is, as it last wrote it."""
 
-    api_name = "EngineState"
-
-    state: Annotated[
-        str, Described("What the engine is doing", {"type": "string", "enum": list(ENGINE_STATES)})
-    ]
-    reason: Annotated[str | None, Described("Why, when it is not streaming")]
-    owner: Annotated[str | None, Described("The engine process that owns it: host:pid")]
-    since: Annotated[datetime | None, Described("Since when it has been in this state")]
-    updated_at: Annotated[datetime | None, Described("When its engine last wrote it")]
-    next_try_at: Annotated[datetime | None, Described("When retrying: the next attempt")]
-    last_lsn: Annotated[
-        int | None, Described("The last source WAL position loaded, bytes since 0/0")
-    ]
+    seconds: float | None  # None: not known yet (no change or heartbeat loaded)
+    bytes: int | None
+    warning_seconds: int | None  # its pipeline_lag warning threshold; None: off
 
     @property
-    def retrying(self) -> bool:
-        """Tell whether the engine waits to try again."""
-        return self.state == "retrying"
-
-
-@dataclass(frozen=True)
-class Engines:
-    """The engine processes seen within ENGINE_SEEN_WITHIN of `now`."""
-
-    now: datetime
-    live: dict[str, str | None]  # id (host:pid) → its problem, None when it can run pipelines
-
-
-def live_engines(now: datetime | None = None) -> Engines:
-    """Read which engine processes are alive; once per app context (a request) unless `now`
-    is given, so a list of pipelines asks once."""
-    if now is None and "rosetta_engines" in g:
-        cached: Engines = g.rosetta_engines
-        return cached
-    at = now or utcnow()
-    rows = db.session.execute(
-        select(EngineProcess.id, EngineProcess.problem).where(
-            EngineProcess.seen_at >= at - ENGINE_SEEN_WITHIN
+    def behind(self) -> bool:
+        """Tell whether the lag is over the pipeline_lag alert's warning threshold."""
+        return (
+            self.seconds is not None
+            and self.warning_seconds is not None
+            and self.seconds > self.warning_seconds
         )
-    )
-    engines = Engines(at, {row.id: row.problem for row in rows})
-    if now is None:
-        g.rosetta_engines = engines
-    return engines
 
 
-def _with_fix(problem: str) -> str:
-    """Add how to fix the problems the engine is known to report."""
-    text = problem.rstrip()
-    if "java" in text.lower() and "apt-get" not in text:
-        text = f"{text.rstrip('.')}. {INSTALL_JAVA} `flask rosetta engine`."
-    return text
-
-
-def engine_state(pipeline: Pipeline, engines: Engines | None = None) -> EngineState:
-    """Say what the engine does with the pipeline: its run while a live engine owns it (or
-    its engine wrote it within ENGINE_SEEN_WITHIN), else paused or stopped with why."""
-    engines = engines or live_engines()
+def current_lag(pipeline: Pipeline, engine: EngineState | None = None) -> Lag | None:
+    """Return the pipeline's lag while a live engine owns it (`engine`: what engine_state
+    said of it), None otherwise: an old figure would read as current."""
+    engine = engine or engine_state(pipeline)
     run = pipeline.run
-    last_lsn = run.last_lsn if run is not None else None
-    if run is not None and (
-        run.owner in engines.live or as_utc(run.updated_at) >= engines.now - ENGINE_SEEN_WITHIN
-    ):
-        return EngineState(
-            state=run.state,
-            reason=run.reason,
-            owner=run.owner,
-            since=as_utc(run.since),
-            updated_at=as_utc(run.updated_at),
-            next_try_at=as_utc(run.next_try_at) if run.next_try_at is not None else None,
-            last_lsn=last_lsn,
-        )
-    if pipeline.status == "PAUSE":
-        state, reason = "paused", "PAUSE requested: no engine reads its slot."
-    elif not engines.live:
-        state, reason = "stopped", NO_ENGINE
-    elif all(problem for problem in engines.live.values()):
-        problems = dict.fromkeys(_with_fix(str(p)) for p in engines.live.values())
-        state, reason = "stopped", " ".join(problems)
-    else:
-        count = len(engines.live)
-        state = "stopped"
-        reason = (
-            f"No engine has taken it up yet ({count} engine process"
-            f"{'es' if count != 1 else ''} running): one takes it within seconds."
-        )
-    return EngineState(state, reason, None, None, None, None, last_lsn)
+    if engine.owner is None or run is None:
+        return None
+    return Lag(run.lag_seconds, run.lag_bytes, lag_warning_seconds(pipeline.source))
+
+
+def worst_first(pipelines: list[Pipeline]) -> list[Pipeline]:
+    """Order pipelines worst first: failed, then retrying, then the furthest behind in
+    seconds (those with no lag known last), then by name."""
+
+    def key(pipeline: Pipeline) -> tuple[int, float, str]:
+        engine = engine_state(pipeline)
+        lag = current_lag(pipeline, engine)
+        trouble = TROUBLE_STATES.index(engine.state) if engine.state in TROUBLE_STATES else 2
+        seconds = lag.seconds if lag is not None and lag.seconds is not None else -1.0
+        return trouble, -seconds, pipeline.name
+
+    return sorted(pipelines, key=key)
 
 
 def _engine_shown(pipeline: Pipeline) -> dict[str, object]:

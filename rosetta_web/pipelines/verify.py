@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from sqlalchemy import delete, select
 
 from ..audit import services as audit
+from ..engines import live_engines
 from ..errors import DomainError
 from ..extensions import db
 from ..models import VERIFY_STATES, Pipeline, PipelineVerification
 from ..shapes import Declared, Described
 from ..timeutil import as_utc, utcnow
-from .services import live_engines
 
 SAMPLE_KEYS = 1000
 MAX_SAMPLE_KEYS = 100_000

@@ -3,10 +3,12 @@
 (function () {
   "use strict";
   const root = document.getElementById("wal-charts");
-  if (!root || !window.Plotly) return;
+  if (!root || !window.Plotly || !window.RosettaCharts) return;
+  const common = window.RosettaCharts; // static/js/chart-common.js
+  const sizePretty = common.sizePretty;
+  const exact = common.exactBytes;
   const historyUrl = root.dataset.historyUrl;
   const message = root.querySelector(".chart-message");
-  const form = root.querySelector("form.custom-range");
   const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 
   function apiQuery(search) {
@@ -23,36 +25,6 @@
     return query;
   }
 
-  function markCurrent(search) {
-    const wanted = new URLSearchParams(search);
-    const range = wanted.get("start") ? "custom" : wanted.get("range") || "24h";
-    root.querySelectorAll("a[data-range]").forEach(function (link) {
-      if (link.dataset.range === range) link.setAttribute("aria-current", "true");
-      else link.removeAttribute("aria-current");
-    });
-    if (form) {
-      form.elements.start.value = wanted.get("start") || "";
-      form.elements.end.value = wanted.get("end") || "";
-    }
-    return range;
-  }
-
-  // Sizes as PostgreSQL's pg_size_pretty prints them: 1024-based bytes, kB, MB, GB, TB, PB.
-  const UNITS = [["bytes", 10 * 1024, false], ["kB", 20 * 1024 - 1, true], ["MB", 20 * 1024 - 1, true],
-    ["GB", 20 * 1024 - 1, true], ["TB", 20 * 1024 - 1, true], ["PB", 20 * 1024 - 1, true]];
-  function halfRounded(v) { return Math.trunc((v + (v < 0 ? -1 : 1)) / 2); }
-  function sizePretty(bytes) {
-    if (bytes === null || bytes === undefined) return "—";
-    let size = Math.trunc(bytes);
-    for (let i = 0; i < UNITS.length; i++) {
-      const unit = UNITS[i];
-      if (i === UNITS.length - 1 || Math.abs(size) < unit[1]) {
-        return (unit[2] ? halfRounded(size) : size) + " " + unit[0];
-      }
-      const bits = 10 - (UNITS[i + 1][2] ? 1 : 0) + (unit[2] ? 1 : 0);
-      size = Math.trunc(size / Math.pow(2, bits));
-    }
-  }
   // A setting as the operator typed it: "5 GB" when exact, else as pg_size_pretty says it.
   function settingSize(bytes) {
     const units = [["TB", Math.pow(1024, 4)], ["GB", Math.pow(1024, 3)], ["MB", Math.pow(1024, 2)], ["kB", 1024]];
@@ -61,7 +33,6 @@
     }
     return sizePretty(bytes);
   }
-  function exact(bytes) { return bytes === null ? "" : Math.round(bytes).toLocaleString("en") + " bytes"; }
 
   // An axis in 1024-based units: ticks at round numbers of the unit the largest value needs.
   function sizeAxis(traces, suffix) {
@@ -289,7 +260,7 @@
   let pending = null; // the request of the range last asked for; an older one is cancelled
 
   async function draw(search) {
-    const range = markCurrent(search);
+    const range = common.markCurrent(root, search);
     root.setAttribute("aria-busy", "true");
     if (pending) pending.abort();
     const request = (pending = new AbortController());
@@ -354,21 +325,6 @@
     root.removeAttribute("aria-busy");
   }
 
-  root.addEventListener("click", function (event) {
-    const link = event.target.closest("a[data-range]");
-    if (!link) return;
-    event.preventDefault();
-    history.pushState(null, "", link.search);
-    draw(link.search);
-  });
-  if (form) {
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      const search = "?" + new URLSearchParams(new FormData(form)).toString();
-      history.pushState(null, "", search);
-      draw(search);
-    });
-  }
-  window.addEventListener("popstate", function () { draw(location.search); });
+  common.wireRangeBar(root, draw);
   draw(location.search);
 })();

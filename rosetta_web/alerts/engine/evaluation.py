@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import flag_modified
 
+from ...engines import engine_state, live_engines
 from ...extensions import db
 from ...models import (
     SEVERITIES,
@@ -161,9 +162,6 @@ def _pipelines(
     """Read every pipeline with its run and source in one query (and the live engines in
     another): what its engine is doing, and, for each (server, slot), the pipeline that
     reads that slot and what it is doing."""
-    # Imported here: the pipelines area imports the sources area, which imports this module.
-    from ...pipelines.services import engine_state, live_engines
-
     engines = live_engines(now)
     rows = db.session.execute(
         select(Pipeline, Source.name, Source.slot_name, SourceState.server_id)

@@ -1,5 +1,6 @@
 """Time the engine: a snapshot against this machine's floor, Verify of what it copied, streaming
-lag, and the peak memory of one engine process running five pipelines.
+lag, the pipeline pages with 200 pipelines' 30 days of progress, and the peak memory of one
+engine process running five pipelines.
 
 Run by hand from the repository root (it starts its own PostgreSQL cluster, fakesnow and
 `flask rosetta engine` processes); the defaults are the issue's figures, smaller ones make a
@@ -127,6 +128,125 @@ def verify(app: Flask, setup: Setup, sample_keys: int) -> tuple[float, dict, tup
     time.sleep(1.5)  # the verifier's sessions have ended: their counts are in the statistics
     after = source_reads(setup)
     return elapsed, found, tuple(b - a for a, b in zip(before, after, strict=True))
+
+
+# ---- 4. The pipeline pages ---------------------------------------------------------------
+
+# One row a minute per pipeline, for `days` days up to now: one table changed each minute,
+# and the highest lag written in it.
+FILL_MINUTES = """
+INSERT INTO pipeline_minutes (pipeline_id, minute, table_name, inserted, updated, deleted)
+SELECT p.id, date_trunc('minute', now()) - n * interval '1 minute',
+       'public.table_' || (n % 5), 100 + n % 50, n % 20, n % 3
+FROM pipelines p CROSS JOIN generate_series(0, :minutes - 1) AS n
+WHERE p.id BETWEEN :first AND :last
+"""
+FILL_LAGS = """
+INSERT INTO pipeline_lags (pipeline_id, minute, lag_seconds, lag_bytes)
+SELECT p.id, date_trunc('minute', now()) - n * interval '1 minute',
+       (n % 90)::float, (n % 90) * 65536
+FROM pipelines p CROSS JOIN generate_series(0, :minutes - 1) AS n
+WHERE p.id BETWEEN :first AND :last
+"""
+
+
+def median_ms(call, runs: int) -> float:  # type: ignore[no-untyped-def]
+    """Run `call` `runs` times; return the median in milliseconds."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def pages(cluster: Cluster, count: int, days: int, runs: int) -> None:
+    """Time the pipeline's page, its live part, /progress and its history, the list and the
+    dashboard with `count` pipelines and `days` days of per-minute progress each."""
+    from rosetta_web.auth import services
+    from rosetta_web.models import PipelineRun, PipelineTable
+    from rosetta_web.timeutil import utcnow
+    from tests.factories import new_destination, new_source
+
+    url = cluster.create_database("bench_pages")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "LOG_LEVEL": "WARNING"})
+    minutes = days * 24 * 60
+    with app.app_context():
+        upgrade()
+        now = utcnow()
+        db.session.add(EngineProcess(id="bench-host:1", started_at=now, seen_at=now))
+        for i in range(count):
+            pipeline = Pipeline(
+                name=f"pipeline-{i:03d}",
+                source=new_source(f"source-{i:03d}"),
+                destination=new_destination(f"destination-{i:03d}"),
+                status="START",
+            )
+            db.session.add(pipeline)
+            db.session.flush()
+            db.session.add(
+                PipelineRun(
+                    pipeline_id=pipeline.id,
+                    state="streaming",
+                    owner="bench-host:1",
+                    since=now,
+                    updated_at=now,
+                    last_lsn=10**9,
+                    lag_seconds=float(i % 400),
+                    lag_bytes=i * 65536,
+                )
+            )
+            db.session.add_all(
+                PipelineTable(
+                    pipeline_id=pipeline.id,
+                    table_name=f"public.table_{t}",
+                    snapshot="done",
+                    snapshot_rows=10**6,
+                    inserted=10**6,
+                    updated=10**5,
+                    deleted=10**3,
+                    last_change_at=now,
+                )
+                for t in range(5)
+            )
+        db.session.commit()
+        started = time.perf_counter()
+        for first in range(1, count + 1, 20):
+            batch = {"minutes": minutes, "first": first, "last": first + 19}
+            db.session.execute(db.text(FILL_MINUTES), batch)
+            db.session.execute(db.text(FILL_LAGS), batch)
+            db.session.commit()
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE pipeline_minutes")
+            conn.exec_driver_sql("VACUUM ANALYZE pipeline_lags")
+        total = db.session.scalar(db.select(db.func.count()).select_from(PipelineRun))
+        load_s = time.perf_counter() - started
+        _, token = services.create_token(services.create_user("bench", "bench-password"), "b")
+    print(
+        f"4. pipeline pages: {total} pipelines, {days} days of one-minute progress each "
+        f"({2 * count * minutes:,} rows), loaded in {load_s:.0f} s",
+        flush=True,
+    )
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    pipeline_id = count // 2
+    history = f"/api/v1/pipelines/{pipeline_id}/progress/history?max_points=1000&range="
+    calls = {
+        "pipeline page": f"/pipelines/{pipeline_id}",
+        "its live part (polled every 5 s)": f"/pipelines/{pipeline_id}/engine",
+        "/progress": f"/api/v1/pipelines/{pipeline_id}/progress",
+        "chart, 30 days": history + "30d",
+        "chart, 24 hours": history + "24h",
+        f"pipelines list ({count})": "/pipelines/",
+        "dashboard": "/",
+    }
+    for label, path in calls.items():
+
+        def call(path: str = path) -> None:
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, (path, response.status_code)
+
+        print(f"   {label}: median {median_ms(call, runs):.1f} ms (target <= 150 ms)", flush=True)
 
 
 # ---- 1. Snapshot against the floor -----------------------------------------------------------
@@ -509,6 +629,8 @@ def run(
         pause_all(app)
 
     stop_engine(engine)
+    if "pages" not in skip:
+        pages(cluster, args.pages_pipelines, args.pages_days, args.runs)
     if "memory" not in skip:
         print(
             f"3. one engine process, 5 pipelines: {args.memory_rows:,} rows snapshot "
@@ -552,8 +674,11 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=10000, help="ENGINE_BATCH_ROWS")
     parser.add_argument("--heap-mb", type=int, default=512, help="ENGINE_HEAP_MB")
     parser.add_argument("--sample-keys", type=int, default=1000, help="Verify's keys per table")
+    parser.add_argument("--pages-pipelines", type=int, default=200)
+    parser.add_argument("--pages-days", type=int, default=30, help="of per-minute progress")
+    parser.add_argument("--runs", type=int, default=15, help="requests timed per page")
     parser.add_argument(
-        "--skip", choices=("snapshot", "streaming", "memory", "verify"), action="append"
+        "--skip", choices=("snapshot", "streaming", "memory", "verify", "pages"), action="append"
     )
     args = parser.parse_args()
     settings = {

@@ -689,6 +689,7 @@ def main() -> None:
     }
     used = {**ENGINE_SETTINGS, **settings}
     print("engine settings: " + ", ".join(f"{k}={v}" for k, v in used.items()), flush=True)
+    print("load average at the start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
     cluster = Cluster("bench-engine").start()
     try:
@@ -701,6 +702,7 @@ def main() -> None:
                     stop_engine(engine)
     finally:
         cluster.stop()
+        print("load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

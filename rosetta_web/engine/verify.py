@@ -268,7 +268,8 @@ class Verifier:
                 rows = verdict.source_rows or 0
                 if attempt == 0 and rows >= FULL_BELOW:
                     wanted = self._sample(cur, planned, rows)
-                    wanted += [k for k in destination_sample if k not in set(wanted)]
+                    picked = set(wanted)
+                    wanted += [k for k in destination_sample if k not in picked]
                 source = self._source_rows(cur, planned, positions, key_at, wanted, key_types)
             caught_up = self.passed(lsn)
             if recount:

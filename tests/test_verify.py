@@ -18,6 +18,7 @@ from rosetta_web.extensions import db
 from rosetta_web.models import AuditRecord, Pipeline, PipelineVerification
 from rosetta_web.postgres.connection import Target
 from rosetta_web.readiness.destination import SnowflakeTarget
+from rosetta_web.timeutil import utcnow
 
 from .factories import add_engine_process, add_pipeline
 from .pg import Cluster, wait_for
@@ -305,8 +306,6 @@ def test_verify_refuses_a_bad_sample_size_with_422(app, api, body):
 
 def _store_result(app, pipeline_id: int) -> None:
     """Store a Verify as an engine process ends one that found a difference."""
-    from rosetta_web.timeutil import utcnow
-
     with app.app_context():
         db.session.add(
             PipelineVerification(
@@ -379,3 +378,67 @@ def test_a_verify_that_found_a_difference_names_it_and_offers_refresh_of_that_ta
     assert 'name="tables" value="public.orders"' in html
     assert 'name="tables" value="public.tags"' not in html
     assert ">Refresh public.orders</button>" in html
+
+
+def _table(name: str, **fields: Any) -> dict[str, Any]:
+    """One table of a stored Verify: the same at both ends unless `fields` say otherwise."""
+    return {
+        "table": name,
+        "source_rows": 10,
+        "destination_rows": 10,
+        "sampled": 10,
+        "differing": [],
+        "differing_keys": 0,
+        "ok": True,
+        "note": None,
+        **fields,
+    }
+
+
+def test_a_verify_of_several_tables_reads_as_an_operator_needs_it(app, browser):
+    """Several tables differ: the result says in how many, the keys are listed under their
+    table with how many of them are shown, the Refresh button counts the tables and its
+    question names them, the pipeline and that a paused one starts; a keyless table reads
+    "not compared", not "yes"."""
+    pipeline_id = add_pipeline(app, status="PAUSE")
+    keys = [
+        {"key": {"order_id": k, "line_no": 1}, "columns": [], "problem": MISSING} for k in range(20)
+    ]
+    with app.app_context():
+        db.session.add(
+            PipelineVerification(
+                pipeline_id=pipeline_id,
+                state="done",
+                ok=False,
+                sample_keys=1000,
+                started_at=utcnow(),
+                finished_at=utcnow(),
+                tables=[
+                    _table("public.order_items", differing=keys, differing_keys=37, ok=False),
+                    _table("public.orders", destination_rows=9, ok=False),
+                    _table(
+                        "public.events", destination_rows=None, sampled=0, note="no primary key"
+                    ),
+                    _table("public.tags"),
+                ],
+            )
+        )
+        db.session.commit()
+
+    html = browser.get(f"/pipelines/{pipeline_id}").get_data(as_text=True)
+
+    assert "in 2 of 4 tables" in html
+    assert "In <code>public.order_items</code>, 37 keys differ; the first 20:" in html
+    assert "<code>order_id = 0</code>, <code>line_no = 1</code>: missing at the destination" in html
+    assert ">Refresh the 2 tables that differ</button>" in html
+    assert (
+        'data-confirm="Refresh 2 tables of pipeline orders-to-sf (public.order_items, '
+        "public.orders)? They get a new snapshot" in html
+    )
+    assert "The pipeline is paused: this starts it." in html
+    events = html[html.index('id="verify-public.events"') :]
+    assert '<td data-label="Same"><span class="muted">not compared</span>' in events
+    tags = html[html.index('id="verify-public.tags"') :]
+    assert '<td data-label="Same">yes</td>' in tags
+    # Verify comes before the chart, right after the live part.
+    assert html.index('id="verify"') < html.index('id="progress-charts"')

@@ -11,11 +11,23 @@ import pytest
 from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import EngineProcess, Pipeline, PipelineError, PipelineRun
+from rosetta_web.models import (
+    EngineProcess,
+    Pipeline,
+    PipelineError,
+    PipelineRun,
+    PipelineVerification,
+)
 from rosetta_web.timeutil import utcnow
 
 from ..constants import PHONE
-from ..factories import create_operator, new_destination, new_source
+from ..factories import (
+    add_engine_process,
+    add_pipeline,
+    create_operator,
+    new_destination,
+    new_source,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +162,117 @@ def test_a_stopped_pipeline_says_why_in_the_list_and_on_its_page(app, live_serve
         expect(page.locator("#engine-reason")).to_contain_text("No engine process is running")
         assert page.evaluate(OVERFLOW_JS) == []
         _shot(page, f"pipeline-stopped-{width}")
+
+
+def _verification(pipeline_id: int) -> PipelineVerification:
+    """Return the pipeline's one Verify (call inside an app context)."""
+    return _db.session.scalars(
+        _db.select(PipelineVerification).where(PipelineVerification.pipeline_id == pipeline_id)
+    ).one()
+
+
+def test_verify_is_refused_in_place_then_runs_and_shows_its_result(app, live_server, page, sign_in):
+    """Verify with no engine process: the refusal shows in the Verify part and the page stays;
+    with one: the part says the Verify waits, polls, and shows the result once an engine
+    process stores it, without a reload, fitting a phone's screen throughout."""
+    create_operator(app)
+    pipeline_id = add_pipeline(app, status="PAUSE")
+    sign_in()
+    page.set_viewport_size(PHONE)
+    page.goto(f"{live_server}/pipelines/{pipeline_id}")
+    expect(page.locator("#verify-none")).to_have_text("Not verified yet.")
+    url = page.url
+
+    page.click("#verify-button")
+    expect(page.locator("#verify-refusal")).to_contain_text("No engine process is running")
+    assert page.url == url
+    expect(page.locator("#pipeline-live")).to_have_count(1)
+    assert page.evaluate(OVERFLOW_JS) == []
+
+    add_engine_process(app)
+    page.click("#verify-button")
+    expect(page.locator("#verify-result")).to_contain_text("waiting for an engine process")
+    expect(page.locator("#verify-refusal")).to_have_count(0)
+    expect(page.locator("#verify-button")).to_have_attribute("aria-disabled", "true")
+    with app.app_context():
+        verification = _verification(pipeline_id)
+        verification.state, verification.ok, verification.finished_at = "done", True, utcnow()
+        verification.tables = [
+            {
+                "table": "public.orders",
+                "source_rows": 3,
+                "destination_rows": 3,
+                "sampled": 3,
+                "differing": [],
+                "differing_keys": 0,
+                "ok": True,
+                "note": None,
+            }
+        ]
+        _db.session.commit()
+    # The part asks again every 2 s while the Verify runs.
+    expect(page.locator("#verify-result")).to_have_text("the same", timeout=6_000)
+    expect(page.locator("#verify-button")).to_have_attribute("type", "submit")
+    expect(page.locator("#verify")).not_to_have_attribute("hx-trigger", "every 2s")
+    assert page.evaluate(OVERFLOW_JS) == []
+
+
+def test_a_verify_that_differs_fits_a_phone_and_asks_before_refresh(
+    app, live_server, page, sign_in
+):
+    """A Verify of tables with long names and keys: nothing spills past a phone's screen, the
+    Verify part comes before the chart, and its Refresh button asks, naming the tables."""
+    create_operator(app)
+    pipeline_id = add_pipeline(app, status="START")
+    long_key = "customer-reference-" + "x7Qp2" * 12
+    long_table = "sales.refunds_with_a_rather_long_table_name"
+    with app.app_context():
+        _db.session.add(
+            PipelineVerification(
+                pipeline_id=pipeline_id,
+                state="done",
+                ok=False,
+                sample_keys=1000,
+                started_at=utcnow(),
+                finished_at=utcnow(),
+                tables=[
+                    {
+                        "table": long_table,
+                        "source_rows": 9_120,
+                        "destination_rows": 9_119,
+                        "sampled": 9_120,
+                        "differing": [
+                            {
+                                "key": {"refund_reference": long_key},
+                                "columns": ["reason_text"],
+                                "problem": "values differ",
+                            }
+                        ],
+                        "differing_keys": 1,
+                        "ok": False,
+                        "note": "not at the destination, so not compared: internal_memo",
+                    }
+                ],
+            )
+        )
+        _db.session.commit()
+    sign_in()
+    page.set_viewport_size(PHONE)
+    page.goto(f"{live_server}/pipelines/{pipeline_id}")
+    button = page.locator("#verify-refresh-button")
+    expect(button).to_have_text(f"Refresh {long_table}")
+    assert page.evaluate(OVERFLOW_JS) == []
+    above = page.evaluate(
+        "document.querySelector('#verify').getBoundingClientRect().bottom"
+        " <= document.querySelector('#progress-charts').getBoundingClientRect().top"
+    )
+    assert above
+    _shot(page, "pipeline-verify-differs-390")
+
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    button.click()
+    expect(page.locator("#verify-refresh-button")).to_be_visible()
+    assert asked and asked[0].startswith(f"Refresh {long_table} of pipeline orders-to-sf?")
+    with app.app_context():
+        assert _db.session.get(Pipeline, pipeline_id).status == "START"

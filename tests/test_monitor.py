@@ -8,22 +8,28 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
+from rosetta_web.crypto import encrypt_secret
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import (
     MonitorRound,
     SampleError,
     Server,
     SlotMetric,
+    Source,
     SourceState,
     WalMetric,
 )
 from rosetta_web.monitor.rounds import (
+    Round,
     backoff_seconds,
     delete_expired,
+    record_round,
     sample_sources,
     scheduled_round,
 )
+from rosetta_web.postgres.sampling import Sample, SlotSample
 from rosetta_web.sources.services import after_round
 from rosetta_web.timeutil import utcnow
 
@@ -428,3 +434,140 @@ def test_a_source_deleted_mid_round_costs_only_its_own_sample(app, api, source_d
         rounds = _db.session.scalars(_db.select(MonitorRound)).all()
         assert len(rounds) == 1 and rounds[0].sources == 1
         assert _db.session.scalar(db_select_metrics(kept)) is not None
+
+
+# A round of many sources, stored without any statement growing with their number.
+
+SERVERS = 20
+
+
+def _many_sources(count: int) -> list[int]:
+    """Store `count` sources (spread over SERVERS servers' databases); return their ids."""
+    password = encrypt_secret("x")
+    rows = [
+        {
+            "name": f"src-{index:05d}",
+            "pg_host": f"pg-{index % SERVERS}",
+            "pg_port": 5432,
+            "pg_database": f"db{index % 3}",
+            "pg_username": "u",
+            "pg_password_encrypted": password,
+            "publication_name": "p",
+        }
+        for index in range(count)
+    ]
+    for start in range(0, count, 1000):
+        _db.session.execute(_db.insert(Source), rows[start : start + 1000])
+    _db.session.commit()
+    return list(_db.session.scalars(_db.select(Source.id).order_by(Source.id)))
+
+
+def _fails(index: int) -> bool:
+    """Tell whether source number `index` fails: one in eleven, on every server."""
+    return index % 11 == 10
+
+
+def _sampled(index: int, source_id: int, round_number: int) -> Sample:
+    """Build what the sampler returns for source number `index`: some fail; the others
+    share their server's three slots, one per database."""
+    server = index % SERVERS
+    if _fails(index):
+        return Sample(source_id, f"src-{index:05d}", False, 5, 1, error="connection refused")
+    position = (round_number * 1000 + server) * 1024 * 1024
+    slots = [
+        SlotSample(
+            f"slot_{database}",
+            "pgoutput",
+            "logical",
+            f"db{database}",
+            database != 2,
+            1024 * (server + database + round_number),
+            512,
+            "reserved",
+            None,
+        )
+        for database in range(3)
+    ]
+    return Sample(
+        source_id,
+        f"src-{index:05d}",
+        True,
+        5,
+        1,
+        current_lsn=f"0/{position:X}",
+        wal_position_bytes=position,
+        size_bytes=16 * 1024 * 1024,
+        server_version="16.4",
+        in_recovery=False,
+        system_identifier=str(7_000_000_000_000_000_000 + server),
+        max_slot_wal_keep_size="-1",
+        slots=slots,
+        database=f"db{index % 3}",
+        address=f"pg-{server}:5432",
+    )
+
+
+def _store_many(app, count: int) -> tuple[int, int]:
+    """Store two rounds of `count` sources, each followed by what follows a round (alerts,
+    readiness); check what is stored; return the longest statement and the most parameters
+    any one statement had."""
+    longest, most = 0, 0
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        nonlocal longest, most
+        # executemany runs one statement per set of parameters: count one set.
+        one = parameters[0] if executemany and isinstance(parameters, list) else parameters
+        longest = max(longest, len(statement))
+        most = max(most, len(one or ()))
+
+    with app.app_context():
+        ids = _many_sources(count)
+        engine = _db.engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            for round_number in (1, 2):
+                started_at = utcnow().replace(microsecond=0) + timedelta(minutes=round_number)
+                samples = [
+                    _sampled(index, source_id, round_number) for index, source_id in enumerate(ids)
+                ]
+                record_round(samples, started_at, 60, 0, 1.0, "test")
+                after_round(Round(samples, started_at))
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        failing = sum(1 for index in range(count) if _fails(index))
+        count_of = lambda model: _db.session.scalar(_db.select(_db.func.count()).select_from(model))  # noqa: E731
+        assert count_of(WalMetric) == 2 * (count - failing)
+        assert count_of(SampleError) == 2 * failing
+        assert count_of(Server) == SERVERS
+        assert count_of(SlotMetric) == 2 * 3 * SERVERS  # each server's slots once a round
+        assert count_of(SourceState) == count
+        rounds = _db.session.scalars(_db.select(MonitorRound)).all()
+        assert [(row.sources, row.failures) for row in rounds] == [(count, failing)] * 2
+        first = _db.session.get(SourceState, ids[0])
+        assert first.status == "OK" and first.wal_position_bytes == 2000 * 1024 * 1024
+        assert first.latest_wal_metric_id is not None
+        assert first.server.system_identifier == str(7_000_000_000_000_000_000)
+        assert _db.session.get(WalMetric, first.latest_wal_metric_id).recorded_at is not None
+        failed = _db.session.get(SourceState, ids[10])
+        assert failed.status == "ERROR" and failed.consecutive_failures == 2
+        assert failed.last_error == "connection refused"
+        server = _db.session.get(Server, first.server_id)
+        assert set(server.slot_trends) == {"slot_0", "slot_1", "slot_2"}
+    return longest, most
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_round_of_10000_sources_is_stored_in_bounded_statements(request, database):
+    """A round of 10,000 sources on 20 servers is stored, states, samples, failures and slots,
+    and neither the longest statement nor its parameters grow from 1,000 sources to 10,000."""
+    fixture = "app" if database == "postgresql" else "sqlite_app"
+    app = request.getfixturevalue(fixture)
+    small = _store_many(app, 1100)
+    with app.app_context():
+        for model in (MonitorRound, SlotMetric, SampleError, SourceState, WalMetric, Source):
+            _db.session.execute(_db.delete(model))
+        _db.session.execute(_db.delete(Server))
+        _db.session.commit()
+    large = _store_many(app, 10_000)
+    assert large[0] <= small[0] and large[1] <= small[1], (small, large)
+    assert large[1] <= 32_766  # SQLite's limit of bound parameters

@@ -17,18 +17,20 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import CursorResult, Select, delete, select, tuple_
+from sqlalchemy import CursorResult, Select, delete, select
 from sqlalchemy.orm import undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
 from ..alerts.engine import trends
+from ..batching import batches
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -108,21 +110,12 @@ def _servers(samples: list[Sample]) -> dict[int, Server]:
     addresses = {sample.address for sample in good if sample.address}
     by_identifier: dict[str, Server] = {}
     by_address: dict[str, Server] = {}
-    # Locked, in id order: a round and a lane storing the same server take turns, and the
-    # second sees what the first stored (PostgreSQL; SQLite has one writer at a time anyway).
-    for server in db.session.scalars(
-        select(Server)
-        .where(
-            Server.system_identifier.in_(identifiers)
-            | (Server.system_identifier.is_(None) & Server.address.in_(addresses))
-        )
-        .order_by(Server.id)
-        .options(undefer(Server.slot_points))  # the round adds to them
-        .with_for_update()
-    ):
+    for server in _locked_servers(identifiers, addresses):
+        # Checked again once locked: another storer may have claimed an address meanwhile.
         if server.system_identifier:
-            by_identifier[server.system_identifier] = server
-        else:
+            if server.system_identifier in identifiers:
+                by_identifier[server.system_identifier] = server
+        elif server.address in addresses:
             by_address[server.address] = server
     found: dict[int, Server] = {}
     for sample in good:
@@ -143,15 +136,53 @@ def _servers(samples: list[Sample]) -> dict[int, Server]:
     return found
 
 
-def _previous_slots(servers: list[Server]) -> dict[tuple[int, str], SlotMetric]:
+def _locked_servers(identifiers: set[str], addresses: set[str]) -> list[Server]:
+    """Lock and return the servers known by one of `identifiers`, or by one of `addresses`
+    with no identifier yet.
+
+    Found a batch of values at a time, then locked a batch of ids at a time in id order: a
+    round and a lane storing the same server take turns, and the second sees what the first
+    stored (PostgreSQL; SQLite has one writer at a time anyway).
+    """
+    ids: set[int] = set()
+    for named in batches(sorted(identifiers)):
+        ids.update(db.session.scalars(select(Server.id).where(Server.system_identifier.in_(named))))
+    for at in batches(sorted(addresses)):
+        ids.update(
+            db.session.scalars(
+                select(Server.id).where(Server.system_identifier.is_(None), Server.address.in_(at))
+            )
+        )
+    locked: list[Server] = []
+    for batch in batches(sorted(ids)):
+        locked += db.session.scalars(
+            select(Server)
+            .where(Server.id.in_(batch))
+            .order_by(Server.id)
+            .options(undefer(Server.slot_points))  # the round adds to them
+            .with_for_update()
+        )
+    return locked
+
+
+def _previous_slots(servers: Iterable[Server]) -> dict[tuple[int, str], SlotMetric]:
     """Return each server's slots as its last sample stored them, by (server id, slot name)."""
-    pairs = [(server.id, server.last_sampled_at) for server in servers if server.last_sampled_at]
-    if not pairs:
-        return {}
-    rows = db.session.scalars(
-        select(SlotMetric).where(tuple_(SlotMetric.server_id, SlotMetric.recorded_at).in_(pairs))
-    )
-    return {(row.server_id, row.slot_name): row for row in rows}
+    # Asked by the time of that sample (one, mostly: the last round's), a batch of servers at
+    # a time.
+    by_time: dict[datetime, set[int]] = defaultdict(set)
+    for server in servers:
+        if server.last_sampled_at:
+            by_time[server.last_sampled_at].add(server.id)
+    found: dict[tuple[int, str], SlotMetric] = {}
+    for recorded_at, ids in by_time.items():
+        for batch in batches(sorted(ids)):
+            for row in db.session.scalars(
+                select(SlotMetric).where(
+                    SlotMetric.recorded_at == recorded_at, SlotMetric.server_id.in_(batch)
+                )
+            ):
+                found[row.server_id, row.slot_name] = row
+    return found
 
 
 def inactive_since(
@@ -205,13 +236,15 @@ def _store_slots(
 def _existing(samples: list[Sample]) -> list[Sample]:
     """Leave out the samples of sources deleted while they were sampled; the sources kept
     cannot be deleted until this transaction ends (FOR KEY SHARE; SQLite has one writer)."""
-    existing = set(
-        db.session.scalars(
-            select(Source.id)
-            .where(Source.id.in_([sample.source_id for sample in samples]))
-            .with_for_update(read=True, key_share=True)
+    existing: set[int] = set()
+    for batch in batches(sorted({sample.source_id for sample in samples})):
+        existing.update(
+            db.session.scalars(
+                select(Source.id)
+                .where(Source.id.in_(batch))
+                .with_for_update(read=True, key_share=True)
+            )
         )
-    )
     return [sample for sample in samples if sample.source_id in existing]
 
 
@@ -224,14 +257,12 @@ def _store_samples(
 ) -> list[tuple[SourceState, WalMetric]]:
     """Store each sample's figures or failure and its source's state (backoff, sparkline);
     return the states with their new figures, whose ids the flush gives."""
-    states = {
-        state.source_id: state
-        for state in db.session.scalars(
-            select(SourceState).where(
-                SourceState.source_id.in_([sample.source_id for sample in samples])
-            )
-        )
-    }
+    states: dict[int, SourceState] = {}
+    for batch in batches(sorted({sample.source_id for sample in samples})):
+        for found in db.session.scalars(
+            select(SourceState).where(SourceState.source_id.in_(batch))
+        ):
+            states[found.source_id] = found
     metrics: list[tuple[SourceState, WalMetric]] = []
     for sample in samples:
         state = states.get(sample.source_id)
@@ -287,7 +318,7 @@ def _store_server_slots(
 ) -> None:
     """Store each server's slots and trends once a round, as its first good sample saw them:
     also when a source sampled apart and one sampled with the round are two databases of it."""
-    previous = _previous_slots(list(servers.values()))
+    previous = _previous_slots({server.id: server for server in servers.values()}.values())
     stored_servers: set[int] = set()
     for sample in samples:
         if not sample.ok:

@@ -20,6 +20,7 @@ from ..alerts.engine import delivery, evaluation
 from ..alerts.engine.rules import Settings
 from ..alerts.engine.settings import default_settings
 from ..audit import services as audit
+from ..batching import batches
 from ..errors import NotFound
 from ..extensions import db
 from ..formatting import duration_words, pg_size_pretty
@@ -346,7 +347,12 @@ def follow_round(samples: list[Sample], started_at: datetime) -> list[tuple[Sour
     if not sampled:
         return []
     stale = []
-    for source in db.session.scalars(select(Source).where(Source.id.in_(sampled))):
+    sources = [
+        source
+        for batch in batches(sorted(sampled))
+        for source in db.session.scalars(select(Source).where(Source.id.in_(batch)))
+    ]
+    for source in sources:
         stored = source.readiness
         # A check that ran after the round started may have seen more than the round did.
         if not stored or as_utc(Readiness.from_dict(stored).checked_at) >= as_utc(started_at):

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import flag_modified
 
+from ...batching import batches
 from ...engines import engine_state, live_engines
 from ...extensions import db
 from ...models import (
@@ -405,10 +406,10 @@ def evaluate(now: datetime | None = None) -> int:
                 continue
             gone.append(alert)
         told: dict[int, set[int]] = {alert.id: set() for alert in gone}
-        if gone:
+        for batch in batches(sorted(told)):
             rows = db.session.execute(
                 select(Notification.alert_id, Notification.channel_id)
-                .where(Notification.alert_id.in_(list(told)))
+                .where(Notification.alert_id.in_(batch))
                 .distinct()
             )
             for alert_id, channel_id in rows:

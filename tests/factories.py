@@ -21,6 +21,7 @@ from rosetta_web.models import (
     EngineProcess,
     Notification,
     Pipeline,
+    PipelineVerification,
     Server,
     SlotMetric,
     Source,
@@ -321,3 +322,28 @@ def add_engine_process(
             problem=problem,
         ),
     )
+
+
+def verify_table(name: str, **fields: Any) -> dict[str, Any]:
+    """One table of a stored Verify: the same at both ends unless `fields` say otherwise."""
+    return {
+        "table": name,
+        "source_rows": 10,
+        "destination_rows": 10,
+        "sampled": 10,
+        "differing": [],
+        "differing_keys": 0,
+        "ok": True,
+        "note": None,
+        **fields,
+    }
+
+
+def add_verification(
+    app: Flask, pipeline_id: int, tables: list[dict[str, Any]], **fields: Any
+) -> None:
+    """Store a Verify as an engine process ends one: done, ok when every table is."""
+    now = utcnow()
+    columns = {"state": "done", "sample_keys": 1000, "started_at": now, "finished_at": now}
+    columns |= {"ok": all(t["ok"] for t in tables), "tables": tables, **fields}
+    _store(app, lambda: PipelineVerification(pipeline_id=pipeline_id, **columns))

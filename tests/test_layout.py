@@ -9,13 +9,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from rosetta_web.extensions import db
-from rosetta_web.models import PipelineVerification
 from rosetta_web.monitor.rounds import sample_sources
 from rosetta_web.sources.services import after_round
-from rosetta_web.timeutil import utcnow
 
-from .factories import add_source, seed_alerting
+from .factories import add_source, add_verification, seed_alerting, verify_table
 from .seed import DESTINATION, PIPELINE, SOURCE
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rosetta_web"
@@ -153,22 +150,9 @@ def test_every_get_endpoint_answers_its_documented_schema(app, api, source_db):
     body = {**PIPELINE, "source_id": source_id, "status": "PAUSE"}  # the source is not ready
     assert api.post("/api/v1/pipelines", json=body).status_code == 201
     assert api.post("/api/v1/sources", json=SOURCE).status_code == 201  # never sampled
-    with app.app_context():  # a Verify, as an engine process stores one that found a difference
-        table = {"table": "public.orders", "source_rows": 2, "destination_rows": 1, "sampled": 2}
-        differing = {"key": {"id": 7}, "columns": ["id"], "problem": "missing at the destination"}
-        table |= {"differing": [differing], "differing_keys": 1, "ok": False, "note": None}
-        db.session.add(
-            PipelineVerification(
-                pipeline_id=source_id,
-                state="done",
-                ok=False,
-                sample_keys=1000,
-                started_at=utcnow(),
-                finished_at=utcnow(),
-                tables=[table],
-            )
-        )
-        db.session.commit()
+    differing = {"key": {"id": 7}, "columns": ["id"], "problem": "missing at the destination"}
+    table = verify_table("public.orders", destination_rows=9, differing=[differing])
+    add_verification(app, source_id, [table | {"differing_keys": 1, "ok": False}])
 
     spec = api.get("/api/v1/openapi.json").get_json()
     checked = []

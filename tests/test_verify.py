@@ -18,9 +18,8 @@ from rosetta_web.extensions import db
 from rosetta_web.models import AuditRecord, Pipeline, PipelineVerification
 from rosetta_web.postgres.connection import Target
 from rosetta_web.readiness.destination import SnowflakeTarget
-from rosetta_web.timeutil import utcnow
 
-from .factories import add_engine_process, add_pipeline
+from .factories import add_engine_process, add_pipeline, add_verification, verify_table
 from .pg import Cluster, wait_for
 from .snowflake import new_user, write_key
 
@@ -306,43 +305,11 @@ def test_verify_refuses_a_bad_sample_size_with_422(app, api, body):
 
 def _store_result(app, pipeline_id: int) -> None:
     """Store a Verify as an engine process ends one that found a difference."""
-    with app.app_context():
-        db.session.add(
-            PipelineVerification(
-                pipeline_id=pipeline_id,
-                state="done",
-                ok=False,
-                sample_keys=1000,
-                started_at=utcnow(),
-                finished_at=utcnow(),
-                owner="engine-host:42",
-                tables=[
-                    {
-                        "table": "public.orders",
-                        "source_rows": 1200,
-                        "destination_rows": 1199,
-                        "sampled": 1000,
-                        "differing": [
-                            {"key": {"id": 7}, "columns": ["id", "note"], "problem": MISSING}
-                        ],
-                        "differing_keys": 1,
-                        "ok": False,
-                        "note": None,
-                    },
-                    {
-                        "table": "public.tags",
-                        "source_rows": 3,
-                        "destination_rows": 3,
-                        "sampled": 3,
-                        "differing": [],
-                        "differing_keys": 0,
-                        "ok": True,
-                        "note": None,
-                    },
-                ],
-            )
-        )
-        db.session.commit()
+    missing = {"key": {"id": 7}, "columns": ["id", "note"], "problem": MISSING}
+    orders = verify_table("public.orders", source_rows=1200, destination_rows=1199, ok=False)
+    orders |= {"sampled": 1000, "differing": [missing], "differing_keys": 1}
+    tags = verify_table("public.tags", source_rows=3, destination_rows=3, sampled=3)
+    add_verification(app, pipeline_id, [orders, tags], owner="engine-host:42")
 
 
 def test_the_verify_button_says_why_it_is_refused_and_keeps_the_page(app, browser):
@@ -380,21 +347,6 @@ def test_a_verify_that_found_a_difference_names_it_and_offers_refresh_of_that_ta
     assert ">Refresh public.orders</button>" in html
 
 
-def _table(name: str, **fields: Any) -> dict[str, Any]:
-    """One table of a stored Verify: the same at both ends unless `fields` say otherwise."""
-    return {
-        "table": name,
-        "source_rows": 10,
-        "destination_rows": 10,
-        "sampled": 10,
-        "differing": [],
-        "differing_keys": 0,
-        "ok": True,
-        "note": None,
-        **fields,
-    }
-
-
 def test_a_verify_of_several_tables_reads_as_an_operator_needs_it(app, browser):
     """Several tables differ: the result says in how many, the keys are listed under their
     table with how many of them are shown, the Refresh button counts the tables and its
@@ -404,26 +356,13 @@ def test_a_verify_of_several_tables_reads_as_an_operator_needs_it(app, browser):
     keys = [
         {"key": {"order_id": k, "line_no": 1}, "columns": [], "problem": MISSING} for k in range(20)
     ]
-    with app.app_context():
-        db.session.add(
-            PipelineVerification(
-                pipeline_id=pipeline_id,
-                state="done",
-                ok=False,
-                sample_keys=1000,
-                started_at=utcnow(),
-                finished_at=utcnow(),
-                tables=[
-                    _table("public.order_items", differing=keys, differing_keys=37, ok=False),
-                    _table("public.orders", destination_rows=9, ok=False),
-                    _table(
-                        "public.events", destination_rows=None, sampled=0, note="no primary key"
-                    ),
-                    _table("public.tags"),
-                ],
-            )
-        )
-        db.session.commit()
+    tables = [
+        verify_table("public.order_items", differing=keys, differing_keys=37, ok=False),
+        verify_table("public.orders", destination_rows=9, ok=False),
+        verify_table("public.events", destination_rows=None, sampled=0, note="no primary key"),
+        verify_table("public.tags"),
+    ]
+    add_verification(app, pipeline_id, tables)
 
     html = browser.get(f"/pipelines/{pipeline_id}").get_data(as_text=True)
 

@@ -72,7 +72,16 @@
     window.addEventListener("popstate", function () { draw(location.search); });
   }
 
+  // A chart's history as JSON; an error answer throws with the API's message.
+  async function fetchHistory(url, signal) {
+    const response = await fetch(url, { headers: { Accept: "application/json" }, signal: signal });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.message || response.statusText);
+    return data;
+  }
+
   window.RosettaCharts = {
+    fetchHistory: fetchHistory,
     sizePretty: sizePretty,
     exactBytes: exactBytes,
     rangeOf: rangeOf,

@@ -266,12 +266,7 @@
     const request = (pending = new AbortController());
     let data;
     try {
-      const response = await fetch(historyUrl + "?" + apiQuery(search), {
-        headers: { Accept: "application/json" },
-        signal: request.signal,
-      });
-      data = await response.json();
-      if (!response.ok) throw new Error(data.message || response.statusText);
+      data = await common.fetchHistory(historyUrl + "?" + apiQuery(search), request.signal);
     } catch (error) {
       if (request.signal.aborted) return;
       message.textContent = "Cannot show this range: " + error.message;

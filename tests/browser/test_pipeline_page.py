@@ -24,9 +24,11 @@ from ..constants import PHONE
 from ..factories import (
     add_engine_process,
     add_pipeline,
+    add_verification,
     create_operator,
     new_destination,
     new_source,
+    verify_table,
 )
 
 pytestmark = pytest.mark.slow
@@ -226,36 +228,12 @@ def test_a_verify_that_differs_fits_a_phone_and_asks_before_refresh(
     pipeline_id = add_pipeline(app, status="START")
     long_key = "customer-reference-" + "x7Qp2" * 12
     long_table = "sales.refunds_with_a_rather_long_table_name"
-    with app.app_context():
-        _db.session.add(
-            PipelineVerification(
-                pipeline_id=pipeline_id,
-                state="done",
-                ok=False,
-                sample_keys=1000,
-                started_at=utcnow(),
-                finished_at=utcnow(),
-                tables=[
-                    {
-                        "table": long_table,
-                        "source_rows": 9_120,
-                        "destination_rows": 9_119,
-                        "sampled": 9_120,
-                        "differing": [
-                            {
-                                "key": {"refund_reference": long_key},
-                                "columns": ["reason_text"],
-                                "problem": "values differ",
-                            }
-                        ],
-                        "differing_keys": 1,
-                        "ok": False,
-                        "note": "not at the destination, so not compared: internal_memo",
-                    }
-                ],
-            )
-        )
-        _db.session.commit()
+    differing = {"key": {"refund_reference": long_key}, "columns": ["reason_text"]}
+    differing["problem"] = "values differ"
+    note = "not at the destination, so not compared: internal_memo"
+    table = verify_table(long_table, source_rows=9_120, destination_rows=9_119, sampled=9_120)
+    table |= {"differing": [differing], "differing_keys": 1, "ok": False, "note": note}
+    add_verification(app, pipeline_id, [table])
     sign_in()
     page.set_viewport_size(PHONE)
     page.goto(f"{live_server}/pipelines/{pipeline_id}")

@@ -204,16 +204,19 @@ class Verifier:
 
     def _table(self, table: TableName) -> TableVerdict:
         verdict = TableVerdict(str(table))
+        key_types: dict[str, str] = {}  # the key's types, as the keys are read back by them
         with self._snapshot() as (cur, lsn):
             cur.execute(CATALOG, (table.schema, table.name))
             catalog = cur.fetchall()
-            planned = plan_table(table, catalog)
             if not catalog:
                 raise VerifyFailed(f"{table} does not exist at the source")
-            relation = relation_of(table, catalog[0][4])
+            planned = plan_table(table, catalog)
             keyed = any(row[5] for row in catalog)
             if isinstance(planned, str) or not keyed:
-                verdict.source_rows = _count(cur, relation)
+                verdict.source_rows = _count(cur, relation_of(table, catalog[0][4]))
+            else:
+                cur.execute(KEY_TYPES, (table.schema, table.name, list(planned.key)))
+                key_types = {name: type_name for name, type_name in cur.fetchall()}
         if not keyed:
             verdict.compared = False
             verdict.note = (
@@ -227,12 +230,14 @@ class Verifier:
                 verdict.note = _joined(verdict.note, NOT_CAUGHT_UP)
             verdict.destination_rows = self._destination_count(table)
             return verdict
-        return self._compare(planned, verdict)
+        return self._compare(planned, verdict, key_types)
 
     def _destination_count(self, table: TableName) -> int | None:
         return self.loader.count(table) if self.loader.stored_columns(table) else None
 
-    def _compare(self, planned: Planned, verdict: TableVerdict) -> TableVerdict:
+    def _compare(
+        self, planned: Planned, verdict: TableVerdict, key_types: dict[str, str]
+    ) -> TableVerdict:
         table = planned.table
         stored = self.loader.stored_columns(table)
         if not stored:
@@ -253,7 +258,6 @@ class Verifier:
             destination_sample = self.loader.sample_keys(
                 table, planned.key, max(1, self.sample_keys // 10)
             )
-        key_types = self._key_types(table, planned.key)
         # Each row's last writer's source position: a row written after the source's read
         # is newer than what it is compared with, not different.
         written_at = LSN_COLUMN if LSN_COLUMN in stored else None
@@ -323,11 +327,6 @@ class Verifier:
         )
         keys = [tuple(row) for row in cur.fetchall()]
         return random.sample(keys, min(self.sample_keys, len(keys)))
-
-    def _key_types(self, table: TableName, key: Sequence[str]) -> dict[str, str]:
-        with self._snapshot() as (cur, _lsn):
-            cur.execute(KEY_TYPES, (table.schema, table.name, list(key)))
-            return {name: type_name for name, type_name in cur.fetchall()}
 
     def _source_rows(
         self,

@@ -105,9 +105,7 @@ class Verifications:
         with self.app.app_context():
             try:
                 self._verify(verification_id)
-            except VerifyFailed as exc:
-                self._end(verification_id, None, str(exc))
-            except DestinationUnavailable as exc:
+            except (VerifyFailed, DestinationUnavailable) as exc:
                 self._end(verification_id, None, str(exc))
             except Exception as exc:  # one Verify failing must not end the engine process
                 log.exception("Verify %d failed", verification_id)

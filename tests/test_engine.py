@@ -395,7 +395,9 @@ def test_debeziums_log_lines_come_out_as_rosettas_json_without_secrets(
     assert error, engine.output()[-4000:]
     assert error["logger"] == debezium + "pipeline.ErrorHandler", error
     assert error["exc_info"].startswith("org.postgresql.util.PSQLException: "), error
-    assert "\n\tat org.postgresql.core.v3.QueryExecutorImpl.readFromCopy(" in error["exc_info"]
+    # The Java stack comes with it, line by line. Its frames depend on where the terminated
+    # stream was read (readFromCopy, or the replication stream found closed).
+    assert "\n\tat org.postgresql.core.v3." in error["exc_info"], error
     said = {(r["logger"], r["level"], r["message"]) for r in records()}
     task = debezium + "connector.postgresql.PostgresConnectorTask"
     assert any(

@@ -153,6 +153,15 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
             "its next round is due"
         )
 
+    retention_days = _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1)
+    rollup_days = _int(env, "WAL_ROLLUP_RETENTION_DAYS", 400, minimum=1)
+    if rollup_days < retention_days:
+        raise ConfigError(
+            f"WAL_ROLLUP_RETENTION_DAYS ({rollup_days}) must be at least "
+            f"WAL_METRICS_RETENTION_DAYS ({retention_days}): charts of ranges longer than a day "
+            "are drawn from the roll-ups"
+        )
+
     public_url = env.get("PUBLIC_URL", "").strip() or "http://localhost:5000"
     parts = urlsplit(public_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -188,7 +197,9 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "ENGINE_RETRY_MAX_SECONDS": _int(env, "ENGINE_RETRY_MAX_SECONDS", 900, minimum=1),
         "ENGINE_HEAP_MB": _int(env, "ENGINE_HEAP_MB", 512, minimum=64),
         "ENGINE_QUERY_TIMEOUT_SECONDS": _int(env, "ENGINE_QUERY_TIMEOUT_SECONDS", 120, minimum=5),
-        "WAL_METRICS_RETENTION_DAYS": _int(env, "WAL_METRICS_RETENTION_DAYS", 30, minimum=1),
+        "WAL_METRICS_RETENTION_DAYS": retention_days,
+        # The hourly and daily roll-ups that charts of long ranges read: kept longer.
+        "WAL_ROLLUP_RETENTION_DAYS": rollup_days,
         "AUDIT_RETENTION_DAYS": _int(env, "AUDIT_RETENTION_DAYS", 365, minimum=1),
         "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0, minimum=0),
         "METRICS_PUBLIC": _bool(env, "METRICS_PUBLIC", False),

@@ -766,6 +766,71 @@ class SampleError(Model):
     error: Mapped[str] = mapped_column(String(500))
 
 
+class WalRollup(Model):
+    """A source's samples within one hour or one day (monitor/rollups.py): the last one's
+    figures at its own time, each figure's min and max, how many; and its failed samples.
+
+    Kept WAL_ROLLUP_RETENTION_DAYS, longer than the samples: charts of long ranges read them.
+    """
+
+    __tablename__ = "wal_rollups"
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket_seconds: Mapped[int] = mapped_column(Integer, primary_key=True)  # 3600 or 86400
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    # The bucket's last good sample's time (null when every sample in it failed); the figures
+    # without a suffix are that sample's.
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes_min: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes_max: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes_min: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes_max: Mapped[int | None] = mapped_column(BigInteger)
+    wal_rate_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    wal_rate_bytes_per_second_min: Mapped[float | None] = mapped_column(Float)
+    wal_rate_bytes_per_second_max: Mapped[float | None] = mapped_column(Float)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class SlotRollup(Model):
+    """One slot of a server within one hour or one day: its last sample's retained WAL at its
+    own time, the min and max, how many samples (monitor/rollups.py)."""
+
+    __tablename__ = "slot_rollups"
+    __table_args__ = (
+        # A range of every slot of a server (which to chart, the rest summed); the primary key
+        # reads one slot's range.
+        Index(
+            "ix_slot_rollups_server_id_bucket_seconds_bucket_start",
+            "server_id",
+            "bucket_seconds",
+            "bucket_start",
+        ),
+    )
+
+    server_id: Mapped[int] = mapped_column(
+        ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    bucket_seconds: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    retained_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes_min: Mapped[int | None] = mapped_column(BigInteger)
+    retained_bytes_max: Mapped[int | None] = mapped_column(BigInteger)
+    # The last sample's: the slot's database, and when its series began (its line breaks
+    # where a slot dropped and created again starts a new one).
+    database: Mapped[str | None] = mapped_column(String(63))
+    series_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class MonitorRound(Model):
     """One round of the WAL sampler: when, by which process, how long, how many failed."""
 

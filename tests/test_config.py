@@ -12,6 +12,7 @@ def test_defaults_use_embedded_sqlite_and_keep_a_dev_key(tmp_path):
     config = load_config(str(tmp_path), {})
     assert config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'rosetta.db'}"
     assert config["WAL_MONITOR_INTERVAL_SECONDS"] == 300
+    assert (config["WAL_METRICS_RETENTION_DAYS"], config["WAL_ROLLUP_RETENTION_DAYS"]) == (30, 400)
     assert load_config(str(tmp_path), {})["SECRET_KEY"] == config["SECRET_KEY"]  # survives restarts
 
 
@@ -37,6 +38,11 @@ def test_postgres_url_gets_pool_settings(tmp_path):
         ({"DEBUG": "maybe"}, "DEBUG must be true or false"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a PostgreSQL URL"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        (
+            {"WAL_METRICS_RETENTION_DAYS": "60", "WAL_ROLLUP_RETENTION_DAYS": "45"},
+            r"WAL_ROLLUP_RETENTION_DAYS \(45\) must be at least WAL_METRICS_RETENTION_DAYS \(60\)",
+        ),
+        ({"WAL_ROLLUP_RETENTION_DAYS": "0"}, "WAL_ROLLUP_RETENTION_DAYS must be at least 1"),
     ],
 )
 def test_bad_settings_refuse_to_start(tmp_path, env, message):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from rosetta_web import create_app
 from rosetta_web.extensions import db as _db
+from rosetta_web.models import WalRollup
+from rosetta_web.timeutil import as_utc
 
 
 def test_models_and_migrations_agree(app):
@@ -33,8 +37,8 @@ def test_downgrade_and_upgrade_again(sqlite_app):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_upgrade_keeps_the_monitor_history(backend, tmp_path, pg_cluster):
     """An installation that has sampled upgrades: its two sources of one server share one
-    server, the slot they both stored is kept once, rounds and accounts carry over; and the
-    whole way down works too."""
+    server, the slot they both stored is kept once, rounds and accounts carry over, its
+    samples are rolled up by the hour and the day; and the whole way down works too."""
     from flask_migrate import downgrade, upgrade
 
     if backend == "sqlite":
@@ -79,6 +83,22 @@ def test_upgrade_keeps_the_monitor_history(backend, tmp_path, pg_cluster):
         assert rows("SELECT slot_name, retained_bytes FROM slot_metrics") == [("orders", 42)]
         assert rows("SELECT manual FROM monitor_rounds") in ([(False,)], [(0,)])
         assert rows("SELECT id FROM installation") == [(1,)]
+        # 0018 built the roll-ups of the history kept: it does not vanish from long charts.
+        assert rows(
+            "SELECT source_id, bucket_seconds, sample_count, retained_bytes, error_count "
+            "FROM wal_rollups ORDER BY 1, 2"
+        ) == [
+            (1, 3600, 1, None, 0),
+            (1, 86400, 1, None, 0),
+            (2, 3600, 1, None, 0),
+            (2, 86400, 1, None, 0),
+        ]
+        assert rows(
+            "SELECT slot_name, bucket_seconds, sample_count, retained_bytes, retained_bytes_min, "
+            "retained_bytes_max, database FROM slot_rollups ORDER BY 2"
+        ) == [("orders", 3600, 1, 42, 42, 42, "shop"), ("orders", 86400, 1, 42, 42, 42, "shop")]
+        starts = {as_utc(row.bucket_start) for row in _db.session.scalars(_db.select(WalRollup))}
+        assert starts == {datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)}
         _db.session.rollback()  # the reads above must not hold locks the downgrade waits on
         downgrade(revision="base")
         assert _db.inspect(_db.engine).get_table_names() == ["alembic_version"]

@@ -17,9 +17,11 @@ from rosetta_web.models import (
     SampleError,
     Server,
     SlotMetric,
+    SlotRollup,
     Source,
     SourceState,
     WalMetric,
+    WalRollup,
 )
 from rosetta_web.monitor.rounds import (
     Round,
@@ -263,8 +265,9 @@ def test_deleting_a_source_deletes_its_history(app, api, source_db):
 
     assert (count(WalMetric), count(SourceState), count(Server)) == (1, 1, 1)
     assert count(SlotMetric) == 1  # the other source still shows the server's slot
+    assert (count(WalRollup), count(SlotRollup)) == (2, 2)  # its hour and day; the slot's
     assert api.delete(f"/api/v1/sources/{other_id}").status_code == 204
-    for model in (WalMetric, SlotMetric, SourceState, Server, SampleError):
+    for model in (WalMetric, SlotMetric, SourceState, Server, SampleError, WalRollup, SlotRollup):
         assert count(model) == 0, model
 
 

@@ -5,24 +5,39 @@ buckets of one width, their edges on multiples of that width since 1970 (so they
 time moves on), each drawn at the time of its last sample with that sample's values as the
 line and the bucket's min and max as a band. Failed samples come back too, as points with no
 values and their error, so a chart breaks its line where sampling failed.
+
+A range longer than a day (or older than the samples kept) is read from the hourly and daily
+roll-ups (`rollups.py`) in buckets of whole hours or days, under the same rules: a point is
+its bucket's last sample at that sample's own time, with the bucket's min and max.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from sqlalchemy import Float, Integer, cast, func, literal, select, text, type_coerce
+from flask import current_app
+from sqlalchemy import Float, func, literal, select, text
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
 from ..forms import MAX_INT
-from ..models import ALERT_RULES, SEVERITIES, SampleError, SlotMetric, Source, WalMetric
+from ..models import (
+    ALERT_RULES,
+    SEVERITIES,
+    SampleError,
+    Server,
+    SlotMetric,
+    Source,
+    SourceState,
+    WalMetric,
+)
 from ..shapes import Declared, Described, IntArg, Moment, TextArg
 from ..timeutil import MOMENT_WORDS, ParameterError, as_utc, isoformat, parse_moment, utcnow
+from . import rollups
 
 DEFAULT_RANGE = timedelta(hours=24)
 DEFAULT_MAX_POINTS = 1000
@@ -59,22 +74,6 @@ def window(start: str | None, end: str | None, now: datetime | None = None) -> W
     return Window(start_at, end_at)
 
 
-def _epoch(column: Any) -> ColumnElement[float]:
-    """Seconds since 1970 of a timestamp column as a float, on PostgreSQL and on SQLite."""
-    if db.session.get_bind().dialect.name == "sqlite":
-        # julianday() is a float of days: round off its error so bucket edges stay exact.
-        return type_coerce(func.round((func.julianday(column) - 2440587.5) * 86400.0, 3), Float)
-    # date_part() gives float8; extract() gives numeric, several times slower to compute with.
-    return type_coerce(func.date_part("epoch", column), Float)
-
-
-def _whole(value: Any) -> ColumnElement[int]:
-    """Round a non-negative number down (SQLite's CAST truncates; PostgreSQL's rounds)."""
-    if db.session.get_bind().dialect.name == "sqlite":
-        return cast(value, Integer)
-    return cast(func.floor(value), Integer)
-
-
 def _by_bucket(
     model: Any,
     owner: Any,
@@ -93,7 +92,7 @@ def _by_bucket(
     through the (owner, recorded_at) index, reads the last row's values: one per bucket, not
     a window over every row.
     """
-    bucket = _whole(_epoch(model.recorded_at) / literal(float(width), Float))
+    bucket = rollups.whole(rollups.epoch_seconds(model.recorded_at) / literal(float(width), Float))
     keys = [getattr(model, key)] if key else []
     figures: list[Any] = []
     for name in names:
@@ -169,12 +168,25 @@ class _Point:
     slots: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
 
 
+def _point(points: dict[datetime, _Point], at: datetime) -> _Point:
+    """The point at `at`, added if there is none yet."""
+    point = points.get(at)
+    if point is None:
+        point = points[at] = _Point(at)
+    return point
+
+
 def _figures(row: Any, first: int, count: int) -> list[tuple[Any, Any, Any]]:
     """Read `count` (last, min, max) triples from a row, starting at column `first`."""
-    return [
-        (_number(row[i]), _number(row[i + 1]), _number(row[i + 2]))
-        for i in range(first, first + 3 * count, 3)
-    ]
+    return [_triple(row, i) for i in range(first, first + 3 * count, 3)]
+
+
+def _triple(row: Any, i: int) -> tuple[Any, Any, Any]:
+    """Read one (last, min, max) triple from a row at column `i`, as the chart takes them."""
+    last, low, high = row[i : i + 3]
+    if type(last) is type(low) is type(high) is int:  # byte counts: taken as they are
+        return last, low, high
+    return _number(last), _number(low), _number(high)
 
 
 def _more_than(limit: int, model: Any, owner: Any, owner_id: int, win: Window) -> int:
@@ -299,14 +311,22 @@ class WalHistory(Declared):
 
 def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     """Return the source's WAL series over the window, every series indexed by `times`."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        # Room to group a month of samples in memory; this transaction only.
-        db.session.execute(text("SET LOCAL work_mem = '32MB'"))
-    samples = _more_than(max_points, WalMetric, WalMetric.source_id, source.id, win)
-    if samples <= max_points:
-        samples += _more_than(max_points, SampleError, SampleError.source_id, source.id, win)
     span = (win.end - win.start).total_seconds()
-    width = 0 if samples <= max_points else max(math.ceil(span / max_points), 1)
+    base = 0  # the roll-ups read (HOUR or DAY), or 0: the samples
+    if win.end - win.start > rollups.RAW_SPAN:
+        width, base = rollups.widths_for(span, max_points)
+    else:
+        if db.session.get_bind().dialect.name == "postgresql":
+            # Room to group a day of samples in memory; this transaction only.
+            db.session.execute(text("SET LOCAL work_mem = '32MB'"))
+        samples = _more_than(max_points, WalMetric, WalMetric.source_id, source.id, win)
+        if samples <= max_points:
+            samples += _more_than(max_points, SampleError, SampleError.source_id, source.id, win)
+        width = 0 if samples <= max_points else max(math.ceil(span / max_points), 1)
+        retention = timedelta(days=current_app.config["WAL_METRICS_RETENTION_DAYS"])
+        if not samples and win.start < utcnow() - retention:
+            # A short range older than the samples kept: its hours from the roll-ups.
+            width, base = rollups.widths_for(span, max_points)
 
     def rows(
         model: Any,
@@ -322,26 +342,36 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         else:
             query = _raw(model, owner, owner_id, win, names, key, only, labels)
         # Core rows, as tuples: no ORM processing of a few thousand of them.
-        return db.session.connection().execute(query)
+        return db.session.connection().execute(query).all()
 
     points: dict[datetime, _Point] = {}
     # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
     bucket_time: dict[int, datetime] = {}
     # Each row: bucket, time of its last sample, [slot name, database], (last, min, max)...
-    for row in rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES):
+    if base:
+        good, failed = rollups.source_rows(source.id, win.start, win.end, width, base)
+    else:
+        good = rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES)
+        failed = rows(SampleError, SampleError.source_id, source.id, ("error",))
+    for row in good:
         at = as_utc(row[1])
         points[at] = _Point(at, wal=_figures(row, 2, len(WAL_SERIES)))
         if width:
             bucket_time[row[0]] = at
-    for row in rows(SampleError, SampleError.source_id, source.id, ("error",)):
+    for row in failed:
         at = as_utc(row[1])
-        points.setdefault(at, _Point(at)).error = row[2]
+        _point(points, at).error = row[2]
 
     own: list[str] = []
     shown: list[str] = []
     summed: list[str] = []
     databases: dict[str, str | None] = {}
-    server = source.state.server if source.state is not None else None
+    # The source's server, in one query (not its state's, then the state's server's).
+    server = db.session.scalar(
+        select(Server)
+        .join(SourceState, SourceState.server_id == Server.id)
+        .where(SourceState.source_id == source.id)
+    )
     if server is not None and server.last_sampled_at is not None:
         in_range = (
             SlotMetric.server_id == server.id,
@@ -352,19 +382,23 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         lines: dict[str, list[tuple[datetime, tuple[Any, Any, Any]]]] = {}
         series_of: dict[str, dict[datetime, Any]] = {}
 
-        def read(only: tuple[Any, ...] = ()) -> None:
-            for row in rows(
-                SlotMetric,
-                SlotMetric.server_id,
-                server.id,
-                SLOT_SERIES,
-                "slot_name",
-                only,
-                ("database", "series_started_at"),
-            ):
+        def read(names: list[str] | None = None) -> None:
+            if base:
+                found = rollups.slot_rows(server.id, win.start, win.end, width, base, names)
+            else:
+                found = rows(
+                    SlotMetric,
+                    SlotMetric.server_id,
+                    server.id,
+                    SLOT_SERIES,
+                    "slot_name",
+                    () if names is None else (SlotMetric.slot_name.in_(names),),
+                    ("database", "series_started_at"),
+                )
+            for row in found:
                 bucket, moment, name, database, series = row[:5]
-                at = bucket_time.get(bucket, as_utc(moment)) if width else as_utc(moment)
-                figures = _figures(row, 5, 1)[0]
+                at = (width and bucket_time.get(bucket)) or as_utc(moment)
+                figures = _triple(row, 5)
                 lines.setdefault(name, []).append((at, figures))
                 series_of.setdefault(name, {})[at] = series
                 databases[name] = database
@@ -379,15 +413,20 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         many = (latest or 0) > TOP_SLOTS
         if many:
             # Which slots get a line: one pass over the covering index, before any series.
-            for name, database, peak in db.session.execute(
-                select(
-                    SlotMetric.slot_name,
-                    func.max(SlotMetric.database),
-                    func.max(SlotMetric.retained_bytes),
+            ranked: Iterable[Any]
+            if base:
+                ranked = rollups.slot_peaks(server.id, win.start, win.end, width, base)
+            else:
+                ranked = db.session.execute(
+                    select(
+                        SlotMetric.slot_name,
+                        func.max(SlotMetric.database),
+                        func.max(SlotMetric.retained_bytes),
+                    )
+                    .where(*in_range)
+                    .group_by(SlotMetric.slot_name)
                 )
-                .where(*in_range)
-                .group_by(SlotMetric.slot_name)
-            ):
+            for name, database, peak in ranked:
                 databases[name], peaks[name] = database, peak or 0
         else:
             read()  # few slots: read every series at once, ranked below
@@ -395,22 +434,28 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         others = sorted((name for name in peaks if name not in own), key=lambda n: -peaks[n])
         shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
         if many and shown:
-            read((SlotMetric.slot_name.in_(shown),))
+            read(shown)
         # Raw, a slot row at a time this source has no sample of (another database of the
         # server was sampled then) is left out: it would break the WAL line for nothing.
         own_times = set(points)
         for name in shown:
             for at, figures in lines.get(name, []):
                 if width or at in own_times:
-                    points.setdefault(at, _Point(at)).slots[name] = figures
-        if summed and many:
+                    _point(points, at).slots[name] = figures
+        if summed and many and base:
+            sums = rollups.other_slots(server.id, win.start, win.end, width, base, shown)
+            for bucket, (at, last, low, high) in sums.items():
+                at = bucket_time.get(bucket, at)
+                figures = (_number(last), _number(low), _number(high))
+                _point(points, at).slots[OTHERS] = figures
+        elif summed and many:
             _sum_others(points, bucket_time, width, in_range, shown)
         elif summed:
             for name in summed:
                 for at, figures in lines[name]:
                     if not width and at not in own_times:
                         continue
-                    point = points.setdefault(at, _Point(at))
+                    point = _point(points, at)
                     last, low, high = point.slots.get(OTHERS, (0, 0, 0))
                     point.slots[OTHERS] = (
                         (last or 0) + (figures[0] or 0),
@@ -421,11 +466,9 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     ordered = [points[at] for at in sorted(points)]
 
     def series(pick: Any) -> dict[str, list[Any]]:
-        values = [pick(point) for point in ordered]
-        return {
-            kind: [v[i] if v else None for v in values]
-            for i, kind in enumerate(("last", "min", "max"))
-        }
+        values = [pick(point) or _NONE for point in ordered]
+        kinds = [list(kind) for kind in zip(*values, strict=True)] or [[], [], []]
+        return dict(zip(("last", "min", "max"), kinds, strict=True))
 
     other_slots = None
     if summed:
@@ -435,7 +478,8 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         "start": isoformat(win.start),
         "end": isoformat(win.end),
         "bucket_seconds": width,
-        "times": [isoformat(point.at) for point in ordered],
+        # Each point's time is aware UTC already (as_utc when read).
+        "times": [point.at.isoformat().replace("+00:00", "Z") for point in ordered],
         "errors": [point.error for point in ordered],
         "series": {
             name: series(lambda p, i=i: p.wal[i] if p.wal else None)
@@ -469,6 +513,7 @@ def _series_starts(ordered: list[_Point], name: str, series: dict[datetime, Any]
     return starts
 
 
+_NONE = (None, None, None)  # a point without the series
 OTHERS = "\x00others"  # the key of the summed slots in a point: no slot is named so
 
 
@@ -503,7 +548,7 @@ def _sum_others(
         buckets[bucket] = (at, value, min(low, value), max(high, value))  # rows come in order
     for bucket, (at, last, low, high) in buckets.items():
         at = bucket_time.get(bucket, at)
-        points.setdefault(at, _Point(at)).slots[OTHERS] = (last, low, high)
+        _point(points, at).slots[OTHERS] = (last, low, high)
 
 
 def _number(value: Any) -> Any:

@@ -46,6 +46,7 @@ from ..models import (
 from ..postgres.connection import Target
 from ..postgres.sampling import Sample, SlotSample, sample_all
 from ..timeutil import as_utc, utcnow
+from . import rollups
 from .workers import lanes, resolver
 
 log = logging.getLogger(__name__)
@@ -389,6 +390,9 @@ def record_round(
         db.session.flush()  # gives the samples their ids
         for state, metric in metrics:
             state.latest_wal_metric_id = metric.id
+        rollups.add_round(
+            started_at, [sample.source_id for sample in samples], [s.id for s in servers.values()]
+        )
         return _write_round_row(samples, started_at, skipped, sampling_s, sampler, manual, clock)
     except Exception:
         db.session.rollback()

@@ -31,7 +31,7 @@ from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import services as sources
 from ..timeutil import utcnow
-from . import rounds
+from . import rollups, rounds
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,10 @@ class MonitorScheduler:
         leads."""
         jobs: list[tuple[str, Callable[[], int]]] = [
             ("WAL", partial(rounds.delete_expired, self.app.config["WAL_METRICS_RETENTION_DAYS"])),
+            (
+                "WAL roll-up",
+                partial(rollups.delete_expired, self.app.config["WAL_ROLLUP_RETENTION_DAYS"]),
+            ),
             ("audit", audit.prune),
         ]
         for kind, expire in jobs:

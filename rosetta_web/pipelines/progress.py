@@ -23,7 +23,8 @@ from ..models import (
     PipelineRun,
     PipelineTable,
 )
-from ..monitor.history import Window, _epoch, _whole
+from ..monitor.history import Window
+from ..monitor.rollups import epoch_seconds, whole
 from ..shapes import ChoiceArg, Declared, Described
 from ..timeutil import ParameterError, as_utc
 from .services import engine_errors, lag_warning_seconds
@@ -224,7 +225,7 @@ def progress_history(pipeline: Pipeline, win: Window, max_points: int) -> Progre
     width = bucket_width(win, max_points)
 
     def bucket(column: Any) -> Any:
-        return _whole(_epoch(column) / literal(float(width), Float)).label("bucket")
+        return whole(epoch_seconds(column) / literal(float(width), Float)).label("bucket")
 
     rows_bucket = bucket(PipelineMinute.minute)
     rows = db.session.execute(

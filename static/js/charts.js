@@ -54,14 +54,23 @@
     return { tickmode: "array", tickvals: tickvals, ticktext: ticktext, rangemode: "tozero" };
   }
 
+  // What a bucket of the history is, for a hover: "this hour", "this 6-hour bucket".
+  function bucketWords(seconds) {
+    const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+    const unit = units.find(function (u) { return seconds % u[0] === 0; });
+    const count = seconds / unit[0];
+    return count === 1 ? "this " + unit[1] : "this " + count + "-" + unit[1] + " bucket";
+  }
+
   // The line is each point's last value; the shaded band its bucket's min to max, so a spike
   // between two points stays visible.
-  function traces(name, series, x, suffix, colour) {
+  function traces(name, series, x, suffix, colour, bucketSeconds) {
     const text = series.last.map(function (v, i) {
       if (v === null) return "";
       let hover = sizePretty(v) + suffix + " (" + exact(v) + suffix + ")";
       if (series.min[i] !== series.max[i]) {
-        hover += "<br>" + sizePretty(series.min[i]) + suffix + " to " + sizePretty(series.max[i]) + suffix + " in this bucket";
+        hover += "<br>" + sizePretty(series.min[i]) + suffix + " to " + sizePretty(series.max[i]) + suffix +
+          " in " + bucketWords(bucketSeconds || 1);
       }
       return hover;
     });
@@ -94,6 +103,39 @@
       run.x.push(t); run.min.push(series.min[i]); run.max.push(series.max[i]);
     });
     return found;
+  }
+
+  // What the lines are drawn through. Samples at their own times: every point, a failed
+  // sample a null point that breaks the lines. Buckets: each bucket's last good sample; a
+  // failure is only its red mark, and a bucket with no good sample (the monitor stopped, the
+  // source failed throughout, or was not there yet) is a gap: a null point at its start
+  // breaks every line and band there instead of joining the buckets either side of it.
+  function linePoints(data) {
+    const width = data.bucket_seconds * 1000;
+    if (!width) return data;
+    const picked = []; // for each point drawn, the index of the point it is, or -1 for a break
+    const times = [];
+    let before = null;
+    data.times.forEach(function (t, i) {
+      if (data.errors[i] !== null) return;
+      const bucket = Math.floor(Date.parse(t) / width);
+      if (before !== null && bucket > before + 1) {
+        picked.push(-1);
+        times.push(new Date((before + 1) * width).toISOString());
+      }
+      picked.push(i);
+      times.push(t);
+      before = bucket;
+    });
+    function spread(values) { return picked.map(function (i) { return i < 0 ? null : values[i]; }); }
+    function figures(series) {
+      return series && Object.assign({}, series, { last: spread(series.last), min: spread(series.min), max: spread(series.max) });
+    }
+    const series = {}, slots = {};
+    Object.keys(data.series).forEach(function (name) { series[name] = figures(data.series[name]); });
+    Object.keys(data.slots).forEach(function (name) { slots[name] = figures(data.slots[name]); });
+    return Object.assign({}, data, { times: times, errors: spread(data.errors), series: series, slots: slots,
+      other_slots: figures(data.other_slots), gaps: picked.filter(function (i) { return i < 0; }).length });
   }
 
   // A slot dropped and created again starts a new series: a null point just before the new
@@ -279,6 +321,8 @@
       root.removeAttribute("aria-busy");
       return;
     }
+    const fails = failures(data);
+    data = linePoints(data);
     const x = data.times;
     const walSeries = [["WAL directory", data.series.size_bytes]];
     Object.keys(data.slots).forEach(function (slot) {
@@ -289,19 +333,20 @@
     let wal = [];
     walSeries.forEach(function (s, i) {
       const broken = withBreaks(s[1], x);
-      wal = wal.concat(traces(s[0], broken.series, broken.x, "", COLOURS[i % COLOURS.length]));
+      wal = wal.concat(traces(s[0], broken.series, broken.x, "", COLOURS[i % COLOURS.length], data.bucket_seconds));
     });
     const lines = wal.filter(function (t) { return t.mode === "lines+markers"; });
-    const rate = traces("WAL generation rate", data.series.wal_rate_bytes_per_second, x, "/s", COLOURS[0]);
-    const fails = failures(data);
+    const rate = traces("WAL generation rate", data.series.wal_rate_bytes_per_second, x, "/s", COLOURS[0], data.bucket_seconds);
     const empty = lines.concat(rate).every(function (t) { return t.y.every(function (v) { return v === null; }); });
     message.textContent = empty ? (fails.x.length ? "Every sample in this range failed." : "No samples in this range.") : "";
     message.hidden = !empty;
     if (request.signal.aborted) return;
-    const walTop = Math.max(0, ...lines.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); }));
+    // The lines and their bands: a bucket's max above its last value is drawn, so the axis
+    // reaches it.
+    const walTop = Math.max(0, ...wal.flatMap(function (t) { return t.y.filter(function (v) { return v !== null; }); }));
     const limits = thresholdShapes(data.thresholds, walTop);
     // The axis is made for the highest of the data and the thresholds shown.
-    const walAxis = sizeAxis(lines.concat([{ y: [limits.reach] }]), "");
+    const walAxis = sizeAxis(wal.concat([{ y: [limits.reach] }]), "");
     const walLayout = layout("WAL directory and WAL retained per slot", walAxis, data);
     const periods = firingPeriods(data.alert_spans);
     walLayout.shapes = limits.shapes.concat(spanShapes(periods));
@@ -313,9 +358,10 @@
     root.dataset.thresholds = limits.shapes.filter(function (s) { return s.visible; }).map(function (s) { return s.name; }).join(",");
     root.dataset.alertSpans = String((data.alert_spans || []).length);
     await Plotly.react("chart-wal", walTraces, walLayout, config);
-    await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate.slice(-1), "/s"), data), config);
+    await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate, "/s"), data), config);
     root.dataset.range = range;
-    root.dataset.points = String(x.length);
+    root.dataset.points = String(x.length - (data.gaps || 0) + (data.bucket_seconds ? fails.x.length : 0));
+    root.dataset.gaps = String(data.gaps || 0);
     root.dataset.bucketSeconds = String(data.bucket_seconds);
     root.removeAttribute("aria-busy");
   }

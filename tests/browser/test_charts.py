@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import SampleError
+from rosetta_web.monitor import rollups
 from rosetta_web.timeutil import utcnow
 
 from ..factories import PASSWORD, add_source, create_operator, new_state, wal_metric
@@ -104,3 +105,75 @@ def test_charts_draw_and_switch_range_without_navigation(app, live_server, page)
     # A link to the range shows the same view.
     page.goto(f"{live_server}/sources/{source_id}?range=7d")
     expect(charts).to_have_attribute("data-range", "7d")
+
+
+def test_a_long_range_draws_hours_with_their_band_and_a_gap_where_none_was_sampled(
+    app, live_server, page, sign_in
+):
+    """7 days are drawn from the hourly roll-ups: each point an hour's last sample, its band
+    the hour's min to max, a failed sample a red mark that does not cut the line, and five
+    hours without a sample a break in the line and the band; the year is a link away."""
+    create_operator(app)
+    source_id = add_source(app, "charted", 5432)
+    now = utcnow()
+    quiet = (now - timedelta(hours=35), now - timedelta(hours=30))
+    with app.app_context():
+        for step in range(3 * 24 * 12):
+            moment = now - timedelta(minutes=5 * step)
+            if quiet[0] < moment < quiet[1]:
+                continue
+            if step == 100:
+                _db.session.add(SampleError(source_id=source_id, recorded_at=moment, error="boom"))
+                continue
+            _db.session.add(
+                wal_metric(
+                    source_id,
+                    moment,
+                    wal_position_bytes=10**9 - step * 3_000_000,
+                    size_bytes=2**30 + (step % 12) * 2**20,
+                )
+            )
+        _db.session.add(new_state(source_id, last_sampled_at=now, size_bytes=2**30))
+        _db.session.commit()
+        with _db.engine.begin() as connection:
+            rollups.backfill(connection)
+    sign_in()
+    page.goto(f"{live_server}/sources/{source_id}?range=7d")
+    charts = page.locator("#wal-charts")
+    expect(charts).to_have_attribute("data-range", "7d")
+    assert charts.get_attribute("data-bucket-seconds") == "3600"
+    line = "document.getElementById('chart-wal').data.find(t => t.name === 'WAL directory')"
+    x = page.evaluate(f"{line}.x")
+    y = page.evaluate(f"{line}.y")
+    breaks = [
+        datetime.fromisoformat(t.replace("Z", "+00:00"))
+        for t, v in zip(x, y, strict=True)
+        if v is None
+    ]
+    assert len(breaks) == 1 and quiet[0] < breaks[0] < quiet[1]  # the failure does not cut it
+    assert 3 * 24 - 5 - 1 <= len(x) - 1 <= 3 * 24 + 1  # an hour a point
+    assert "in this hour" in page.evaluate(f"{line}.text.find(t => t.includes('in this'))")
+    band = page.evaluate(
+        "document.getElementById('chart-wal').data"
+        ".find(t => t.legendgroup === 'WAL directory' && t.fill === 'toself')"
+    )
+    shapes, shape = [], []
+    for moment, value in zip([*band["x"], None], [*band["y"], None], strict=True):
+        if moment is None:
+            if shape:
+                shapes.append(shape)
+            shape = []
+        else:
+            shape.append((datetime.fromisoformat(moment.replace("Z", "+00:00")), value))
+    assert len(shapes) == 2  # one on each side of the gap
+    for points in shapes:
+        times = [t for t, _ in points]
+        assert not min(times) < quiet[0] + timedelta(hours=1) < max(times), "a band spans the gap"
+        assert min(v for _, v in points) < max(v for _, v in points)  # min to max, not a line
+    failed = "document.getElementById('chart-wal').data.find(t => t.name === 'failed samples')"
+    assert page.evaluate(f"{failed}.text") == ["boom"]
+
+    page.click("#wal-charts a[data-range='365d']")
+    expect(charts).to_have_attribute("data-range", "365d")
+    expect(page.locator("#wal-charts a[aria-current='true']")).to_have_text("1y")
+    assert charts.get_attribute("data-bucket-seconds") == "86400"

@@ -1,0 +1,676 @@
+"""Hourly and daily roll-ups of the WAL history: a long range is drawn from a few rows.
+
+Per source (`WalRollup`: its WAL figures and its failed samples) and per slot of a server
+(`SlotRollup`), each hour and each day in UTC (their edges multiples of 3600 and 86400 s
+since 1970) holds the last sample's figures with that sample's own time, each figure's min
+and max, and how many samples. A round adds what it stored before it commits (`add_round`),
+in statements of at most 1,000 rows; `backfill` builds them from the samples kept (migration
+0018 does on upgrade). Charts of ranges longer than a day read them
+(`monitor/history.py`), in buckets of 1 to 6 hours made from the hourly rows, or of whole
+days from the daily ones; they are kept WAL_ROLLUP_RETENTION_DAYS, longer than the samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    CursorResult,
+    Float,
+    Integer,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
+
+from ..batching import batches
+from ..extensions import db
+from ..models import SampleError, Server, SlotMetric, SlotRollup, Source, WalMetric, WalRollup
+from ..timeutil import as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600
+DAY = 86400
+WIDTHS = (HOUR, DAY)
+# Ranges longer than this are drawn from the roll-ups.
+RAW_SPAN = timedelta(days=1)
+# Buckets made of hourly rows, in hours (each divides a day, so their edges fall on days'):
+# past 6 hours a bucket reads too many rows for what it draws, and days are read instead.
+HOURS = (1, 2, 3, 4, 6)
+WAL_FIGURES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
+
+
+def bucket_start(moment: datetime, width: int) -> datetime:
+    """Return the start of the bucket of `width` seconds that `moment` falls in."""
+    return datetime.fromtimestamp(math.floor(as_utc(moment).timestamp() / width) * width, UTC)
+
+
+def widths_for(span_s: float, max_points: int) -> tuple[int, int]:
+    """Choose the narrowest bucket whose count over the span is within `max_points`; return
+    its width and the roll-up it is made of (HOUR or DAY)."""
+    for hours in HOURS:
+        if span_s / (hours * HOUR) <= max_points:
+            return hours * HOUR, HOUR
+    return max(1, math.ceil(span_s / DAY / max_points)) * DAY, DAY
+
+
+# ---------------------------------------------------------------------------------------------
+# Kept as rounds are stored
+
+
+Changes = Callable[[Any, Any], dict[str, Any]]
+
+
+def _upsert(
+    table: Any,
+    rows: list[dict[str, Any]],
+    changes: Changes,
+    where: Callable[[Any, Any], Any] | None = None,
+) -> None:
+    """Insert `rows` into `table`, or fold each into the row of its key (its primary key) as
+    `changes(old, new)` says (only `where(old, new)` holds, if given); BATCH_ROWS rows a
+    statement.
+
+    On PostgreSQL one statement takes a batch as one array per column (`unnest`): its size
+    does not grow with the rows. On SQLite the statement is run for each row (executemany).
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    keys = [column.name for column in table.primary_key.columns]
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    stmt: Any
+    if postgres:
+        arrays = [func.unnest(cast(bindparam(name), ARRAY(table.c[name].type))) for name in columns]
+        stmt = postgresql.insert(table).from_select(columns, select(*arrays))
+    else:
+        stmt = sqlite.insert(table)
+    old, new = table.c, stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_=changes(old, new),
+        where=where(old, new) if where is not None else None,
+    )
+    connection = db.session.connection()
+    for batch in batches(rows):
+        if postgres:
+            connection.execute(stmt, {name: [row[name] for row in batch] for name in columns})
+        else:
+            connection.execute(stmt, list(batch))
+
+
+def _least(old: Any, new: Any) -> Any:
+    """The smaller of two nullable figures, on PostgreSQL and on SQLite."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return func.least(old, new)  # ignores NULLs
+    return func.min(func.coalesce(old, new), func.coalesce(new, old))
+
+
+def _greatest(old: Any, new: Any) -> Any:
+    """The larger of two nullable figures, on PostgreSQL and on SQLite."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return func.greatest(old, new)
+    return func.max(func.coalesce(old, new), func.coalesce(new, old))
+
+
+def _newer(old: Any, new: Any) -> Any:
+    """Whether the row being added is the bucket's latest (its figures become the last)."""
+    return or_(old.is_(None), new >= old)
+
+
+def add_round(started_at: datetime, source_ids: Iterable[int], server_ids: Iterable[int]) -> None:
+    """Add to the roll-ups what a round stored at `started_at` for these sources (samples and
+    failures) and servers (slots), in the round's transaction, before it commits.
+
+    Read back from the rows just stored, by index, a batch of sources or servers at a time. A
+    source is stored once at a round's time, so its rows are added as they are; a server's
+    slots are stored only when newer than its last stored ones, so a slot row is added only
+    when newer than its bucket's last: one stored by a lane at a time a round already stored
+    the server at is not counted twice.
+    """
+    sources = sorted(set(source_ids))
+    servers = sorted(set(server_ids))
+    samples: list[Any] = []
+    failures: list[Any] = []
+    slots: list[Any] = []
+    for batch in batches(sources):
+        samples += db.session.execute(
+            select(
+                WalMetric.source_id,
+                WalMetric.recorded_at,
+                *[getattr(WalMetric, name) for name in WAL_FIGURES],
+            ).where(WalMetric.source_id.in_(batch), WalMetric.recorded_at == started_at)
+        ).all()
+        failures += db.session.execute(
+            select(SampleError.source_id, SampleError.recorded_at, SampleError.error).where(
+                SampleError.source_id.in_(batch), SampleError.recorded_at == started_at
+            )
+        ).all()
+    for batch in batches(servers):
+        slots += db.session.execute(
+            select(
+                SlotMetric.server_id,
+                SlotMetric.slot_name,
+                SlotMetric.recorded_at,
+                SlotMetric.retained_bytes,
+                SlotMetric.database,
+                SlotMetric.series_started_at,
+            ).where(SlotMetric.server_id.in_(batch), SlotMetric.recorded_at == started_at)
+        ).all()
+    for width in WIDTHS:
+        _add_samples(samples, width)
+        _add_failures(failures, width)
+        _add_slots(slots, width)
+
+
+def _add_samples(rows: list[Any], width: int) -> None:
+    """Add good samples to their sources' buckets of `width`."""
+    values: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for source_id, recorded_at, *figures in rows:
+        row = {
+            "source_id": source_id,
+            "bucket_seconds": width,
+            "bucket_start": bucket_start(recorded_at, width),
+            "last_at": recorded_at,
+            "sample_count": 1,
+            "error_count": 0,
+        }
+        for name, figure in zip(WAL_FIGURES, figures, strict=True):
+            row |= {name: figure, f"{name}_min": figure, f"{name}_max": figure}
+        key = (source_id, row["bucket_start"])
+        values[key] = _merged(values.get(key), row)
+    _upsert(WalRollup.__table__, list(values.values()), _sample_changes)
+
+
+def _sample_changes(old: Any, new: Any) -> dict[str, Any]:
+    """A sample added to its bucket: counted; its figures the last when it is the latest."""
+    newer = _newer(old.last_at, new.last_at)
+    changes: dict[str, Any] = {
+        "last_at": case((newer, new.last_at), else_=old.last_at),
+        "sample_count": old.sample_count + new.sample_count,
+    }
+    for name in WAL_FIGURES:
+        changes[name] = case((newer, new[name]), else_=old[name])
+        changes[f"{name}_min"] = _least(old[f"{name}_min"], new[f"{name}_min"])
+        changes[f"{name}_max"] = _greatest(old[f"{name}_max"], new[f"{name}_max"])
+    return changes
+
+
+def _merged(before: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
+    """Fold a second row for one key into the first (not expected of one round's rows, but
+    one statement may not update a row twice)."""
+    if before is None:
+        return row
+    merged = dict(before)
+    newer = as_utc(row["last_at"]) >= as_utc(before["last_at"])
+    for key, value in row.items():
+        if key.endswith("_count"):
+            merged[key] = before[key] + value
+        elif key.endswith("_min"):
+            merged[key] = min((v for v in (before[key], value) if v is not None), default=None)
+        elif key.endswith("_max"):
+            merged[key] = max((v for v in (before[key], value) if v is not None), default=None)
+        elif newer:
+            merged[key] = value
+    return merged
+
+
+def _add_failures(rows: list[Any], width: int) -> None:
+    """Add failed samples to their sources' buckets of `width`: how many, the last's time and
+    error."""
+    values: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for source_id, recorded_at, error in rows:
+        row = {
+            "source_id": source_id,
+            "bucket_seconds": width,
+            "bucket_start": bucket_start(recorded_at, width),
+            "sample_count": 0,
+            "error_count": 1,
+            "last_error_at": recorded_at,
+            "last_error": error,
+        }
+        key = (source_id, row["bucket_start"])
+        before = values.get(key)
+        if before is not None:
+            row["error_count"] += before["error_count"]
+            if as_utc(before["last_error_at"]) > as_utc(recorded_at):
+                row |= {name: before[name] for name in ("last_error_at", "last_error")}
+        values[key] = row
+    _upsert(WalRollup.__table__, list(values.values()), _failure_changes)
+
+
+def _failure_changes(old: Any, new: Any) -> dict[str, Any]:
+    """A failure added to its bucket: counted; its error the last when it is the latest."""
+    newer = _newer(old.last_error_at, new.last_error_at)
+    return {
+        "error_count": old.error_count + new.error_count,
+        "last_error_at": case((newer, new.last_error_at), else_=old.last_error_at),
+        "last_error": case((newer, new.last_error), else_=old.last_error),
+    }
+
+
+def _add_slots(rows: list[Any], width: int) -> None:
+    """Add slot rows to their slots' buckets of `width`, each only if newer than the bucket's
+    last (a server's slots are stored in time order)."""
+    values: dict[tuple[int, str, datetime], dict[str, Any]] = {}
+    for server_id, slot_name, recorded_at, retained, database, series_started_at in rows:
+        row = {
+            "server_id": server_id,
+            "slot_name": slot_name,
+            "bucket_seconds": width,
+            "bucket_start": bucket_start(recorded_at, width),
+            "last_at": recorded_at,
+            "sample_count": 1,
+            "retained_bytes": retained,
+            "retained_bytes_min": retained,
+            "retained_bytes_max": retained,
+            "database": database,
+            "series_started_at": series_started_at,
+        }
+        key = (server_id, slot_name, row["bucket_start"])
+        values[key] = _merged(values.get(key), row)
+    _upsert(
+        SlotRollup.__table__,
+        list(values.values()),
+        _slot_changes,
+        # Only a newer row: one stored at a time already counted is not counted again.
+        where=lambda old, new: old.last_at < new.last_at,
+    )
+
+
+def _slot_changes(old: Any, new: Any) -> dict[str, Any]:
+    """A slot row added to its bucket, the latest: its figures the last."""
+    return {
+        "last_at": new.last_at,
+        "sample_count": old.sample_count + new.sample_count,
+        "retained_bytes": new.retained_bytes,
+        "retained_bytes_min": _least(old.retained_bytes_min, new.retained_bytes_min),
+        "retained_bytes_max": _greatest(old.retained_bytes_max, new.retained_bytes_max),
+        "database": new.database,
+        "series_started_at": new.series_started_at,
+    }
+
+
+def delete_expired(retention_days: int, now: datetime | None = None) -> int:
+    """Delete the buckets that ended before the retention, a batch of sources (or servers) per
+    transaction; return rows deleted."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    deleted = 0
+    for model, owner, ids in (
+        (WalRollup, WalRollup.source_id, select(Source.id).order_by(Source.id)),
+        (SlotRollup, SlotRollup.server_id, select(Server.id).order_by(Server.id)),
+    ):
+        for batch in batches(db.session.scalars(ids).all()):
+            for width in WIDTHS:
+                result = db.session.execute(
+                    delete(model).where(
+                        owner.in_(batch),
+                        model.bucket_seconds == width,
+                        model.bucket_start <= cutoff - timedelta(seconds=width),
+                    )
+                )
+                assert isinstance(result, CursorResult)  # a DELETE's result counts rows
+                deleted += result.rowcount
+            db.session.commit()  # short transactions: no lock held for long
+    log.info(
+        "WAL roll-up retention: deleted %d buckets older than %d days", deleted, retention_days
+    )
+    return deleted
+
+
+# ---------------------------------------------------------------------------------------------
+# Built from the samples kept
+
+# Each bucket's start, from a stored time, in SQL: on SQLite a time is text as SQLAlchemy
+# writes it ('2026-03-01 12:00:00.000000'), and the start must be written the same way.
+_BUCKET = {
+    "postgresql": "to_timestamp(floor(date_part('epoch', {column}) / :width) * :width)",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%S', CAST(strftime('%s', substr({column}, 1, 19)) "
+    "AS INTEGER) / :width * :width, 'unixepoch') || '.000000'",
+}
+
+# The last sample's figures, each read by a lookup through the (owner, recorded_at) index,
+# which covers them: one per bucket, no join with the whole table.
+_LAST = (
+    "(SELECT l.{figure} FROM {table} AS l WHERE l.{owner} = b.{owner} "
+    "AND l.recorded_at = b.last_at{also} LIMIT 1)"
+)
+
+
+def _last(figure: str, table: str, owner: str, also: str = "") -> str:
+    return _LAST.format(figure=figure, table=table, owner=owner, also=also)
+
+
+_SAMPLES = f"""
+INSERT INTO wal_rollups (source_id, bucket_seconds, bucket_start, last_at, sample_count,
+    size_bytes, size_bytes_min, size_bytes_max, retained_bytes, retained_bytes_min,
+    retained_bytes_max, wal_rate_bytes_per_second, wal_rate_bytes_per_second_min,
+    wal_rate_bytes_per_second_max, error_count)
+SELECT b.source_id, :width, b.bucket_start, b.last_at, b.samples,
+       {_last("size_bytes", "wal_metrics", "source_id")}, b.size_min, b.size_max,
+       {_last("retained_bytes", "wal_metrics", "source_id")}, b.retained_min, b.retained_max,
+       {_last("wal_rate_bytes_per_second", "wal_metrics", "source_id")}, b.rate_min, b.rate_max,
+       0
+FROM (SELECT source_id, {{bucket}} AS bucket_start, max(recorded_at) AS last_at,
+             count(*) AS samples, min(size_bytes) AS size_min, max(size_bytes) AS size_max,
+             min(retained_bytes) AS retained_min, max(retained_bytes) AS retained_max,
+             min(wal_rate_bytes_per_second) AS rate_min, max(wal_rate_bytes_per_second) AS rate_max
+      FROM wal_metrics WHERE source_id = :owner
+      GROUP BY source_id, {{bucket}}) AS b
+"""
+
+_FAILURES = f"""
+INSERT INTO wal_rollups (source_id, bucket_seconds, bucket_start, sample_count, error_count,
+    last_error_at, last_error)
+SELECT b.source_id, :width, b.bucket_start, 0, b.errors, b.last_at,
+       {_last("error", "sample_errors", "source_id")}
+FROM (SELECT source_id, {{bucket}} AS bucket_start, max(recorded_at) AS last_at,
+             count(*) AS errors
+      FROM sample_errors WHERE source_id = :owner
+      GROUP BY source_id, {{bucket}}) AS b
+WHERE true
+ON CONFLICT (source_id, bucket_seconds, bucket_start) DO UPDATE
+SET error_count = excluded.error_count, last_error_at = excluded.last_error_at,
+    last_error = excluded.last_error
+"""
+
+_SLOT = " AND l.slot_name = b.slot_name"
+_SLOTS = f"""
+INSERT INTO slot_rollups (server_id, slot_name, bucket_seconds, bucket_start, last_at,
+    sample_count, retained_bytes, retained_bytes_min, retained_bytes_max, database,
+    series_started_at)
+SELECT b.server_id, b.slot_name, :width, b.bucket_start, b.last_at, b.samples,
+       {_last("retained_bytes", "slot_metrics", "server_id", _SLOT)}, b.low, b.high,
+       {_last("database", "slot_metrics", "server_id", _SLOT)},
+       {_last("series_started_at", "slot_metrics", "server_id", _SLOT)}
+FROM (SELECT server_id, slot_name, {{bucket}} AS bucket_start, max(recorded_at) AS last_at,
+             count(*) AS samples, min(retained_bytes) AS low, max(retained_bytes) AS high
+      FROM slot_metrics WHERE server_id = :owner
+      GROUP BY server_id, slot_name, {{bucket}}) AS b
+"""
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """What `backfill` built: how many sources and servers, and their roll-up rows."""
+
+    sources: int
+    source_rows: int
+    servers: int
+    slot_rows: int
+
+
+def backfill(connection: Connection) -> Backfilled:
+    """Build the roll-ups from the samples kept, one source (or server) at a time, replacing
+    what it had (migration 0018 builds them so on upgrade; tests and benchmarks that store
+    samples directly do too).
+
+    All of it is done in the database, a source's (or a server's) samples grouped by one
+    statement per width: nothing grows in this process's memory with the history. It runs in
+    the connection's transaction (the migration's own), committed by the caller.
+    """
+    bucket = _BUCKET[connection.dialect.name].format(column="recorded_at")
+    totals = {"sources": 0, "source_rows": 0, "servers": 0, "slot_rows": 0}
+    for owners, table, column, statements in (
+        ("sources", "wal_rollups", "source_id", (_SAMPLES, _FAILURES)),
+        ("servers", "slot_rollups", "server_id", (_SLOTS,)),
+    ):
+        built = [text(sql.format(bucket=bucket)) for sql in statements]
+        for owner in connection.execute(text(f"SELECT id FROM {owners} ORDER BY id")).scalars():
+            connection.execute(
+                text(f"DELETE FROM {table} WHERE {column} = :owner"), {"owner": owner}
+            )
+            for width in WIDTHS:
+                for statement in built:
+                    connection.execute(statement, {"owner": owner, "width": width})
+            totals[owners] += 1
+            totals["source_rows" if owners == "sources" else "slot_rows"] += connection.execute(
+                text(f"SELECT count(*) FROM {table} WHERE {column} = :owner"), {"owner": owner}
+            ).scalar_one()
+    return Backfilled(**totals)
+
+
+# ---------------------------------------------------------------------------------------------
+# Read for charts, in monitor/history.py's row shapes
+
+
+def epoch_seconds(column: Any) -> ColumnElement[float]:
+    """Seconds since 1970 of a timestamp column as a float, on PostgreSQL and on SQLite."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        # julianday() is a float of days: round off its error so bucket edges stay exact.
+        return type_coerce(func.round((func.julianday(column) - 2440587.5) * 86400.0, 3), Float)
+    # date_part() gives float8; extract() gives numeric, several times slower to compute with.
+    return type_coerce(func.date_part("epoch", column), Float)
+
+
+def whole(value: Any) -> ColumnElement[int]:
+    """Round a non-negative number down (SQLite's CAST truncates; PostgreSQL's rounds)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return cast(value, Integer)
+    return cast(func.floor(value), Integer)
+
+
+def _bucket_of(column: Any, width: int) -> ColumnElement[int]:
+    """The chart bucket of `width` seconds a roll-up's start falls in, as a whole number."""
+    return whole(epoch_seconds(column) / literal(float(width), Float))
+
+
+def _smaller(a: Any, b: Any) -> Any:
+    return b if a is None or (b is not None and b < a) else a
+
+
+def _larger(a: Any, b: Any) -> Any:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _folded(rows: Iterable[Any], keys: int, count: int) -> list[list[Any]]:
+    """Fold roll-up rows into chart buckets. Each row is `keys` key columns (the chart bucket
+    among them), the last sample's time, `count` triples (last, min, max), then labels; the
+    rows of one key become one: the latest row's time, lasts and labels, the least of the
+    mins and the most of the maxes."""
+    found: dict[tuple[Any, ...], list[Any]] = {}
+    first = keys + 1
+    for row in rows:
+        key = tuple(row[:keys])
+        before = found.get(key)
+        if before is None:
+            found[key] = list(row)
+            continue
+        kept = before if row[keys] <= before[keys] else list(row)
+        for i in range(first, first + 3 * count, 3):
+            kept[i + 1] = _smaller(before[i + 1], row[i + 1])
+            kept[i + 2] = _larger(before[i + 2], row[i + 2])
+        found[key] = kept
+    return list(found.values())
+
+
+def source_rows(
+    source_id: int, start: datetime, end: datetime, width: int, base: int
+) -> tuple[list[Any], list[Any]]:
+    """Read a source's roll-ups of `base` into chart buckets of `width` over [start, end).
+
+    Return the good samples' rows (bucket, last sample's time, then last, min and max of each
+    WAL figure) and the failures' (bucket, last failure's time, its error three times), each
+    whose time falls in the range. Buckets wider than the roll-ups' are folded here: one
+    plain range read by the primary key, whatever the planner knows of the table.
+    """
+    r = WalRollup
+    columns: list[Any] = [_bucket_of(r.bucket_start, width), r.last_at]
+    for name in WAL_FIGURES:
+        columns += [getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max")]
+    found = db.session.connection().execute(
+        select(*columns, r.error_count, r.last_error_at, r.last_error).where(
+            r.source_id == source_id,
+            r.bucket_seconds == base,
+            r.bucket_start >= bucket_start(start, width),
+            r.bucket_start < end,
+        )
+    )
+    figures = 2 + 3 * len(WAL_FIGURES)
+    good: list[Any] = []
+    last_failure: dict[int, tuple[Any, ...]] = {}
+    for row in found.all():
+        at = row[1]
+        if at is not None and as_utc(at) < end:
+            good.append(row)
+        if row[figures]:
+            # Failures are few: each chart bucket's last.
+            key, moment, error = row[0], as_utc(row[figures + 1]), row[figures + 2]
+            if start <= moment < end and (key not in last_failure or moment > last_failure[key][1]):
+                last_failure[key] = (key, moment, error, error, error)
+    if width != base:
+        good = _folded(good, 1, len(WAL_FIGURES))
+    # The figures end at `figures`: a failure's columns after them are not read.
+    return [row for row in good if as_utc(row[1]) >= start], list(last_failure.values())
+
+
+def slot_rows(
+    server_id: int,
+    start: datetime,
+    end: datetime,
+    width: int,
+    base: int,
+    names: list[str] | None = None,
+) -> list[Any]:
+    """Read a server's slots' roll-ups (those named, or all) into chart buckets: rows of
+    (bucket, last sample's time, slot, database, series start, last, min, max)."""
+    r = SlotRollup
+    where = [
+        r.server_id == server_id,
+        r.bucket_seconds == base,
+        r.bucket_start >= bucket_start(start, width),
+        r.bucket_start < end,
+        r.last_at < end,
+    ]
+    if names is not None:
+        where.append(r.slot_name.in_(names))
+    bucket = _bucket_of(r.bucket_start, width)
+    if width == base:
+        return list(
+            db.session.connection()
+            .execute(
+                select(
+                    bucket,
+                    r.last_at,
+                    r.slot_name,
+                    r.database,
+                    r.series_started_at,
+                    r.retained_bytes,
+                    r.retained_bytes_min,
+                    r.retained_bytes_max,
+                ).where(*where, r.last_at >= start)
+            )
+            .all()
+        )
+    found = db.session.connection().execute(
+        select(
+            r.slot_name,
+            bucket,
+            r.last_at,
+            r.retained_bytes,
+            r.retained_bytes_min,
+            r.retained_bytes_max,
+            r.database,
+            r.series_started_at,
+        ).where(*where)
+    )
+    return [
+        (key, at, name, database, series, last, low, high)
+        for name, key, at, last, low, high, database, series in _folded(found.all(), 2, 1)
+        if as_utc(at) >= start
+    ]
+
+
+def slot_peaks(
+    server_id: int, start: datetime, end: datetime, width: int, base: int
+) -> list[tuple[str, str | None, Any]]:
+    """Each slot of the server with roll-ups in the range: its name, database and the most
+    WAL it retained."""
+    r = SlotRollup
+    return [
+        (name, database, peak)
+        for name, database, peak in db.session.execute(
+            select(r.slot_name, func.max(r.database), func.max(r.retained_bytes_max))
+            .where(
+                r.server_id == server_id,
+                r.bucket_seconds == base,
+                r.bucket_start >= bucket_start(start, width),
+                r.bucket_start < end,
+            )
+            .group_by(r.slot_name)
+        )
+    ]
+
+
+def other_slots(
+    server_id: int, start: datetime, end: datetime, width: int, base: int, shown: list[str]
+) -> dict[int, tuple[datetime, Any, Any, Any]]:
+    """Sum the slots not shown, per chart bucket: (time of the server's last sample in it, the
+    sum of their retained WAL then, a least and a most of their sum).
+
+    Roll-ups keep no sum per sample, so the band is bounds that every sum the samples had lies
+    within: the sum of each slot's most, and the sum of each one's least, counting as none a
+    slot missing from some of the bucket's samples (dropped, or created, within it).
+    """
+    r = SlotRollup
+    within = r.bucket_start
+    every = (
+        select(
+            r.slot_name,
+            r.bucket_start,
+            r.last_at,
+            r.sample_count,
+            r.retained_bytes,
+            r.retained_bytes_min,
+            r.retained_bytes_max,
+            # Of every slot of the server: its last sample in the bucket, and how many.
+            func.max(r.last_at).over(partition_by=within).label("server_last_at"),
+            func.max(r.sample_count).over(partition_by=within).label("server_samples"),
+        )
+        .where(
+            r.server_id == server_id,
+            r.bucket_seconds == base,
+            r.bucket_start >= bucket_start(start, width),
+            r.bucket_start < end,
+            r.last_at < end,
+        )
+        .subquery()
+    )
+    c = every.c
+    rows: Iterable[Any] = db.session.execute(
+        select(
+            _bucket_of(c.bucket_start, width),
+            func.max(c.server_last_at),
+            func.coalesce(
+                func.sum(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
+            ),
+            func.sum(case((c.sample_count == c.server_samples, c.retained_bytes_min), else_=0)),
+            func.sum(c.retained_bytes_max),
+        )
+        .where(c.slot_name.not_in(shown))
+        .group_by(c.bucket_start)
+    )
+    if width != base:
+        rows = _folded(rows, 1, 1)
+    return {
+        key: (as_utc(at), last, low, high)
+        for key, at, last, low, high in rows
+        if as_utc(at) >= start
+    }

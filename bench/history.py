@@ -1,8 +1,12 @@
-"""Time the WAL history endpoint over 10 million samples, against the naive way, and the dashboard.
+"""Time the WAL history endpoint on 10 million samples against bucketed raw SQL; the dashboard.
 
-Then weigh a server with 500 slots behind 123 sources: the sizes of a source's page, its
-24-hour history and /metrics. Run by hand from the repository root (it starts its own
-PostgreSQL cluster; loading the samples takes a few minutes):
+The samples are loaded in SQL, then rolled up by the hour and the day as migration 0018 does
+on upgrade (`rollups.backfill`); a 30-day and an all-history chart (read from the roll-ups) are
+timed side by side with one plain SQL statement bucketing the same raw rows into as many
+points, and a round's upkeep of the roll-ups is timed. Then weigh a server with 500 slots
+behind 123 sources: the sizes of a source's page, its 24-hour history and /metrics. Run by hand
+from the repository root (it starts its own PostgreSQL cluster; loading the samples takes a
+few minutes):
 
     .venv/bin/python bench/history.py
 """
@@ -11,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import psycopg2
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key")
@@ -27,6 +35,7 @@ from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import SlotMetric, SourceState, WalMetric  # noqa: E402
+from rosetta_web.monitor import rollups  # noqa: E402
 from rosetta_web.sparkline import draw  # noqa: E402
 from rosetta_web.timeutil import utcnow  # noqa: E402
 from tests.factories import new_source  # noqa: E402
@@ -103,40 +112,53 @@ def median_ms(call, runs: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def naive_history(source_id: int, start) -> dict:  # type: ignore[no-untyped-def]
-    """The naive way: every raw row of the range into Python, the figure built from them,
-    its per-slot lines included."""
-    rows = db.session.scalars(
-        db.select(WalMetric)
-        .where(WalMetric.source_id == source_id, WalMetric.recorded_at >= start)
-        .order_by(WalMetric.recorded_at)
-    ).all()
-    x, size, retained, rate = [], [], [], []
-    previous = None
-    for row in rows:
-        x.append(row.recorded_at.isoformat())
-        size.append(row.size_bytes)
-        retained.append(row.retained_bytes)
-        if previous is None:
-            rate.append(None)
-        else:
-            seconds = (row.recorded_at - previous.recorded_at).total_seconds()
-            rate.append((row.wal_position_bytes - previous.wal_position_bytes) / seconds)
-        previous = row
-    slots: dict[str, dict[str, list]] = {}
-    for slot in db.session.scalars(
-        db.select(SlotMetric)
-        .where(SlotMetric.server_id == source_id, SlotMetric.recorded_at >= start)
-        .order_by(SlotMetric.recorded_at)
-    ):
-        line = slots.setdefault(slot.slot_name, {"x": [], "retained_bytes": []})
-        line["x"].append(slot.recorded_at.isoformat())
-        line["retained_bytes"].append(slot.retained_bytes)
-    body = json.dumps(
-        {"x": x, "size_bytes": size, "retained_bytes": retained, "rate": rate, "slots": slots}
+# The baseline: one plain statement bucketing the raw rows of the range into `width`-second
+# buckets (each bucket's last sample, its time, and every figure's min and max: what the chart
+# draws), the source's WAL figures and its server's slots, one line each.
+RAW_BUCKETED = """
+SELECT floor(date_part('epoch', recorded_at) / %(width)s) AS bucket, max(recorded_at),
+       (array_agg(size_bytes ORDER BY recorded_at DESC))[1], min(size_bytes), max(size_bytes),
+       (array_agg(retained_bytes ORDER BY recorded_at DESC))[1], min(retained_bytes),
+       max(retained_bytes),
+       (array_agg(wal_rate_bytes_per_second ORDER BY recorded_at DESC))[1],
+       min(wal_rate_bytes_per_second), max(wal_rate_bytes_per_second)
+FROM wal_metrics WHERE source_id = %(source)s AND recorded_at >= %(start)s AND recorded_at < %(end)s
+GROUP BY 1 ORDER BY 1;
+SELECT slot_name, floor(date_part('epoch', recorded_at) / %(width)s) AS bucket, max(recorded_at),
+       (array_agg(retained_bytes ORDER BY recorded_at DESC))[1], min(retained_bytes),
+       max(retained_bytes)
+FROM slot_metrics WHERE server_id = %(source)s AND recorded_at >= %(start)s
+                    AND recorded_at < %(end)s
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def raw_bucketed(url: str, source_id: int, start: datetime, end: datetime, points: int):  # type: ignore[no-untyped-def]
+    """Return a call that runs the baseline over [start, end) in at most `points` buckets
+    through psycopg2 (no ORM, no Flask), on a connection of its own, and the rows it read."""
+    connection = psycopg2.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(False)
     )
-    db.session.rollback()
-    return {"points": len(x), "bytes": len(body)}
+    connection.autocommit = True
+    cursor = connection.cursor()
+    cursor.execute("SET jit = off")  # as Rosetta's connections
+    width = max(math.ceil((end - start).total_seconds() / points), 1)
+    arguments = {"width": width, "source": source_id, "start": start, "end": end}
+
+    def run() -> int:
+        found = 0
+        for statement in RAW_BUCKETED.split(";"):
+            cursor.execute(statement, arguments)
+            found += len(cursor.fetchall())
+        return found
+
+    return run, connection
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages and the CPUs they share."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -181,6 +203,18 @@ def main() -> None:
             f"samples), slot_metrics: {slot_rows:,} rows ({args.slots} slots a sample), "
             f"loaded in {load_s:.0f} s"
         )
+        with app.app_context():
+            started = time.perf_counter()
+            with db.engine.begin() as connection:
+                built = rollups.backfill(connection)
+            rollup_s = time.perf_counter() - started
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE wal_rollups")
+                conn.exec_driver_sql("VACUUM ANALYZE slot_rollups")
+        print(
+            f"roll-ups built from them as migration 0018 does: {built.source_rows:,} source rows, "
+            f"{built.slot_rows:,} slot rows (hourly and daily) in {rollup_s:.0f} s"
+        )
         client = app.test_client()
         headers = {"Authorization": f"Bearer {token}"}
         source_id = args.sources // 2
@@ -190,6 +224,7 @@ def main() -> None:
                     WalMetric.source_id == source_id
                 )
             )
+        print(f"load average before timing: {load_average()}")
         for label, start in (("30 days", "30d"), ("all history", oldest.isoformat())):
 
             def endpoint(start: str = start) -> dict:
@@ -202,15 +237,22 @@ def main() -> None:
                 return response.get_json()
 
             fast_ms, body = median_ms(endpoint, args.runs)
-            since = utcnow() - timedelta(days=30) if start == "30d" else oldest
-            with app.app_context():
-                naive_ms, naive = median_ms(lambda since=since: naive_history(source_id, since), 5)
+            begins = datetime.fromisoformat(body["start"])
+            ends = datetime.fromisoformat(body["end"])
+            baseline, connection = raw_bucketed(url, source_id, begins, ends, 1000)
+            try:
+                sql_ms, sql_rows = median_ms(baseline, args.runs)
+            finally:
+                connection.close()
             print(
-                f"history, {label}: median {fast_ms:.1f} ms for {len(body['times'])} points "
-                f"(max_points 1000, target <= 100 ms); naive: median {naive_ms:.0f} ms for "
-                f"{naive['points']:,} raw points; {naive_ms / fast_ms:.0f}x faster "
-                "(target >= 20x)"
+                f"history, {label}: Rosetta median {fast_ms:.1f} ms for {len(body['times'])} "
+                f"points ({body['bucket_seconds'] // 3600} h buckets from the roll-ups, "
+                f"{len(body['slots'])} slot lines; the endpoint, JSON included); bucketed raw SQL "
+                f"on the same rows: median {sql_ms:.1f} ms for {sql_rows:,} rows "
+                f"(1,000 buckets of {math.ceil((ends - begins).total_seconds() / 1000)} s); "
+                f"{sql_ms / fast_ms:.1f}x the SQL's speed; load average {load_average()}"
             )
+        upkeep(app, args.dashboard_sources)
 
         def dashboard():  # noqa: ANN202
             response = client.get("/", headers=headers)
@@ -218,12 +260,48 @@ def main() -> None:
             return response
 
         dash_ms, page = median_ms(dashboard, args.runs)
-        rows = page.get_data(as_text=True).count('<td><a href="/sources/')
+        rows = page.get_data(as_text=True).count('data-label="Source"><a href="/sources/')
         print(f"dashboard, {rows:,} sources: median {dash_ms:.1f} ms (target <= 150 ms)")
         if args.big_server_slots:
             big_server(app, client, headers, args)
     finally:
         cluster.stop()
+
+
+def upkeep(app, sources: int) -> None:  # type: ignore[no-untyped-def]
+    """Time what a round adds to storing: its sources' and slots' roll-ups kept up (each
+    source on a server of its own with two slots)."""
+    times = []
+    with app.app_context():
+        for step in range(1, 6):
+            moment = utcnow().replace(microsecond=0) + timedelta(seconds=step)
+            db.session.execute(
+                db.text(
+                    "INSERT INTO wal_metrics (source_id, recorded_at, current_lsn, "
+                    "wal_position_bytes, size_bytes, retained_bytes, slot_count, "
+                    "inactive_slot_count) SELECT id, :at, '0/0', 0, 1, 1, 2, 0 FROM sources "
+                    "WHERE id <= :sources"
+                ),
+                {"at": moment, "sources": sources},
+            )
+            db.session.execute(
+                db.text(
+                    "INSERT INTO slot_metrics (server_id, recorded_at, slot_name, slot_type, "
+                    "active, retained_bytes) SELECT s.id, :at, 'slot_' || k, 'logical', true, 1 "
+                    "FROM servers s CROSS JOIN generate_series(1, 2) AS k WHERE s.id <= :sources"
+                ),
+                {"at": moment, "sources": sources},
+            )
+            ids = list(range(1, sources + 1))
+            started = time.perf_counter()
+            rollups.add_round(moment, ids, ids)
+            db.session.flush()
+            times.append((time.perf_counter() - started) * 1000)
+            db.session.rollback()
+    print(
+        f"roll-up upkeep in a round of {sources} sources and {2 * sources} slots: median "
+        f"{statistics.median(times):.1f} ms (read back, then hourly and daily upserts)"
+    )
 
 
 def big_server(app, client, headers: dict[str, str], args) -> None:  # type: ignore[no-untyped-def]

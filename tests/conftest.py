@@ -19,6 +19,7 @@ os.environ.pop("ENCRYPTION_KEY", None)
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db as _db  # noqa: E402
+from rosetta_web.monitor.workers import kept_connections  # noqa: E402
 
 from .apps import make_app  # noqa: E402
 from .clients import Api, Browser, QueryCounter, sign_in  # noqa: E402
@@ -101,6 +102,7 @@ def app(database_url: str) -> Iterator[Flask]:
     """The app on the PostgreSQL metadata database, emptied for each test."""
     app = make_app(database_url)
     yield app
+    kept_connections(app).close()  # the monitor's, kept by scheduled rounds
     with app.app_context():
         _db.engine.dispose()
 

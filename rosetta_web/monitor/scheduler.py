@@ -32,6 +32,7 @@ from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import services as sources
 from ..timeutil import utcnow
 from . import rounds
+from .workers import kept_connections
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ class MonitorScheduler:
             with self.app.app_context():
                 if self.leadership.is_leader():
                     work()
+                else:  # another process samples: it keeps the connections
+                    kept_connections(self.app).close()
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)
@@ -218,11 +221,13 @@ class MonitorScheduler:
             self._round_lock.release()
 
     def sample_new(self) -> None:
-        """Sample the sources saved since the last round (new, or with a new connection)."""
+        """Sample the sources saved since the last round (new, or with a new connection), and
+        close the connections kept for sources edited or deleted since."""
         if not self._round_lock.acquire(blocking=False):
             return  # a round is running: it samples them
 
         def sample() -> None:
+            rounds.close_changed_connections()
             done = rounds.sample_new_sources()
             if done is not None:
                 sources.after_round(done)
@@ -348,6 +353,7 @@ class MonitorScheduler:
             self.scheduler.shutdown(wait=False)
         # A source being sampled gives up within its timeout; its result is stored after.
         rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1, self.app)
+        kept_connections(self.app).close()
         self.leadership.release()
 
 

@@ -48,12 +48,16 @@ run: install java
 	  trap 'kill $$engine 2>/dev/null; wait $$engine' EXIT INT TERM; \
 	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each with its own clusters and instance
+# folder; TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
+
 test: install-dev chromium java
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Everything but the tests that start subprocesses, servers or a browser (marked slow).
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The API fuzzed against its OpenAPI document for longer than `make test` does (schemathesis).
 fuzz: install-dev

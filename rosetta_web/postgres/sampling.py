@@ -278,10 +278,10 @@ def _sample_server(
     targets = server.targets
     if kept is not None:
         targets = sorted(targets, key=lambda target: kept.rank(target.source_id))
+    keeping = kept if server.key is not None else None
     own: dict[int, Sample] = {}
     best: Sample | None = None
     for target in targets:
-        keeping = kept if server.key is not None else None
         sample = sample_source(target, timeout_s, max_retries, keeping, server.key)
         own[target.source_id] = sample
         if sample.ok:

@@ -71,6 +71,7 @@ bench: install-dev
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/scale.py
 
 lint: install-dev
 	$(BIN)/ruff check .

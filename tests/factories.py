@@ -30,7 +30,7 @@ from rosetta_web.models import (
 )
 from rosetta_web.timeutil import utcnow
 
-from .constants import GIB
+from .constants import GIB, MIB
 
 PASSWORD = "correct-horse-battery"
 MONITOR_PASSWORD = "Monitor-Pass-9!"
@@ -145,6 +145,80 @@ def new_server(
 ) -> Server:
     """Build (not store) a PostgreSQL server as a sample identifies it."""
     return Server(address=address, system_identifier=system_identifier, **fields)
+
+
+# A server's slots over its samples as the monitor stores them, a row per slot at each sample
+# (never one per source), made in one statement on PostgreSQL. Slot k (slot_001...) is in
+# database db_<k % databases>, physical when k is a multiple of 50; every fifth has no
+# consumer; slot 7 lost the WAL it needed (it retains none) and slot 13 is unreserved; the
+# others retain up to 5 GB, a little more at each sample.
+MANY_SLOTS = """
+INSERT INTO slot_metrics (server_id, recorded_at, slot_name, plugin, slot_type, database, active,
+                          inactive_since, retained_bytes, lag_bytes, wal_status, safe_wal_size,
+                          series_started_at)
+SELECT :server_id, :last - n * :every, 'slot_' || lpad(k::text, 3, '0'),
+       CASE WHEN k % 50 <> 0 THEN 'pgoutput' END,
+       CASE WHEN k % 50 = 0 THEN 'physical' ELSE 'logical' END,
+       CASE WHEN k % 50 <> 0 THEN 'db_' || (k % :databases) END,
+       k % 5 <> 0,
+       CASE WHEN k % 5 = 0 THEN :last - interval '2 hours' END,
+       CASE WHEN k <> 7 THEN ((k * 7919) % 5000)::bigint * 1048576 + k * 4096
+                             + (:samples - n) * 65536 END,
+       CASE WHEN k % 50 <> 0 AND k <> 7 THEN ((k * 7919) % 5000)::bigint * 524288 END,
+       CASE k WHEN 7 THEN 'lost' WHEN 13 THEN 'unreserved' ELSE 'reserved' END,
+       CASE WHEN k = 13 THEN 1048576 END,
+       :last - :samples * :every
+FROM generate_series(0, :samples - 1) AS n CROSS JOIN generate_series(1, :slots) AS k
+"""
+
+
+def add_many_slots(
+    server_id: int,
+    slots: int,
+    last: datetime,
+    samples: int = 1,
+    every: timedelta = timedelta(minutes=5),
+    databases: int = 4,
+) -> None:
+    """Store (in the session's transaction, PostgreSQL) `samples` samples of a server's
+    `slots` slots, `every` apart up to `last` (see MANY_SLOTS)."""
+    params = {"server_id": server_id, "slots": slots, "last": last, "samples": samples}
+    db.session.execute(db.text(MANY_SLOTS), {**params, "every": every, "databases": databases})
+
+
+def add_slot_server(app: Flask, slots: int, growing: int = 0) -> tuple[int, int]:
+    """Store a source on database db_1 of a server whose three samples, 5 minutes apart, saw
+    `slots` slots (see MANY_SLOTS), the source's own samples at the same times, and each
+    slot's trend, the first `growing` of them (by name) growing; return the source's and the
+    server's ids."""
+    last = utcnow().replace(microsecond=0) - timedelta(minutes=1)
+    with app.app_context():
+        server = new_server(f"h{slots}:5432", system_identifier=f"70000000000000{slots:05d}")
+        server.last_sampled_at = last
+        source = new_source(f"on-{slots}", pg_database="db_1")
+        db.session.add_all([server, source])
+        db.session.flush()
+        source.state = new_state(source.id, server_id=server.id, last_sampled_at=last)
+        add_many_slots(server.id, slots, last, samples=3)
+        for n in range(3):
+            moment = last - n * timedelta(minutes=5)
+            db.session.add(wal_metric(source.id, moment, size_bytes=6 * GIB))
+        latest = db.session.execute(
+            db.select(SlotMetric.slot_name, SlotMetric.retained_bytes).where(
+                SlotMetric.server_id == server.id, SlotMetric.recorded_at == last
+            )
+        )
+        # A trend as the alert rules read it: the growth, and the figures it was fitted to.
+        server.slot_trends = {
+            name: {
+                "growth": 100 * MIB * (k + 1) if k < growing else None,
+                "at": last.timestamp(),
+                "slot": {"retained_bytes": retained, "safe_wal_size": None},
+            }
+            for k, (name, retained) in enumerate(sorted(latest))
+        }
+        db.session.commit()
+        return source.id, server.id
 
 
 def new_destination(name: str = "d", **fields: Any) -> Destination:

@@ -67,6 +67,8 @@ bench: install-dev
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/audit.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -797,6 +797,8 @@ class MetricsExposition(Model):
     text_plain: Mapped[str | None] = mapped_column(Text)
     openmetrics: Mapped[str | None] = mapped_column(Text)
     rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A random id of each rendering: a process holding one in memory reads only this.
+    rendering: Mapped[str | None] = mapped_column(String(32))
 
 
 class AlertSettings(Shaped, Model):

@@ -116,10 +116,15 @@ def test_each_stored_round_renders_what_scrapes_then_serve(app, api, source_db, 
     assert gauges[("rosetta_alerts_firing", (("severity", "critical"),))] == 1
     assert gauges[("rosetta_pipeline_lag_bytes", (("pipeline", "orders-to-sf"),))] == 4096
 
-    # Served as kept: what the row says is what a scrape reads, whatever the tables say.
+    # Served as kept: what the row says is what a scrape reads, whatever the tables say. A
+    # process keeps the rendering it read, and reads the text again only under a new id.
     with app.app_context():
         row = db.session.get(MetricsExposition, prometheus.KEPT_ID)
         row.text_plain = first.text_plain.replace('source="shop"', 'source="kept-shop"')
+        db.session.commit()
+    assert api.get("/metrics").get_data(as_text=True) == served
+    with app.app_context():
+        db.session.get(MetricsExposition, prometheus.KEPT_ID).rendering = "another"
         db.session.commit()
     tampered = api.get("/metrics").get_data(as_text=True)
     assert 'rosetta_source_up{source="kept-shop"} 1.0' in tampered

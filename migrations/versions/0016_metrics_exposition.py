@@ -20,6 +20,7 @@ def upgrade():
         sa.Column("text_plain", sa.Text(), nullable=True),
         sa.Column("openmetrics", sa.Text(), nullable=True),
         sa.Column("rendered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rendering", sa.String(length=32), nullable=True),
         sa.CheckConstraint("id = 1", name=op.f("ck_metrics_exposition_one_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_metrics_exposition")),
     )

@@ -3,10 +3,11 @@
 The monitor's series (sources, slots, the last round) change when a round is stored, and at
 1,000 sources they are 1.5 MB: they are rendered once, after each stored round (`keep`), and
 kept in the metadata database (`MetricsExposition`, one row) for every process to serve as
-they are, by one primary-key lookup. The alerts firing and the pipelines' series change
-between rounds (an engine writes its progress every few seconds, and a pipeline's lag is shown
-only while its engine is seen alive, which time alone can end): they are a few rows, read at
-scrape time and added after the kept text.
+they are, by one primary-key lookup; a process keeps in memory the rendering it last read,
+and the lookup sends the text only when a new one replaced it. The alerts firing and the
+pipelines' series change between rounds (an engine writes its progress every few seconds, and
+a pipeline's lag is shown only while its engine is seen alive, which time alone can end):
+they are a few rows, read at scrape time and added after the kept text.
 
 Until a rendering is kept (before the first, or once a source's change made it stale:
 `forget`), a scrape renders everything itself, as it reads once kept.
@@ -14,8 +15,10 @@ Until a rendering is kept (before the first, or once a source's change made it s
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from flask import Response, request
@@ -25,7 +28,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import parse_version
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -49,6 +52,7 @@ OPENMETRICS_END = b"# EOF\n"
 # these escapings leave as it is: what they encode is the kept text. The others (dots,
 # values) rewrite names; a scrape that asks for one is rendered on demand.
 ESCAPINGS_KEPT = (openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8)
+PLAIN_NAMES = openmetrics.ALLOWUTF8
 
 
 class MonitorCollector:
@@ -72,11 +76,19 @@ class MonitorCollector:
             "When the source was last sampled successfully",
             labels=["source"],
         )
-        rows = db.session.execute(select(Source.name, SourceState).outerjoin(SourceState)).all()
-        for name, state in rows:
-            up.add_metric([name], 1 if state is not None and state.status == "OK" else 0)
-            if state is None:
-                continue
+        # Columns, not objects: a round renders this for every source.
+        rows = db.session.execute(
+            select(
+                Source.name,
+                SourceState.status,
+                SourceState.wal_position_bytes,
+                SourceState.size_bytes,
+                SourceState.last_sampled_at,
+            ).outerjoin(SourceState)
+        ).all()
+        for state in rows:
+            name = state.name
+            up.add_metric([name], 1 if state.status == "OK" else 0)
             if state.wal_position_bytes is not None:
                 position.add_metric([name], state.wal_position_bytes)
             if state.size_bytes is not None:
@@ -113,14 +125,25 @@ class MonitorCollector:
             labels=[*labels, "status"],
         )
         rows = db.session.execute(
-            select(Server, SlotMetric).join(
+            select(
+                Server.system_identifier,
+                Server.address,
+                SlotMetric.database,
+                SlotMetric.slot_name,
+                SlotMetric.active,
+                SlotMetric.retained_bytes,
+                SlotMetric.lag_bytes,
+                SlotMetric.safe_wal_size,
+                SlotMetric.wal_status,
+            ).join(
                 SlotMetric,
                 (SlotMetric.server_id == Server.id)
                 & (SlotMetric.recorded_at == Server.last_sampled_at),
             )
         )
-        for server, slot in rows:
-            key = [server.label, slot.database or "", slot.slot_name]
+        for slot in rows:
+            server = slot.system_identifier or slot.address  # as Server.label names it
+            key = [server, slot.database or "", slot.slot_name]
             active.add_metric(key, 1 if slot.active else 0)
             if slot.retained_bytes is not None:
                 retained.add_metric(key, slot.retained_bytes)
@@ -233,12 +256,15 @@ def keep() -> None:
     db.session.execute(_upsert(rendered_at=now))
     families = _Collected(list(MonitorCollector().collect()))
     # Without its "# EOF": a scrape's own part, which ends the exposition, follows it.
-    open_metrics: bytes = openmetrics.generate_latest(families)  # type: ignore[no-untyped-call]
+    open_metrics: bytes = openmetrics.generate_latest(  # type: ignore[no-untyped-call]
+        families, escaping=PLAIN_NAMES
+    )
     db.session.execute(
         _upsert(
-            text_plain=generate_latest(families).decode(),
+            text_plain=generate_latest(families, escaping=PLAIN_NAMES).decode(),
             openmetrics=open_metrics.removesuffix(OPENMETRICS_END).decode(),
             rendered_at=now,
+            rendering=uuid.uuid4().hex,
         )
     )
     db.session.commit()
@@ -247,7 +273,7 @@ def keep() -> None:
 def forget() -> None:
     """Drop the kept series in the caller's transaction, when a change outside a round made
     them wrong (a source saved or deleted): scrapes render their own until kept again."""
-    db.session.execute(_upsert(text_plain=None, openmetrics=None, rendered_at=None))
+    db.session.execute(_upsert(text_plain=None, openmetrics=None, rendered_at=None, rendering=None))
 
 
 def is_kept() -> bool:
@@ -271,16 +297,47 @@ def _kept_text(encoder: Callable[..., bytes]) -> Any:
     return None
 
 
+def _plainly(encoder: Callable[..., bytes]) -> Callable[[Collector], bytes]:
+    """The same encoder, escaping names as UTF-8 (which leaves legacy names as they are, and
+    checks none character by character): for the kept formats it writes the same bytes, in a
+    fraction of the time the underscores escaping takes."""
+    function = getattr(encoder, "func", encoder)
+    return partial(function, **{**getattr(encoder, "keywords", {}), "escaping": PLAIN_NAMES})
+
+
+# This process's copy of the last rendering it served, by format: (its id, its bytes).
+_held: dict[str, tuple[str, bytes]] = {}
+
+
+def _kept_bytes(column: Any) -> bytes | None:
+    """Return the kept rendering in `column`'s format, or None when none is kept: one lookup
+    by primary key, which sends the text only when it is not the one this process holds."""
+    held_id, held = _held.get(column.key, ("", b""))
+    row = db.session.execute(
+        select(
+            MetricsExposition.rendering,
+            case((MetricsExposition.rendering == held_id, None), else_=column),
+        ).where(MetricsExposition.id == KEPT_ID)
+    ).one_or_none()
+    if row is None or row[0] is None:
+        return None
+    if row[0] == held_id:
+        return held
+    if row[1] is None:
+        return None
+    kept: bytes = row[1].encode()
+    _held[column.key] = (row[0], kept)
+    return kept
+
+
 def metrics(*others: Collector) -> Response:
     """Serve the monitor's figures for Prometheus as kept, the alerts firing and those of the
     `others` collectors read now; render everything now while none are kept."""
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     column = _kept_text(encoder)
-    kept = None
-    if column is not None:
-        kept = db.session.scalar(select(column).where(MetricsExposition.id == KEPT_ID))
+    kept = _kept_bytes(column) if column is not None else None
     if kept is None:
         body = encoder(_registry(MonitorCollector(), AlertCollector(), *others))
     else:
-        body = kept.encode() + encoder(_registry(AlertCollector(), *others))
+        body = kept + _plainly(encoder)(_registry(AlertCollector(), *others))
     return Response(body, content_type=content_type)

@@ -153,6 +153,7 @@ def export(app, cluster: Cluster, url: str, token: str, args) -> None:  # type: 
         copied_mb = target.stat().st_size / MB
     server, worker, port = serve(url)
     try:
+        started_mb = rss_mb(worker)
         download(port, token)  # the worker's first export: imports and connections
         before = rss_mb(worker)
         peak = before
@@ -188,8 +189,8 @@ def export(app, cluster: Cluster, url: str, token: str, args) -> None:  # type: 
     )
     print(f"ratio export / psql \\copy: {seconds / floor:.1f}x")
     print(
-        f"worker RSS: {before:.0f} MB before, peak {peak:.0f} MB while streaming "
-        f"(+{peak - before:.0f} MB)"
+        f"worker RSS: {started_mb:.0f} MB started, {before:.0f} MB after a first export, peak "
+        f"{peak:.0f} MB while streaming 3 more (+{peak - before:.0f} MB)"
     )
     if not args.skip_python:
         with app.app_context():

@@ -255,13 +255,14 @@ def keep() -> None:
     # what that one committed, so an older rendering never overwrites a newer one.
     db.session.execute(_upsert(rendered_at=now))
     families = _Collected(list(MonitorCollector().collect()))
-    # Without its "# EOF": a scrape's own part, which ends the exposition, follows it.
+    # Without its "# EOF": a scrape's own part, which ends the exposition, follows it. Each
+    # format's quicker escaping: they write the same bytes (ESCAPINGS_KEPT).
     open_metrics: bytes = openmetrics.generate_latest(  # type: ignore[no-untyped-call]
         families, escaping=PLAIN_NAMES
     )
     db.session.execute(
         _upsert(
-            text_plain=generate_latest(families, escaping=PLAIN_NAMES).decode(),
+            text_plain=generate_latest(families).decode(),
             openmetrics=open_metrics.removesuffix(OPENMETRICS_END).decode(),
             rendered_at=now,
             rendering=uuid.uuid4().hex,

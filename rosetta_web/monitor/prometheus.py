@@ -299,9 +299,9 @@ def _kept_text(encoder: Callable[..., bytes]) -> Any:
 
 
 def _plainly(encoder: Callable[..., bytes]) -> Callable[[Collector], bytes]:
-    """The same encoder, escaping names as UTF-8 (which leaves legacy names as they are, and
-    checks none character by character): for the kept formats it writes the same bytes, in a
-    fraction of the time the underscores escaping takes."""
+    """The same encoder, escaping names as UTF-8, which leaves legacy names as they are: for
+    the kept formats it writes the same bytes, and OpenMetrics's underscores escaping would
+    check every character of every name."""
     function = getattr(encoder, "func", encoder)
     return partial(function, **{**getattr(encoder, "keywords", {}), "escaping": PLAIN_NAMES})
 

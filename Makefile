@@ -72,6 +72,8 @@ bench: install-dev
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/audit.py
 
 lint: install-dev
 	$(BIN)/ruff check .

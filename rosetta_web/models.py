@@ -784,6 +784,23 @@ class MonitorRound(Model):
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class MetricsExposition(Model):
+    """The monitor's series of GET /metrics as the last stored round left them, rendered once
+    and served as is by every process: one row. Null until rendered, or once a source's change
+    made them stale; a scrape renders its own meanwhile (monitor/prometheus.py)."""
+
+    __tablename__ = "metrics_exposition"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    # Prometheus's text format (0.0.4), and OpenMetrics 1.0 without its closing "# EOF".
+    text_plain: Mapped[str | None] = mapped_column(Text)
+    openmetrics: Mapped[str | None] = mapped_column(Text)
+    rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A random id of each rendering: a process holding one in memory reads only this.
+    rendering: Mapped[str | None] = mapped_column(String(32))
+
+
 class AlertSettings(Shaped, Model):
     """The global alert rule settings: one row. A null setting turns its rule off."""
 

@@ -3,7 +3,8 @@ backoff.
 
 Three entry points say which sources a round samples: `scheduled_round` (the due ones),
 `sample_sources` (by hand: all, or one by name or id) and `sample_new_sources` (the ones never
-attempted since they were saved). Each stores what it sampled and returns the `Round`; this
+attempted since they were saved). Each stores what it sampled, renders /metrics from what is
+stored (monitor/prometheus.py keeps it for every process), and returns the `Round`; this
 module only stores. What follows a round (the alert rules, their notifications, readiness
 seen contradicted) is the caller's: `sources.services.after_round`.
 
@@ -46,6 +47,7 @@ from ..models import (
 from ..postgres.connection import Target
 from ..postgres.sampling import Sample, ServerGroup, SlotSample, sample_servers
 from ..timeutil import as_utc, utcnow
+from . import prometheus
 from .workers import kept_connections, lanes, resolver
 
 log = logging.getLogger(__name__)
@@ -373,7 +375,8 @@ def record_round(
     sampler: str,
     manual: bool = False,
 ) -> float:
-    """Store one round in one transaction: samples, failures, each server's slots once, states.
+    """Store one round in one transaction: samples, failures, each server's slots once, states;
+    then render /metrics from them and keep it (`prometheus.keep`, its own transaction).
 
     A manual round (sampled by hand) never lengthens a backoff; a good sample ends one.
     Return the seconds storing took, the commit included; the round's row says it too.
@@ -389,10 +392,24 @@ def record_round(
         db.session.flush()  # gives the samples their ids
         for state, metric in metrics:
             state.latest_wal_metric_id = metric.id
-        return _write_round_row(samples, started_at, skipped, sampling_s, sampler, manual, clock)
+        storing_s = _write_round_row(
+            samples, started_at, skipped, sampling_s, sampler, manual, clock
+        )
     except Exception:
         db.session.rollback()
         raise
+    _keep_metrics()
+    return storing_s
+
+
+def _keep_metrics() -> None:
+    """Render /metrics as the round just stored left the figures; a failure undoes no round
+    (scrapes serve the last rendering, and the next round renders again)."""
+    try:
+        prometheus.keep()
+    except Exception:
+        db.session.rollback()
+        log.exception("rendering /metrics after the round failed; the next round renders it")
 
 
 def delete_expired(retention_days: int, now: datetime | None = None) -> int:
@@ -424,6 +441,10 @@ def delete_expired(retention_days: int, now: datetime | None = None) -> int:
             if result.rowcount < RETENTION_BATCH_ROWS:
                 break
     log.info("WAL retention: deleted %d rows older than %d days", deleted, retention_days)
+    if deleted:
+        # A server unsampled for the whole retention loses its last slots, and rounds only
+        # by hand lose the last scheduled one: /metrics no longer shows them.
+        prometheus.keep()
     return deleted
 
 

@@ -31,7 +31,7 @@ from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import services as sources
 from ..timeutil import utcnow
-from . import rounds
+from . import prometheus, rounds
 from .workers import kept_connections
 
 log = logging.getLogger(__name__)
@@ -221,16 +221,19 @@ class MonitorScheduler:
             self._round_lock.release()
 
     def sample_new(self) -> None:
-        """Sample the sources saved since the last round (new, or with a new connection), and
-        close the connections kept for sources edited or deleted since."""
+        """Close the connections kept for sources edited or deleted since; sample the sources
+        saved since the last round (new, or with a new connection); with none, render /metrics
+        if no rendering is kept (a source renamed or deleted, or none stored yet)."""
         if not self._round_lock.acquire(blocking=False):
-            return  # a round is running: it samples them
+            return  # a round is running: it samples them, and renders /metrics
 
         def sample() -> None:
             rounds.close_changed_connections()
             done = rounds.sample_new_sources()
             if done is not None:
                 sources.after_round(done)
+            elif not prometheus.is_kept():
+                prometheus.keep()
 
         try:
             self._as_leader(sample, "sampling new sources failed; the next round will try them")

@@ -35,6 +35,7 @@ from ..models import (
     SourceState,
     WalMetric,
 )
+from ..monitor import prometheus
 from ..monitor.rounds import Round, sample_sources, target_of
 from ..postgres import replication_objects as obj
 from ..postgres.checks import (
@@ -61,7 +62,10 @@ RECHECK_AFTER = timedelta(hours=24)
 
 
 def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
-    """Give a new source its PENDING state; after a connection change, forget its backoff."""
+    """Give a new source its PENDING state; after a connection change, forget its backoff.
+    Either, or a new name, makes the kept /metrics stale until rendered again."""
+    if source.state is None or changed & {"name", *CONNECTION_FIELDS}:
+        prometheus.forget()
     if source.state is None:
         source.state = SourceState(status="PENDING", consecutive_failures=0)
     elif changed & CONNECTION_FIELDS:
@@ -76,7 +80,9 @@ def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
 
 
 def _forget_a_server_left_alone(source: Source) -> None:
-    """Delete the source's server, with its slot history, when no other source is on it."""
+    """Delete the source's server, with its slot history, when no other source is on it; the
+    kept /metrics, which shows the source, is stale."""
+    prometheus.forget()
     server_id = source.state.server_id if source.state is not None else None
     if server_id is None:
         return

@@ -80,13 +80,14 @@ def test_the_first_page_of_10000_sources_is_the_worst_50_and_light(app, browser,
     assert deep.headers["HX-Replace-Url"] == "/?shown=1000"
     assert 'id="dashboard-more-limit"' in _html(deep)  # past 1,000: the filters, not pages
     last = _html(browser.get("/?state=ok&shown=1000"))
-    ok = [name for name in order if name in {o["name"] for o in fleet if o["status"] == "OK"}]
+    ok_names = {one["name"] for one in fleet if one["status"] == "OK"}
+    ok = [name for name in order if name in ok_names]
     assert _names(last) == ok[:1000] and "A page lists the worst 1,000" in last
 
 
 def test_more_appends_the_next_pages_in_order_and_the_url_says_how_many(app, browser):
-    """The "more" button brings the next 50 (htmx appends them; the URL then lists them all, and a plain
-    link or the URL opened afresh shows the same rows), until the last few."""
+    """The "more" button brings the next 50 (htmx appends them; the URL then lists them all,
+    and a plain link or the URL opened afresh shows the same rows), until the last few."""
     order = _worst_first(_fleet(app, 130, servers=3))
     first = _html(browser.get("/"))
     assert _names(first) == order[:50]
@@ -182,23 +183,24 @@ def test_bad_filter_values_are_named_beside_their_fields_not_a_500(app, browser)
     assert browser.get("/rows?offset=0&state=nope", headers=HX).status_code == 422
 
 
-def test_the_refresh_redraws_up_to_200_rows_then_only_the_counts(app, browser):
-    """The refresh redraws the filters' first rows, as many as are shown up to 200; a longer
-    list is left as it is and the refresh gets the counts alone, out of band."""
-    _fleet(app, 260, servers=4)
-    html = _html(browser.get("/?state=ok&shown=200"))
-    assert len(_names(html)) == 200
-    assert 'hx-get="/?state=ok&amp;shown=200" hx-target="#dashboard-table"' in html
-    longer = _html(browser.get("/?shown=250"))
-    assert len(_names(longer)) == 250
+def test_the_refresh_redraws_up_to_100_rows_then_only_the_counts(app, browser):
+    """The refresh redraws the filters' first rows, as many as are shown up to 100 (two
+    pages); a longer list is left as it is and the refresh gets the counts alone, out of
+    band."""
+    _fleet(app, 130, servers=3)
+    html = _html(browser.get("/?state=ok&shown=100"))
+    assert len(_names(html)) == 100
+    assert 'hx-get="/?state=ok&amp;shown=100" hx-target="#dashboard-table"' in html
+    longer = _html(browser.get("/?shown=150"))
+    assert len(_names(longer)) == 130
     refresh = re.search(r'<p class="muted refreshed" id="dashboard-refresh"(.*?)</p>', longer, re.S)
-    assert 'hx-get="/counts?shown=250" hx-swap="none"' in refresh[1]
-    assert "past 200 rows the list is not redrawn" in refresh[1]
-    counts = _html(browser.get("/counts?shown=250", headers=HX))
+    assert 'hx-get="/counts?shown=150" hx-swap="none"' in refresh[1]
+    assert "past 100 rows the list is not redrawn" in refresh[1]
+    counts = _html(browser.get("/counts?shown=150", headers=HX))
     assert _names(counts) == [] and "<table" not in counts
     assert '<section class="summary" id="dashboard-summary" hx-swap-oob="true">' in counts
     assert 'id="dashboard-refresh" hx-swap-oob="true"' in counts
-    assert 'hx-get="/counts?shown=250"' in counts
+    assert 'hx-get="/counts?shown=150"' in counts
 
 
 def test_the_worst_slot_on_a_database_no_source_is_on_names_the_servers_first_source(

@@ -30,9 +30,9 @@ from ..timeutil import isoformat, utcnow
 FAILING = ("ERROR", "BACKOFF")
 # Sources a page, as the first page lists them and each "more" adds them.
 PAGE_ROWS = 50
-# The refresh redraws the rows on screen up to this many; past it, only the counts (a long
-# list redrawn every 30 s would weigh more than the whole dashboard should).
-REFRESHED_ROWS = 200
+# The refresh redraws the rows on screen up to this many (two pages); past it, only the
+# counts: a long list redrawn every 30 s would weigh several times the page itself.
+REFRESHED_ROWS = 100
 # No page lists more than this many sources: the filters find the rest.
 MAX_ROWS = 1000
 NAME_MAX_LENGTH = 255  # no source's name is longer

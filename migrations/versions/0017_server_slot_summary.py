@@ -40,7 +40,7 @@ def _summary(trends):
     growing = {name: trend for name, trend in trends.items() if (trend.get("growth") or 0) > 0}
     return {
         "slot_count": len(trends),
-        "inactive_slot_count": sum(1 for figures in latest.values() if not figures["active"]),
+        "inactive_slot_count": sum(not figures.get("active", True) for figures in latest.values()),
         "worst_slot": {"slot_name": worst, **latest[worst]} if worst is not None else None,
         "growing_slot_trends": growing or None,
     }

@@ -666,8 +666,9 @@ class Server(Model):
     slot_count: Mapped[int | None] = mapped_column(Integer)
     inactive_slot_count: Mapped[int | None] = mapped_column(Integer)
     worst_slot: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Read by the dashboard alone: not loaded with the server unless asked.
     growing_slot_trends: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(
-        JSON(none_as_null=True)
+        JSON(none_as_null=True), deferred=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

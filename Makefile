@@ -67,6 +67,7 @@ fuzz: install-dev
 bench: install-dev
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/readiness.py

@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask
 
 from rosetta_web.auth import services
+from rosetta_web.batching import batches
+from rosetta_web.crypto import encrypt_secret
 from rosetta_web.engine.changes import Change, Column, TableName, kind_of
 from rosetta_web.extensions import db
 from rosetta_web.models import (
@@ -27,7 +29,9 @@ from rosetta_web.models import (
     Source,
     SourceState,
     WalMetric,
+    slot_summary,
 )
+from rosetta_web.sparkline import draw
 from rosetta_web.timeutil import utcnow
 
 from .constants import GIB, MIB
@@ -219,6 +223,159 @@ def add_slot_server(app: Flask, slots: int, growing: int = 0) -> tuple[int, int]
         }
         db.session.commit()
         return source.id, server.id
+
+
+def fleet_status(index: int) -> str:
+    """Return the monitor status of source number `index` of a fleet: one in 97 ERROR, one in
+    89 BACKOFF, one in 53 never sampled (PENDING, no state row), the others OK."""
+    if index % 97 == 0:
+        return "ERROR"
+    if index % 89 == 0:
+        return "BACKOFF"
+    return "PENDING" if index % 53 == 0 else "OK"
+
+
+def fleet_retained_bytes(index: int) -> int:
+    """Return the WAL retained by source number `index`'s slot: scattered, no two alike."""
+    return (index * 7919 % 10007) * 100_000 + index
+
+
+def add_fleet(count: int, servers: int = 50) -> list[dict[str, Any]]:
+    """Store `count` sampled sources in bulk, statements of at most 1,000 rows: source number i
+    is src-0000i, database db<i> on server i % `servers`, with a slot of its own (inactive when
+    i % 7 == 0) and a 24-hour sparkline; its status is fleet_status(i). Return each one's
+    name, status, retained_bytes and inactive_slot_count, for the tests to order themselves."""
+    now = utcnow()
+    bucket = int(now.timestamp()) // 600 * 600
+    # Sixteen lines drawn once, shared: drawing 10,000 would take longer than storing them.
+    lines = [
+        draw([[bucket - 600 * k, (k * (7 + n)) % 97 + n] for k in range(143, -1, -1)])
+        for n in range(16)
+    ]
+    password = encrypt_secret("x")
+    server_rows = [
+        {"system_identifier": str(7_100_000_000_000_000_000 + n), "address": f"pg-{n}:5432"}
+        for n in range(servers)
+    ]
+    server_ids = list(
+        db.session.scalars(
+            db.insert(Server).returning(Server.id, sort_by_parameter_order=True),
+            [{**row, "last_sampled_at": now} for row in server_rows],
+        )
+    )
+    fleet = [
+        {
+            "name": f"src-{index:05d}",
+            "status": fleet_status(index),
+            "retained_bytes": fleet_retained_bytes(index),
+            "inactive_slot_count": int(index % 7 == 0),
+        }
+        for index in range(count)
+    ]
+    source_ids: list[int] = []
+    for chunk in batches(fleet):
+        source_ids += db.session.scalars(
+            db.insert(Source).returning(Source.id, sort_by_parameter_order=True),
+            [
+                {
+                    "name": one["name"],
+                    "pg_host": f"pg-{index % servers}",
+                    "pg_port": 5432,
+                    "pg_database": f"db{index}",
+                    "pg_username": "u",
+                    "pg_password_encrypted": password,
+                    "publication_name": "p",
+                    "replication_id": 0,
+                    "readiness": {"ready": index % 5 != 0},
+                }
+                for index, one in enumerate(chunk, start=len(source_ids))
+            ],
+        )
+    states, slots = [], []
+    for index, (source_id, one) in enumerate(zip(source_ids, fleet, strict=True)):
+        server_id = server_ids[index % servers]
+        inactive = bool(one["inactive_slot_count"])
+        slots.append(
+            {
+                "server_id": server_id,
+                "recorded_at": now,
+                "slot_name": f"slot_{index}",
+                "plugin": "pgoutput",
+                "slot_type": "logical",
+                "database": f"db{index}",
+                "active": not inactive,
+                "inactive_since": now - timedelta(hours=index % 24 + 1) if inactive else None,
+                "retained_bytes": one["retained_bytes"],
+                "lag_bytes": 0,
+                "wal_status": "reserved",
+            }
+        )
+        if one["status"] == "PENDING":
+            continue
+        failing = one["status"] != "OK"
+        states.append(
+            {
+                "source_id": source_id,
+                "status": one["status"],
+                "consecutive_failures": 3 if failing else 0,
+                "last_attempt_at": now,
+                "last_sampled_at": now - timedelta(minutes=10 if failing else 1),
+                "last_error": "connection refused" if failing else None,
+                "next_attempt_at": now + timedelta(minutes=5) if failing else None,
+                "size_bytes": 1024**3 + index,
+                "retained_bytes": one["retained_bytes"],
+                "slot_count": 1,
+                "inactive_slot_count": one["inactive_slot_count"],
+                "retained_sparkline": lines[index % len(lines)],
+                "server_id": server_id,
+            }
+        )
+    for model, rows in ((SourceState, states), (SlotMetric, slots)):
+        for chunk in batches(rows):
+            db.session.execute(db.insert(model), chunk)
+    # Each server's slots' trends, as a round keeps them: one slot in 101 growing.
+    trends: dict[int, dict[str, Any]] = {server_id: {} for server_id in server_ids}
+    for index, slot in enumerate(slots):
+        trends[slot["server_id"]][slot["slot_name"]] = fleet_trend(index, slot, now)
+    # A bulk UPDATE skips the model's validator: the summary is set beside, as it would be.
+    db.session.execute(
+        db.update(Server),
+        [
+            {"id": server_id, "slot_trends": trend, **slot_summary(trend)}
+            for server_id, trend in trends.items()
+        ],
+    )
+    db.session.commit()
+    return fleet
+
+
+def fleet_trend(index: int, slot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Return the stored trend of source number `index`'s slot: growing (1 GiB an hour and
+    more) when index % 101 == 1, else flat."""
+    at = now.timestamp()
+    growth = float(GIB * (1 + index % 5)) if index % 101 == 1 else None
+    since = slot["inactive_since"]
+    return {
+        "fitted": growth,
+        "growing_since": at - 600 if growth else None,
+        "growth": growth,
+        "window": 3600 if growth else None,
+        "at": at,
+        "series": at - 86400,
+        "wal": 10 * GIB,
+        "flush": 10 * GIB,
+        "flush_since": at - 60,
+        "wal_at_flush": 10 * GIB,
+        "slot": {
+            "database": slot["database"],
+            "active": slot["active"],
+            "inactive_since": since.timestamp() if since else None,
+            "retained_bytes": slot["retained_bytes"],
+            "lag_bytes": 0,
+            "wal_status": "reserved",
+            "safe_wal_size": None,
+        },
+    }
 
 
 def new_destination(name: str = "d", **fields: Any) -> Destination:

@@ -3,7 +3,7 @@ trends (how many, how many inactive, the worst, the growing ones' trends), and a
 sources are found by an index.
 
 Revision ID: 0017
-Revises: 0016 (to be chained after 0016 when both are merged)
+Revises: 0016
 """
 
 import sqlalchemy as sa

@@ -48,12 +48,16 @@ run: install java
 	  trap 'kill $$engine 2>/dev/null; wait $$engine' EXIT INT TERM; \
 	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each with its own clusters and instance
+# folder; TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
+
 test: install-dev chromium java
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Everything but the tests that start subprocesses, servers or a browser (marked slow).
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The API fuzzed against its OpenAPI document for longer than `make test` does (schemathesis).
 fuzz: install-dev
@@ -63,10 +67,14 @@ fuzz: install-dev
 bench: install-dev
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/readiness.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/audit.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -1,9 +1,10 @@
 """Time reading a long audit log: a page by cursor, deep in the log, against the same page by
-OFFSET, and one entity's history.
+OFFSET, and one entity's history; then its CSV export of every record, served by gunicorn,
+against psql's \\copy of the same rows, with the worker's memory while it streams.
 
-Run by hand from the repository root (it starts its own PostgreSQL cluster):
+Run by hand from the repository root (it starts its own PostgreSQL cluster and gunicorn):
 
-    .venv/bin/python bench/audit.py --records 300000
+    .venv/bin/python bench/audit.py --records 1000000
 """
 
 from __future__ import annotations
@@ -11,51 +12,55 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
-from datetime import timedelta
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key")
 
 from flask_migrate import upgrade  # noqa: E402
-from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy import select, text  # noqa: E402
 
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.audit import services as audit  # noqa: E402
+from rosetta_web.audit.export import written  # noqa: E402
 from rosetta_web.auth import services as auth  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import AuditRecord  # noqa: E402
-from rosetta_web.timeutil import utcnow  # noqa: E402
-from tests.pg import Cluster  # noqa: E402
+from tests.pg import Cluster, client_options, free_port, wait_for  # noqa: E402
 
-ACTIONS = ("update", "start", "pause", "check", "sign_in")
+MB = 1024 * 1024
+
+# `count` records a second apart (with microseconds, as utcnow() gives them), over `targets`
+# sources and 20 actors; a fifth are updates whose changes are three fields, as Rosetta stores
+# them (json.dumps, keys in order), a tenth refused with a message a CSV must quote.
+FILL = """
+INSERT INTO audit_log (at, actor, ip, action, target_type, target_id, target_name, changes,
+                       outcome, message)
+SELECT now() - make_interval(secs => :count - i + random()),
+       'operator-' || i % 20, '10.0.0.1',
+       (ARRAY['update', 'start', 'pause', 'check', 'sign_in'])[1 + i % 5],
+       'source', 1 + i % :targets, 'source-' || i % :targets,
+       CASE WHEN i % 5 = 0
+            THEN ('{"alert_overrides.forecast_hours": [null, 12], "name": ["source-'
+                  || i % :targets || '", "src-' || i % :targets || '"], "pg_port": [5432, '
+                  || 5433 + i % 7 || ']}')::json
+            ELSE '{}'::json END,
+       CASE WHEN i % 10 = 3 THEN 'refused' ELSE 'done' END,
+       CASE WHEN i % 10 = 3 THEN 'A source named "source-' || i % :targets
+                                  || '" exists, choose another name' END
+FROM generate_series(1, :count) AS i
+"""
 
 
 def fill(count: int, targets: int) -> None:
-    """Write `count` records, a second apart, spread over `targets` sources and 20 actors."""
-    start = utcnow() - timedelta(seconds=count)
-    batch = []
-    for i in range(count):
-        batch.append(
-            {
-                "at": start + timedelta(seconds=i),
-                "actor": f"operator-{i % 20}",
-                "ip": "10.0.0.1",
-                "action": ACTIONS[i % len(ACTIONS)],
-                "target_type": "source",
-                "target_id": 1 + i % targets,
-                "target_name": f"source-{i % targets}",
-                "changes": {"pg_port": [5432, 5433]},
-                "outcome": "done",
-            }
-        )
-        if len(batch) == 10_000:
-            db.session.execute(insert(AuditRecord), batch)
-            batch = []
-    if batch:
-        db.session.execute(insert(AuditRecord), batch)
+    """Write `count` records in one statement."""
+    db.session.execute(text(FILL), {"count": count, "targets": targets})
     db.session.commit()
 
 
@@ -69,10 +74,144 @@ def timed(call, repeat: int = 7) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(runs)
 
 
+def rss_mb(pid: int) -> float:
+    """The process's resident memory now, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def serve(url: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start gunicorn with one worker on the metadata database; return it, its worker's pid
+    and its port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "APP_ENV": "development",
+        "WAL_MONITOR_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    server = subprocess.Popen(
+        [str(gunicorn), "wsgi:app", "--workers", "1", "--bind", f"127.0.0.1:{port}"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    if not wait_for(up, timeout=60, interval=0.2):
+        server.kill()
+        raise RuntimeError("gunicorn did not start")
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return server, int(children[0]), port
+
+
+def download(port: int, token: str) -> tuple[int, int]:
+    """GET every record as CSV, read as it streams; return the bytes and the lines."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/audit/export.csv",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    size = lines = 0
+    with urllib.request.urlopen(request, timeout=300) as response:
+        assert response.status == 200, response.status
+        while chunk := response.read(256 * 1024):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    return size, lines
+
+
+def export(app, cluster: Cluster, url: str, token: str, args) -> None:  # type: ignore[no-untyped-def]
+    """Time the CSV export of every record through gunicorn against psql's \\copy of the same
+    rows, and watch the worker's memory while it streams."""
+    database = url.rsplit("/", 1)[1]
+    print(f"load average before the export: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    copies = []
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "audit.csv"
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run(
+                ["psql", *client_options(cluster, database), "-X", "-q", "-c"]
+                + [
+                    "\\copy (SELECT * FROM audit_log ORDER BY id DESC) "
+                    f"TO '{target}' WITH (FORMAT csv, HEADER)"
+                ],
+                check=True,
+                capture_output=True,
+            )
+            copies.append(time.perf_counter() - started)
+        copied_mb = target.stat().st_size / MB
+    server, worker, port = serve(url)
+    try:
+        started_mb = rss_mb(worker)
+        download(port, token)  # the worker's first export: imports and connections
+        before = rss_mb(worker)
+        peak = before
+        streaming = True
+
+        def watch() -> None:
+            nonlocal peak
+            while streaming:
+                peak = max(peak, rss_mb(worker))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            size, lines = download(port, token)
+            runs.append(time.perf_counter() - started)
+        streaming = False
+        watcher.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    seconds, floor = statistics.median(runs), statistics.median(copies)
+    print(
+        f"CSV export of {args.records:,} records (GET /audit/export.csv, gunicorn, 1 worker): "
+        f"median {seconds:.2f} s of 3 (min {min(runs):.2f}, max {max(runs):.2f}), "
+        f"{size / MB:.0f} MB, {lines - 1:,} records (target <= 4 s)"
+    )
+    print(
+        f"psql \\copy of the same rows (SELECT * ... ORDER BY id DESC, to a file): "
+        f"median {floor:.2f} s of 3, {copied_mb:.0f} MB"
+    )
+    print(f"ratio export / psql \\copy: {seconds / floor:.1f}x")
+    print(
+        f"worker RSS: {started_mb:.0f} MB started, {before:.0f} MB after a first export, peak "
+        f"{peak:.0f} MB while streaming 3 more (+{peak - before:.0f} MB)"
+    )
+    if not args.skip_python:
+        with app.app_context():
+            started = time.perf_counter()
+            size_python = sum(len(chunk) for chunk in written(audit.AuditFilter()))
+            python_s = time.perf_counter() - started
+        print(
+            f"the same records written by Python (SQLite's path, and the export before "
+            f"COPY), in this process: {python_s:.1f} s, {size_python / MB:.0f} MB; "
+            f"{python_s / seconds:.0f}x the export"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--targets", type=int, default=1000)
+    parser.add_argument(
+        "--skip-python", action="store_true", help="leave out the export written by Python"
+    )
     args = parser.parse_args()
 
     cluster = Cluster("bench-audit").start()
@@ -83,6 +222,7 @@ def main() -> None:
                 "LOG_LEVEL": "WARNING",
             }
         )
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
         with app.app_context():
             upgrade()
             started = time.perf_counter()
@@ -124,6 +264,7 @@ def main() -> None:
             f"the same deep page in SQL: by cursor {by_cursor:.2f} ms, by OFFSET {by_offset:.2f} ms"
         )
         print(f"OFFSET / cursor: {by_offset / by_cursor:.0f}x")
+        export(app, cluster, url, raw, args)
     finally:
         cluster.stop()
 

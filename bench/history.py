@@ -4,11 +4,15 @@ The samples are loaded in SQL, then rolled up by the hour and the day as migrati
 on upgrade (`rollups.backfill`); a 30-day and an all-history chart (read from the roll-ups) are
 timed side by side with one plain SQL statement bucketing the same raw rows into as many
 points, and a round's upkeep of the roll-ups is timed. Then weigh a server with 500 slots
-behind 123 sources: the sizes of a source's page, its 24-hour history and /metrics. Run by hand
-from the repository root (it starts its own PostgreSQL cluster; loading the samples takes a
-few minutes):
+behind 123 sources: a source's page (median of several, its size, its queries, and the SQL its
+slot tables need alone), with every slot drawn, its 24-hour history, /metrics and the
+dashboard; with --before REV, the same requests served by the code of REV (git archive) on the
+same database, in a process of its own. Run by hand from the repository root (it starts its
+own PostgreSQL cluster; loading the samples takes a few minutes, --big-server-only leaves
+them out):
 
     .venv/bin/python bench/history.py
+    .venv/bin/python bench/history.py --big-server-only --before 744cdc2
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,11 +40,12 @@ from flask_migrate import upgrade  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
-from rosetta_web.models import SlotMetric, SourceState, WalMetric  # noqa: E402
+from rosetta_web.models import Server, SlotMetric, Source, SourceState, WalMetric  # noqa: E402
 from rosetta_web.monitor import rollups  # noqa: E402
 from rosetta_web.sparkline import draw  # noqa: E402
 from rosetta_web.timeutil import utcnow  # noqa: E402
-from tests.factories import new_source  # noqa: E402
+from tests.clients import QueryCounter  # noqa: E402
+from tests.factories import add_many_slots, new_source  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 # One sample a minute per source, ending now; the values wander like a busy server's would.
@@ -78,27 +85,56 @@ FROM wal_metrics m CROSS JOIN generate_series(1, :slots) AS k
 WHERE m.source_id BETWEEN :first AND :last
 """
 
-# One server with many slots behind many sources (each a database of it), sampled every
-# 5 minutes for a day: its slots stored once a sample, not once per source.
+# One server with many slots behind many sources (each a database of it: db_<id % sources>),
+# sampled every 5 minutes for a day: its slots stored once a sample, not once per source
+# (tests/factories.py's add_many_slots).
 BIG_SERVER = """
 INSERT INTO servers (id, system_identifier, address, last_sampled_at, created_at)
-VALUES (:server, '7999999999999999999', 'big-db', date_trunc('minute', now()), now());
+VALUES (:server, '7999999999999999999', 'big-db', :last, now());
 UPDATE source_states SET server_id = :server WHERE source_id > :server - :sources - 1
                                                AND source_id < :server;
+UPDATE sources SET pg_database = 'db_' || (id % :sources) WHERE id > :server - :sources - 1
+                                                            AND id < :server;
 INSERT INTO wal_metrics (source_id, recorded_at, current_lsn, wal_position_bytes, size_bytes,
                          retained_bytes, slot_count, inactive_slot_count,
                          wal_rate_bytes_per_second)
-SELECT s.source_id, date_trunc('minute', now()) - n * interval '5 minutes', '0/0',
+SELECT s.source_id, :last - n * interval '5 minutes', '0/0',
        (288 - n)::bigint * 10000000, 5000000000, 900000000, 4, 1, 30000
 FROM source_states s CROSS JOIN generate_series(0, 287) AS n
 WHERE s.server_id = :server;
-INSERT INTO slot_metrics (server_id, recorded_at, slot_name, plugin, slot_type, database,
-                          active, inactive_since, retained_bytes, lag_bytes, wal_status)
-SELECT :server, date_trunc('minute', now()) - n * interval '5 minutes', 'slot_' || k,
-       'pgoutput', 'logical', 'db_' || (k % :sources), k % 5 <> 0,
-       CASE WHEN k % 5 = 0 THEN now() - interval '1 day' END,
-       (k::bigint * 1000003 + n * 7919) % 2000000000, 0, 'reserved'
-FROM generate_series(0, 287) AS n CROSS JOIN generate_series(1, :slots) AS k;
+"""
+
+# The SQL the source page's slot tables and forecasts need, said to PostgreSQL directly: the
+# floor under the page's own time for them.
+PAGE_SQL = (
+    """SELECT database IS NOT DISTINCT FROM %(db)s, count(*) FROM slot_metrics
+       WHERE server_id = %(server)s AND recorded_at = %(last)s GROUP BY 1""",
+    *(
+        f"""SELECT * FROM slot_metrics
+            WHERE server_id = %(server)s AND recorded_at = %(last)s AND {where}
+            ORDER BY CASE wal_status WHEN 'lost' THEN 0 WHEN 'unreserved' THEN 1 ELSE 2 END,
+                     retained_bytes DESC NULLS LAST, slot_name LIMIT 10"""
+        for where in ("database = %(db)s", "database IS DISTINCT FROM %(db)s")
+    ),
+    """SELECT t.key, t.value FROM servers, json_each(servers.slot_trends) AS t
+       WHERE servers.id = %(server)s AND (t.value ->> 'growth')::float8 > 0""",
+)
+
+# An earlier commit's code serving requests (--before): argv is its directory, the database
+# URL and the token; for each path read from stdin it prints the milliseconds and the bytes.
+BEFORE = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("SECRET_KEY", "bench-secret-key")
+from rosetta_web import create_app
+app = create_app({"SQLALCHEMY_DATABASE_URI": sys.argv[2], "LOG_LEVEL": "WARNING"})
+client, headers = app.test_client(), {"Authorization": "Bearer " + sys.argv[3]}
+for line in sys.stdin:
+    started = time.perf_counter()
+    response = client.get(line.strip(), headers=headers)
+    took_ms = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.status_code
+    print(took_ms, len(response.get_data()), flush=True)
 """
 
 
@@ -170,7 +206,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--big-server-slots", type=int, default=500)
     parser.add_argument("--big-server-sources", type=int, default=123)
+    parser.add_argument(
+        "--big-server-only", action="store_true", help="leave out the 10 million samples"
+    )
+    parser.add_argument(
+        "--before", metavar="REV", help="time the big server's requests with REV's code too"
+    )
     args = parser.parse_args()
+    print_load("at start")
 
     cluster = Cluster("bench-history").start()
     try:
@@ -183,7 +226,7 @@ def main() -> None:
             db.session.execute(db.text(SERVERS))
             db.session.commit()
             started = time.perf_counter()
-            for first in range(1, args.sources + 1, 10):
+            for first in range(1, 0 if args.big_server_only else args.sources + 1, 10):
                 batch = {"first": first, "last": min(first + 9, args.sources)}
                 db.session.execute(db.text(FILL), {"samples": args.samples, **batch})
                 if args.slots:
@@ -198,6 +241,11 @@ def main() -> None:
             _, token = services.create_token(services.create_user("bench", "bench-password"), "b")
             _seed_dashboard(args.dashboard_sources)
 
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {token}"}
+        if args.big_server_only:
+            big_server(app, client, headers, args, url, token)
+            return
         print(
             f"wal_metrics: {total:,} rows ({args.sources} sources x {args.samples:,} one-minute "
             f"samples), slot_metrics: {slot_rows:,} rows ({args.slots} slots a sample), "
@@ -215,8 +263,6 @@ def main() -> None:
             f"roll-ups built from them as migration 0018 does: {built.source_rows:,} source rows, "
             f"{built.slot_rows:,} slot rows (hourly and daily) in {rollup_s:.0f} s"
         )
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {token}"}
         source_id = args.sources // 2
         with app.app_context():
             oldest = db.session.scalar(
@@ -263,8 +309,9 @@ def main() -> None:
         rows = page.get_data(as_text=True).count('data-label="Source"><a href="/sources/')
         print(f"dashboard, {rows:,} sources: median {dash_ms:.1f} ms (target <= 150 ms)")
         if args.big_server_slots:
-            big_server(app, client, headers, args)
+            big_server(app, client, headers, args, url, token)
     finally:
+        print_load("at the end")
         cluster.stop()
 
 
@@ -304,21 +351,65 @@ def upkeep(app, sources: int) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def big_server(app, client, headers: dict[str, str], args) -> None:  # type: ignore[no-untyped-def]
+def print_load(when: str) -> None:
+    """Print the load average: other work on the machine slows every figure."""
+    one, five, fifteen = os.getloadavg()
+    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+
+
+def big_server(app, client, headers: dict[str, str], args, url: str, token: str) -> None:  # type: ignore[no-untyped-def]
     """Weigh what one server with many slots behind many sources costs to show."""
     server = args.dashboard_sources + 1
+    source_id = server - 1
+    last = utcnow().replace(second=0, microsecond=0)
     with app.app_context():
+        params = {"server": server, "sources": args.big_server_sources, "last": last}
         for statement in BIG_SERVER.split(";"):
             if statement.strip():
-                db.session.execute(
-                    db.text(statement),
-                    {
-                        "server": server,
-                        "sources": args.big_server_sources,
-                        "slots": args.big_server_slots,
-                    },
-                )
+                db.session.execute(db.text(statement), params)
+        samples = 288
+        add_many_slots(
+            server,
+            args.big_server_slots,
+            last,
+            samples=samples,
+            databases=args.big_server_sources,
+        )
+        # Each slot's trend, as the alert rules keep it on the server: the page's forecasts
+        # read the growing ones (every seventh).
+        latest = db.session.execute(
+            db.select(SlotMetric.slot_name, SlotMetric.retained_bytes, SlotMetric.database).where(
+                SlotMetric.server_id == server, SlotMetric.recorded_at == last
+            )
+        )
+        trends = {
+            name: {
+                "fitted": None,
+                "growing_since": None,
+                "growth": 50 * 2**20 * (k + 1) if k % 7 == 0 else None,
+                "window": 3600,
+                "at": last.timestamp(),
+                "series": last.timestamp() - samples * 300,
+                "wal": 10**12,
+                "flush": 10**12 - 10**6,
+                "flush_since": last.timestamp(),
+                "wal_at_flush": 10**12,
+                "slot": {
+                    "database": database,
+                    "active": k % 5 != 0,
+                    "inactive_since": None,
+                    "retained_bytes": retained,
+                    "lag_bytes": retained,
+                    "wal_status": "reserved",
+                    "safe_wal_size": None,
+                },
+            }
+            for k, (name, retained, database) in enumerate(sorted(latest))
+        }
+        db.session.execute(db.update(Server).where(Server.id == server).values(slot_trends=trends))
         db.session.commit()
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
         wal_rows = db.session.scalar(
             db.select(db.func.count(WalMetric.id)).where(
                 WalMetric.source_id.in_(
@@ -329,18 +420,22 @@ def big_server(app, client, headers: dict[str, str], args) -> None:  # type: ign
         slot_rows = db.session.scalar(
             db.select(db.func.count(SlotMetric.id)).where(SlotMetric.server_id == server)
         )
-    source_id = server - 1
+        database = db.session.get(Source, source_id).pg_database
     print(
         f"one server, {args.big_server_slots} slots behind {args.big_server_sources} sources, "
         f"a sample every 5 min for 24 h: {wal_rows:,} sample rows, {slot_rows:,} slot rows "
-        f"({args.big_server_slots} a sample, once per server)"
+        f"({args.big_server_slots} a sample, once per server); source {source_id} is on "
+        f"database {database}"
     )
-    for label, path in (
-        ("source page", f"/sources/{source_id}"),
-        ("24 h history", f"/api/v1/sources/{source_id}/wal-history?start=24h"),
-        ("/metrics", "/metrics"),
-        ("dashboard", "/"),
-    ):
+    page = f"/sources/{source_id}"
+    paths = {
+        "source page": page,
+        "source page, every slot (?slots=all)": f"{page}?slots=all",
+        "24 h history (its chart's fetch)": f"/api/v1/sources/{source_id}/wal-history?start=24h",
+        "/metrics": "/metrics",
+        "dashboard": "/",
+    }
+    for label, path in paths.items():
 
         def get(path: str = path) -> object:
             response = client.get(path, headers=headers)
@@ -350,10 +445,88 @@ def big_server(app, client, headers: dict[str, str], args) -> None:  # type: ign
         took_ms, response = median_ms(get, args.runs)
         body = response.get_data()  # type: ignore[attr-defined]
         extra = ""
-        if label == "24 h history":
+        if path == page:
+            with app.app_context():
+                with QueryCounter(db.engine) as queries:
+                    get()
+            extra = f", {len(queries.statements)} queries"
+        elif "wal-history" in path:
             data = json.loads(body)
-            extra = f", {len(data['slots'])} slot lines + 1 summing {data['other_slots']['count']}"
+            count = (data["other_slots"] or {}).get("count", 0)
+            extra = f", {len(data['slots'])} slot lines + 1 for the other {count}"
         print(f"  {label}: {len(body) / 1024:,.0f} kB, median {took_ms:.1f} ms{extra}")
+    with app.app_context():
+        connection = db.engine.raw_connection()
+        cursor = connection.cursor()
+        values = {"server": server, "last": last, "db": database}
+
+        def page_sql() -> None:
+            for statement in PAGE_SQL:
+                cursor.execute(statement, values)
+                cursor.fetchall()
+
+        sql_ms, _ = median_ms(page_sql, args.runs)
+        connection.rollback()  # back to the pool with no transaction open
+        connection.close()
+    print(f"  the SQL of its slot tables and forecasts alone (psycopg2): median {sql_ms:.1f} ms")
+    if args.before:
+        # Only the source's own requests: /metrics and the dashboard are others' work.
+        wanted = {
+            label: path for label, path in paths.items() if path.startswith(("/sources", "/api"))
+        }
+        print(
+            f"  before ({args.before}, the same database), each request interleaved with this "
+            f"code's, {args.runs} runs each:"
+        )
+        for label, (then, now) in before(
+            args.before, url, token, args.runs, wanted, client, headers
+        ).items():
+            (then_ms, then_size), (now_ms, now_size) = then, now
+            print(
+                f"    {label}: {then_size / 1024:,.0f} kB, median {then_ms:.1f} ms; "
+                f"now {now_size / 1024:,.0f} kB, median {now_ms:.1f} ms "
+                f"({then_ms / now_ms:.1f}x)"
+            )
+
+
+def before(  # type: ignore[no-untyped-def]
+    rev: str, url: str, token: str, runs: int, paths: dict[str, str], client, headers
+) -> dict[str, tuple[tuple[float, int], tuple[float, int]]]:
+    """Time each request with the code of `rev` (git archive; on the same database, in a
+    process of its own) and with this code, one after the other, so that whatever else the
+    machine does weighs on both alike; return, by label, (median ms, bytes) then and now."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "archive", rev], cwd=root, capture_output=True, check=True)
+    times: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in paths}
+    sizes: dict[str, list[int]] = {label: [0, 0] for label in paths}
+    with tempfile.TemporaryDirectory(prefix="bench-before-") as checkout:
+        subprocess.run(["tar", "-x", "-C", checkout], input=archive.stdout, check=True)
+        with subprocess.Popen(
+            [sys.executable, "-c", BEFORE, checkout, url, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as served:
+            assert served.stdin is not None and served.stdout is not None
+            for _ in range(runs):
+                for label, path in paths.items():
+                    served.stdin.write(path + "\n")
+                    served.stdin.flush()
+                    took_ms, size = served.stdout.readline().split()
+                    times[label][0].append(float(took_ms))
+                    sizes[label][0] = int(size)
+                    started = time.perf_counter()
+                    response = client.get(path, headers=headers)
+                    times[label][1].append((time.perf_counter() - started) * 1000)
+                    sizes[label][1] = len(response.get_data())
+            served.stdin.close()
+    return {
+        label: (
+            (statistics.median(times[label][0]), sizes[label][0]),
+            (statistics.median(times[label][1]), sizes[label][1]),
+        )
+        for label in paths
+    }
 
 
 def _seed_dashboard(count: int) -> None:

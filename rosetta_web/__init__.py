@@ -29,7 +29,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .templating import register_templating
 
     load_dotenv()
-    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app = Flask(
+        __name__,
+        template_folder="../templates",
+        static_folder="../static",
+        # Where the development key, the lock files and a SQLite database live.
+        instance_path=os.path.abspath(os.environ["ROSETTA_INSTANCE_PATH"])
+        if os.environ.get("ROSETTA_INSTANCE_PATH")
+        else None,
+    )
     app.config.update(load_config(app.instance_path))
     app.config.update(config or {})
     if "SQLALCHEMY_ENGINE_OPTIONS" not in (config or {}):

@@ -187,6 +187,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "WAL_MONITOR_TIMEOUT_SECONDS": timeout_s,
         "WAL_MONITOR_MAX_RETRIES": _int(env, "WAL_MONITOR_MAX_RETRIES", 3, minimum=0),
         "WAL_MONITOR_CONCURRENCY": _int(env, "WAL_MONITOR_CONCURRENCY", 32, minimum=1),
+        # One connection per server kept open between rounds (false: one per round).
+        "WAL_MONITOR_KEEP_CONNECTIONS": _bool(env, "WAL_MONITOR_KEEP_CONNECTIONS", True),
         # The engine (flask rosetta engine): how often it looks at the pipelines, how it
         # batches changes into one Snowflake load, how it retries, the JVM's heap.
         "ENGINE_POLL_SECONDS": _int(env, "ENGINE_POLL_SECONDS", 2, minimum=1),

@@ -26,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .channel_urls import mask_url
@@ -551,7 +551,12 @@ class SourceState(Shaped, Model):
         "server_version",
         "in_recovery",
     )
-    __table_args__ = (CheckConstraint(f"status IN {MONITOR_STATUSES!r}", name="status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN {MONITOR_STATUSES!r}", name="status"),
+        # A server's first source (the owner of a slot on a database no source is on), by
+        # an index lookup: the dashboard asks for it.
+        Index("ix_source_states_server_id_source_id", "server_id", "source_id"),
+    )
 
     source_id: Mapped[int] = mapped_column(
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
@@ -654,7 +659,30 @@ class Server(Model):
     # Per slot, the last hour's [epoch seconds, retained bytes] that growth is fitted to. Only
     # the round that stores the slots reads them: not loaded with the server unless asked.
     slot_points: Mapped[dict[str, list[list[float]]] | None] = mapped_column(JSON, deferred=True)
+    # What pages read of its slots without a pass over them, set whenever slot_trends is (from
+    # each slot's figures there, its last sample's; see slot_summary): how many slots, how many
+    # have no consumer, the worst one's figures, and the trends of those whose retained WAL
+    # grows, the only ones a forecast can come from. Null without slots.
+    slot_count: Mapped[int | None] = mapped_column(Integer)
+    inactive_slot_count: Mapped[int | None] = mapped_column(Integer)
+    worst_slot: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Read by the dashboard alone: not loaded with the server unless asked.
+    growing_slot_trends: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(
+        JSON(none_as_null=True), deferred=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @validates("slot_trends")
+    def _summarize_slots(
+        self, key: str, value: dict[str, dict[str, Any]] | None
+    ) -> dict[str, dict[str, Any]] | None:
+        """Set the slots' summary from the trends being stored."""
+        summary = slot_summary(value or {})
+        self.slot_count = summary["slot_count"]
+        self.inactive_slot_count = summary["inactive_slot_count"]
+        self.worst_slot = summary["worst_slot"]
+        self.growing_slot_trends = summary["growing_slot_trends"]
+        return value
 
     @property
     def label(self) -> str:
@@ -665,6 +693,36 @@ class Server(Model):
     def keeps_unlimited_wal(self) -> bool:
         """Tell whether max_slot_wal_keep_size is -1: a slot may retain WAL without bound."""
         return self.max_slot_wal_keep_size == "-1"
+
+
+# The WAL statuses worse than any size: lost, then unreserved (about to be lost).
+WORST_WAL_STATUSES = ("lost", "unreserved")
+
+
+def slot_rank(slot_name: str, figures: dict[str, Any]) -> tuple[int, bool, int, str]:
+    """Order slots worst first: lost, then unreserved, then the most WAL retained, by name."""
+    status = figures.get("wal_status")
+    rank = WORST_WAL_STATUSES.index(status) if status in WORST_WAL_STATUSES else 2
+    retained = figures.get("retained_bytes")
+    return rank, retained is None, -(retained or 0), slot_name
+
+
+def slot_summary(trends: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Summarize a server's slots from their trends (alerts/engine/trends.py): how many, how
+    many without a consumer, the worst one's figures, and the trends with a growth."""
+    if not trends:
+        return dict.fromkeys(
+            ("slot_count", "inactive_slot_count", "worst_slot", "growing_slot_trends")
+        )
+    latest = {name: trend["slot"] for name, trend in trends.items() if trend.get("slot")}
+    worst = min(latest, key=lambda name: slot_rank(name, latest[name]), default=None)
+    growing = {name: trend for name, trend in trends.items() if (trend.get("growth") or 0) > 0}
+    return {
+        "slot_count": len(trends),
+        "inactive_slot_count": sum(not figures.get("active", True) for figures in latest.values()),
+        "worst_slot": {"slot_name": worst, **latest[worst]} if worst is not None else None,
+        "growing_slot_trends": growing or None,
+    }
 
 
 class SlotMetric(Shaped, Model):
@@ -847,6 +905,23 @@ class MonitorRound(Model):
     sampler: Mapped[str] = mapped_column(String(255))
     # Sampled by hand (CLI, API, the Sample now button), not by the schedule.
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MetricsExposition(Model):
+    """The monitor's series of GET /metrics as the last stored round left them, rendered once
+    and served as is by every process: one row. Null until rendered, or once a source's change
+    made them stale; a scrape renders its own meanwhile (monitor/prometheus.py)."""
+
+    __tablename__ = "metrics_exposition"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    # Prometheus's text format (0.0.4), and OpenMetrics 1.0 without its closing "# EOF".
+    text_plain: Mapped[str | None] = mapped_column(Text)
+    openmetrics: Mapped[str | None] = mapped_column(Text)
+    rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A random id of each rendering: a process holding one in memory reads only this.
+    rendering: Mapped[str | None] = mapped_column(String(32))
 
 
 class AlertSettings(Shaped, Model):

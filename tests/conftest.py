@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +16,16 @@ from werkzeug.serving import make_server
 # Set before the app reads them, so no developer's .env or instance key leaks into a run.
 os.environ.update(SECRET_KEY="test-secret-key-not-for-production", APP_ENV="development")
 os.environ.pop("ENCRYPTION_KEY", None)
+# An instance folder of the run's own (of each worker's, run in parallel): its lock files and
+# key are nobody else's. The engine processes the tests start inherit it.
+os.environ["ROSETTA_INSTANCE_PATH"] = tempfile.mkdtemp(
+    prefix=f"rosetta-instance-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
+)
 
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services  # noqa: E402
 from rosetta_web.extensions import db as _db  # noqa: E402
+from rosetta_web.monitor.workers import kept_connections  # noqa: E402
 
 from .apps import make_app  # noqa: E402
 from .clients import Api, Browser, QueryCounter, sign_in  # noqa: E402
@@ -101,6 +108,7 @@ def app(database_url: str) -> Iterator[Flask]:
     """The app on the PostgreSQL metadata database, emptied for each test."""
     app = make_app(database_url)
     yield app
+    kept_connections(app).close()  # the monitor's, kept by scheduled rounds
     with app.app_context():
         _db.engine.dispose()
 

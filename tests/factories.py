@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask
 
 from rosetta_web.auth import services
+from rosetta_web.batching import batches
+from rosetta_web.crypto import encrypt_secret
 from rosetta_web.engine.changes import Change, Column, TableName, kind_of
 from rosetta_web.extensions import db
 from rosetta_web.models import (
@@ -27,10 +29,12 @@ from rosetta_web.models import (
     Source,
     SourceState,
     WalMetric,
+    slot_summary,
 )
+from rosetta_web.sparkline import draw
 from rosetta_web.timeutil import utcnow
 
-from .constants import GIB
+from .constants import GIB, MIB
 
 PASSWORD = "correct-horse-battery"
 MONITOR_PASSWORD = "Monitor-Pass-9!"
@@ -145,6 +149,233 @@ def new_server(
 ) -> Server:
     """Build (not store) a PostgreSQL server as a sample identifies it."""
     return Server(address=address, system_identifier=system_identifier, **fields)
+
+
+# A server's slots over its samples as the monitor stores them, a row per slot at each sample
+# (never one per source), made in one statement on PostgreSQL. Slot k (slot_001...) is in
+# database db_<k % databases>, physical when k is a multiple of 50; every fifth has no
+# consumer; slot 7 lost the WAL it needed (it retains none) and slot 13 is unreserved; the
+# others retain up to 5 GB, a little more at each sample.
+MANY_SLOTS = """
+INSERT INTO slot_metrics (server_id, recorded_at, slot_name, plugin, slot_type, database, active,
+                          inactive_since, retained_bytes, lag_bytes, wal_status, safe_wal_size,
+                          series_started_at)
+SELECT :server_id, :last - n * :every, 'slot_' || lpad(k::text, 3, '0'),
+       CASE WHEN k % 50 <> 0 THEN 'pgoutput' END,
+       CASE WHEN k % 50 = 0 THEN 'physical' ELSE 'logical' END,
+       CASE WHEN k % 50 <> 0 THEN 'db_' || (k % :databases) END,
+       k % 5 <> 0,
+       CASE WHEN k % 5 = 0 THEN :last - interval '2 hours' END,
+       CASE WHEN k <> 7 THEN ((k * 7919) % 5000)::bigint * 1048576 + k * 4096
+                             + (:samples - n) * 65536 END,
+       CASE WHEN k % 50 <> 0 AND k <> 7 THEN ((k * 7919) % 5000)::bigint * 524288 END,
+       CASE k WHEN 7 THEN 'lost' WHEN 13 THEN 'unreserved' ELSE 'reserved' END,
+       CASE WHEN k = 13 THEN 1048576 END,
+       :last - :samples * :every
+FROM generate_series(0, :samples - 1) AS n CROSS JOIN generate_series(1, :slots) AS k
+"""
+
+
+def add_many_slots(
+    server_id: int,
+    slots: int,
+    last: datetime,
+    samples: int = 1,
+    every: timedelta = timedelta(minutes=5),
+    databases: int = 4,
+) -> None:
+    """Store (in the session's transaction, PostgreSQL) `samples` samples of a server's
+    `slots` slots, `every` apart up to `last` (see MANY_SLOTS)."""
+    params = {"server_id": server_id, "slots": slots, "last": last, "samples": samples}
+    db.session.execute(db.text(MANY_SLOTS), {**params, "every": every, "databases": databases})
+
+
+def add_slot_server(app: Flask, slots: int, growing: int = 0) -> tuple[int, int]:
+    """Store a source on database db_1 of a server whose three samples, 5 minutes apart, saw
+    `slots` slots (see MANY_SLOTS), the source's own samples at the same times, and each
+    slot's trend, the first `growing` of them (by name) growing; return the source's and the
+    server's ids."""
+    last = utcnow().replace(microsecond=0) - timedelta(minutes=1)
+    with app.app_context():
+        server = new_server(f"h{slots}:5432", system_identifier=f"70000000000000{slots:05d}")
+        server.last_sampled_at = last
+        source = new_source(f"on-{slots}", pg_database="db_1")
+        db.session.add_all([server, source])
+        db.session.flush()
+        source.state = new_state(source.id, server_id=server.id, last_sampled_at=last)
+        add_many_slots(server.id, slots, last, samples=3)
+        for n in range(3):
+            moment = last - n * timedelta(minutes=5)
+            db.session.add(wal_metric(source.id, moment, size_bytes=6 * GIB))
+        latest = db.session.execute(
+            db.select(SlotMetric.slot_name, SlotMetric.retained_bytes).where(
+                SlotMetric.server_id == server.id, SlotMetric.recorded_at == last
+            )
+        )
+        # A trend as the alert rules read it: the growth, and the figures it was fitted to.
+        server.slot_trends = {
+            name: {
+                "growth": 100 * MIB * (k + 1) if k < growing else None,
+                "at": last.timestamp(),
+                "slot": {"retained_bytes": retained, "safe_wal_size": None},
+            }
+            for k, (name, retained) in enumerate(sorted(latest))
+        }
+        db.session.commit()
+        return source.id, server.id
+
+
+def fleet_status(index: int) -> str:
+    """Return the monitor status of source number `index` of a fleet: one in 97 ERROR, one in
+    89 BACKOFF, one in 53 never sampled (PENDING, no state row), the others OK."""
+    if index % 97 == 0:
+        return "ERROR"
+    if index % 89 == 0:
+        return "BACKOFF"
+    return "PENDING" if index % 53 == 0 else "OK"
+
+
+def fleet_retained_bytes(index: int) -> int:
+    """Return the WAL retained by source number `index`'s slot: scattered, no two alike."""
+    return (index * 7919 % 10007) * 100_000 + index
+
+
+def add_fleet(count: int, servers: int = 50) -> list[dict[str, Any]]:
+    """Store `count` sampled sources in bulk, statements of at most 1,000 rows: source number i
+    is src-0000i, database db<i> on server i % `servers`, with a slot of its own (inactive when
+    i % 7 == 0) and a 24-hour sparkline; its status is fleet_status(i). Return each one's
+    name, status, retained_bytes and inactive_slot_count, for the tests to order themselves."""
+    now = utcnow()
+    bucket = int(now.timestamp()) // 600 * 600
+    # Sixteen lines drawn once, shared: drawing 10,000 would take longer than storing them.
+    lines = [
+        draw([[bucket - 600 * k, (k * (7 + n)) % 97 + n] for k in range(143, -1, -1)])
+        for n in range(16)
+    ]
+    password = encrypt_secret("x")
+    server_rows = [
+        {"system_identifier": str(7_100_000_000_000_000_000 + n), "address": f"pg-{n}:5432"}
+        for n in range(servers)
+    ]
+    server_ids = list(
+        db.session.scalars(
+            db.insert(Server).returning(Server.id, sort_by_parameter_order=True),
+            [{**row, "last_sampled_at": now} for row in server_rows],
+        )
+    )
+    fleet = [
+        {
+            "name": f"src-{index:05d}",
+            "status": fleet_status(index),
+            "retained_bytes": fleet_retained_bytes(index),
+            "inactive_slot_count": int(index % 7 == 0),
+        }
+        for index in range(count)
+    ]
+    source_ids: list[int] = []
+    for chunk in batches(fleet):
+        source_ids += db.session.scalars(
+            db.insert(Source).returning(Source.id, sort_by_parameter_order=True),
+            [
+                {
+                    "name": one["name"],
+                    "pg_host": f"pg-{index % servers}",
+                    "pg_port": 5432,
+                    "pg_database": f"db{index}",
+                    "pg_username": "u",
+                    "pg_password_encrypted": password,
+                    "publication_name": "p",
+                    "replication_id": 0,
+                    "readiness": {"ready": index % 5 != 0},
+                }
+                for index, one in enumerate(chunk, start=len(source_ids))
+            ],
+        )
+    states, slots = [], []
+    for index, (source_id, one) in enumerate(zip(source_ids, fleet, strict=True)):
+        server_id = server_ids[index % servers]
+        inactive = bool(one["inactive_slot_count"])
+        slots.append(
+            {
+                "server_id": server_id,
+                "recorded_at": now,
+                "slot_name": f"slot_{index}",
+                "plugin": "pgoutput",
+                "slot_type": "logical",
+                "database": f"db{index}",
+                "active": not inactive,
+                "inactive_since": now - timedelta(hours=index % 24 + 1) if inactive else None,
+                "retained_bytes": one["retained_bytes"],
+                "lag_bytes": 0,
+                "wal_status": "reserved",
+            }
+        )
+        if one["status"] == "PENDING":
+            continue
+        failing = one["status"] != "OK"
+        states.append(
+            {
+                "source_id": source_id,
+                "status": one["status"],
+                "consecutive_failures": 3 if failing else 0,
+                "last_attempt_at": now,
+                "last_sampled_at": now - timedelta(minutes=10 if failing else 1),
+                "last_error": "connection refused" if failing else None,
+                "next_attempt_at": now + timedelta(minutes=5) if failing else None,
+                "size_bytes": 1024**3 + index,
+                "retained_bytes": one["retained_bytes"],
+                "slot_count": 1,
+                "inactive_slot_count": one["inactive_slot_count"],
+                "retained_sparkline": lines[index % len(lines)],
+                "server_id": server_id,
+            }
+        )
+    for model, rows in ((SourceState, states), (SlotMetric, slots)):
+        for chunk in batches(rows):
+            db.session.execute(db.insert(model), chunk)
+    # Each server's slots' trends, as a round keeps them: one slot in 101 growing.
+    trends: dict[int, dict[str, Any]] = {server_id: {} for server_id in server_ids}
+    for index, slot in enumerate(slots):
+        trends[slot["server_id"]][slot["slot_name"]] = fleet_trend(index, slot, now)
+    # A bulk UPDATE skips the model's validator: the summary is set beside, as it would be.
+    db.session.execute(
+        db.update(Server),
+        [
+            {"id": server_id, "slot_trends": trend, **slot_summary(trend)}
+            for server_id, trend in trends.items()
+        ],
+    )
+    db.session.commit()
+    return fleet
+
+
+def fleet_trend(index: int, slot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Return the stored trend of source number `index`'s slot: growing (1 GiB an hour and
+    more) when index % 101 == 1, else flat."""
+    at = now.timestamp()
+    growth = float(GIB * (1 + index % 5)) if index % 101 == 1 else None
+    since = slot["inactive_since"]
+    return {
+        "fitted": growth,
+        "growing_since": at - 600 if growth else None,
+        "growth": growth,
+        "window": 3600 if growth else None,
+        "at": at,
+        "series": at - 86400,
+        "wal": 10 * GIB,
+        "flush": 10 * GIB,
+        "flush_since": at - 60,
+        "wal_at_flush": 10 * GIB,
+        "slot": {
+            "database": slot["database"],
+            "active": slot["active"],
+            "inactive_since": since.timestamp() if since else None,
+            "retained_bytes": slot["retained_bytes"],
+            "lag_bytes": 0,
+            "wal_status": "reserved",
+            "safe_wal_size": None,
+        },
+    }
 
 
 def new_destination(name: str = "d", **fields: Any) -> Destination:

@@ -30,6 +30,7 @@ from rosetta_web.timeutil import as_utc, utcnow
 from .apps import make_app
 from .clients import Browser, csrf_token, sign_in
 from .factories import PASSWORD, add_alert, create_operator, new_source
+from .pg import wait_for
 from .seed import DESTINATION, PASSPHRASE, PIPELINE, SOURCE
 
 CHANNEL = {
@@ -605,6 +606,166 @@ def test_the_page_filters_pages_and_exports_what_it_shows(app, browser):
     everything = list(csv.DictReader(io.StringIO(export)))
     assert [int(row["id"]) for row in everything] == [r["id"] for r in reversed(records(app))]
     assert everything[0]["action"] == "sign_in_failed"
+
+
+# Records whose cells a CSV must quote, a spreadsheet must not run, and JSON must escape:
+# (actor, target name, changes, message).
+AWKWARD: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
+    (
+        '=HYPERLINK("x")',
+        "a, b",
+        {
+            "pg_port": [5432, 5433],
+            "name": ["shop", "shop-eu"],
+            "alert_overrides.forecast_hours": [None, 12],
+        },
+        'said "no", twice',
+    ),
+    ("+plus", "line one\nline two", {"note": ["café ☕", 'naïve\u2028 \\ "q"']}, "-minus"),
+    ("@at", "\ttab", {"status": ["PAUSE", "START"]}, "\rcarriage"),
+    ("ünïcode", "", {}, ""),
+    ("plain", "emoji 🚀", {"tables": [None, ["public.a", "public.b"]], "b": [1, 2]}, "x\r\ny"),
+    ("null-json", "n", None, None),
+]
+
+
+def _awkward(app: Any) -> None:
+    """Store AWKWARD, the first at a whole second, the others with microseconds; changes of
+    None as JSON null (the column is NOT NULL)."""
+    from sqlalchemy import insert
+
+    whole_second = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    with app.test_request_context():
+        for i, (actor, name, changes, message) in enumerate(AWKWARD):
+            moment = whole_second + timedelta(seconds=i, microseconds=i * 1234)
+            with time_machine.travel(moment, tick=False):
+                audit.act_as(audit.Actor(actor, "tok,en" if i == 1 else None, "10.0.0.1"))
+                if changes is None:
+                    db.session.execute(
+                        insert(AuditRecord).values(
+                            at=utcnow(), actor=actor, action="check", changes=None, outcome="done"
+                        )
+                    )
+                else:
+                    audit.record("update", audit.Target("source", i, name), changes, message)
+                db.session.commit()
+
+
+def _csv(body: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(body.decode(), newline="")))
+
+
+def test_the_export_is_the_records_as_sql_reads_them_cell_for_cell(app, api):
+    """On PostgreSQL the export is COPY's: every cell reads as the Python writer writes the
+    records the ORM reads (quotes, commas, newlines, formula starts, unicode, null and empty
+    changes, keys in order), the times as the API gives them; lines end in LF. A record stored
+    before its keys were kept in order gives them as stored."""
+    from sqlalchemy import text
+
+    from rosetta_web.audit.export import CSV_COLUMNS, written
+
+    _awkward(app)
+    legacy = '{"pg_port": [5432, 5433], "name": ["a", "b"]}'  # as json.dumps wrote it
+    with app.app_context():
+        stored = text("SELECT changes::text FROM audit_log WHERE actor = :actor")
+        first_stored = db.session.scalar(stored, {"actor": AWKWARD[0][0]})
+        assert first_stored == json.dumps(AWKWARD[0][2], sort_keys=True)
+        db.session.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, action, changes, outcome) "
+                "VALUES (now(), 'legacy', 'update', :changes, 'done')"
+            ),
+            {"changes": legacy},
+        )
+        db.session.commit()
+    response = api.get("/audit/export.csv")
+    assert response.status_code == 200 and response.is_streamed
+    assert response.headers["Content-Disposition"].startswith(
+        'attachment; filename="rosetta-audit-'
+    )
+    body = response.get_data()
+    assert body.startswith(",".join(CSV_COLUMNS).encode() + b"\n")
+    with app.app_context():
+        python = _csv(b"".join(written(audit.AuditFilter())))
+    exported = _csv(body)
+    assert exported[0] == python[0] == list(CSV_COLUMNS)
+    assert exported[2:] == python[2:]  # all but the newest, the legacy record
+    rows = {row[2]: dict(zip(CSV_COLUMNS, row, strict=True)) for row in exported[1:]}
+    assert rows["legacy"]["changes"] == legacy
+    assert json.loads(python[1][CSV_COLUMNS.index("changes")]) == json.loads(legacy)
+    first = rows['\'=HYPERLINK("x")']
+    assert first["changes"] == (
+        '{"alert_overrides.forecast_hours": [null, 12], "name": ["shop", "shop-eu"], '
+        '"pg_port": [5432, 5433]}'
+    )
+    assert first["target_name"] == "a, b" and first["message"] == 'said "no", twice'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["at"])
+    second = rows["'+plus"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.001234Z", second["at"])
+    assert second["token_name"] == "tok,en" and second["message"] == "'-minus"
+    assert json.loads(second["changes"]) == AWKWARD[1][2]
+    assert second["target_name"] == "line one\nline two"
+    assert rows["'@at"]["target_name"] == "'\ttab" and rows["'@at"]["message"] == "'\rcarriage"
+    assert rows["ünïcode"]["changes"] == "" and rows["ünïcode"]["message"] == ""
+    assert rows["plain"]["changes"].startswith('{"b": [1, 2], "tables"')
+    assert rows["null-json"]["changes"] == ""
+
+
+def test_the_export_applies_the_filters_and_refuses_bad_ones(app, api):
+    """The export holds exactly the records the API lists for the same filters (actor,
+    action, target, time), newest first; a bad filter is a 422 naming it."""
+    _seed(app, 6)
+    _awkward(app)
+    newest = records(app)[-1]["at"]
+    for query in (
+        {},
+        {"actor": "bob"},
+        {"action": "update", "target_type": "source", "target_id": "1"},
+        {"actor": "ünïcode"},
+        {"since": "24h", "action": "sign_out"},
+        {"until": newest},
+        {"actor": "nobody"},
+    ):
+        listed = api.get("/api/v1/audit", query_string={**query, "limit": 500}).get_json()
+        exported = _csv(api.get("/audit/export.csv", query_string=query).get_data())
+        assert [int(row[0]) for row in exported[1:]] == [r["id"] for r in listed["items"]], query
+    bad = api.get("/audit/export.csv?target_id=x&since=yesterday")
+    assert bad.status_code == 422 and bad.mimetype == "text/plain"
+    assert "target_id:" in bad.get_data(as_text=True) and "since:" in bad.get_data(as_text=True)
+
+
+def test_an_export_closed_early_stops_its_copy(app, api):
+    """A client that goes away mid-export stops the COPY on the server and leaves no
+    connection behind; the next export is whole."""
+    from sqlalchemy import text
+
+    with app.app_context():
+        db.session.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, action, changes, outcome, message) "
+                "SELECT now(), 'bulk', 'check', '{}', 'done', repeat('m', 500) "
+                "FROM generate_series(1, 5000)"
+            )
+        )
+        db.session.commit()
+    response = api.get("/audit/export.csv", buffered=False)
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert 0 < len(first) <= 64 * 1024
+    response.close()
+
+    def copying() -> int:
+        with app.app_context():
+            return db.session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+
+    assert wait_for(lambda: copying() == 0)
+    whole = _csv(api.get("/audit/export.csv").get_data())
+    assert len(whole) == 1 + 5000 + len(records(app)) - 5000
 
 
 def test_entity_pages_link_to_their_history(app, api, browser):

@@ -386,14 +386,16 @@ def test_debeziums_log_lines_come_out_as_rosettas_json_without_secrets(
             (
                 r
                 for r in records()
-                if r["level"] == "ERROR" and r["logger"].startswith(debezium) and "exc_info" in r
+                # Another of Debezium's classes may log the ended stream first (the keepalive).
+                if r["level"] == "ERROR"
+                and r["logger"] == debezium + "pipeline.ErrorHandler"
+                and "exc_info" in r
             ),
             None,
         )
 
     error = wait_for(failure, timeout=30, interval=0.25)
     assert error, engine.output()[-4000:]
-    assert error["logger"] == debezium + "pipeline.ErrorHandler", error
     assert error["exc_info"].startswith("org.postgresql.util.PSQLException: "), error
     # The Java stack comes with it, line by line. Its frames depend on where the terminated
     # stream was read (readFromCopy, or the replication stream found closed).

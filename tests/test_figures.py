@@ -85,7 +85,7 @@ def test_two_databases_of_one_server_count_its_slots_once(
     # Each source's page: its own database's slots first, the others apart.
     page = browser.get(f"/sources/{shop2}").get_data(as_text=True)
     own, others = page.split("Other slots on the same server")
-    assert "rosetta_slot" not in own.split("Replication slots of database shop2")[1]
+    assert "rosetta_slot" not in own.split("Slots of database shop2")[1]
     assert "rosetta_slot" in others
     assert "unlimited" in page  # max_slot_wal_keep_size is -1 on the test cluster
 

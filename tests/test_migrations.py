@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from alembic.migration import MigrationContext
 
 from rosetta_web import create_app
 from rosetta_web.extensions import db as _db
-from rosetta_web.models import WalRollup
+from rosetta_web.models import Server, WalRollup
 from rosetta_web.timeutil import as_utc
 
 
@@ -102,4 +103,45 @@ def test_upgrade_keeps_the_monitor_history(backend, tmp_path, pg_cluster):
         _db.session.rollback()  # the reads above must not hold locks the downgrade waits on
         downgrade(revision="base")
         assert _db.inspect(_db.engine).get_table_names() == ["alembic_version"]
+        _db.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_summarizes_the_slots_each_server_has_stored(backend, tmp_path, pg_cluster):
+    """A server whose slots were stored before the summary was kept gets it on upgrade: how
+    many slots, how many inactive, the worst, the growing ones; the dashboard counts them
+    before the next round."""
+    from flask_migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif pg_cluster is None:
+        pytest.skip("needs a disposable cluster to create a database in")
+    else:
+        url = pg_cluster.create_database(f"summary_{tmp_path.name[-8:].lower()}")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+
+    def trend(retained: int, active: bool, growth: float | None) -> dict:
+        slot = {"database": "shop", "active": active, "retained_bytes": retained}
+        return {"growth": growth, "at": 1.0, "slot": {**slot, "wal_status": "reserved"}}
+
+    trends = {"a": trend(5, True, None), "b": trend(900, False, 3.0), "c": trend(7, False, 0)}
+    with app.app_context():
+        upgrade(revision="0015")
+        _db.session.execute(
+            _db.text(
+                "INSERT INTO servers (id, address, slot_trends, created_at) VALUES "
+                "(1, 'db:5432', :trends, CURRENT_TIMESTAMP), (2, 'idle:5432', NULL, "
+                "CURRENT_TIMESTAMP)"
+            ),
+            {"trends": json.dumps(trends)},
+        )
+        _db.session.commit()
+        upgrade()
+        summary = _db.session.scalars(_db.select(Server).order_by(Server.id)).all()
+        assert (summary[0].slot_count, summary[0].inactive_slot_count) == (3, 2)
+        assert summary[0].worst_slot["slot_name"] == "b"
+        assert list(summary[0].growing_slot_trends) == ["b"]
+        assert summary[1].slot_count is None and summary[1].worst_slot is None
+        _db.session.rollback()
         _db.engine.dispose()

@@ -2,7 +2,7 @@
 samples kept.
 
 Revision ID: 0018
-Revises: 0015 (0016 and 0017 are written beside it: re-chain when merging)
+Revises: 0017
 """
 
 import logging
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

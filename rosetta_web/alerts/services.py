@@ -3,11 +3,12 @@ settings. The engine that raises them is rosetta_web/alerts/engine/."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Float, case, cast, func, select, true
 
 from ..audit import services as audit
 from ..errors import DomainError, NotFound
@@ -19,6 +20,7 @@ from ..models import (
     ALERT_STATES,
     Alert,
     AlertSettings,
+    Server,
     Silence,
     SlotMetric,
     Source,
@@ -54,8 +56,12 @@ DELIVERIES_LIMIT = IntArg("limit", minimum=1, maximum=1000, default=50)
 
 def current_settings() -> AlertSettings:
     """Return the global rule settings (created with the defaults on first read)."""
-    settings = load_settings()
-    db.session.commit()
+    settings = db.session.get(AlertSettings, 1)
+    if settings is None:
+        # Stored at once, so that every later read finds them; a read alone commits nothing,
+        # which would expire every row the page has read so far.
+        settings = load_settings()
+        db.session.commit()
     return settings
 
 
@@ -238,6 +244,33 @@ def attach_forecasts(source: Source, slots: list[SlotMetric]) -> list[SlotMetric
         trend = (server.slot_trends or {}).get(slot.slot_name)
         slot.forecast = trends.forecast(trend, critical)
     return slots
+
+
+def growing_forecasts(
+    server_id: int, critical_bytes: int | None
+) -> list[tuple[str, trends.Forecast]]:
+    """Forecast the slots of a server that grow, against a critical threshold.
+
+    Only their trends are read: the server keeps one per slot in a JSON document, and a page
+    of a server with 500 slots draws the few that grow, not all 500.
+    """
+    trend = func.json_each(Server.slot_trends).table_valued("key", "value").alias("trend")
+    if db.session.get_bind().dialect.name == "sqlite":
+        growth: Any = func.json_extract(trend.c.value, "$.growth")
+    else:
+        growth = cast(trend.c.value.op("->>")("growth"), Float)
+    rows = db.session.execute(
+        select(trend.c.key, trend.c.value)
+        .select_from(Server)
+        .join(trend, true())
+        .where(Server.id == server_id, growth > 0)
+    )
+    forecasts = []
+    for name, value in rows:
+        # PostgreSQL's driver hands back the JSON decoded; SQLite, its text.
+        figures = value if isinstance(value, dict) else json.loads(value)
+        forecasts.append((name, trends.forecast(figures, critical_bytes)))
+    return forecasts
 
 
 def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str, Any]]:

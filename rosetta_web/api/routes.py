@@ -51,7 +51,7 @@ from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import services as sources
 from ..sources.forms import PublicationForm
-from ..sources.services import SOURCES, latest_slots, sample_now
+from ..sources.services import SOURCES, latest_slots, sample_now, server_of
 from ..timeutil import ParameterError, parse_moment, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body, publication_formdata
@@ -238,6 +238,7 @@ def wal_metrics() -> Response:
 def wal_history(entity_id: int) -> Response:
     """Return a source's WAL series over a time range: its samples, or at most max_points."""
     source = SOURCES.get(entity_id)
+    server_of(source)  # the source's server without its slot trends, which no chart draws
     max_points = _number(history.MAX_POINTS)
     try:
         win = history.window(

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request, stream_with_context, url_for
 
 from ..htmx import is_htmx, render_page_or_fragment
 from ..models import AUDIT_ACTIONS, AUDIT_TARGET_TYPES, AuditRecord
-from ..shapes import shape_of
 from ..timeutil import utcnow
 from . import bp, services
+from .export import csv_chunks
 
 PER_PAGE = 50
-CSV_COLUMNS = tuple(shape_of(AuditRecord).names)  # the API's fields, in its order
-# Characters that make a spreadsheet read a cell as a formula.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 # The page of each kind of target, where there is one.
 TARGET_PAGES = {
@@ -61,42 +54,17 @@ def index() -> Response:
     return response
 
 
-def _cell(value: Any) -> Any:
-    """A value as a CSV cell that no spreadsheet runs as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
-def _row(record: AuditRecord) -> list[Any]:
-    values = record.to_dict()
-    values["changes"] = json.dumps(record.changes, sort_keys=True) if record.changes else ""
-    return [_cell(values[name]) for name in CSV_COLUMNS]
-
-
 @bp.get("/export.csv")
 def export() -> Response:
-    """Every record the filters select, newest first, as CSV (the columns of the API)."""
+    """Every record the filters select, newest first, as CSV (the columns of the API),
+    streamed as the database gives it."""
     query = services.read_query(request.args, utcnow())
     if query.errors:
         problems = "; ".join(f"{name}: {message}" for name, message in query.errors.items())
         return Response(problems + "\n", status=422, mimetype="text/plain")
-
-    def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        for record in services.stream(query.filters):
-            writer.writerow(_row(record))
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     return Response(
-        stream_with_context(lines()),
+        stream_with_context(csv_chunks(query.filters)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="rosetta-audit-{stamp}.csv"'},
     )

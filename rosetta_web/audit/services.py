@@ -167,6 +167,17 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def in_key_order(value: Any) -> Any:
+    """Return `value` with every object's keys in sorted order, as stored: the `json` column
+    keeps the text json.dumps writes, which is then what json.dumps(sort_keys=True) gives
+    (the CSV export reads it as stored)."""
+    if isinstance(value, dict):
+        return {key: in_key_order(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [in_key_order(item) for item in value]
+    return value
+
+
 def _values(
     action: str,
     target: Target,
@@ -186,7 +197,7 @@ def _values(
         "target_type": target.type,
         "target_id": target.id,
         "target_name": target.name[:255] if target.name else None,
-        "changes": changes or {},
+        "changes": in_key_order(changes or {}),
         "outcome": outcome,
         "message": message[:1000] if message else None,
     }

@@ -281,14 +281,15 @@ class WalHistory(Declared):
         dict[str, Any],
         Described(
             "the slots of the source's database and the 10 others of its server that retain "
-            "the most",
+            "the most (of a database with more than 10, its 10 that retain the most)",
             {"type": "object", "additionalProperties": SLOT_FIGURES},
         ),
     ]
     other_slots: Annotated[
         dict[str, Any] | None,
         Described(
-            "the server's remaining slots, summed",
+            "the server's remaining slots: the most WAL any one of them retains, which is "
+            "the WAL they keep together (each retains from its restart_lsn to the same end)",
             {
                 "oneOf": [
                     {"type": "null"},
@@ -364,7 +365,7 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
 
     own: list[str] = []
     shown: list[str] = []
-    summed: list[str] = []
+    not_drawn: list[str] = []
     databases: dict[str, str | None] = {}
     # The source's server, in one query (not its state's, then the state's server's).
     server = db.session.scalar(
@@ -432,7 +433,10 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
             read()  # few slots: read every series at once, ranked below
         own = sorted(name for name in peaks if databases[name] == source.pg_database)
         others = sorted((name for name in peaks if name not in own), key=lambda n: -peaks[n])
-        shown, summed = own + sorted(others[:TOP_SLOTS]), others[TOP_SLOTS:]
+        # Of a database with hundreds of slots, its TOP_SLOTS worst get a line, as others do.
+        own_ranked = sorted(own, key=lambda n: -peaks[n])
+        shown = sorted(own_ranked[:TOP_SLOTS]) + sorted(others[:TOP_SLOTS])
+        not_drawn = own_ranked[TOP_SLOTS:] + others[TOP_SLOTS:]
         if many and shown:
             read(shown)
         # Raw, a slot row at a time this source has no sample of (another database of the
@@ -442,25 +446,25 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
             for at, figures in lines.get(name, []):
                 if width or at in own_times:
                     _point(points, at).slots[name] = figures
-        if summed and many and base:
-            sums = rollups.other_slots(server.id, win.start, win.end, width, base, shown)
-            for bucket, (at, last, low, high) in sums.items():
+        if not_drawn and many and base:
+            most = rollups.other_slots(server.id, win.start, win.end, width, base, shown)
+            for bucket, (at, last, low, high) in most.items():
                 at = bucket_time.get(bucket, at)
                 figures = (_number(last), _number(low), _number(high))
                 _point(points, at).slots[OTHERS] = figures
-        elif summed and many:
-            _sum_others(points, bucket_time, width, in_range, shown)
-        elif summed:
-            for name in summed:
+        elif not_drawn and many:
+            _most_of_others(points, bucket_time, width, in_range, shown)
+        elif not_drawn:
+            for name in not_drawn:
                 for at, figures in lines[name]:
                     if not width and at not in own_times:
                         continue
                     point = _point(points, at)
                     last, low, high = point.slots.get(OTHERS, (0, 0, 0))
                     point.slots[OTHERS] = (
-                        (last or 0) + (figures[0] or 0),
-                        (low or 0) + (figures[1] or 0),
-                        (high or 0) + (figures[2] or 0),
+                        max(last or 0, figures[0] or 0),
+                        max(low or 0, figures[1] or 0),
+                        max(high or 0, figures[2] or 0),
                     )
 
     ordered = [points[at] for at in sorted(points)]
@@ -471,8 +475,8 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         return dict(zip(("last", "min", "max"), kinds, strict=True))
 
     other_slots = None
-    if summed:
-        other_slots = {"count": len(summed), **series(lambda p: p.slots.get(OTHERS))}
+    if not_drawn:
+        other_slots = {"count": len(not_drawn), **series(lambda p: p.slots.get(OTHERS))}
     return {
         "source_id": source.id,
         "start": isoformat(win.start),
@@ -514,20 +518,22 @@ def _series_starts(ordered: list[_Point], name: str, series: dict[datetime, Any]
 
 
 _NONE = (None, None, None)  # a point without the series
-OTHERS = "\x00others"  # the key of the summed slots in a point: no slot is named so
+OTHERS = "\x00others"  # the key of the slots not drawn in a point: no slot is named so
 
 
-def _sum_others(
+def _most_of_others(
     points: dict[datetime, _Point],
     bucket_time: dict[int, datetime],
     width: int,
     in_range: tuple[Any, ...],
     shown: list[str],
 ) -> None:
-    """Add to the points the WAL the slots not shown retain together: summed per sample in
-    SQL, then, in buckets, the last sum and the smallest and largest."""
+    """Add to the points the WAL the slots not shown retain together: the most one of them
+    retains (their retained WAL overlaps, all of it ending at the server's position; a sum
+    would count it once per slot), per sample in SQL, then, in buckets, the last and the
+    smallest and largest."""
     totals = db.session.execute(
-        select(SlotMetric.recorded_at, func.sum(SlotMetric.retained_bytes))
+        select(SlotMetric.recorded_at, func.max(SlotMetric.retained_bytes))
         .where(*in_range, SlotMetric.slot_name.not_in(shown))
         .group_by(SlotMetric.recorded_at)
         .order_by(SlotMetric.recorded_at)

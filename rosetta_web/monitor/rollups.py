@@ -622,12 +622,13 @@ def slot_peaks(
 def other_slots(
     server_id: int, start: datetime, end: datetime, width: int, base: int, shown: list[str]
 ) -> dict[int, tuple[datetime, Any, Any, Any]]:
-    """Sum the slots not shown, per chart bucket: (time of the server's last sample in it, the
-    sum of their retained WAL then, a least and a most of their sum).
+    """The most WAL one of the slots not shown retains, per chart bucket: (time of the
+    server's last sample in it, the most one of them retained then, a least and a most of it).
 
-    Roll-ups keep no sum per sample, so the band is bounds that every sum the samples had lies
-    within: the sum of each slot's most, and the sum of each one's least, counting as none a
-    slot missing from some of the bucket's samples (dropped, or created, within it).
+    Their retained WAL overlaps (all of it ends at the server's position), so the line is the
+    largest, not a sum. The band's top is exact (the largest of their largest); its bottom is
+    a bound the figure never went below: the largest of the least of the slots present in
+    every sample of the bucket (roll-ups keep no per-sample largest).
     """
     r = SlotRollup
     within = r.bucket_start
@@ -659,10 +660,12 @@ def other_slots(
             _bucket_of(c.bucket_start, width),
             func.max(c.server_last_at),
             func.coalesce(
-                func.sum(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
+                func.max(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
             ),
-            func.sum(case((c.sample_count == c.server_samples, c.retained_bytes_min), else_=0)),
-            func.sum(c.retained_bytes_max),
+            func.coalesce(
+                func.max(case((c.sample_count == c.server_samples, c.retained_bytes_min))), 0
+            ),
+            func.max(c.retained_bytes_max),
         )
         .where(c.slot_name.not_in(shown))
         .group_by(c.bucket_start)

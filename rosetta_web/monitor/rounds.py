@@ -3,7 +3,8 @@ backoff.
 
 Three entry points say which sources a round samples: `scheduled_round` (the due ones),
 `sample_sources` (by hand: all, or one by name or id) and `sample_new_sources` (the ones never
-attempted since they were saved). Each stores what it sampled and returns the `Round`; this
+attempted since they were saved). Each stores what it sampled, renders /metrics from what is
+stored (monitor/prometheus.py keeps it for every process), and returns the `Round`; this
 module only stores. What follows a round (the alert rules, their notifications, readiness
 seen contradicted) is the caller's: `sources.services.after_round`.
 
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -44,10 +45,10 @@ from ..models import (
     WalMetric,
 )
 from ..postgres.connection import Target
-from ..postgres.sampling import Sample, SlotSample, sample_all
+from ..postgres.sampling import Sample, ServerGroup, SlotSample, sample_servers
 from ..timeutil import as_utc, utcnow
-from . import rollups
-from .workers import lanes, resolver
+from . import prometheus, rollups
+from .workers import kept_connections, lanes, resolver
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +375,8 @@ def record_round(
     sampler: str,
     manual: bool = False,
 ) -> float:
-    """Store one round in one transaction: samples, failures, each server's slots once, states.
+    """Store one round in one transaction: samples, failures, each server's slots once, states;
+    then render /metrics from them and keep it (`prometheus.keep`, its own transaction).
 
     A manual round (sampled by hand) never lengthens a backoff; a good sample ends one.
     Return the seconds storing took, the commit included; the round's row says it too.
@@ -393,10 +395,24 @@ def record_round(
         rollups.add_round(
             started_at, [sample.source_id for sample in samples], [s.id for s in servers.values()]
         )
-        return _write_round_row(samples, started_at, skipped, sampling_s, sampler, manual, clock)
+        storing_s = _write_round_row(
+            samples, started_at, skipped, sampling_s, sampler, manual, clock
+        )
     except Exception:
         db.session.rollback()
         raise
+    _keep_metrics()
+    return storing_s
+
+
+def _keep_metrics() -> None:
+    """Render /metrics as the round just stored left the figures; a failure undoes no round
+    (scrapes serve the last rendering, and the next round renders again)."""
+    try:
+        prometheus.keep()
+    except Exception:
+        db.session.rollback()
+        log.exception("rendering /metrics after the round failed; the next round renders it")
 
 
 def delete_expired(retention_days: int, now: datetime | None = None) -> int:
@@ -428,6 +444,10 @@ def delete_expired(retention_days: int, now: datetime | None = None) -> int:
             if result.rowcount < RETENTION_BATCH_ROWS:
                 break
     log.info("WAL retention: deleted %d rows older than %d days", deleted, retention_days)
+    if deleted:
+        # A server unsampled for the whole retention loses its last slots, and rounds only
+        # by hand lose the last scheduled one: /metrics no longer shows them.
+        prometheus.keep()
     return deleted
 
 
@@ -465,8 +485,8 @@ def _sample_apart(
     config = app.config
     clock = time.monotonic()
     try:
-        samples = sample_all(
-            targets,
+        samples = sample_servers(
+            _one_by_one(targets),
             config["WAL_MONITOR_TIMEOUT_SECONDS"],
             config["WAL_MONITOR_MAX_RETRIES"],
             max(1, config["WAL_MONITOR_CONCURRENCY"] // 4),
@@ -564,18 +584,69 @@ def sample_new_sources(now: datetime | None = None) -> Round | None:
     return _round(rows, now, by_hand=True)
 
 
+def close_changed_connections() -> None:
+    """Close at once the connections kept for sources deleted or given other settings since
+    (the scheduler asks every few seconds: the edit may have been made in another process)."""
+    kept = kept_connections()
+    by_key = kept.source_ids()
+    if not by_key:
+        return
+    found = {
+        source.id: source
+        for batch in batches(sorted(set(by_key.values())))
+        for source in db.session.scalars(select(Source).where(Source.id.in_(batch)))
+    }
+    targets: dict[Hashable, Target | None] = {}
+    for key, source_id in by_key.items():
+        source = found.get(source_id)
+        try:
+            targets[key] = target_of(source) if source is not None else None
+        except ValueError:  # its password cannot be read any more
+            targets[key] = None
+    db.session.rollback()
+    kept.close_changed(targets)
+
+
+def _one_by_one(targets: list[Target]) -> list[ServerGroup]:
+    """Sample each source over its own connection, none kept."""
+    return [ServerGroup(None, [target]) for target in targets]
+
+
+def _by_server(chosen: list[tuple[Target, SourceState | None]]) -> list[ServerGroup]:
+    """Group the sources whose server is known by it, the one whose role sees the most first
+    (it could list the WAL directory); a source whose server is not known, or whose last
+    sample failed (it may be on another server now), is sampled on its own."""
+    shared: dict[int, list[tuple[Target, SourceState]]] = defaultdict(list)
+    alone: list[Target] = []
+    for target, state in chosen:
+        if state is not None and state.status == "OK" and state.server_id is not None:
+            shared[state.server_id].append((target, state))
+        else:
+            alone.append(target)
+    groups = _one_by_one(alone)
+    for server_id, members in shared.items():
+        members.sort(key=lambda member: (member[1].size_bytes is None, member[0].source_id))
+        groups.append(ServerGroup(server_id, [target for target, _ in members]))
+    return groups
+
+
 def _round(
     rows: list[tuple[Source, SourceState | None]],
     now: datetime,
     by_hand: bool,
     apart: AfterRound | None = None,
 ) -> Round:
-    """Sample the sources of `rows` that are due (all of them by hand), store, log one line."""
+    """Sample the sources of `rows` that are due (all of them by hand), store, log one line.
+
+    A scheduled round samples each known server once for all its sources, over a connection
+    kept between rounds (WAL_MONITOR_KEEP_CONNECTIONS); by hand, every source is sampled over
+    its own new connection, so its own settings are what is tried.
+    """
     config = current_app.config
     interval_s = config["WAL_MONITOR_INTERVAL_SECONDS"]
     clock = time.monotonic()
     timeout_s = config["WAL_MONITOR_TIMEOUT_SECONDS"]
-    targets: list[Target] = []
+    chosen: list[tuple[Target, SourceState | None]] = []
     suspects: list[Target] = []
     unreadable: list[Sample] = []
     skipped = 0
@@ -592,7 +663,11 @@ def _round(
         except ValueError as exc:
             unreadable.append(Sample(source.id, source.name, False, 0, 0, error=str(exc)))
             continue
-        (suspects if apart and _suspect(state, timeout_s) else targets).append(target)
+        if apart and _suspect(state, timeout_s):
+            suspects.append(target)
+        else:
+            chosen.append((target, state))
+    groups = _one_by_one([target for target, _ in chosen]) if by_hand else _by_server(chosen)
     # Nothing is written while sources are sampled: the session holds no transaction open.
     db.session.rollback()
     if suspects and apart is not None:
@@ -607,21 +682,28 @@ def _round(
         )
         sampling_lanes.add(lane)
         lane.start()
-    samples = unreadable + sample_all(
-        targets,
+    kept = None if by_hand else kept_connections()
+    if kept is not None:
+        kept.keeping = config["WAL_MONITOR_KEEP_CONNECTIONS"]
+    samples = unreadable + sample_servers(
+        groups,
         timeout_s,
         config["WAL_MONITOR_MAX_RETRIES"],
         config["WAL_MONITOR_CONCURRENCY"],
+        kept,
     )
+    if kept is not None:
+        kept.end_round()
     sampling_s = time.monotonic() - clock
     storing_s = record_round(
         samples, now, interval_s, skipped, sampling_s, sampler_identity(), manual=by_hand
     )
     failures = sum(1 for sample in samples if not sample.ok)
     log.info(
-        "WAL round: %d sources sampled, %d failed, %d skipped (backing off, or sampled apart), "
-        "%.2f s (sampling %.2f s, storing %.2f s)",
+        "WAL round: %d sources sampled over %d connections, %d failed, %d skipped (backing off, or "
+        "sampled apart), %.2f s (sampling %.2f s, storing %.2f s)",
         len(samples),
+        len(groups),
         failures,
         skipped,
         sampling_s + storing_s,
@@ -629,6 +711,7 @@ def _round(
         storing_s,
         extra={
             "sources": len(samples),
+            "connections": len(groups),
             "failures": failures,
             "skipped": skipped,
             "duration_s": round(sampling_s + storing_s, 3),

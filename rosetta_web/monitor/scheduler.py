@@ -31,7 +31,8 @@ from ..audit import services as audit
 from ..errors import DATABASE_UNAVAILABLE, Outage
 from ..sources import services as sources
 from ..timeutil import utcnow
-from . import rollups, rounds
+from . import prometheus, rollups, rounds
+from .workers import kept_connections
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ class MonitorScheduler:
             with self.app.app_context():
                 if self.leadership.is_leader():
                     work()
+                else:  # another process samples: it keeps the connections
+                    kept_connections(self.app).close()
             self.leadership.answered()
         except DATABASE_UNAVAILABLE as exc:
             self.leadership.outage.failed(exc)
@@ -218,14 +221,19 @@ class MonitorScheduler:
             self._round_lock.release()
 
     def sample_new(self) -> None:
-        """Sample the sources saved since the last round (new, or with a new connection)."""
+        """Close the connections kept for sources edited or deleted since; sample the sources
+        saved since the last round (new, or with a new connection); with none, render /metrics
+        if no rendering is kept (a source renamed or deleted, or none stored yet)."""
         if not self._round_lock.acquire(blocking=False):
-            return  # a round is running: it samples them
+            return  # a round is running: it samples them, and renders /metrics
 
         def sample() -> None:
+            rounds.close_changed_connections()
             done = rounds.sample_new_sources()
             if done is not None:
                 sources.after_round(done)
+            elif not prometheus.is_kept():
+                prometheus.keep()
 
         try:
             self._as_leader(sample, "sampling new sources failed; the next round will try them")
@@ -352,6 +360,7 @@ class MonitorScheduler:
             self.scheduler.shutdown(wait=False)
         # A source being sampled gives up within its timeout; its result is stored after.
         rounds.join_lanes(self.app.config["WAL_MONITOR_TIMEOUT_SECONDS"] + 1, self.app)
+        kept_connections(self.app).close()
         self.leadership.release()
 
 

@@ -1,6 +1,6 @@
-"""The monitor's threads, one set per app, made by create_app and kept in app.extensions: the
-lanes that sample suspect sources apart from the round, and the resolver that looks host names
-up for the probe."""
+"""The monitor's threads and connections, one set per app, made by create_app and kept in
+app.extensions: the lanes that sample suspect sources apart from the round, the resolver that
+looks host names up for the probe, and the connections kept open to the servers sampled."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import time
 from flask import Flask, current_app
 
 from ..postgres.connection import Resolver
+from ..postgres.sampling import KeptConnections
 
 LANES = "rosetta_lanes"
 RESOLVER = "rosetta_resolver"
+KEPT = "rosetta_kept_connections"
 
 
 class Lanes:
@@ -39,9 +41,10 @@ class Lanes:
 
 
 def init_app(app: Flask) -> None:
-    """Give the app its sampling lanes and its resolver."""
+    """Give the app its sampling lanes, its resolver and its kept connections."""
     app.extensions[LANES] = Lanes()
     app.extensions[RESOLVER] = Resolver()
+    app.extensions[KEPT] = KeptConnections()
 
 
 def lanes(app: Flask | None = None) -> Lanes:
@@ -53,4 +56,10 @@ def lanes(app: Flask | None = None) -> Lanes:
 def resolver(app: Flask | None = None) -> Resolver:
     """Return the app's resolver (the current app's by default)."""
     found: Resolver = (app or current_app).extensions[RESOLVER]
+    return found
+
+
+def kept_connections(app: Flask | None = None) -> KeptConnections:
+    """Return the connections the app keeps open to the servers it samples."""
+    found: KeptConnections = (app or current_app).extensions[KEPT]
     return found

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-APPLICATION_NAME = "rosetta-wal-monitor"
+APPLICATION_NAME = "rosetta-monitor"
 # SQLSTATE classes that another attempt will not fix: bad credentials, unknown database,
 # missing privileges. Connection failures and timeouts are worth retrying.
 PERMANENT_SQLSTATE_PREFIXES = ("28", "3D", "42")
@@ -151,8 +151,11 @@ def _resolve(
     return ",".join(dict.fromkeys(str(info[4][0]) for info in found))
 
 
-def connect(target: Target, deadline: float, timeout_s: float, read_only: bool = True) -> Any:
-    """Open an asynchronous connection to the target within the deadline.
+def connect(
+    target: Target, deadline: float, timeout_s: float, read_only: bool = True, keep: bool = False
+) -> Any:
+    """Open an asynchronous connection to the target within the deadline (`keep`: one kept
+    between rounds, whose statements each get `timeout_s`, not what remains of this one's).
 
     Raises SampleFailure for a name lookup or a timeout, psycopg2.Error for the server's
     refusal (explain() words it).
@@ -165,7 +168,7 @@ def connect(target: Target, deadline: float, timeout_s: float, read_only: bool =
         # libpq connects to hostaddr and still checks TLS certificates against host.
         host = ",".join([target.host] * (addresses.count(",") + 1))
         hostaddr = addresses
-    conn = _connect(target, host, hostaddr, remaining, read_only)
+    conn = _connect(target, host, hostaddr, remaining, read_only, timeout_s if keep else remaining)
     try:
         _wait(conn, deadline, "connecting", timeout_s)
     except BaseException:
@@ -175,10 +178,15 @@ def connect(target: Target, deadline: float, timeout_s: float, read_only: bool =
 
 
 def _connect(
-    target: Target, host: str, hostaddr: str | None, remaining: float, read_only: bool
+    target: Target,
+    host: str,
+    hostaddr: str | None,
+    remaining: float,
+    read_only: bool,
+    statement_s: float,
 ) -> Any:
     """Open the connection asynchronously, every setting a keyword (never a DSN to echo)."""
-    options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
+    options = f"-c statement_timeout={max(1, int(statement_s * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"
     return psycopg2.connect(

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..alerts.display import forecast_words, pipeline_rules_words
+from ..alerts.display import ForecastWords, forecast_words, pipeline_rules_words
+from ..alerts.engine.rules import Settings
 from ..alerts.forms import row_silence_form
 from ..alerts.services import (
     AlertFilter,
-    attach_forecasts,
     effective_settings,
     firing_worst_first,
+    growing_forecasts,
     history,
 )
 from ..crud import register_crud_views
@@ -22,64 +23,96 @@ from ..errors import DomainError
 from ..formatting import pg_size_pretty
 from ..forms import ConfirmForm, SelectChoice, confirmed_or_flash, form_view
 from ..htmx import go_to, is_htmx
-from ..models import Source
+from ..models import Server, Source
 from ..postgres.checks import slot_missing
 from ..postgres.replication_objects import Invalid, SourceUnreachable
 from ..readiness import summary
 from ..timeutil import utcnow
 from . import bp, services
 from .forms import DropForm, PublicationForm
-from .services import SOURCES, next_round_at, own_and_other_slots, sample_now
+from .services import SOURCES, next_round_at, sample_now
 
 register_crud_views(bp, SOURCES)
 
 # The resolved alerts a source's page lists; the rest are on /alerts, filtered by source.
 RECENT_ALERTS = 10
+# The growing slots its page names, soonest lost or critical first; the others are counted.
+FORECASTS_SHOWN = 10
+
+
+def _slots_context(source: Source, server: Server | None) -> dict[str, Any]:
+    """What the slot tables draw: the worst slots, or every one, of those the filter names."""
+    return {
+        "server": server,
+        "slots": services.server_slots(
+            source, server, request.args.get("slot", ""), request.args.get("slots") == "all"
+        ),
+        "slots_shown": services.SLOTS_SHOWN,
+        "pipelines_by_slot": services.pipelines_by_slot(source),
+    }
+
+
+def _forecasts(server: Server | None, settings: Settings, now: datetime) -> list[ForecastWords]:
+    """Say where the server's growing slots are heading, soonest lost or critical first."""
+    if server is None:
+        return []
+    forecasts = []
+    for name, forecast in growing_forecasts(server.id, settings.retained_critical_bytes):
+        words = forecast_words(name, forecast, settings.retained_critical_bytes, now)
+        if words is not None:
+            forecasts.append(words)
+    forecasts.sort(key=lambda words: (words.when is None, words.when or now, words.slot_name))
+    return forecasts
 
 
 @bp.get("/<id:entity_id>")
-def detail(entity_id: int) -> str:
+def detail(entity_id: int) -> Response:
     """Show a source: the monitor's latest state, its alerts and the forecast of its slots,
-    its WAL charts, its slots, its connection."""
+    its WAL charts, its slots, its connection. The slot filter's htmx request gets the slot
+    tables alone."""
     source = SOURCES.get(entity_id)
+    server = services.server_of(source)
+    if is_htmx():
+        response = make_response(
+            render_template("sources/_slots.html", source=source, **_slots_context(source, server))
+        )
+        response.vary.add("HX-Request")
+        return response
     interval_s = current_app.config["WAL_MONITOR_INTERVAL_SECONDS"]
-    own_slots, other_slots = own_and_other_slots(source)
-    attach_forecasts(source, own_slots + other_slots)
     settings = effective_settings(source)
     now = utcnow()
-    forecasts = []  # the growing slots, soonest lost or critical first
-    for slot in own_slots + other_slots:
-        words = forecast_words(slot.slot_name, slot.forecast, settings.retained_critical_bytes, now)
-        if words is not None:
-            forecasts.append(words)
-    forecasts.sort(key=lambda words: (words.when is None, words.when or now))
+    forecasts = _forecasts(server, settings, now)
     firing = firing_worst_first(source.id)
     resolved, resolved_total = history(
         AlertFilter(state="resolved", source_id=source.id), 1, RECENT_ALERTS
     )
-    return render_template(
-        "sources/detail.html",
-        state=source.state,
-        server=source.state.server if source.state else None,
-        slots=own_slots,
-        other_slots=other_slots,
-        pipelines_by_slot=services.pipelines_by_slot(source),
-        sample_form=ConfirmForm(),
-        resource=SOURCES,
-        next_round_at=next_round_at(interval_s),
-        now=now,
-        interval=timedelta(seconds=interval_s),
-        alert_settings=settings,
-        overrides={k: v for k, v in (source.alert_overrides or {}).items() if v is not None},
-        pipeline_rules=pipeline_rules_words(settings) if source.pipelines else None,
-        forecasts=forecasts,
-        firing=firing,
-        silence_forms={alert.id: row_silence_form(alert) for alert in firing},
-        resolved=resolved,
-        resolved_total=resolved_total,
-        current_range="custom" if request.args.get("start") else request.args.get("range", "24h"),
-        **_readiness_context(source),
+    response = make_response(
+        render_template(
+            "sources/detail.html",
+            state=source.state,
+            sample_form=ConfirmForm(),
+            resource=SOURCES,
+            next_round_at=next_round_at(interval_s),
+            now=now,
+            interval=timedelta(seconds=interval_s),
+            alert_settings=settings,
+            overrides={k: v for k, v in (source.alert_overrides or {}).items() if v is not None},
+            pipeline_rules=pipeline_rules_words(settings) if source.pipelines else None,
+            forecasts=forecasts[:FORECASTS_SHOWN],
+            forecasts_hidden=len(forecasts[FORECASTS_SHOWN:]),
+            firing=firing,
+            silence_forms={alert.id: row_silence_form(alert) for alert in firing},
+            resolved=resolved,
+            resolved_total=resolved_total,
+            current_range=(
+                "custom" if request.args.get("start") else request.args.get("range", "24h")
+            ),
+            **_slots_context(source, server),
+            **_readiness_context(source),
+        )
     )
+    response.vary.add("HX-Request")
+    return response
 
 
 @bp.post("/<id:entity_id>/sample")

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Select, delete, func, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import Select, case, delete, func, select, true
+from sqlalchemy.orm import defer, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..alerts.engine import delivery, evaluation
 from ..alerts.engine.rules import Settings
@@ -34,6 +35,7 @@ from ..models import (
     SourceState,
     WalMetric,
 )
+from ..monitor import prometheus
 from ..monitor.rounds import Round, sample_sources, target_of
 from ..postgres import replication_objects as obj
 from ..postgres.checks import (
@@ -60,7 +62,10 @@ RECHECK_AFTER = timedelta(hours=24)
 
 
 def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
-    """Give a new source its PENDING state; after a connection change, forget its backoff."""
+    """Give a new source its PENDING state; after a connection change, forget its backoff.
+    Either, or a new name, makes the kept /metrics stale until rendered again."""
+    if source.state is None or changed & {"name", *CONNECTION_FIELDS}:
+        prometheus.forget()
     if source.state is None:
         source.state = SourceState(status="PENDING", consecutive_failures=0)
     elif changed & CONNECTION_FIELDS:
@@ -75,7 +80,9 @@ def _monitor_from_scratch(source: Source, changed: set[str]) -> None:
 
 
 def _forget_a_server_left_alone(source: Source) -> None:
-    """Delete the source's server, with its slot history, when no other source is on it."""
+    """Delete the source's server, with its slot history, when no other source is on it; the
+    kept /metrics, which shows the source, is stale."""
+    prometheus.forget()
     server_id = source.state.server_id if source.state is not None else None
     if server_id is None:
         return
@@ -103,11 +110,39 @@ SOURCES = Resource(
 )
 
 
+# Worst first: a slot that lost the WAL it needs (its consumer must resync) or is about to,
+# then the most WAL retained (what fills the disk), then by name. A lost slot retains nothing
+# any more: ordered by retained WAL alone it would sink to the bottom of 500.
+WORST_FIRST = (
+    case((SlotMetric.wal_status == "lost", 0), (SlotMetric.wal_status == "unreserved", 1), else_=2),
+    SlotMetric.retained_bytes.desc().nulls_last(),
+    SlotMetric.slot_name,
+)
+# The rows each table of the source's page draws unless all are asked for: the worst ten, as
+# many as its chart draws lines for (history.TOP_SLOTS). 500 rows weigh 390 kB (on a phone,
+# 500 cards), and no operator reads them to find what fills the disk; the filter by name finds
+# any other.
+SLOTS_SHOWN = 10
+
+
+def server_of(source: Source) -> Server | None:
+    """Return the source's server, without its slot trends: one JSON document of every slot,
+    read only where drawn (`alerts.services.growing_forecasts`)."""
+    state = source.state
+    if state is None or state.server_id is None:
+        return None
+    server = db.session.scalar(
+        select(Server).where(Server.id == state.server_id).options(defer(Server.slot_trends))
+    )
+    set_committed_value(state, "server", server)  # so that `state.server` reads this one
+    return server
+
+
 def own_and_other_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetric]]:
     """Return the slots of the source's server as last sampled: its database's, then the rest.
 
-    Every database of a server sees the same slots, and all of them fill the same disk; the
-    others come most WAL retained first.
+    Every database of a server sees the same slots, and all of them fill the same disk; both
+    come worst first.
     """
     server = source.state.server if source.state is not None else None
     if server is None or server.last_sampled_at is None:
@@ -115,7 +150,7 @@ def own_and_other_slots(source: Source) -> tuple[list[SlotMetric], list[SlotMetr
     rows = db.session.scalars(
         select(SlotMetric)
         .where(SlotMetric.server_id == server.id, SlotMetric.recorded_at == server.last_sampled_at)
-        .order_by(SlotMetric.retained_bytes.desc().nulls_last(), SlotMetric.slot_name)
+        .order_by(*WORST_FIRST)
     )
     own: list[SlotMetric] = []
     others: list[SlotMetric] = []
@@ -128,6 +163,76 @@ def latest_slots(source: Source) -> list[SlotMetric]:
     """Return every slot of the source's server as last sampled, its own database's first."""
     own, others = own_and_other_slots(source)
     return own + others
+
+
+@dataclass(frozen=True)
+class SlotTable:
+    """One table of slots on a source's page: the rows it draws, worst first, and how many
+    slots it has in all and match the filter."""
+
+    rows: list[SlotMetric]
+    total: int
+    matching: int
+
+    @property
+    def hidden(self) -> int:
+        """Count the slots that match but are not drawn."""
+        return self.matching - len(self.rows)
+
+
+@dataclass(frozen=True)
+class ServerSlots:
+    """The slots of a source's server that its page draws, from the latest sample alone: its
+    database's, then the others, each table the worst first."""
+
+    own: SlotTable
+    others: SlotTable
+    name: str  # the filter: part of a slot's name, or empty
+    everything: bool  # every matching slot drawn, not the worst SLOTS_SHOWN
+
+    @property
+    def total(self) -> int:
+        """Count the server's slots."""
+        return self.own.total + self.others.total
+
+
+def server_slots(
+    source: Source, server: Server | None, name: str = "", everything: bool = False
+) -> ServerSlots:
+    """Read the slots the source's page draws: the worst SLOTS_SHOWN of each table (or every
+    one), among those whose name holds `name`, and how many there are; three queries at most,
+    whatever the number of slots."""
+    name = name.strip().lower()  # slot names are lower case letters, digits and underscores
+    empty = SlotTable([], 0, 0)
+    if server is None or server.last_sampled_at is None:
+        return ServerSlots(empty, empty, name, everything)
+    latest = (SlotMetric.server_id == server.id, SlotMetric.recorded_at == server.last_sampled_at)
+    own = case((SlotMetric.database == source.pg_database, True), else_=False)
+    matches = SlotMetric.slot_name.contains(name, autoescape=True) if name else true()
+    counts = {
+        bool(is_own): (total, int(matching or 0))
+        for is_own, total, matching in db.session.execute(
+            select(own, func.count(), func.sum(case((matches, 1), else_=0)))
+            .where(*latest)
+            .group_by(own)
+        )
+    }
+
+    def table(of_database: bool) -> SlotTable:
+        total, matching = counts.get(of_database, (0, 0))
+        if not matching:
+            return SlotTable([], total, 0)
+        database = SlotMetric.database
+        where = (
+            database == source.pg_database
+            if of_database
+            else database.is_distinct_from(source.pg_database)
+        )
+        stmt = select(SlotMetric).where(*latest, where, matches)
+        stmt = stmt.order_by(*WORST_FIRST).limit(None if everything else SLOTS_SHOWN)
+        return SlotTable(list(db.session.scalars(stmt)), total, matching)
+
+    return ServerSlots(table(True), table(False), name, everything)
 
 
 def next_round_at(interval_s: int) -> datetime | None:

@@ -329,7 +329,7 @@
       const label = "retained by " + slot + (data.slots[slot].own ? "" : " (" + (data.slots[slot].database || "physical") + ")");
       walSeries.push([label, data.slots[slot]]);
     });
-    if (data.other_slots) walSeries.push(["other slots (" + data.other_slots.count + ", summed)", data.other_slots]);
+    if (data.other_slots) walSeries.push(["the other " + data.other_slots.count + " slots (the most one retains)", data.other_slots]);
     let wal = [];
     walSeries.forEach(function (s, i) {
       const broken = withBreaks(s[1], x);
@@ -357,6 +357,8 @@
     const walTraces = wal.concat([fails], spanTraces(periods));
     root.dataset.thresholds = limits.shapes.filter(function (s) { return s.visible; }).map(function (s) { return s.name; }).join(",");
     root.dataset.alertSpans = String((data.alert_spans || []).length);
+    // A legend of many lines takes rows (on a phone, most of the chart): the chart grows with it.
+    document.getElementById("chart-wal").classList.toggle("chart-tall", lines.length > 8);
     await Plotly.react("chart-wal", walTraces, walLayout, config);
     await Plotly.react("chart-rate", rate.concat([fails]), layout("WAL generation rate", sizeAxis(rate, "/s"), data), config);
     root.dataset.range = range;

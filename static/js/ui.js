@@ -78,6 +78,17 @@
     }
   });
 
+  // <form data-omit-empty>: its htmx GET leaves blank fields out, so the URL it pushes says
+  // only the filters set (/?state=failing, not /?q=&state=failing).
+  document.addEventListener("htmx:configRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || !form.matches || !form.matches("form[data-omit-empty]")) return;
+    var parameters = event.detail.parameters;
+    Object.keys(parameters).forEach(function (name) {
+      if (!String(parameters[name]).trim()) delete parameters[name];
+    });
+  });
+
   // .table-scroll: a table wider than its box scrolls inside it. Name the sides with more to see
   // in data-more ("left", "right", "left right"), which the CSS fades, and let the keyboard
   // scroll the box while it scrolls. Rechecked when it scrolls, when it or its table changes

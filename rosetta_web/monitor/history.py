@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from flask import current_app
 from sqlalchemy import Float, func, literal, select, text
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, defer
 
 from ..extensions import db
 from ..forms import MAX_INT
@@ -367,11 +367,13 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     shown: list[str] = []
     not_drawn: list[str] = []
     databases: dict[str, str | None] = {}
-    # The source's server, in one query (not its state's, then the state's server's).
+    # The source's server, in one query (not its state's, then the state's server's), without
+    # its slots' trends: the chart draws none of them.
     server = db.session.scalar(
         select(Server)
         .join(SourceState, SourceState.server_id == Server.id)
         .where(SourceState.source_id == source.id)
+        .options(defer(Server.slot_trends))
     )
     if server is not None and server.last_sampled_at is not None:
         in_range = (

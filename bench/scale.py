@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -45,25 +43,18 @@ os.environ.setdefault("SECRET_KEY", "bench-secret-key")
 from flask import Flask  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench.engine import median_ms  # noqa: E402
+from bench.sampler import PASSWORD, PUBLICATION, load, prepare_cluster, sampling_sql  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.auth import services as auth  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import MonitorRound, Source, SourceState  # noqa: E402
 from rosetta_web.monitor.rounds import scheduled_round, target_of  # noqa: E402
 from rosetta_web.monitor.workers import kept_connections  # noqa: E402
-from rosetta_web.postgres import sampling_queries  # noqa: E402
 from rosetta_web.postgres.sampling import KeptConnections, ServerGroup, sample_servers  # noqa: E402
 from rosetta_web.sources.services import after_round  # noqa: E402
 from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
-
-PASSWORD = "bench-Monitor-1"
-
-
-def load() -> str:
-    """The load average, as the step's conditions."""
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (5 min {five:.2f})"
 
 
 def peak_mb() -> float:
@@ -77,19 +68,6 @@ def peak_mb() -> float:
 def forget_peak() -> None:
     """Start counting the peak RSS again from what the process holds now (Linux 4.0+)."""
     Path("/proc/self/clear_refs").write_text("5")
-
-
-def prepare(cluster: Cluster, databases: int) -> None:
-    """The monitor's role, and databases each with a slot and a publication."""
-    with closing(cluster.connect()) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE ROLE monitor LOGIN PASSWORD '{PASSWORD}'")
-        cur.execute("GRANT pg_monitor TO monitor")
-        for i in range(databases):
-            cur.execute(f'CREATE DATABASE "app_{i}"')
-    for i in range(databases):
-        with closing(cluster.connect(f"app_{i}")) as conn, conn.cursor() as cur:
-            cur.execute("CREATE PUBLICATION pub")
-            cur.execute(f"SELECT pg_create_logical_replication_slot('slot_{i}', 'pgoutput')")
 
 
 def installation(meta: Cluster, name: str, places: list[tuple[int, str]], count: int) -> Flask:
@@ -113,7 +91,7 @@ def installation(meta: Cluster, name: str, places: list[tuple[int, str]], count:
                     pg_database=database,
                     pg_username="monitor",
                     pg_password=PASSWORD,
-                    publication_name="pub",
+                    publication_name=PUBLICATION,
                     slot_name=f"slot_{database.removeprefix('app_')}",
                 )
             )
@@ -140,16 +118,6 @@ def median_round(app: Flask, runs: int) -> tuple[float, MonitorRound]:
     return rounds[len(rounds) // 2]
 
 
-def run_sampling_sql(cur: Any) -> None:
-    """What Rosetta runs on a server it samples: SAMPLE, the WAL directory, the publication."""
-    cur.execute(sampling_queries.SAMPLE)
-    cur.fetchone()
-    cur.execute(sampling_queries.WAL_DIRECTORY_BYTES)
-    cur.fetchone()
-    cur.execute(sampling_queries.PUBLICATION_EXISTS, ("pub",))
-    cur.fetchone()
-
-
 def naive_loop(targets: list[tuple[int, str]]) -> float:
     """Connect, run the sampling SQL, close: one source after another; return seconds."""
     started = time.perf_counter()
@@ -158,7 +126,7 @@ def naive_loop(targets: list[tuple[int, str]]) -> float:
             host="127.0.0.1", port=port, dbname=database, user="monitor", password=PASSWORD
         )
         with closing(conn), conn.cursor() as cur:
-            run_sampling_sql(cur)
+            sampling_sql(cur, PUBLICATION)
     return time.perf_counter() - started
 
 
@@ -178,7 +146,7 @@ def kept_open_loop(clusters: list[Cluster], repeats: int) -> float:
         for _ in range(repeats):
             for conn in conns:
                 with conn.cursor() as cur:
-                    run_sampling_sql(cur)
+                    sampling_sql(cur, PUBLICATION)
         return (time.perf_counter() - started) / (repeats * len(conns))
     finally:
         for conn in conns:
@@ -226,15 +194,6 @@ def page_figures(app: Flask, runs: int) -> None:
         print(f"   {path}: median {took:.1f} ms, {sizes[-1]:,} bytes ({load()})", flush=True)
 
 
-def median_ms(call: Callable[[], None], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=20)
@@ -253,7 +212,7 @@ def main() -> None:
     try:
         for i in range(args.servers):
             clusters.append(Cluster(f"bench-{i}").start())
-            prepare(clusters[-1], args.databases)
+            prepare_cluster(clusters[-1], args.databases)
         print(f"   ready in {time.perf_counter() - started:.0f} s", flush=True)
         places = [(cluster.port, f"app_{d}") for d in range(args.databases) for cluster in clusters]
 

@@ -198,6 +198,9 @@ def test_history_endpoint_parameters_and_errors(app, api):
         response = api.get(f"/api/v1/sources/{source_id}/wal-history?{query}")
         assert response.status_code == 422, query
         assert list(response.get_json()["details"]["fields"]) == [field]
+    # A start before 1970 reads as all history (the buckets count seconds since then).
+    ancient = api.get(f"/api/v1/sources/{source_id}/wal-history?start=0001-01-02T00:00:00Z")
+    assert ancient.status_code == 200 and ancient.get_json()["start"].startswith("1970-01-01")
     assert api.get("/api/v1/sources/999/wal-history").status_code == 404
 
 

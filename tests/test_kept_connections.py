@@ -92,6 +92,13 @@ def test_a_server_is_sampled_once_over_one_kept_connection(app, api, source_db):
     assert [row[1] for row in _monitor_backends(cluster, since)] == ["rosetta_monitor"]
     with app.app_context():
         assert _db.session.get(SourceState, plain).size_bytes == wal_directory
+    # b-shop reaches the server at another address: a group of its own (a standby has its
+    # primary's system_identifier, so the address tells them apart), a connection of its own.
+    assert all(sample.ok for sample in _scheduled(app).values())
+    assert sorted(row[1] for row in _monitor_backends(cluster, since)) == [
+        "rosetta_monitor",
+        "rosetta_monitor",
+    ]
 
 
 def test_a_dropped_connection_is_opened_again_within_the_round(app, api, source_db):

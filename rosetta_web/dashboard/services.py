@@ -210,6 +210,8 @@ def slot_overview(forecast: bool = True) -> Slots:
             func.sum(Server.slot_count).over().label("total"),
             func.sum(Server.inactive_slot_count).over().label("inactive"),
         )
+        # A server without slots has no worst one (SQLite would sort its NULLs first).
+        .where(Server.slot_count > 0)
         .order_by(
             case(
                 (status == WORST_WAL_STATUSES[0], 0), (status == WORST_WAL_STATUSES[1], 1), else_=2

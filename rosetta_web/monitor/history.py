@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from flask import current_app
@@ -40,6 +40,7 @@ from ..timeutil import MOMENT_WORDS, ParameterError, as_utc, isoformat, parse_mo
 from . import rollups
 
 DEFAULT_RANGE = timedelta(hours=24)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
 START = TextArg("start", description=f"{MOMENT_WORDS}; default end minus 24h")
@@ -71,7 +72,9 @@ def window(start: str | None, end: str | None, now: datetime | None = None) -> W
         raise ParameterError("start", "start is out of range.") from None
     if end_at <= start_at:
         raise ParameterError("end", "end must be after start.")
-    return Window(start_at, end_at)
+    # Nothing is older than 1970: an earlier start reads as all history (buckets are counted
+    # in seconds since then).
+    return Window(max(start_at, EPOCH), end_at)
 
 
 def _by_bucket(

@@ -613,20 +613,22 @@ def _one_by_one(targets: list[Target]) -> list[ServerGroup]:
 
 
 def _by_server(chosen: list[tuple[Target, SourceState | None]]) -> list[ServerGroup]:
-    """Group the sources whose server is known by it, the one whose role sees the most first
-    (it could list the WAL directory); a source whose server is not known, or whose last
-    sample failed (it may be on another server now), is sampled on its own."""
-    shared: dict[int, list[tuple[Target, SourceState]]] = defaultdict(list)
+    """Group the sources whose server is known by it and by the address they reach it at, the
+    one whose role sees the most first (it could list the WAL directory); a source whose server
+    is not known, or whose last sample failed (it may be on another server now), is sampled on
+    its own. The address counts: a standby (or a restored copy) has its primary's
+    system_identifier, and must be read over a connection of its own."""
+    shared: dict[tuple[int, str, int], list[tuple[Target, SourceState]]] = defaultdict(list)
     alone: list[Target] = []
     for target, state in chosen:
         if state is not None and state.status == "OK" and state.server_id is not None:
-            shared[state.server_id].append((target, state))
+            shared[state.server_id, target.host, target.port].append((target, state))
         else:
             alone.append(target)
     groups = _one_by_one(alone)
-    for server_id, members in shared.items():
+    for key, members in shared.items():
         members.sort(key=lambda member: (member[1].size_bytes is None, member[0].source_id))
-        groups.append(ServerGroup(server_id, [target for target, _ in members]))
+        groups.append(ServerGroup(key, [target for target, _ in members]))
     return groups
 
 

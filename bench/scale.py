@@ -10,16 +10,16 @@ Every server has `--databases` databases, each with a logical slot and a publica
 sources are spread over those databases, many source rows sharing each database, as an
 installation with thousands of sources has them. What it prints, in order:
 
-1. 500 sources on 10 databases (two servers): Rosetta's scheduled round against the naive loop
+1. Per-server and per-source costs, first, while the machine is as quiet as it will be: one
+   source on each server; sequential, the same SQL as Rosetta's (SAMPLE, the WAL directory, the
+   publication): the kept-open loop (one connection per server opened beforehand: the floor),
+   Rosetta's sampler on kept connections, and the naive connect-per-source loop.
+2. 500 sources on 10 databases (two servers): Rosetta's scheduled round against the naive loop
    (connect, sample, close, one source after another) over the same sources.
-2. The 10,000-source installation: the first round (each source on its own, finding its
+3. The 10,000-source installation: the first round (each source on its own, finding its
    server), then scheduled rounds with kept connections and with WAL_MONITOR_KEEP_CONNECTIONS
    off, storing included, and the process's peak RSS.
-3. The dashboard (`/`) and `/metrics` at 10,000 sources: bytes and median time, one client.
-4. Per-server and per-source costs, sequential, the same sampling SQL as Rosetta's (SAMPLE, the
-   WAL directory, the publication): the kept-open loop (one connection per server opened
-   beforehand: the floor), Rosetta's sampler on kept connections, and the naive
-   connect-per-source loop.
+4. The dashboard (`/`) and `/metrics` at 10,000 sources: bytes and median time, one client.
 
 The load average is printed at each step: the figures are only comparable within one run.
 """
@@ -216,25 +216,46 @@ def main() -> None:
         print(f"   ready in {time.perf_counter() - started:.0f} s", flush=True)
         places = [(cluster.port, f"app_{d}") for d in range(args.databases) for cluster in clusters]
 
-        # 1. 500 sources on 10 databases.
+        # 1. Per-server and per-source costs, first: nothing the benchmark does has loaded the
+        # machine yet.
+        servers = installation(
+            meta, "bench_servers", [(c.port, "app_0") for c in clusters], len(clusters)
+        )
+        a_round(servers)  # each source alone: finds its server
+        floor = kept_open_loop(clusters, 50)
+        ours = rosetta_kept(servers, 50)
+        naive_targets = [places[i % len(places)] for i in range(args.naive_sources)]
+        naive = naive_loop(naive_targets) / len(naive_targets)
+        print(
+            f"1. per server, sequential, {args.servers} servers x 50: kept-open loop (floor) "
+            f"{floor * 1000:.2f} ms; Rosetta's sampler on kept connections {ours * 1000:.2f} ms "
+            f"({ours / floor:.1f}x the floor); naive connect-per-source loop "
+            f"{naive * 1000:.2f} ms per source over {len(naive_targets):,} sources "
+            f"({naive / ours:.1f}x Rosetta's per-server cost) ({load()})",
+            flush=True,
+        )
+        with servers.app_context():
+            kept_connections(servers).close()
+
+        # 2. 500 sources on 10 databases.
         small_places = [(cluster.port, f"app_{d}") for cluster in clusters[:2] for d in range(5)]
         small = installation(meta, "bench_500", small_places, 500)
         a_round(small)  # each source alone: finds its server
         round_s, row = median_round(small, args.runs)
         naive_s = naive_loop([small_places[i % len(small_places)] for i in range(500)])
         print(
-            f"1. 500 sources on 10 databases (2 servers): round {round_s:.3f} s "
+            f"2. 500 sources on 10 databases (2 servers): round {round_s:.3f} s "
             f"(sampling {row.sampling_ms} ms, storing {row.storing_ms} ms), median of "
             f"{args.runs}; naive loop {naive_s:.2f} s; {naive_s / round_s:.1f}x the naive loop "
             f"({load()})",
             flush=True,
         )
 
-        # 2. The whole installation.
+        # 3. The whole installation.
         app = installation(meta, "bench_scale", places, args.sources)
         first_s, first = a_round(app)
         print(
-            f"2. {args.sources:,} sources on {args.servers} servers x {args.databases} "
+            f"3. {args.sources:,} sources on {args.servers} servers x {args.databases} "
             f"databases: first round {first_s:.1f} s (every source on its own connection, "
             f"sampling {first.sampling_ms / 1000:.1f} s, storing {first.storing_ms / 1000:.1f} s)"
             f" ({load()})",
@@ -262,23 +283,10 @@ def main() -> None:
             flush=True,
         )
 
-        # 3. Pages.
-        print(f"3. pages at {args.sources:,} sources, one client:", flush=True)
+        # 4. Pages.
+        print(f"4. pages at {args.sources:,} sources, one client:", flush=True)
         page_figures(app, args.runs)
 
-        # 4. Per-server and per-source costs.
-        floor = kept_open_loop(clusters, 50)
-        ours = rosetta_kept(app, 50)
-        naive_targets = [places[i % len(places)] for i in range(args.naive_sources)]
-        naive = naive_loop(naive_targets) / len(naive_targets)
-        print(
-            f"4. per server, sequential, {args.servers} servers x 50: kept-open loop (floor) "
-            f"{floor * 1000:.2f} ms; Rosetta's sampler on kept connections {ours * 1000:.2f} ms "
-            f"({ours / floor:.1f}x the floor); naive connect-per-source loop "
-            f"{naive * 1000:.2f} ms per source over {len(naive_targets):,} sources "
-            f"({naive / ours:.1f}x Rosetta's per-server cost) ({load()})",
-            flush=True,
-        )
         with app.app_context():
             kept_connections(app).close()
         with small.app_context():

@@ -26,13 +26,14 @@ os.environ.setdefault("SECRET_KEY", "bench-secret-key")
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 
+from bench.metrics import serve as gunicorn  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.audit import services as audit  # noqa: E402
 from rosetta_web.audit.export import written  # noqa: E402
 from rosetta_web.auth import services as auth  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import AuditRecord  # noqa: E402
-from tests.pg import Cluster, client_options, free_port, wait_for  # noqa: E402
+from tests.pg import Cluster, client_options  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -85,32 +86,7 @@ def rss_mb(pid: int) -> float:
 def serve(url: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start gunicorn with one worker on the metadata database; return it, its worker's pid
     and its port."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "APP_ENV": "development",
-        "WAL_MONITOR_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    server = subprocess.Popen(
-        [str(gunicorn), "wsgi:app", "--workers", "1", "--bind", f"127.0.0.1:{port}"],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    if not wait_for(up, timeout=60, interval=0.2):
-        server.kill()
-        raise RuntimeError("gunicorn did not start")
+    server, port = gunicorn(url, 1)
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     return server, int(children[0]), port
 

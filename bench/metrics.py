@@ -179,7 +179,12 @@ def clients(port: int, token: str, count: int, each: int) -> tuple[list[float], 
 def serve(url: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     """Start gunicorn on the metadata database, the monitor off; return it and its port."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "WAL_MONITOR_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "WAL_MONITOR_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),

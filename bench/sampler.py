@@ -90,14 +90,16 @@ def prepare_cluster(cluster: Cluster, databases: int) -> None:
             cur.execute(f"SELECT pg_create_logical_replication_slot('slot_{i}', 'pgoutput')")
 
 
-def installation(meta: Cluster, name: str, places: list[Place], args: argparse.Namespace) -> Flask:
-    """An app on a new metadata database with a source at each of `places`."""
+def installation(
+    meta: Cluster, name: str, places: list[Place], config: dict[str, Any] | None = None
+) -> Flask:
+    """An app (`config` over its settings) on a new metadata database with a source at each of
+    `places`."""
     app = create_app(
         {
             "SQLALCHEMY_DATABASE_URI": meta.create_database(name),
-            "WAL_MONITOR_TIMEOUT_SECONDS": args.timeout,
-            "WAL_MONITOR_CONCURRENCY": args.concurrency,
             "LOG_LEVEL": "WARNING",
+            **(config or {}),
         }
     )
     with app.app_context():
@@ -105,7 +107,7 @@ def installation(meta: Cluster, name: str, places: list[Place], args: argparse.N
         for i, (port, database) in enumerate(places):
             db.session.add(
                 new_source(
-                    f"source-{i:04d}",
+                    f"source-{i:05d}",
                     pg_host="127.0.0.1",
                     pg_port=port,
                     pg_database=database,
@@ -248,8 +250,12 @@ def main() -> None:
                 cluster = clusters[i % len(clusters)]
                 places.append((cluster.port, f"app_{i % args.databases}"))
         reachable = [place for i, place in enumerate(places) if i not in hanging_ids]
-        everything = installation(clusters[0], "bench_meta", places, args)
-        answering = installation(clusters[0], "bench_reachable", reachable, args)
+        config = {
+            "WAL_MONITOR_TIMEOUT_SECONDS": args.timeout,
+            "WAL_MONITOR_CONCURRENCY": args.concurrency,
+        }
+        everything = installation(clusters[0], "bench_meta", places, config)
+        answering = installation(clusters[0], "bench_reachable", reachable, config)
         print(
             f"sources: {args.sources} ({len(hanging_ids)} hanging, {len(reachable)} reachable on "
             f"{len(clusters) * args.databases} databases of {len(clusters)} clusters), timeout "

@@ -41,11 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key")
 
 from flask import Flask  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
 
 from bench.engine import median_ms  # noqa: E402
-from bench.sampler import PASSWORD, PUBLICATION, load, prepare_cluster, sampling_sql  # noqa: E402
-from rosetta_web import create_app  # noqa: E402
+from bench.sampler import (  # noqa: E402
+    PASSWORD,
+    PUBLICATION,
+    installation,
+    load,
+    prepare_cluster,
+    sampling_sql,
+)
 from rosetta_web.auth import services as auth  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from rosetta_web.models import MonitorRound, Source, SourceState  # noqa: E402
@@ -53,7 +58,6 @@ from rosetta_web.monitor.rounds import scheduled_round, target_of  # noqa: E402
 from rosetta_web.monitor.workers import kept_connections  # noqa: E402
 from rosetta_web.postgres.sampling import KeptConnections, ServerGroup, sample_servers  # noqa: E402
 from rosetta_web.sources.services import after_round  # noqa: E402
-from tests.factories import new_source  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 
@@ -70,33 +74,9 @@ def forget_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def installation(meta: Cluster, name: str, places: list[tuple[int, str]], count: int) -> Flask:
-    """An app on a new metadata database with `count` sources spread over `places`."""
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": meta.create_database(name),
-            "LOG_LEVEL": "WARNING",
-            "WAL_MONITOR_INTERVAL_SECONDS": 300,
-        }
-    )
-    with app.app_context():
-        upgrade()
-        for i in range(count):
-            port, database = places[i % len(places)]
-            db.session.add(
-                new_source(
-                    f"source-{i:05d}",
-                    pg_host="127.0.0.1",
-                    pg_port=port,
-                    pg_database=database,
-                    pg_username="monitor",
-                    pg_password=PASSWORD,
-                    publication_name=PUBLICATION,
-                    slot_name=f"slot_{database.removeprefix('app_')}",
-                )
-            )
-        db.session.commit()
-    return app
+def spread(places: list[tuple[int, str]], count: int) -> list[tuple[int, str]]:
+    """`count` places for sources, going round `places`: many sources on each database."""
+    return [places[i % len(places)] for i in range(count)]
 
 
 def a_round(app: Flask) -> tuple[float, MonitorRound]:
@@ -218,13 +198,11 @@ def main() -> None:
 
         # 1. Per-server and per-source costs, first: nothing the benchmark does has loaded the
         # machine yet.
-        servers = installation(
-            meta, "bench_servers", [(c.port, "app_0") for c in clusters], len(clusters)
-        )
+        servers = installation(meta, "bench_servers", [(c.port, "app_0") for c in clusters])
         a_round(servers)  # each source alone: finds its server
         floor = kept_open_loop(clusters, 50)
         ours = rosetta_kept(servers, 50)
-        naive_targets = [places[i % len(places)] for i in range(args.naive_sources)]
+        naive_targets = spread(places, args.naive_sources)
         naive = naive_loop(naive_targets) / len(naive_targets)
         print(
             f"1. per server, sequential, {args.servers} servers x 50: kept-open loop (floor) "
@@ -239,10 +217,10 @@ def main() -> None:
 
         # 2. 500 sources on 10 databases.
         small_places = [(cluster.port, f"app_{d}") for cluster in clusters[:2] for d in range(5)]
-        small = installation(meta, "bench_500", small_places, 500)
+        small = installation(meta, "bench_500", spread(small_places, 500))
         a_round(small)  # each source alone: finds its server
         round_s, row = median_round(small, args.runs)
-        naive_s = naive_loop([small_places[i % len(small_places)] for i in range(500)])
+        naive_s = naive_loop(spread(small_places, 500))
         print(
             f"2. 500 sources on 10 databases (2 servers): round {round_s:.3f} s "
             f"(sampling {row.sampling_ms} ms, storing {row.storing_ms} ms), median of "
@@ -252,7 +230,7 @@ def main() -> None:
         )
 
         # 3. The whole installation.
-        app = installation(meta, "bench_scale", places, args.sources)
+        app = installation(meta, "bench_scale", spread(places, args.sources))
         first_s, first = a_round(app)
         print(
             f"3. {args.sources:,} sources on {args.servers} servers x {args.databases} "

@@ -73,3 +73,16 @@ class QueryCounter:
 
     def __exit__(self, *exc: Any) -> None:
         event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+# Elements wider than the viewport, named, so a failure says which one overflows.
+OVERFLOW_JS = """
+() => Array.from(document.querySelectorAll('body *'))
+  .filter((el) => el.getBoundingClientRect().right > innerWidth + 0.5)
+  .filter((el) => !el.closest('.table-scroll, table'))
+  .map((el) => {
+    const names = typeof el.className === 'string' ? el.className.split(/\\s+/) : [];
+    const classes = names.filter(Boolean);
+    return [el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''), ...classes].join('.');
+  })
+"""

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from rosetta_web.monitor.rounds import sample_sources
 from rosetta_web.sources.services import after_round
 
+from ..clients import OVERFLOW_JS
 from ..constants import PHONE
 from ..factories import add_alerts, add_source, create_operator
 from ..pg import free_port
@@ -36,18 +37,6 @@ CONTRAST_JS = """
   const [hi, lo] = [lum(rgb(style.color)), lum(bg || [255, 255, 255])].sort((a, b) => b - a);
   return { ratio: (hi + 0.05) / (lo + 0.05), opacity: Number(style.opacity) };
 }
-"""
-
-# Elements wider than the viewport, named, so a failure says which one overflows.
-OVERFLOW_JS = """
-() => Array.from(document.querySelectorAll('body *'))
-  .filter((el) => el.getBoundingClientRect().right > innerWidth + 0.5)
-  .filter((el) => !el.closest('.table-scroll, table'))
-  .map((el) => {
-    const names = typeof el.className === 'string' ? el.className.split(/\\s+/) : [];
-    const classes = names.filter(Boolean);
-    return [el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''), ...classes].join('.');
-  })
 """
 
 

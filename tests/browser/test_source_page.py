@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from ..clients import OVERFLOW_JS
 from ..constants import PHONE
 from ..factories import add_slot_server, create_operator
-from .test_layout import OVERFLOW_JS
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow

@@ -113,7 +113,14 @@ def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
 
 def _read(conn: Any, target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
     """Read the WAL position, the slots, the WAL directory's size and the publication."""
-    row = run(conn, queries.SAMPLE, deadline, timeout_s, cursor_factory=RealDictCursor).fetchone()
+    row = run(
+        conn,
+        queries.SAMPLE,
+        deadline,
+        timeout_s,
+        {"publication": target.publication},
+        cursor_factory=RealDictCursor,
+    ).fetchone()
     figures = {
         # e.g. "14.12 (Ubuntu 14.12-0ubuntu0.22.04.1)"
         "server_version": row["server_version"][:120],
@@ -128,8 +135,7 @@ def _read(conn: Any, target: Target, deadline: float, timeout_s: float) -> dict[
     if row["may_list_waldir"]:
         figures["size_bytes"] = _query(conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s)[0]
     if target.publication is not None:
-        exists = run(conn, queries.PUBLICATION_EXISTS, deadline, timeout_s, (target.publication,))
-        figures["publication_exists"] = bool(exists.fetchone()[0])
+        figures["publication_exists"] = row["publication_exists"]
     return figures
 
 

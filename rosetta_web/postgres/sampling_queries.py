@@ -1,11 +1,14 @@
 """The SQL the monitor runs on a source: read-only, version-tolerant from PostgreSQL 10 to 17."""
 
-# One round trip for everything but the WAL directory size. The current position is the
+# One round trip for everything but the WAL directory size, with `publication` (None: the
+# source names none) as its parameter. The current position is the
 # primary's insert position, or on a standby the furthest WAL received or replayed.
 # row_to_json(s) keeps working when a server lacks a column (wal_status and safe_wal_size
 # arrived in 13, inactive_since in 17), so one query serves every version. Slots belong to the
 # server: system_identifier tells two sources that are databases of one server apart from two
-# servers (pg_control_system() is open to every role).
+# servers (pg_control_system() is open to every role). Whether the source's publication exists
+# is asked of its own database (publications belong to a database, not the server): a stored
+# readiness that says otherwise is stale.
 SAMPLE = """
 WITH pos AS (
     SELECT CASE WHEN pg_is_in_recovery()
@@ -25,17 +28,16 @@ SELECT
                 'retained_bytes', pg_wal_lsn_diff(pos.lsn, s.restart_lsn)::bigint,
                 'lag_bytes', pg_wal_lsn_diff(pos.lsn, s.confirmed_flush_lsn)::bigint
             ) ORDER BY s.slot_name), '[]'::json)
-       FROM pg_replication_slots s) AS slots
+       FROM pg_replication_slots s) AS slots,
+    CASE WHEN %(publication)s::text IS NOT NULL
+         THEN EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %(publication)s)
+    END AS publication_exists
 FROM pos
 """
 
 # Needs superuser, pg_monitor or an explicit grant; PostgreSQL checks that before running any
 # part of a statement, so it cannot ride in SAMPLE behind a CASE.
 WAL_DIRECTORY_BYTES = "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()"
-
-# Whether the source's publication exists (publications belong to a database, not the server):
-# a stored readiness that says otherwise is stale.
-PUBLICATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)"
 
 # The current position alone, as SAMPLE reads it: the engine's lag in bytes is this minus the
 # last LSN it loaded, read when the lag is written.

@@ -19,6 +19,7 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from sqlalchemy import inspect
@@ -210,13 +211,30 @@ def _dumped(value: Any) -> Any:
     return value
 
 
+def _as_is(kind: Any) -> bool:
+    """Tell whether a field's values are JSON as they stand: no times and no answers in them,
+    however long a list (`_dumped` leaves a dict as it is)."""
+    origin = get_origin(kind)
+    if origin is Annotated:
+        return _as_is(get_args(kind)[0])
+    if origin is dict:
+        return True
+    if origin in (Union, types.UnionType, list):
+        return all(_as_is(arg) for arg in get_args(kind))
+    return kind in JSON_TYPES or kind is type(None)
+
+
 def _declared_shape(declared: type[Declared]) -> Shape:
     hints = get_type_hints(declared, include_extras=True)
     fields = tuple(
         (
             field.name,
             type_schema(hints[field.name]),
-            lambda obj, name=field.name: _dumped(getattr(obj, name)),
+            (
+                attrgetter(field.name)
+                if _as_is(hints[field.name])
+                else lambda obj, name=field.name: _dumped(getattr(obj, name))
+            ),
         )
         for field in dataclasses.fields(declared)  # type: ignore[arg-type]
     )

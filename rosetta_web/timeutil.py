@@ -17,6 +17,8 @@ def utcnow() -> datetime:
 
 def as_utc(moment: datetime) -> datetime:
     """Return a stored time as aware UTC (SQLite hands back naive datetimes, meant as UTC)."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -11,6 +11,7 @@ import pytest
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import Pipeline, SampleError, Source
 from rosetta_web.monitor import history
+from rosetta_web.sources.services import server_of
 from rosetta_web.sparkline import draw, render
 from rosetta_web.timeutil import ParameterError, utcnow
 
@@ -97,7 +98,7 @@ def _seed(app) -> int:
 def _history(app, source_id: int, start: str, end: str, max_points: int) -> dict:
     with app.app_context():
         source = _db.session.get(Source, source_id)
-        return history.history(source, history.window(start, end), max_points)
+        return history.history(source, server_of(source), history.window(start, end), max_points)
 
 
 def _at(*offsets: int) -> list[str]:

@@ -17,6 +17,7 @@ from rosetta_web.models import SampleError, SlotMetric, SlotRollup, Source, WalM
 from rosetta_web.monitor import history, rollups
 from rosetta_web.monitor.rounds import sample_sources
 from rosetta_web.monitor.scheduler import MonitorScheduler
+from rosetta_web.sources.services import server_of
 from rosetta_web.timeutil import isoformat, utcnow
 
 from .factories import add_source, new_server, new_state
@@ -198,7 +199,7 @@ def _seed_history(
 def _chart(app, source_id: int, start: str, max_points: int, end: str | None = None) -> dict:
     with app.app_context():
         source = _db.session.get(Source, source_id)
-        return history.history(source, history.window(start, end), max_points)
+        return history.history(source, server_of(source), history.window(start, end), max_points)
 
 
 @pytest.mark.parametrize("backend", ["app", "sqlite_app"])

@@ -238,7 +238,6 @@ def wal_metrics() -> Response:
 def wal_history(entity_id: int) -> Response:
     """Return a source's WAL series over a time range: its samples, or at most max_points."""
     source = SOURCES.get(entity_id)
-    server_of(source)  # the source's server without its slot trends, which no chart draws
     max_points = _number(history.MAX_POINTS)
     try:
         win = history.window(
@@ -248,7 +247,7 @@ def wal_history(entity_id: int) -> Response:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
     settings = effective_settings(source)
     answer = WalHistory(
-        **history.history(source, win, max_points),
+        **history.history(source, server_of(source), win, max_points),
         thresholds=Thresholds(
             warning_bytes=settings.retained_warning_bytes,
             critical_bytes=settings.retained_critical_bytes,

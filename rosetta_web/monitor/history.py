@@ -14,14 +14,15 @@ its bucket's last sample at that sample's own time, with the bucket's min and ma
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Annotated, Any
 
 from flask import current_app
 from sqlalchemy import Float, func, literal, select, text
-from sqlalchemy.orm import aliased, defer
+from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..forms import MAX_INT
@@ -32,7 +33,6 @@ from ..models import (
     Server,
     SlotMetric,
     Source,
-    SourceState,
     WalMetric,
 )
 from ..shapes import Declared, Described, IntArg, Moment, TextArg
@@ -163,33 +163,71 @@ SLOT_SERIES = ("retained_bytes",)
 TOP_SLOTS = 10  # besides the source's own database's slots, charted one line each
 
 
-@dataclass
-class _Point:
-    at: datetime
-    wal: list[tuple[Any, Any, Any]] | None = None  # in WAL_SERIES's order
-    error: str | None = None
-    slots: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+_KINDS_ORDER = ("last", "min", "max")
+_AT = itemgetter(1)  # a row's time: its sample's, or its bucket's last sample's
 
 
-def _point(points: dict[datetime, _Point], at: datetime) -> _Point:
-    """The point at `at`, added if there is none yet."""
-    point = points.get(at)
-    if point is None:
-        point = points[at] = _Point(at)
-    return point
+class _Chart:
+    """A chart's points by time, and its series as columns: each series' times and its last,
+    min and max at them (a chart of a few thousand points is read as columns, not point by
+    point)."""
+
+    def __init__(self, times: Iterable[datetime]) -> None:
+        self.errors: dict[datetime, str | None] = dict.fromkeys(times)  # every point, and why
+        # it failed
+        self.series: dict[str, tuple[list[datetime], Sequence[Any], Sequence[Any], Sequence[Any]]]
+        self.series = {}
+
+    def add(self, times: Iterable[datetime]) -> None:
+        """Make sure there is a point at each of `times`."""
+        for at in times:
+            self.errors.setdefault(at, None)
+
+    def put(self, name: str, times: list[datetime], *kinds: Sequence[Any]) -> None:
+        """Set a series: its times and its last, min and max at them, adding the points."""
+        self.add(times)
+        self.series[name] = (times, *kinds)  # type: ignore[assignment]
+
+    def put_cells(self, name: str, cells: dict[datetime, tuple[Any, Any, Any]]) -> None:
+        """Set a series from its (last, min, max) by time."""
+        kinds = [list(kind) for kind in zip(*cells.values(), strict=True)] or [[], [], []]
+        self.put(name, list(cells), *kinds)
+
+    def figures(
+        self, name: str, times: list[datetime], index: dict[datetime, int]
+    ) -> dict[str, list[Any]]:
+        """A series' last, min and max at each of `times` (None where it has no figure);
+        `index` is each time's place among them."""
+        at_times, *kinds = self.series.get(name, ([], [], [], []))
+        if at_times == times:  # the series has a figure at every point
+            return dict(zip(_KINDS_ORDER, (list(kind) for kind in kinds), strict=True))
+        placed: list[list[Any]] = [[None] * len(times) for _ in _KINDS_ORDER]
+        for kind, values in zip(placed, kinds, strict=True):
+            for at, value in zip(at_times, values, strict=True):
+                kind[index[at]] = value
+        return dict(zip(_KINDS_ORDER, placed, strict=True))
 
 
-def _figures(row: Any, first: int, count: int) -> list[tuple[Any, Any, Any]]:
-    """Read `count` (last, min, max) triples from a row, starting at column `first`."""
-    return [_triple(row, i) for i in range(first, first + 3 * count, 3)]
+def _columns(rows: list[Any], width: int) -> list[Sequence[Any]]:
+    """The rows' columns, `width` of them (empty when there are no rows)."""
+    return list(zip(*rows, strict=True)) or [()] * width
 
 
-def _triple(row: Any, i: int) -> tuple[Any, Any, Any]:
-    """Read one (last, min, max) triple from a row at column `i`, as the chart takes them."""
-    last, low, high = row[i : i + 3]
-    if type(last) is type(low) is type(high) is int:  # byte counts: taken as they are
-        return last, low, high
-    return _number(last), _number(low), _number(high)
+_AS_THEY_ARE = {int, type(None)}
+_FLOATS = {float, type(None)}
+
+
+def _numbers(values: Sequence[Any]) -> Sequence[Any]:
+    """Each value as the chart takes it (`_number`): byte counts, whole numbers, as they are."""
+    kinds = set(map(type, values))
+    if kinds <= _AS_THEY_ARE:
+        return values
+    if kinds <= _FLOATS:  # a float column: whole ones as ints, the rest to 3 places
+        return [
+            value if value is None else int(value) if value.is_integer() else round(value, 3)
+            for value in values
+        ]
+    return [_number(value) for value in values]
 
 
 def _more_than(limit: int, model: Any, owner: Any, owner_id: int, win: Window) -> int:
@@ -313,8 +351,9 @@ class WalHistory(Declared):
     ]
 
 
-def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
-    """Return the source's WAL series over the window, every series indexed by `times`."""
+def history(source: Source, server: Server | None, win: Window, max_points: int) -> dict[str, Any]:
+    """Return the source's WAL series over the window, every series indexed by `times`, with
+    the slots of its server (`sources.services.server_of`) as they were then."""
     span = (win.end - win.start).total_seconds()
     base = 0  # the roll-ups read (HOUR or DAY), or 0: the samples
     if win.end - win.start > rollups.RAW_SPAN:
@@ -348,36 +387,32 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
         # Core rows, as tuples: no ORM processing of a few thousand of them.
         return db.session.connection().execute(query).all()
 
-    points: dict[datetime, _Point] = {}
-    # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
-    bucket_time: dict[int, datetime] = {}
     # Each row: bucket, time of its last sample, [slot name, database], (last, min, max)...
     if base:
         good, failed = rollups.source_rows(source.id, win.start, win.end, width, base)
     else:
         good = rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES)
         failed = rows(SampleError, SampleError.source_id, source.id, ("error",))
-    for row in good:
-        at = as_utc(row[1])
-        points[at] = _Point(at, wal=_figures(row, 2, len(WAL_SERIES)))
-        if width:
-            bucket_time[row[0]] = at
+    good = sorted(good, key=_AT)
+    good_times = [as_utc(row[1]) for row in good]
+    chart = _Chart(good_times)
+    columns = _columns(good, 2 + 3 * len(WAL_SERIES))
+    for i, name in enumerate(WAL_SERIES):
+        chart.put(name, good_times, *(_numbers(kind) for kind in columns[2 + 3 * i : 5 + 3 * i]))
+    # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
+    bucket_time: dict[int, datetime] = {}
+    if width:
+        bucket_time = dict(zip(columns[0], good_times, strict=True))
     for row in failed:
-        at = as_utc(row[1])
-        _point(points, at).error = row[2]
+        chart.errors[as_utc(row[1])] = row[2]
 
     own: list[str] = []
     shown: list[str] = []
     not_drawn: list[str] = []
     databases: dict[str, str | None] = {}
-    # The source's server, in one query (not its state's, then the state's server's), without
-    # its slots' trends: the chart draws none of them.
-    server = db.session.scalar(
-        select(Server)
-        .join(SourceState, SourceState.server_id == Server.id)
-        .where(SourceState.source_id == source.id)
-        .options(defer(Server.slot_trends))
-    )
+    # Each slot read: its times, and its last, min and max retained at them.
+    lines: dict[str, tuple[list[datetime], Sequence[Any], Sequence[Any], Sequence[Any]]] = {}
+    series_of: dict[str, dict[datetime, Any]] = {}
     if server is not None and server.last_sampled_at is not None:
         in_range = (
             SlotMetric.server_id == server.id,
@@ -385,8 +420,6 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
             SlotMetric.recorded_at < win.end,
         )
         peaks: dict[str, float] = {}
-        lines: dict[str, list[tuple[datetime, tuple[Any, Any, Any]]]] = {}
-        series_of: dict[str, dict[datetime, Any]] = {}
 
         def read(names: list[str] | None = None) -> None:
             if base:
@@ -401,22 +434,24 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
                     () if names is None else (SlotMetric.slot_name.in_(names),),
                     ("database", "series_started_at"),
                 )
+            by_slot: dict[str, list[Any]] = {}
             for row in found:
-                bucket, moment, name, database, series = row[:5]
-                at = (width and bucket_time.get(bucket)) or as_utc(moment)
-                figures = _triple(row, 5)
-                lines.setdefault(name, []).append((at, figures))
-                series_of.setdefault(name, {})[at] = series
-                databases[name] = database
-                peaks[name] = max(peaks.get(name, 0), figures[2] or 0)
+                by_slot.setdefault(row[2], []).append(row)
+            for name, slot_rows in by_slot.items():
+                buckets, moments, _, slot_databases, series, last, low, high = _columns(
+                    sorted(slot_rows, key=_AT), 8
+                )
+                times = [
+                    (width and bucket_time.get(bucket)) or as_utc(moment)
+                    for bucket, moment in zip(buckets, moments, strict=True)
+                ]
+                highs = _numbers(high)
+                lines[name] = (times, _numbers(last), _numbers(low), highs)
+                series_of[name] = dict(zip(times, series, strict=True))
+                databases[name] = slot_databases[-1]
+                peaks[name] = max(peaks.get(name, 0), *(value or 0 for value in highs))
 
-        latest = db.session.scalar(
-            select(func.count()).where(
-                SlotMetric.server_id == server.id,
-                SlotMetric.recorded_at == server.last_sampled_at,
-            )
-        )
-        many = (latest or 0) > TOP_SLOTS
+        many = (server.slot_count or 0) > TOP_SLOTS  # in its last sample
         if many:
             # Which slots get a line: one pass over the covering index, before any series.
             ranked: Iterable[Any]
@@ -446,60 +481,66 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
             read(shown)
         # Raw, a slot row at a time this source has no sample of (another database of the
         # server was sampled then) is left out: it would break the WAL line for nothing.
-        own_times = set(points)
+        own_times = set(chart.errors)
+        for name in (*shown, *not_drawn):
+            if name in lines and not width:
+                times, last, low, high = lines[name]
+                kept = [i for i, at in enumerate(times) if at in own_times]
+                if len(kept) < len(times):
+                    lines[name] = (
+                        [times[i] for i in kept],
+                        [last[i] for i in kept],
+                        [low[i] for i in kept],
+                        [high[i] for i in kept],
+                    )
         for name in shown:
-            for at, figures in lines.get(name, []):
-                if width or at in own_times:
-                    _point(points, at).slots[name] = figures
+            if name in lines:
+                chart.put(name, *lines[name])
         if not_drawn and many and base:
             most = rollups.other_slots(server.id, win.start, win.end, width, base, shown)
-            for bucket, (at, last, low, high) in most.items():
-                at = bucket_time.get(bucket, at)
-                figures = (_number(last), _number(low), _number(high))
-                _point(points, at).slots[OTHERS] = figures
+            chart.put_cells(
+                OTHERS,
+                {
+                    bucket_time.get(bucket, at): (_number(last), _number(low), _number(high))
+                    for bucket, (at, last, low, high) in most.items()
+                },
+            )
         elif not_drawn and many:
-            _most_of_others(points, bucket_time, width, in_range, shown)
+            _most_of_others(chart, bucket_time, width, in_range, shown)
         elif not_drawn:
+            most_at: dict[datetime, tuple[Any, Any, Any]] = {}
             for name in not_drawn:
-                for at, figures in lines[name]:
-                    if not width and at not in own_times:
-                        continue
-                    point = _point(points, at)
-                    last, low, high = point.slots.get(OTHERS, (0, 0, 0))
-                    point.slots[OTHERS] = (
+                for at, *figures in zip(*lines[name], strict=True):
+                    last, low, high = most_at.get(at, (0, 0, 0))
+                    most_at[at] = (
                         max(last or 0, figures[0] or 0),
                         max(low or 0, figures[1] or 0),
                         max(high or 0, figures[2] or 0),
                     )
+            chart.put_cells(OTHERS, most_at)
 
-    ordered = [points[at] for at in sorted(points)]
-
-    def series(pick: Any) -> dict[str, list[Any]]:
-        values = [pick(point) or _NONE for point in ordered]
-        kinds = [list(kind) for kind in zip(*values, strict=True)] or [[], [], []]
-        return dict(zip(("last", "min", "max"), kinds, strict=True))
-
+    times = sorted(chart.errors)
+    index = {at: i for i, at in enumerate(times)}
     other_slots = None
     if not_drawn:
-        other_slots = {"count": len(not_drawn), **series(lambda p: p.slots.get(OTHERS))}
+        other_slots = {"count": len(not_drawn), **chart.figures(OTHERS, times, index)}
     return {
         "source_id": source.id,
         "start": isoformat(win.start),
         "end": isoformat(win.end),
         "bucket_seconds": width,
         # Each point's time is aware UTC already (as_utc when read).
-        "times": [point.at.isoformat().replace("+00:00", "Z") for point in ordered],
-        "errors": [point.error for point in ordered],
-        "series": {
-            name: series(lambda p, i=i: p.wal[i] if p.wal else None)
-            for i, name in enumerate(WAL_SERIES)
-        },
+        "times": [at.isoformat().replace("+00:00", "Z") for at in times],
+        "errors": [chart.errors[at] for at in times],
+        "series": {name: chart.figures(name, times, index) for name in WAL_SERIES},
         "slots": {
             name: {
                 "database": databases.get(name),
                 "own": name in own,
-                **series(lambda p, name=name: p.slots.get(name)),
-                "series_starts": _series_starts(ordered, name, series_of.get(name, {})),
+                **chart.figures(name, times, index),
+                "series_starts": _series_starts(
+                    times, set(chart.series.get(name, ((),))[0]), series_of.get(name, {})
+                ),
             }
             for name in shown
         },
@@ -507,27 +548,29 @@ def history(source: Source, win: Window, max_points: int) -> dict[str, Any]:
     }
 
 
-def _series_starts(ordered: list[_Point], name: str, series: dict[datetime, Any]) -> list[str]:
-    """Return the times at which a slot's line starts a new series (the slot was dropped and
-    created again): its line ends before them, not joined to the new one."""
+def _series_starts(
+    times: list[datetime], drawn: set[datetime], series: dict[datetime, Any]
+) -> list[str]:
+    """Return the times (of `times`, where the slot has figures) at which a slot's line starts
+    a new series (the slot was dropped and created again): its line ends before them, not
+    joined to the new one."""
     starts: list[str] = []
     before = None
-    for point in ordered:
-        if name not in point.slots:
+    for at in times:
+        if at not in drawn:
             continue
-        now = series.get(point.at)
+        now = series.get(at)
         if now is not None and before is not None and now != before:
-            starts.append(str(isoformat(point.at)))
+            starts.append(str(isoformat(at)))
         before = now if now is not None else before
     return starts
 
 
-_NONE = (None, None, None)  # a point without the series
 OTHERS = "\x00others"  # the key of the slots not drawn in a point: no slot is named so
 
 
 def _most_of_others(
-    points: dict[datetime, _Point],
+    chart: _Chart,
     bucket_time: dict[int, datetime],
     width: int,
     in_range: tuple[Any, ...],
@@ -544,11 +587,13 @@ def _most_of_others(
         .order_by(SlotMetric.recorded_at)
     )
     if not width:
+        most: dict[datetime, tuple[Any, Any, Any]] = {}
         for moment, total in totals:
             at = as_utc(moment)
-            if at in points:  # a time this source was sampled at
+            if at in chart.errors:  # a time this source was sampled at
                 value = _number(total)
-                points[at].slots[OTHERS] = (value, value, value)
+                most[at] = (value, value, value)
+        chart.put_cells(OTHERS, most)
         return
     buckets: dict[int, tuple[datetime, Any, Any, Any]] = {}
     for moment, total in totals:
@@ -557,13 +602,17 @@ def _most_of_others(
         bucket = int(at.timestamp() // width)
         _, _, low, high = buckets.get(bucket, (at, value, value, value))
         buckets[bucket] = (at, value, min(low, value), max(high, value))  # rows come in order
-    for bucket, (at, last, low, high) in buckets.items():
-        at = bucket_time.get(bucket, at)
-        _point(points, at).slots[OTHERS] = (last, low, high)
+    chart.put_cells(
+        OTHERS,
+        {
+            bucket_time.get(bucket, at): (last, low, high)
+            for bucket, (at, last, low, high) in buckets.items()
+        },
+    )
 
 
 def _number(value: Any) -> Any:
-    if value is None or type(value) is int or isinstance(value, str):
+    if value is None or type(value) is int or type(value) is str:
         return value
     number = float(value)  # a float column, or a sum (Decimal)
     return int(number) if number.is_integer() else round(number, 3)

@@ -472,33 +472,42 @@ def _bucket_of(column: Any, width: int) -> ColumnElement[int]:
     return whole(epoch_seconds(column) / literal(float(width), Float))
 
 
-def _smaller(a: Any, b: Any) -> Any:
-    return b if a is None or (b is not None and b < a) else a
+def _in_buckets(
+    keys: list[Any],
+    bucket: ColumnElement[int],
+    at: Any,
+    triples: list[tuple[Any, Any, Any]],
+    labels: list[Any],
+    where: list[Any],
+    start: datetime,
+    fold: bool,
+) -> Any:
+    """Select roll-up rows as chart buckets: `keys`, the bucket, the last sample's time `at`,
+    each triple's (last, min, max), then `labels`, for the rows in `where` whose last sample is
+    at or after `start`.
 
-
-def _larger(a: Any, b: Any) -> Any:
-    return b if a is None or (b is not None and b > a) else a
-
-
-def _folded(rows: Iterable[Any], keys: int, count: int) -> list[list[Any]]:
-    """Fold roll-up rows into chart buckets. Each row is `keys` key columns (the chart bucket
-    among them), the last sample's time, `count` triples (last, min, max), then labels; the
-    rows of one key become one: the latest row's time, lasts and labels, the least of the
-    mins and the most of the maxes."""
-    found: dict[tuple[Any, ...], list[Any]] = {}
-    first = keys + 1
-    for row in rows:
-        key = tuple(row[:keys])
-        before = found.get(key)
-        if before is None:
-            found[key] = list(row)
-            continue
-        kept = before if row[keys] <= before[keys] else list(row)
-        for i in range(first, first + 3 * count, 3):
-            kept[i + 1] = _smaller(before[i + 1], row[i + 1])
-            kept[i + 2] = _larger(before[i + 2], row[i + 2])
-        found[key] = kept
-    return list(found.values())
+    Folded (buckets wider than the roll-ups'), the rows of a bucket (and keys) become one, in
+    SQL: the latest row's time, lasts and labels, the least of the mins and the most of the
+    maxes; each bucket is kept when its last sample is in range.
+    """
+    if not fold:
+        figures = [column for triple in triples for column in triple]
+        return select(*keys, bucket, at, *figures, *labels).where(*where, at >= start)
+    # One window for all (the whole bucket, latest first): one pass over the sorted rows.
+    every: dict[str, Any] = {
+        "partition_by": [*keys, bucket],
+        "order_by": at.desc(),
+        "rows": (None, None),
+    }
+    figures = []
+    for last, low, high in triples:
+        figures += [last, func.min(low).over(**every), func.max(high).over(**every)]
+    latest = func.row_number().over(**every)
+    found = select(
+        *keys, bucket.label("bucket"), at, *figures, *labels, latest.label("latest")
+    ).where(*where)
+    rows = found.subquery()
+    return select(*list(rows.c)[:-1]).where(rows.c.latest == 1, rows.c[at.key] >= start)
 
 
 def source_rows(
@@ -508,37 +517,36 @@ def source_rows(
 
     Return the good samples' rows (bucket, last sample's time, then last, min and max of each
     WAL figure) and the failures' (bucket, last failure's time, its error three times), each
-    whose time falls in the range. Buckets wider than the roll-ups' are folded here: one
+    whose time falls in the range. Buckets wider than the roll-ups' are folded in SQL, over one
     plain range read by the primary key, whatever the planner knows of the table.
     """
     r = WalRollup
-    columns: list[Any] = [_bucket_of(r.bucket_start, width), r.last_at]
-    for name in WAL_FIGURES:
-        columns += [getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max")]
-    found = db.session.connection().execute(
-        select(*columns, r.error_count, r.last_error_at, r.last_error).where(
-            r.source_id == source_id,
-            r.bucket_seconds == base,
-            r.bucket_start >= bucket_start(start, width),
-            r.bucket_start < end,
+    in_range = [
+        r.source_id == source_id,
+        r.bucket_seconds == base,
+        r.bucket_start >= bucket_start(start, width),
+        r.bucket_start < end,
+    ]
+    triples = [
+        (getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max"))
+        for name in WAL_FIGURES
+    ]
+    bucket = _bucket_of(r.bucket_start, width)
+    good = db.session.connection().execute(
+        _in_buckets(
+            [], bucket, r.last_at, triples, [], [*in_range, r.last_at < end], start, width != base
         )
     )
-    figures = 2 + 3 * len(WAL_FIGURES)
-    good: list[Any] = []
-    last_failure: dict[int, tuple[Any, ...]] = {}
-    for row in found.all():
-        at = row[1]
-        if at is not None and as_utc(at) < end:
-            good.append(row)
-        if row[figures]:
-            # Failures are few: each chart bucket's last.
-            key, moment, error = row[0], as_utc(row[figures + 1]), row[figures + 2]
-            if start <= moment < end and (key not in last_failure or moment > last_failure[key][1]):
-                last_failure[key] = (key, moment, error, error, error)
-    if width != base:
-        good = _folded(good, 1, len(WAL_FIGURES))
-    # The figures end at `figures`: a failure's columns after them are not read.
-    return [row for row in good if as_utc(row[1]) >= start], list(last_failure.values())
+    failures = db.session.connection().execute(
+        select(bucket, r.last_error_at, r.last_error)
+        .where(*in_range, r.last_error_at >= start, r.last_error_at < end)
+        .order_by(r.last_error_at)
+    )
+    # Failures are few: each chart bucket's last (they come in time order).
+    last_failure = {
+        key: (key, as_utc(at), error, error, error) for key, at, error in failures if at is not None
+    }
+    return list(good.all()), list(last_failure.values())
 
 
 def slot_rows(
@@ -561,40 +569,18 @@ def slot_rows(
     ]
     if names is not None:
         where.append(r.slot_name.in_(names))
+    triples = [(r.retained_bytes, r.retained_bytes_min, r.retained_bytes_max)]
+    labels = [r.database, r.series_started_at]
     bucket = _bucket_of(r.bucket_start, width)
-    if width == base:
-        return list(
-            db.session.connection()
-            .execute(
-                select(
-                    bucket,
-                    r.last_at,
-                    r.slot_name,
-                    r.database,
-                    r.series_started_at,
-                    r.retained_bytes,
-                    r.retained_bytes_min,
-                    r.retained_bytes_max,
-                ).where(*where, r.last_at >= start)
-            )
-            .all()
-        )
-    found = db.session.connection().execute(
-        select(
-            r.slot_name,
-            bucket,
-            r.last_at,
-            r.retained_bytes,
-            r.retained_bytes_min,
-            r.retained_bytes_max,
-            r.database,
-            r.series_started_at,
-        ).where(*where)
-    )
     return [
         (key, at, name, database, series, last, low, high)
-        for name, key, at, last, low, high, database, series in _folded(found.all(), 2, 1)
-        if as_utc(at) >= start
+        for name, key, at, last, low, high, database, series in db.session.connection()
+        .execute(
+            _in_buckets(
+                [r.slot_name], bucket, r.last_at, triples, labels, where, start, width != base
+            )
+        )
+        .all()
     ]
 
 
@@ -617,6 +603,23 @@ def slot_peaks(
             .group_by(r.slot_name)
         )
     ]
+
+
+def _folded(rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Fold rows of (chart bucket, time, last, min, max) into one per chart bucket: the latest
+    row's time and last, the least of the mins and the most of the maxes."""
+    found: dict[Any, tuple[Any, ...]] = {}
+    for key, at, last, low, high in rows:
+        before = found.get(key)
+        if before is not None:
+            if at < before[1]:
+                at, last = before[1], before[2]
+            low = min(low, before[3])
+            high = (
+                before[4] if high is None else high if before[4] is None else max(high, before[4])
+            )
+        found[key] = (key, at, last, low, high)
+    return list(found.values())
 
 
 def other_slots(
@@ -655,23 +658,25 @@ def other_slots(
         .subquery()
     )
     c = every.c
-    rows: Iterable[Any] = db.session.execute(
-        select(
-            _bucket_of(c.bucket_start, width),
-            func.max(c.server_last_at),
-            func.coalesce(
-                func.max(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
-            ),
-            func.coalesce(
-                func.max(case((c.sample_count == c.server_samples, c.retained_bytes_min))), 0
-            ),
-            func.max(c.retained_bytes_max),
+    rows: list[Any] = list(
+        db.session.execute(
+            select(
+                _bucket_of(c.bucket_start, width),
+                func.max(c.server_last_at),
+                func.coalesce(
+                    func.max(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
+                ),
+                func.coalesce(
+                    func.max(case((c.sample_count == c.server_samples, c.retained_bytes_min))), 0
+                ),
+                func.max(c.retained_bytes_max),
+            )
+            .where(c.slot_name.not_in(shown))
+            .group_by(c.bucket_start)
         )
-        .where(c.slot_name.not_in(shown))
-        .group_by(c.bucket_start)
     )
     if width != base:
-        rows = _folded(rows, 1, 1)
+        rows = _folded(rows)
     return {
         key: (as_utc(at), last, low, high)
         for key, at, last, low, high in rows

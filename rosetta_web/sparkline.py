@@ -3,7 +3,9 @@ so a page of a thousand sources only places a thousand ready-made lines."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import datetime
+from operator import itemgetter
 
 from markupsafe import Markup, escape
 
@@ -13,6 +15,7 @@ from .timeutil import utcnow
 BUCKET_SECONDS = 600
 SPAN_SECONDS = 24 * 3600
 SLOTS = SPAN_SECONDS // BUCKET_SECONDS
+_TIME = itemgetter(0)
 
 
 def fold(
@@ -20,11 +23,15 @@ def fold(
 ) -> list[list[int]]:
     """Fold one sample into the 10-minute maxima of the 24 hours before it."""
     bucket = int(moment.timestamp()) // BUCKET_SECONDS * BUCKET_SECONDS
-    kept = [list(p) for p in points or [] if bucket - SPAN_SECONDS < p[0] <= bucket]
+    points = points or []
+    # The points are in time order: those of the day up to `bucket` are one slice. A new list,
+    # whose points are never changed in place: the stored value stays as it was.
+    first = bisect_right(points, bucket - SPAN_SECONDS, key=_TIME)
+    kept = points[first : bisect_right(points, bucket, key=_TIME)]
     if retained_bytes is None:
         return kept
     if kept and kept[-1][0] == bucket:
-        kept[-1][1] = max(kept[-1][1], retained_bytes)
+        kept[-1] = [bucket, max(kept[-1][1], retained_bytes)]
     else:
         kept.append([bucket, retained_bytes])
     return kept
@@ -36,14 +43,15 @@ def draw(points: list[list[int]]) -> str | None:
     if not points:
         return None
     end = points[-1][0]
-    top = max(value for _, value in points) or 1
+    peak = max(value for _, value in points)
+    top = peak or 1
     path, previous = [], None
     for moment, value in points:
         x = SLOTS - 1 - (end - moment) // BUCKET_SECONDS
         y = 22 - value * 20 // top
         path.append(f"L{x},{y}" if previous == x - 1 else f"M{x},{y}l0.1,0")
         previous = x
-    return f"{end} {max(value for _, value in points)} {''.join(path)}"
+    return f"{end} {peak} {''.join(path)}"
 
 
 def render(drawn: str | None, now: datetime | None = None) -> Markup:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from contextlib import closing
 from datetime import timedelta
 
@@ -574,3 +575,48 @@ def test_a_round_of_10000_sources_is_stored_in_bounded_statements(request, datab
     large = _store_many(app, 10_000)
     assert large[0] <= small[0] and large[1] <= small[1], (small, large)
     assert large[1] <= 32_766  # SQLite's limit of bound parameters
+
+
+def _storing_peak(app, count: int) -> int:
+    """Store a round of `count` sources whose states each hold a day of sparkline (143
+    ten-minute points) after a first round; return the most memory (bytes) Python held at
+    once while the second round was stored."""
+    with app.app_context():
+        for model in (MonitorRound, SlotMetric, SampleError, SourceState, WalMetric, Source):
+            _db.session.execute(_db.delete(model))
+        _db.session.execute(_db.delete(Server))
+        _db.session.commit()
+        ids = _many_sources(count)
+        started_at = utcnow().replace(microsecond=0)
+        record_round(
+            [_sampled(i, source_id, 1) for i, source_id in enumerate(ids)],
+            started_at,
+            60,
+            0,
+            1.0,
+            "test",
+        )
+        bucket = int(started_at.timestamp()) // 600 * 600
+        day = [[bucket - 600 * k, 10**9 + k] for k in range(143, 0, -1)]
+        _db.session.execute(_db.update(SourceState).values(retained_history=day))
+        _db.session.commit()
+        samples = [_sampled(i, source_id, 2) for i, source_id in enumerate(ids)]
+        _db.session.expunge_all()
+        tracemalloc.start()
+        try:
+            record_round(samples, started_at + timedelta(minutes=1), 60, 0, 1.0, "test")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        state = _db.session.get(SourceState, ids[0])
+        assert state.retained_history[:-1] == day and len(state.retained_history) == 144
+        return peak
+
+
+def test_storing_a_round_holds_a_batch_of_states_at_a_time_not_every_one(app):
+    """A round's states, each with a day of sparkline, are stored a batch of 1,000 at a time:
+    storing 3,000 sources holds little more memory at once than storing 1,000 does (all at
+    once, it would hold three times as much)."""
+    small = _storing_peak(app, 1000)
+    large = _storing_peak(app, 3000)
+    assert large < 1.5 * small, (small, large)

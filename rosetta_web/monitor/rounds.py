@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 from sqlalchemy import CursorResult, Select, delete, select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import defer, undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
@@ -256,41 +256,75 @@ def _store_samples(
     started_at: datetime,
     interval_s: int,
     manual: bool,
-) -> list[tuple[SourceState, WalMetric]]:
-    """Store each sample's figures or failure and its source's state (backoff, sparkline);
-    return the states with their new figures, whose ids the flush gives."""
-    states: dict[int, SourceState] = {}
-    for batch in batches(sorted({sample.source_id for sample in samples})):
-        for found in db.session.scalars(
-            select(SourceState).where(SourceState.source_id.in_(batch))
-        ):
-            states[found.source_id] = found
-    metrics: list[tuple[SourceState, WalMetric]] = []
+) -> None:
+    """Store each sample's figures or failure and its source's state (backoff, sparkline,
+    latest figures), a batch of sources at a time: each batch is flushed and let go before the
+    next is read, so the states (a day of sparkline each) of thousands of sources are never
+    all held at once."""
+    by_source: dict[int, list[Sample]] = defaultdict(list)
     for sample in samples:
-        state = states.get(sample.source_id)
-        if state is None:
-            state = states[sample.source_id] = SourceState(
+        by_source[sample.source_id].append(sample)
+    for batch in batches(sorted(by_source)):
+        _store_batch(
+            [one for source_id in batch for one in by_source[source_id]],
+            servers,
+            started_at,
+            interval_s,
+            manual,
+        )
+
+
+def _store_batch(
+    samples: list[Sample],
+    servers: dict[int, Server],
+    started_at: datetime,
+    interval_s: int,
+    manual: bool,
+) -> None:
+    """Store one batch of `_store_samples`, flushed; hold none of its rows afterwards."""
+    states = {
+        state.source_id: state
+        for state in db.session.scalars(
+            select(SourceState).where(
+                SourceState.source_id.in_({sample.source_id for sample in samples})
+            )
+        )
+    }
+    for sample in samples:
+        if sample.source_id not in states:
+            states[sample.source_id] = SourceState(
                 source_id=sample.source_id, consecutive_failures=0
             )
-            db.session.add(state)
+            db.session.add(states[sample.source_id])
+    # The figures first, flushed for their ids (each rate from the state's last sample): each
+    # state is then written once, with its latest figures' id.
+    metrics = [
+        WalMetric(
+            **sample.figures(),
+            source_id=sample.source_id,
+            recorded_at=started_at,
+            wal_rate_bytes_per_second=wal_rate(
+                states[sample.source_id], started_at, sample.wal_position_bytes
+            ),
+        )
+        if sample.ok
+        else None
+        for sample in samples
+    ]
+    db.session.add_all(metric for metric in metrics if metric is not None)
+    db.session.flush()
+    for sample, metric in zip(samples, metrics, strict=True):
+        state = states[sample.source_id]
         state.last_attempt_at = started_at
         state.last_duration_ms = sample.duration_ms
-        if sample.ok:
-            figures = sample.figures()
-            metric = WalMetric(
-                **figures,
-                source_id=sample.source_id,
-                recorded_at=started_at,
-                wal_rate_bytes_per_second=wal_rate(state, started_at, sample.wal_position_bytes),
-            )
-            db.session.add(metric)
-            metrics.append((state, metric))
+        if metric is not None:
+            state.latest_wal_metric_id = metric.id
             state.status = "OK"
             state.last_sampled_at = started_at
             state.last_error = None
             state.consecutive_failures = 0
             state.next_attempt_at = None
-            for name, value in figures.items():
+            for name, value in sample.figures().items():
                 setattr(state, name, value)
             state.server_version = sample.server_version
             state.in_recovery = sample.in_recovery
@@ -312,7 +346,7 @@ def _store_samples(
                 )
             state.status = status_after(state.consecutive_failures or 1)
         sample.status = state.status
-    return metrics
+    db.session.flush()
 
 
 def _store_server_slots(
@@ -387,11 +421,9 @@ def record_round(
         samples = _existing(samples)
         servers = _servers(samples)
         db.session.flush()  # gives new servers their ids
-        metrics = _store_samples(samples, servers, started_at, interval_s, manual)
+        _store_samples(samples, servers, started_at, interval_s, manual)
         _store_server_slots(samples, servers, started_at)
-        db.session.flush()  # gives the samples their ids
-        for state, metric in metrics:
-            state.latest_wal_metric_id = metric.id
+        db.session.flush()
         rollups.add_round(
             started_at, [sample.source_id for sample in samples], [s.id for s in servers.values()]
         )
@@ -530,8 +562,14 @@ def sampler_identity() -> str:
 
 
 def _sources() -> Select[Source, SourceState]:
-    """Select the sources with their states, if any, by name."""
-    return select(Source, SourceState).outerjoin(SourceState).order_by(Source.name)
+    """Select the sources with their states, if any, by name: without the states' sparklines,
+    which the round does not read before it stores them (a day of points each)."""
+    return (
+        select(Source, SourceState)
+        .outerjoin(SourceState)
+        .options(defer(SourceState.retained_history), defer(SourceState.retained_sparkline))
+        .order_by(Source.name)
+    )
 
 
 def _rows(stmt: Select[Source, SourceState]) -> list[tuple[Source, SourceState | None]]:
@@ -670,8 +708,10 @@ def _round(
         else:
             chosen.append((target, state))
     groups = _one_by_one([target for target, _ in chosen]) if by_hand else _by_server(chosen)
-    # Nothing is written while sources are sampled: the session holds no transaction open.
+    # Nothing is written while sources are sampled: the session holds no transaction open,
+    # nor the rows read (storing reads each batch of states again).
     db.session.rollback()
+    del rows, chosen
     if suspects and apart is not None:
         with sampling_lanes.lock:
             sampling_lanes.in_flight.update(target.source_id for target in suspects)

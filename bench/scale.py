@@ -12,13 +12,14 @@ installation with thousands of sources has them. What it prints, in order:
 
 1. Per-server and per-source costs, first, while the machine is as quiet as it will be: one
    source on each server; sequential, the same SQL as Rosetta's (SAMPLE, with the publication,
-   and the WAL directory): the kept-open loop (one connection per server opened beforehand: the floor),
-   Rosetta's sampler on kept connections, and the naive connect-per-source loop.
+   and the WAL directory): the kept-open loop (one connection per server opened beforehand:
+   the floor), Rosetta's sampler on kept connections, and the naive connect-per-source loop.
 2. 500 sources on 10 databases (two servers): Rosetta's scheduled round against the naive loop
    (connect, sample, close, one source after another) over the same sources.
 3. The 10,000-source installation: the first round (each source on its own, finding its
-   server), then scheduled rounds with kept connections and with WAL_MONITOR_KEEP_CONNECTIONS
-   off, storing included, and the process's peak RSS.
+   server); then, each source's sparkline given a day of points (as after 24 hours of rounds),
+   scheduled rounds with kept connections and with WAL_MONITOR_KEEP_CONNECTIONS off, storing
+   included, and the process's peak RSS.
 4. The dashboard (`/`) and `/metrics` at 10,000 sources: bytes and median time, one client.
 
 The load average is printed at each step: the figures are only comparable within one run.
@@ -32,6 +33,7 @@ import resource
 import sys
 import time
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,16 @@ def peak_mb() -> float:
 def forget_peak() -> None:
     """Start counting the peak RSS again from what the process holds now (Linux 4.0+)."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+def a_day_of_sparklines(app: Flask, moment: datetime) -> None:
+    """Give every source's sparkline a day of ten-minute points before `moment`, as 24 hours
+    of rounds leave it: the steady state a round stores."""
+    bucket = int(moment.timestamp()) // 600 * 600
+    day = [[bucket - 600 * k, 10**9 + k] for k in range(143, 0, -1)]
+    with app.app_context():
+        db.session.execute(db.update(SourceState).values(retained_history=day))
+        db.session.commit()
 
 
 def spread(places: list[tuple[int, str]], count: int) -> list[tuple[int, str]]:
@@ -240,6 +252,7 @@ def main() -> None:
             flush=True,
         )
         print(f"   peak RSS of this process so far: {peak_mb():.0f} MB", flush=True)
+        a_day_of_sparklines(app, first.started_at)
         forget_peak()
         round_s, row = median_round(app, args.runs)
         print(

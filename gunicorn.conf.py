@@ -3,9 +3,20 @@
 The workers share one PostgreSQL advisory lock, so exactly one of them samples each tick.
 """
 
+import gc
 import os
+from typing import Any
 
-from rosetta_web.monitor.scheduler import post_worker_init  # noqa: F401
+from rosetta_web.monitor.scheduler import start_monitor
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the WAL monitor in each worker (the advisory lock picks one sampler), then freeze
+    what loading the app made: it lives as long as the worker, and the collector's full passes
+    no longer walk its hundred thousand objects in the middle of a request."""
+    start_monitor(worker.wsgi)
+    gc.freeze()
+
 
 # "Sample now" samples in the request, for up to WAL_MONITOR_TIMEOUT_SECONDS: a worker gets
 # that long and half a minute more before gunicorn deems it stuck (its default is 30 s).

@@ -387,8 +387,3 @@ def serving_with_flask_run() -> bool:
     if reload is None:  # the reloader follows debug mode, which flask sets after create_app
         reload = get_debug_flag()
     return not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
-
-
-def post_worker_init(worker: Any) -> None:
-    """gunicorn hook: start the sampler in each worker; the advisory lock picks one."""
-    start_monitor(worker.wsgi)

@@ -50,6 +50,15 @@
     return range;
   }
 
+  // The page's query string with `chosen` (a range, or a start and an end) in place of the
+  // range it had: its other parameters, a slot filter say, stay.
+  function withRange(chosen) {
+    const search = new URLSearchParams(location.search);
+    ["range", "start", "end"].forEach(function (name) { search.delete(name); });
+    chosen.forEach(function (value, name) { if (value) search.set(name, value); });
+    return "?" + search.toString();
+  }
+
   // A range link or the custom form calls draw(search) instead of loading a page, and puts
   // the range in the URL; back and forward draw the range they return to.
   function wireRangeBar(root, draw) {
@@ -57,14 +66,17 @@
       const link = event.target.closest("a[data-range]");
       if (!link) return;
       event.preventDefault();
-      history.pushState(null, "", link.search);
-      draw(link.search);
+      const search = withRange(new URLSearchParams({ range: link.dataset.range }));
+      history.pushState(null, "", search);
+      draw(search);
     });
     const form = root.querySelector("form.custom-range");
     if (form) {
       form.addEventListener("submit", function (event) {
         event.preventDefault();
-        const search = "?" + new URLSearchParams(new FormData(form)).toString();
+        const search = withRange(new URLSearchParams({
+          start: form.elements.start.value, end: form.elements.end.value,
+        }));
         history.pushState(null, "", search);
         draw(search);
       });

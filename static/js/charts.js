@@ -369,5 +369,14 @@
   }
 
   common.wireRangeBar(root, draw);
+  // The slot filter and the slot tables' links swap the tables and put their own URL in the
+  // address bar: it keeps the charts' range.
+  document.body.addEventListener("htmx:configRequest", function (event) {
+    if (!event.detail.elt.closest("#slots")) return;
+    const wanted = new URLSearchParams(location.search);
+    ["range", "start", "end"].forEach(function (name) {
+      if (wanted.get(name)) event.detail.formData.set(name, wanted.get(name));
+    });
+  });
   draw(location.search);
 })();

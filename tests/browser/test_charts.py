@@ -177,3 +177,28 @@ def test_a_long_range_draws_hours_with_their_band_and_a_gap_where_none_was_sampl
     expect(charts).to_have_attribute("data-range", "365d")
     expect(page.locator("#wal-charts a[aria-current='true']")).to_have_text("1y")
     assert charts.get_attribute("data-bucket-seconds") == "86400"
+
+
+def test_a_range_and_the_slot_filter_keep_each_other_in_the_url(app, live_server, page, sign_in):
+    """Filtering the slots keeps the charts' range in the address, and choosing a range keeps
+    the slot filter: a reload, or the address shared, shows the same view."""
+    create_operator(app)
+    source_id = _seed(app)
+    sign_in()
+    page.goto(f"{live_server}/sources/{source_id}?slot=nothing")
+    charts = page.locator("#wal-charts")
+    expect(charts).to_have_attribute("data-range", "24h")
+
+    page.click("#wal-charts a[data-range='7d']")
+    expect(charts).to_have_attribute("data-range", "7d")
+    expect(page).to_have_url(f"{live_server}/sources/{source_id}?slot=nothing&range=7d")
+
+    page.fill("#slot-filter input[name='slot']", "cdc")
+    expect(page).to_have_url(f"{live_server}/sources/{source_id}?slot=cdc&range=7d")
+    page.reload()
+    expect(charts).to_have_attribute("data-range", "7d")
+    expect(page.locator("#slot-filter input[name='slot']")).to_have_value("cdc")
+
+    # Without script, the range links and the filter's form carry the other parameter too.
+    assert page.get_attribute("#wal-charts a[data-range='1h']", "href") == "?slot=cdc&range=1h"
+    expect(page.locator("#slot-filter input[type='hidden'][name='range']")).to_have_value("7d")

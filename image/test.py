@@ -42,6 +42,10 @@ PORT = 8000
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 APP_SERVICES = ("migrate", "web", "scheduler", "engine")
 LIMIT_BYTES = 1000**3
+# buildah's chroot isolation runs each command through a sealed in-memory copy of itself; now
+# and then the kernel refuses the seal (EBUSY) and the command never starts. That is retried.
+SEAL_REFUSED = "sealing memfd copy"
+ATTEMPTS = 3
 
 
 class Failed(Exception):
@@ -60,10 +64,20 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def attempt(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command and return what it did, again when buildah could not start it."""
+    for _ in range(ATTEMPTS):
+        result = subprocess.run(argv, text=True, capture_output=True, **kwargs)
+        if SEAL_REFUSED not in result.stdout + result.stderr:
+            break
+        print(f"  buildah could not start a command ({SEAL_REFUSED}): again", flush=True)
+    return result
+
+
 def run(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run a command, print it, and fail with its output if it fails."""
     print(f"  $ {' '.join(argv)}", flush=True)
-    result = subprocess.run(argv, text=True, capture_output=True, **kwargs)
+    result = attempt(list(argv), **kwargs)
     if result.returncode != 0:
         raise Failed(f"{argv[0]} exited {result.returncode}:\n{result.stdout}{result.stderr}")
     return result
@@ -85,7 +99,8 @@ def base_image() -> str | None:
     """Return the base to build on: None for the Dockerfile's own when it can be had, else the
     stand-in, made with debootstrap (Debian 12 and its python3.11) when it is not there yet."""
     default = re.search(r"^ARG BASE=(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
-    assert default, "the Dockerfile declares ARG BASE=…"
+    if default is None:
+        raise Failed("the Dockerfile declares no ARG BASE=…")
     base = default.group(1)
     if subprocess.run(["podman", "image", "exists", base]).returncode == 0:
         return None
@@ -179,8 +194,9 @@ def image_config() -> dict[str, Any]:
     }
 
 
-def check_image(config: dict[str, Any], name: str) -> None:
-    """Check what the image says of itself and what its file system holds."""
+def check_image(config: dict[str, Any], name: str) -> int:
+    """Check what the image says of itself and what its file system holds; return the uid its
+    user has."""
     check(config["User"] == "rosetta", "runs as the user rosetta", config["User"])
     check("8000/tcp" in config.get("ExposedPorts", {}), "exposes port 8000")
     health = " ".join(config.get("Healthcheck", {}).get("Test", []))
@@ -193,6 +209,9 @@ def check_image(config: dict[str, Any], name: str) -> None:
     check(size < LIMIT_BYTES, f"its size, {size / 1000**2:.0f} MB, is under 1 GB", size)
     mounted = Path(run("buildah", "mount", name).stdout.strip())
     try:
+        accounts = (line.split(":") for line in (mounted / "etc/passwd").read_text().splitlines())
+        uid = next(int(fields[2]) for fields in accounts if fields[0] == config["User"])
+        check(uid != 0, f"the user rosetta is not root: uid {uid}")
         present = [
             path
             for path in ("usr/bin/gcc", "usr/bin/cc", "root/.cache", "home/rosetta/.cache")
@@ -212,6 +231,7 @@ def check_image(config: dict[str, Any], name: str) -> None:
             print(f"    {mib:>5}  /{path}")
     finally:
         subprocess.run(["buildah", "umount", name], capture_output=True)
+    return uid
 
 
 def database_url(database: str) -> str:
@@ -232,22 +252,25 @@ def recreate_database(drop_only: bool = False) -> None:
         connection.close()
 
 
+def env_example() -> dict[str, str]:
+    """Return the settings .env.example lists, with their values."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if re.match(r"[A-Z_]+=", line))
+
+
 def compose_services() -> dict[str, Any]:
     """Load compose.yaml and check what does not need the image."""
     text = (ROOT / "compose.yaml").read_text()
-    services = yaml.safe_load(text)["services"]
+    compose: dict[str, Any] = yaml.safe_load(text)
+    services: dict[str, Any] = compose["services"]
     check(
         set(services) == {"postgres", *APP_SERVICES},
         "compose.yaml has postgres, migrate, web, scheduler and engine",
         sorted(services),
     )
-    example = {
-        line.split("=", 1)[0]
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if re.match(r"[A-Z_]+=", line)
-    }
+    example = env_example()
     needed = set(re.findall(r"\$\{([A-Z_]+)", text))
-    check(needed <= example, f"every variable it reads is in .env.example: {sorted(needed)}")
+    check(needed <= set(example), f"every variable it reads is in .env.example: {sorted(needed)}")
     check(
         re.search(r"SECRET_KEY: \$\{SECRET_KEY:\?", text),
         "it refuses to start without SECRET_KEY",
@@ -274,7 +297,7 @@ def compose_services() -> dict[str, Any]:
             f"{service} waits for migrate to succeed",
         )
     check(
-        services["postgres"]["volumes"][0].split(":")[0] in yaml.safe_load(text)["volumes"],
+        services["postgres"]["volumes"][0].split(":")[0] in compose["volumes"],
         "postgres keeps its data in a named volume",
     )
     return services
@@ -310,11 +333,21 @@ class Role:
 
     def __init__(self, service: str, argv: list[str], env: dict[str, str]) -> None:
         self.service = service
-        self.log = tempfile.NamedTemporaryFile(prefix=f"rosetta-{service}-", suffix=".log")
         self.container = new_container()
-        self.process = subprocess.Popen(
-            in_image(self.container, argv, env), stdout=self.log, stderr=subprocess.STDOUT
-        )
+        for _ in range(ATTEMPTS):
+            self.log = tempfile.NamedTemporaryFile(prefix=f"rosetta-{service}-", suffix=".log")
+            self.process = subprocess.Popen(
+                in_image(self.container, argv, env), stdout=self.log, stderr=subprocess.STDOUT
+            )
+            wait_for(
+                lambda: self.process.poll() is not None or owned_processes(self.process.pid),
+                f"{service} starts",
+                30,
+            )
+            if self.process.poll() is None or SEAL_REFUSED not in self.output():
+                break
+            print(f"  buildah could not start {service} ({SEAL_REFUSED}): again", flush=True)
+            self.log.close()
         print(f"  started {service}: {' '.join(argv)}", flush=True)
 
     def output(self) -> str:
@@ -342,45 +375,47 @@ class Role:
 
 
 def check_refusals(services: dict[str, Any], config: dict[str, Any], env: dict[str, str]) -> None:
-    """Each role stops at once, non-zero, with the app's message, on a missing setting."""
+    """Each role stops at once, non-zero, with the app's message, on a setting left out or
+    left at the example's value."""
     with container() as name:
         for service in APP_SERVICES:
             argv = services[service].get("command") or config["Cmd"]
-            for missing, message in (
-                ("SECRET_KEY", "SECRET_KEY is missing or still the example value"),
-                ("DATABASE_URL", "DATABASE_URL is missing; with APP_ENV=production"),
+            example_key = env_example()["SECRET_KEY"]
+            for wrong, setting, message in (
+                (f"SECRET_KEY={example_key}", {"SECRET_KEY": example_key}, "SECRET_KEY is missing"),
+                ("no DATABASE_URL", {"DATABASE_URL": ""}, "DATABASE_URL is missing"),
             ):
                 started = time.monotonic()
-                settings = {key: value for key, value in env.items() if key != missing}
-                result = subprocess.run(
-                    in_image(name, argv, settings), capture_output=True, text=True, timeout=60
-                )
+                settings = {**env, **setting}
+                result = attempt(in_image(name, argv, settings), timeout=60)
                 took = time.monotonic() - started
                 check(
                     result.returncode != 0 and message in result.stderr and took < 20,
-                    f"{service} without {missing}: exit {result.returncode} in {took:.1f} s, "
+                    f"{service} with {wrong}: exit {result.returncode} in {took:.1f} s, "
                     f'"Rosetta cannot start: {message} …"',
                     result.stderr[-2000:],
                 )
 
 
-def check_roles(services: dict[str, Any], config: dict[str, Any], env: dict[str, str]) -> None:
-    """Migrate, then run web, scheduler and engine together, as compose does."""
+def check_roles(
+    services: dict[str, Any], config: dict[str, Any], env: dict[str, str], uid: int
+) -> None:
+    """Migrate, then run web, scheduler and engine together, as compose does; each process
+    runs as `uid`."""
     migrate = services["migrate"]["command"]
     with container() as name:
-        result = subprocess.run(in_image(name, migrate, env), capture_output=True, text=True)
+        result = attempt(in_image(name, migrate, env))
     check(result.returncode == 0, f"migrate: {' '.join(migrate)} succeeds", result.stderr[-2000:])
 
     with socket.socket() as probe:
         taken = probe.connect_ex(("127.0.0.1", PORT)) == 0
     check(not taken, f"port {PORT}, the image's, is free on this machine")
     monitor = services["web"]["environment"]["WAL_MONITOR_ENABLED"]
-    roles = [
-        Role("web", config["Cmd"], {**env, "WAL_MONITOR_ENABLED": monitor}),
-        Role("scheduler", services["scheduler"]["command"], env),
-        Role("engine", services["engine"]["command"], env),
-    ]
+    roles: list[Role] = []
     try:
+        roles.append(Role("web", config["Cmd"], {**env, "WAL_MONITOR_ENABLED": monitor}))
+        roles.append(Role("scheduler", services["scheduler"]["command"], env))
+        roles.append(Role("engine", services["engine"]["command"], env))
         for role in roles:
             check(role.process.poll() is None, f"{role.service} is running")
         check_web(roles[0])
@@ -394,8 +429,8 @@ def check_roles(services: dict[str, Any], config: dict[str, Any], env: dict[str,
             processes = owned_processes(role.process.pid)
             uids = {uid for _, uid, _ in processes}
             check(
-                processes and 0 not in uids,
-                f"{role.service}: {len(processes)} processes, all of uid {sorted(uids)}",
+                processes and uids == {uid},
+                f"{role.service}: {len(processes)} processes, all of uid {uid}",
                 processes,
             )
     except Failed:
@@ -437,8 +472,9 @@ def check_web(web: Role) -> None:
     check(login.headers.get("Location") == "/setup", "/login sends the first visitor to /setup")
     page = browser.get(f"{base}/setup").text
     token = re.search(r'name="csrf-token" content="([^"]+)"', page)
-    check(token, "/setup hands out a CSRF token")
-    assert token
+    if token is None:
+        raise Failed("/setup hands out no CSRF token")
+    check(True, "/setup hands out a CSRF token")
     password = secrets.token_urlsafe(16)
     made = browser.post(
         f"{base}/setup",
@@ -470,9 +506,7 @@ def check_java() -> None:
         "jpype.JClass('io.debezium.engine.DebeziumEngine'))"
     )
     with container() as name:
-        result = subprocess.run(
-            in_image(name, ["python", "-c", probe], {}), capture_output=True, text=True
-        )
+        result = attempt(in_image(name, ["python", "-c", probe], {}))
     check(
         result.returncode == 0 and result.stdout.startswith("17."),
         f"the JVM starts with Debezium: {result.stdout.strip()}",
@@ -494,7 +528,7 @@ def main() -> None:
     build(base)
     config = image_config()
     with container() as name:
-        check_image(config, name)
+        uid = check_image(config, name)
     # Settings as compose gives them, but for the test database and plain http on localhost.
     env = {
         "APP_ENV": "production",
@@ -502,13 +536,13 @@ def main() -> None:
         "DATABASE_URL": database_url(DATABASE),
         "SESSION_COOKIE_SECURE": "false",
     }
-    step("a missing setting stops each role")
+    step("a wrong setting stops each role")
     check_refusals(services, config, env)
     step("the roles, against a fresh database")
     check_java()
     recreate_database()
     try:
-        check_roles(services, config, env)
+        check_roles(services, config, env, uid)
     finally:
         recreate_database(drop_only=True)
     print(f"\nimage test passed in {time.monotonic() - started:.0f} s")

@@ -24,8 +24,10 @@ RUN mkdir -p /usr/share/man/man1 \
         openjdk-17-jre-headless \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
-RUN useradd --create-home --uid 10001 --user-group rosetta
-# Requirements before code: a change to the code rebuilds only the layers below.
+# The code stays root's; the instance folder (lock files) is Rosetta's.
+RUN useradd --create-home --uid 10001 --user-group rosetta \
+    && install -d -o rosetta -g rosetta /app/instance
+# The requirements before the code: a change to the code rebuilds only the layers from here.
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY .flaskenv wsgi.py gunicorn.conf.py ./
@@ -33,8 +35,6 @@ COPY migrations migrations
 COPY static static
 COPY templates templates
 COPY rosetta_web rosetta_web
-# The code stays root's; the instance folder (lock files) is the only place Rosetta writes.
-RUN install -d -o rosetta -g rosetta instance
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER rosetta

@@ -122,18 +122,37 @@ def base_image() -> str | None:
             str(rootfs),
             "http://deb.debian.org/debian",
         )
-        # As in Debian's slim images: no package lists or downloaded packages.
-        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for path in (rootfs / leftover).glob("*"):
-                if path.is_file():
-                    path.unlink()
-        for path in (rootfs / "var/cache/apt").glob("*.bin"):
-            path.unlink()
+        slim(rootfs)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         run("podman", "import", "-q", "-", STAND_IN, stdin=tar.stdout)
         check(tar.wait() == 0, "the debootstrap root packed whole")
     print(f"  stand-in base {STAND_IN} made in {time.monotonic() - started:.0f} s")
     return STAND_IN
+
+
+# What Debian's slim images leave out of every package, python:3.11-slim's among them.
+SLIM_EXCLUDES = ("usr/share/doc", "usr/share/info", "usr/share/locale", "usr/share/man")
+
+
+def slim(rootfs: Path) -> None:
+    """Make a debootstrap root like a slim image: without documentation, manual pages and
+    translations, now or in packages installed later, and without package lists."""
+    rules = "".join(f"path-exclude /{folder}/*\n" for folder in SLIM_EXCLUDES)
+    rules += "path-include /usr/share/doc/*/copyright\n"
+    (rootfs / "etc/dpkg/dpkg.cfg.d/slim").write_text(rules)
+    for folder in SLIM_EXCLUDES:
+        for path in sorted((rootfs / folder).rglob("*"), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif not (folder == "usr/share/doc" and path.name == "copyright"):
+                path.unlink()
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for path in (rootfs / leftover).glob("*"):
+            if path.is_file():
+                path.unlink()
+    for path in (rootfs / "var/cache/apt").glob("*.bin"):
+        path.unlink()
 
 
 def build(base: str | None) -> None:

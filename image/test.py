@@ -396,10 +396,10 @@ class Role:
 def check_refusals(services: dict[str, Any], config: dict[str, Any], env: dict[str, str]) -> None:
     """Each role stops at once, non-zero, with the app's message, on a setting left out or
     left at the example's value."""
+    example_key = env_example()["SECRET_KEY"]
     with container() as name:
         for service in APP_SERVICES:
             argv = services[service].get("command") or config["Cmd"]
-            example_key = env_example()["SECRET_KEY"]
             for wrong, setting, message in (
                 (f"SECRET_KEY={example_key}", {"SECRET_KEY": example_key}, "SECRET_KEY is missing"),
                 ("no DATABASE_URL", {"DATABASE_URL": ""}, "DATABASE_URL is missing"),
@@ -446,9 +446,9 @@ def check_roles(
         check(problem == ["can run"], "engine: its heartbeat is stored, Java found", problem)
         for role in roles:
             processes = owned_processes(role.process.pid)
-            uids = {uid for _, uid, _ in processes}
+            owners = {owner for _, owner, _ in processes}
             check(
-                processes and uids == {uid},
+                processes and owners == {uid},
                 f"{role.service}: {len(processes)} processes, all of uid {uid}",
                 processes,
             )

@@ -438,6 +438,9 @@ def check_roles(
         for role in roles:
             check(role.process.poll() is None, f"{role.service} is running")
         check_web(roles[0])
+        with container() as name:
+            probe = attempt(in_image(name, config["Healthcheck"]["Test"][1:], {}))
+        check(probe.returncode == 0, "the image's HEALTHCHECK passes", probe.stderr[-2000:])
         started = wait_for(
             lambda: "WAL monitor: sampling every" in roles[1].output(), "the WAL monitor", 60
         )

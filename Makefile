@@ -9,7 +9,8 @@ PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # `make run` serves the dashboard and runs the engine beside it (both stop together).
-.PHONY: install install-dev chromium java run test test-fast fuzz bench lint typecheck format
+.PHONY: install install-dev chromium java run test test-fast fuzz bench lint typecheck format \
+	image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,24 @@ bench: install-dev
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/audit.py
+
+# The container image (Dockerfile), built with podman where there is one, else docker.
+# IMAGE_BUILD_ARGS adds options, e.g. --build-arg BASE=… for another base image.
+CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE ?= rosetta:latest
+
+image:
+	$(CONTAINER) build $(if $(filter podman,$(CONTAINER)),--format docker) $(IMAGE_BUILD_ARGS) \
+	  -t $(IMAGE) .
+
+# Builds the image and runs its roles against the local PostgreSQL without a Docker daemon
+# (podman and buildah, chroot isolation; a debootstrap base when no registry answers).
+image-test: install-dev
+	@{ command -v podman && command -v buildah && command -v debootstrap; } >/dev/null 2>&1 || \
+	  { echo "Installing podman, buildah and debootstrap for the image test"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $(SUDO) apt-get install -y -qq podman buildah debootstrap >/dev/null; }
+	$(SUDO) $(BIN)/python image/test.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -7,6 +7,8 @@ import gc
 import os
 from typing import Any
 
+from rosetta_web import check_settings
+from rosetta_web.config import ConfigError
 from rosetta_web.monitor.scheduler import start_monitor
 
 
@@ -16,6 +18,15 @@ def post_worker_init(worker: Any) -> None:
     no longer walk its hundred thousand objects in the middle of a request."""
     start_monitor(worker.wsgi)
     gc.freeze()
+
+
+def on_starting(server: object) -> None:
+    """Stop gunicorn at once on a wrong setting, with its message."""
+    # Checked in the master: a worker that cannot start is replaced, again and again.
+    try:
+        check_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"Rosetta cannot start: {exc}") from None
 
 
 # "Sample now" samples in the request, for up to WAL_MONITOR_TIMEOUT_SECONDS: a worker gets

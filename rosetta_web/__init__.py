@@ -29,15 +29,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .templating import register_templating
 
     load_dotenv()
-    app = Flask(
-        __name__,
-        template_folder="../templates",
-        static_folder="../static",
-        # Where the development key, the lock files and a SQLite database live.
-        instance_path=os.path.abspath(os.environ["ROSETTA_INSTANCE_PATH"])
-        if os.environ.get("ROSETTA_INSTANCE_PATH")
-        else None,
-    )
+    app = _bare_app()
     app.config.update(load_config(app.instance_path))
     app.config.update(config or {})
     if "SQLALCHEMY_ENGINE_OPTIONS" not in (config or {}):
@@ -84,6 +76,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if serving_with_flask_run():
         start_monitor(app)
     return app
+
+
+def check_settings() -> None:
+    """Read and validate the settings as create_app does, without creating the app; raise
+    ConfigError when one is wrong."""
+    from .config import load_config
+
+    load_dotenv()
+    load_config(_bare_app().instance_path)
+
+
+def _bare_app() -> Flask:
+    return Flask(
+        __name__,
+        template_folder="../templates",
+        static_folder="../static",
+        # Where the development key, the lock files and a SQLite database live.
+        instance_path=os.path.abspath(os.environ["ROSETTA_INSTANCE_PATH"])
+        if os.environ.get("ROSETTA_INSTANCE_PATH")
+        else None,
+    )
 
 
 def _not_offsets(name: str | None, type_: str, parent_names: object) -> bool:

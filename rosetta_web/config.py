@@ -137,6 +137,12 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
     raw_url = env.get("DATABASE_URL", "").strip()
     if raw_url:
         database_url = normalize_database_url(raw_url)
+    elif app_env == "production":
+        raise ConfigError(
+            "DATABASE_URL is missing; with APP_ENV=production set it to the metadata "
+            "database, e.g. postgresql://rosetta:secret@db.internal:5432/rosetta_metadata "
+            "(or a sqlite: URL to keep a file on purpose)"
+        )
     else:
         instance.mkdir(parents=True, exist_ok=True)
         database_file = instance / "rosetta.db"

@@ -51,6 +51,17 @@ def test_bad_settings_refuse_to_start(tmp_path, env, message):
         load_config(str(tmp_path), {"DATABASE_URL": "postgresql://u@h/d", **env})
 
 
+def test_production_refuses_a_missing_database_url(tmp_path):
+    """In production an unset DATABASE_URL stops start-up, not a SQLite file made in passing."""
+    env = {"APP_ENV": "production", "SECRET_KEY": "a-long-random-production-key"}
+    with pytest.raises(ConfigError, match="DATABASE_URL is missing; with APP_ENV=production"):
+        load_config(str(tmp_path), env)
+    assert not (tmp_path / "rosetta.db").exists()
+    sqlite_url = f"sqlite:///{tmp_path / 'kept.db'}"
+    config = load_config(str(tmp_path), {**env, "DATABASE_URL": sqlite_url})
+    assert config["SQLALCHEMY_DATABASE_URI"] == sqlite_url
+
+
 @pytest.mark.slow
 def test_production_refusal_from_the_command_line(tmp_path):
     """`flask` itself refuses to start in production without a real SECRET_KEY."""

@@ -151,11 +151,9 @@ def median_of(runs: int, run: Callable[[], Round]) -> tuple[float, list[Sample],
 
 
 def sampling_sql(cur: Any, publication: str) -> None:
-    """Run what Rosetta runs on a source whose role may list the WAL directory and that names
-    a publication."""
-    cur.execute(sampling_queries.SAMPLE, {"publication": publication})
-    cur.fetchone()
-    cur.execute(sampling_queries.WAL_DIRECTORY_BYTES)
+    """Run what Rosetta runs over a kept connection on a source that names a publication and
+    whose role a sample found may list the WAL directory: one statement."""
+    cur.execute(sampling_queries.SAMPLE_WITH_WAL_DIRECTORY, {"publication": publication})
     cur.fetchone()
 
 
@@ -258,7 +256,8 @@ def main() -> None:
             f"sources: {args.sources} ({len(hanging_ids)} hanging, {len(reachable)} reachable on "
             f"{len(clusters) * args.databases} databases of {len(clusters)} clusters), timeout "
             f"{args.timeout} s, concurrency {args.concurrency}; every source is sampled with "
-            "SAMPLE (the publication's existence included) and WAL_DIRECTORY_BYTES, in every loop",
+            "SAMPLE_WITH_WAL_DIRECTORY (the publication's existence and pg_wal's size included) "
+            "in the baseline loops",
             flush=True,
         )
 

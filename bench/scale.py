@@ -11,9 +11,10 @@ sources are spread over those databases, many source rows sharing each database,
 installation with thousands of sources has them. What it prints, in order:
 
 1. Per-server and per-source costs, first, while the machine is as quiet as it will be: one
-   source on each server; sequential, the same SQL as Rosetta's (SAMPLE, with the publication,
-   and the WAL directory): the kept-open loop (one connection per server opened beforehand:
-   the floor), Rosetta's sampler on kept connections, and the naive connect-per-source loop.
+   source on each server; sequential, the same SQL as Rosetta's kept connections run (one
+   statement: SAMPLE_WITH_WAL_DIRECTORY): the kept-open loop (one connection per server opened
+   beforehand: the floor), Rosetta's sampler on kept connections, and the naive
+   connect-per-source loop.
 2. 500 sources on 10 databases (two servers): Rosetta's scheduled round against the naive loop
    (connect, sample, close, one source after another) over the same sources.
 3. The 10,000-source installation: the first round (each source on its own, finding its

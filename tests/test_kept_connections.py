@@ -12,6 +12,7 @@ from rosetta_web.extensions import db as _db
 from rosetta_web.models import MonitorRound, Source, SourceState
 from rosetta_web.monitor.rounds import close_changed_connections, sample_sources, scheduled_round
 from rosetta_web.monitor.workers import kept_connections
+from rosetta_web.postgres.sampling_queries import WAL_DIRECTORY_BYTES
 from rosetta_web.sources.services import after_round
 
 from .factories import PLAIN_PASSWORD, add_source
@@ -173,3 +174,38 @@ def test_a_source_that_cannot_sign_in_leaves_the_server_to_the_next(app, source_
     samples = _scheduled(app)
     assert not samples["shop"].ok and "cannot sign in as rosetta_monitor" in samples["shop"].error
     assert samples["plain"].ok and samples["plain"].size_bytes is None  # its own, plain view
+
+
+def _last_query(cluster, since: datetime) -> str:
+    """The statement the monitor's one kept connection ran last."""
+    ((pid, _, _),) = _monitor_backends(cluster, since)
+    return psql(cluster, "SELECT query FROM pg_stat_activity WHERE pid = %s", pid)[0][0]
+
+
+def test_a_role_that_may_size_the_wal_directory_is_read_in_one_statement(app, source_db):
+    """Once a sample found its role may list pg_wal, the kept connection reads everything in
+    one statement, the size included; its grant revoked, the next round still samples it,
+    without the size; granted again, the size is back."""
+    cluster = source_db["cluster"]
+    since = _started(cluster)
+    add_source(app, "shop", source_db["port"])
+    with app.app_context():
+        assert all(sample.ok for sample in after_round(sample_sources()))  # finds the server
+    _scheduled(app)  # learns what the role may read
+    sample = _scheduled(app)["shop"]
+    (wal_directory,) = psql(cluster, "SELECT sum(size)::bigint FROM pg_ls_waldir()")[0]
+    assert sample.ok and sample.size_bytes == wal_directory
+    # The sample was its last statement: no second one sized the WAL directory.
+    assert _last_query(cluster, since).lstrip().startswith("WITH pos AS")
+
+    psql(cluster, "REVOKE pg_monitor FROM rosetta_monitor")
+    try:
+        sample = _scheduled(app)["shop"]
+        assert sample.ok and sample.size_bytes is None, sample.error
+    finally:
+        psql(cluster, "GRANT pg_monitor TO rosetta_monitor")
+    sample = _scheduled(app)["shop"]  # as a role that may not: the sample, then the size
+    assert sample.ok and sample.size_bytes is not None
+    assert _last_query(cluster, since) == WAL_DIRECTORY_BYTES
+    assert _scheduled(app)["shop"].size_bytes is not None
+    assert _last_query(cluster, since).lstrip().startswith("WITH pos AS")

@@ -111,16 +111,34 @@ def _query(conn: Any, sql: str, deadline: float, timeout_s: float) -> Any:
     return run(conn, sql, deadline, timeout_s).fetchone()
 
 
-def _read(conn: Any, target: Target, deadline: float, timeout_s: float) -> dict[str, Any]:
-    """Read the WAL position, the slots, the WAL directory's size and the publication."""
-    row = run(
-        conn,
-        queries.SAMPLE,
-        deadline,
-        timeout_s,
-        {"publication": target.publication},
-        cursor_factory=RealDictCursor,
-    ).fetchone()
+def _read(
+    conn: Any, target: Target, deadline: float, timeout_s: float, lists_waldir: bool = False
+) -> dict[str, Any]:
+    """Read the WAL position, the slots, the WAL directory's size and the publication: in one
+    round trip when the role is known to list the WAL directory (`lists_waldir`), else two
+    when it may (SAMPLE says so)."""
+    params = {"publication": target.publication}
+    row = None
+    if lists_waldir:
+        try:
+            row = run(
+                conn,
+                queries.SAMPLE_WITH_WAL_DIRECTORY,
+                deadline,
+                timeout_s,
+                params,
+                cursor_factory=RealDictCursor,
+            ).fetchone()
+        except psycopg2.errors.InsufficientPrivilege:
+            pass  # no longer may (its grant revoked): read as a role that may not
+    if row is None:
+        row = run(
+            conn, queries.SAMPLE, deadline, timeout_s, params, cursor_factory=RealDictCursor
+        ).fetchone()
+        if row["may_list_waldir"]:
+            row["wal_directory_bytes"] = _query(
+                conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s
+            )[0]
     figures = {
         # e.g. "14.12 (Ubuntu 14.12-0ubuntu0.22.04.1)"
         "server_version": row["server_version"][:120],
@@ -130,10 +148,8 @@ def _read(conn: Any, target: Target, deadline: float, timeout_s: float) -> dict[
         "system_identifier": row["system_identifier"],
         "max_slot_wal_keep_size": row["max_slot_wal_keep_size"],
         "slots": [_slot(item) for item in row["slots"]],
-        "size_bytes": None,
+        "size_bytes": row.get("wal_directory_bytes"),
     }
-    if row["may_list_waldir"]:
-        figures["size_bytes"] = _query(conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s)[0]
     if target.publication is not None:
         figures["publication_exists"] = row["publication_exists"]
     return figures
@@ -154,6 +170,7 @@ def _sample_once(
     """
     conn = kept.take(key, target) if kept is not None else None
     reused = conn is not None
+    lists_waldir = kept is not None and kept.rank(target.source_id) == 0
     connecting = False
     try:
         while True:
@@ -162,7 +179,7 @@ def _sample_once(
                 conn = connect(target, deadline, timeout_s, keep=kept is not None)
                 connecting = False
             try:
-                figures = _read(conn, target, deadline, timeout_s)
+                figures = _read(conn, target, deadline, timeout_s, lists_waldir)
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 if not reused:
                     raise

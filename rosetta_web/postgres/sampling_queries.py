@@ -9,7 +9,7 @@
 # servers (pg_control_system() is open to every role). Whether the source's publication exists
 # is asked of its own database (publications belong to a database, not the server): a stored
 # readiness that says otherwise is stale.
-SAMPLE = """
+_SAMPLE = """
 WITH pos AS (
     SELECT CASE WHEN pg_is_in_recovery()
                 THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
@@ -31,13 +31,19 @@ SELECT
        FROM pg_replication_slots s) AS slots,
     CASE WHEN %(publication)s::text IS NOT NULL
          THEN EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %(publication)s)
-    END AS publication_exists
+    END AS publication_exists{wal_directory}
 FROM pos
 """
 
 # Needs superuser, pg_monitor or an explicit grant; PostgreSQL checks that before running any
-# part of a statement, so it cannot ride in SAMPLE behind a CASE.
+# part of a statement, so it cannot ride in SAMPLE behind a CASE: SAMPLE says whether the role
+# may, and this follows it when it may.
 WAL_DIRECTORY_BYTES = "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()"
+SAMPLE = _SAMPLE.format(wal_directory="")
+# For a role that a sample found may list the WAL directory: everything in one round trip.
+SAMPLE_WITH_WAL_DIRECTORY = _SAMPLE.format(
+    wal_directory=f",\n    ({WAL_DIRECTORY_BYTES}) AS wal_directory_bytes"
+)
 
 # The current position alone, as SAMPLE reads it: the engine's lag in bytes is this minus the
 # last LSN it loaded, read when the lag is written.

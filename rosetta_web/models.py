@@ -824,6 +824,9 @@ class SampleError(Model):
     error: Mapped[str] = mapped_column(String(500))
 
 
+WAL_ROLLUP_FIGURES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
+
+
 class WalRollup(Model):
     """A source's samples within one hour or one day (monitor/rollups.py): the last one's
     figures at its own time, each figure's min and max, how many; and its failed samples.
@@ -832,6 +835,27 @@ class WalRollup(Model):
     """
 
     __tablename__ = "wal_rollups"
+    __table_args__ = (
+        # What a chart reads of a source's range, in the index itself (on PostgreSQL): the
+        # source's rows lie together there, not each on a table page of its own.
+        Index(
+            "ix_wal_rollups_chart",
+            "source_id",
+            "bucket_seconds",
+            "bucket_start",
+            postgresql_include=[
+                "last_at",
+                *(
+                    f"{name}{suffix}"
+                    for name in WAL_ROLLUP_FIGURES
+                    for suffix in ("", "_min", "_max")
+                ),
+                "error_count",
+                "last_error_at",
+                "last_error",
+            ],
+        ),
+    )
 
     source_id: Mapped[int] = mapped_column(
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
@@ -869,6 +893,23 @@ class SlotRollup(Model):
             "server_id",
             "bucket_seconds",
             "bucket_start",
+        ),
+        # What a chart reads of the slots' ranges, in the index itself (on PostgreSQL).
+        Index(
+            "ix_slot_rollups_chart",
+            "server_id",
+            "bucket_seconds",
+            "slot_name",
+            "bucket_start",
+            postgresql_include=[
+                "last_at",
+                "sample_count",
+                "retained_bytes",
+                "retained_bytes_min",
+                "retained_bytes_max",
+                "database",
+                "series_started_at",
+            ],
         ),
     )
 

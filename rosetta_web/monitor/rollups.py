@@ -41,7 +41,16 @@ from sqlalchemy.sql import ColumnElement
 
 from ..batching import batches
 from ..extensions import db
-from ..models import SampleError, Server, SlotMetric, SlotRollup, Source, WalMetric, WalRollup
+from ..models import (
+    WAL_ROLLUP_FIGURES,
+    SampleError,
+    Server,
+    SlotMetric,
+    SlotRollup,
+    Source,
+    WalMetric,
+    WalRollup,
+)
 from ..timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -54,7 +63,6 @@ RAW_SPAN = timedelta(days=1)
 # Buckets made of hourly rows, in hours (each divides a day, so their edges fall on days'):
 # past 6 hours a bucket reads too many rows for what it draws, and days are read instead.
 HOURS = (1, 2, 3, 4, 6)
-WAL_FIGURES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
 
 
 def bucket_start(moment: datetime, width: int) -> datetime:
@@ -155,7 +163,7 @@ def add_round(started_at: datetime, source_ids: Iterable[int], server_ids: Itera
             select(
                 WalMetric.source_id,
                 WalMetric.recorded_at,
-                *[getattr(WalMetric, name) for name in WAL_FIGURES],
+                *[getattr(WalMetric, name) for name in WAL_ROLLUP_FIGURES],
             ).where(WalMetric.source_id.in_(batch), WalMetric.recorded_at == started_at)
         ).all()
         failures += db.session.execute(
@@ -192,7 +200,7 @@ def _add_samples(rows: list[Any], width: int) -> None:
             "sample_count": 1,
             "error_count": 0,
         }
-        for name, figure in zip(WAL_FIGURES, figures, strict=True):
+        for name, figure in zip(WAL_ROLLUP_FIGURES, figures, strict=True):
             row |= {name: figure, f"{name}_min": figure, f"{name}_max": figure}
         key = (source_id, row["bucket_start"])
         values[key] = _merged(values.get(key), row)
@@ -206,7 +214,7 @@ def _sample_changes(old: Any, new: Any) -> dict[str, Any]:
         "last_at": case((newer, new.last_at), else_=old.last_at),
         "sample_count": old.sample_count + new.sample_count,
     }
-    for name in WAL_FIGURES:
+    for name in WAL_ROLLUP_FIGURES:
         changes[name] = case((newer, new[name]), else_=old[name])
         changes[f"{name}_min"] = _least(old[f"{name}_min"], new[f"{name}_min"])
         changes[f"{name}_max"] = _greatest(old[f"{name}_max"], new[f"{name}_max"])
@@ -529,7 +537,7 @@ def source_rows(
     ]
     triples = [
         (getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max"))
-        for name in WAL_FIGURES
+        for name in WAL_ROLLUP_FIGURES
     ]
     bucket = _bucket_of(r.bucket_start, width)
     good = db.session.connection().execute(

@@ -596,7 +596,8 @@ def _storing_peak(app, count: int) -> int:
             1.0,
             "test",
         )
-        bucket = int(started_at.timestamp()) // 600 * 600
+        stored_at = started_at + timedelta(minutes=1)
+        bucket = int(stored_at.timestamp()) // 600 * 600  # the day before the second round's
         day = [[bucket - 600 * k, 10**9 + k] for k in range(143, 0, -1)]
         _db.session.execute(_db.update(SourceState).values(retained_history=day))
         _db.session.commit()
@@ -604,7 +605,7 @@ def _storing_peak(app, count: int) -> int:
         _db.session.expunge_all()
         tracemalloc.start()
         try:
-            record_round(samples, started_at + timedelta(minutes=1), 60, 0, 1.0, "test")
+            record_round(samples, stored_at, 60, 0, 1.0, "test")
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

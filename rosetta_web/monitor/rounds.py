@@ -328,10 +328,12 @@ def _store_batch(
                 setattr(state, name, value)
             state.server_version = sample.server_version
             state.in_recovery = sample.in_recovery
-            state.retained_history = sparkline.fold(
-                state.retained_history, started_at, sample.retained_bytes
-            )
-            state.retained_sparkline = sparkline.draw(state.retained_history)
+            history = sparkline.fold(state.retained_history, started_at, sample.retained_bytes)
+            # Within a bucket, a sample no larger than its maximum changes neither the points
+            # nor the line: neither is drawn nor written again.
+            if history != state.retained_history or state.retained_sparkline is None:
+                state.retained_history = history
+                state.retained_sparkline = sparkline.draw(history)
             state.server = servers[sample.source_id]
         else:
             error = (sample.error or "unknown error")[:500]

@@ -173,8 +173,8 @@ class _Chart:
     point)."""
 
     def __init__(self, times: Iterable[datetime]) -> None:
-        self.errors: dict[datetime, str | None] = dict.fromkeys(times)  # every point, and why
-        # it failed
+        # Every point's time, and why its sample failed (None: it did not).
+        self.errors: dict[datetime, str | None] = dict.fromkeys(times)
         self.series: dict[str, tuple[list[datetime], Sequence[Any], Sequence[Any], Sequence[Any]]]
         self.series = {}
 

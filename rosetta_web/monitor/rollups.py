@@ -526,7 +526,7 @@ def source_rows(
     Return the good samples' rows (bucket, last sample's time, then last, min and max of each
     WAL figure) and the failures' (bucket, last failure's time, its error three times), each
     whose time falls in the range. Buckets wider than the roll-ups' are folded in SQL, over one
-    plain range read by the primary key, whatever the planner knows of the table.
+    range of the chart index (`ix_wal_rollups_chart`, which holds every column read).
     """
     r = WalRollup
     in_range = [

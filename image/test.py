@@ -387,7 +387,11 @@ class Role:
                 self.process.kill()
                 self.process.wait()
                 raise Failed(f"{self.service} did not stop within 60 s of SIGTERM") from None
-            print(f"  {self.service} stopped on SIGTERM (exit {self.process.returncode})")
+            check(
+                self.process.returncode == 0,
+                f"{self.service} stops on SIGTERM with exit 0",
+                self.process.returncode,
+            )
         finally:
             remove_container(self.container)
             self.log.close()

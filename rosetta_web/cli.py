@@ -282,16 +282,23 @@ def verify(pipeline_name: str, sample_keys: int, wait_s: int) -> None:
 
 @rosetta_cli.command("scheduler")
 def scheduler() -> None:
-    """Run the WAL monitor alone in the foreground until interrupted."""
+    """Run the WAL monitor alone in the foreground until SIGTERM or Ctrl+C."""
+    import signal
+
     from flask import current_app
 
     from .monitor.scheduler import MonitorScheduler
 
     # current_app is a proxy typed as Flask; the scheduler's threads need the app object itself.
     app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # the scheduler stops as on Ctrl+C: leadership freed, exit 0
+
+    signal.signal(signal.SIGTERM, stop)
     click.echo(
         f"WAL monitor: sampling every {app.config['WAL_MONITOR_INTERVAL_SECONDS']} s "
-        "(one process among those sharing the database samples); Ctrl+C stops"
+        "(one process among those sharing the database samples); SIGTERM or Ctrl+C stops"
     )
     try:
         MonitorScheduler(app).start(blocking=True)

@@ -193,3 +193,14 @@ def test_a_metadata_outage_logs_two_lines_per_job_and_no_traceback(caplog):
             with monitor.app.app_context():
                 _db.engine.dispose()
         cluster.stop()
+
+
+def test_flask_rosetta_scheduler_stops_on_sigterm_with_exit_0(app, database_url):
+    """`flask rosetta scheduler`, as compose runs it, stops on SIGTERM as on Ctrl+C: it
+    frees its leadership and exits 0 (compose shows no failure on `docker compose stop`)."""
+    scheduler = start(["flask", "rosetta", "scheduler"], database_url)
+    try:
+        assert wait_for(lambda: _rounds(app), timeout=20), "the scheduler did not sample"
+    finally:
+        err = stop(scheduler, must_stop=True)
+    assert scheduler.returncode == 0, err[-2000:]

@@ -27,6 +27,7 @@ import requests  # noqa: E402
 from flask import Flask  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench.history import load_average, median_ms  # noqa: E402
 from rosetta_web import create_app  # noqa: E402
 from rosetta_web.extensions import db  # noqa: E402
 from tests.clients import QueryCounter, sign_in  # noqa: E402
@@ -36,11 +37,6 @@ from tests.pg import Cluster, free_port, wait_for  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES_A_SERVER = 200
 HX = {"HX-Request": "true"}
-
-
-def load() -> str:
-    """The load average, as uptime prints it."""
-    return " ".join(f"{n:.2f}" for n in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
 
 
 def fleet_app(cluster: Cluster, count: int) -> tuple[Flask, str]:
@@ -57,19 +53,9 @@ def fleet_app(cluster: Cluster, count: int) -> tuple[Flask, str]:
     create_operator(app)
     print(
         f"{count:,} sources ({max(1, count // SOURCES_A_SERVER)} servers, a database and a slot "
-        f"each: {count:,} slots), stored in {stored_s:.1f} s; load average {load()}"
+        f"each: {count:,} slots), stored in {stored_s:.1f} s; load average {load_average()}"
     )
     return app, url
-
-
-def median_ms(call, runs: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    """Run `call` `runs` times; return the median in milliseconds and the last result."""
-    times, result = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), result
 
 
 def weigh(app: Flask, runs: int, targets: str, before: bool) -> None:
@@ -192,7 +178,7 @@ def _crowd_one(
         f"  {label}: {clients} clients, {workers} gunicorn workers, {seconds:.0f} s: "
         f"{len(latencies):,} answers, {len(latencies) / elapsed:.0f} a second; "
         f"p50 {statistics.median(ordered):.0f} ms, p95 {p95:.0f} ms; not 200: {len(failures)}; "
-        f"load average {load()}"
+        f"load average {load_average()}"
     )
 
 
@@ -203,7 +189,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args()
-    print(f"load average at the start: {load()}")
+    print(f"load average at the start: {load_average()}")
     cluster = Cluster("bench-dashboard").start()
     try:
         app, url = fleet_app(cluster, 1000)
@@ -222,7 +208,7 @@ def main() -> None:
         )
         app, _ = fleet_app(cluster, 10_000)
         weigh(app, args.runs, " (target <= 150 kB, <= 60 ms)", before=False)
-        print(f"load average at the end: {load()}")
+        print(f"load average at the end: {load_average()}")
     finally:
         cluster.stop()
 

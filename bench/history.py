@@ -359,8 +359,7 @@ def upkeep(app, sources: int) -> None:  # type: ignore[no-untyped-def]
 
 def print_load(when: str) -> None:
     """Print the load average: other work on the machine slows every figure."""
-    one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+    print(f"load average {when}: {load_average()}")
 
 
 def big_server(app, client, headers: dict[str, str], args, url: str, token: str) -> None:  # type: ignore[no-untyped-def]

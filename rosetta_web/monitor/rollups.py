@@ -480,6 +480,20 @@ def _bucket_of(column: Any, width: int) -> ColumnElement[int]:
     return whole(epoch_seconds(column) / literal(float(width), Float))
 
 
+def _chart_range(
+    owner: Any, owner_id: int, start: datetime, end: datetime, width: int, base: int
+) -> list[Any]:
+    """The roll-ups of `base` of one owner (a source's, or a server's slots') that make up the
+    chart buckets of `width` over [start, end): from the first bucket's start."""
+    model = owner.class_
+    return [
+        owner == owner_id,
+        model.bucket_seconds == base,
+        model.bucket_start >= bucket_start(start, width),
+        model.bucket_start < end,
+    ]
+
+
 def _in_buckets(
     keys: list[Any],
     bucket: ColumnElement[int],
@@ -529,12 +543,7 @@ def source_rows(
     range of the chart index (`ix_wal_rollups_chart`, which holds every column read).
     """
     r = WalRollup
-    in_range = [
-        r.source_id == source_id,
-        r.bucket_seconds == base,
-        r.bucket_start >= bucket_start(start, width),
-        r.bucket_start < end,
-    ]
+    in_range = _chart_range(r.source_id, source_id, start, end, width, base)
     triples = [
         (getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max"))
         for name in WAL_ROLLUP_FIGURES
@@ -568,13 +577,7 @@ def slot_rows(
     """Read a server's slots' roll-ups (those named, or all) into chart buckets: rows of
     (bucket, last sample's time, slot, database, series start, last, min, max)."""
     r = SlotRollup
-    where = [
-        r.server_id == server_id,
-        r.bucket_seconds == base,
-        r.bucket_start >= bucket_start(start, width),
-        r.bucket_start < end,
-        r.last_at < end,
-    ]
+    where = [*_chart_range(r.server_id, server_id, start, end, width, base), r.last_at < end]
     if names is not None:
         where.append(r.slot_name.in_(names))
     triples = [(r.retained_bytes, r.retained_bytes_min, r.retained_bytes_max)]
@@ -602,12 +605,7 @@ def slot_peaks(
         (name, database, peak)
         for name, database, peak in db.session.execute(
             select(r.slot_name, func.max(r.database), func.max(r.retained_bytes_max))
-            .where(
-                r.server_id == server_id,
-                r.bucket_seconds == base,
-                r.bucket_start >= bucket_start(start, width),
-                r.bucket_start < end,
-            )
+            .where(*_chart_range(r.server_id, server_id, start, end, width, base))
             .group_by(r.slot_name)
         )
     ]
@@ -656,13 +654,7 @@ def other_slots(
             func.max(r.last_at).over(partition_by=within).label("server_last_at"),
             func.max(r.sample_count).over(partition_by=within).label("server_samples"),
         )
-        .where(
-            r.server_id == server_id,
-            r.bucket_seconds == base,
-            r.bucket_start >= bucket_start(start, width),
-            r.bucket_start < end,
-            r.last_at < end,
-        )
+        .where(*_chart_range(r.server_id, server_id, start, end, width, base), r.last_at < end)
         .subquery()
     )
     c = every.c

@@ -139,7 +139,7 @@ def _read(
             row["wal_directory_bytes"] = _query(
                 conn, queries.WAL_DIRECTORY_BYTES, deadline, timeout_s
             )[0]
-    figures = {
+    return {
         # e.g. "14.12 (Ubuntu 14.12-0ubuntu0.22.04.1)"
         "server_version": row["server_version"][:120],
         "in_recovery": row["in_recovery"],
@@ -149,10 +149,8 @@ def _read(
         "max_slot_wal_keep_size": row["max_slot_wal_keep_size"],
         "slots": [_slot(item) for item in row["slots"]],
         "size_bytes": row.get("wal_directory_bytes"),
+        "publication_exists": row["publication_exists"],  # null when the target names none
     }
-    if target.publication is not None:
-        figures["publication_exists"] = row["publication_exists"]
-    return figures
 
 
 def _sample_once(

@@ -88,7 +88,9 @@ def check_settings() -> None:
 
 
 def _bare_app() -> Flask:
-    return Flask(
+    from .fastjson import FastJSONProvider
+
+    app = Flask(
         __name__,
         template_folder="../templates",
         static_folder="../static",
@@ -97,6 +99,8 @@ def _bare_app() -> Flask:
         if os.environ.get("ROSETTA_INSTANCE_PATH")
         else None,
     )
+    app.json = FastJSONProvider(app)
+    return app
 
 
 def _not_offsets(name: str | None, type_: str, parent_names: object) -> bool:

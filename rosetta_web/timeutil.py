@@ -24,6 +24,15 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us_of(moment: datetime) -> int:
+    """Return a stored time as whole microseconds since 1970 (as `rollups.epoch_us` reads it)."""
+    return (as_utc(moment) - EPOCH) // _MICROSECOND
+
+
 def isoformat(moment: datetime | None) -> str | None:
     """Format a stored time as ISO-8601 UTC with a Z."""
     if moment is None:

@@ -359,3 +359,42 @@ def test_a_publication_body_not_as_documented_is_a_422_naming_its_field(api):
         assert answer["error"] == "ValidationError"
         assert answer["message"] == "1 field failed validation"
         assert answer["details"]["fields"] == {field: [message]}, body
+
+
+def test_json_answers_say_what_flasks_encoder_says(app, api):
+    """Answers are written by orjson: the same JSON as Flask's own encoder, keys sorted, times
+    as HTTP dates, decimals and dataclasses as Flask writes them; what orjson refuses (an
+    integer past 64 bits, a lone surrogate) is written by Flask's encoder, never a 500."""
+    import json
+    from dataclasses import dataclass
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from flask.json.provider import DefaultJSONProvider
+
+    @dataclass
+    class Point:
+        at: datetime
+        value: float
+
+    flask_json = DefaultJSONProvider(app)
+    moment = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    payloads = [
+        {"b": [1, 2.5, None, 1e16], "a": {"z": "é", "y": True}, "c": moment},
+        {"decimal": Decimal("12.50"), "point": Point(moment, 0.1), "nan": "x"},
+        [{"big": 2**64}],
+        {"text": "shop\ud800"},
+    ]
+    with app.test_request_context():
+        for payload in payloads:
+            ours = app.json.response(payload)
+            theirs = flask_json.response(payload)
+            assert ours.mimetype == "application/json"
+            assert json.loads(ours.get_data()) == json.loads(theirs.get_data())
+            written = ours.get_data(as_text=True)
+            assert written.endswith("\n") and "\n" not in written[:-1]
+    assert app.json.response(payloads[0]).get_data(as_text=True).index('"a"') == 1
+    # The API's own answers come out so, with the right type.
+    response = api.get("/api/v1/sources")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json() == []

@@ -161,6 +161,45 @@ def test_buckets_are_drawn_at_their_last_sample_with_a_min_max_band(request, bac
     assert later["series"]["size_bytes"]["last"][:-1] == size["last"]
 
 
+@pytest.mark.parametrize("backend", ["app", "sqlite_app"])
+def test_points_keep_their_samples_microseconds(request, backend):
+    """A sample stored at .000001 or .999999 of a second is drawn at that microsecond, raw and
+    in buckets, as the database itself prints its time (times are read as whole microseconds
+    since 1970, not as timestamps)."""
+    app = request.getfixturevalue(backend)
+    source_id = add_source(app, "precise", 5432)
+    fractions = (1, 999_999, 500_000, 0)
+    with app.app_context():
+        server = new_server("127.0.0.1:5432", "7000000000000000002", last_sampled_at=T0)
+        _db.session.add(server)
+        _db.session.flush()
+        _db.session.add(new_state(source_id, server_id=server.id))
+        for i, fraction in enumerate(fractions):
+            moment = T0 + timedelta(seconds=60 * i, microseconds=fraction)
+            _db.session.add(wal_metric(source_id, moment, size_bytes=i, retained_bytes=i))
+            _db.session.add(slot_metric(server.id, moment, "slot_a", retained_bytes=i))
+        _db.session.commit()
+        if backend == "app":
+            printed = "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        else:
+            printed = "replace(recorded_at, ' ', 'T')"
+        stored = _db.session.scalars(
+            _db.text(f"SELECT {printed} FROM wal_metrics ORDER BY recorded_at")
+        ).all()
+    # As ISO-8601 prints them: no fraction when there is none.
+    expected = [text.removesuffix(".000000") + "Z" for text in stored]
+    assert expected[0].endswith(":00.000001Z") and expected[1].endswith(":00.999999Z")
+    assert expected[3].endswith(":00Z")
+    end = (T0 + timedelta(minutes=5)).isoformat()
+    raw = _history(app, source_id, T0.isoformat(), end, 10)
+    assert raw["bucket_seconds"] == 0 and raw["times"] == expected
+    assert raw["slots"]["slot_a"]["last"] == [0, 1, 2, 3]
+    bucketed = _history(app, source_id, T0.isoformat(), end, 2)
+    assert bucketed["bucket_seconds"] == 150
+    assert bucketed["times"] == [expected[2], expected[3]]  # each bucket's last sample
+    assert bucketed["slots"]["slot_a"]["last"] == [2, 3]
+
+
 def test_window_reads_relative_and_absolute_times():
     """Relative and ISO times resolve against now; wrong ones name their field."""
     now = T0

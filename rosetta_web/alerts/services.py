@@ -275,8 +275,8 @@ def growing_forecasts(
 
 def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Return the periods the source's alerts fired within a range, for its chart."""
-    rows = db.session.scalars(
-        select(Alert)
+    rows = db.session.execute(
+        select(Alert.rule, Alert.severity, Alert.slot_name, Alert.started_at, Alert.resolved_at)
         .where(
             Alert.source_id == source.id,
             Alert.started_at <= end,
@@ -286,13 +286,13 @@ def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str
     )
     return [
         {
-            "rule": alert.rule,
-            "severity": alert.severity,
-            "slot_name": alert.slot_name,
-            "start": max(as_utc(alert.started_at), start),
-            "end": min(as_utc(alert.resolved_at), end) if alert.resolved_at else end,
+            "rule": rule,
+            "severity": severity,
+            "slot_name": slot_name,
+            "start": max(as_utc(started_at), start),
+            "end": min(as_utc(resolved_at), end) if resolved_at else end,
         }
-        for alert in rows
+        for rule, severity, slot_name, started_at, resolved_at in rows
     ]
 
 

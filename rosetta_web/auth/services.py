@@ -11,6 +11,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..audit import services as audit
@@ -247,7 +248,11 @@ class TokenStopped(DomainError):
 def token_for(raw: str) -> ApiToken | None:
     """Return the bearer token of an enabled user, noting when it was last used (TokenStopped
     while its user must choose a new password)."""
-    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
+    token = db.session.scalar(
+        select(ApiToken)
+        .where(ApiToken.token_hash == hash_token(raw))
+        .options(joinedload(ApiToken.user))  # one query: every call signed with a token
+    )
     if token is None or not token.user.is_active:
         return None
     if token.user.must_change_password:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Annotated, Any
 
 from flask import current_app
-from sqlalchemy import Float, func, literal, select, text
+from sqlalchemy import DateTime, Float, func, literal, select, text
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
@@ -36,11 +36,17 @@ from ..models import (
     WalMetric,
 )
 from ..shapes import Declared, Described, IntArg, Moment, TextArg
-from ..timeutil import MOMENT_WORDS, ParameterError, as_utc, isoformat, parse_moment, utcnow
+from ..timeutil import (
+    EPOCH,
+    MOMENT_WORDS,
+    ParameterError,
+    isoformat,
+    parse_moment,
+    utcnow,
+)
 from . import rollups
 
 DEFAULT_RANGE = timedelta(hours=24)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
 START = TextArg("start", description=f"{MOMENT_WORDS}; default end minus 24h")
@@ -89,7 +95,7 @@ def _by_bucket(
     labels: tuple[str, ...] = (),
 ) -> Any:
     """Bucket the rows of `model` whose `owner` column is `owner_id`: per bucket (and `key`),
-    the time of the last row, its values, and the min and max of each of `names`.
+    the time of the last row (`_time`), its values, and the min and max of each of `names`.
 
     One pass groups the rows in range for min, max and the last time; a lookup on that time,
     through the (owner, recorded_at) index, reads the last row's values: one per bucket, not
@@ -127,9 +133,9 @@ def _by_bucket(
         ]
     return select(
         buckets.c.bucket,
-        buckets.c.last_at,
+        rollups.epoch_us(buckets.c.last_at),
         *([buckets.c[key]] if key else []),
-        *[buckets.c[name] for name in labels],
+        *[_time(buckets.c[name]) for name in labels],
         *triples,
     )
 
@@ -151,11 +157,24 @@ def _raw(
         triples += [getattr(model, name)] * 3
     return select(
         literal(0),
-        model.recorded_at,
+        rollups.epoch_us(model.recorded_at),
         *keys,
-        *[getattr(model, name) for name in labels],
+        *[_time(getattr(model, name)) for name in labels],
         *triples,
     ).where(owner == owner_id, model.recorded_at >= win.start, model.recorded_at < win.end, *only)
+
+
+def _time(column: Any) -> Any:
+    """A column as a chart reads it: a time as microseconds since 1970 (`rollups.epoch_us`)."""
+    return rollups.epoch_us(column) if isinstance(column.type, DateTime) else column
+
+
+_NAIVE_EPOCH = EPOCH.replace(tzinfo=None)
+
+
+def _iso(us: int) -> str:
+    """A time read as microseconds since 1970, as ISO-8601 UTC with a Z (as `isoformat`)."""
+    return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat() + "Z"
 
 
 WAL_SERIES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
@@ -164,38 +183,35 @@ TOP_SLOTS = 10  # besides the source's own database's slots, charted one line ea
 
 
 _KINDS_ORDER = ("last", "min", "max")
-_AT = itemgetter(1)  # a row's time: its sample's, or its bucket's last sample's
+_AT = itemgetter(1)  # a row's time (microseconds since 1970): its sample's, or its bucket's last
 
 
 class _Chart:
-    """A chart's points by time, and its series as columns: each series' times and its last,
-    min and max at them (a chart of a few thousand points is read as columns, not point by
-    point)."""
+    """A chart's points by time (microseconds since 1970), and its series as columns: each
+    series' times and its last, min and max at them (a chart of a few thousand points is read
+    as columns, not point by point)."""
 
-    def __init__(self, times: Iterable[datetime]) -> None:
+    def __init__(self, times: Iterable[int]) -> None:
         # Every point's time, and why its sample failed (None: it did not).
-        self.errors: dict[datetime, str | None] = dict.fromkeys(times)
-        self.series: dict[str, tuple[list[datetime], Sequence[Any], Sequence[Any], Sequence[Any]]]
+        self.errors: dict[int, str | None] = dict.fromkeys(times)
+        self.series: dict[str, tuple[list[int], Sequence[Any], Sequence[Any], Sequence[Any]]]
         self.series = {}
 
-    def add(self, times: Iterable[datetime]) -> None:
+    def add(self, times: Iterable[int]) -> None:
         """Make sure there is a point at each of `times`."""
-        for at in times:
-            self.errors.setdefault(at, None)
+        self.errors.update(dict.fromkeys(set(times).difference(self.errors)))
 
-    def put(self, name: str, times: list[datetime], *kinds: Sequence[Any]) -> None:
+    def put(self, name: str, times: list[int], *kinds: Sequence[Any]) -> None:
         """Set a series: its times and its last, min and max at them, adding the points."""
         self.add(times)
         self.series[name] = (times, *kinds)  # type: ignore[assignment]
 
-    def put_cells(self, name: str, cells: dict[datetime, tuple[Any, Any, Any]]) -> None:
+    def put_cells(self, name: str, cells: dict[int, tuple[Any, Any, Any]]) -> None:
         """Set a series from its (last, min, max) by time."""
         kinds = [list(kind) for kind in zip(*cells.values(), strict=True)] or [[], [], []]
         self.put(name, list(cells), *kinds)
 
-    def figures(
-        self, name: str, times: list[datetime], index: dict[datetime, int]
-    ) -> dict[str, list[Any]]:
+    def figures(self, name: str, times: list[int], index: dict[int, int]) -> dict[str, list[Any]]:
         """A series' last, min and max at each of `times` (None where it has no figure);
         `index` is each time's place among them."""
         at_times, *kinds = self.series.get(name, ([], [], [], []))
@@ -394,25 +410,25 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
         good = rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES)
         failed = rows(SampleError, SampleError.source_id, source.id, ("error",))
     good = sorted(good, key=_AT)
-    good_times = [as_utc(row[1]) for row in good]
+    good_times = [row[1] for row in good]
     chart = _Chart(good_times)
     columns = _columns(good, 2 + 3 * len(WAL_SERIES))
     for i, name in enumerate(WAL_SERIES):
         chart.put(name, good_times, *(_numbers(kind) for kind in columns[2 + 3 * i : 5 + 3 * i]))
     # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
-    bucket_time: dict[int, datetime] = {}
+    bucket_time: dict[int, int] = {}
     if width:
         bucket_time = dict(zip(columns[0], good_times, strict=True))
     for row in failed:
-        chart.errors[as_utc(row[1])] = row[2]
+        chart.errors[row[1]] = row[2]
 
     own: list[str] = []
     shown: list[str] = []
     not_drawn: list[str] = []
     databases: dict[str, str | None] = {}
     # Each slot read: its times, and its last, min and max retained at them.
-    lines: dict[str, tuple[list[datetime], Sequence[Any], Sequence[Any], Sequence[Any]]] = {}
-    series_of: dict[str, dict[datetime, Any]] = {}
+    lines: dict[str, tuple[list[int], Sequence[Any], Sequence[Any], Sequence[Any]]] = {}
+    series_of: dict[str, dict[int, Any]] = {}
     if server is not None and server.last_sampled_at is not None:
         in_range = (
             SlotMetric.server_id == server.id,
@@ -442,7 +458,7 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
                     sorted(slot_rows, key=_AT), 8
                 )
                 times = [
-                    (width and bucket_time.get(bucket)) or as_utc(moment)
+                    (width and bucket_time.get(bucket)) or moment
                     for bucket, moment in zip(buckets, moments, strict=True)
                 ]
                 highs = _numbers(high)
@@ -508,7 +524,7 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
         elif not_drawn and many:
             _most_of_others(chart, bucket_time, width, in_range, shown)
         elif not_drawn:
-            most_at: dict[datetime, tuple[Any, Any, Any]] = {}
+            most_at: dict[int, tuple[Any, Any, Any]] = {}
             for name in not_drawn:
                 for at, *figures in zip(*lines[name], strict=True):
                     last, low, high = most_at.get(at, (0, 0, 0))
@@ -529,8 +545,7 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
         "start": isoformat(win.start),
         "end": isoformat(win.end),
         "bucket_seconds": width,
-        # Each point's time is aware UTC already (as_utc when read).
-        "times": [at.isoformat().replace("+00:00", "Z") for at in times],
+        "times": [_iso(at) for at in times],
         "errors": [chart.errors[at] for at in times],
         "series": {name: chart.figures(name, times, index) for name in WAL_SERIES},
         "slots": {
@@ -548,9 +563,7 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
     }
 
 
-def _series_starts(
-    times: list[datetime], drawn: set[datetime], series: dict[datetime, Any]
-) -> list[str]:
+def _series_starts(times: list[int], drawn: set[int], series: dict[int, Any]) -> list[str]:
     """Return the times (of `times`, where the slot has figures) at which a slot's line starts
     a new series (the slot was dropped and created again): its line ends before them, not
     joined to the new one."""
@@ -561,7 +574,7 @@ def _series_starts(
             continue
         now = series.get(at)
         if now is not None and before is not None and now != before:
-            starts.append(str(isoformat(at)))
+            starts.append(_iso(at))
         before = now if now is not None else before
     return starts
 
@@ -571,7 +584,7 @@ OTHERS = "\x00others"  # the key of the slots not drawn in a point: no slot is n
 
 def _most_of_others(
     chart: _Chart,
-    bucket_time: dict[int, datetime],
+    bucket_time: dict[int, int],
     width: int,
     in_range: tuple[Any, ...],
     shown: list[str],
@@ -581,25 +594,23 @@ def _most_of_others(
     would count it once per slot), per sample in SQL, then, in buckets, the last and the
     smallest and largest."""
     totals = db.session.execute(
-        select(SlotMetric.recorded_at, func.max(SlotMetric.retained_bytes))
+        select(rollups.epoch_us(SlotMetric.recorded_at), func.max(SlotMetric.retained_bytes))
         .where(*in_range, SlotMetric.slot_name.not_in(shown))
         .group_by(SlotMetric.recorded_at)
         .order_by(SlotMetric.recorded_at)
     )
     if not width:
-        most: dict[datetime, tuple[Any, Any, Any]] = {}
-        for moment, total in totals:
-            at = as_utc(moment)
+        most: dict[int, tuple[Any, Any, Any]] = {}
+        for at, total in totals:
             if at in chart.errors:  # a time this source was sampled at
                 value = _number(total)
                 most[at] = (value, value, value)
         chart.put_cells(OTHERS, most)
         return
-    buckets: dict[int, tuple[datetime, Any, Any, Any]] = {}
-    for moment, total in totals:
-        at = as_utc(moment)
+    buckets: dict[int, tuple[int, Any, Any, Any]] = {}
+    for at, total in totals:
         value = _number(total)
-        bucket = int(at.timestamp() // width)
+        bucket = at // (width * 1_000_000)
         _, _, low, high = buckets.get(bucket, (at, value, value, value))
         buckets[bucket] = (at, value, min(low, value), max(high, value))  # rows come in order
     chart.put_cells(

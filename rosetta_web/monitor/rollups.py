@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CursorResult,
     Float,
     Integer,
@@ -27,8 +28,8 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    extract,
     func,
-    literal,
     or_,
     select,
     text,
@@ -51,7 +52,7 @@ from ..models import (
     WalMetric,
     WalRollup,
 )
-from ..timeutil import as_utc, utcnow
+from ..timeutil import as_utc, epoch_us_of, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +459,11 @@ def backfill(connection: Connection) -> Backfilled:
 # ---------------------------------------------------------------------------------------------
 # Read for charts, in monitor/history.py's row shapes
 
+#
+# Every time comes back as whole microseconds since 1970 (`epoch_us`), and each statement is
+# built once per shape with its values as parameters (`_statement`): a chart reads thousands
+# of rows in a request that should take milliseconds.
+
 
 def epoch_seconds(column: Any) -> ColumnElement[float]:
     """Seconds since 1970 of a timestamp column as a float, on PostgreSQL and on SQLite."""
@@ -468,6 +474,22 @@ def epoch_seconds(column: Any) -> ColumnElement[float]:
     return type_coerce(func.date_part("epoch", column), Float)
 
 
+def epoch_us(column: Any) -> ColumnElement[int]:
+    """Microseconds since 1970 of a timestamp column, exactly, as a whole number.
+
+    Read so, a time costs a fraction of a timestamp's: psycopg2 builds a datetime and its
+    time zone for every timestamp it reads; a chart makes strings of the few it shows.
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        # Stored as text, '2026-03-01 12:00:00.000000': its whole seconds, then microseconds.
+        return type_coerce(
+            cast(func.strftime("%s", func.substr(column, 1, 19)), Integer) * 1_000_000
+            + cast(func.substr(column, 21, 6), Integer),
+            BigInteger,
+        )
+    return cast(extract("epoch", column) * 1_000_000, BigInteger)  # numeric: exact
+
+
 def whole(value: Any) -> ColumnElement[int]:
     """Round a non-negative number down (SQLite's CAST truncates; PostgreSQL's rounds)."""
     if db.session.get_bind().dialect.name == "sqlite":
@@ -475,61 +497,105 @@ def whole(value: Any) -> ColumnElement[int]:
     return cast(func.floor(value), Integer)
 
 
-def _bucket_of(column: Any, width: int) -> ColumnElement[int]:
-    """The chart bucket of `width` seconds a roll-up's start falls in, as a whole number."""
-    return whole(epoch_seconds(column) / literal(float(width), Float))
+def _bucket_of(column: Any) -> ColumnElement[int]:
+    """The chart bucket (of `width` seconds, a parameter) a roll-up's start falls in."""
+    return whole(epoch_seconds(column) / bindparam("width", type_=Float))
 
 
-def _chart_range(
-    owner: Any, owner_id: int, start: datetime, end: datetime, width: int, base: int
-) -> list[Any]:
-    """The roll-ups of `base` of one owner (a source's, or a server's slots') that make up the
-    chart buckets of `width` over [start, end): from the first bucket's start."""
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(build: Callable[..., Any], *shape: Any) -> Any:
+    """The statement `build(*shape)` makes for this database, built once and kept (its
+    values are parameters: `_chart_range`'s, and what `build` names)."""
+    key = (build, db.session.get_bind().dialect.name, *shape)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = build(*shape)
+    return found
+
+
+def _chart_range(owner: Any) -> list[Any]:
+    """The roll-ups of one owner (a source's, or a server's slots') and width (`base`) that
+    make up the chart buckets over [start, end): from the first bucket's start (`first`)."""
     model = owner.class_
     return [
-        owner == owner_id,
-        model.bucket_seconds == base,
-        model.bucket_start >= bucket_start(start, width),
-        model.bucket_start < end,
+        owner == bindparam("owner"),
+        model.bucket_seconds == bindparam("base"),
+        model.bucket_start >= bindparam("first"),
+        model.bucket_start < bindparam("end"),
     ]
 
 
-def _in_buckets(
-    keys: list[Any],
-    bucket: ColumnElement[int],
-    at: Any,
-    triples: list[tuple[Any, Any, Any]],
-    labels: list[Any],
-    where: list[Any],
-    start: datetime,
-    fold: bool,
-) -> Any:
-    """Select roll-up rows as chart buckets: `keys`, the bucket, the last sample's time `at`,
-    each triple's (last, min, max), then `labels`, for the rows in `where` whose last sample is
-    at or after `start`.
+def _range_values(
+    owner_id: int, start: datetime, end: datetime, width: int, base: int
+) -> dict[str, Any]:
+    """The parameters of `_chart_range` and `_bucket_of`, and the range's start."""
+    return {
+        "owner": owner_id,
+        "base": base,
+        "first": bucket_start(start, width),
+        "start": start,
+        "end": end,
+        "width": float(width),
+    }
 
-    Folded (buckets wider than the roll-ups'), the rows of a bucket (and keys) become one, in
-    SQL: the latest row's time, lasts and labels, the least of the mins and the most of the
-    maxes; each bucket is kept when its last sample is in range.
+
+def _source_select(fold: bool) -> Any:
+    """A source's roll-ups as chart buckets: the bucket (`_bucket_of`), the last sample's time
+    (`epoch_us`), each WAL figure's last, min and max, for the rows whose last sample is at or
+    after the `start` parameter.
+
+    Folded (buckets wider than the roll-ups'), the rows of a bucket become one, in SQL: the
+    latest row's time and lasts, the least of the mins and the most of the maxes; each bucket
+    is kept when its last sample is in range.
     """
+    r = WalRollup
+    triples = [
+        (getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max"))
+        for name in WAL_ROLLUP_FIGURES
+    ]
+    where = [*_chart_range(r.source_id), r.last_at < bindparam("end")]
+    bucket = _bucket_of(r.bucket_start)
+    start: Any = bindparam("start")
     if not fold:
         figures = [column for triple in triples for column in triple]
-        return select(*keys, bucket, at, *figures, *labels).where(*where, at >= start)
+        return select(bucket, epoch_us(r.last_at), *figures).where(*where, r.last_at >= start)
     # One window for all (the whole bucket, latest first): one pass over the sorted rows.
     every: dict[str, Any] = {
-        "partition_by": [*keys, bucket],
-        "order_by": at.desc(),
+        "partition_by": bucket,
+        "order_by": r.last_at.desc(),
         "rows": (None, None),
     }
     figures = []
     for last, low, high in triples:
         figures += [last, func.min(low).over(**every), func.max(high).over(**every)]
     latest = func.row_number().over(**every)
-    found = select(
-        *keys, bucket.label("bucket"), at, *figures, *labels, latest.label("latest")
-    ).where(*where)
-    rows = found.subquery()
-    return select(*list(rows.c)[:-1]).where(rows.c.latest == 1, rows.c[at.key] >= start)
+    rows = (
+        select(
+            bucket.label("bucket"),
+            epoch_us(r.last_at).label("at_us"),
+            *figures,
+            r.last_at.label("at"),
+            latest.label("latest"),
+        )
+        .where(*where)
+        .subquery()
+    )
+    return select(*list(rows.c)[:-2]).where(rows.c.latest == 1, rows.c.at >= start)
+
+
+def _failures_select() -> Any:
+    r = WalRollup
+    return (
+        select(_bucket_of(r.bucket_start), epoch_us(r.last_error_at), r.last_error)
+        .where(
+            *_chart_range(r.source_id),
+            r.last_error_at >= bindparam("start"),
+            r.last_error_at < bindparam("end"),
+        )
+        .order_by(r.last_error_at)
+    )
 
 
 def source_rows(
@@ -539,31 +605,38 @@ def source_rows(
 
     Return the good samples' rows (bucket, last sample's time, then last, min and max of each
     WAL figure) and the failures' (bucket, last failure's time, its error three times), each
-    whose time falls in the range. Buckets wider than the roll-ups' are folded in SQL, over one
-    range of the chart index (`ix_wal_rollups_chart`, which holds every column read).
+    whose time falls in the range, times in microseconds since 1970. Buckets wider than the
+    roll-ups' are folded in SQL, over one range of the chart index (`ix_wal_rollups_chart`,
+    which holds every column read).
     """
-    r = WalRollup
-    in_range = _chart_range(r.source_id, source_id, start, end, width, base)
-    triples = [
-        (getattr(r, name), getattr(r, f"{name}_min"), getattr(r, f"{name}_max"))
-        for name in WAL_ROLLUP_FIGURES
-    ]
-    bucket = _bucket_of(r.bucket_start, width)
-    good = db.session.connection().execute(
-        _in_buckets(
-            [], bucket, r.last_at, triples, [], [*in_range, r.last_at < end], start, width != base
-        )
-    )
-    failures = db.session.connection().execute(
-        select(bucket, r.last_error_at, r.last_error)
-        .where(*in_range, r.last_error_at >= start, r.last_error_at < end)
-        .order_by(r.last_error_at)
-    )
+    values = _range_values(source_id, start, end, width, base)
+    connection = db.session.connection()
+    good = connection.execute(_statement(_source_select, width != base), values).all()
+    failures = connection.execute(_statement(_failures_select), values)
     # Failures are few: each chart bucket's last (they come in time order).
-    last_failure = {
-        key: (key, as_utc(at), error, error, error) for key, at, error in failures if at is not None
-    }
-    return list(good.all()), list(last_failure.values())
+    last_failure = {key: (key, at, error, error, error) for key, at, error in failures}
+    return list(good), list(last_failure.values())
+
+
+def _slot_select(named: bool) -> Any:
+    """A server's slots' roll-ups (those named by the `names` parameter, or all) from the first
+    chart bucket's start, each with its chart bucket (`slot_rows` folds them: a window
+    partitioned by slot name sorts text, which costs several times what reading the rows
+    does)."""
+    r = SlotRollup
+    where = [*_chart_range(r.server_id), r.last_at < bindparam("end")]
+    if named:
+        where.append(r.slot_name.in_(bindparam("names", expanding=True)))
+    return select(
+        r.slot_name,
+        _bucket_of(r.bucket_start),
+        epoch_us(r.last_at),
+        r.retained_bytes,
+        r.retained_bytes_min,
+        r.retained_bytes_max,
+        r.database,
+        epoch_us(r.series_started_at),
+    ).where(*where)
 
 
 def slot_rows(
@@ -575,24 +648,46 @@ def slot_rows(
     names: list[str] | None = None,
 ) -> list[Any]:
     """Read a server's slots' roll-ups (those named, or all) into chart buckets: rows of
-    (bucket, last sample's time, slot, database, series start, last, min, max)."""
-    r = SlotRollup
-    where = [*_chart_range(r.server_id, server_id, start, end, width, base), r.last_at < end]
+    (bucket, last sample's time, slot, database, series start, last, min, max), times in
+    microseconds since 1970, each whose time falls in the range.
+
+    A slot's rows of a bucket (several, when buckets are wider than the roll-ups') become
+    one: the latest row's time, last, database and series, the least of the mins and the most
+    of the maxes; each bucket is kept when its last sample is in range.
+    """
+    values = _range_values(server_id, start, end, width, base)
     if names is not None:
-        where.append(r.slot_name.in_(names))
-    triples = [(r.retained_bytes, r.retained_bytes_min, r.retained_bytes_max)]
-    labels = [r.database, r.series_started_at]
-    bucket = _bucket_of(r.bucket_start, width)
-    return [
-        (key, at, name, database, series, last, low, high)
-        for name, key, at, last, low, high, database, series in db.session.connection()
-        .execute(
-            _in_buckets(
-                [r.slot_name], bucket, r.last_at, triples, labels, where, start, width != base
-            )
-        )
-        .all()
-    ]
+        values["names"] = names
+    found = db.session.connection().execute(_statement(_slot_select, names is not None), values)
+    since = epoch_us_of(start)
+    if width == base:  # a row a bucket
+        return [
+            (key, at, name, database, series, last, low, high)
+            for name, key, at, last, low, high, database, series in found.all()
+            if at >= since
+        ]
+    buckets: dict[tuple[str, int], list[Any]] = {}
+    for name, key, at, last, low, high, database, series in found.all():
+        row = buckets.get((name, key))
+        if row is None:
+            buckets[(name, key)] = [key, at, name, database, series, last, low, high]
+            continue
+        if at > row[1]:
+            row[1], row[3], row[4], row[5] = at, database, series, last
+        if low is not None and (row[6] is None or low < row[6]):
+            row[6] = low
+        if high is not None and (row[7] is None or high > row[7]):
+            row[7] = high
+    return [tuple(row) for row in buckets.values() if row[1] >= since]
+
+
+def _peaks_select() -> Any:
+    r = SlotRollup
+    return (
+        select(r.slot_name, func.max(r.database), func.max(r.retained_bytes_max))
+        .where(*_chart_range(r.server_id))
+        .group_by(r.slot_name)
+    )
 
 
 def slot_peaks(
@@ -600,13 +695,11 @@ def slot_peaks(
 ) -> list[tuple[str, str | None, Any]]:
     """Each slot of the server with roll-ups in the range: its name, database and the most
     WAL it retained."""
-    r = SlotRollup
+    values = _range_values(server_id, start, end, width, base)
     return [
         (name, database, peak)
-        for name, database, peak in db.session.execute(
-            select(r.slot_name, func.max(r.database), func.max(r.retained_bytes_max))
-            .where(*_chart_range(r.server_id, server_id, start, end, width, base))
-            .group_by(r.slot_name)
+        for name, database, peak in db.session.connection().execute(
+            _statement(_peaks_select), values
         )
     ]
 
@@ -628,17 +721,7 @@ def _folded(rows: list[Any]) -> list[tuple[Any, ...]]:
     return list(found.values())
 
 
-def other_slots(
-    server_id: int, start: datetime, end: datetime, width: int, base: int, shown: list[str]
-) -> dict[int, tuple[datetime, Any, Any, Any]]:
-    """The most WAL one of the slots not shown retains, per chart bucket: (time of the
-    server's last sample in it, the most one of them retained then, a least and a most of it).
-
-    Their retained WAL overlaps (all of it ends at the server's position), so the line is the
-    largest, not a sum. The band's top is exact (the largest of their largest); its bottom is
-    a bound the figure never went below: the largest of the least of the slots present in
-    every sample of the bucket (roll-ups keep no per-sample largest).
-    """
+def _others_select() -> Any:
     r = SlotRollup
     within = r.bucket_start
     every = (
@@ -654,31 +737,42 @@ def other_slots(
             func.max(r.last_at).over(partition_by=within).label("server_last_at"),
             func.max(r.sample_count).over(partition_by=within).label("server_samples"),
         )
-        .where(*_chart_range(r.server_id, server_id, start, end, width, base), r.last_at < end)
+        .where(*_chart_range(r.server_id), r.last_at < bindparam("end"))
         .subquery()
     )
     c = every.c
-    rows: list[Any] = list(
-        db.session.execute(
-            select(
-                _bucket_of(c.bucket_start, width),
-                func.max(c.server_last_at),
-                func.coalesce(
-                    func.max(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
-                ),
-                func.coalesce(
-                    func.max(case((c.sample_count == c.server_samples, c.retained_bytes_min))), 0
-                ),
-                func.max(c.retained_bytes_max),
-            )
-            .where(c.slot_name.not_in(shown))
-            .group_by(c.bucket_start)
+    return (
+        select(
+            _bucket_of(c.bucket_start),
+            epoch_us(func.max(c.server_last_at)),
+            func.coalesce(
+                func.max(case((c.last_at == c.server_last_at, c.retained_bytes), else_=None)), 0
+            ),
+            func.coalesce(
+                func.max(case((c.sample_count == c.server_samples, c.retained_bytes_min))), 0
+            ),
+            func.max(c.retained_bytes_max),
         )
+        .where(c.slot_name.not_in(bindparam("shown", expanding=True)))
+        .group_by(c.bucket_start)
     )
+
+
+def other_slots(
+    server_id: int, start: datetime, end: datetime, width: int, base: int, shown: list[str]
+) -> dict[int, tuple[int, Any, Any, Any]]:
+    """The most WAL one of the slots not shown retains, per chart bucket: (time of the
+    server's last sample in it, in microseconds since 1970, the most one of them retained
+    then, a least and a most of it).
+
+    Their retained WAL overlaps (all of it ends at the server's position), so the line is the
+    largest, not a sum. The band's top is exact (the largest of their largest); its bottom is
+    a bound the figure never went below: the largest of the least of the slots present in
+    every sample of the bucket (roll-ups keep no per-sample largest).
+    """
+    values = {**_range_values(server_id, start, end, width, base), "shown": shown}
+    rows: list[Any] = list(db.session.connection().execute(_statement(_others_select), values))
     if width != base:
         rows = _folded(rows)
-    return {
-        key: (as_utc(at), last, low, high)
-        for key, at, last, low, high in rows
-        if as_utc(at) >= start
-    }
+    since = epoch_us_of(start)
+    return {key: (at, last, low, high) for key, at, last, low, high in rows if at >= since}

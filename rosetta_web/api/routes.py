@@ -51,7 +51,7 @@ from ..resources import Resource
 from ..shapes import ArgError, ChoiceArg, IntArg
 from ..sources import services as sources
 from ..sources.forms import PublicationForm
-from ..sources.services import SOURCES, latest_slots, sample_now, server_of
+from ..sources.services import SOURCES, chart_server, latest_slots, sample_now
 from ..timeutil import ParameterError, parse_moment, utcnow
 from . import bp
 from .bodies import altered_by_filters, formdata_from_json, json_body, publication_formdata
@@ -247,7 +247,7 @@ def wal_history(entity_id: int) -> Response:
         raise ApiError(422, str(exc), {"fields": {exc.field: [str(exc)]}}) from None
     settings = effective_settings(source)
     answer = WalHistory(
-        **history.history(source, server_of(source), win, max_points),
+        **history.history(source, chart_server(source), win, max_points),
         thresholds=Thresholds(
             warning_bytes=settings.retained_warning_bytes,
             critical_bytes=settings.retained_critical_bytes,

@@ -627,16 +627,20 @@ def _slot_select(named: bool) -> Any:
     where = [*_chart_range(r.server_id), r.last_at < bindparam("end")]
     if named:
         where.append(r.slot_name.in_(bindparam("names", expanding=True)))
-    return select(
-        r.slot_name,
-        _bucket_of(r.bucket_start),
-        epoch_us(r.last_at),
-        r.retained_bytes,
-        r.retained_bytes_min,
-        r.retained_bytes_max,
-        r.database,
-        epoch_us(r.series_started_at),
-    ).where(*where)
+    return (
+        select(
+            r.slot_name,
+            _bucket_of(r.bucket_start),
+            epoch_us(r.last_at),
+            r.retained_bytes,
+            r.retained_bytes_min,
+            r.retained_bytes_max,
+            r.database,
+            epoch_us(r.series_started_at),
+        )
+        .where(*where)
+        .order_by(r.slot_name, r.bucket_start)  # the chart index's order: no sort
+    )
 
 
 def slot_rows(
@@ -666,19 +670,20 @@ def slot_rows(
             for name, key, at, last, low, high, database, series in found.all()
             if at >= since
         ]
-    buckets: dict[tuple[str, int], list[Any]] = {}
+    # A slot's rows of a bucket come one after another, the latest last.
+    folded: list[list[Any]] = []
+    row: list[Any] = [None, None, None]
     for name, key, at, last, low, high, database, series in found.all():
-        row = buckets.get((name, key))
-        if row is None:
-            buckets[(name, key)] = [key, at, name, database, series, last, low, high]
+        if key != row[0] or name != row[2]:
+            row = [key, at, name, database, series, last, low, high]
+            folded.append(row)
             continue
-        if at > row[1]:
-            row[1], row[3], row[4], row[5] = at, database, series, last
+        row[1], row[3], row[4], row[5] = at, database, series, last
         if low is not None and (row[6] is None or low < row[6]):
             row[6] = low
         if high is not None and (row[7] is None or high > row[7]):
             row[7] = high
-    return [tuple(row) for row in buckets.values() if row[1] >= since]
+    return [tuple(row) for row in folded if row[1] >= since]
 
 
 def _peaks_select() -> Any:

@@ -457,12 +457,10 @@ def backfill(connection: Connection) -> Backfilled:
 
 
 # ---------------------------------------------------------------------------------------------
-# Read for charts, in monitor/history.py's row shapes
-
-#
-# Every time comes back as whole microseconds since 1970 (`epoch_us`), and each statement is
-# built once per shape with its values as parameters (`_statement`): a chart reads thousands
-# of rows in a request that should take milliseconds.
+# Read for charts, in monitor/history.py's row shapes. Every time comes back as whole
+# microseconds since 1970 (`epoch_us`), and each statement is built once per shape with its
+# values as parameters (`_statement`): a chart reads thousands of rows in a request that
+# should take milliseconds.
 
 
 def epoch_seconds(column: Any) -> ColumnElement[float]:

@@ -194,9 +194,9 @@ def raw_bucketed(url: str, source_id: int, start: datetime, end: datetime, point
 
 def vacuumed(engine, tables: tuple[str, ...]) -> float:  # type: ignore[no-untyped-def]
     """VACUUM ANALYZE the tables until their pages are all-visible, as autovacuum leaves a
-    table whose rows are old (a snapshot still open elsewhere, such as autovacuum's own on
-    the freshly loaded samples, keeps a VACUUM from marking them: then the charts' index-only
-    scans read the table too); return the share of their pages that are, after 10 tries."""
+    table whose rows are old (an older snapshot still open, an autovacuum worker's say, keeps
+    a VACUUM from marking the rows just built: then the charts' index-only scans read the
+    table too); return the share of their pages that are, after 10 tries."""
     share = 0.0
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for _ in range(10):

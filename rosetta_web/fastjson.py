@@ -1,11 +1,11 @@
 """JSON responses encoded by orjson: the same JSON as Flask's, several times faster to write.
 
-A chart's answer holds thousands of numbers (`monitor/history.py`); Python's encoder spent
-about a tenth of the request writing them (bench/history.py). Keys are sorted as Flask sorts
-them, and what orjson does not take as Flask does (times, dataclasses, Decimal) goes through
-Flask's own `default`. Whatever orjson refuses (an integer past 64 bits, a lone surrogate in a
-string) is written by Flask's encoder instead, as before. Debug mode keeps Flask's indented
-output.
+A chart's answer holds thousands of numbers (`monitor/history.py`): writing them took Python's
+encoder about a tenth of the request (bench/history.py's charts, profiled). Keys are sorted
+as Flask sorts them, and what orjson does not take as Flask does (times, dataclasses,
+Decimal) goes through Flask's own `default`. Whatever orjson refuses (an integer past 64
+bits, a lone surrogate in a string) is written by Flask's encoder instead, as before. Debug
+mode keeps Flask's indented output.
 """
 
 from __future__ import annotations

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
+from flask.json.provider import DefaultJSONProvider
 
 from .constants import ENVELOPE_KEYS
 from .seed import DESTINATION, PIPELINE, SOURCE
@@ -365,12 +371,6 @@ def test_json_answers_say_what_flasks_encoder_says(app, api):
     """Answers are written by orjson: the same JSON as Flask's own encoder, keys sorted, times
     as HTTP dates, decimals and dataclasses as Flask writes them; what orjson refuses (an
     integer past 64 bits, a lone surrogate) is written by Flask's encoder, never a 500."""
-    import json
-    from dataclasses import dataclass
-    from datetime import UTC, datetime
-    from decimal import Decimal
-
-    from flask.json.provider import DefaultJSONProvider
 
     @dataclass
     class Point:
@@ -381,7 +381,7 @@ def test_json_answers_say_what_flasks_encoder_says(app, api):
     moment = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
     payloads = [
         {"b": [1, 2.5, None, 1e16], "a": {"z": "é", "y": True}, "c": moment},
-        {"decimal": Decimal("12.50"), "point": Point(moment, 0.1), "nan": "x"},
+        {"decimal": Decimal("12.50"), "point": Point(moment, 0.1)},
         [{"big": 2**64}],
         {"text": "shop\ud800"},
     ]

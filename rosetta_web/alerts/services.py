@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, case, cast, func, select, true
+from sqlalchemy import Float, bindparam, case, cast, func, select, true
 
 from ..audit import services as audit
 from ..errors import DomainError, NotFound
-from ..extensions import db
+from ..extensions import built_once, db
 from ..forms import MAX_INT
 from ..models import (
     ALERT_RULES,
@@ -273,16 +273,22 @@ def growing_forecasts(
     return forecasts
 
 
-def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """Return the periods the source's alerts fired within a range, for its chart."""
-    rows = db.session.execute(
+def _spans_select() -> Any:
+    return (
         select(Alert.rule, Alert.severity, Alert.slot_name, Alert.started_at, Alert.resolved_at)
         .where(
-            Alert.source_id == source.id,
-            Alert.started_at <= end,
-            (Alert.resolved_at.is_(None)) | (Alert.resolved_at >= start),
+            Alert.source_id == bindparam("source_id"),
+            Alert.started_at <= bindparam("end"),
+            (Alert.resolved_at.is_(None)) | (Alert.resolved_at >= bindparam("start")),
         )
         .order_by(Alert.started_at)
+    )
+
+
+def alert_spans(source: Source, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Return the periods the source's alerts fired within a range, for its chart."""
+    rows = db.session.connection().execute(
+        built_once(_spans_select), {"source_id": source.id, "start": start, "end": end}
     )
     return [
         {

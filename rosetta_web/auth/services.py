@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -17,7 +17,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..audit import services as audit
 from ..crypto import hash_token
 from ..errors import DomainError
-from ..extensions import db
+from ..extensions import built_once, db
 from ..models import ApiToken, Installation, LoginFailure, User
 from ..timeutil import as_utc, utcnow
 
@@ -245,14 +245,18 @@ class TokenStopped(DomainError):
         )
 
 
+def _token_select() -> Select[ApiToken]:
+    return (
+        select(ApiToken)
+        .where(ApiToken.token_hash == bindparam("token_hash"))
+        .options(joinedload(ApiToken.user))  # one query: every call signed with a token
+    )
+
+
 def token_for(raw: str) -> ApiToken | None:
     """Return the bearer token of an enabled user, noting when it was last used (TokenStopped
     while its user must choose a new password)."""
-    token = db.session.scalar(
-        select(ApiToken)
-        .where(ApiToken.token_hash == hash_token(raw))
-        .options(joinedload(ApiToken.user))  # one query: every call signed with a token
-    )
+    token = db.session.scalar(built_once(_token_select), {"token_hash": hash_token(raw)})
     if token is None or not token.user.is_active:
         return None
     if token.user.must_change_password:

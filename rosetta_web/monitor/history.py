@@ -431,11 +431,13 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
     lines: dict[str, tuple[list[int], Sequence[Any], Sequence[Any], Sequence[Any]]] = {}
     series_of: dict[str, dict[int, Any]] = {}
     if server is not None and server.last_sampled_at is not None:
-        in_range = (
-            SlotMetric.server_id == server.id,
-            SlotMetric.recorded_at >= win.start,
-            SlotMetric.recorded_at < win.end,
-        )
+        in_range: tuple[Any, ...] = ()  # the samples' range, read when there are no roll-ups
+        if not base:
+            in_range = (
+                SlotMetric.server_id == server.id,
+                SlotMetric.recorded_at >= win.start,
+                SlotMetric.recorded_at < win.end,
+            )
         peaks: dict[str, float] = {}
 
         def read(names: list[str] | None = None) -> None:

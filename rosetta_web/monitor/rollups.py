@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
 from ..batching import batches
-from ..extensions import db
+from ..extensions import built_once, db
 from ..models import (
     WAL_ROLLUP_FIGURES,
     SampleError,
@@ -459,7 +459,7 @@ def backfill(connection: Connection) -> Backfilled:
 # ---------------------------------------------------------------------------------------------
 # Read for charts, in monitor/history.py's row shapes. Every time comes back as whole
 # microseconds since 1970 (`epoch_us`), and each statement is built once per shape with its
-# values as parameters (`_statement`): a chart reads thousands of rows in a request that
+# values as parameters (`built_once`): a chart reads thousands of rows in a request that
 # should take milliseconds.
 
 
@@ -498,19 +498,6 @@ def whole(value: Any) -> ColumnElement[int]:
 def _bucket_of(column: Any) -> ColumnElement[int]:
     """The chart bucket (of `width` seconds, a parameter) a roll-up's start falls in."""
     return whole(epoch_seconds(column) / bindparam("width", type_=Float))
-
-
-_STATEMENTS: dict[tuple[Any, ...], Any] = {}
-
-
-def _statement(build: Callable[..., Any], *shape: Any) -> Any:
-    """The statement `build(*shape)` makes for this database, built once and kept (its
-    values are parameters: `_chart_range`'s, and what `build` names)."""
-    key = (build, db.session.get_bind().dialect.name, *shape)
-    found = _STATEMENTS.get(key)
-    if found is None:
-        found = _STATEMENTS[key] = build(*shape)
-    return found
 
 
 def _chart_range(owner: Any) -> list[Any]:
@@ -609,32 +596,37 @@ def source_rows(
     """
     values = _range_values(source_id, start, end, width, base)
     connection = db.session.connection()
-    good = connection.execute(_statement(_source_select, width != base), values).all()
-    failures = connection.execute(_statement(_failures_select), values)
+    good = connection.execute(built_once(_source_select, width != base), values).all()
+    failures = connection.execute(built_once(_failures_select), values)
     # Failures are few: each chart bucket's last (they come in time order).
     last_failure = {key: (key, at, error, error, error) for key, at, error in failures}
     return list(good), list(last_failure.values())
 
 
-def _slot_select(named: bool) -> Any:
+def _slot_select(named: bool, fold: bool) -> Any:
     """A server's slots' roll-ups (those named by the `names` parameter, or all) from the first
-    chart bucket's start, each with its chart bucket (`slot_rows` folds them: a window
-    partitioned by slot name sorts text, which costs several times what reading the rows
-    does)."""
+    chart bucket's start, in history's row shape (`slot_rows`), in the chart index's order.
+
+    Not folded, each row is a chart bucket, kept when its last sample is at or after `start`.
+    Folded, `slot_rows` folds them: a window partitioned by slot name sorts text, which costs
+    several times what reading the rows does.
+    """
     r = SlotRollup
     where = [*_chart_range(r.server_id), r.last_at < bindparam("end")]
     if named:
         where.append(r.slot_name.in_(bindparam("names", expanding=True)))
+    if not fold:
+        where.append(r.last_at >= bindparam("start"))
     return (
         select(
-            r.slot_name,
             _bucket_of(r.bucket_start),
             epoch_us(r.last_at),
+            r.slot_name,
+            r.database,
+            epoch_us(r.series_started_at),
             r.retained_bytes,
             r.retained_bytes_min,
             r.retained_bytes_max,
-            r.database,
-            epoch_us(r.series_started_at),
         )
         .where(*where)
         .order_by(r.slot_name, r.bucket_start)  # the chart index's order: no sort
@@ -648,10 +640,10 @@ def slot_rows(
     width: int,
     base: int,
     names: list[str] | None = None,
-) -> list[Any]:
+) -> Sequence[Any]:
     """Read a server's slots' roll-ups (those named, or all) into chart buckets: rows of
     (bucket, last sample's time, slot, database, series start, last, min, max), times in
-    microseconds since 1970, each whose time falls in the range.
+    microseconds since 1970, each whose time falls in the range, a slot's in time order.
 
     A slot's rows of a bucket (several, when buckets are wider than the roll-ups') become
     one: the latest row's time, last, database and series, the least of the mins and the most
@@ -660,18 +652,15 @@ def slot_rows(
     values = _range_values(server_id, start, end, width, base)
     if names is not None:
         values["names"] = names
-    found = db.session.connection().execute(_statement(_slot_select, names is not None), values)
-    since = epoch_us_of(start)
-    if width == base:  # a row a bucket
-        return [
-            (key, at, name, database, series, last, low, high)
-            for name, key, at, last, low, high, database, series in found.all()
-            if at >= since
-        ]
+    fold = width != base
+    statement = built_once(_slot_select, names is not None, fold)
+    found = db.session.connection().execute(statement, values).all()
+    if not fold:  # a row a bucket
+        return found
     # A slot's rows of a bucket come one after another, the latest last.
     folded: list[list[Any]] = []
     row: list[Any] = [None, None, None]
-    for name, key, at, last, low, high, database, series in found.all():
+    for key, at, name, database, series, last, low, high in found:
         if key != row[0] or name != row[2]:
             row = [key, at, name, database, series, last, low, high]
             folded.append(row)
@@ -681,6 +670,7 @@ def slot_rows(
             row[6] = low
         if high is not None and (row[7] is None or high > row[7]):
             row[7] = high
+    since = epoch_us_of(start)
     return [tuple(row) for row in folded if row[1] >= since]
 
 
@@ -702,7 +692,7 @@ def slot_peaks(
     return [
         (name, database, peak)
         for name, database, peak in db.session.connection().execute(
-            _statement(_peaks_select), values
+            built_once(_peaks_select), values
         )
     ]
 
@@ -774,7 +764,7 @@ def other_slots(
     every sample of the bucket (roll-ups keep no per-sample largest).
     """
     values = {**_range_values(server_id, start, end, width, base), "shown": shown}
-    rows: list[Any] = list(db.session.connection().execute(_statement(_others_select), values))
+    rows: list[Any] = list(db.session.connection().execute(built_once(_others_select), values))
     if width != base:
         rows = _folded(rows)
     since = epoch_us_of(start)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Select, case, delete, func, select, true
+from sqlalchemy import Select, bindparam, case, delete, func, select, true
 from sqlalchemy.orm import defer, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,7 +23,7 @@ from ..alerts.engine.settings import default_settings
 from ..audit import services as audit
 from ..batching import batches
 from ..errors import NotFound
-from ..extensions import db
+from ..extensions import built_once, db
 from ..formatting import duration_words, pg_size_pretty
 from ..models import (
     AlertSettings,
@@ -141,10 +141,14 @@ def server_of(source: Source) -> Server | None:
 def chart_server(source: Source) -> Server | None:
     """Return the source's server as its chart reads it (`server_of`'s, in one query): neither
     the source's state, with its day of sparkline, nor the server's slot trends are loaded."""
-    return db.session.scalar(
+    return db.session.scalar(built_once(_chart_server_select), {"source_id": source.id})
+
+
+def _chart_server_select() -> Select[Server]:
+    return (
         select(Server)
         .join(SourceState, SourceState.server_id == Server.id)
-        .where(SourceState.source_id == source.id)
+        .where(SourceState.source_id == bindparam("source_id"))
         .options(defer(Server.slot_trends))
     )
 

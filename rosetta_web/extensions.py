@@ -1,4 +1,5 @@
-"""Flask extensions, created unbound here and bound to the app in create_app."""
+"""Flask extensions, created unbound here and bound to the app in create_app; statements built
+once for the database in use (`built_once`)."""
 
 import sqlite3
 from collections.abc import Callable

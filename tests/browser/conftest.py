@@ -36,8 +36,12 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Assertions wait as long as actions do. Playwright's own 5 s is too short on two cores
+    # shared by three test workers: CI once saw a page's charts fetch their history 4.6 s after
+    # charts.js arrived, while Chromium parsed Plotly.
+    expect.set_options(timeout=10_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield browser

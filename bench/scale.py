@@ -29,6 +29,7 @@ The load average is printed at each step: the figures are only comparable within
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import sys
@@ -244,6 +245,8 @@ def main() -> None:
 
         # 3. The whole installation.
         app = installation(meta, "bench_scale", spread(places, args.sources))
+        # As gunicorn's workers and `flask rosetta scheduler` do once the app is loaded.
+        gc.freeze()
         first_s, first = a_round(app)
         print(
             f"3. {args.sources:,} sources on {args.servers} servers x {args.databases} "

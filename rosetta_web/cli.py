@@ -283,6 +283,7 @@ def verify(pipeline_name: str, sample_keys: int, wait_s: int) -> None:
 @rosetta_cli.command("scheduler")
 def scheduler() -> None:
     """Run the WAL monitor alone in the foreground until SIGTERM or Ctrl+C."""
+    import gc
     import signal
 
     from flask import current_app
@@ -300,6 +301,10 @@ def scheduler() -> None:
         f"WAL monitor: sampling every {app.config['WAL_MONITOR_INTERVAL_SECONDS']} s "
         "(one process among those sharing the database samples); SIGTERM or Ctrl+C stops"
     )
+    # As gunicorn's workers do (gunicorn.conf.py): what loading the app made lives as long as
+    # the process, and the collector's full passes no longer walk it while a round is stored
+    # (a quarter of the time storing a round of 10,000 sources took, profiled).
+    gc.freeze()
     try:
         MonitorScheduler(app).start(blocking=True)
     except (KeyboardInterrupt, SystemExit):

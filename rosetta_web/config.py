@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
+from . import fastjson
+
 EXAMPLE_SECRET_KEYS = {"", "change-me", "changeme", "dev", "secret", "<generate-secure-key>"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
@@ -86,7 +88,11 @@ def engine_options(database_url: str, env: Mapping[str, str]) -> dict[str, Any]:
     """Return the connection pool settings for the metadata database at `database_url`."""
     # A database error's text leaves out the statement's values: they hold encrypted secrets
     # and password hashes, and such a text reaches the log.
-    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        "json_deserializer": fastjson.loads,
+    }
     if database_url.startswith("postgresql"):
         options.update(
             pool_size=_int(env, "DB_POOL_SIZE", 20, minimum=1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,7 +34,7 @@ from rosetta_web.monitor.rounds import (
 )
 from rosetta_web.postgres.sampling import Sample, SlotSample
 from rosetta_web.sources.services import after_round
-from rosetta_web.timeutil import utcnow
+from rosetta_web.timeutil import as_utc, utcnow
 
 from .factories import PLAIN_PASSWORD, add_source
 from .pg import free_port, retained, wait_for, write_wal
@@ -621,3 +621,39 @@ def test_storing_a_round_holds_a_batch_of_states_at_a_time_not_every_one(app):
     small = _storing_peak(app, 1000)
     large = _storing_peak(app, 3000)
     assert large < 1.5 * small, (small, large)
+
+
+def test_a_smaller_sample_in_the_same_ten_minutes_keeps_the_sparkline_and_updates_the_state(app):
+    """The dashboard's sparkline keeps each 10 minutes' most WAL retained: a smaller sample in
+    the same 10 minutes leaves its line as it was while the source's figures move on; a larger
+    one raises the line's peak."""
+    with app.app_context():
+        (source_id,) = _many_sources(1)
+        bucket = int(utcnow().timestamp()) // 600 * 600 - 600
+        start = datetime.fromtimestamp(bucket + 60, UTC)
+        stored = {}
+        for minute, round_number in enumerate((5, 3, 8)):
+            sample = _sampled(0, source_id, round_number)
+            record_round([sample], start + timedelta(minutes=minute), 60, 0, 0.1, "test")
+            _db.session.expunge_all()
+            state = _db.session.get(SourceState, source_id)
+            stored[round_number] = (
+                sample.retained_bytes,
+                state.retained_bytes,
+                state.retained_history,
+                state.retained_sparkline,
+                as_utc(state.last_sampled_at),
+                state.status,
+            )
+    first, smaller, larger = stored[5], stored[3], stored[8]
+    assert first[0] > smaller[0] and larger[0] > first[0]
+    assert first[2] == [[bucket, first[0]]] and first[3].split(" ")[:2] == [
+        str(bucket),
+        str(first[0]),
+    ]
+    # The smaller sample: the source's figures are its own, the line is the first's.
+    assert smaller[1] == smaller[0] and smaller[4] == start + timedelta(minutes=1)
+    assert smaller[2:4] == first[2:4] and smaller[5] == "OK"
+    # The larger one: the same point, raised, and the line drawn again with its peak.
+    assert larger[1] == larger[0] and larger[2] == [[bucket, larger[0]]]
+    assert larger[3].split(" ")[:2] == [str(bucket), str(larger[0])]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,12 +35,10 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from ..batching import batches
+from ..batching import batches, upsert
 from ..extensions import built_once, db
 from ..models import (
     WAL_ROLLUP_FIGURES,
@@ -82,47 +80,6 @@ def widths_for(span_s: float, max_points: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------
 # Kept as rounds are stored
-
-
-Changes = Callable[[Any, Any], dict[str, Any]]
-
-
-def _upsert(
-    table: Any,
-    rows: list[dict[str, Any]],
-    changes: Changes,
-    where: Callable[[Any, Any], Any] | None = None,
-) -> None:
-    """Insert `rows` into `table`, or fold each into the row of its key (its primary key) as
-    `changes(old, new)` says (only `where(old, new)` holds, if given); BATCH_ROWS rows a
-    statement.
-
-    On PostgreSQL one statement takes a batch as one array per column (`unnest`): its size
-    does not grow with the rows. On SQLite the statement is run for each row (executemany).
-    """
-    if not rows:
-        return
-    columns = list(rows[0])
-    keys = [column.name for column in table.primary_key.columns]
-    postgres = db.session.get_bind().dialect.name == "postgresql"
-    stmt: Any
-    if postgres:
-        arrays = [func.unnest(cast(bindparam(name), ARRAY(table.c[name].type))) for name in columns]
-        stmt = postgresql.insert(table).from_select(columns, select(*arrays))
-    else:
-        stmt = sqlite.insert(table)
-    old, new = table.c, stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys,
-        set_=changes(old, new),
-        where=where(old, new) if where is not None else None,
-    )
-    connection = db.session.connection()
-    for batch in batches(rows):
-        if postgres:
-            connection.execute(stmt, {name: [row[name] for row in batch] for name in columns})
-        else:
-            connection.execute(stmt, list(batch))
 
 
 def _least(old: Any, new: Any) -> Any:
@@ -205,7 +162,7 @@ def _add_samples(rows: list[Any], width: int) -> None:
             row |= {name: figure, f"{name}_min": figure, f"{name}_max": figure}
         key = (source_id, row["bucket_start"])
         values[key] = _merged(values.get(key), row)
-    _upsert(WalRollup.__table__, list(values.values()), _sample_changes)
+    upsert(WalRollup.__table__, list(values.values()), _sample_changes)
 
 
 def _sample_changes(old: Any, new: Any) -> dict[str, Any]:
@@ -262,7 +219,7 @@ def _add_failures(rows: list[Any], width: int) -> None:
             if as_utc(before["last_error_at"]) > as_utc(recorded_at):
                 row |= {name: before[name] for name in ("last_error_at", "last_error")}
         values[key] = row
-    _upsert(WalRollup.__table__, list(values.values()), _failure_changes)
+    upsert(WalRollup.__table__, list(values.values()), _failure_changes)
 
 
 def _failure_changes(old: Any, new: Any) -> dict[str, Any]:
@@ -295,7 +252,7 @@ def _add_slots(rows: list[Any], width: int) -> None:
         }
         key = (server_id, slot_name, row["bucket_start"])
         values[key] = _merged(values.get(key), row)
-    _upsert(
+    upsert(
         SlotRollup.__table__,
         list(values.values()),
         _slot_changes,

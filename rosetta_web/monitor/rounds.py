@@ -19,19 +19,19 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import CursorResult, Select, delete, select
+from sqlalchemy import CursorResult, Select, delete, insert, select
 from sqlalchemy.orm import defer, undefer
 from werkzeug.local import LocalProxy
 
 from .. import sparkline
 from ..alerts.engine import trends
-from ..batching import batches
+from ..batching import Changes, batches, upsert
 from ..extensions import db
 from ..models import (
     MonitorRound,
@@ -88,17 +88,23 @@ def status_after(consecutive_failures: int) -> str:
     return "ERROR" if consecutive_failures <= RETRIED_AT_ONCE else "BACKOFF"
 
 
-def wal_rate(state: SourceState, moment: datetime, wal_position_bytes: int | None) -> float | None:
-    """Return WAL written per second since the state's last sample (None: no earlier sample,
-    or the position went back, as on a restored or replaced server)."""
-    if state.last_sampled_at is None or state.wal_position_bytes is None:
+def wal_rate(
+    last_sampled_at: datetime | None,
+    last_position: int | None,
+    moment: datetime,
+    wal_position_bytes: int | None,
+) -> float | None:
+    """Return WAL written per second since the source's last sample, taken at
+    `last_sampled_at` at `last_position` (None: no earlier sample, or the position went back,
+    as on a restored or replaced server)."""
+    if last_sampled_at is None or last_position is None:
         return None
-    if wal_position_bytes is None or wal_position_bytes < state.wal_position_bytes:
+    if wal_position_bytes is None or wal_position_bytes < last_position:
         return None
-    seconds = (moment - as_utc(state.last_sampled_at)).total_seconds()
+    seconds = (moment - as_utc(last_sampled_at)).total_seconds()
     if seconds <= 0:
         return None
-    return (wal_position_bytes - state.wal_position_bytes) / seconds
+    return (wal_position_bytes - last_position) / seconds
 
 
 def _servers(samples: list[Sample]) -> dict[int, Server]:
@@ -258,7 +264,7 @@ def _store_samples(
     manual: bool,
 ) -> None:
     """Store each sample's figures or failure and its source's state (backoff, sparkline,
-    latest figures), a batch of sources at a time: each batch is flushed and let go before the
+    latest figures), a batch of sources at a time: each batch is written and let go before the
     next is read, so the states (a day of sparkline each) of thousands of sources are never
     all held at once."""
     by_source: dict[int, list[Sample]] = defaultdict(list)
@@ -274,6 +280,23 @@ def _store_samples(
         )
 
 
+# What storing a batch reads of each source's state: what the new one is worked out from.
+_STATE_BEFORE = (
+    SourceState.source_id,
+    SourceState.consecutive_failures,
+    SourceState.next_attempt_at,
+    SourceState.last_sampled_at,
+    SourceState.wal_position_bytes,
+    SourceState.retained_history,
+    SourceState.retained_sparkline.is_(None).label("undrawn"),
+)
+
+
+def _replaced(rows: list[dict[str, Any]]) -> Changes:
+    """An upsert's changes that set a state's columns given in `rows` (all but its key)."""
+    return lambda old, new: {name: new[name] for name in rows[0] if name != "source_id"}
+
+
 def _store_batch(
     samples: list[Sample],
     servers: dict[int, Server],
@@ -281,74 +304,104 @@ def _store_batch(
     interval_s: int,
     manual: bool,
 ) -> None:
-    """Store one batch of `_store_samples`, flushed; hold none of its rows afterwards."""
-    states = {
-        state.source_id: state
-        for state in db.session.scalars(
-            select(SourceState).where(
+    """Store one batch of `_store_samples`: its figures and failures, then each source's
+    state, in statements of bounded size (`batching.upsert`), as rows, not ORM objects."""
+    connection = db.session.connection()
+    before = {
+        row.source_id: row
+        for row in connection.execute(
+            select(*_STATE_BEFORE).where(
                 SourceState.source_id.in_({sample.source_id for sample in samples})
             )
         )
     }
-    for sample in samples:
-        if sample.source_id not in states:
-            states[sample.source_id] = SourceState(
-                source_id=sample.source_id, consecutive_failures=0
+    good = [sample for sample in samples if sample.ok]
+    metric_ids: Sequence[int] = []
+    if good:
+        # The figures first, for their ids (each rate from the state's last sample).
+        metric_ids = (
+            connection.execute(
+                insert(WalMetric).returning(WalMetric.id, sort_by_parameter_order=True),
+                [
+                    {
+                        **sample.figures(),
+                        "source_id": sample.source_id,
+                        "recorded_at": started_at,
+                        "wal_rate_bytes_per_second": _rate(
+                            before.get(sample.source_id), started_at, sample
+                        ),
+                    }
+                    for sample in good
+                ],
             )
-            db.session.add(states[sample.source_id])
-    # The figures first, flushed for their ids (each rate from the state's last sample): each
-    # state is then written once, with its latest figures' id.
-    metrics = [
-        WalMetric(
-            **sample.figures(),
-            source_id=sample.source_id,
-            recorded_at=started_at,
-            wal_rate_bytes_per_second=wal_rate(
-                states[sample.source_id], started_at, sample.wal_position_bytes
-            ),
+            .scalars()
+            .all()
         )
-        if sample.ok
-        else None
-        for sample in samples
-    ]
-    db.session.add_all(metric for metric in metrics if metric is not None)
-    db.session.flush()
-    for sample, metric in zip(samples, metrics, strict=True):
-        state = states[sample.source_id]
-        state.last_attempt_at = started_at
-        state.last_duration_ms = sample.duration_ms
-        if metric is not None:
-            state.latest_wal_metric_id = metric.id
-            state.status = "OK"
-            state.last_sampled_at = started_at
-            state.last_error = None
-            state.consecutive_failures = 0
-            state.next_attempt_at = None
-            for name, value in sample.figures().items():
-                setattr(state, name, value)
-            state.server_version = sample.server_version
-            state.in_recovery = sample.in_recovery
-            history = sparkline.fold(state.retained_history, started_at, sample.retained_bytes)
-            # Within a bucket, a sample no larger than its maximum changes neither the points
-            # nor the line: neither is drawn nor written again.
-            if history != state.retained_history or state.retained_sparkline is None:
-                state.retained_history = history
-                state.retained_sparkline = sparkline.draw(history)
-            state.server = servers[sample.source_id]
-        else:
-            error = (sample.error or "unknown error")[:500]
-            db.session.add(
-                SampleError(source_id=sample.source_id, recorded_at=started_at, error=error)
-            )
-            state.last_error = error
-            if not manual:
-                state.consecutive_failures = (state.consecutive_failures or 0) + 1
-                state.next_attempt_at = started_at + timedelta(
-                    seconds=backoff_seconds(state.consecutive_failures, interval_s)
-                )
-            state.status = status_after(state.consecutive_failures or 1)
-        sample.status = state.status
-    db.session.flush()
+    # Each source's new state, from its last sample (it is sampled once a round).
+    states: dict[int, dict[str, Any]] = {}
+    for sample, metric_id in zip(good, metric_ids, strict=True):
+        old = before.get(sample.source_id)
+        state = {
+            "source_id": sample.source_id,
+            "status": "OK",
+            "last_attempt_at": started_at,
+            "last_duration_ms": sample.duration_ms,
+            "latest_wal_metric_id": metric_id,
+            "last_sampled_at": started_at,
+            "last_error": None,
+            "consecutive_failures": 0,
+            "next_attempt_at": None,
+            **sample.figures(),
+            "server_version": sample.server_version,
+            "in_recovery": sample.in_recovery,
+            "server_id": servers[sample.source_id].id,
+        }
+        points = old.retained_history if old is not None else None
+        history = sparkline.fold(points, started_at, sample.retained_bytes)
+        # Within a bucket, a sample no larger than its maximum changes neither the points
+        # nor the line: neither is drawn nor written again.
+        if old is None or old.undrawn or history != points:
+            state |= {"retained_history": history, "retained_sparkline": sparkline.draw(history)}
+        states[sample.source_id] = state
+        sample.status = "OK"
+    errors: list[dict[str, Any]] = []
+    for sample in samples:
+        if sample.ok:
+            continue
+        old = before.get(sample.source_id)
+        failures = (old.consecutive_failures or 0) if old is not None else 0
+        next_attempt_at = old.next_attempt_at if old is not None else None
+        if not manual:
+            failures += 1
+            next_attempt_at = started_at + timedelta(seconds=backoff_seconds(failures, interval_s))
+        error = (sample.error or "unknown error")[:500]
+        sample.status = status_after(failures or 1)
+        states[sample.source_id] = {
+            "source_id": sample.source_id,
+            "status": sample.status,
+            "last_attempt_at": started_at,
+            "last_duration_ms": sample.duration_ms,
+            "last_error": error,
+            "consecutive_failures": failures,
+            "next_attempt_at": next_attempt_at,
+        }
+        errors.append({"source_id": sample.source_id, "recorded_at": started_at, "error": error})
+    if errors:
+        connection.execute(insert(SampleError), errors)
+    # One statement for each set of columns a state is written with: a good sample's with its
+    # sparkline drawn again, or without, and a failure's.
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for state in states.values():
+        by_columns[tuple(state)].append(state)
+    for rows in by_columns.values():
+        upsert(SourceState.__table__, rows, _replaced(rows))
+
+
+def _rate(old: Any, moment: datetime, sample: Sample) -> float | None:
+    """A good sample's WAL rate since its state's last sample (`before`'s row), if any."""
+    if old is None:
+        return None
+    return wal_rate(old.last_sampled_at, old.wal_position_bytes, moment, sample.wal_position_bytes)
 
 
 def _store_server_slots(

@@ -1,5 +1,6 @@
 """Statements whose size does not grow with the number of sources: an IN list holds at most
-BATCH_ROWS values, and what needs more is asked in several statements.
+BATCH_ROWS values, and what needs more is asked in several statements; rows are written
+BATCH_ROWS a statement (`upsert`).
 
 A statement with one parameter per source fails at 10,000 sources: PostgreSQL's parser runs
 out of stack on a long row-value IN list (`stack depth limit exceeded`), and SQLite refuses

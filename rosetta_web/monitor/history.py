@@ -96,7 +96,8 @@ def _by_bucket(
     labels: tuple[str, ...] = (),
 ) -> Any:
     """Bucket the rows of `model` whose `owner` column is `owner_id`: per bucket (and `key`),
-    the time of the last row (`_time`), its values, and the min and max of each of `names`.
+    the time of the last row (`_time`: the bucket is the one of `width` it falls in), its
+    values, and the min and max of each of `names`.
 
     One pass groups the rows in range for min, max and the last time; a lookup on that time,
     through the (owner, recorded_at) index, reads the last row's values: one per bucket, not
@@ -133,7 +134,6 @@ def _by_bucket(
             buckets.c[f"{name}_max"],
         ]
     return select(
-        buckets.c.bucket,
         rollups.epoch_us(buckets.c.last_at),
         *([buckets.c[key]] if key else []),
         *[_time(buckets.c[name]) for name in labels],
@@ -157,7 +157,6 @@ def _raw(
     for name in names:
         triples += [getattr(model, name)] * 3
     return select(
-        literal(0),
         rollups.epoch_us(model.recorded_at),
         *keys,
         *[_time(getattr(model, name)) for name in labels],
@@ -179,12 +178,15 @@ def _iso(us: int) -> str:
 
 
 WAL_SERIES = ("size_bytes", "retained_bytes", "wal_rate_bytes_per_second")
+# Of the series, those stored as floats (a rate), rounded for the chart; the others are byte
+# counts, read as whole numbers.
+FLOAT_SERIES = frozenset({"wal_rate_bytes_per_second"})
 SLOT_SERIES = ("retained_bytes",)
 TOP_SLOTS = 10  # besides the source's own database's slots, charted one line each
 
 
 _KINDS_ORDER = ("last", "min", "max")
-_AT = itemgetter(1)  # a row's time (microseconds since 1970): its sample's, or its bucket's last
+_AT = itemgetter(0)  # a row's time (microseconds since 1970): its sample's, or its bucket's last
 
 
 class _Chart:
@@ -404,24 +406,29 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
         # Core rows, as tuples: no ORM processing of a few thousand of them.
         return db.session.connection().execute(query).all()
 
-    # Each row: bucket, time of its last sample, [slot name, database], (last, min, max)...
+    # Each row: the time of its (bucket's last) sample, [slot name, database, series start],
+    # then (last, min, max) of each figure.
     if base:
         good, failed = rollups.source_rows(source.id, win.start, win.end, width, base)
     else:
         good = rows(WalMetric, WalMetric.source_id, source.id, WAL_SERIES)
         failed = rows(SampleError, SampleError.source_id, source.id, ("error",))
     good = sorted(good, key=_AT)
-    good_times = [row[1] for row in good]
+    columns = _columns(good, 1 + 3 * len(WAL_SERIES))
+    good_times = list(columns[0])
     chart = _Chart(good_times)
-    columns = _columns(good, 2 + 3 * len(WAL_SERIES))
     for i, name in enumerate(WAL_SERIES):
-        chart.put(name, good_times, *(_numbers(kind) for kind in columns[2 + 3 * i : 5 + 3 * i]))
+        kinds = columns[1 + 3 * i : 4 + 3 * i]
+        if name in FLOAT_SERIES:
+            kinds = [_numbers(kind) for kind in kinds]
+        chart.put(name, good_times, *kinds)
     # In buckets, a slot's figures go to the point of its source's sample in the same bucket.
+    width_us = width * 1_000_000
     bucket_time: dict[int, int] = {}
     if width:
-        bucket_time = dict(zip(columns[0], good_times, strict=True))
+        bucket_time = {at // width_us: at for at in good_times}
     for row in failed:
-        chart.errors[row[1]] = row[2]
+        chart.errors[row[0]] = row[1]
 
     own: list[str] = []
     shown: list[str] = []
@@ -455,20 +462,18 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
                 )
             by_slot: dict[str, list[Any]] = {}
             for row in found:
-                by_slot.setdefault(row[2], []).append(row)
+                by_slot.setdefault(row[1], []).append(row)
             for name, slot_rows in by_slot.items():
-                buckets, moments, _, slot_databases, series, last, low, high = _columns(
-                    sorted(slot_rows, key=_AT), 8
+                moments, _, slot_databases, series, last, low, high = _columns(
+                    sorted(slot_rows, key=_AT), 7
                 )
-                times = [
-                    (width and bucket_time.get(bucket)) or moment
-                    for bucket, moment in zip(buckets, moments, strict=True)
-                ]
-                highs = _numbers(high)
-                lines[name] = (times, _numbers(last), _numbers(low), highs)
+                times = list(moments)
+                if width:
+                    times = [bucket_time.get(at // width_us, at) for at in moments]
+                lines[name] = (times, last, low, high)  # byte counts: whole numbers
                 series_of[name] = dict(zip(times, series, strict=True))
                 databases[name] = slot_databases[-1]
-                peaks[name] = max(peaks.get(name, 0), *(value or 0 for value in highs))
+                peaks[name] = max(peaks.get(name, 0), *(value or 0 for value in high))
 
         many = (server.slot_count or 0) > TOP_SLOTS  # in its last sample
         if many:
@@ -557,7 +562,7 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
                 "own": name in own,
                 **chart.figures(name, times, index),
                 "series_starts": _series_starts(
-                    times, set(chart.series.get(name, ((),))[0]), series_of.get(name, {})
+                    times, chart.series.get(name, ((),))[0], series_of.get(name, {})
                 ),
             }
             for name in shown
@@ -566,10 +571,13 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
     }
 
 
-def _series_starts(times: list[int], drawn: set[int], series: dict[int, Any]) -> list[str]:
-    """Return the times (of `times`, where the slot has figures) at which a slot's line starts
-    a new series (the slot was dropped and created again): its line ends before them, not
-    joined to the new one."""
+def _series_starts(times: list[int], drawn_at: Iterable[int], series: dict[int, Any]) -> list[str]:
+    """Return the times (of `times`, where the slot has figures: `drawn_at`) at which a slot's
+    line starts a new series (the slot was dropped and created again): its line ends before
+    them, not joined to the new one."""
+    if len(set(series.values()).difference((None,))) < 2:
+        return []  # one series all along, nearly always
+    drawn = set(drawn_at)
     starts: list[str] = []
     before = None
     for at in times:

@@ -484,9 +484,9 @@ def _range_values(
 
 
 def _source_select(fold: bool) -> Any:
-    """A source's roll-ups as chart buckets: the bucket (`_bucket_of`), the last sample's time
-    (`epoch_us`), each WAL figure's last, min and max, for the rows whose last sample is at or
-    after the `start` parameter.
+    """A source's roll-ups as chart buckets: the last sample's time (`epoch_us`), each WAL
+    figure's last, min and max, for the rows whose last sample is at or after the `start`
+    parameter.
 
     Folded (buckets wider than the roll-ups'), the rows of a bucket become one, in SQL: the
     latest row's time and lasts, the least of the mins and the most of the maxes; each bucket
@@ -498,11 +498,11 @@ def _source_select(fold: bool) -> Any:
         for name in WAL_ROLLUP_FIGURES
     ]
     where = [*_chart_range(r.source_id), r.last_at < bindparam("end")]
-    bucket = _bucket_of(r.bucket_start)
     start: Any = bindparam("start")
     if not fold:
         figures = [column for triple in triples for column in triple]
-        return select(bucket, epoch_us(r.last_at), *figures).where(*where, r.last_at >= start)
+        return select(epoch_us(r.last_at), *figures).where(*where, r.last_at >= start)
+    bucket = _bucket_of(r.bucket_start)
     # One window for all (the whole bucket, latest first): one pass over the sorted rows.
     every: dict[str, Any] = {
         "partition_by": bucket,
@@ -515,7 +515,6 @@ def _source_select(fold: bool) -> Any:
     latest = func.row_number().over(**every)
     rows = (
         select(
-            bucket.label("bucket"),
             epoch_us(r.last_at).label("at_us"),
             *figures,
             r.last_at.label("at"),
@@ -530,7 +529,7 @@ def _source_select(fold: bool) -> Any:
 def _failures_select() -> Any:
     r = WalRollup
     return (
-        select(_bucket_of(r.bucket_start), epoch_us(r.last_error_at), r.last_error)
+        select(epoch_us(r.last_error_at), r.last_error)
         .where(
             *_chart_range(r.source_id),
             r.last_error_at >= bindparam("start"),
@@ -545,9 +544,9 @@ def source_rows(
 ) -> tuple[list[Any], list[Any]]:
     """Read a source's roll-ups of `base` into chart buckets of `width` over [start, end).
 
-    Return the good samples' rows (bucket, last sample's time, then last, min and max of each
-    WAL figure) and the failures' (bucket, last failure's time, its error three times), each
-    whose time falls in the range, times in microseconds since 1970. Buckets wider than the
+    Return the good samples' rows (last sample's time, then last, min and max of each WAL
+    figure) and the failures' (last failure's time, its error three times), each whose time
+    falls in the range, times in microseconds since 1970. Buckets wider than the
     roll-ups' are folded in SQL, over one range of the chart index (`ix_wal_rollups_chart`,
     which holds every column read).
     """
@@ -556,7 +555,8 @@ def source_rows(
     good = connection.execute(built_once(_source_select, width != base), values).all()
     failures = connection.execute(built_once(_failures_select), values)
     # Failures are few: each chart bucket's last (they come in time order).
-    last_failure = {key: (key, at, error, error, error) for key, at, error in failures}
+    width_us = width * 1_000_000
+    last_failure = {at // width_us: (at, error, error, error) for at, error in failures}
     return list(good), list(last_failure.values())
 
 
@@ -576,7 +576,6 @@ def _slot_select(named: bool, fold: bool) -> Any:
         where.append(r.last_at >= bindparam("start"))
     return (
         select(
-            _bucket_of(r.bucket_start),
             epoch_us(r.last_at),
             r.slot_name,
             r.database,
@@ -599,7 +598,7 @@ def slot_rows(
     names: list[str] | None = None,
 ) -> Sequence[Any]:
     """Read a server's slots' roll-ups (those named, or all) into chart buckets: rows of
-    (bucket, last sample's time, slot, database, series start, last, min, max), times in
+    (last sample's time, slot, database, series start, last, min, max), times in
     microseconds since 1970, each whose time falls in the range, a slot's in time order.
 
     A slot's rows of a bucket (several, when buckets are wider than the roll-ups') become
@@ -614,21 +613,25 @@ def slot_rows(
     found = db.session.connection().execute(statement, values).all()
     if not fold:  # a row a bucket
         return found
-    # A slot's rows of a bucket come one after another, the latest last.
+    # A slot's rows of a bucket (its last sample's time falls in it) come one after another,
+    # the latest last.
+    width_us = width * 1_000_000
     folded: list[list[Any]] = []
-    row: list[Any] = [None, None, None]
-    for key, at, name, database, series, last, low, high in found:
-        if key != row[0] or name != row[2]:
-            row = [key, at, name, database, series, last, low, high]
+    row: list[Any] = [None, None]
+    key = None
+    for at, name, database, series, last, low, high in found:
+        if at // width_us != key or name != row[1]:
+            key = at // width_us
+            row = [at, name, database, series, last, low, high]
             folded.append(row)
             continue
-        row[1], row[3], row[4], row[5] = at, database, series, last
-        if low is not None and (row[6] is None or low < row[6]):
-            row[6] = low
-        if high is not None and (row[7] is None or high > row[7]):
-            row[7] = high
+        row[0], row[2], row[3], row[4] = at, database, series, last
+        if low is not None and (row[5] is None or low < row[5]):
+            row[5] = low
+        if high is not None and (row[6] is None or high > row[6]):
+            row[6] = high
     since = epoch_us_of(start)
-    return [tuple(row) for row in folded if row[1] >= since]
+    return [tuple(row) for row in folded if row[0] >= since]
 
 
 def _peaks_select() -> Any:

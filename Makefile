@@ -52,7 +52,8 @@ run: install java
 # Tests run in TEST_WORKERS processes (pytest-xdist), each with its own clusters and instance
 # folder; TEST_WORKERS=0 runs them in this one. Three on two cores: much of a test's time is
 # spent waiting on its servers, the JVM and the browser (697 tests: 14:52 with three, 17:28
-# with two, on one slow day of the 2-core machine).
+# with two, on one slow day of the 2-core machine). A fourth gains nothing: 698 tests took
+# 14:13 with four and 14:12 with three on another slow day, the cores 90% busy with four.
 TEST_WORKERS ?= 3
 
 test: install-dev chromium java

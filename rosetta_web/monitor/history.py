@@ -467,9 +467,11 @@ def history(source: Source, server: Server | None, win: Window, max_points: int)
                 moments, _, slot_databases, series, last, low, high = _columns(
                     sorted(slot_rows, key=_AT), 7
                 )
-                times = list(moments)
-                if width:
-                    times = [bucket_time.get(at // width_us, at) for at in moments]
+                times = (
+                    [bucket_time.get(at // width_us, at) for at in moments]
+                    if width
+                    else list(moments)
+                )
                 lines[name] = (times, last, low, high)  # byte counts: whole numbers
                 series_of[name] = dict(zip(times, series, strict=True))
                 databases[name] = slot_databases[-1]

@@ -88,20 +88,16 @@ def status_after(consecutive_failures: int) -> str:
     return "ERROR" if consecutive_failures <= RETRIED_AT_ONCE else "BACKOFF"
 
 
-def wal_rate(
-    last_sampled_at: datetime | None,
-    last_position: int | None,
-    moment: datetime,
-    wal_position_bytes: int | None,
-) -> float | None:
-    """Return WAL written per second since the source's last sample, taken at
-    `last_sampled_at` at `last_position` (None: no earlier sample, or the position went back,
-    as on a restored or replaced server)."""
-    if last_sampled_at is None or last_position is None:
+def wal_rate(before: Any, moment: datetime, wal_position_bytes: int | None) -> float | None:
+    """Return WAL written per second since the source's last sample, as its state's row
+    `before` holds it (`last_sampled_at`, `wal_position_bytes`; None: no state yet). None: no
+    earlier sample, or the position went back, as on a restored or replaced server."""
+    if before is None or before.last_sampled_at is None or before.wal_position_bytes is None:
         return None
+    last_position: int = before.wal_position_bytes
     if wal_position_bytes is None or wal_position_bytes < last_position:
         return None
-    seconds = (moment - as_utc(last_sampled_at)).total_seconds()
+    seconds = (moment - as_utc(before.last_sampled_at)).total_seconds()
     if seconds <= 0:
         return None
     return (wal_position_bytes - last_position) / seconds
@@ -327,8 +323,8 @@ def _store_batch(
                         **sample.figures(),
                         "source_id": sample.source_id,
                         "recorded_at": started_at,
-                        "wal_rate_bytes_per_second": _rate(
-                            before.get(sample.source_id), started_at, sample
+                        "wal_rate_bytes_per_second": wal_rate(
+                            before.get(sample.source_id), started_at, sample.wal_position_bytes
                         ),
                     }
                     for sample in good
@@ -395,13 +391,6 @@ def _store_batch(
         by_columns[tuple(state)].append(state)
     for rows in by_columns.values():
         upsert(SourceState.__table__, rows, _replaced(rows))
-
-
-def _rate(old: Any, moment: datetime, sample: Sample) -> float | None:
-    """A good sample's WAL rate since its state's last sample (`before`'s row), if any."""
-    if old is None:
-        return None
-    return wal_rate(old.last_sampled_at, old.wal_position_bytes, moment, sample.wal_position_bytes)
 
 
 def _store_server_slots(

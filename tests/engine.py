@@ -83,12 +83,16 @@ class Engine:
 
 
 class Proxy:
-    """A TCP proxy from a local port to another, that can refuse and cut every connection."""
+    """A TCP proxy from a local port to another, that can refuse and cut every connection, and
+    cut the first connection that sends `cut_at` as it sends it (never forwarding those
+    bytes)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, cut_at: bytes | None = None) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.up = True
+        self.cut_at = cut_at
+        self.cuts = 0
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", self.port))
@@ -110,13 +114,21 @@ class Proxy:
                 continue
             with self.lock:
                 self.connections += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, watched in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, watched), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _cut_here(self, data: bytes) -> bool:
+        with self.lock:
+            if self.cut_at is None or self.cuts or self.cut_at not in data:
+                return False
+            self.cuts += 1
+            return True
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, watched: bool) -> None:
         try:
             while data := source.recv(65536):
+                if watched and self._cut_here(data):
+                    break  # both ends are shut below, as a source restart would
                 sink.sendall(data)
         except OSError:
             pass
@@ -152,8 +164,15 @@ class Setup:
     """A source database (tables, publication, slot) and a pipeline to a fakesnow schema."""
 
     def __init__(
-        self, app: Flask, cluster: Cluster, snowflake: FakeSnowflake, ddl: list[str], host: str
+        self,
+        app: Flask,
+        cluster: Cluster,
+        snowflake: FakeSnowflake,
+        ddl: list[str],
+        host: str,
+        port: int | None = None,
     ) -> None:
+        """`port`: where Rosetta reaches the source (the cluster's own port by default)."""
         n = next(_names)
         self.app = app
         self.cluster = cluster
@@ -171,7 +190,7 @@ class Setup:
         self.source_id = add_source(
             app,
             f"source-{n}",
-            cluster.port,
+            port or cluster.port,
             user="postgres",
             password="trusted-anyway",
             database=self.database,
@@ -268,8 +287,15 @@ class Setup:
         assert found, f"pipeline state is {self.run() and self.run().state!r}, not {states}"  # type: ignore[union-attr]
         return found
 
-    def wait_equal(self, source_query: str, destination_query: str, timeout: float = 60) -> None:
-        """Wait until the destination's rows equal the source's."""
+    def wait_equal(
+        self,
+        source_query: str,
+        destination_query: str,
+        timeout: float = 60,
+        engine: Engine | None = None,
+    ) -> None:
+        """Wait until the destination's rows equal the source's; a failure says what the
+        engine recorded, and the end of `engine`'s output."""
 
         def equal() -> bool:
             try:
@@ -283,10 +309,13 @@ class Setup:
                 destination = self.snowflake_rows(destination_query)
             except Exception as exc:
                 destination = [("unreadable", str(exc))]
+            run = self.run()
             raise AssertionError(
                 f"not equal after {timeout} s: source has {len(source)} rows, destination "
                 f"{len(destination)}; first differences: "
-                f"{[(a, b) for a, b in zip(source, destination, strict=False) if a != b][:5]}"
+                f"{[(a, b) for a, b in zip(source, destination, strict=False) if a != b][:5]}; "
+                f"the engine recorded {run and (run.state, run.reason, run.since)}"
+                + (f"; its output ends:\n{engine.output()[-6000:]}" if engine else "")
             )
 
     def offsets_committed(self) -> bool:

@@ -111,9 +111,10 @@ def test_a_change_wakes_the_engine_and_sigterm_stops_it(
 
 
 def test_source_restart_and_metadata_outage_lose_nothing(app, takeover_cluster, snowflake):
-    """The source restarted mid-stream, then the metadata database stopped for 20 s (the
-    engine stops its engines at once: it can no longer prove it owns them): after each, the
-    pipeline resumes by itself and the destination equals the source."""
+    """The source stopped mid-stream until the pipeline says it lost it and retries, then
+    started again; then the metadata database stopped for 20 s (the engine stops its engines
+    at once: it can no longer prove it owns them): after each, the pipeline resumes by itself,
+    streaming, and the destination equals the source."""
     from flask_migrate import upgrade
 
     from rosetta_web import create_app
@@ -132,20 +133,23 @@ def test_source_restart_and_metadata_outage_lose_nothing(app, takeover_cluster, 
         engine = Engine(url)
         try:
             s.set_status("START")
-            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90, engine=engine)
             s.wait_state("streaming")
             takeover_cluster.halt()
-            time.sleep(3)  # the source is down
+            # Down until the pipeline says it lost the source and retries.
+            down = s.wait_state("retrying", timeout=60)
+            assert down.reason and "lost its connection to the source" in down.reason
             takeover_cluster.resume()
             s.sql("INSERT INTO items SELECT g, 'restarted', g FROM generate_series(101, 200) g")
-            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90, engine=engine)
+            s.wait_state("streaming", timeout=30)
 
             meta.halt()
             s.sql("INSERT INTO items SELECT g, 'metadata down', g FROM generate_series(201, 300) g")
             time.sleep(20)  # the metadata database's outage
             meta.resume()
             s.sql("UPDATE items SET note = 'metadata back' WHERE id <= 50")
-            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90)
+            s.wait_equal(ALL_ITEMS, ALL_ITEMS_DESTINATION, timeout=90, engine=engine)
             ((rows, keys),) = s.snowflake_rows("SELECT count(*), count(DISTINCT ID) FROM ITEMS")
             assert rows == keys == 300
             output = engine.output()

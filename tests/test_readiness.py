@@ -984,6 +984,24 @@ def test_start_checks_a_stale_result_again(api, shop, app):
         assert api.post(f"/api/v1/pipelines/{pipeline_id}/pause").status_code == 200
 
 
+def test_start_checks_a_failing_result_again_so_a_fix_by_hand_counts_at_once(
+    api, shop, ready_destination
+):
+    """Start refused while the slot is missing; the operator creates it with psql, not
+    through Rosetta: the very next start works, within the monitor interval (a failing result
+    is never reused)."""
+    publish(shop)
+    source_id = add(api, shop)
+    pipeline_id = _pipeline(api, source_id, ready_destination)
+    body = error(api.post(f"/api/v1/pipelines/{pipeline_id}/start"), 409, "SourceNotReadyError")
+    assert body["details"]["failing"] == ["slot"]
+    psql(shop, "SELECT pg_create_logical_replication_slot('cdc_slot', 'pgoutput')")
+    started = api.post(f"/api/v1/pipelines/{pipeline_id}/start")
+    assert started.status_code == 200 and started.get_json()["status"] == "START"
+    readiness = api.get(f"/api/v1/sources/{source_id}").get_json()["readiness"]
+    assert readiness["ready"] is True
+
+
 def test_patching_status_to_start_is_refused_too(api, shop):
     """PATCH {"status": "START"} is a start like any other: refused while the source fails."""
     publish(shop)

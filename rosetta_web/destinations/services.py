@@ -73,14 +73,15 @@ class DestinationNotReady(NotReady):
 
 
 def fresh_readiness(destination: Destination) -> Readiness:
-    """Return the destination's result, checked again first when older than one monitor
-    interval (or never checked)."""
+    """Return the destination's result, checked again first when it failed, is older than
+    one monitor interval, or was never checked."""
     interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
     return fresh(destination.readiness, lambda: check_destination_now(destination), interval)
 
 
 def require_ready(destination: Destination) -> None:
-    """Raise DestinationNotReady when the destination (checked again if stale) fails a check."""
+    """Raise DestinationNotReady when the destination (checked again if stale or failing)
+    fails a check."""
     readiness = fresh_readiness(destination)
     if not readiness.ready:
         raise DestinationNotReady(destination, readiness)

@@ -29,6 +29,9 @@ OFFSETS_DDL = (
 UNUSED_PASSWORD = "unused"
 # Where Debezium's notifications (an incremental snapshot's progress) reach the handler.
 NOTIFICATIONS = "rosetta.notifications"
+# How long Debezium waits before it starts its task again on new connections, after it lost
+# the source or could not start the stream.
+SOURCE_RETRY_S = 5
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,13 @@ def debezium_properties(
         "snapshot.mode": "initial",
         # A slot created again behind Rosetta's back (ahead of the offset) stops the pipeline.
         "offset.mismatch.strategy": "trust_offset",
-        # A takeover after a host is lost waits for the source to free the slot (its
-        # wal_sender_timeout, 60 s by default): 24 tries 5 s apart outlast it.
-        "slot.max.retries": 24,
-        "slot.retry.delay.ms": 5_000,
+        # A stream that cannot start (the slot still held by a lost host's walsender, or the
+        # connection cut as the stream starts) is one retriable error, as a lost source is:
+        # Debezium starts the task again on new connections SOURCE_RETRY_S later, for as long
+        # as it takes. Its own retries of the start would reuse the connection, dead or alive
+        # (24 of them took 2 minutes).
+        "slot.max.retries": 0,
+        "retriable.restart.connector.wait.ms": SOURCE_RETRY_S * 1000,
         "skipped.operations": "none",
         "tombstones.on.delete": "false",
         "decimal.handling.mode": "string",

@@ -28,7 +28,7 @@ from .bulk import Copied, CopyFailed, InitialCopy, Planned, slots_full
 from .changes import Change, Reader, TableName
 from .loader import BatchRefused, DestinationUnavailable, Loader, LoadReport, open_destination
 from .progress import Tally
-from .properties import NOTIFICATIONS, PipelineSpec
+from .properties import NOTIFICATIONS, SOURCE_RETRY_S, PipelineSpec
 from .state import Recorder, scrub
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 # Where Debezium sends its heartbeat records (topic.heartbeat.prefix's default, then the
 # pipeline's topic.prefix): they carry no change, but say that Debezium read all before them.
 HEARTBEATS = "__debezium-heartbeat."
+# Debezium's streaming metrics of a pipeline's connector (its topic.prefix): `Connected` is
+# true while it streams, false or gone once it lost the source.
+STREAMING_METRICS = "debezium.postgres:type=connector-metrics,context=streaming,server={}"
+SOURCE_LOST = (
+    f"Debezium lost its connection to the source; it connects again every {SOURCE_RETRY_S} s "
+    "(the engine's log says why)."
+)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,9 @@ class Run:
         self.last_lsn: int | None = None
         self.reader = Reader()  # JVM strings arrive as str (convertStrings)
         self.polling = threading.Event()
+        self.streamed = False  # Debezium's streaming metrics said it is connected, once
+        self.unconnected_since: float | None = None  # since when they say it is not (monotonic)
+        self.lost_from: str | None = None  # the state before the source was lost
         self.signalling = threading.Lock()
         self.recording = threading.RLock()  # the state, from Debezium's and the supervisor's
         self.attempts = 0  # failed starts before this one
@@ -292,6 +302,38 @@ class Run:
             self._record("streaming")
         if self.refresh is not None and self.refresh.signalled_at is None:
             self._signal_refresh()
+
+    def watch_source(self) -> None:
+        """Say `retrying` while Debezium has lost the source (it starts its task again by
+        itself): at once when it had streamed, or when it has not streamed for twice its wait
+        between tries since it began polling. Say what it did before once it is connected
+        again."""
+        if self.stopping.is_set() or self.finished.is_set() or not self.polling.is_set():
+            return
+        connected = _streaming_connected(self.properties["topic.prefix"])
+        now = time.monotonic()
+        with self.recording:
+            if connected:
+                self.streamed, self.unconnected_since = True, None
+                back, self.lost_from = self.lost_from, None
+                if back is not None and self.state == "retrying":
+                    self._record(back)
+                return
+            if self.unconnected_since is None:
+                self.unconnected_since = now
+            lost = self.streamed or now - self.unconnected_since >= 2 * SOURCE_RETRY_S
+            # Not while a snapshot of Debezium's own reads the tables before it streams.
+            streams = self.snapshot_done and self.state in ("streaming", "refreshing")
+            if lost and streams and self.lost_from is None:
+                self.lost_from = self.state
+                self.state = self.recorded = "retrying"
+                self.recorder.state(
+                    self.pipeline_id,
+                    "retrying",
+                    reason=SOURCE_LOST,
+                    next_try_at=utcnow() + timedelta(seconds=SOURCE_RETRY_S),
+                    error=SOURCE_LOST,
+                )
 
     def completed(self, success: bool, message: str, error: Any) -> None:
         """Debezium's engine ended: keep why, for the supervisor to record and retry."""
@@ -444,7 +486,7 @@ class Run:
 
     def _doing(self, changes: list[Change]) -> str:
         """Say what the engine does after a batch of `changes`."""
-        if self.state == "refreshing":
+        if "refreshing" in (self.state, self.lost_from):  # a REFRESH goes on past a lost source
             state = "refreshing"
         elif changes and changes[-1].snapshot not in (None, "false", "incremental", "last"):
             state = "snapshotting"  # the initial snapshot goes on past this batch
@@ -549,6 +591,19 @@ class Run:
                     scrub(str(exc), self.recorder.secrets),
                 )
         self.finished.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _streaming_connected(prefix: str) -> bool | None:
+    """Debezium's streaming metric `Connected` of the connector named `prefix`; None while it
+    has none (not streaming yet, or its task is starting again)."""
+    import jpype
+
+    server = jpype.JClass("java.lang.management.ManagementFactory").getPlatformMBeanServer()
+    name = jpype.JClass("javax.management.ObjectName")(STREAMING_METRICS.format(prefix))
+    try:
+        return bool(server.getAttribute(name, "Connected"))
+    except jpype.JClass("javax.management.InstanceNotFoundException"):
+        return None
 
 
 def _open_loader(target: SnowflakeTarget, timeout_s: float, query_timeout_s: float) -> Loader:

@@ -353,6 +353,8 @@ class Supervisor:
         for run in list(self.runs.values()):
             if run.finished.is_set():
                 self._ended(run)
+            else:
+                run.watch_source()
         for pipeline_id, pipeline in wanted.items():
             running = self.runs.get(pipeline_id)
             if running is not None:

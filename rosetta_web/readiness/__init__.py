@@ -94,10 +94,11 @@ def skipped(checks: list[tuple[str, str]], why: str) -> list[Check]:
 def fresh(
     stored: dict[str, Any] | None, check_again: Callable[[], Readiness], max_age: timedelta
 ) -> Readiness:
-    """Return a stored result, or `check_again()`'s when there is none or it is older than
-    `max_age`."""
+    """Return a stored result that passed within `max_age`, or else `check_again()`'s: a
+    failing result is never reused, since what failed (a source restarting, a grant) may be
+    back or fixed by now."""
     kept = Readiness.from_dict(stored) if stored else None
-    if kept is None or utcnow() - as_utc(kept.checked_at) > max_age:
+    if kept is None or not kept.ready or utcnow() - as_utc(kept.checked_at) > max_age:
         return check_again()
     return kept
 

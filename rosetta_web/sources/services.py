@@ -489,13 +489,15 @@ def follow_round(samples: list[Sample], started_at: datetime) -> list[tuple[Sour
 
 
 def fresh_readiness(source: Source) -> Readiness:
-    """Return the source's result, checked again first when older than one monitor interval."""
+    """Return the source's result, checked again first when it failed or is older than one
+    monitor interval."""
     interval = timedelta(seconds=current_app.config["WAL_MONITOR_INTERVAL_SECONDS"])
     return fresh(source.readiness, lambda: check_now(source), interval)
 
 
 def require_ready(source: Source) -> None:
-    """Raise SourceNotReady when the source (checked again if stale) fails a check."""
+    """Raise SourceNotReady when the source (checked again if stale or failing) fails a
+    check."""
     readiness = fresh_readiness(source)
     if not readiness.ready:
         raise SourceNotReady(source, readiness)

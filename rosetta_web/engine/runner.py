@@ -595,14 +595,14 @@ class Run:
 
 def _streaming_connected(prefix: str) -> bool | None:
     """Debezium's streaming metric `Connected` of the connector named `prefix`; None while it
-    has none (not streaming yet, or its task is starting again)."""
+    has none (not streaming yet, or its task is starting again) or it cannot be read."""
     import jpype
 
     server = jpype.JClass("java.lang.management.ManagementFactory").getPlatformMBeanServer()
     name = jpype.JClass("javax.management.ObjectName")(STREAMING_METRICS.format(prefix))
     try:
         return bool(server.getAttribute(name, "Connected"))
-    except jpype.JClass("javax.management.InstanceNotFoundException"):
+    except jpype.JException:  # InstanceNotFoundException, mostly
         return None
 
 

@@ -17,6 +17,7 @@ from rosetta_web.engine.progress import Tally, write
 from rosetta_web.extensions import db as _db
 from rosetta_web.models import (
     EngineProcess,
+    Pipeline,
     PipelineLag,
     PipelineMinute,
     PipelineRun,
@@ -88,6 +89,40 @@ def test_writes_add_up_in_totals_and_minutes(app, api):
     assert history["times"] == ["2026-03-01T12:00:00Z"] and history["bucket_seconds"] == 60
     assert (history["inserted"], history["updated"], history["deleted"]) == ([8], [3], [1])
     assert history["lag_bytes"] == [99]  # the minute's highest
+
+
+def test_a_deleted_pipelines_last_counts_never_reach_a_new_pipeline_with_its_id(app, api):
+    """A stopped engine's counts are written once more after it stops. Its pipeline deleted
+    meanwhile and a new one stored under the same id (SQLite gives the highest id again):
+    those counts are dropped, and the new pipeline's progress shows only its own."""
+    old_id = add_pipeline(app, name="old")
+    with app.app_context():
+        old = _db.session.get(Pipeline, old_id)
+        stale = Tally(old_id, SOURCE, old.created_at)
+        _db.session.delete(old)
+        _db.session.commit()
+    _loaded(stale, 7, 0, 0)
+    with time_machine.travel(utcnow() + timedelta(seconds=1), tick=True):
+        new_id = add_pipeline(app, name="new")
+    with app.app_context():
+        new = _db.session.get(Pipeline, new_id)
+        if new_id != old_id:  # PostgreSQL never gives an id again: give it by hand
+            new.id = old_id
+            _db.session.commit()
+            new = _db.session.get(Pipeline, old_id)
+        now = utcnow()
+        _db.session.add(
+            PipelineRun(
+                pipeline_id=old_id, state="streaming", owner=OWNER, since=now, updated_at=now
+            )
+        )
+        _db.session.commit()
+        fresh = Tally(old_id, SOURCE, new.created_at)
+    _loaded(fresh, 2, 1, 0)
+    _written(app, old_id, stale)
+    _written(app, old_id, fresh)
+    (table,) = api.get(f"/api/v1/pipelines/{old_id}/progress").get_json()["tables"]
+    assert (table["inserted"], table["updated"], table["deleted"]) == (2, 1, 0)
 
 
 def test_history_refuses_an_unknown_range(app, api):

@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import PipelineLag, PipelineMinute, PipelineRun, PipelineTable
 from ..postgres.connection import Target, connect, run
 from ..postgres.sampling_queries import POSITION
-from ..timeutil import utcnow
+from ..timeutil import as_utc, utcnow
 from .changes import Change
 from .loader import LoadReport, target_table_name
 
@@ -80,6 +80,7 @@ class Tally:
 
     pipeline_id: int
     source: Target
+    created_at: datetime | None = None  # the pipeline's: the same id may name a new one later
     tables: dict[str, TableTally] = field(default_factory=dict)
     minutes: dict[tuple[datetime, str], list[int]] = field(default_factory=dict)
     last_lsn: int | None = None
@@ -223,6 +224,8 @@ def write(tally: Tally, taken: Taken, lag_bytes: int | None) -> None:
     run = db.session.get(PipelineRun, pipeline_id)
     if run is None:
         return  # the pipeline was deleted, or its engine has written nothing yet
+    if tally.created_at is not None and as_utc(run.pipeline.created_at) != as_utc(tally.created_at):
+        return  # the pipeline was deleted, and its id is a new pipeline's now
     now = utcnow()
     run.updated_at = now
     if taken.last_lsn is not None:

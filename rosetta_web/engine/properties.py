@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class PipelineSpec:
     heartbeat: bool = False  # the source's publication has the heartbeat table
     # Those of `tables` without a primary key: loaded append-only, never REFRESHed.
     keyless: frozenset[tuple[str, str]] = frozenset()
+    # When the pipeline was created: its id alone may name a new pipeline once it is deleted
+    # (SQLite gives the highest id again).
+    created_at: datetime | None = None
 
 
 def pipeline_spec(
@@ -66,6 +70,7 @@ def pipeline_spec(
     slot: str,
     published: list[PublishedTable],
     heartbeat: bool,
+    created_at: datetime | None = None,
 ) -> PipelineSpec:
     """Describe a pipeline from its source's publication as read from the source: its tables
     (the heartbeat table aside), and which of them have no primary key."""
@@ -78,6 +83,7 @@ def pipeline_spec(
         slot=slot,
         tables=tuple((table.schema, table.table) for table in tables),
         heartbeat=heartbeat,
+        created_at=created_at,
         keyless=frozenset((t.schema, t.table) for t in tables if not t.has_primary_key),
     )
 

@@ -169,7 +169,8 @@ class Run:
         self.on_refreshed: Callable[[Run], None] | None = None
         self.first_copy = False  # no offsets: the tables are copied before streaming
         self.copying: InitialCopy | None = None
-        self.progress = Tally(spec.pipeline_id, spec.source)  # written by a ProgressWriter
+        # Written by a ProgressWriter.
+        self.progress = Tally(spec.pipeline_id, spec.source, spec.created_at)
 
     @property
     def pipeline_id(self) -> int:

@@ -465,6 +465,7 @@ class Supervisor:
                 source.slot_name,
                 published,
                 heartbeat=True,
+                created_at=pipeline.created_at,
             )
             if spec.tables:
                 # The source's `heartbeat` check passed (START waits for it): the role may

@@ -327,14 +327,7 @@ class Run:
             streams = self.snapshot_done and self.state in ("streaming", "refreshing")
             if lost and streams and self.lost_from is None:
                 self.lost_from = self.state
-                self.state = self.recorded = "retrying"
-                self.recorder.state(
-                    self.pipeline_id,
-                    "retrying",
-                    reason=SOURCE_LOST,
-                    next_try_at=utcnow() + timedelta(seconds=SOURCE_RETRY_S),
-                    error=SOURCE_LOST,
-                )
+                self._retrying(SOURCE_LOST, SOURCE_LOST, SOURCE_RETRY_S)
 
     def completed(self, success: bool, message: str, error: Any) -> None:
         """Debezium's engine ended: keep why, for the supervisor to record and retry."""
@@ -504,6 +497,17 @@ class Run:
                 self.state = self.recorded = state
                 self.recorder.state(self.pipeline_id, state, last_lsn=self.last_lsn)
 
+    def _retrying(self, reason: str, error: str, wait_s: float) -> None:
+        """Record `retrying`, why, and the next try `wait_s` from now."""
+        self.state = self.recorded = "retrying"
+        self.recorder.state(
+            self.pipeline_id,
+            "retrying",
+            reason=reason,
+            next_try_at=utcnow() + timedelta(seconds=wait_s),
+            error=error,
+        )
+
     def _load(self, changes: list[Change]) -> LoadReport:
         report = LoadReport()
 
@@ -535,14 +539,10 @@ class Run:
                 self._close_loader()
                 attempt += 1
                 wait_s = self.backoff.delay(attempt)
-                next_try = utcnow() + timedelta(seconds=wait_s)
-                self.state = self.recorded = "retrying"
-                self.recorder.state(
-                    self.pipeline_id,
-                    "retrying",
-                    reason=f"Snowflake: {exc}",
-                    next_try_at=next_try,
-                    error=f"Loading failed, try {attempt}; next in {wait_s:.0f} s: {exc}",
+                self._retrying(
+                    f"Snowflake: {exc}",
+                    f"Loading failed, try {attempt}; next in {wait_s:.0f} s: {exc}",
+                    wait_s,
                 )
                 if self.stopping.wait(wait_s):
                     raise Stopped() from None

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from ..constants import PHONE
 from ..factories import add_fleet, create_operator
+from .htmx import wait_settled
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -37,6 +38,7 @@ def test_more_filters_and_the_refresh_keep_the_list_in_the_url(app, live_server,
     names = ["src-00014"]  # the one of src-00010 to src-00019 whose slot has no consumer
     expect(rows.locator("td.cell-title")).to_have_text(names)
 
+    wait_settled(page)  # the new list's refresh is wired
     page.evaluate("document.getElementById('dashboard-table').dataset.old = 'yes'")
     page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     expect(page.locator("#dashboard-table")).not_to_have_attribute("data-old", "yes")

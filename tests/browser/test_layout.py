@@ -14,6 +14,7 @@ from ..clients import OVERFLOW_JS
 from ..constants import PHONE
 from ..factories import add_alerts, add_source, create_operator
 from ..pg import free_port
+from .htmx import wait_settled
 
 # Each starts Chromium and a server: `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
@@ -129,7 +130,7 @@ def test_status_button_keeps_keyboard_focus_after_the_row_swap(pipeline_row, pag
     expect(page.locator(f"#{row_id}-start")).to_be_focused()
     # Until htmx has settled the new row, its forms are not yet wired: Enter would post them
     # the plain way and reload the page, as any operator typing that fast would see too.
-    page.wait_for_function("() => !document.querySelector('.htmx-settling, .htmx-request')")
+    wait_settled(page)
     page.keyboard.press("Tab")
     expect(page.locator(f"#{row_id}-pause")).to_be_focused()
     page.keyboard.press("Enter")
